@@ -1,0 +1,76 @@
+"""transport-actors: one pykka actor per live call session, supervised, behind a sync facade.
+
+::
+
+    from actors import TransportService, Binary, Text, Close
+
+    with TransportService.from_yaml("config/transport.yaml") as service:
+        info = service.create_session(provider="websocket", url="ws://127.0.0.1:8765/")
+        service.write_websocket_message(info.session_id, Text("hello"))
+        print(service.read_websocket_message(info.session_id, timeout=5.0))
+        service.end_session(info.session_id)
+"""
+
+from .config import TransportConfig, default_config, load_config
+from .errors import (
+    ConfigError,
+    ConnectionFailed,
+    ProviderError,
+    ReadTimeout,
+    ServiceClosed,
+    SessionClosed,
+    SessionNotFound,
+    TransportError,
+    UnsupportedMessage,
+)
+from .lifecycle import SessionState
+from .messages import (
+    Audio,
+    Binary,
+    Clear,
+    Close,
+    Dtmf,
+    Mark,
+    MediaFormat,
+    Message,
+    SessionInfo,
+    SessionRequest,
+    SessionStatus,
+    Started,
+    Stopped,
+    Text,
+)
+from .service import TransportService
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Audio",
+    "Binary",
+    "Clear",
+    "Close",
+    "ConfigError",
+    "ConnectionFailed",
+    "Dtmf",
+    "Mark",
+    "MediaFormat",
+    "Message",
+    "ProviderError",
+    "ReadTimeout",
+    "ServiceClosed",
+    "SessionClosed",
+    "SessionInfo",
+    "SessionNotFound",
+    "SessionRequest",
+    "SessionState",
+    "SessionStatus",
+    "Started",
+    "Stopped",
+    "Text",
+    "TransportConfig",
+    "TransportError",
+    "TransportService",
+    "UnsupportedMessage",
+    "default_config",
+    "load_config",
+]

@@ -1,0 +1,430 @@
+"""The only YAML reader: one YAML file -> validated, frozen config objects.
+
+The schema (every key optional; an empty file, or a null section, means the defaults)::
+
+    runtime:                        # RuntimeConfig
+      connect_timeout_s: 5.0        # WebSocket dial + handshake deadline          (> 0)
+      ask_timeout_s: 5.0            # every pykka ask made by the facade           (> 0)
+      inbox_max: 10000              # inbound messages buffered per session        (int > 0)
+      outbound_max: 10000           # outbound frames queued per session           (int > 0)
+      max_message_bytes: 1048576    # larger inbound frames are refused (1009)     (int > 0)
+      ping_interval_s: 10.0         # keepalive ping period; 0 disables pings      (>= 0)
+      ping_timeout_s: 5.0           # no pong within this => connection dead       (> 0)
+      shutdown_timeout_s: 2.0       # bounded stop: abort socket, join threads     (> 0)
+    supervisor:                     # SupervisorConfig
+      max_restarts: 3               # restarts allowed within `within_s`           (int >= 0)
+      within_s: 30.0                # the sliding window                           (> 0)
+      backoff_initial_s: 0.05       # first restart delay                          (> 0)
+      backoff_max_s: 2.0            # cap on the restart delay                     (> 0)
+      backoff_multiplier: 2.0       # delay growth per consecutive restart         (>= 1)
+    providers:                      # name -> provider; replaces the default set as a whole
+      <name>:                       # letters, digits, '_' and '-'
+        type: websocket             # defaults to <name> when <name> is a known type
+        url: wss://host/path        # optional ws:// or wss:// URL; empty string = not set
+        headers: {Name: value}      # str -> str, sent with the handshake; values are secrets
+        subprotocols: [a, b]        # list of str
+
+The default ``providers`` is ``{websocket: {type: websocket}}``. Float fields accept integers;
+integer fields accept only integers (no bools, no floats).
+
+Every string value may use ``${VAR}`` and ``${VAR:-default}`` (the default applies when VAR is
+unset or empty); ``$${`` is a literal ``${``. Expansion happens after YAML parsing, so an
+environment value can never add structure. A number field whose whole value is one reference
+(``ask_timeout_s: ${ASK_TIMEOUT:-5}``) takes the expanded text as a number. Keys are not expanded.
+
+Every problem raises :class:`~actors.errors.ConfigError` with the file, the dotted key path
+(``providers.echo.subprotocols[1]``) and what was expected. Values that may be secret (header
+values, keys that look secret, anything that came from the environment) are never echoed, and
+:meth:`TransportConfig.redacted` masks them for printing.
+
+To add a section: write a frozen dataclass whose fields use the types in ``_PARSERS`` (or
+further dataclasses), add it as a field of :class:`TransportConfig`, and put it in
+``config/transport.yaml``. A provider type is one more entry in ``_PROVIDER_TYPES``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from types import MappingProxyType
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+from .redaction import MASK, is_secret_key, redact_url
+
+__all__ = [
+    "ProviderConfig",
+    "RuntimeConfig",
+    "SupervisorConfig",
+    "TransportConfig",
+    "WebSocketProviderConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+# `$${` (escape), `${NAME}` / `${NAME:-default}`, or a bare `${` (malformed: no name matched).
+_REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))?\})?")
+_WHOLE_REF = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?::-[^}]*)?\}")
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _redact_text(text: str) -> str:
+    return redact_url(text) if "://" in text else text
+
+
+def _plain(value: Any, key: str = "") -> Any:
+    """``value`` as plain dicts/lists/scalars (the YAML shape), with secrets masked."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name), f.name)
+            for f in fields(value)
+            if f.metadata.get("yaml", True)
+        }
+    if key == "headers":
+        return dict.fromkeys(value, MASK)
+    if value is not None and is_secret_key(key):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: _plain(v, k) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return _redact_text(value) if isinstance(value, str) else value
+
+
+def _safe_repr(self: Any) -> str:
+    """A dataclass ``__repr__`` that masks secret-looking fields and URL credentials."""
+
+    def show(name: str, value: object) -> str:
+        if value is not None and is_secret_key(name):
+            return repr(MASK)
+        return repr(_redact_text(value) if isinstance(value, str) else value)
+
+    shown = (f"{f.name}={show(f.name, getattr(self, f.name))}" for f in fields(self) if f.repr)
+    return f"{type(self).__name__}({', '.join(shown)})"
+
+
+# ---- field metadata: {"check": value -> problem | None}, {"yaml": False} (not a YAML key) ----
+
+
+def _limit(op: str, bound: float, note: str = "") -> dict[str, Any]:
+    def check(value: float) -> str | None:
+        ok = value > bound if op == ">" else value >= bound
+        return None if ok else f"must be {op} {bound:g}{note}"
+
+    return {"check": check}
+
+
+def _ws_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a bad port
+        ok = parts.scheme in ("ws", "wss") and bool(parts.hostname)
+    except ValueError:  # bad IPv6 literal or port
+        ok = False
+    return None if ok else "expected a ws:// or wss:// URL with a host"
+
+
+_POSITIVE = _limit(">", 0)
+_CODE_ONLY = {"yaml": False}
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """Limits and timeouts of the session runtime."""
+
+    connect_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # WebSocket dial + handshake
+    ask_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # every pykka ask of the facade
+    inbox_max: int = field(default=10_000, metadata=_POSITIVE)  # inbound messages per session
+    outbound_max: int = field(default=10_000, metadata=_POSITIVE)  # outbound frames per session
+    max_message_bytes: int = field(default=1_048_576, metadata=_POSITIVE)  # larger: close 1009
+    ping_interval_s: float = field(default=10.0, metadata=_limit(">=", 0, " (0 disables pings)"))
+    ping_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # no pong within: dead
+    shutdown_timeout_s: float = field(default=2.0, metadata=_POSITIVE)  # bounded stop
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """The restart policy: at most ``max_restarts`` within ``within_s``, with backoff."""
+
+    max_restarts: int = field(default=3, metadata=_limit(">=", 0))  # within the window below
+    within_s: float = field(default=30.0, metadata=_POSITIVE)  # sliding window
+    backoff_initial_s: float = field(default=0.05, metadata=_POSITIVE)
+    backoff_max_s: float = field(default=2.0, metadata=_POSITIVE)
+    backoff_multiplier: float = field(default=2.0, metadata=_limit(">=", 1))
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketProviderConfig:
+    """A provider that dials ``url`` (or the URL given to ``create_session``) directly."""
+
+    name: str = field(metadata=_CODE_ONLY)  # the key under `providers:`
+    type: str = "websocket"
+    url: str | None = field(default=None, metadata={"check": _ws_url})  # default ws(s):// URL
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # values are secrets
+    subprotocols: tuple[str, ...] = ()
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+
+
+ProviderConfig = WebSocketProviderConfig  # becomes a Union as provider types are added
+_PROVIDER_TYPES: dict[str, type[ProviderConfig]] = {"websocket": WebSocketProviderConfig}
+
+
+def _default_providers() -> Mapping[str, ProviderConfig]:
+    return {"websocket": WebSocketProviderConfig(name="websocket")}
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """A whole deployment: runtime limits, supervisor policy, providers by name."""
+
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
+    source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "providers", MappingProxyType(dict(self.providers)))
+
+    def provider(self, name: str) -> ProviderConfig:
+        """The provider called ``name``; :class:`ConfigError` if there is none."""
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(self.providers) or "(none)"
+            why = f"unknown provider {name!r}; configured providers: {known}"
+            close = difflib.get_close_matches(name, list(self.providers), n=1)
+            if close:
+                why += f"; did you mean {close[0]!r}?"
+            raise ConfigError(why, file=self.source, key_path=f"providers.{name}") from None
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain nested dicts (the YAML shape) with every secret as ``"***"``."""
+        result: dict[str, Any] = _plain(self)
+        return result
+
+
+def default_config() -> TransportConfig:
+    """The embedded default; ``config/transport.yaml`` spells out the same values."""
+    return TransportConfig()
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> TransportConfig:
+    """Read, expand and validate the YAML file at ``path`` (``environ`` defaults to os.environ)."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError("the file is not UTF-8 text", file=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_problem(exc), file=source) from None
+    return parse_config(data, source=source, environ=environ)
+
+
+def parse_config(
+    data: object, *, source: str | None = None, environ: Mapping[str, str] | None = None
+) -> TransportConfig:
+    """Validate what ``yaml.safe_load`` returned; ``source`` names the file in errors."""
+    ctx = _Ctx(source, os.environ if environ is None else environ)
+    config: TransportConfig = _build(TransportConfig, data, "", ctx, source=source)
+    return config
+
+
+# ---- the validator ----
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # Only the mark and the problem text: str(exc) would quote the offending line.
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if mark is not None:
+            return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f"invalid YAML: {problem}"
+    return f"invalid YAML ({type(exc).__name__})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    file: str | None
+    environ: Mapping[str, str]
+
+    def error(self, path: str, why: str) -> ConfigError:
+        return ConfigError(why, file=self.file, key_path=path)
+
+    def expand(self, raw: str, path: str) -> str:
+        def substitute(m: re.Match[str]) -> str:
+            if m[0] == "$${":
+                return "${"
+            name, default = m["name"], m["default"]
+            if name is None:
+                why = "malformed reference: use ${NAME} or ${NAME:-default}, or $${ for a literal"
+                raise self.error(path, why)
+            value = self.environ.get(name)
+            if default is not None and not value:
+                return default
+            if value is None:
+                raise self.error(path, f"environment variable {name!r} is not set")
+            return value
+
+        return _REF.sub(substitute, raw)
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _is_secret_path(path: str) -> bool:
+    segments = re.split(r"[.\[]", path)
+    return "headers" in segments or bool(is_secret_key(segments[-1]))
+
+
+def _show(raw: object, path: str) -> str:
+    """How a bad YAML value appears in a message: never a secret, never an expanded value."""
+    kind = "null" if raw is None else type(raw).__name__
+    if _is_secret_path(path):
+        return f"{kind} (value hidden)"
+    if isinstance(raw, str) and _WHOLE_REF.search(raw):
+        return f"{raw!r} (from the environment)"
+    text = repr(_redact_text(raw) if isinstance(raw, str) else raw)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({kind})"
+
+
+def _unknown(key: object, valid: list[str], what: str = "key") -> str:
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(valid)}"
+    return f"unknown {what} {key!r}; {hint}"
+
+
+def _mapping(raw: object, path: str, ctx: _Ctx) -> Mapping[Any, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        where = "" if path else " at the top level"
+        raise ctx.error(path, f"expected a mapping{where}, got {_show(raw, path)}")
+    return raw
+
+
+def _number(kind: type[int] | type[float], raw: object, path: str, ctx: _Ctx) -> float:
+    if kind is float:
+        expected = "a number of seconds (float)" if path.endswith("_s") else "a number (float)"
+    else:
+        expected = "a number of bytes (int)" if path.endswith("_bytes") else "a whole number (int)"
+    value = raw
+    if isinstance(raw, str) and (ref := _WHOLE_REF.fullmatch(raw)):
+        try:
+            value = kind(ctx.expand(raw, path))
+        except ValueError:
+            why = f"environment variable {ref['name']!r} does not hold {expected}"
+            raise ctx.error(path, why) from None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise ctx.error(path, f"expected {expected}, got {_show(raw, path)}")
+    if not math.isfinite(value):
+        raise ctx.error(path, f"expected a finite number, got {_show(raw, path)}")
+    return kind(value)
+
+
+def _string(raw: object, path: str, ctx: _Ctx) -> str:
+    if not isinstance(raw, str):
+        quote = "; quote it" if isinstance(raw, int | float) else ""
+        raise ctx.error(path, f"expected a string (str), got {_show(raw, path)}{quote}")
+    return ctx.expand(raw, path)
+
+
+def _optional_string(raw: object, path: str, ctx: _Ctx) -> str | None:
+    return None if raw is None else (_string(raw, path, ctx) or None)
+
+
+def _string_list(raw: object, path: str, ctx: _Ctx) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ctx.error(path, f"expected a list of strings, got {_show(raw, path)}")
+    return tuple(_string(item, f"{path}[{i}]", ctx) for i, item in enumerate(raw))
+
+
+def _string_map(raw: object, path: str, ctx: _Ctx) -> Mapping[str, str]:
+    result: dict[str, str] = {}
+    for key, value in _mapping(raw, path, ctx).items():
+        if not isinstance(key, str) or not key:
+            raise ctx.error(_join(path, key), "keys must be non-empty strings")
+        result[key] = _string(value, _join(path, key), ctx)
+    return MappingProxyType(result)
+
+
+def _providers(raw: object, path: str, ctx: _Ctx) -> Mapping[str, ProviderConfig]:
+    result: dict[str, ProviderConfig] = {}
+    for name, body in _mapping(raw, path, ctx).items():
+        where = _join(path, name)
+        if not isinstance(name, str) or not _PROVIDER_NAME.fullmatch(name):
+            raise ctx.error(where, "a provider name uses only letters, digits, '_' and '-'")
+        data = _mapping(body, where, ctx)
+        types = list(_PROVIDER_TYPES)
+        if "type" in data:
+            kind = _string(data["type"], f"{where}.type", ctx)
+        elif name in _PROVIDER_TYPES:
+            kind = name
+        else:
+            why = f"missing (the name {name!r} is no provider type); expected one of: "
+            raise ctx.error(f"{where}.type", why + ", ".join(types))
+        if kind not in _PROVIDER_TYPES:
+            why = _unknown(data["type"], types, "provider type")
+            raise ctx.error(f"{where}.type", why)
+        result[name] = _build(_PROVIDER_TYPES[kind], data, where, ctx, name=name)
+    return MappingProxyType(result)
+
+
+def _build(cls: type[Any], raw: object, path: str, ctx: _Ctx, **fixed: Any) -> Any:
+    """Build dataclass ``cls`` from a YAML mapping, one field spec (type hint) per key."""
+    data = _mapping(raw, path, ctx)
+    hints = get_type_hints(cls)
+    specs = {f.name: f for f in fields(cls) if f.metadata.get("yaml", True)}
+    for key in data:
+        if key not in specs:
+            raise ctx.error(_join(path, key), _unknown(key, list(specs)))
+    kwargs = dict(fixed)
+    for key, value in data.items():
+        where, hint = _join(path, key), hints[key]
+        if isinstance(hint, type) and is_dataclass(hint):
+            kwargs[key] = _build(hint, value, where, ctx)
+        else:
+            kwargs[key] = _PARSERS[hint](value, where, ctx)
+        check = specs[key].metadata.get("check")
+        if check is not None and (problem := check(kwargs[key])) is not None:
+            raise ctx.error(where, f"{problem}, got {_show(value, where)}")
+    return cls(**kwargs)
+
+
+_Parser = Callable[[object, str, _Ctx], Any]
+_PARSERS: dict[object, _Parser] = {
+    float: lambda raw, path, ctx: _number(float, raw, path, ctx),
+    int: lambda raw, path, ctx: _number(int, raw, path, ctx),
+    str: _string,
+    str | None: _optional_string,
+    tuple[str, ...]: _string_list,
+    Mapping[str, str]: _string_map,
+    Mapping[str, ProviderConfig]: _providers,
+}

@@ -1,0 +1,250 @@
+"""The connector actor: one per session incarnation, owner of that session's WebSocket.
+
+A connector borrows its session's :class:`~actors.session.SessionRecord` and owns one
+:class:`~actors.websocket.WebSocketConnection`. Its life, in pykka's hooks:
+
+- ``on_start`` attaches to the record (from now on writes reach it as tells), moves the writes
+  that found no connector into the outbox, and starts the connection, whose reader thread dials.
+  Nothing blocking happens on the actor's thread.
+- ``Write`` tells are encoded by the session's codec into the outbox, in the order received;
+  the connection's writer thread sends them. ``Close`` asks the connection to close.
+- The connection tells the actor when it opened and when (and why) it ended; an ended
+  connection stops the actor.
+- ``on_stop`` (and ``on_failure``, and a crash in ``on_start``) detach from the record, hand the
+  writes still in the actor's own mailbox back to the record, close the connection within
+  ``shutdown_timeout_s``, and report the exit to the supervisor: exactly once per connector.
+
+Inbound frames never pass through this actor: the reader thread decodes them straight into the
+record's inbox, so the actor costs nothing per inbound frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from .codecs import Frame
+from .exits import Exit, ExitKind
+from .messages import Close, Message
+from .session import SessionRecord
+from .websocket import Watchdog, WebSocketConnection
+
+__all__ = ["Connector", "ConnectorExited", "ConnectorOpened", "GetStatus", "Write"]
+
+logger = logging.getLogger(__name__)
+
+
+# -- messages a connector receives ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Send ``message`` on the session (a tell from the facade)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatus:
+    """Ask for the session's ``SessionStatus``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    exit: Exit
+
+
+# -- messages a connector sends its supervisor ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorOpened:
+    session_id: str
+    generation: int
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorExited:
+    session_id: str
+    generation: int
+    exit: Exit
+
+
+class Connector(pykka.ThreadingActor):
+    """The actor that owns one session's WebSocket for one incarnation (``generation``)."""
+
+    # A connector stuck in a bug must never keep the interpreter from exiting.
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        record: SessionRecord,
+        supervisor: pykka.ActorRef[Any],
+        *,
+        generation: int,
+        watchdog: Watchdog | None,
+        shutdown_timeout_s: float,
+        dial_delay_s: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.record = record
+        self.supervisor = supervisor
+        self.generation = generation
+        self.watchdog = watchdog
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.dial_delay_s = dial_delay_s
+        self.connection: WebSocketConnection | None = None
+        self._ended: Exit | None = None  # how the connection ended, if it has
+        self._reported = False
+
+    # -- pykka hooks ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        record = self.record
+        thread = threading.current_thread()
+        thread.name = f"connector-{record.session_id}"
+        record.connector_thread = thread
+        try:
+            connection = WebSocketConnection(
+                record.dial,
+                session_id=record.session_id,
+                outbox=record.outbox,
+                traffic=record.traffic,
+                on_open=self._on_open,
+                on_frame=self._on_frame,
+                on_exit=self._on_exit,
+                watchdog=self.watchdog,
+                dial_delay_s=self.dial_delay_s,
+            )
+            with record.lock:
+                record.connector = self.actor_ref
+                pending = list(record.backlog)
+                record.backlog.clear()
+            for message in pending:
+                self._write(message)
+            self.connection = connection
+            connection.start()
+        except Exception as exc:
+            # pykka calls neither on_failure nor on_stop after a crash in on_start.
+            self._release(Exit(ExitKind.START_CRASH, None, f"{type(exc).__name__}: {exc}"))
+            raise
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Write):
+            self._write(message.message)
+        elif isinstance(message, GetStatus):
+            connection = self.connection
+            return self.record.status(connected=connection is not None and connection.connected)
+        elif isinstance(message, _Opened):
+            self.supervisor.tell(
+                ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
+            )
+        elif isinstance(message, _Ended):
+            self._ended = message.exit
+            self.stop()
+        else:
+            # A message no handler knows is a bug somewhere: crash, and let supervision act.
+            raise TypeError(f"connector got an unexpected message: {type(message).__name__}")
+        return None
+
+    def on_stop(self) -> None:
+        self._release(None)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        name = exception_type.__name__ if exception_type else "error"
+        self._release(Exit(ExitKind.CRASH, None, f"{name}: {exception_value}"))
+
+    # -- the connection's callbacks, from its threads ------------------------------------------
+
+    def _on_open(self, subprotocol: str | None) -> None:
+        self._tell_self(_Opened(subprotocol))
+
+    def _on_frame(self, frame: Frame) -> None:
+        # The reader thread's hot path: decode and queue, no hop through the actor.
+        record = self.record
+        put = record.inbox.put
+        for message in record.codec.decode(frame):
+            put(message)
+
+    def _on_exit(self, exit: Exit) -> None:
+        self._tell_self(_Ended(exit))
+
+    def _tell_self(self, message: object) -> None:
+        # Already stopping? Then _release reads the exit from the connection itself.
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _write(self, message: Message) -> None:
+        if isinstance(message, Close):
+            if self.connection is not None:
+                self.connection.request_close(message.code, message.reason)
+            return
+        self.record.outbox.put_many(self.record.codec.encode(message))
+
+    def _release(self, crash: Exit | None) -> None:
+        """Detach, rescue unprocessed writes, close the connection, report the exit once."""
+        if self._reported:
+            return
+        self._reported = True
+        record = self.record
+        with record.lock:
+            if record.connector is self.actor_ref:
+                record.connector = None
+            rescued = self._drain_mailbox()
+            # Writes in our mailbox are older than any that found no connector meanwhile.
+            record.backlog.extendleft(reversed(rescued))
+        connection = self.connection
+        exit = crash
+        if connection is not None:
+            if crash is not None:
+                connection.abort(crash)
+                connection.join(self.shutdown_timeout_s)
+            elif not connection.done:
+                connection.close(timeout=self.shutdown_timeout_s)
+            else:
+                connection.join(self.shutdown_timeout_s)
+            if exit is None:
+                exit = self._ended or connection.exit
+        if exit is None:
+            exit = Exit(ExitKind.NORMAL, None, "stopped before connecting")
+        logger.debug("session %s: connector %d exits: %s", record.session_id, self.generation, exit)
+        try:
+            self.supervisor.tell(ConnectorExited(record.session_id, self.generation, exit))
+        except pykka.ActorDeadError:
+            logger.warning(
+                "session %s: supervisor gone; exit not reported: %s", record.session_id, exit
+            )
+
+    def _drain_mailbox(self) -> list[Message]:
+        """Take the ``Write`` tells still in this actor's mailbox; pykka would drop them."""
+        rescued: list[Message] = []
+        others = []
+        # We are the mailbox's only consumer, so get() after a non-empty check never blocks.
+        while not self.actor_inbox.empty():
+            envelope = self.actor_inbox.get()
+            if isinstance(envelope.message, Write):
+                rescued.append(envelope.message.message)
+            else:
+                others.append(envelope)
+        for envelope in others:  # asks among them get ActorDeadError from pykka's teardown
+            self.actor_inbox.put(envelope)
+        return rescued

@@ -1,0 +1,189 @@
+"""Immutable messages: what an application reads from and writes to a session.
+
+Every message is a frozen, slotted dataclass. ``Text``, ``Binary`` and ``Close`` are plain
+WebSocket traffic; ``Started``, ``Dtmf``, ``Mark`` and ``Stopped`` are provider events decoded by a
+codec; ``Mark`` and ``Clear`` are also commands an application writes to a provider. Inbound audio
+may arrive as :class:`Audio`, a ``Binary`` that also carries the provider's timestamp and
+sequence number, so ``isinstance(message, Binary)`` holds for every piece of audio.
+
+:class:`SessionInfo` and :class:`SessionStatus` are the snapshots the facade hands back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .lifecycle import SessionState
+
+__all__ = [
+    "Audio",
+    "Binary",
+    "Clear",
+    "Close",
+    "Dtmf",
+    "Mark",
+    "MediaFormat",
+    "Message",
+    "SessionInfo",
+    "SessionRequest",
+    "SessionStatus",
+    "Started",
+    "Stopped",
+    "Text",
+]
+
+#: RFC 6455 close codes used by this package.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+ABNORMAL_CLOSURE = 1006
+INVALID_PAYLOAD = 1007
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text(Message):
+    """A text frame."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Message):
+    """A binary frame; for telephony providers, one chunk of audio in the call's format."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Audio(Binary):
+    """Inbound audio with the provider's timing: a ``Binary`` with ``timestamp`` and ``sequence``.
+
+    ``timestamp`` is milliseconds since the stream started, ``sequence`` the provider's frame
+    number; either is ``None`` where the provider gives none.
+    """
+
+    timestamp: int | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Message):
+    """The session's stream has closed (inbound), or: close it (outbound).
+
+    ``code`` is an RFC 6455 close code; ``reason`` says why in words.
+    """
+
+    code: int = NORMAL_CLOSURE
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFormat:
+    """The audio format of a call's stream."""
+
+    encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+    channels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Started(Message):
+    """The provider's media stream has started."""
+
+    stream_id: str
+    call_id: str
+    media_format: MediaFormat = field(default_factory=MediaFormat)
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A frozen dataclass holding a dict is not immutable; a read-only view is.
+        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf(Message):
+    """A key pressed on the phone's keypad (``"0"``-``"9"``, ``"*"``, ``"#"``, ``"A"``-``"D"``)."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mark(Message):
+    """Inbound: the provider has played everything written before the mark of this name.
+
+    Outbound: ask the provider to report back when the audio written so far has played.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clear(Message):
+    """Outbound command: drop the audio the provider has buffered but not yet played."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped(Message):
+    """The provider's media stream has stopped (the call ended or the stream was closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What ``create_session`` returns: who the session is and where it is connected."""
+
+    session_id: str
+    provider: str
+    url: str
+    call_id: str | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatus:
+    """A snapshot of one session's state and counters, as ``status()`` returns it."""
+
+    session_id: str
+    provider: str
+    state: SessionState
+    connected: bool
+    restarts: int
+    frames_in: int
+    frames_out: int
+    bytes_in: int
+    bytes_out: int
+    dropped_in: int
+    dropped_out: int
+    queued_out: int
+    last_error: str | None
+    exit_reasons: tuple[str, ...] = ()
+
+    @property
+    def dropped(self) -> int:
+        """Every frame dropped in either direction, each one counted."""
+        return self.dropped_in + self.dropped_out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """What ``create_session`` is asked to create; every field is optional.
+
+    ``provider`` names an entry under ``providers:`` in the config (default: the only one, or
+    ``"websocket"``). ``url``, ``headers`` and ``subprotocols`` override the provider's dial
+    settings for this session; ``to``, ``from_`` and ``parameters`` are for telephony providers.
+    """
+
+    provider: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
+    subprotocols: tuple[str, ...] | None = None
+    to: str | None = None
+    from_: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)

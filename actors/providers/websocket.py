@@ -1,0 +1,59 @@
+"""The ``websocket`` provider: any plain WebSocket endpoint, no REST, no codec."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..codecs.websocket import PassthroughCodec
+from ..config import RuntimeConfig, WebSocketProviderConfig
+from ..errors import ConfigError
+from ..messages import SessionRequest
+from ..redaction import redact_url
+from ..websocket import DialOptions
+from . import SessionPlan
+
+__all__ = ["WebSocketProvider"]
+
+
+class WebSocketProvider:
+    """Dials ``url`` (from the request, else from the config) with optional headers and
+    subprotocols, and passes ``Text``, ``Binary`` and ``Close`` through."""
+
+    def __init__(self, config: WebSocketProviderConfig, runtime: RuntimeConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self.runtime = runtime
+
+    def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
+        for field_name in ("to", "from_"):
+            if getattr(request, field_name) is not None:
+                raise TypeError(f"the websocket provider takes no {field_name!r}")
+        url = request.url or self.config.url
+        if not url:
+            raise ConfigError(
+                "no url configured, and none given to create_session(url=...)",
+                file=None,
+                key_path=f"providers.{self.name}.url",
+            )
+        scheme = urlsplit(url).scheme
+        if scheme not in ("ws", "wss"):
+            raise ValueError(f"url must be ws:// or wss://, got {redact_url(url)!r}")
+        headers = dict(self.config.headers)
+        headers.update(request.headers or {})
+        subprotocols = request.subprotocols
+        if subprotocols is None:
+            subprotocols = self.config.subprotocols
+        runtime = self.runtime
+        dial = DialOptions(
+            url=url,
+            headers=headers,
+            subprotocols=tuple(subprotocols),
+            connect_timeout_s=runtime.connect_timeout_s,
+            max_message_bytes=runtime.max_message_bytes,
+            ping_interval_s=runtime.ping_interval_s,
+            ping_timeout_s=runtime.ping_timeout_s,
+        )
+        return SessionPlan(codec=PassthroughCodec(), dial=dial)
+
+    def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        """Nothing to hang up: closing the WebSocket is the whole session."""

@@ -1,0 +1,396 @@
+"""``TransportService``: the synchronous facade applications call from their own threads.
+
+It talks to the actors only through pykka: ``create_session`` registers the session with the
+supervisor (an ask) and waits for its connector to connect; ``write_websocket_message`` is a tell
+to the session's connector; ``status`` is an ask; ``end_session`` asks the supervisor to stop
+supervising, then stops the connector (which disconnects it). Reads are served straight from the
+session's inbox, which the connector's reader thread fills and which outlives connector
+restarts, so a read costs no actor round trip.
+
+Every method is safe to call from many threads at once. Every ask has a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import logging
+import math
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from .config import TransportConfig, default_config, load_config
+from .connector import GetStatus, Write
+from .errors import (
+    ConfigError,
+    ConnectionFailed,
+    ReadTimeout,
+    ServiceClosed,
+    SessionClosed,
+    SessionNotFound,
+    TransportError,
+    UnsupportedMessage,
+)
+from .lifecycle import SessionState
+from .messages import Message, SessionInfo, SessionRequest, SessionStatus
+from .policy import IntensityPolicy
+from .providers import Provider, SessionPlan, provider_for
+from .queues import Empty
+from .session import SessionRecord
+from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
+from .websocket import Watchdog
+
+__all__ = ["TransportService"]
+
+logger = logging.getLogger(__name__)
+
+_ENDED_KEPT = 10_000  # final statuses remembered after end_session, oldest forgotten first
+_FINAL = frozenset({SessionState.CLOSED, SessionState.FAILED})
+_NO_WRITES = frozenset({SessionState.CLOSING, SessionState.CLOSED, SessionState.FAILED})
+_LEFT_CONNECTING = frozenset(set(SessionState) - {SessionState.CONNECTING})
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SessionRequest))
+
+
+@dataclass(slots=True)
+class _Handle:
+    record: SessionRecord
+    provider: Provider
+    plan: SessionPlan
+
+
+class TransportService:
+    """Create, read, write, inspect and end sessions; one connector actor per session.
+
+    Use it as a context manager, or call :meth:`close`, so that every session is ended and
+    every thread, socket and actor is released.
+    """
+
+    def __init__(self, config: TransportConfig | None = None) -> None:
+        self.config = config if config is not None else default_config()
+        runtime = self.config.runtime
+        sup = self.config.supervisor
+        self._watchdog: Watchdog | None = None
+        if runtime.ping_interval_s > 0:
+            tick = min(1.0, max(0.02, runtime.ping_timeout_s / 5))
+            self._watchdog = Watchdog(tick)
+        policy = IntensityPolicy(
+            max_restarts=sup.max_restarts,
+            within_s=sup.within_s,
+            backoff_initial_s=sup.backoff_initial_s,
+            backoff_max_s=sup.backoff_max_s,
+            backoff_multiplier=sup.backoff_multiplier,
+        )
+        self._supervisor = Supervisor.start(
+            policy, watchdog=self._watchdog, shutdown_timeout_s=runtime.shutdown_timeout_s
+        )
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Handle] = {}
+        self._ended: OrderedDict[str, SessionStatus] = OrderedDict()
+        self._providers: dict[str, Provider] = {}
+        self._closed = False
+
+    @classmethod
+    def from_yaml(cls, path: str | PathLike[str]) -> TransportService:
+        """A service configured from a YAML file (see :mod:`actors.config`)."""
+        return cls(load_config(path))
+
+    def __enter__(self) -> TransportService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def create_session(
+        self, request: SessionRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> SessionInfo:
+        """Create a session and its connector; return once its WebSocket is connected.
+
+        ``request`` (a :class:`SessionRequest` or a mapping) and ``fields`` name the provider
+        and its settings: ``provider``, ``url``, ``headers``, ``subprotocols``, ``to``,
+        ``from_``, ``parameters``; ``fields`` win. Raises ``ConfigError`` for an unknown
+        provider, ``ProviderError`` if the provider refuses, ``ConnectionFailed`` if the
+        WebSocket does not open within ``runtime.connect_timeout_s``.
+        """
+        self._check_open()
+        req = _make_request(request, fields)
+        name = req.provider or self._default_provider()
+        provider = self._provider(name)
+        session_id = secrets.token_urlsafe(16)
+        plan = provider.open(session_id, req)
+        runtime = self.config.runtime
+        record = SessionRecord(
+            session_id,
+            name,
+            plan.codec,
+            plan.dial,
+            inbox_max=runtime.inbox_max,
+            outbound_max=runtime.outbound_max,
+            call_id=plan.call_id,
+        )
+        handle = _Handle(record, provider, plan)
+        with self._lock:
+            if self._closed:
+                provider.hang_up(session_id, plan)
+                raise ServiceClosed
+            self._sessions[session_id] = handle
+        self._ask(Register(record))
+        wait_s = runtime.connect_timeout_s + runtime.ask_timeout_s
+        state = record.lifecycle.wait_for(_LEFT_CONNECTING, wait_s)
+        if state is SessionState.OPEN or (
+            state is not SessionState.FAILED and state is not SessionState.CONNECTING
+        ):
+            logger.info("session %s: created (%s, %s)", session_id, name, record.info().url)
+            return record.info()
+        failure = record.failure or ConnectionFailed(
+            record.info().url, f"not connected within {wait_s:g} s", session_id=session_id
+        )
+        with self._lock:
+            self._sessions.pop(session_id, None)
+        self._teardown([handle])
+        raise failure
+
+    def read_websocket_message(
+        self, session_id: str, timeout: float | None = None
+    ) -> Message | None:
+        """The session's next inbound message, in order.
+
+        Blocks up to ``timeout`` seconds (``None``: until one arrives) and raises
+        ``ReadTimeout`` if none does. Returns ``None`` once the session has ended and every
+        message has been read.
+        """
+        _check_timeout(timeout)
+        handle = self._handle(session_id, ended_ok=True)
+        if handle is None:
+            return None
+        try:
+            return handle.record.inbox.get(timeout)
+        except Empty:
+            raise ReadTimeout(session_id, timeout or 0.0) from None
+
+    def write_websocket_message(self, session_id: str, message: Message) -> None:
+        """Queue ``message`` for sending; messages of one session leave in the order written.
+
+        Raises ``UnsupportedMessage`` at once for a type the provider cannot carry, and
+        ``SessionClosed`` once the session has ended.
+        """
+        handle = self._handle(session_id, ended_ok=False)
+        assert handle is not None
+        record = handle.record
+        if not isinstance(message, tuple(record.codec.outbound_types)):
+            raise UnsupportedMessage(session_id, record.provider, type(message).__name__)
+        with record.lock:
+            state = record.state
+            if state in _NO_WRITES:
+                raise SessionClosed(session_id, record.last_error or str(state))
+            ref = record.connector
+            if ref is not None:
+                try:
+                    ref.tell(Write(message))
+                    return
+                except pykka.ActorDeadError:
+                    pass  # between connectors: keep it for the next one
+            if len(record.backlog) >= record.outbox.maxsize:
+                record.backlog.popleft()
+                record.dropped_out_extra += 1
+            record.backlog.append(message)
+
+    def is_websocket_connected(self, session_id: str) -> bool:
+        """Whether the session's WebSocket is open right now."""
+        return self.status(session_id).connected
+
+    def status(self, session_id: str) -> SessionStatus:
+        """State, provider, connection, restarts, traffic counters and the last error."""
+        self._check_open()
+        with self._lock:
+            handle = self._sessions.get(session_id)
+            if handle is None:
+                final = self._ended.get(session_id)
+                if final is None:
+                    raise SessionNotFound(session_id)
+                return final
+        record = handle.record
+        ref = record.connector
+        if ref is not None:
+            try:
+                status = ref.ask(GetStatus(), timeout=self.config.runtime.ask_timeout_s)
+                assert isinstance(status, SessionStatus)
+                return status
+            except pykka.ActorDeadError:
+                pass
+            except pykka.Timeout:
+                raise TransportError(
+                    f"session {session_id!r}: connector did not answer within "
+                    f"{self.config.runtime.ask_timeout_s:g} s"
+                ) from None
+        answer: SessionStatus | None = self._ask(SessionStatusOf(session_id))
+        return answer if answer is not None else record.status()
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session created and not yet ended, oldest first."""
+        self._check_open()
+        with self._lock:
+            return [h.record.info() for h in self._sessions.values()]
+
+    def end_session(self, session_id: str) -> None:
+        """End a session: hang up the provider side, close the WebSocket, stop the connector.
+
+        When it returns, no thread, socket or actor of the session remains. Ending a session
+        that has already ended is a no-op.
+        """
+        self._check_open()
+        with self._lock:
+            handle = self._sessions.pop(session_id, None)
+            if handle is None:
+                if session_id in self._ended:
+                    return
+                raise SessionNotFound(session_id)
+        self._teardown([handle])
+
+    def close(self) -> None:
+        """End every session, then stop the supervisor. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            handles = list(self._sessions.values())
+            self._sessions.clear()
+        try:
+            self._teardown(handles)
+        finally:
+            timeout = self.config.runtime.shutdown_timeout_s + self.config.runtime.ask_timeout_s
+            try:
+                self._supervisor.stop(block=True, timeout=timeout)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                logger.warning("supervisor did not stop within %.1f s", timeout)
+            if self._watchdog is not None:
+                self._watchdog.stop()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ServiceClosed
+
+    def _handle(self, session_id: str, *, ended_ok: bool) -> _Handle | None:
+        self._check_open()
+        handle = self._sessions.get(session_id)  # a dict read is atomic; no lock on hot paths
+        if handle is not None:
+            return handle
+        with self._lock:
+            if session_id in self._ended:
+                if ended_ok:
+                    return None
+                raise SessionClosed(session_id, "ended by end_session")
+        raise SessionNotFound(session_id)
+
+    def _ask(self, message: object) -> Any:
+        timeout = self.config.runtime.ask_timeout_s
+        try:
+            return self._supervisor.ask(message, timeout=timeout)
+        except pykka.ActorDeadError:
+            raise ServiceClosed from None
+        except pykka.Timeout:
+            raise TransportError(f"supervisor did not answer within {timeout:g} s") from None
+
+    def _default_provider(self) -> str:
+        names = list(self.config.providers)
+        if len(names) == 1:
+            return names[0]
+        if "websocket" in names:
+            return "websocket"
+        raise ConfigError(
+            f"create_session needs provider=...; configured providers: {', '.join(names)}",
+            file=self.config.source,
+            key_path="providers",
+        )
+
+    def _provider(self, name: str) -> Provider:
+        with self._lock:
+            provider = self._providers.get(name)
+            if provider is None:
+                provider = provider_for(self.config.provider(name), self.config.runtime)
+                self._providers[name] = provider
+            return provider
+
+    def _teardown(self, handles: list[_Handle]) -> None:
+        """End sessions: stop supervising, stop connectors (in parallel), hang up, forget."""
+        runtime = self.config.runtime
+        stopping = []
+        for handle in handles:
+            try:
+                ref = self._ask(EndSession(handle.record.session_id))
+            except TransportError:
+                ref = None
+            if ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    stopping.append(ref.stop(block=False))
+        deadline = time.monotonic() + runtime.shutdown_timeout_s + runtime.ask_timeout_s
+        for future in stopping:
+            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        errors: list[TransportError] = []
+        for handle in handles:
+            record = handle.record
+            if (
+                record.lifecycle.wait_for(_FINAL, max(0.0, deadline - time.monotonic()))
+                not in _FINAL
+            ):
+                logger.warning("session %s: did not stop within the deadline", record.session_id)
+            thread = record.connector_thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+            record.inbox.discard()
+            try:
+                handle.provider.hang_up(record.session_id, handle.plan)
+            except TransportError as exc:
+                errors.append(exc)
+            with self._lock:
+                self._ended[record.session_id] = record.status(connected=False)
+                while len(self._ended) > _ENDED_KEPT:
+                    self._ended.popitem(last=False)
+            logger.info("session %s: ended", record.session_id)
+        if errors:
+            raise errors[0]
+
+
+def _make_request(
+    request: SessionRequest | Mapping[str, Any] | None, fields: Mapping[str, Any]
+) -> SessionRequest:
+    for name in fields:
+        if name not in _REQUEST_FIELDS:
+            close = difflib.get_close_matches(name, _REQUEST_FIELDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"create_session() got an unknown field {name!r}{hint}")
+    if request is None:
+        return SessionRequest(**fields)
+    if isinstance(request, SessionRequest):
+        return dataclasses.replace(request, **fields)
+    return _make_request(None, {**request, **fields})
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if math.isnan(timeout) or timeout < 0 or timeout > threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"timeout must be between 0 and {threading.TIMEOUT_MAX:g} seconds, got {timeout!r}"
+        )

@@ -1,0 +1,101 @@
+"""The session record: everything about one session that must outlive its connector.
+
+The supervisor creates a record per session and keeps it until the session ends. A connector
+borrows it: it reads the dial options, decodes into the record's inbox and encodes into its
+outbox. When the connector crashes and a new one starts, the inbox (messages not yet read), the
+outbox (frames not yet sent) and the backlog (writes that reached no connector) are all still
+here, so nothing is lost across a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .codecs import Codec, Frame
+from .errors import TransportError
+from .exits import Exit
+from .lifecycle import SessionLifecycle, SessionState
+from .messages import Message, SessionInfo, SessionStatus
+from .queues import Inbox, Outbox
+from .redaction import redact_url
+from .websocket import DialOptions, Traffic
+
+if TYPE_CHECKING:
+    import pykka
+
+__all__ = ["SessionRecord"]
+
+_EXITS_KEPT = 16
+
+
+class SessionRecord:
+    """One session's identity, queues, counters and supervision history."""
+
+    def __init__(
+        self,
+        session_id: str,
+        provider: str,
+        codec: Codec,
+        dial: DialOptions,
+        *,
+        inbox_max: int,
+        outbound_max: int,
+        call_id: str | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.provider = provider
+        self.codec = codec
+        self.dial = dial
+        self.call_id = call_id
+        self.created_at = time.time()
+        self.lifecycle = SessionLifecycle(session_id)
+        self.inbox = Inbox(inbox_max)
+        self.outbox: Outbox[Frame] = Outbox(outbound_max)
+        self.traffic = Traffic()
+        # Guards the hand-over of writes between the facade and successive connectors.
+        self.lock = threading.Lock()
+        self.connector: pykka.ActorRef[Any] | None = None  # takes writes; set in on_start
+        self.backlog: deque[Message] = deque()  # writes that found no connector
+        self.connector_thread: threading.Thread | None = None
+        self.connected = False
+        self.restarts = 0
+        self.restart_times: deque[float] = deque()
+        self.exits: deque[Exit] = deque(maxlen=_EXITS_KEPT)
+        self.last_error: str | None = None
+        self.failure: TransportError | None = None  # why it never opened, or gave up
+        self.dropped_out_extra = 0  # frames discarded when the session ended unsent
+
+    @property
+    def state(self) -> SessionState:
+        return self.lifecycle.state
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            session_id=self.session_id,
+            provider=self.provider,
+            url=redact_url(self.dial.url),
+            call_id=self.call_id,
+            created_at=self.created_at,
+        )
+
+    def status(self, connected: bool | None = None) -> SessionStatus:
+        t = self.traffic
+        return SessionStatus(
+            session_id=self.session_id,
+            provider=self.provider,
+            state=self.lifecycle.state,
+            connected=self.connected if connected is None else connected,
+            restarts=self.restarts,
+            frames_in=t.frames_in,
+            frames_out=t.frames_out,
+            bytes_in=t.bytes_in,
+            bytes_out=t.bytes_out,
+            dropped_in=self.inbox.dropped,
+            dropped_out=self.outbox.dropped + self.dropped_out_extra,
+            queued_out=len(self.outbox) + len(self.backlog),
+            last_error=self.last_error,
+            exit_reasons=tuple(str(e) for e in self.exits),
+        )

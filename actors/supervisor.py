@@ -1,0 +1,212 @@
+"""The supervisor actor: spawns, watches and restarts connectors; owns the session registry.
+
+pykka has no supervision, so this is built here, after Erlang/OTP: every connector reports its
+exit (``ConnectorExited``) exactly once, and the supervisor alone decides what follows. The
+decision table, in order:
+
+==============================  ===========================================================
+the session is ...              then
+==============================  ===========================================================
+``CLOSING`` (being ended)       ``CLOSED``; the session is forgotten
+exit ends it (``ends_session``)  ``CLOSING`` -> ``CLOSED``; the reader gets ``Close`` + ``None``
+``CONNECTING`` (first dial)     ``FAILED``; ``create_session`` raises ``ConnectionFailed``
+policy says restart             ``RECONNECTING``; a new connector dials after the backoff
+policy says give up             ``FAILED``; the reader gets ``Close(1011, why)`` + ``None``
+==============================  ===========================================================
+
+Every lifecycle change of every session happens here, on the supervisor's thread, so the
+state table of :mod:`actors.lifecycle` is only ever driven from one place. Blocking work never
+runs here: a restart's backoff is waited out by the new connection's reader thread, and stopping
+a connector (which joins threads) is done by whoever asked for the session to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from .connector import Connector, ConnectorExited, ConnectorOpened
+from .errors import ConnectionFailed
+from .exits import Exit
+from .lifecycle import SessionState
+from .messages import INTERNAL_ERROR, Close
+from .policy import RestartPolicy, ends_session
+from .session import SessionRecord
+from .websocket import Watchdog
+
+__all__ = ["EndSession", "Register", "SessionStatusOf", "Supervisor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Take charge of a new session and start its first connector."""
+
+    record: SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """Stop supervising a session: no more restarts. Replies with its live connector, if any."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatusOf:
+    """Ask for a session's status when it has no connector to ask."""
+
+    session_id: str
+
+
+class Supervisor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(
+        self, policy: RestartPolicy, *, watchdog: Watchdog | None, shutdown_timeout_s: float
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.watchdog = watchdog
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.sessions: dict[str, SessionRecord] = {}
+        self._current: dict[str, tuple[int, pykka.ActorRef[Any]]] = {}
+
+    def on_start(self) -> None:
+        threading.current_thread().name = "supervisor"
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ConnectorExited):
+            self._exited(message)
+        elif isinstance(message, ConnectorOpened):
+            self._opened(message)
+        elif isinstance(message, Register):
+            self.sessions[message.record.session_id] = message.record
+            self._spawn(message.record, generation=1, delay_s=0.0)
+        elif isinstance(message, EndSession):
+            return self._end(message.session_id)
+        elif isinstance(message, SessionStatusOf):
+            record = self.sessions.get(message.session_id)
+            return None if record is None else record.status()
+        else:
+            raise TypeError(f"supervisor got an unexpected message: {type(message).__name__}")
+        return None
+
+    def on_stop(self) -> None:
+        # The facade ends every session before stopping us; anything left is aborted, bounded.
+        for session_id in list(self._current):
+            ref = self._current.pop(session_id)[1]
+            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
+                ref.stop(block=True, timeout=self.shutdown_timeout_s)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _spawn(self, record: SessionRecord, generation: int, delay_s: float) -> None:
+        ref = Connector.start(
+            record,
+            self.actor_ref,
+            generation=generation,
+            watchdog=self.watchdog,
+            shutdown_timeout_s=self.shutdown_timeout_s,
+            dial_delay_s=delay_s,
+        )
+        self._current[record.session_id] = (generation, ref)
+
+    def _opened(self, message: ConnectorOpened) -> None:
+        record = self.sessions.get(message.session_id)
+        if record is None or not self._is_current(message.session_id, message.generation):
+            return
+        if record.state in (SessionState.CONNECTING, SessionState.RECONNECTING):
+            record.connected = True
+            record.lifecycle.move(SessionState.OPEN, f"connector {message.generation} connected")
+
+    def _end(self, session_id: str) -> pykka.ActorRef[Any] | None:
+        record = self.sessions.get(session_id)
+        if record is None:
+            return None
+        current = self._current.get(session_id)
+        if current is None:  # nothing running: forget it now
+            if not record.state.is_final:
+                record.lifecycle.try_move(SessionState.CLOSING, "end_session")
+                record.lifecycle.try_move(SessionState.CLOSED, "end_session")
+            self._forget(record)
+            return None
+        record.lifecycle.try_move(SessionState.CLOSING, "end_session")
+        return current[1]
+
+    def _exited(self, message: ConnectorExited) -> None:
+        record = self.sessions.get(message.session_id)
+        if record is None or not self._is_current(message.session_id, message.generation):
+            return
+        del self._current[message.session_id]
+        exit = message.exit
+        record.connected = False
+        record.exits.append(exit)
+        state = record.state
+        if state is SessionState.CLOSING:
+            record.lifecycle.move(SessionState.CLOSED, str(exit))
+            self._forget(record)
+        elif ends_session(exit):
+            record.lifecycle.move(SessionState.CLOSING, str(exit))
+            record.lifecycle.move(SessionState.CLOSED, str(exit))
+            record.inbox.close(Close(exit.code or 1000, exit.reason))
+            self._forget(record)
+        elif state is SessionState.CONNECTING:
+            self._fail(
+                record,
+                exit,
+                ConnectionFailed(
+                    record.info().url, exit.reason or str(exit.kind), session_id=record.session_id
+                ),
+            )
+        else:
+            now = time.monotonic()
+            decision = self.policy.decide(record.restart_times, exit, now)
+            if decision.restart:
+                record.restart_times.append(now)
+                record.restarts += 1
+                record.last_error = str(exit)
+                if state is SessionState.OPEN:
+                    record.lifecycle.move(SessionState.RECONNECTING, decision.why)
+                logger.warning(
+                    "session %s: restarting in %.3f s: %s",
+                    record.session_id,
+                    decision.delay_s,
+                    decision.why,
+                )
+                self._spawn(record, message.generation + 1, decision.delay_s)
+            else:
+                self._fail(
+                    record,
+                    exit,
+                    ConnectionFailed(record.info().url, decision.why, session_id=record.session_id),
+                )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _is_current(self, session_id: str, generation: int) -> bool:
+        current = self._current.get(session_id)
+        return current is not None and current[0] == generation
+
+    def _fail(self, record: SessionRecord, exit: Exit, error: ConnectionFailed) -> None:
+        record.failure = error
+        record.last_error = str(exit)
+        record.lifecycle.move(SessionState.FAILED, error.reason)
+        logger.error("session %s: failed: %s", record.session_id, error.reason)
+        record.inbox.close(Close(INTERNAL_ERROR, error.reason[:120]))
+        self._forget(record)
+
+    def _forget(self, record: SessionRecord) -> None:
+        """The session is over: count what will never be sent, and drop it from the registry."""
+        with record.lock:
+            unsent = len(record.outbox.take(0)) + len(record.backlog)
+            record.backlog.clear()
+        record.dropped_out_extra += unsent
+        self.sessions.pop(record.session_id, None)
