@@ -15,8 +15,9 @@ from .exits import Exit, ExitKind
 __all__ = ["IntensityPolicy", "RestartDecision", "RestartPolicy", "ends_session"]
 
 # Close codes after which a session is worth redialling: the peer (or something between us)
-# failed, rather than decided to end the conversation.
-_RETRYABLE_CLOSE_CODES = frozenset({1006, 1011, 1012, 1013, 1014})
+# failed or is going away (1001: a server shutting down), rather than decided to end the
+# conversation.
+_RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 
 def ends_session(exit: Exit) -> bool:

@@ -67,13 +67,16 @@ class Inbox(_BoundedQueue[Message]):
             if self._closed:
                 self.dropped += 1
                 return
-            if len(self._items) >= self.maxsize and isinstance(self._items[0], Close):
-                # Keep the Close; drop the oldest message behind it instead.
-                close = self._items.popleft()
-                self._append(message)
-                self._items.appendleft(close)
-            else:
-                self._append(message)
+            items = self._items
+            if len(items) >= self.maxsize:
+                self.dropped += 1
+                if not isinstance(items[0], Close):
+                    items.popleft()
+                elif len(items) > 1:
+                    del items[1]  # keep the Close; drop the oldest message behind it
+                else:
+                    return  # only the Close fits: the newcomer is the one dropped
+            items.append(message)
             self._cond.notify()
 
     def close(self, final: Close | None = None) -> None:

@@ -11,10 +11,12 @@ with the session id:
   keepalive ping every ``ping_interval_s``. Sending is the only blocking call on the way out, so
   it has a thread of its own rather than the actor's.
 
-A single :class:`Watchdog` thread per service watches every connection's last pong and aborts
-one that has been silent for ``ping_interval_s + ping_timeout_s``. It must be a third party:
-against a half-open peer the reader blocks in ``recv`` forever and the writer may block in
-``send`` once the kernel's buffer is full.
+A single :class:`Watchdog` thread per service watches when each connection last heard from its
+peer (a pong, or any frame) and aborts one that has been silent for ``ping_interval_s +
+ping_timeout_s``. It must be a third party: against a half-open peer the reader blocks in
+``recv`` forever and the writer may block in ``send`` once the kernel's buffer is full. Any
+frame counts, not just pongs, because a busy peer answers a ping only after the data queued
+ahead of it, and a connection carrying traffic is by definition not half-open.
 
 ``close()`` works from any thread and is bounded: it asks the writer to flush and send a close
 frame, waits for the peer's close frame until the deadline, then aborts the socket
@@ -142,7 +144,7 @@ class WebSocketConnection:
         self._close_sent = False
         self._exit: Exit | None = None  # the first cause recorded wins
         self._done = threading.Event()
-        self.last_pong = time.monotonic()
+        self.last_heard = time.monotonic()
         self.connected = False
         self._reader = threading.Thread(
             target=self._run_reader, name=f"ws-reader-{session_id}", daemon=True
@@ -208,11 +210,11 @@ class WebSocketConnection:
         return self._exit
 
     def check_alive(self, now: float) -> None:
-        """Called by the watchdog: abort if no pong came within interval + timeout."""
+        """Called by the watchdog: abort if nothing came within interval + timeout."""
         opts = self.options
-        if self.connected and now - self.last_pong > opts.ping_interval_s + opts.ping_timeout_s:
-            silent = now - self.last_pong
-            self.abort(Exit(ExitKind.PING_TIMEOUT, None, f"no pong for {silent:.1f} s"))
+        if self.connected and now - self.last_heard > opts.ping_interval_s + opts.ping_timeout_s:
+            silent = now - self.last_heard
+            self.abort(Exit(ExitKind.PING_TIMEOUT, None, f"peer silent for {silent:.1f} s"))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -275,7 +277,7 @@ class WebSocketConnection:
             if self._stopping.is_set():
                 exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
                 return
-            self.last_pong = time.monotonic()
+            self.last_heard = time.monotonic()
             self.connected = True
             self._writer = threading.Thread(
                 target=self._run_writer, name=f"ws-writer-{self.session_id}", daemon=True
@@ -322,13 +324,14 @@ class WebSocketConnection:
                         data = b"".join(parts)
                         parts.clear()
                         parts_size = 0
+                    self.last_heard = time.monotonic()
                     traffic.frames_in += 1
                     traffic.bytes_in += len(data)
                     on_frame(data.decode("utf-8") if first_opcode == _TEXT else data)
                 elif opcode == _PING:
                     ws.pong(frame.data)
                 elif opcode == _PONG:
-                    self.last_pong = time.monotonic()
+                    self.last_heard = time.monotonic()
                 elif opcode == _CLOSE:
                     return self._closed_by_peer(ws, frame.data)
         except _TooBig as exc:

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -42,11 +43,13 @@ class ServerThread:
         *,
         max_size: int | None = 1 << 20,
         name: str = "ws-server",
+        **serve_options: Any,
     ) -> None:
         self._handler = handler
         self._host = host
         self._port = port
         self._max_size = max_size
+        self._serve_options = serve_options  # passed to websockets' serve(): subprotocols...
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +124,7 @@ class ServerThread:
             self._port,
             max_size=self._max_size,
             close_timeout=1.0,
+            **self._serve_options,
         ) as server:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]

@@ -1,0 +1,176 @@
+"""Unit tests for actors/policy.py: which exits end a session, and the intensity policy."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from actors.exits import Exit, ExitKind
+from actors.policy import IntensityPolicy, RestartDecision, ends_session
+
+CODES = [None, 1000, 1001, 1006, 1007, 1009, 1011, 1012, 1013, 1014, 4000, 4999]
+RETRYABLE = {1001, 1006, 1011, 1012, 1013, 1014}
+ALWAYS_ENDS = {ExitKind.NORMAL, ExitKind.PROTOCOL_ERROR}
+NEVER_ENDS = {
+    ExitKind.CONNECTION_LOST,
+    ExitKind.PING_TIMEOUT,
+    ExitKind.HANDSHAKE_FAILED,
+    ExitKind.CRASH,
+    ExitKind.START_CRASH,
+}
+
+
+def test_kind_sets_cover_every_exit_kind() -> None:
+    assert ALWAYS_ENDS | NEVER_ENDS | {ExitKind.PEER_CLOSED} == set(ExitKind)
+
+
+@pytest.mark.parametrize("code", CODES, ids=str)
+@pytest.mark.parametrize("kind", list(ExitKind), ids=lambda k: k.name)
+def test_ends_session_truth_table(kind: ExitKind, code: int | None) -> None:
+    exit = Exit(kind, code, "why")
+    if kind in ALWAYS_ENDS:
+        expected = True
+    elif kind is ExitKind.PEER_CLOSED:
+        expected = code not in RETRYABLE
+    else:
+        expected = False
+    assert ends_session(exit) is expected
+
+
+@pytest.mark.parametrize(
+    ("code", "ends"),
+    [
+        (1000, True),  # normal closure: the peer ended the conversation
+        (1001, False),  # going away (a server shutting down): redial
+        (1006, False),  # abnormal closure: redial
+        (1011, False),  # server error: redial
+        (1012, False),  # service restart: redial
+        (4000, True),  # application-defined: on purpose
+        (None, True),  # a close frame without a code
+    ],
+)
+def test_peer_close_codes(code: int | None, ends: bool) -> None:
+    assert ends_session(Exit(ExitKind.PEER_CLOSED, code)) is ends
+
+
+def test_connection_lost_never_ends_even_with_normal_code() -> None:
+    assert ends_session(Exit(ExitKind.CONNECTION_LOST, 1000)) is False
+
+
+def _restart_times_after(policy: IntensityPolicy, exit: Exit, nows: list[float]) -> list:
+    """Drive the policy like the supervisor: ask, and record a restart when it says so."""
+    times: deque[float] = deque()
+    decisions = []
+    for now in nows:
+        decision = policy.decide(times, exit, now)
+        decisions.append(decision)
+        if decision.restart:
+            times.append(now)
+    return decisions
+
+
+def test_backoff_grows_by_multiplier_and_is_capped() -> None:
+    policy = IntensityPolicy(
+        max_restarts=10,
+        within_s=1000.0,
+        backoff_initial_s=0.1,
+        backoff_max_s=1.0,
+        backoff_multiplier=3.0,
+    )
+    exit = Exit(ExitKind.CONNECTION_LOST, reason="reset")
+    decisions = _restart_times_after(policy, exit, [float(i) for i in range(6)])
+    assert all(d.restart for d in decisions)
+    delays = [d.delay_s for d in decisions]
+    assert delays == pytest.approx([0.1, 0.3, 0.9, 1.0, 1.0, 1.0])
+
+
+def test_default_backoff_doubles() -> None:
+    policy = IntensityPolicy()
+    exit = Exit(ExitKind.CRASH, reason="boom")
+    decisions = _restart_times_after(policy, exit, [0.0, 1.0, 2.0])
+    assert [d.delay_s for d in decisions] == pytest.approx([0.05, 0.1, 0.2])
+    assert [d.restart for d in decisions] == [True, True, True]
+
+
+def test_restart_why_counts_and_names_exit() -> None:
+    policy = IntensityPolicy(max_restarts=3)
+    exit = Exit(ExitKind.PING_TIMEOUT)
+    first = policy.decide(deque(), exit, 0.0)
+    assert first.restart is True
+    assert "restart 1 of 3" in first.why
+    assert "ping timeout" in first.why
+
+
+def test_gives_up_after_max_restarts_within_window() -> None:
+    policy = IntensityPolicy(max_restarts=3, within_s=30.0)
+    exit = Exit(ExitKind.PEER_CLOSED, 1011, "server error")
+    decisions = _restart_times_after(policy, exit, [0.0, 1.0, 2.0, 3.0])
+    assert [d.restart for d in decisions] == [True, True, True, False]
+    final = decisions[-1]
+    assert final.delay_s == 0.0
+    assert "3 restarts" in final.why
+    assert "max_restarts=3" in final.why
+    assert "within 30 s" in final.why
+    assert str(exit) in final.why
+    assert "1011" in final.why
+    assert "server error" in final.why
+
+
+def test_give_up_why_names_the_last_exit_not_an_earlier_one() -> None:
+    policy = IntensityPolicy(max_restarts=1, within_s=10.0)
+    times: deque[float] = deque()
+    assert policy.decide(times, Exit(ExitKind.CRASH, reason="first"), 0.0).restart
+    times.append(0.0)
+    last = Exit(ExitKind.HANDSHAKE_FAILED, reason="refused")
+    decision = policy.decide(times, last, 1.0)
+    assert decision.restart is False
+    assert "handshake failed: refused" in decision.why
+    assert "first" not in decision.why
+
+
+def test_old_restarts_slide_out_of_the_window() -> None:
+    policy = IntensityPolicy(max_restarts=2, within_s=10.0)
+    exit = Exit(ExitKind.CONNECTION_LOST)
+    times: deque[float] = deque([0.0, 5.0])
+    assert policy.decide(times, exit, 9.0).restart is False  # both within 10 s
+    assert list(times) == [0.0, 5.0]
+    decision = policy.decide(times, exit, 10.5)  # 0.0 is now older than 10 s
+    assert decision.restart is True
+    assert list(times) == [5.0]
+    # One recent restart left in the window: the backoff is the second step's.
+    assert decision.delay_s == pytest.approx(policy.backoff_initial_s * 2)
+    assert "restart 2 of 2" in decision.why
+
+
+def test_window_edge_is_inclusive() -> None:
+    policy = IntensityPolicy(max_restarts=1, within_s=10.0)
+    exit = Exit(ExitKind.CONNECTION_LOST)
+    times: deque[float] = deque([0.0])
+    assert policy.decide(times, exit, 10.0).restart is False  # exactly within_s: still counted
+    assert policy.decide(times, exit, 10.001).restart is True
+    assert not times
+
+
+def test_backoff_resets_after_window_empties() -> None:
+    policy = IntensityPolicy(max_restarts=5, within_s=1.0, backoff_initial_s=0.2)
+    exit = Exit(ExitKind.CONNECTION_LOST)
+    decisions = _restart_times_after(policy, exit, [0.0, 0.1, 0.2, 100.0])
+    assert [d.delay_s for d in decisions] == pytest.approx([0.2, 0.4, 0.8, 0.2])
+
+
+@pytest.mark.parametrize("now", [0.0, 1e9])
+def test_max_restarts_zero_never_restarts(now: float) -> None:
+    policy = IntensityPolicy(max_restarts=0)
+    decision = policy.decide(deque(), Exit(ExitKind.CRASH, reason="x"), now)
+    assert decision.restart is False
+    assert "0 restarts" in decision.why
+    assert "max_restarts=0" in decision.why
+
+
+def test_decisions_and_policy_are_frozen() -> None:
+    decision = RestartDecision(True, 1.0, "w")
+    with pytest.raises(AttributeError):
+        decision.restart = False  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        IntensityPolicy().max_restarts = 9  # type: ignore[misc]

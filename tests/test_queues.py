@@ -1,0 +1,412 @@
+"""Unit tests for actors/queues.py: the session's bounded Inbox and Outbox."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actors.messages import Binary, Close, Text
+from actors.queues import Empty, Inbox, Outbox
+
+JOIN_S = 10.0
+
+
+def _start(target, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name)
+    thread.start()
+    return thread
+
+
+def _join(*threads: threading.Thread) -> None:
+    for thread in threads:
+        thread.join(JOIN_S)
+        assert not thread.is_alive(), f"{thread.name} did not finish"
+
+
+def _wait_until_waiting(queue: Inbox | Outbox, n: int = 1) -> None:
+    """Block until ``n`` threads are parked in the queue's condition (no sleeping)."""
+    deadline = time.monotonic() + JOIN_S
+    spin = threading.Event()
+    while len(queue._cond._waiters) < n:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "reader never started waiting"
+        spin.wait(0.001)
+
+
+# --------------------------------------------------------------------------- Inbox
+
+
+def test_inbox_preserves_order() -> None:
+    inbox = Inbox(10)
+    msgs = [Text(str(i)) for i in range(5)] + [Binary(b"x")]
+    for m in msgs:
+        inbox.put(m)
+    assert len(inbox) == 6
+    assert [inbox.get(0) for _ in msgs] == msgs
+    assert len(inbox) == 0
+    assert inbox.dropped == 0
+
+
+def test_inbox_get_timeout_raises_empty() -> None:
+    inbox = Inbox(3)
+    started = time.monotonic()
+    with pytest.raises(Empty):
+        inbox.get(timeout=0.05)
+    assert time.monotonic() - started >= 0.04
+
+
+def test_inbox_get_zero_timeout_raises_empty_at_once() -> None:
+    inbox = Inbox(3)
+    with pytest.raises(Empty):
+        inbox.get(timeout=0)
+
+
+def test_inbox_close_drains_then_none() -> None:
+    inbox = Inbox(5)
+    inbox.put(Text("a"))
+    inbox.put(Text("b"))
+    assert inbox.closed is False
+    inbox.close()
+    assert inbox.closed is True
+    assert inbox.get(0) == Text("a")
+    assert inbox.get(0) == Text("b")
+    assert inbox.get(0) is None
+    assert inbox.get(None) is None  # never blocks once closed and drained
+
+
+def test_inbox_close_with_final_delivers_close_last() -> None:
+    inbox = Inbox(5)
+    inbox.put(Text("a"))
+    inbox.close(final=Close(1001, "bye"))
+    assert inbox.get(0) == Text("a")
+    assert inbox.get(0) == Close(1001, "bye")
+    assert inbox.get(0) is None
+
+
+def test_inbox_close_with_final_when_full_keeps_everything() -> None:
+    inbox = Inbox(3)
+    for i in range(3):
+        inbox.put(Text(str(i)))
+    inbox.close(final=Close(1006, "lost"))
+    assert len(inbox) == 4  # documented: may exceed maxsize by one
+    assert inbox.dropped == 0
+    got = [inbox.get(0) for _ in range(4)]
+    assert got == [Text("0"), Text("1"), Text("2"), Close(1006, "lost")]
+    assert inbox.get(0) is None
+
+
+def test_inbox_close_twice_is_a_noop() -> None:
+    inbox = Inbox(3)
+    inbox.close(final=Close(1000))
+    inbox.close(final=Close(1011, "second"))
+    assert inbox.get(0) == Close(1000)
+    assert inbox.get(0) is None
+
+
+def test_inbox_overflow_drops_oldest_and_counts() -> None:
+    inbox = Inbox(3)
+    for i in range(7):
+        inbox.put(Text(str(i)))
+    assert len(inbox) == 3
+    assert inbox.dropped == 4
+    assert [inbox.get(0) for _ in range(3)] == [Text("4"), Text("5"), Text("6")]
+
+
+def test_inbox_received_equals_delivered_plus_dropped() -> None:
+    inbox = Inbox(4)
+    received = 23
+    for i in range(received):
+        inbox.put(Binary(bytes([i])))
+    inbox.close()
+    delivered = 0
+    while inbox.get(0) is not None:
+        delivered += 1
+    assert delivered + inbox.dropped == received
+
+
+def test_inbox_close_at_head_survives_overflow() -> None:
+    inbox = Inbox(3)
+    inbox.put(Close(1000, "peer"))
+    for i in range(10):
+        inbox.put(Text(str(i)))
+    assert inbox.get(0) == Close(1000, "peer")
+    # Behind the Close, the newest messages are kept.
+    rest = []
+    while len(inbox):
+        rest.append(inbox.get(0))
+    assert rest[-1] == Text("9")
+    assert Close(1000, "peer") not in rest
+
+
+def test_inbox_close_at_head_overflow_stays_bounded_and_counted() -> None:
+    """Keeping the Close must drop the oldest message behind it, not grow the queue.
+
+    Two messages fit; with [Close, a] queued, putting b must give [Close, b] with one drop,
+    so that ``len <= maxsize`` and ``delivered + dropped == received`` hold.
+    """
+    inbox = Inbox(2)
+    inbox.put(Close(1000))
+    inbox.put(Text("a"))
+    inbox.put(Text("b"))
+    assert len(inbox) <= inbox.maxsize
+    assert inbox.dropped == 1
+    assert inbox.get(0) == Close(1000)
+    assert inbox.get(0) == Text("b")
+
+
+def test_inbox_close_at_head_survives_overflow_with_maxsize_one() -> None:
+    """``inbox_max: 1`` is a legal config; a queued Close must still reach the reader."""
+    inbox = Inbox(1)
+    inbox.put(Close(1011, "why it ended"))
+    inbox.put(Text("late"))
+    inbox.close()
+    got = []
+    while (message := inbox.get(0)) is not None:
+        got.append(message)
+    assert Close(1011, "why it ended") in got
+    assert len(got) + inbox.dropped == 2
+
+
+def test_inbox_close_at_head_accounting_holds() -> None:
+    inbox = Inbox(2)
+    inbox.put(Close(1000))
+    received = 1
+    for i in range(5):
+        inbox.put(Text(str(i)))
+        received += 1
+    inbox.close()
+    delivered = 0
+    while inbox.get(0) is not None:
+        delivered += 1
+    assert delivered + inbox.dropped == received
+
+
+def test_inbox_put_after_close_is_dropped_and_counted() -> None:
+    inbox = Inbox(5)
+    inbox.put(Text("kept"))
+    inbox.close()
+    inbox.put(Text("late-1"))
+    inbox.put(Text("late-2"))
+    assert inbox.dropped == 2
+    assert len(inbox) == 1
+    assert inbox.get(0) == Text("kept")
+    assert inbox.get(0) is None
+
+
+def test_inbox_discard_empties_closes_and_counts() -> None:
+    inbox = Inbox(5)
+    for i in range(4):
+        inbox.put(Text(str(i)))
+    assert inbox.discard() == 4
+    assert len(inbox) == 0
+    assert inbox.closed is True
+    assert inbox.get(0) is None
+    inbox.put(Text("after"))
+    assert inbox.dropped == 1
+    assert inbox.discard() == 0
+
+
+def test_inbox_blocked_get_wakes_on_put() -> None:
+    inbox = Inbox(5)
+    got: list[object] = []
+    reader = _start(lambda: got.append(inbox.get(timeout=JOIN_S)), "inbox-reader")
+    _wait_until_waiting(inbox)
+    inbox.put(Text("hello"))
+    _join(reader)
+    assert got == [Text("hello")]
+
+
+def test_inbox_blocked_get_wakes_on_close() -> None:
+    inbox = Inbox(5)
+    got: list[object] = []
+    reader = _start(lambda: got.append(inbox.get(timeout=JOIN_S)), "inbox-reader")
+    _wait_until_waiting(inbox)
+    inbox.close()
+    _join(reader)
+    assert got == [None]
+
+
+def test_inbox_blocked_readers_all_wake_on_discard() -> None:
+    inbox = Inbox(5)
+    got: list[object] = []
+    lock = threading.Lock()
+
+    def read() -> None:
+        item = inbox.get(timeout=JOIN_S)
+        with lock:
+            got.append(item)
+
+    readers = [_start(read, f"inbox-reader-{i}") for i in range(3)]
+    _wait_until_waiting(inbox, 3)
+    assert inbox.discard() == 0
+    _join(*readers)
+    assert got == [None, None, None]
+
+
+def test_inbox_blocked_get_with_none_timeout_wakes_on_close_final() -> None:
+    inbox = Inbox(5)
+    got: list[object] = []
+
+    def read() -> None:
+        got.append(inbox.get(timeout=None))
+        got.append(inbox.get(timeout=None))
+
+    reader = _start(read, "inbox-reader")
+    _wait_until_waiting(inbox)
+    inbox.close(final=Close(1000, "done"))
+    _join(reader)
+    assert got == [Close(1000, "done"), None]
+
+
+def test_inbox_concurrent_readers_get_distinct_items_and_all_of_them() -> None:
+    n_readers, per_reader = 4, 2500
+    total = n_readers * per_reader
+    inbox = Inbox(total)
+    results: list[list[int]] = [[] for _ in range(n_readers)]
+    go = threading.Barrier(n_readers + 1)
+
+    def read(index: int) -> None:
+        go.wait(JOIN_S)
+        mine = results[index]
+        while True:
+            message = inbox.get(timeout=JOIN_S)
+            if message is None:
+                return
+            assert isinstance(message, Text)
+            mine.append(int(message.data))
+
+    readers = [_start(lambda i=i: read(i), f"inbox-reader-{i}") for i in range(n_readers)]
+    go.wait(JOIN_S)
+    for i in range(total):
+        inbox.put(Text(str(i)))
+    inbox.close()
+    _join(*readers)
+    everything = [x for part in results for x in part]
+    assert len(everything) == total
+    assert sorted(everything) == list(range(total))
+    assert inbox.dropped == 0
+    # Each reader sees items in the order they were queued.
+    for part in results:
+        assert part == sorted(part)
+
+
+# --------------------------------------------------------------------------- Outbox
+
+
+def test_outbox_put_many_take_in_order() -> None:
+    outbox: Outbox[str] = Outbox(10)
+    outbox.put_many(["a", "b"])
+    outbox.put_many(iter(["c"]))
+    assert len(outbox) == 3
+    assert outbox.take(0) == ["a", "b", "c"]
+    assert len(outbox) == 0
+
+
+def test_outbox_take_timeout_returns_empty_list() -> None:
+    outbox: Outbox[bytes] = Outbox(4)
+    started = time.monotonic()
+    assert outbox.take(0.05) == []
+    assert time.monotonic() - started >= 0.04
+
+
+def test_outbox_overflow_drops_oldest() -> None:
+    outbox: Outbox[int] = Outbox(3)
+    outbox.put_many(range(5))
+    assert outbox.dropped == 2
+    assert outbox.take(0) == [2, 3, 4]
+
+
+def test_outbox_blocked_take_wakes_on_put() -> None:
+    outbox: Outbox[str] = Outbox(4)
+    got: list[list[str]] = []
+    writer = _start(lambda: got.append(outbox.take(JOIN_S)), "outbox-writer")
+    _wait_until_waiting(outbox)
+    outbox.put_many(["frame"])
+    _join(writer)
+    assert got == [["frame"]]
+
+
+def test_outbox_wake_unblocks_take_with_empty_list() -> None:
+    outbox: Outbox[str] = Outbox(4)
+    got: list[list[str]] = []
+    started = time.monotonic()
+    writer = _start(lambda: got.append(outbox.take(JOIN_S)), "outbox-writer")
+    _wait_until_waiting(outbox)
+    outbox.wake()
+    _join(writer)
+    assert got == [[]]
+    assert time.monotonic() - started < JOIN_S / 2
+
+
+def test_outbox_wake_before_take_is_not_lost() -> None:
+    outbox: Outbox[str] = Outbox(4)
+    outbox.wake()
+    started = time.monotonic()
+    assert outbox.take(JOIN_S) == []
+    assert time.monotonic() - started < JOIN_S / 2
+    # The wake is consumed: the next take waits again (here: times out).
+    assert outbox.take(0.02) == []
+
+
+def test_outbox_wake_with_items_queued_returns_items() -> None:
+    outbox: Outbox[str] = Outbox(4)
+    outbox.put_many(["x"])
+    outbox.wake()
+    assert outbox.take(0) == ["x"]
+
+
+def test_outbox_requeue_front_goes_ahead_of_newer() -> None:
+    outbox: Outbox[str] = Outbox(10)
+    outbox.put_many(["a", "b", "c"])
+    batch = outbox.take(0)
+    outbox.put_many(["d", "e"])
+    outbox.requeue_front(batch[1:])  # "a" was sent, "b" and "c" were not
+    assert outbox.take(0) == ["b", "c", "d", "e"]
+    assert outbox.dropped == 0
+
+
+def test_outbox_requeue_front_empty_is_noop() -> None:
+    outbox: Outbox[str] = Outbox(2)
+    outbox.put_many(["a"])
+    outbox.requeue_front([])
+    assert outbox.take(0) == ["a"]
+
+
+def test_outbox_requeue_front_respects_maxsize_dropping_oldest() -> None:
+    outbox: Outbox[int] = Outbox(4)
+    outbox.put_many([1, 2, 3])
+    batch = outbox.take(0)
+    outbox.put_many([4, 5, 6])
+    outbox.requeue_front(batch)  # 6 frames for 4 slots: the two oldest go
+    assert len(outbox) == 4
+    assert outbox.dropped == 2
+    assert outbox.take(0) == [3, 4, 5, 6]
+
+
+def test_outbox_single_writer_receives_everything_from_many_producers() -> None:
+    outbox: Outbox[int] = Outbox(100_000)
+    n_producers, per_producer = 4, 1000
+    total = n_producers * per_producer
+    received: list[int] = []
+
+    def writer() -> None:
+        deadline = time.monotonic() + JOIN_S
+        while len(received) < total and time.monotonic() < deadline:
+            received.extend(outbox.take(0.5))
+
+    def produce(base: int) -> None:
+        for i in range(per_producer):
+            outbox.put_many([base + i])
+
+    writer_thread = _start(writer, "outbox-writer")
+    producers = [
+        _start(lambda b=b: produce(b * per_producer), f"producer-{b}") for b in range(n_producers)
+    ]
+    _join(*producers)
+    _join(writer_thread)
+    assert outbox.dropped == 0
+    assert sorted(received) == list(range(total))
+    for b in range(n_producers):
+        mine = [x for x in received if b * per_producer <= x < (b + 1) * per_producer]
+        assert mine == sorted(mine)
