@@ -159,6 +159,13 @@ class _Demo:
                 thread.join(min(_PROGRESS_S, max(0.0, deadline - time.monotonic())))
 
     def _send(self, service: TransportService) -> None:
+        try:
+            self._send_frames(service)
+        except Exception as exc:  # counted, never an unhandled thread exception
+            logger.exception("the sender crashed")
+            self.other_errors.append(f"the sender crashed: {exc!r}")
+
+    def _send_frames(self, service: TransportService) -> None:
         """Every ``frame_ms``, one frame to every session, paced by absolute deadlines."""
         period = self.options.frame_ms / 1000.0
         ticks = max(1, round(self.options.seconds / period))
@@ -181,6 +188,13 @@ class _Demo:
             self.ticks = k + 1
 
     def _read(self, service: TransportService, lane: _Lane) -> None:
+        try:
+            self._read_echoes(service, lane)
+        except Exception as exc:  # counted, never an unhandled thread exception
+            logger.exception("session %s: the reader crashed", lane.session_id)
+            lane.errors.append(f"the reader crashed: {exc!r}")
+
+    def _read_echoes(self, service: TransportService, lane: _Lane) -> None:
         """Read the session's echoes, check their order and content, and time them."""
         sid = lane.session_id
         while not self.abort.is_set():

@@ -34,8 +34,9 @@ environment value can never add structure. A number field whose whole value is o
 
 Every problem raises :class:`~actors.errors.ConfigError` with the file, the dotted key path
 (``providers.echo.subprotocols[1]``) and what was expected. Values that may be secret (header
-values, keys that look secret, anything that came from the environment) are never echoed, and
-:meth:`TransportConfig.redacted` masks them for printing.
+values, keys that look secret, anything that came from the environment) are never echoed;
+:meth:`TransportConfig.redacted` masks them for printing, and shows a value that came from the
+environment as the ``${VAR}`` text it was written as.
 
 To add a section: write a frozen dataclass whose fields use the types in ``_PARSERS`` (or
 further dataclasses), add it as a field of :class:`TransportConfig`, and put it in
@@ -49,7 +50,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from types import MappingProxyType
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
@@ -80,11 +81,14 @@ def _redact_text(text: str) -> str:
     return redact_url(text) if "://" in text else text
 
 
-def _plain(value: Any, key: str = "") -> Any:
-    """``value`` as plain dicts/lists/scalars (the YAML shape), with secrets masked."""
+def _plain(value: Any, key: str, path: str, templates: Mapping[str, str]) -> Any:
+    """``value`` as plain dicts/lists/scalars (the YAML shape), with secrets masked and values
+    that came from the environment shown as the ``${VAR}`` template they were written as."""
+    if path in templates:
+        return templates[path]
     if is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _plain(getattr(value, f.name), f.name)
+            f.name: _plain(getattr(value, f.name), f.name, _join(path, f.name), templates)
             for f in fields(value)
             if f.metadata.get("yaml", True)
         }
@@ -93,9 +97,9 @@ def _plain(value: Any, key: str = "") -> Any:
     if value is not None and is_secret_key(key):
         return MASK
     if isinstance(value, Mapping):
-        return {k: _plain(v, k) for k, v in value.items()}
+        return {k: _plain(v, k, _join(path, k), templates) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [_plain(v, "", f"{path}[{i}]", templates) for i, v in enumerate(value)]
     return _redact_text(value) if isinstance(value, str) else value
 
 
@@ -196,9 +200,14 @@ class TransportConfig:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
+    # key path -> the text as written, for every value expanded from the environment
+    templates: Mapping[str, str] = field(
+        default_factory=dict, compare=False, repr=False, metadata=_CODE_ONLY
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "providers", MappingProxyType(dict(self.providers)))
+        object.__setattr__(self, "templates", MappingProxyType(dict(self.templates)))
 
     def provider(self, name: str) -> ProviderConfig:
         """The provider called ``name``; :class:`ConfigError` if there is none."""
@@ -214,7 +223,7 @@ class TransportConfig:
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain nested dicts (the YAML shape) with every secret as ``"***"``."""
-        result: dict[str, Any] = _plain(self)
+        result: dict[str, Any] = _plain(self, "", "", self.templates)
         return result
 
 
@@ -244,9 +253,9 @@ def parse_config(
     data: object, *, source: str | None = None, environ: Mapping[str, str] | None = None
 ) -> TransportConfig:
     """Validate what ``yaml.safe_load`` returned; ``source`` names the file in errors."""
-    ctx = _Ctx(source, os.environ if environ is None else environ)
+    ctx = _Ctx(source, os.environ if environ is None else environ, {})
     config: TransportConfig = _build(TransportConfig, data, "", ctx, source=source)
-    return config
+    return replace(config, templates=ctx.templates)
 
 
 # ---- the validator ----
@@ -267,6 +276,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 class _Ctx:
     file: str | None
     environ: Mapping[str, str]
+    templates: dict[str, str]  # filled in by expand(): key path -> text as written
 
     def error(self, path: str, why: str) -> ConfigError:
         return ConfigError(why, file=self.file, key_path=path)
@@ -286,7 +296,10 @@ class _Ctx:
                 raise self.error(path, f"environment variable {name!r} is not set")
             return value
 
-        return _REF.sub(substitute, raw)
+        expanded = _REF.sub(substitute, raw)
+        if any(m[0] != "$${" for m in _REF.finditer(raw)):
+            self.templates[path] = raw
+        return expanded
 
 
 def _join(path: str, key: object) -> str:

@@ -460,3 +460,26 @@ def test_mappings_are_read_only_even_when_built_in_code() -> None:
     config = TransportConfig(providers={"p": provider})
     assert isinstance(config.providers, MappingProxyType)
     assert config.provider("p") is provider
+
+
+def test_redacted_shows_environment_values_as_their_template() -> None:
+    data = {
+        "runtime": {"ask_timeout_s": "${ASK_S:-3}"},
+        "providers": {
+            "voice": {
+                "type": "websocket",
+                "url": "wss://voice.example.com/${VOICE_PATH}",
+                "subprotocols": ["${PROTO}", "plain"],
+            }
+        },
+    }
+    env = {"VOICE_PATH": "sk-LEAKED-123", "PROTO": "tok-PROTO-456"}
+    config = parse_config(data, environ=env)
+    assert config.provider("voice").url == "wss://voice.example.com/sk-LEAKED-123"
+    shown = config.redacted()
+    text = repr(shown)
+    assert "sk-LEAKED-123" not in text and "tok-PROTO-456" not in text
+    assert shown["providers"]["voice"]["url"] == "wss://voice.example.com/${VOICE_PATH}"
+    assert shown["providers"]["voice"]["subprotocols"] == ["${PROTO}", "plain"]
+    assert shown["runtime"]["ask_timeout_s"] == "${ASK_S:-3}"
+    assert config == parse_config(data, environ=env)  # templates do not affect equality

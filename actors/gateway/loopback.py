@@ -60,7 +60,8 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._host}:{self.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
+        return f"ws://{host}:{self.port}"
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -76,6 +77,8 @@ class ServerThread:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.ident is None:  # never started: nothing to stop
+            return
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             try:
