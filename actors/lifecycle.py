@@ -3,18 +3,20 @@
 ::
 
     CONNECTING ──▶ OPEN ◀──▶ RECONNECTING
-        │            │            │
-        │            ▼            │
-        ├──────▶  CLOSING  ◀──────┤
-        │            │            │
-        ▼            ▼            ▼
-      FAILED       CLOSED       FAILED
+        │          │  │            │
+        │          │  ▼            │
+        ├──────────┼▶ CLOSING ◀────┤
+        │          │  │            │
+        ▼          ▼  ▼            ▼
+      FAILED  FAILED  CLOSED     FAILED
 
 ``CONNECTING`` is the first dial; ``RECONNECTING`` a redial after the session's hop dropped
 (its connector crashed or the socket was lost); ``CLOSING`` an orderly end in progress (the
 application ended it, or the peer closed normally); ``CLOSED`` and ``FAILED`` are final.
 ``FAILED`` means the session could not be (re)established: the first dial failed, or the restart
-policy gave up. Every other change raises :class:`~actors.errors.IllegalTransition`.
+policy gave up (from ``OPEN`` when the exit that used up the budget came while open, from
+``RECONNECTING`` when a redial failed). Every other change raises
+:class:`~actors.errors.IllegalTransition`.
 
 Like h11's ``_state.py``, this module decides nothing about *when* to move; it only says which
 moves are legal and records them. The supervisor and connector drive it.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections.abc import Callable
 
 from .errors import IllegalTransition
 
@@ -57,7 +60,7 @@ _FINAL = frozenset({_S.CLOSED, _S.FAILED})
 #: The only legal moves. Everything not listed here is a bug.
 TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _S.CONNECTING: frozenset({_S.OPEN, _S.CLOSING, _S.FAILED}),
-    _S.OPEN: frozenset({_S.RECONNECTING, _S.CLOSING}),
+    _S.OPEN: frozenset({_S.RECONNECTING, _S.CLOSING, _S.FAILED}),
     _S.RECONNECTING: frozenset({_S.OPEN, _S.CLOSING, _S.FAILED}),
     _S.CLOSING: frozenset({_S.CLOSED}),
     _S.CLOSED: frozenset(),
@@ -95,6 +98,17 @@ class SessionLifecycle:
         logger.info("session %s: %s -> %s%s", self.session_id, old, new, f" ({why})" if why else "")
         return old
 
+    def abandon(self, why: str) -> None:
+        """Force ``FAILED`` whatever the state: the supervisor's last resort when its own
+        handling of this session raised, so that nobody waits forever on a final state."""
+        with self._lock:
+            old = self._state
+            if old.is_final:
+                return
+            self._state = SessionState.FAILED
+            self._changed.notify_all()
+        logger.error("session %s: %s -> FAILED (abandoned: %s)", self.session_id, old, why)
+
     def try_move(self, new: SessionState, why: str = "") -> bool:
         """Move to ``new`` if that is legal now; return whether it moved.
 
@@ -109,6 +123,10 @@ class SessionLifecycle:
 
     def wait_for(self, states: frozenset[SessionState], timeout: float | None) -> SessionState:
         """Block until the state is one of ``states`` or the timeout passes; return the state."""
+        self.wait_until(lambda: self._state in states, timeout)
+        return self._state
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``predicate()`` holds, re-checking it at every transition; return it."""
         with self._changed:
-            self._changed.wait_for(lambda: self._state in states, timeout)
-            return self._state
+            return self._changed.wait_for(predicate, timeout)

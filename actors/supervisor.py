@@ -83,13 +83,22 @@ class Supervisor(pykka.ThreadingActor):
         threading.current_thread().name = "supervisor"
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, ConnectorExited):
-            self._exited(message)
-        elif isinstance(message, ConnectorOpened):
-            self._opened(message)
-        elif isinstance(message, Register):
-            self.sessions[message.record.session_id] = message.record
-            self._spawn(message.record, generation=1, delay_s=0.0)
+        if isinstance(message, ConnectorExited | ConnectorOpened | Register):
+            # A tell: an exception here would kill the supervisor and orphan every session.
+            # Contain it to the one session it concerns.
+            session_id = (
+                message.record.session_id if isinstance(message, Register) else message.session_id
+            )
+            try:
+                if isinstance(message, ConnectorExited):
+                    self._exited(message)
+                elif isinstance(message, ConnectorOpened):
+                    self._opened(message)
+                else:
+                    self.sessions[session_id] = message.record
+                    self._spawn(message.record, generation=1, delay_s=0.0)
+            except Exception as exc:
+                self._abandon(session_id, exc)
         elif isinstance(message, EndSession):
             return self._end(message.session_id)
         elif isinstance(message, SessionStatusOf):
@@ -201,6 +210,21 @@ class Supervisor(pykka.ThreadingActor):
         record.lifecycle.move(SessionState.FAILED, error.reason)
         logger.error("session %s: failed: %s", record.session_id, error.reason)
         record.inbox.close(Close(INTERNAL_ERROR, error.reason[:120]))
+        self._forget(record)
+
+    def _abandon(self, session_id: str, exc: Exception) -> None:
+        """Our own handling of a session failed (a bug): fail that session, keep the rest."""
+        logger.exception("session %s: supervisor failed handling it; abandoning it", session_id)
+        record = self.sessions.get(session_id)
+        if record is None:
+            return
+        record.last_error = f"internal error: {type(exc).__name__}: {exc}"
+        record.lifecycle.abandon(record.last_error)
+        record.inbox.close(Close(INTERNAL_ERROR, "internal error"))
+        current = self._current.pop(session_id, None)
+        if current is not None:  # its exit report will find it no longer current
+            with contextlib.suppress(pykka.ActorDeadError):
+                current[1].stop(block=False)
         self._forget(record)
 
     def _forget(self, record: SessionRecord) -> None:

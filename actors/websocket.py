@@ -163,6 +163,11 @@ class WebSocketConnection:
             if self._close_request is None:
                 self._close_request = (code, reason)
             self._record_exit(Exit(ExitKind.NORMAL, code, reason))
+            opened = self._writer is not None
+        if not opened:
+            # Still dialling or waiting out a restart backoff: no handshake to wait for.
+            self.abort()
+            return
         self._outbox.wake()
 
     def close(self, code: int = NORMAL_CLOSURE, reason: str = "", timeout: float = 2.0) -> None:

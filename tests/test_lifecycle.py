@@ -58,6 +58,7 @@ def test_table_matches_the_documented_diagram() -> None:
         (S.CONNECTING, S.FAILED),
         (S.OPEN, S.RECONNECTING),
         (S.OPEN, S.CLOSING),
+        (S.OPEN, S.FAILED),
         (S.RECONNECTING, S.OPEN),
         (S.RECONNECTING, S.CLOSING),
         (S.RECONNECTING, S.FAILED),
@@ -72,7 +73,7 @@ def test_initial_state_is_connecting() -> None:
 
 
 def test_enumeration_sizes() -> None:
-    assert len(LEGAL) == 9
+    assert len(LEGAL) == 10
     assert len(LEGAL) + len(ILLEGAL) == len(SessionState) ** 2
 
 
@@ -248,3 +249,17 @@ def test_wait_for_intermediate_state_seen_if_waited_for() -> None:
     thread.join(JOIN_S)
     assert not thread.is_alive()
     assert result == [S.OPEN]
+
+
+def test_abandon_forces_failed_from_any_live_state_and_wakes_waiters() -> None:
+    for state in (S.CONNECTING, S.OPEN, S.RECONNECTING, S.CLOSING):
+        life = SessionLifecycle("abandoned")
+        life._state = state  # reach each live state without walking the table
+        assert life.wait_until(lambda life=life: life.state is S.FAILED, 0) is False
+        life.abandon("bug")
+        assert life.state is S.FAILED
+    done = SessionLifecycle("done")
+    done.move(S.CLOSING)
+    done.move(S.CLOSED)
+    done.abandon("late")  # a final state stays as it is
+    assert done.state is S.CLOSED
