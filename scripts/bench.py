@@ -24,6 +24,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -146,24 +147,52 @@ class LoadResult:
         return self.sent - self.received
 
 
-def _pace(senders: list, seconds: float, result: LoadResult, stop: threading.Event) -> None:
-    """Send one frame per session every 20 ms on absolute deadlines, from one thread."""
-    start = time.perf_counter()
+def _measure(
+    senders: list[Callable[[str], object]],
+    receivers: list[Callable[[], str]],
+    seconds: float,
+    result: LoadResult,
+) -> None:
+    """Send one frame per session every 20 ms on absolute deadlines from one thread, while one
+    reader thread per session times every echo; fill in ``result``."""
     ticks = int(seconds / FRAME_PERIOD_S)
+    lock = threading.Lock()
+
+    def read(receive: Callable[[], str]) -> None:
+        rtts: list[float] = []
+        errors = 0
+        for _ in range(ticks):
+            try:
+                data = receive()
+            except Exception:
+                errors = 1
+                break
+            rtts.append((time.perf_counter_ns() - _parse(data)[1]) / 1e6)
+        with lock:
+            result.rtts_ms.extend(rtts)
+            result.received += len(rtts)
+            result.late += sum(rtt > LATE_S * 1000 for rtt in rtts)
+            result.errors += errors
+
+    readers = [threading.Thread(target=read, args=(r,)) for r in receivers]
+    for reader in readers:
+        reader.start()
+    cpu0, wall0 = _cpu_s(), time.perf_counter()
+    waiter = threading.Event()
     for tick in range(ticks):
-        delay = start + tick * FRAME_PERIOD_S - time.perf_counter()
-        if delay > 0 and stop.wait(delay):
-            return
+        delay = wall0 + tick * FRAME_PERIOD_S - time.perf_counter()
+        if delay > 0:
+            waiter.wait(delay)
         for send in senders:
             send(_frame(tick))
             result.sent += 1
-
-
-def _write_text(service: TransportService, sid: str, frame: str) -> None:
-    service.write_websocket_message(sid, Text(frame))
+    for reader in readers:
+        reader.join(10)
+    result.cpu_pct = 100 * (_cpu_s() - cpu0) / (time.perf_counter() - wall0)
 
 
 def load_ours(url: str, sessions: int, seconds: float) -> LoadResult:
+    """N sessions through TransportService: the whole path, facade to socket and back."""
     result = LoadResult(sessions)
     config = TransportConfig(runtime=RuntimeConfig(ping_interval_s=5.0))
     with TransportService(config) as service:
@@ -172,41 +201,24 @@ def load_ours(url: str, sessions: int, seconds: float) -> LoadResult:
             t0 = time.perf_counter()
             sids.append(service.create_session(url=url).session_id)
             result.create_ms.append((time.perf_counter() - t0) * 1000)
-        expected = int(seconds / FRAME_PERIOD_S)
-        lock = threading.Lock()
 
-        def read(sid: str) -> None:
-            rtts = []
-            late = errors = 0
-            for _ in range(expected):
-                try:
-                    message = service.read_websocket_message(sid, timeout=5)
-                except Exception:
-                    errors += 1
-                    break
+        def receiver(sid: str) -> Callable[[], str]:
+            def receive() -> str:
+                message = service.read_websocket_message(sid, timeout=5)
                 assert isinstance(message, Text)
-                _, sent_ns = _parse(message.data)
-                rtt = (time.perf_counter_ns() - sent_ns) / 1e9
-                rtts.append(rtt * 1000)
-                late += rtt > LATE_S
-            with lock:
-                result.rtts_ms.extend(rtts)
-                result.received += len(rtts)
-                result.late += late
-                result.errors += errors
+                return message.data
 
-        readers = [threading.Thread(target=read, args=(sid,)) for sid in sids]
-        for r in readers:
-            r.start()
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
+            return receive
+
         senders = [functools.partial(_write_text, service, sid) for sid in sids]
-        _pace(senders, seconds, result, threading.Event())
-        for r in readers:
-            r.join(10)
-        result.cpu_pct = 100 * (_cpu_s() - cpu0) / (time.perf_counter() - wall0)
+        _measure(senders, [receiver(sid) for sid in sids], seconds, result)
         for sid in sids:
             service.end_session(sid)
     return result
+
+
+def _write_text(service: TransportService, sid: str, frame: str) -> None:
+    service.write_websocket_message(sid, Text(frame))
 
 
 def load_raw(url: str, sessions: int, seconds: float) -> LoadResult:
@@ -216,37 +228,9 @@ def load_raw(url: str, sessions: int, seconds: float) -> LoadResult:
         websocket.create_connection(url, enable_multithread=True, skip_utf8_validation=True)
         for _ in range(sessions)
     ]
-    expected = int(seconds / FRAME_PERIOD_S)
-    lock = threading.Lock()
-
-    def read(ws: websocket.WebSocket) -> None:
-        rtts = []
-        late = 0
+    for ws in sockets:
         ws.settimeout(5)
-        for _ in range(expected):
-            try:
-                data = ws.recv()
-            except Exception:
-                with lock:
-                    result.errors += 1
-                break
-            _, sent_ns = _parse(data)
-            rtt = (time.perf_counter_ns() - sent_ns) / 1e9
-            rtts.append(rtt * 1000)
-            late += rtt > LATE_S
-        with lock:
-            result.rtts_ms.extend(rtts)
-            result.received += len(rtts)
-            result.late += late
-
-    readers = [threading.Thread(target=read, args=(ws,)) for ws in sockets]
-    for r in readers:
-        r.start()
-    cpu0, wall0 = _cpu_s(), time.perf_counter()
-    _pace([ws.send for ws in sockets], seconds, result, threading.Event())
-    for r in readers:
-        r.join(10)
-    result.cpu_pct = 100 * (_cpu_s() - cpu0) / (time.perf_counter() - wall0)
+    _measure([ws.send for ws in sockets], [ws.recv for ws in sockets], seconds, result)
     for ws in sockets:
         ws.close()
     return result
