@@ -126,7 +126,9 @@ class TransportService:
         and its settings: ``provider``, ``url``, ``headers``, ``subprotocols``, ``to``,
         ``from_``, ``parameters``; ``fields`` win. Raises ``ConfigError`` for an unknown
         provider, ``ProviderError`` if the provider refuses, ``ConnectionFailed`` if the
-        WebSocket does not open within ``runtime.connect_timeout_s``.
+        WebSocket does not open within ``runtime.connect_timeout_s``. A session whose socket
+        opened and dropped again at once is returned all the same: it is being redialled (or
+        has ended, and its reader gets ``Close``); ``status()`` tells which.
         """
         self._check_open()
         req = _make_request(request, fields)
@@ -146,16 +148,23 @@ class TransportService:
         )
         handle = _Handle(record, provider, plan)
         with self._lock:
-            if self._closed:
-                provider.hang_up(session_id, plan)
-                raise ServiceClosed
-            self._sessions[session_id] = handle
-        self._ask(Register(record))
+            closed = self._closed
+            if not closed:
+                self._sessions[session_id] = handle
+        if closed:  # closed while the provider was setting up: undo, outside the lock
+            provider.hang_up(session_id, plan)
+            raise ServiceClosed
+        try:
+            self._ask(Register(record))
+        except TransportError:
+            with self._lock:
+                self._sessions.pop(session_id, None)
+            provider.hang_up(session_id, plan)
+            raise
         wait_s = runtime.connect_timeout_s + runtime.ask_timeout_s
         state = record.lifecycle.wait_for(_LEFT_CONNECTING, wait_s)
-        if state is SessionState.OPEN or (
-            state is not SessionState.FAILED and state is not SessionState.CONNECTING
-        ):
+        if state is not SessionState.FAILED and state is not SessionState.CONNECTING:
+            # It connected. (It may have dropped again already: status() says so.)
             logger.info("session %s: created (%s, %s)", session_id, name, record.info().url)
             return record.info()
         failure = record.failure or ConnectionFailed(

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 import websocket as wsc
 
 from .codecs import Frame
-from .errors import ConnectionFailed
 from .exits import Exit, ExitKind
 from .messages import (
     INTERNAL_ERROR,
@@ -77,6 +76,7 @@ class DialOptions:
     max_message_bytes: int = 1 << 20
     ping_interval_s: float = 10.0
     ping_timeout_s: float = 5.0
+    close_timeout_s: float = 2.0  # how long a peer may take to answer our close frame
 
 
 class Traffic:
@@ -374,8 +374,11 @@ class WebSocketConnection:
             if self._close_sent:
                 return
             self._close_sent = True
+        # A control frame carries at most 125 bytes: the code, then a reason cut to 123 bytes
+        # without splitting a character.
+        text = reason.encode()[:123].decode("utf-8", "ignore").encode()
         with contextlib.suppress(Exception):
-            ws.send(struct.pack("!H", code) + reason.encode()[:120], _CLOSE)
+            ws.send(struct.pack("!H", code) + text, _CLOSE)
 
     def _run_writer(self) -> None:
         ws = self._ws
@@ -411,6 +414,10 @@ class WebSocketConnection:
                 request = self._close_request
                 if request is not None and len(outbox) == 0:
                     self._send_close(ws, *request)
+                    # The peer has close_timeout_s to answer with its close frame (which ends
+                    # the reader, and sets _stopping); a peer that never does is cut off.
+                    if not self._stopping.wait(self.options.close_timeout_s):
+                        self.abort()
                     return
         except Exception as exc:
             self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
@@ -435,11 +442,6 @@ class WebSocketConnection:
         self._done.set()
         logger.info("session %s: connection to %s ended: %s", self.session_id, self.safe_url, final)
         self._on_exit(final)
-
-    def failure(self) -> ConnectionFailed:
-        """The error ``create_session`` raises when this dial did not open."""
-        reason = str(self._exit.reason if self._exit else "") or "connection ended"
-        return ConnectionFailed(self.safe_url, reason, session_id=self.session_id)
 
 
 class Watchdog:

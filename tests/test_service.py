@@ -457,3 +457,15 @@ def test_fragmented_message_is_reassembled(service: TransportService) -> None:
         sid = service.create_session(url=peer.url).session_id
         assert service.read_websocket_message(sid, timeout=5) == Binary(b"abcdef")
         service.end_session(sid)
+
+
+def test_application_close_to_a_peer_that_never_answers(service: TransportService) -> None:
+    with RawPeer(silent) as peer:
+        sid = service.create_session(url=peer.url).session_id
+        started = time.monotonic()
+        service.write_websocket_message(sid, Close(4000, "bye"))
+        # shutdown_timeout_s (1 s in fast_config) for the peer's close frame, then cut off.
+        assert read_all(service, sid) == [Close(4000, "bye")]
+        assert 0.9 <= time.monotonic() - started < 3
+        assert service.status(sid).state is SessionState.CLOSED
+        service.end_session(sid)

@@ -52,6 +52,7 @@ class WebSocketProvider:
             max_message_bytes=runtime.max_message_bytes,
             ping_interval_s=runtime.ping_interval_s,
             ping_timeout_s=runtime.ping_timeout_s,
+            close_timeout_s=runtime.shutdown_timeout_s,
         )
         return SessionPlan(codec=PassthroughCodec(), dial=dial)
 
