@@ -394,20 +394,21 @@ class WebSocketConnection:
                     if self._stopping.is_set():
                         outbox.requeue_front(batch[i:])
                         return
+                    is_text = isinstance(frame, str)
+                    data = frame.encode() if isinstance(frame, str) else frame
+                    # Counted before the send, so that no echo can be read before its frame
+                    # was counted out; taken back if the send fails.
+                    traffic.frames_out += 1
+                    traffic.bytes_out += len(data)
                     try:
-                        if isinstance(frame, str):
-                            data = frame.encode()
-                            ws.send(data, _TEXT)
-                        else:
-                            data = frame
-                            ws.send(data, _BINARY)
+                        ws.send(data, _TEXT if is_text else _BINARY)
                     except Exception as exc:
+                        traffic.frames_out -= 1
+                        traffic.bytes_out -= len(data)
                         # Not sent: back to the front of the queue for the next connection.
                         outbox.requeue_front(batch[i:])
                         self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
                         return
-                    traffic.frames_out += 1
-                    traffic.bytes_out += len(data)
                 if next_ping is not None and time.monotonic() >= next_ping:
                     ws.ping()
                     next_ping += interval

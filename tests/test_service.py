@@ -369,6 +369,8 @@ def test_crash_in_handler_restarts_without_losing_messages(
         service.write_websocket_message(sid, Text(f"m{i}"))
     got = [service.read_websocket_message(sid, timeout=5) for _ in range(50)]
     assert got == [Text(f"m{i}") for i in range(50)]
+    # Frames flow the moment the new socket opens; the move to OPEN follows a hop later.
+    assert record.lifecycle.wait_for(frozenset({SessionState.OPEN}), 5) is SessionState.OPEN
     status = service.status(sid)
     assert status.restarts == 1 and status.state is SessionState.OPEN
     assert status.exit_reasons[0].startswith("crash in handler: TypeError")
