@@ -210,11 +210,11 @@ class TransportService:
                 raise SessionClosed(session_id, record.last_error or str(state))
             ref = record.connector
             if ref is not None:
-                try:
+                # A connector that just died falls through: the backlog keeps the write for
+                # the next one.
+                with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(Write(message))
                     return
-                except pykka.ActorDeadError:
-                    pass  # between connectors: keep it for the next one
             if len(record.backlog) >= record.outbox.maxsize:
                 record.backlog.popleft()
                 record.dropped_out_extra += 1

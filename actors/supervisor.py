@@ -209,7 +209,7 @@ class Supervisor(pykka.ThreadingActor):
         record.last_error = str(exit)
         record.lifecycle.move(SessionState.FAILED, error.reason)
         logger.error("session %s: failed: %s", record.session_id, error.reason)
-        record.inbox.close(Close(INTERNAL_ERROR, error.reason[:120]))
+        record.inbox.close(Close(INTERNAL_ERROR, error.reason))
         self._forget(record)
 
     def _abandon(self, session_id: str, exc: Exception) -> None:
