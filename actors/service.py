@@ -165,10 +165,10 @@ class TransportService:
         state = record.lifecycle.wait_for(_LEFT_CONNECTING, wait_s)
         if state is not SessionState.FAILED and state is not SessionState.CONNECTING:
             # It connected. (It may have dropped again already: status() says so.)
-            logger.info("session %s: created (%s, %s)", session_id, name, record.info().url)
+            logger.info("session %s: created (%s, %s)", session_id, name, record.safe_url)
             return record.info()
         failure = record.failure or ConnectionFailed(
-            record.info().url, f"not connected within {wait_s:g} s", session_id=session_id
+            record.safe_url, f"not connected within {wait_s:g} s", session_id=session_id
         )
         with self._lock:
             self._sessions.pop(session_id, None)
@@ -202,7 +202,7 @@ class TransportService:
         handle = self._handle(session_id, ended_ok=False)
         assert handle is not None
         record = handle.record
-        if not isinstance(message, tuple(record.codec.outbound_types)):
+        if not isinstance(message, record.writable):
             raise UnsupportedMessage(session_id, record.provider, type(message).__name__)
         with record.lock:
             state = record.state

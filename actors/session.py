@@ -49,6 +49,9 @@ class SessionRecord:
         self.provider = provider
         self.codec = codec
         self.dial = dial
+        self.safe_url = redact_url(dial.url)  # for logs, errors and SessionInfo
+        # isinstance() wants a tuple; built once here rather than on every write.
+        self.writable: tuple[type[Message], ...] = tuple(codec.outbound_types)
         self.call_id = call_id
         self.created_at = time.time()
         self.lifecycle = SessionLifecycle(session_id)
@@ -76,7 +79,7 @@ class SessionRecord:
         return SessionInfo(
             session_id=self.session_id,
             provider=self.provider,
-            url=redact_url(self.dial.url),
+            url=self.safe_url,
             call_id=self.call_id,
             created_at=self.created_at,
         )

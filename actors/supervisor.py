@@ -172,7 +172,7 @@ class Supervisor(pykka.ThreadingActor):
                 record,
                 exit,
                 ConnectionFailed(
-                    record.info().url, exit.reason or str(exit.kind), session_id=record.session_id
+                    record.safe_url, exit.reason or str(exit.kind), session_id=record.session_id
                 ),
             )
         else:
@@ -195,7 +195,7 @@ class Supervisor(pykka.ThreadingActor):
                 self._fail(
                     record,
                     exit,
-                    ConnectionFailed(record.info().url, decision.why, session_id=record.session_id),
+                    ConnectionFailed(record.safe_url, decision.why, session_id=record.session_id),
                 )
 
     # -- helpers -------------------------------------------------------------------------------

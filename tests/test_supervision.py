@@ -136,11 +136,11 @@ def test_restart_intensity_exceeded_fails_the_session(
 def test_end_during_backoff_is_prompt(supervisor) -> None:
     """Ending a session whose connector waits out a long backoff does not wait for it."""
     with ServerThread(lambda c: c.close(1011, "try again"), name="flaky") as server:
-        policy_record = make_record(server.url)
-        supervisor.ask(Register(policy_record), timeout=5)
+        record = make_record(server.url)
+        supervisor.ask(Register(record), timeout=5)
         # 1011 is retryable: the session goes RECONNECTING with a backoff before redialling.
-        state = policy_record.lifecycle.wait_for(frozenset({SessionState.RECONNECTING}), 5)
+        state = record.lifecycle.wait_for(frozenset({SessionState.RECONNECTING}), 5)
         assert state in (SessionState.RECONNECTING, SessionState.OPEN)
         started = time.monotonic()
-        end(supervisor, policy_record)
+        end(supervisor, record)
         assert time.monotonic() - started < 0.5

@@ -63,11 +63,6 @@ class ServerThread:
         host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
         return f"ws://{host}:{self.port}"
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "not started"
-        return self._loop
-
     def start(self, timeout: float = 5.0) -> ServerThread:
         self._thread.start()
         if not self._ready.wait(timeout):
