@@ -67,11 +67,14 @@ class Audio(Binary):
     """Inbound audio with the provider's timing: a ``Binary`` with ``timestamp`` and ``sequence``.
 
     ``timestamp`` is milliseconds since the stream started, ``sequence`` the provider's frame
-    number; either is ``None`` where the provider gives none.
+    number, ``track`` the media flow it belongs to (e.g. Twilio's ``"inbound"``) and ``chunk``
+    the provider's per-track chunk number; each is ``None`` where the provider gives none.
     """
 
     timestamp: int | None = None
     sequence: int | None = None
+    track: str | None = None
+    chunk: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +99,17 @@ class MediaFormat:
 
 @dataclass(frozen=True, slots=True)
 class Started(Message):
-    """The provider's media stream has started."""
+    """The provider's media stream has started.
+
+    ``parameters`` are the custom parameters the stream was created with (read-only);
+    ``tracks`` names the media flows to expect (e.g. ``("inbound",)``), empty where unknown.
+    """
 
     stream_id: str
     call_id: str
     media_format: MediaFormat = field(default_factory=MediaFormat)
     parameters: Mapping[str, str] = field(default_factory=dict)
+    tracks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A frozen dataclass holding a dict is not immutable; a read-only view is.

@@ -1,0 +1,513 @@
+"""Twilio Media Streams, both sides of the wire, sans-I/O.
+
+:class:`TwilioCodec` is the session side: it turns the JSON text frames Twilio sends
+(``connected``, ``start``, ``media``, ``dtmf``, ``mark``, ``stop``) into messages, and
+``Binary``/``Mark``/``Clear`` into the frames a bidirectional stream accepts.
+:class:`TwilioStream` is Twilio's side of one stream, for the local emulator and benchmarks: it
+builds the frames Twilio would send and parses what the application sends back.
+
+Twilio sends ``sequenceNumber``, ``media.chunk`` and ``media.timestamp`` as JSON *strings*; both
+sides here accept strings or integers and produce strings.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+import secrets
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from random import Random
+from types import MappingProxyType
+from typing import Any, Final
+
+from ..messages import (
+    Audio,
+    Binary,
+    Clear,
+    Close,
+    Dtmf,
+    Mark,
+    MediaFormat,
+    Message,
+    Started,
+    Stopped,
+)
+from . import Frame
+
+__all__ = [
+    "AppEvent",
+    "ClearOut",
+    "MarkOut",
+    "MediaOut",
+    "TwilioCodec",
+    "TwilioStream",
+    "new_sid",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Log the first few problems of a kind, then every ``_LOG_EVERY``-th: a broken peer sending
+#: garbage every 20 ms must not flood the log, but must stay visible.
+_LOG_FIRST: Final = 3
+_LOG_EVERY: Final = 100
+
+_a2b = binascii.a2b_base64
+_b2a = binascii.b2a_base64
+_loads = json.loads
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+_DEFAULT_FORMAT: Final = MediaFormat()
+
+
+class _Malformed(Exception):
+    """Internal: a frame does not have the shape Twilio documents; the text says what is wrong."""
+
+
+def _should_log(count: int) -> bool:
+    return count <= _LOG_FIRST or count % _LOG_EVERY == 0
+
+
+def _label(event: object) -> str:
+    # Event names come from the peer: bounded and repr'd so a hostile one cannot mangle the log.
+    if isinstance(event, str):
+        return repr(event[:32])
+    return f"<{type(event).__name__}>"
+
+
+def _object(container: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = container.get(key)
+    if type(value) is not dict:
+        raise _Malformed(f"{path} is missing or not an object")
+    return value
+
+
+def _string(container: Mapping[str, Any], key: str, path: str) -> str:
+    value = container.get(key)
+    if type(value) is not str:
+        raise _Malformed(f"{path} is missing or not a string")
+    return value
+
+
+def _opt_int(container: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = container.get(key)
+    if value is None:
+        return None
+    # bool is an int subclass; ``type(...) is`` keeps true/false out.
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise _Malformed(f"{path} is not an integer")
+
+
+def _int(container: Mapping[str, Any], key: str, path: str) -> int:
+    value = _opt_int(container, key, path)
+    if value is None:
+        raise _Malformed(f"{path} is missing")
+    return value
+
+
+class TwilioCodec:
+    """The session side of a Twilio Media Stream (a :class:`~actors.codecs.Codec`).
+
+    Inbound: ``connected`` yields nothing (its ``version`` is kept); ``start`` yields
+    :class:`Started` and makes ``stream_sid``/``call_sid`` known; ``media`` yields :class:`Audio`;
+    ``dtmf`` :class:`Dtmf`; ``mark`` :class:`Mark`; ``stop`` :class:`Stopped`. A malformed frame
+    (not JSON, not an object, a binary frame, a missing or ill-typed field, bad base64) is counted
+    in ``malformed``, an unknown event in ``unknown``; both are logged (rate-limited) and yield
+    nothing. ``decode`` never raises.
+
+    Outbound: ``Binary`` (so also ``Audio``) becomes a ``media`` frame, ``Mark`` a ``mark``
+    frame, ``Clear`` a ``clear`` frame. Until ``start`` has named the stream there is no
+    ``streamSid`` to address, so ``encode`` holds messages and returns nothing; the first
+    ``encode`` or :meth:`flush` after ``start`` returns the held frames first, in order. At most
+    ``max_held`` messages are held: past that the oldest held *media* is dropped (counted in
+    ``dropped_held``); marks and clears are never dropped, since the application waits for its
+    marks to come back.
+
+    Threads: ``decode`` runs on the connection's reader thread, ``encode`` and ``flush`` on the
+    actor's thread. The only state that crosses is ``stream_sid``, published by one attribute
+    assignment (after ``call_sid``); the held messages are touched by ``encode``/``flush`` only.
+    """
+
+    provider = "twilio"
+    # Close is the connector's business (it closes the WebSocket), so it is accepted here too.
+    outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
+
+    def __init__(
+        self,
+        *,
+        max_held: int = 10_000,
+        session_id: str = "-",
+        hidden_parameters: frozenset[str] = frozenset(),
+    ) -> None:
+        """``session_id`` only labels log lines; ``max_held`` bounds what waits for ``start``;
+        ``hidden_parameters`` are custom parameters kept out of ``Started`` (the gateway's
+        token: an application has no use for it, and might log it)."""
+        self.hidden_parameters = hidden_parameters
+        if max_held < 0:
+            raise ValueError(f"max_held must be >= 0, not {max_held}")
+        self.max_held = max_held
+        self.session_id = session_id
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self.version: str | None = None
+        self.malformed = 0
+        self.unknown = 0
+        self.dropped_held = 0
+        self._held: deque[Message] = deque()
+        # Frame prefixes for the current streamSid, built on the encoding thread when it changes.
+        self._prefix_sid: str | None = None
+        self._media_prefix = ""
+        self._clear_frame = ""
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def decode(self, frame: Frame) -> Sequence[Message]:
+        """The messages one frame from Twilio carries: one, or none (see the class docstring)."""
+        if not isinstance(frame, str):
+            return self._reject(None, "binary frame (Twilio sends text frames)")
+        try:
+            obj = _loads(frame)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            return self._reject(None, "not JSON")
+        if type(obj) is not dict:
+            return self._reject(None, "not a JSON object")
+        event = obj.get("event")
+        try:
+            # media first: it is all but every frame of a call.
+            if event == "media":
+                media = _object(obj, "media", "media")
+                try:
+                    data = _a2b(_string(media, "payload", "media.payload"), strict_mode=True)
+                except ValueError:  # binascii.Error, or a non-ASCII str
+                    raise _Malformed("media.payload is not base64") from None
+                track = media.get("track")
+                if track is not None and type(track) is not str:
+                    raise _Malformed("media.track is not a string")
+                return (
+                    Audio(
+                        data,
+                        _opt_int(media, "timestamp", "media.timestamp"),
+                        _opt_int(obj, "sequenceNumber", "sequenceNumber"),
+                        track,
+                        _opt_int(media, "chunk", "media.chunk"),
+                    ),
+                )
+            if event == "start":
+                return (self._start(obj),)
+            if event == "dtmf":
+                return (Dtmf(_string(_object(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+            if event == "mark":
+                return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
+            if event == "stop":
+                return (Stopped(),)
+            if event == "connected":
+                version = obj.get("version")
+                self.version = version if type(version) is str else None
+                return ()
+        except _Malformed as problem:
+            return self._reject(event, str(problem))
+        if type(event) is not str:
+            return self._reject(event, "event is missing or not a string")
+        self.unknown += 1
+        if _should_log(self.unknown):
+            logger.warning(
+                "session %s: ignored Twilio frame with unknown event %s (%d so far)",
+                self.session_id,
+                _label(event),
+                self.unknown,
+            )
+        return ()
+
+    def _start(self, obj: dict[str, Any]) -> Started:
+        start = _object(obj, "start", "start")
+        stream_sid = start.get("streamSid", obj.get("streamSid"))
+        if type(stream_sid) is not str or not stream_sid:
+            raise _Malformed("start.streamSid is missing or not a string")
+        call_sid = _string(start, "callSid", "start.callSid")
+        tracks = start.get("tracks", [])
+        if type(tracks) is not list or not all(type(t) is str for t in tracks):
+            raise _Malformed("start.tracks is not a list of strings")
+        params = start.get("customParameters", {})
+        if type(params) is not dict or not all(type(v) is str for v in params.values()):
+            raise _Malformed("start.customParameters is not an object of strings")
+        media_format = _DEFAULT_FORMAT
+        if "mediaFormat" in start:
+            fmt = _object(start, "mediaFormat", "start.mediaFormat")
+            media_format = MediaFormat(
+                _string(fmt, "encoding", "start.mediaFormat.encoding"),
+                _int(fmt, "sampleRate", "start.mediaFormat.sampleRate"),
+                _int(fmt, "channels", "start.mediaFormat.channels"),
+            )
+        if self.hidden_parameters:
+            params = {k: v for k, v in params.items() if k not in self.hidden_parameters}
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid  # last: this publishes the stream to the encoding thread
+        return Started(stream_sid, call_sid, media_format, params, tuple(tracks))
+
+    def _reject(self, event: object, why: str) -> Sequence[Message]:
+        self.malformed += 1
+        if _should_log(self.malformed):
+            what = "frame" if event is None else f"{_label(event)} frame"
+            logger.warning(
+                "session %s: dropped malformed Twilio %s: %s (%d so far)",
+                self.session_id,
+                what,
+                why,
+                self.malformed,
+            )
+        return ()
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def encode(self, message: Message) -> Sequence[Frame]:
+        """The frames for one outbound message, after any held ones; none while held.
+
+        Raises ``TypeError`` for a message type Twilio does not carry.
+        """
+        if not isinstance(message, Binary | Mark | Clear):
+            raise TypeError(f"{type(message).__name__} is not carried by the twilio provider")
+        sid = self.stream_sid  # read once: the reader thread may publish it at any moment
+        if sid is None:
+            self._hold(message)
+            return ()
+        if self._held:
+            frames = self._drain(sid)
+            frames.append(self._frame(message, sid))
+            return frames
+        return (self._frame(message, sid),)
+
+    def flush(self) -> Sequence[Frame]:
+        """Return (and forget) the held frames once the stream has started; else nothing."""
+        sid = self.stream_sid
+        if sid is None or not self._held:
+            return ()
+        return self._drain(sid)
+
+    @property
+    def held(self) -> int:
+        """How many messages wait for ``start``."""
+        return len(self._held)
+
+    def _frame(self, message: Message, sid: str) -> str:
+        if sid is not self._prefix_sid:
+            quoted = json.dumps(sid)
+            self._media_prefix = f'{{"event":"media","streamSid":{quoted},"media":{{"payload":"'
+            self._clear_frame = f'{{"event":"clear","streamSid":{quoted}}}'
+            self._prefix_sid = sid
+        if isinstance(message, Binary):
+            # The base64 alphabet needs no JSON escaping: concatenation is ~7x json.dumps.
+            return self._media_prefix + _b2a(message.data, newline=False).decode("ascii") + '"}}'
+        if isinstance(message, Mark):
+            return json.dumps(
+                {"event": "mark", "streamSid": sid, "mark": {"name": message.name}},
+                separators=(",", ":"),
+            )
+        return self._clear_frame
+
+    def _hold(self, message: Message) -> None:
+        held = self._held
+        held.append(message)
+        if len(held) <= self.max_held:
+            return
+        for index, waiting in enumerate(held):
+            if isinstance(waiting, Binary):
+                del held[index]
+                self.dropped_held += 1
+                if _should_log(self.dropped_held):
+                    logger.warning(
+                        "session %s: Twilio stream not started, dropped the oldest held audio "
+                        "(%d held, %d dropped so far)",
+                        self.session_id,
+                        len(held),
+                        self.dropped_held,
+                    )
+                return
+
+    def _drain(self, sid: str) -> list[Frame]:
+        held = self._held
+        frames: list[Frame] = [self._frame(message, sid) for message in held]
+        held.clear()
+        return frames
+
+
+# -- Twilio's side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOut:
+    """The application sent audio to play (the payload, base64-decoded)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOut:
+    """The application sent a mark to be echoed once the audio before it has played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOut:
+    """The application asked to drop the audio buffered but not yet played."""
+
+
+AppEvent = MediaOut | MarkOut | ClearOut
+
+
+def new_sid(prefix: str, rng: Random | None = None) -> str:
+    """A Twilio-style id: ``prefix`` (``"CA"``, ``"MZ"``, ``"AC"``) and 32 lowercase hex digits.
+
+    Unguessable by default; pass ``rng`` for reproducible ids in tests and benchmarks.
+    """
+    digits = secrets.token_hex(16) if rng is None else f"{rng.getrandbits(128):032x}"
+    return prefix + digits
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class TwilioStream:
+    """Twilio's side of one Media Stream: the frames Twilio sends, and parsing what comes back.
+
+    ``sequence`` is the next ``sequenceNumber`` (``start`` is 1, every later frame one more;
+    ``connected`` carries none); ``chunks`` the next ``media.chunk`` per track, from 1.
+    """
+
+    def __init__(
+        self,
+        stream_sid: str,
+        call_sid: str,
+        account_sid: str,
+        *,
+        tracks: Sequence[str] = ("inbound",),
+        custom_parameters: Mapping[str, str] = _EMPTY,
+        media_format: MediaFormat = _DEFAULT_FORMAT,
+    ) -> None:
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        self.account_sid = account_sid
+        self.tracks = tuple(tracks)
+        self.custom_parameters = dict(custom_parameters)
+        self.media_format = media_format
+        self.sequence = 1
+        self.chunks: dict[str, int] = {}
+        self._quoted_sid = json.dumps(stream_sid)
+
+    def _next(self) -> str:
+        number = self.sequence
+        self.sequence = number + 1
+        return str(number)
+
+    def connected(self) -> str:
+        """The first frame of every stream."""
+        return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+    def start(self) -> str:
+        """The stream's metadata: sids, tracks, custom parameters and media format."""
+        fmt = self.media_format
+        return _dumps(
+            {
+                "event": "start",
+                "sequenceNumber": self._next(),
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": list(self.tracks),
+                    "customParameters": self.custom_parameters,
+                    "mediaFormat": {
+                        "encoding": fmt.encoding,
+                        "sampleRate": fmt.sample_rate,
+                        "channels": fmt.channels,
+                    },
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    def media(self, payload: bytes, timestamp_ms: int, track: str = "inbound") -> str:
+        """One chunk of audio on ``track``, ``timestamp_ms`` after the stream started."""
+        chunk = self.chunks.get(track, 1)
+        self.chunks[track] = chunk + 1
+        # Built by hand: benchmarks send thousands of these a second, and only the sid and
+        # the track need JSON quoting.
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._next()}","media":{{"track":'
+            f'{json.dumps(track)},"chunk":"{chunk}","timestamp":"{timestamp_ms}","payload":"'
+            f'{_b2a(payload, newline=False).decode("ascii")}"}},"streamSid":{self._quoted_sid}}}'
+        )
+
+    def dtmf(self, digit: str, track: str = "inbound_track") -> str:
+        """A key pressed on the caller's keypad."""
+        return _dumps(
+            {
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": self._next(),
+                "dtmf": {"track": track, "digit": digit},
+            }
+        )
+
+    def mark(self, name: str) -> str:
+        """The echo of the application's mark: the audio sent before it has played."""
+        return _dumps(
+            {
+                "event": "mark",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
+
+    def stop(self) -> str:
+        """The last frame: the stream has stopped."""
+        return _dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next(),
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    def parse(self, frame: Frame) -> AppEvent:
+        """What one frame from the application asks for.
+
+        Raises ``ValueError`` naming the problem: a binary frame, not JSON, not an object, an
+        unknown event, a missing or ill-typed field, bad base64, or another stream's streamSid.
+        """
+        if not isinstance(frame, str):
+            raise ValueError("binary frame: Twilio Media Streams take JSON text frames only")
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"frame is not JSON: {error}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
+        event = obj.get("event")
+        if event not in ("media", "mark", "clear"):
+            raise ValueError(f"unknown event {_label(event)} (expected media, mark or clear)")
+        sid = obj.get("streamSid")
+        if sid != self.stream_sid:
+            raise ValueError(f"{event} frame has streamSid {sid!r}, expected {self.stream_sid!r}")
+        try:
+            if event == "media":
+                encoded = _string(_object(obj, "media", "media"), "payload", "media.payload")
+                try:
+                    return MediaOut(_a2b(encoded, strict_mode=True))
+                except ValueError:
+                    raise _Malformed("media.payload is not base64") from None
+            if event == "mark":
+                return MarkOut(_string(_object(obj, "mark", "mark"), "name", "mark.name"))
+        except _Malformed as problem:
+            raise ValueError(f"{event} frame: {problem}") from None
+        return ClearOut()
