@@ -31,7 +31,7 @@ import pykka
 
 from .codecs import Frame
 from .exits import Exit, ExitKind
-from .messages import Close, Message
+from .messages import Close, Message, Started
 from .session import SessionRecord
 from .websocket import Watchdog, WebSocketConnection
 
@@ -58,6 +58,11 @@ class GetStatus:
 @dataclass(frozen=True, slots=True)
 class _Opened:
     subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamStarted:
+    """The codec saw its stream start: writes it held until then can now be encoded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +132,7 @@ class Connector(pykka.ThreadingActor):
                 on_exit=self._on_exit,
                 watchdog=self.watchdog,
                 dial_delay_s=self.dial_delay_s,
+                sent_log=record.sent_log,
             )
             with record.lock:
                 record.connector = self.actor_ref
@@ -151,6 +157,8 @@ class Connector(pykka.ThreadingActor):
             self.supervisor.tell(
                 ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
             )
+        elif isinstance(message, _StreamStarted):
+            self.record.outbox.put_many(self.record.codec.flush())
         elif isinstance(message, _Ended):
             self._ended = message.exit
             self.stop()
@@ -182,6 +190,9 @@ class Connector(pykka.ThreadingActor):
         put = record.inbox.put
         for message in record.codec.decode(frame):
             put(message)
+            if type(message) is Started:
+                # Encoding happens on the actor's thread; let it send what the codec held.
+                self._tell_self(_StreamStarted())
 
     def _on_exit(self, exit: Exit) -> None:
         self._tell_self(_Ended(exit))

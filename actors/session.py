@@ -21,7 +21,7 @@ from .lifecycle import SessionLifecycle, SessionState
 from .messages import Message, SessionInfo, SessionStatus
 from .queues import Inbox, Outbox
 from .redaction import redact_url
-from .websocket import DialOptions, Traffic
+from .websocket import DialOptions, SentLog, Traffic
 
 if TYPE_CHECKING:
     import pykka
@@ -58,6 +58,8 @@ class SessionRecord:
         self.inbox = Inbox(inbox_max)
         self.outbox: Outbox[Frame] = Outbox(outbound_max)
         self.traffic = Traffic()
+        # Resumable sessions (through the gateway) keep their last sent frames for resending.
+        self.sent_log = SentLog(dial.resume_frames) if dial.resume_frames > 0 else None
         # Guards the hand-over of writes between the facade and successive connectors.
         self.lock = threading.Lock()
         self.connector: pykka.ActorRef[Any] | None = None  # takes writes; set in on_start

@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -49,7 +50,7 @@ from .messages import (
 from .queues import Outbox
 from .redaction import redact_url
 
-__all__ = ["DialOptions", "Traffic", "Watchdog", "WebSocketConnection"]
+__all__ = ["DialOptions", "SentLog", "Traffic", "Watchdog", "WebSocketConnection"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,14 @@ class DialOptions:
     ping_interval_s: float = 10.0
     ping_timeout_s: float = 5.0
     close_timeout_s: float = 2.0  # how long a peer may take to answer our close frame
+    # > 0: the peer is the media gateway, which resumes a session across reconnects; this many
+    # sent frames are kept for resending what a dropped connection may not have delivered.
+    resume_frames: int = 0
+
+
+#: Handshake headers of the gateway's resume protocol (see actors.gateway.server).
+RESUME_FROM_HEADER = "X-Resume-From"
+RECEIVED_HEADER = "x-gateway-received"  # websocket-client lowercases response header names
 
 
 class Traffic:
@@ -86,10 +95,37 @@ class Traffic:
     ``*_out``), so plain integers are enough under the GIL.
     """
 
-    __slots__ = ("bytes_in", "bytes_out", "frames_in", "frames_out")
+    __slots__ = ("bytes_in", "bytes_out", "frames_in", "frames_out", "frames_resent")
 
     def __init__(self) -> None:
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
+        self.frames_resent = 0  # sent again after a reconnect, not counted in frames_out
+
+
+class SentLog:
+    """The last frames sent on a resumable session, numbered from 0 across its connections.
+
+    Only the writer thread of the session's current connection touches it.
+    """
+
+    __slots__ = ("count", "frames")
+
+    def __init__(self, size: int) -> None:
+        self.frames: deque[Frame] = deque(maxlen=size)
+        self.count = 0  # frames sent so far; the next frame's number
+
+    def record(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        self.count += 1
+
+    def since(self, index: int) -> tuple[list[Frame], int]:
+        """The frames numbered ``index`` and later, and how many of them are no longer kept."""
+        missing = self.count - index
+        if missing <= 0:
+            return [], 0
+        kept = min(missing, len(self.frames))
+        frames = list(self.frames)
+        return frames[len(frames) - kept :], missing - kept
 
 
 class _TooBig(Exception):
@@ -126,8 +162,11 @@ class WebSocketConnection:
         on_exit: Callable[[Exit], None],
         watchdog: Watchdog | None = None,
         dial_delay_s: float = 0.0,
+        sent_log: SentLog | None = None,
     ) -> None:
         self.options = options
+        self._sent_log = sent_log
+        self._resend: list[Frame] = []  # what the gateway says it never received
         self.session_id = session_id
         self.safe_url = redact_url(options.url)
         self._outbox = outbox
@@ -255,14 +294,55 @@ class WebSocketConnection:
                 raise _TooBig(buffer.length, limit)
 
         buffer.recv_length = recv_length_checked  # type: ignore[method-assign]
+        header = [f"{k}: {v}" for k, v in opts.headers.items()]
+        log = self._sent_log
+        if log is not None:
+            # Everything received so far went into the inbox: the gateway resumes after it.
+            header.append(f"{RESUME_FROM_HEADER}: {self._traffic.frames_in}")
         ws.connect(
             opts.url,
             timeout=opts.connect_timeout_s,
-            header=[f"{k}: {v}" for k, v in opts.headers.items()],
+            header=header,
             subprotocols=list(opts.subprotocols) or None,
         )
         ws.settimeout(None)  # the watchdog, not a socket timeout, detects a silent peer
+        if log is not None:
+            self._plan_resend(log, ws.getheaders() or {})
         return ws
+
+    def _plan_resend(self, log: SentLog, headers: Mapping[str, str]) -> None:
+        try:
+            received = int(headers[RECEIVED_HEADER])
+        except (KeyError, ValueError):
+            logger.warning(
+                "session %s: %s answered without a valid %s header; not resending",
+                self.session_id,
+                self.safe_url,
+                RECEIVED_HEADER,
+            )
+            return
+        if received > log.count:
+            logger.error(
+                "session %s: the gateway counts %d frames received, only %d were sent",
+                self.session_id,
+                received,
+                log.count,
+            )
+            return
+        self._resend, lost = log.since(received)
+        if lost:
+            logger.warning(
+                "session %s: %d sent frames were lost with the last connection and are no "
+                "longer kept for resending",
+                self.session_id,
+                lost,
+            )
+        if self._resend:
+            logger.info(
+                "session %s: resending %d frames the gateway did not receive",
+                self.session_id,
+                len(self._resend),
+            )
 
     def _run_reader(self) -> None:
         exit = Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, "")
@@ -386,7 +466,12 @@ class WebSocketConnection:
         outbox, traffic = self._outbox, self._traffic
         interval = self.options.ping_interval_s
         next_ping = time.monotonic() + interval if interval > 0 else None
+        log = self._sent_log
         try:
+            for frame in self._resend:  # before anything new, to keep the order
+                ws.send(frame, _TEXT if isinstance(frame, str) else _BINARY)
+                traffic.frames_resent += 1
+            self._resend = []
             while not self._stopping.is_set():
                 timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
                 batch = outbox.take(timeout)
@@ -409,6 +494,8 @@ class WebSocketConnection:
                         outbox.requeue_front(batch[i:])
                         self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
                         return
+                    if log is not None:
+                        log.record(frame)
                 if next_ping is not None and time.monotonic() >= next_ping:
                     ws.ping()
                     next_ping += interval

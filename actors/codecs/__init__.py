@@ -34,3 +34,7 @@ class Codec(Protocol):
     def encode(self, message: Message) -> Sequence[Frame]:
         """The frames that carry one outbound message (possibly none, e.g. held until ready)."""
         ...
+
+    def flush(self) -> Sequence[Frame]:
+        """Frames held by ``encode`` that can be sent now (after the stream's ``Started``)."""
+        ...

@@ -28,3 +28,6 @@ class PassthroughCodec:
         if isinstance(message, Binary):
             return (message.data,)
         raise TypeError(f"{type(message).__name__} is not carried by the websocket provider")
+
+    def flush(self) -> Sequence[Frame]:
+        return ()  # nothing is ever held

@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from ._ws import ConnectionClosed, Server, ServerConnection, serve
 
 __all__ = ["ServerConnection", "ServerThread", "echo"]
 
