@@ -23,8 +23,27 @@ The schema (every key optional; an empty file, or a null section, means the defa
         url: wss://host/path        # optional ws:// or wss:// URL; empty string = not set
         headers: {Name: value}      # str -> str, sent with the handshake; values are secrets
         subprotocols: [a, b]        # list of str
+      twilio:                       # TwilioProviderConfig (type: twilio)
+        account_sid: AC...          # with auth_token, or with api_key + api_secret
+        auth_token: ${TWILIO_AUTH_TOKEN}
+        api_base_url: https://api.twilio.com   # or `emulator`: the embedded emulator
+        from_number: "+15550199"    # default From; status_callback, status_callback_events,
+                                    # timeout_s, retries, backoff_s
+    gateway:                        # GatewayConfig: the media gateway
+      embedded: true                # run it inside the service (else: dial `url`)
+      listen: 127.0.0.1:0           # where it binds; port 0 = any free port
+      url: null                     # where sessions dial it (default: from `listen`)
+      public_url: null              # the ws(s):// URL providers dial (default: `url`)
+      secret: null                  # HMAC key of session tokens (embedded default: random)
+      resume_window_s: 10.0, pair_timeout_s: 30.0, buffer_frames: 1000,
+      max_message_bytes: 65536, twilio_auth_token: null (set: validate X-Twilio-Signature)
+    emulator:                       # EmulatorConfig: the local Twilio
+      listen: 127.0.0.1:0
+      media: echo                   # echo | tone | wav | silence: what each call plays
+      tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
 
-The default ``providers`` is ``{websocket: {type: websocket}}``. Float fields accept integers;
+The default ``providers`` is ``{websocket: {type: websocket}, twilio: {api_base_url:
+emulator}}``. Float fields accept integers;
 integer fields accept only integers (no bools, no floats).
 
 Every string value may use ``${VAR}`` and ``${VAR:-default}`` (the default applies when VAR is
@@ -61,10 +80,13 @@ from .errors import ConfigError
 from .redaction import MASK, is_secret_key, redact_url
 
 __all__ = [
+    "EmulatorConfig",
+    "GatewayConfig",
     "ProviderConfig",
     "RuntimeConfig",
     "SupervisorConfig",
     "TransportConfig",
+    "TwilioProviderConfig",
     "WebSocketProviderConfig",
     "default_config",
     "load_config",
@@ -75,6 +97,7 @@ __all__ = [
 _REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))?\})?")
 _WHOLE_REF = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?::-[^}]*)?\}")
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_MEDIA_MODES = ("echo", "tone", "wav", "silence")
 
 
 def _redact_text(text: str) -> str:
@@ -138,6 +161,48 @@ def _ws_url(value: str | None) -> str | None:
     return None if ok else "expected a ws:// or wss:// URL with a host"
 
 
+def _host_port(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return "expected host:port (port 0: any free port)"
+    return None
+
+
+def _http_url_or(*words: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if value in words:
+            return None
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        extra = "".join(f" or {word!r}" for word in words)
+        return None if ok else f"expected an http:// or https:// URL{extra}"
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"expected one of: {', '.join(choices)}"
+
+    return check
+
+
+def _media_map(value: Mapping[str, str]) -> str | None:
+    wrong = [number for number, mode in value.items() if mode not in _MEDIA_MODES]
+    if wrong:
+        return f"the mode of {wrong[0]!r} must be one of: {', '.join(_MEDIA_MODES)}"
+    return None
+
+
+def _account_sid(value: str | None) -> str | None:
+    if value is None or re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+        return None
+    return "expected an Account SID: AC followed by 32 hex digits"
+
+
 _POSITIVE = _limit(">", 0)
 _CODE_ONLY = {"yaml": False}
 
@@ -184,12 +249,87 @@ class WebSocketProviderConfig:
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
 
 
-ProviderConfig = WebSocketProviderConfig  # becomes a Union as provider types are added
-_PROVIDER_TYPES: dict[str, type[ProviderConfig]] = {"websocket": WebSocketProviderConfig}
+@dataclass(frozen=True, slots=True)
+class TwilioProviderConfig:
+    """Twilio: calls created and hung up over its REST API, audio through the media gateway.
+
+    Authenticate with ``account_sid`` + ``auth_token``, or ``account_sid`` + ``api_key`` +
+    ``api_secret``. ``api_base_url: emulator`` sends the REST calls to the embedded emulator
+    instead, which needs no credentials.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "twilio"
+    account_sid: str | None = field(default=None, metadata={"check": _account_sid})
+    auth_token: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.twilio.com", metadata={"check": _http_url_or("emulator")}
+    )
+    from_number: str | None = None  # the default `From` of create_session
+    status_callback: str | None = None  # Twilio posts call progress here
+    status_callback_events: tuple[str, ...] = ()  # initiated, ringing, answered, completed
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status_callback_events", tuple(self.status_callback_events))
+
+
+ProviderConfig = WebSocketProviderConfig | TwilioProviderConfig
+_PROVIDER_TYPES: dict[str, type[Any]] = {
+    "websocket": WebSocketProviderConfig,
+    "twilio": TwilioProviderConfig,
+}
 
 
 def _default_providers() -> Mapping[str, ProviderConfig]:
-    return {"websocket": WebSocketProviderConfig(name="websocket")}
+    return {
+        "websocket": WebSocketProviderConfig(name="websocket"),
+        "twilio": TwilioProviderConfig(name="twilio", api_base_url="emulator"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The media gateway: providers dial its ``/{provider}`` side, sessions its
+    ``/sessions/{id}`` side, and it relays between them (DESIGN section 6)."""
+
+    embedded: bool = True  # run it inside the service, on its own thread and event loop
+    listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
+    url: str | None = field(default=None, metadata={"check": _ws_url})  # where sessions dial
+    public_url: str | None = field(default=None, metadata={"check": _ws_url})  # providers dial
+    secret: str | None = field(default=None, repr=False)  # HMAC key of session tokens
+    resume_window_s: float = field(default=10.0, metadata=_POSITIVE)
+    pair_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    buffer_frames: int = field(default=1000, metadata=_POSITIVE)  # per session and direction
+    max_message_bytes: int = field(default=65_536, metadata=_POSITIVE)
+    twilio_auth_token: str | None = field(default=None, repr=False)  # validate signatures
+
+    __repr__ = _safe_repr
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """The local Twilio emulator: a REST API, and a media dialer that plays each call."""
+
+    listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
+    media: str = field(default="echo", metadata={"check": _one_of(*_MEDIA_MODES)})
+    tone_hz: float = field(default=440.0, metadata=_POSITIVE)
+    wav: str | None = None  # the file `media: wav` plays
+    # To number -> media mode, for the calls that should not use `media`
+    numbers: Mapping[str, str] = field(default_factory=dict, metadata={"check": _media_map})
+    max_call_s: float = field(default=3600.0, metadata=_POSITIVE)  # then it hangs up
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numbers", MappingProxyType(dict(self.numbers)))
+
+    def media_for(self, to: str) -> str:
+        return self.numbers.get(to, self.media)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +339,8 @@ class TransportConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
     # key path -> the text as written, for every value expanded from the environment
     templates: Mapping[str, str] = field(
@@ -367,6 +509,19 @@ def _string(raw: object, path: str, ctx: _Ctx) -> str:
     return ctx.expand(raw, path)
 
 
+def _boolean(raw: object, path: str, ctx: _Ctx) -> bool:
+    if isinstance(raw, str) and _WHOLE_REF.fullmatch(raw):
+        text = ctx.expand(raw, path).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ctx.error(path, "the environment variable does not hold true or false")
+    if not isinstance(raw, bool):
+        raise ctx.error(path, f"expected true or false, got {_show(raw, path)}")
+    return raw
+
+
 def _optional_string(raw: object, path: str, ctx: _Ctx) -> str | None:
     return None if raw is None else (_string(raw, path, ctx) or None)
 
@@ -436,6 +591,7 @@ _PARSERS: dict[object, _Parser] = {
     float: lambda raw, path, ctx: _number(float, raw, path, ctx),
     int: lambda raw, path, ctx: _number(int, raw, path, ctx),
     str: _string,
+    bool: _boolean,
     str | None: _optional_string,
     tuple[str, ...]: _string_list,
     Mapping[str, str]: _string_map,

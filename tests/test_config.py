@@ -12,6 +12,7 @@ import yaml
 from actors.config import (
     RuntimeConfig,
     TransportConfig,
+    TwilioProviderConfig,
     WebSocketProviderConfig,
     default_config,
     load_config,
@@ -23,6 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TRANSPORT_YAML = ROOT / "config" / "transport.yaml"
 EXAMPLE_YAML = ROOT / "config" / "examples" / "websocket.yaml"
 SECRET = "s3cr3t-Value-42"
+
+
+def ws_provider(config: TransportConfig, name: str) -> WebSocketProviderConfig:
+    provider = config.provider(name)
+    assert isinstance(provider, WebSocketProviderConfig)
+    return provider
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -58,13 +65,16 @@ def test_default_values() -> None:
     assert config.runtime.max_message_bytes == 1_048_576
     assert config.runtime.ping_interval_s == 10.0
     assert config.supervisor.max_restarts == 3
-    assert list(config.providers) == ["websocket"]
+    assert list(config.providers) == ["websocket", "twilio"]
+    twilio = config.provider("twilio")
+    assert isinstance(twilio, TwilioProviderConfig)
+    assert twilio.api_base_url == "emulator"  # no credentials by default
     assert config.provider("websocket") == WebSocketProviderConfig(name="websocket")
 
 
 def test_example_websocket_yaml_loads() -> None:
     config = load_config(EXAMPLE_YAML, environ={"ECHO_TOKEN": SECRET})
-    echo = config.provider("echo")
+    echo = ws_provider(config, "echo")
     assert echo.type == "websocket"
     assert echo.url == "wss://echo.example.com/voice"
     assert dict(echo.headers) == {"X-Echo-Token": SECRET}
@@ -81,6 +91,55 @@ def test_example_websocket_yaml_needs_its_token() -> None:
     assert info.value.key_path == "providers.echo.headers.X-Echo-Token"
     assert info.value.why == "environment variable 'ECHO_TOKEN' is not set"
     assert info.value.file == str(EXAMPLE_YAML)
+
+
+def test_example_twilio_yaml_takes_its_secrets_from_the_environment() -> None:
+    path = ROOT / "config" / "examples" / "twilio.yaml"
+    sid = "AC" + "ab" * 16
+    environ = {
+        "TWILIO_ACCOUNT_SID": sid,
+        "TWILIO_AUTH_TOKEN": SECRET,
+        "GATEWAY_SECRET": "g" + SECRET,
+    }
+    config = load_config(path, environ=environ)
+    twilio = config.provider("twilio")
+    assert isinstance(twilio, TwilioProviderConfig)
+    assert (twilio.account_sid, twilio.auth_token) == (sid, SECRET)
+    assert twilio.from_number == "+15550199"
+    assert twilio.status_callback is None  # an empty default means "not set"
+    assert config.gateway.public_url == "wss://media.example.com"
+    assert config.gateway.twilio_auth_token == SECRET
+    for shown in (repr(config), str(config.redacted())):
+        assert SECRET not in shown
+    assert config.redacted()["providers"]["twilio"]["auth_token"] == "${TWILIO_AUTH_TOKEN}"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={**environ, "TWILIO_ACCOUNT_SID": "AC123"})
+    assert info.value.key_path == "providers.twilio.account_sid"
+    assert "AC followed by 32 hex digits" in info.value.why
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "words"),
+    [
+        ({"gateway": {"listen": "8765"}}, "gateway.listen", "host:port"),
+        ({"gateway": {"embedded": "yes"}}, "gateway.embedded", "true or false"),
+        ({"emulator": {"media": "music"}}, "emulator.media", "echo, tone, wav, silence"),
+        ({"emulator": {"numbers": {"+1555": "jazz"}}}, "emulator.numbers", "'+1555'"),
+        (
+            {"providers": {"t": {"type": "twilio", "api_base_url": "ftp://x"}}},
+            "providers.t.api_base_url",
+            "http",
+        ),
+        ({"providers": {"t": {"type": "twilio", "retries": -1}}}, "providers.t.retries", ">= 0"),
+    ],
+)
+def test_gateway_emulator_and_twilio_settings_are_validated(
+    data: dict[str, object], path: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.key_path == path
+    assert words in info.value.why
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
@@ -236,7 +295,7 @@ def test_section_must_be_a_mapping() -> None:
 
 def test_provider_type_defaults_to_a_known_name() -> None:
     config = parse_config({"providers": {"websocket": {"url": "ws://127.0.0.1:9000/x"}}})
-    provider = config.provider("websocket")
+    provider = ws_provider(config, "websocket")
     assert provider.type == "websocket"
     assert provider.url == "ws://127.0.0.1:9000/x"
 
@@ -245,13 +304,13 @@ def test_provider_needs_a_type_when_its_name_is_not_one() -> None:
     error = config_error({"providers": {"echo": {"url": "ws://h"}}})
     assert error.key_path == "providers.echo.type"
     assert error.why.startswith("missing")
-    assert error.why.endswith("expected one of: websocket")
+    assert error.why.endswith("expected one of: websocket, twilio")
 
 
 def test_unknown_provider_type() -> None:
     error = config_error({"providers": {"phone": {"type": "sip"}}})
     assert error.key_path == "providers.phone.type"
-    assert error.why == "unknown provider type 'sip'; expected one of: websocket"
+    assert error.why == "unknown provider type 'sip'; expected one of: websocket, twilio"
 
 
 def test_provider_url_must_be_websocket() -> None:
@@ -265,7 +324,7 @@ def test_provider_url_must_be_websocket() -> None:
 
 def test_empty_url_means_not_set() -> None:
     config = parse_config({"providers": {"websocket": {"url": "${ECHO_URL:-}"}}}, environ={})
-    assert config.provider("websocket").url is None
+    assert ws_provider(config, "websocket").url is None
 
 
 def test_list_item_key_path() -> None:
@@ -320,9 +379,9 @@ def test_missing_env_var_names_variable_and_key_path() -> None:
 def test_env_expansion_in_strings() -> None:
     data = {"providers": {"websocket": {"url": "wss://${HOST}:${PORT:-443}/v", "headers": {}}}}
     config = parse_config(data, environ={"HOST": "voice.example.com"})
-    assert config.provider("websocket").url == "wss://voice.example.com:443/v"
+    assert ws_provider(config, "websocket").url == "wss://voice.example.com:443/v"
     config = parse_config(data, environ={"HOST": "h", "PORT": "8443"})
-    assert config.provider("websocket").url == "wss://h:8443/v"
+    assert ws_provider(config, "websocket").url == "wss://h:8443/v"
 
 
 def test_env_default_applies_when_unset_or_empty() -> None:
@@ -362,13 +421,13 @@ def test_partial_reference_in_a_number_is_a_type_error() -> None:
 def test_dollar_dollar_escapes_a_literal_reference() -> None:
     data = {"providers": {"websocket": {"subprotocols": ["$${HOME}", "a$${B}c", "$$x"]}}}
     config = parse_config(data, environ={"HOME": "/root", "B": "b"})
-    assert config.provider("websocket").subprotocols == ("${HOME}", "a${B}c", "$$x")
+    assert ws_provider(config, "websocket").subprotocols == ("${HOME}", "a${B}c", "$$x")
 
 
 def test_env_values_cannot_inject_yaml_structure() -> None:
     data = {"providers": {"websocket": {"headers": {"X-A": "${V}"}}}}
     config = parse_config(data, environ={"V": "{b: c}\nruntime: [1]"})
-    assert config.provider("websocket").headers["X-A"] == "{b: c}\nruntime: [1]"
+    assert ws_provider(config, "websocket").headers["X-A"] == "{b: c}\nruntime: [1]"
     assert config.runtime == RuntimeConfig()
 
 
@@ -402,7 +461,7 @@ def secret_config() -> TransportConfig:
 
 def test_redacted_masks_every_secret() -> None:
     config = secret_config()
-    assert config.provider("echo").headers["Authorization"] == f"Bearer {SECRET}"
+    assert ws_provider(config, "echo").headers["Authorization"] == f"Bearer {SECRET}"
     redacted = config.redacted()
     echo = redacted["providers"]["echo"]
     assert echo["headers"] == {"Authorization": "***", "X-Plain": "***"}
@@ -444,7 +503,7 @@ def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.runtime.ask_timeout_s = 1.0  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.provider("websocket").url = "ws://h"  # type: ignore[misc]
+        ws_provider(config, "websocket").url = "ws://h"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.providers["x"] = WebSocketProviderConfig(name="x")  # type: ignore[index]
 
@@ -475,7 +534,7 @@ def test_redacted_shows_environment_values_as_their_template() -> None:
     }
     env = {"VOICE_PATH": "sk-LEAKED-123", "PROTO": "tok-PROTO-456"}
     config = parse_config(data, environ=env)
-    assert config.provider("voice").url == "wss://voice.example.com/sk-LEAKED-123"
+    assert ws_provider(config, "voice").url == "wss://voice.example.com/sk-LEAKED-123"
     shown = config.redacted()
     text = repr(shown)
     assert "sk-LEAKED-123" not in text and "tok-PROTO-456" not in text
