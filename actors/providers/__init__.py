@@ -4,19 +4,30 @@ Each provider type has a module here; REST providers are the only users of ``req
 provider turns a :class:`~actors.messages.SessionRequest` into a :class:`SessionPlan` (the
 codec and where to dial) and hangs up when the session ends. Both calls may block on the
 network, so the facade makes them on the caller's thread, never on an actor's.
+
+Providers whose media arrives through the media gateway (Twilio) ask their
+:class:`Infrastructure` where the gateway is; the service answers, starting the embedded
+gateway (and emulator) on first use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..codecs import Codec
-from ..config import ProviderConfig, RuntimeConfig
+from ..config import ProviderConfig, RuntimeConfig, TwilioProviderConfig
 from ..messages import SessionRequest
 from ..websocket import DialOptions
 
-__all__ = ["Provider", "SessionPlan", "provider_for"]
+__all__ = [
+    "GatewayEndpoint",
+    "Infrastructure",
+    "Provider",
+    "RestEndpoint",
+    "SessionPlan",
+    "provider_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +37,33 @@ class SessionPlan:
     codec: Codec
     dial: DialOptions
     call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEndpoint:
+    """Where the media gateway is, and the secret that signs session tokens for it."""
+
+    url: str  # sessions dial {url}/sessions/{id}
+    public_url: str  # providers dial {public_url}/{provider}
+    secret: str = field(repr=False)
+    resume_frames: int = 1000  # sent frames a session keeps for resending after a reconnect
+
+
+@dataclass(frozen=True, slots=True)
+class RestEndpoint:
+    """A REST API to use instead of the configured one (the embedded emulator)."""
+
+    base_url: str
+    account_sid: str
+    auth_token: str = field(repr=False)
+
+
+class Infrastructure(Protocol):
+    """What the service runs for providers: the gateway, and the emulator."""
+
+    def gateway(self) -> GatewayEndpoint: ...
+
+    def twilio_emulator(self) -> RestEndpoint: ...
 
 
 class Provider(Protocol):
@@ -39,9 +77,20 @@ class Provider(Protocol):
         """End the provider side; "already ended" counts as success."""
         ...
 
+    def close(self) -> None:
+        """Release what the provider holds (HTTP connections)."""
+        ...
 
-def provider_for(config: ProviderConfig, runtime: RuntimeConfig) -> Provider:
+
+def provider_for(
+    config: ProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+) -> Provider:
     """The provider implementation for one configured provider entry."""
-    from .websocket import WebSocketProvider  # noqa: PLC0415 (the submodule imports this one)
+    # The submodules import this one, hence the imports here.
+    if isinstance(config, TwilioProviderConfig):
+        from .twilio import TwilioProvider  # noqa: PLC0415
+
+        return TwilioProvider(config, runtime, infrastructure)
+    from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)

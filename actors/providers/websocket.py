@@ -58,3 +58,6 @@ class WebSocketProvider:
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         """Nothing to hang up: closing the WebSocket is the whole session."""
+
+    def close(self) -> None:
+        """Nothing held."""

@@ -1,0 +1,770 @@
+"""A local Twilio-compatible REST API for calls: create, update (hang up) and fetch.
+
+:class:`TwilioApiServer` answers the three requests a session makes of Twilio's 2010-04-01 API
+the way Twilio does (status codes, error codes and the legacy error body
+``{"code", "message", "more_info", "status"}``), keeps the calls it was asked to make in
+:attr:`TwilioApiServer.calls`, and tells its owner through ``on_create`` / ``on_hang_up``, so a
+media dialer can play the phone. Tests can make it fail on purpose with
+:meth:`TwilioApiServer.inject` and count attempts in :attr:`TwilioApiServer.requests`.
+
+It serves plain HTTP on loopback from a thread of its own (``http.server``), one thread per
+connection. Authorization headers and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hmac
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, NamedTuple, cast
+from urllib.parse import parse_qs, urlsplit
+
+# defusedxml ships no type hints (types-defusedxml is optional): either way works.
+import defusedxml  # type: ignore[import-untyped, unused-ignore]
+import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
+
+__all__ = [
+    "EmulatedCall",
+    "Operation",
+    "RecordedRequest",
+    "StreamTarget",
+    "TwiMLError",
+    "TwilioApiServer",
+    "parse_stream_target",
+]
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+MAX_BODY = 64 * 1024
+
+Operation = Literal["create", "update"]
+
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_CALLS = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json")
+_CALL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
+_E164 = re.compile(r"\+[1-9]\d{1,14}")
+_CLIENT = re.compile(r"client:[^\s]+", re.IGNORECASE)
+_SIP = re.compile(r"sip:[^\s]+", re.IGNORECASE)
+_CALLBACK_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+_TERMINAL = frozenset({"completed", "canceled", "failed", "busy", "no-answer"})
+_STATUSES = frozenset({"queued", "ringing", "in-progress"}) | _TERMINAL
+_SUBRESOURCES = {
+    "notifications": "Notifications",
+    "recordings": "Recordings",
+    "payments": "Payments",
+    "events": "Events",
+    "siprec": "Siprec",
+    "streams": "Streams",
+    "transcriptions": "Transcriptions",
+    "user_defined_message_subscriptions": "UserDefinedMessageSubscriptions",
+    "user_defined_messages": "UserDefinedMessages",
+}
+_DEFAULT_FAULTS = {
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    503: (20503, "Service Unavailable"),
+}
+
+
+class TwiMLError(ValueError):
+    """A TwiML document that cannot be parsed, or whose ``<Stream>`` is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTarget:
+    """Where a call's ``<Connect><Stream>`` sends its audio, and the custom parameters."""
+
+    url: str
+    parameters: Mapping[str, str]
+    name: str | None = None
+    track: str | None = None
+
+
+def parse_stream_target(twiml: str) -> StreamTarget | None:
+    """The ``<Response><Connect><Stream>`` of ``twiml``, or ``None`` if it has none.
+
+    Parsed with defusedxml (entities and DTDs refused). Raises :class:`TwiMLError` when the
+    document is not XML, its root is not ``<Response>``, or the ``<Stream>`` has no ``url``.
+    """
+    try:
+        root = cast(ET.Element, SafeET.fromstring(twiml))
+    except ET.ParseError as exc:
+        raise TwiMLError(f"Twiml is not valid XML: {exc}") from None
+    except defusedxml.DefusedXmlException as exc:
+        raise TwiMLError(f"Twiml refused: {type(exc).__name__}") from None
+    if root.tag != "Response":
+        raise TwiMLError(f"Twiml root element must be <Response>, not <{root.tag}>")
+    stream = root.find("Connect/Stream")
+    if stream is None:
+        return None
+    url = stream.get("url")
+    if not url:
+        raise TwiMLError("<Stream> needs a url attribute")
+    parameters: dict[str, str] = {}
+    for parameter in stream.iter("Parameter"):
+        name = parameter.get("name")
+        if name is not None:
+            parameters[name] = parameter.get("value", "")
+    return StreamTarget(
+        url=url,
+        parameters=MappingProxyType(parameters),
+        name=stream.get("name"),
+        track=stream.get("track"),
+    )
+
+
+@dataclass
+class EmulatedCall:
+    """One call the emulator was asked to place. Mutated only under the server's lock."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    twiml: str | None
+    url: str | None
+    status: str
+    status_callback: str | None
+    status_callback_events: tuple[str, ...]
+    created_at: datetime
+    stream: StreamTarget | None = None
+    status_callback_method: str | None = None
+    application_sid: str | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the call is in a final state (completed, canceled, failed...)."""
+        return self.status in _TERMINAL
+
+    def resource(self) -> dict[str, Any]:
+        """The call as Twilio's Call resource (the JSON the API answers with)."""
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
+        duration = None
+        if self.started_at is not None and self.ended_at is not None:
+            duration = str(int((self.ended_at - self.started_at).total_seconds()))
+        return {
+            "sid": self.sid,
+            "date_created": _rfc2822(self.created_at),
+            "date_updated": _rfc2822(self.updated_at or self.created_at),
+            "parent_call_sid": None,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "phone_number_sid": None,
+            "status": self.status,
+            "start_time": _rfc2822(self.started_at),
+            "end_time": _rfc2822(self.ended_at),
+            "duration": duration,
+            "price": None,
+            "price_unit": "USD",
+            "direction": "outbound-api",
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "forwarded_from": None,
+            "group_sid": None,
+            "caller_name": None,
+            "queue_time": "0",
+            "trunk_sid": None,
+            "uri": f"{uri}.json",
+            "subresource_uris": {key: f"{uri}/{name}.json" for key, name in _SUBRESOURCES.items()},
+        }
+
+
+class RecordedRequest(NamedTuple):
+    """One request the server answered: what it was and the status it got."""
+
+    method: str
+    path: str
+    status: int
+    operation: str | None  # "create", "update", "fetch", or None for anything else
+
+
+@dataclass
+class _Fault:
+    status: int
+    code: int | None
+    message: str
+    retry_after: float | None
+    remaining: int
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: dict[str, Any]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    after: Callable[[], None] | None = None  # run once the response is on the wire
+
+
+def _rfc2822(moment: datetime | None) -> str | None:
+    return email.utils.format_datetime(moment) if moment is not None else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _error(status: int, code: int | None, message: str) -> _Reply:
+    more_info = f"https://www.twilio.com/docs/errors/{code}" if code is not None else None
+    return _Reply(
+        status, {"code": code, "message": message, "more_info": more_info, "status": status}
+    )
+
+
+def _not_found(path: str) -> _Reply:
+    return _error(404, 20404, f"The requested resource {path} was not found")
+
+
+def _valid_endpoint(value: str) -> bool:
+    return any(pattern.fullmatch(value) for pattern in (_E164, _CLIENT, _SIP))
+
+
+def _valid_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+class TwilioApiServer:
+    """A Twilio-compatible Calls API on ``host:port`` (port 0: any free port).
+
+    ``accounts`` maps AccountSid to AuthToken; ``api_keys`` maps an API key SID to
+    ``(secret, AccountSid)``. ``on_create(call)`` runs after a create's 201 has been sent (as
+    Twilio dials once the API request is accepted); ``on_hang_up(call)`` after an update that
+    ended a call. Both run on the connection's thread, so keep them short (hand work to
+    another thread); an exception in one is logged and the server goes on.
+
+    ``start()`` returns once the socket listens; ``stop()`` closes it and every connection,
+    and joins every thread, within ``timeout``.
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[str, str],
+        *,
+        api_keys: Mapping[str, tuple[str, str]] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_create: Callable[[EmulatedCall], None] | None = None,
+        on_hang_up: Callable[[EmulatedCall], None] | None = None,
+        max_body: int = MAX_BODY,
+        name: str = "twilio-api",
+    ) -> None:
+        for sid in accounts:
+            if not _ACCOUNT_SID.fullmatch(sid):
+                raise ValueError(f"account {sid!r} is not 'AC' followed by 32 hex digits")
+        self._accounts = dict(accounts)
+        self._api_keys = dict(api_keys or {})
+        self._host = host
+        self._port = port
+        self.on_create = on_create
+        self.on_hang_up = on_hang_up
+        self.max_body = max_body
+        self.name = name
+        self.port = 0
+        self._lock = threading.Lock()
+        self._calls: dict[str, EmulatedCall] = {}
+        self._requests: list[RecordedRequest] = []
+        self._faults: dict[str, deque[_Fault]] = {"create": deque(), "update": deque()}
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:PORT`` (use it as the client's api_base_url)."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> TwilioApiServer:
+        """Bind, listen and serve from a new thread; return once the socket listens."""
+        if self._httpd is not None:
+            raise RuntimeError("the server was already started")
+        httpd = _HTTPServer((self._host, self._port), self)  # binds and listens here
+        self._httpd = httpd
+        self.port = int(httpd.server_address[1])
+        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+        self._thread.start()
+        logger.debug("twilio emulator listening on %s", self.url)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving, close the socket and every connection, join the threads."""
+        httpd, thread = self._httpd, self._thread
+        if httpd is None or thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        if thread.is_alive():
+            httpd.shutdown()  # serve_forever polls every 50 ms, so this is quick
+        httpd.server_close()
+        stuck = httpd.close_connections(deadline)
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if stuck or thread.is_alive():
+            logger.warning(
+                "twilio emulator threads still running after %.1f s: %s",
+                timeout,
+                [t.name for t in [*stuck, thread] if t.is_alive()],
+            )
+
+    def __enter__(self) -> TwilioApiServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        assert self._httpd is not None
+        try:
+            self._httpd.serve_forever(poll_interval=0.05)
+        except Exception:
+            logger.exception("twilio emulator %s crashed", self.name)
+
+    # -- what tests and the media side see ---------------------------------------------------
+
+    @property
+    def calls(self) -> dict[str, EmulatedCall]:
+        """A snapshot of the calls made so far, by sid."""
+        with self._lock:
+            return dict(self._calls)
+
+    def call(self, sid: str) -> EmulatedCall:
+        """The call ``sid`` (``KeyError`` if there is none)."""
+        with self._lock:
+            return self._calls[sid]
+
+    def set_status(self, sid: str, status: str) -> EmulatedCall:
+        """Move call ``sid`` to ``status`` (``ringing``, ``in-progress``, ``completed``...).
+
+        For the side that plays the phone: answering, or the far end hanging up. It does not
+        run ``on_hang_up``, which is about hang-ups requested through the API.
+        """
+        if status not in _STATUSES:
+            raise ValueError(f"unknown call status {status!r}")
+        with self._lock:
+            call = self._calls[sid]
+            now = _now()
+            call.status = status
+            call.updated_at = now
+            if status == "in-progress" and call.started_at is None:
+                call.started_at = now
+            if status in _TERMINAL and call.ended_at is None:
+                call.ended_at = now
+            return call
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request answered so far, in order."""
+        with self._lock:
+            return list(self._requests)
+
+    def attempts(self, operation: str) -> int:
+        """How many ``create`` / ``update`` / ``fetch`` requests were answered (any status)."""
+        with self._lock:
+            return sum(1 for r in self._requests if r.operation == operation)
+
+    def inject(
+        self,
+        operation: Operation,
+        status: int,
+        *,
+        times: int = 1,
+        code: int | None = None,
+        message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next ``times`` authenticated ``operation`` requests with ``status``.
+
+        The operation is not performed. The body is Twilio-shaped: 429 has code 20429, 500
+        20500, 503 20503, unless ``code`` says otherwise. ``retry_after`` adds that header.
+        Injected faults queue up in the order given.
+        """
+        if operation not in self._faults:
+            raise ValueError(f"operation must be 'create' or 'update', not {operation!r}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status, not {status}")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:  # a status Python has no name for (e.g. 599)
+            phrase = "Error"
+        default_code, default_message = _DEFAULT_FAULTS.get(status, (None, phrase))
+        fault = _Fault(
+            status=status,
+            code=code if code is not None else default_code,
+            message=message or default_message,
+            retry_after=retry_after,
+            remaining=times,
+        )
+        with self._lock:
+            self._faults[operation].append(fault)
+
+    # -- request handling (called from connection threads) -----------------------------------
+
+    def _take_fault(self, operation: str) -> _Fault | None:
+        with self._lock:
+            queue = self._faults.get(operation)
+            if not queue:
+                return None
+            fault = queue[0]
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                queue.popleft()
+            return fault
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _authenticate(self, header: str, account_sid: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            return False
+        owner: str | None
+        if username.startswith("SK"):
+            expected, owner = self._api_keys.get(username, ("", None))
+        else:
+            expected = self._accounts.get(username, "")
+            owner = username if username in self._accounts else None
+        # Compare even for an unknown user, so timing does not tell which users exist.
+        matches = hmac.compare_digest(password.encode(), expected.encode())
+        # Credentials of another account are refused like wrong ones (Twilio: 20003).
+        return matches and bool(expected) and owner == account_sid
+
+    def _create(self, account_sid: str, form: Mapping[str, list[str]]) -> _Reply:
+        def first(key: str) -> str:
+            values = form.get(key)
+            return values[0] if values else ""
+
+        to, from_ = first("To"), first("From")
+        url, twiml, application_sid = first("Url"), first("Twiml"), first("ApplicationSid")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return _error(400, 21213, "No 'From' number is specified")
+        if not _valid_endpoint(to):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not _valid_endpoint(from_):
+            return _error(400, 21212, f"The 'From' number {from_} is not a valid phone number.")
+        if not (url or twiml or application_sid):
+            return _error(
+                400,
+                21205,
+                "Url parameter is required. For more information, see "
+                "http://www.twilio.com/docs/api/twiml",
+            )
+        if url and not _valid_url(url):
+            return _error(400, 21205, f"Url is not a valid URL: {url}")
+        stream = None
+        if twiml:
+            try:
+                stream = parse_stream_target(twiml)
+            except TwiMLError as exc:
+                return _error(400, 12100, str(exc))
+        # Old clients join events with spaces; current ones repeat the key. Take both.
+        events = tuple(e for value in form.get("StatusCallbackEvent", []) for e in value.split())
+        if any(event not in _CALLBACK_EVENTS for event in events):
+            return _error(400, 21626, "One or more of the StatusCallbackEvents were invalid.")
+        status_callback = first("StatusCallback") or None
+        if status_callback is not None and not _valid_url(status_callback):
+            return _error(400, 21205, f"StatusCallback is not a valid URL: {status_callback}")
+        call = EmulatedCall(
+            sid="CA" + secrets.token_hex(16),
+            account_sid=account_sid,
+            to=to,
+            from_=from_,
+            twiml=twiml or None,
+            url=url or None,
+            status="queued",
+            status_callback=status_callback,
+            status_callback_events=events,
+            created_at=_now(),
+            stream=stream,
+            status_callback_method=first("StatusCallbackMethod") or None,
+            application_sid=application_sid or None,
+        )
+        with self._lock:
+            self._calls[call.sid] = call
+            payload = call.resource()
+        logger.info("emulated call %s created: %s -> %s", call.sid, from_, to)
+        callback = self.on_create
+        after = (lambda: self._callback("on_create", callback, call)) if callback else None
+        return _Reply(201, payload, after=after)
+
+    def _update(
+        self, path: str, account_sid: str, call_sid: str, form: Mapping[str, list[str]]
+    ) -> _Reply:
+        status = (form.get("Status") or [""])[0]
+        if status and status not in ("completed", "canceled"):
+            return _error(400, 20001, f"Status must be 'completed' or 'canceled', not {status!r}")
+        twiml = (form.get("Twiml") or [""])[0]
+        url = (form.get("Url") or [""])[0]
+        stream = None
+        if twiml:
+            try:
+                stream = parse_stream_target(twiml)
+            except TwiMLError as exc:
+                return _error(400, 12100, str(exc))
+        if url and not _valid_url(url):
+            return _error(400, 21205, f"Url is not a valid URL: {url}")
+        ended = False
+        with self._lock:
+            call = self._calls.get(call_sid)
+            if call is None or call.account_sid != account_sid:
+                return _not_found(path)
+            if call.status in _TERMINAL:
+                # What Twilio answers for any change to a call that is over (hang-up included).
+                return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            now = _now()
+            call.updated_at = now
+            if status == "completed" or (
+                status == "canceled" and call.status in ("queued", "ringing")
+            ):
+                call.status = status
+                call.ended_at = now
+                ended = True
+            # "canceled" on an answered call does nothing, as on Twilio.
+            if twiml and not ended:
+                call.twiml, call.url, call.stream = twiml, None, stream
+            elif url and not ended:
+                call.url, call.twiml, call.stream = url, None, None
+            payload = call.resource()
+        callback = self.on_hang_up
+        after = None
+        if ended:
+            logger.info("emulated call %s ended (%s)", call_sid, payload["status"])
+            if callback is not None:
+                after = lambda: self._callback("on_hang_up", callback, call)  # noqa: E731
+        return _Reply(200, payload, after=after)
+
+    def _fetch(self, path: str, account_sid: str, call_sid: str) -> _Reply:
+        with self._lock:
+            call = self._calls.get(call_sid)
+            if call is None or call.account_sid != account_sid:
+                return _not_found(path)
+            return _Reply(200, call.resource())
+
+    @staticmethod
+    def _callback(what: str, callback: Callable[[EmulatedCall], None], call: EmulatedCall) -> None:
+        try:
+            callback(call)
+        except Exception:
+            logger.exception("%s callback failed for call %s", what, call.sid)
+
+    def _handle(
+        self, method: str, target: str, authorization: str, body: bytes
+    ) -> tuple[_Reply, str | None]:
+        """Route and answer one request; returns the reply and the operation's name."""
+        path = urlsplit(target).path
+        route = _CALLS.fullmatch(path) or _CALL.fullmatch(path)
+        if route is None:
+            return _not_found(path), None
+        account_sid = route["account"]
+        call_sid = route.groupdict().get("call")
+        if call_sid is None:
+            operation = {"POST": "create"}.get(method)
+        else:
+            operation = {"POST": "update", "GET": "fetch"}.get(method)
+        if not _ACCOUNT_SID.fullmatch(account_sid):
+            return _not_found(path), operation
+        if operation is None:
+            allowed = "POST" if call_sid is None else "GET, POST"
+            reply = _error(405, 20004, "Method not allowed")
+            reply.headers.append(("Allow", allowed))
+            return reply, None
+        if not self._authenticate(authorization, account_sid):
+            reply = _error(401, 20003, "Authenticate")
+            reply.headers.append(("WWW-Authenticate", 'Basic realm="Twilio API"'))
+            return reply, operation
+        fault = self._take_fault(operation) if operation in self._faults else None
+        if fault is not None:
+            reply = _error(fault.status, fault.code, fault.message)
+            if fault.retry_after is not None:
+                reply.headers.append(("Retry-After", f"{fault.retry_after:g}"))
+            return reply, operation
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+        except (UnicodeDecodeError, ValueError):
+            return _error(400, None, "The request body is not a valid form"), operation
+        if operation == "create":
+            return self._create(account_sid, form), operation
+        assert call_sid is not None
+        if operation == "update":
+            return self._update(path, account_sid, call_sid, form), operation
+        return self._fetch(path, account_sid, call_sid), operation
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that keeps track of its connections, so stop() can end them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: TwilioApiServer) -> None:
+        self.api = api
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._tracked_lock = threading.Lock()
+        self._tracked: dict[threading.Thread, socket.socket] = {}
+        super().__init__(address, _Handler)
+
+    def process_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        assert isinstance(request, socket.socket)  # a TCP server only ever has sockets
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(request, client_address),
+            name=f"{self.api.name}-conn",
+            daemon=True,
+        )
+        with self._tracked_lock:
+            self._tracked[thread] = request
+        thread.start()
+
+    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._tracked_lock:
+                self._tracked.pop(threading.current_thread(), None)
+
+    def handle_error(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        # A client that goes away mid-request is routine; anything else is worth a trace.
+        logger.debug("twilio emulator: connection from %s failed", client_address, exc_info=True)
+
+    def close_connections(self, deadline: float) -> list[threading.Thread]:
+        """Shut every open connection down and join its thread; return the ones still alive."""
+        with self._tracked_lock:
+            tracked = list(self._tracked.items())
+        for _, sock in tracked:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading the socket
+            except OSError:
+                pass
+        for thread, _ in tracked:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread for thread, _ in tracked if thread.is_alive()]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
+    server_version = "TwilioEmulator/1.0"
+    sys_version = ""
+    timeout = 30.0  # an idle or stuck client cannot hold its thread forever
+    # Headers and body leave in two writes: without this, Nagle + delayed ACK add ~40 ms.
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The request line and status only: headers (Authorization) never reach a log.
+        logger.debug("twilio emulator %s: %s", self.address_string(), format % args)
+
+    def _dispatch(self) -> None:
+        api = self.server.api
+        body = self._read_body(api.max_body)
+        if body is None:
+            return  # already answered (413, 411 or 400)
+        authorization = self.headers.get("Authorization", "")
+        try:
+            reply, operation = api._handle(self.command, self.path, authorization, body)
+        except Exception:  # a bug here must still answer, as Twilio would, with a 500
+            logger.exception("twilio emulator failed on %s %s", self.command, self.path)
+            reply, operation = _error(500, 20500, "Internal Server Error"), None
+        self._send(reply, operation)
+        if reply.after is not None:
+            reply.after()
+
+    def _read_body(self, limit: int) -> bytes | None:
+        if self.headers.get("Transfer-Encoding"):
+            self._send(_error(411, None, "Length Required: send a Content-Length"), None, True)
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(_error(400, None, "Invalid Content-Length"), None, close=True)
+            return None
+        if length > limit:
+            message = f"Request body of {length} bytes exceeds the limit of {limit} bytes"
+            self._send(_error(413, None, message), None, close=True)
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, reply: _Reply, operation: str | None, close: bool = False) -> None:
+        # Recorded before the client can see the answer, so a test that counts attempts
+        # right after its request returns never races the count.
+        path = urlsplit(self.path).path
+        self.server.api._record(RecordedRequest(self.command, path, reply.status, operation))
+        body = json.dumps(reply.payload).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")  # the unread body makes the stream unusable
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()

@@ -1,0 +1,576 @@
+"""Twilio's REST control plane: create a call that streams to us, and hang it up.
+
+Only what a session needs from Twilio's 2010-04-01 API lives here:
+
+- :func:`build_stream_twiml` writes the ``<Connect><Stream>`` document a call runs;
+- :class:`TwilioRestClient` creates calls and hangs them up over one ``requests.Session``,
+  with retries that can never place the same call twice;
+- :func:`parse_error_response` turns an error response (Twilio's legacy JSON body, an
+  RFC 9457 problem body, or anything else) into a :class:`~actors.errors.ProviderError`.
+
+Secrets (the auth token, an API key's secret) go into the ``Authorization`` header and nowhere
+else: not into log lines, exception messages or reprs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
+from urllib3.util.retry import Retry
+
+from ..codecs.twilio import TwilioCodec
+from ..config import RuntimeConfig, TwilioProviderConfig
+from ..errors import ConfigError, ProviderError
+from ..messages import SessionRequest
+from ..redaction import redact_url
+from ..signing import session_token
+from ..websocket import DialOptions
+from . import Infrastructure, SessionPlan
+
+__all__ = [
+    "ALREADY_ENDED_CODES",
+    "TwilioProvider",
+    "TwilioRestClient",
+    "build_stream_twiml",
+    "parse_error_response",
+]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "twilio"
+API_VERSION = "2010-04-01"
+
+#: Twilio codes that mean "that call is already over": 20404 (no such resource) and 21220
+#: ("Call is not in-progress. Cannot redirect.", what updating a completed call answers).
+ALREADY_ENDED_CODES = frozenset({20404, 21220})
+
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+# XML 1.0 cannot carry these characters at all, not even escaped: refuse them up front.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TRAILING_DIGITS = re.compile(r"(\d+)/?$")
+_MAX_MESSAGE = 500
+
+# Status codes that prove Twilio did not act on the request (429: "never processed").
+_CREATE_RETRY_STATUSES = frozenset({429})
+# Hanging up is idempotent: a repeat after an unknown outcome does no harm.
+_HANG_UP_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def build_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
+    """TwiML that connects the call's audio to a bidirectional Media Stream at ``stream_url``.
+
+    ``parameters`` become ``<Parameter name=".." value=".."/>`` children, which Twilio hands
+    back in the stream's ``start`` message. The document is built with ElementTree, so quotes,
+    ``<``, ``&``, ``]]>``, newlines and any Unicode come through as the same values; characters
+    that XML 1.0 cannot carry at all (most C0 controls) raise :class:`ValueError`.
+    """
+    _check_xml_text("stream_url", stream_url)
+    response = ET.Element("Response")
+    connect = ET.SubElement(response, "Connect")
+    stream = ET.SubElement(connect, "Stream", url=stream_url)
+    for name, value in parameters.items():
+        _check_xml_text("parameter name", name)
+        _check_xml_text(f"parameter {name!r}", value)
+        ET.SubElement(stream, "Parameter", name=name, value=value)
+    return ET.tostring(response, encoding="unicode")
+
+
+def _check_xml_text(what: str, text: str) -> None:
+    bad = _XML_INVALID.search(text)
+    if bad is not None:
+        raise ValueError(f"{what} holds {bad.group()!r}, which XML cannot carry")
+
+
+def parse_error_response(
+    status: int, body: bytes | str, *, content_type: str = "", reason: str = ""
+) -> ProviderError:
+    """The :class:`ProviderError` for an error response of HTTP ``status``.
+
+    Understands Twilio's legacy body (``code``, ``message``, ``more_info``, ``status``) and an
+    RFC 9457 problem body (``type``, ``title``, ``status``, ``detail``, ``instance``, and
+    perhaps ``code``; without one the code is the trailing digits of ``type``). Anything else
+    gives a message with the HTTP status and reason phrase only: an unknown body is not echoed.
+    """
+    data: Any = None
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError):  # not JSON (or not UTF-8): handled below
+        pass
+    if not isinstance(data, dict):
+        return ProviderError(PROVIDER, _reason_phrase(status, reason), status=status)
+    is_problem = "problem+json" in content_type.lower() or (
+        "message" not in data and ("type" in data or "title" in data)
+    )
+    if is_problem:
+        return _from_problem(status, reason, data)
+    code = _as_code(data.get("code"))
+    message = _text(data.get("message"))
+    detail = _text(data.get("detail"))
+    if detail and detail != message:
+        message = f"{message}: {detail}" if message else detail
+    return ProviderError(
+        PROVIDER,
+        _clip(message) or _reason_phrase(status, reason),
+        status=status,
+        code=code,
+        more_info=_text(data.get("more_info")) or None,
+    )
+
+
+def _from_problem(status: int, reason: str, data: Mapping[str, Any]) -> ProviderError:
+    problem_type = _text(data.get("type"))
+    title = _text(data.get("title"))
+    detail = _text(data.get("detail"))
+    code = _as_code(data.get("code"))
+    if code is None and problem_type:
+        digits = _TRAILING_DIGITS.search(problem_type)
+        code = int(digits.group(1)) if digits else None
+    # "title: detail" reads best; either alone when the other is missing or the same.
+    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
+    more_info = _text(data.get("more_info")) or None
+    if more_info is None and problem_type.startswith(("http://", "https://")):
+        more_info = problem_type  # RFC 9457: the type URI should document the problem
+    return ProviderError(
+        PROVIDER,
+        _clip(message) or _reason_phrase(status, reason),
+        status=status,
+        code=code,
+        more_info=more_info,
+    )
+
+
+def _as_code(value: object) -> int | str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return int(text) if text.isdigit() else _clip(text, 64)
+    return None
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reason_phrase(status: int, reason: str) -> str:
+    if reason:
+        return _clip(reason, 100)
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error response"
+
+
+class _StrictRetry(Retry):
+    """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max.
+
+    Plain ``Retry`` also retries 413 and 503 whenever they carry Retry-After: for the create
+    adapter that would risk a second call, so ``status_forcelist`` is made the whole story.
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if self.status_forcelist is None or status_code not in self.status_forcelist:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        # A hostile or confused server must not park us for an hour.
+        return min(super().parse_retry_after(retry_after), self.backoff_max)
+
+
+class TwilioRestClient:
+    """A small client for Twilio's 2010-04-01 Calls API.
+
+    Authenticates with HTTP basic auth as (``account_sid``, ``auth_token``) or as
+    (``api_key``, ``api_secret``): exactly one pair. Every request has ``timeout=timeout_s``.
+    Retries (``retries`` at most, exponential backoff from ``backoff_s`` up to
+    ``backoff_max_s``, Retry-After respected but capped there) are split by what is safe:
+
+    - creating a call is retried only on 429 (Twilio never processed it) and on connection
+      errors where the request never left; a 5xx or a read timeout may mean the call exists,
+      so it is reported, not repeated;
+    - hanging up is idempotent: 429, 500, 502, 503, 504 and read errors are retried too.
+
+    ``http`` is the ``requests.Session`` (tests add response hooks to it). Not thread-safe
+    beyond what ``requests.Session`` is; use one client per thread if in doubt.
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        api_base_url: str = "https://api.twilio.com",
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+    ) -> None:
+        if not account_sid:
+            raise ValueError("account_sid is required")
+        if not _ACCOUNT_SID.fullmatch(account_sid):
+            raise ValueError("account_sid must be 'AC' followed by 32 hex digits")
+        if auth_token and (api_key or api_secret):
+            raise ValueError("give auth_token, or api_key with api_secret, not both")
+        if auth_token:
+            username, password, self._auth_kind = account_sid, auth_token, "auth_token"
+        elif api_key and api_secret:
+            username, password, self._auth_kind = api_key, api_secret, "api_key"
+        elif api_key:
+            raise ValueError("api_secret is required with api_key")
+        elif api_secret:
+            raise ValueError("api_key is required with api_secret")
+        else:
+            raise ValueError("auth_token (or api_key and api_secret) is required")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if backoff_s < 0 or backoff_max_s < 0:
+            raise ValueError("backoff_s and backoff_max_s must be >= 0")
+        self.account_sid = account_sid
+        self.api_base_url = api_base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._origin = redact_url(self.api_base_url)
+        self._account_path = f"/{API_VERSION}/Accounts/{account_sid}"
+
+        self.http = requests.Session()
+        self.http.auth = (username, password)
+        self.http.headers["Accept"] = "application/json"
+
+        def retry(statuses: frozenset[int], *, read: int, other: int) -> Retry:
+            return _StrictRetry(
+                total=retries,
+                connect=retries,
+                read=read,
+                status=retries,
+                other=other,
+                redirect=0,
+                allowed_methods=frozenset({"GET", "POST"}),
+                status_forcelist=statuses,
+                backoff_factor=backoff_s,
+                backoff_max=backoff_max_s,
+                respect_retry_after_header=True,
+                retry_after_max=max(1, math.ceil(backoff_max_s)),
+                raise_on_status=False,
+                raise_on_redirect=False,
+            )
+
+        # requests picks the adapter with the longest matching prefix: every call resource
+        # goes through the hang-up adapter, everything else (Calls.json) through the strict one.
+        self.http.mount(
+            f"{self.api_base_url}/",
+            HTTPAdapter(max_retries=retry(_CREATE_RETRY_STATUSES, read=0, other=0)),
+        )
+        self.http.mount(
+            f"{self.api_base_url}{self._account_path}/Calls/",
+            HTTPAdapter(max_retries=retry(_HANG_UP_RETRY_STATUSES, read=retries, other=0)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TwilioRestClient(account_sid={self.account_sid!r}, "
+            f"api_base_url={self._origin!r}, auth={self._auth_kind!r})"
+        )
+
+    def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        twiml: str,
+        status_callback: str | None = None,
+        status_callback_events: Sequence[str] = (),
+        status_callback_method: str | None = None,
+    ) -> dict[str, Any]:
+        """Place an outbound call that runs ``twiml``; return Twilio's Call resource.
+
+        The result has at least ``sid``. Raises :class:`ProviderError` for any refusal or
+        transport failure; a failure after the request was sent is never retried, since the
+        call may exist (look for it, or let it time out, rather than dial twice).
+        """
+        form: list[tuple[str, str]] = [("To", to), ("From", from_), ("Twiml", twiml)]
+        if status_callback is not None:
+            form.append(("StatusCallback", status_callback))
+        # Twilio wants one StatusCallbackEvent key per event, not a joined list.
+        form.extend(("StatusCallbackEvent", event) for event in status_callback_events)
+        if status_callback_method is not None:
+            form.append(("StatusCallbackMethod", status_callback_method))
+        response = self._request("POST", "Calls.json", form)
+        if not response.ok:
+            raise self._error(response)
+        call = self._json(response, "Calls.json")
+        if not isinstance(call.get("sid"), str):
+            raise ProviderError(
+                PROVIDER,
+                "POST Calls.json: the response has no call sid",
+                status=response.status_code,
+            )
+        logger.info("twilio call %s created", call["sid"])
+        return call
+
+    def hang_up(self, call_sid: str) -> bool:
+        """End the call ``call_sid``: True if this hung it up, False if it had already ended.
+
+        "Already ended" is a 404 / code 20404 (Twilio no longer knows the call) or code 21220
+        (Twilio's answer to updating a call that is not in progress). Anything else raises
+        :class:`ProviderError`.
+        """
+        if not _CALL_SID.fullmatch(call_sid):
+            raise ValueError("call_sid must be 'CA' followed by 32 hex digits")
+        name = f"Calls/{call_sid}.json"
+        response = self._request("POST", name, [("Status", "completed")])
+        if response.ok:
+            logger.info("twilio call %s hung up", call_sid)
+            return True
+        error = self._error(response)
+        if response.status_code == 404 or error.code in ALREADY_ENDED_CODES:
+            logger.info("twilio call %s had already ended (%s)", call_sid, error.code or 404)
+            return False
+        raise error
+
+    def close(self) -> None:
+        """Close the session and its pooled connections."""
+        # Session.close() only forgets the pools: recent urllib3 closes a forgotten pool's
+        # sockets when the pool is garbage-collected, and a response still referenced (from
+        # an exception's traceback, a hook's list) keeps it alive. Close them now instead.
+        for adapter in list(self.http.adapters.values()):
+            if isinstance(adapter, HTTPAdapter):
+                pools = adapter.poolmanager.pools
+                for key in list(pools.keys()):
+                    pool = pools.get(key)
+                    if pool is not None:
+                        pool.close()
+        self.http.close()
+
+    def __enter__(self) -> TwilioRestClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, name: str, form: list[tuple[str, str]]) -> requests.Response:
+        path = f"{self._account_path}/{name}"
+        started = time.monotonic()
+        try:
+            response = self.http.request(
+                method, f"{self.api_base_url}{path}", data=form, timeout=self.timeout_s
+            )
+        except requests.RequestException as exc:
+            elapsed = (time.monotonic() - started) * 1000
+            reason = self._describe(exc)
+            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed)
+            raise ProviderError(PROVIDER, f"{method} {name}: {reason}") from None
+        elapsed = (time.monotonic() - started) * 1000
+        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed)
+        return response
+
+    def _describe(self, exc: requests.RequestException) -> str:
+        """A secret-free sentence for a transport failure (the exception text is not used)."""
+        reason: BaseException = exc
+        if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
+            reason = exc.args[0].reason
+        origin = self._origin
+        if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+            return f"no response within {self.timeout_s:g} s from {origin}"
+        if isinstance(reason, NameResolutionError):
+            return f"cannot resolve the host of {origin}"
+        if isinstance(reason, NewConnectionError):
+            if _caused_by(reason, ConnectionRefusedError):
+                return f"connection refused to {origin}"
+            return f"cannot connect to {origin}"
+        if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
+            return f"connect timeout ({self.timeout_s:g} s) to {origin}"
+        if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, SSLError):
+            return f"TLS handshake with {origin} failed"
+        if isinstance(reason, ProtocolError):
+            return f"connection to {origin} dropped before a response"
+        if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
+            return f"gave up after repeated error responses from {origin}"
+        return f"{type(reason).__name__} talking to {origin}"
+
+    @staticmethod
+    def _error(response: requests.Response) -> ProviderError:
+        return parse_error_response(
+            response.status_code,
+            response.content,
+            content_type=response.headers.get("Content-Type", ""),
+            reason=response.reason or "",
+        )
+
+    @staticmethod
+    def _json(response: requests.Response, name: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ProviderError(
+                PROVIDER,
+                f"POST {name}: the response is not a JSON object",
+                status=response.status_code,
+            )
+        return data
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class TwilioProvider:
+    """The ``twilio`` provider: a call per session, its audio through the media gateway.
+
+    ``open`` places the call with TwiML that streams it to the gateway's ``/twilio`` with the
+    session id and its token as custom parameters, and tells the connector to dial the
+    gateway's ``/sessions/{id}`` with the same token. The REST client is made on first use, so
+    that an embedded emulator starts only when a Twilio session is created.
+    """
+
+    def __init__(
+        self, config: TwilioProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._client: TwilioRestClient | None = None
+        self._lock = threading.Lock()
+
+    def _rest(self) -> TwilioRestClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> TwilioRestClient:
+        c = self.config
+        where = f"providers.{self.name}"
+        if c.api_base_url == "emulator":
+            emulator = self._infrastructure.twilio_emulator()
+            return TwilioRestClient(
+                account_sid=emulator.account_sid,
+                auth_token=emulator.auth_token,
+                api_base_url=emulator.base_url,
+                timeout_s=c.timeout_s,
+                retries=c.retries,
+                backoff_s=c.backoff_s,
+            )
+        if c.account_sid is None:
+            raise ConfigError("required for the Twilio API", key_path=f"{where}.account_sid")
+        if not c.auth_token and not (c.api_key and c.api_secret):
+            raise ConfigError(
+                "set auth_token, or api_key and api_secret", key_path=f"{where}.auth_token"
+            )
+        try:
+            return TwilioRestClient(
+                account_sid=c.account_sid,
+                auth_token=c.auth_token,
+                api_key=c.api_key,
+                api_secret=c.api_secret,
+                api_base_url=c.api_base_url,
+                timeout_s=c.timeout_s,
+                retries=c.retries,
+                backoff_s=c.backoff_s,
+            )
+        except ValueError as exc:  # the client's checks name fields, never values
+            raise ConfigError(str(exc), key_path=where) from None
+
+    def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
+        for field_name in ("url", "headers", "subprotocols"):
+            if getattr(request, field_name) is not None:
+                raise TypeError(
+                    f"the twilio provider takes no {field_name!r}: it dials the media gateway"
+                )
+        to = request.to
+        from_ = request.from_ or self.config.from_number
+        if not to:
+            raise ValueError("create_session(provider='twilio') needs to='+1...'")
+        if not from_:
+            raise ValueError(
+                f"create_session(provider='twilio') needs from_='+1...', "
+                f"or providers.{self.name}.from_number in the config"
+            )
+        gateway = self._infrastructure.gateway()
+        token = session_token(gateway.secret, session_id)
+        # The application's own parameters come back in Started.parameters; ours win.
+        parameters = {**dict(request.parameters or {}), "session": session_id, "token": token}
+        twiml = build_stream_twiml(gateway.public_url.rstrip("/") + "/twilio", parameters)
+        call = self._rest().create_call(
+            to=to,
+            from_=from_,
+            twiml=twiml,
+            status_callback=self.config.status_callback,
+            status_callback_events=self.config.status_callback_events,
+        )
+        call_sid = str(call["sid"])
+        logger.info("session %s: Twilio call %s placed to %s", session_id, call_sid, to)
+        runtime = self.runtime
+        dial = DialOptions(
+            url=f"{gateway.url.rstrip('/')}/sessions/{session_id}",
+            headers={"Authorization": f"Bearer {token}"},
+            connect_timeout_s=runtime.connect_timeout_s,
+            max_message_bytes=runtime.max_message_bytes,
+            ping_interval_s=runtime.ping_interval_s,
+            ping_timeout_s=runtime.ping_timeout_s,
+            close_timeout_s=runtime.shutdown_timeout_s,
+            resume_frames=gateway.resume_frames,
+        )
+        codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
+        return SessionPlan(codec=codec, dial=dial, call_id=call_sid)
+
+    def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        if plan.call_id is None:
+            return
+        if self._rest().hang_up(plan.call_id):
+            logger.info("session %s: Twilio call %s hung up", session_id, plan.call_id)
+        else:
+            logger.info("session %s: Twilio call %s had already ended", session_id, plan.call_id)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,196 @@
+"""Stoplight Prism for contract tests: find or install the pinned version, serve a spec on
+loopback, and stop it again.
+
+The version lives in ``tests/contracts/twilio/PRISM_VERSION`` (``.ci/run`` installs the same one
+into ``<repo>/.cache/prism``). ``$PRISM_BIN`` overrides where the executable is.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION_FILE = ROOT / "tests" / "contracts" / "twilio" / "PRISM_VERSION"
+PRISM_PREFIX = ROOT / ".cache" / "prism"
+PACKAGE = "@stoplight/prism-cli"
+INSTALL_TIMEOUT_S = 300.0
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 5.0
+
+
+class PrismUnavailable(RuntimeError):
+    """Prism could not be found, installed or started; the message says what to do."""
+
+
+def pinned_version() -> str:
+    """The Prism version the tests and CI use."""
+    return VERSION_FILE.read_text().strip()
+
+
+def _installed_version() -> str | None:
+    manifest = PRISM_PREFIX / "node_modules" / "@stoplight" / "prism-cli" / "package.json"
+    try:
+        version = json.loads(manifest.read_text()).get("version")
+    except (OSError, ValueError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def find_or_install_prism() -> Path:
+    """The prism executable: ``$PRISM_BIN``, else the pinned one under ``.cache/prism``
+    (installed there with npm if missing or of another version)."""
+    override = os.environ.get("PRISM_BIN")
+    if override:
+        path = Path(override)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise PrismUnavailable(f"PRISM_BIN={override} is not an executable file")
+        return path
+    version = pinned_version()
+    local = PRISM_PREFIX / "node_modules" / ".bin" / "prism"
+    if local.exists() and _installed_version() == version:
+        return local
+    npm = shutil.which("npm")
+    if npm is None:
+        raise PrismUnavailable(
+            "the Twilio contract tests need Stoplight Prism, and npm is not on PATH: install "
+            "Node.js and npm (Debian: apt-get install nodejs npm), then run\n"
+            f"    npm install --prefix {PRISM_PREFIX} {PACKAGE}@{version}\n"
+            "or set PRISM_BIN to a prism executable"
+        )
+    command = [
+        npm,
+        "install",
+        "--prefix",
+        str(PRISM_PREFIX),
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        f"{PACKAGE}@{version}",
+    ]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise PrismUnavailable(
+            f"`{' '.join(command)}` did not finish within {INSTALL_TIMEOUT_S:g} s"
+        ) from None
+    if result.returncode != 0 or not local.exists():
+        raise PrismUnavailable(
+            f"`{' '.join(command)}` failed (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return local
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrismServer:
+    """``prism mock SPEC`` on 127.0.0.1 and a free port, as a subprocess of its own group.
+
+    ``start()`` returns once Prism answers HTTP (raising :class:`PrismUnavailable` with its
+    output if it dies or does not answer in time); ``stop()`` terminates it, then kills it.
+    """
+
+    def __init__(self, binary: Path, spec: Path, *, attempts: int = 3) -> None:
+        self.binary = binary
+        self.spec = spec
+        self.attempts = attempts
+        self.url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> PrismServer:
+        failures = []
+        for _ in range(self.attempts):
+            port = _free_port()
+            # The port was free a moment ago; another process may take it first: retry then.
+            # Closed in stop(); a file, not a pipe, so prism never blocks on a full pipe.
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115
+            self._process = subprocess.Popen(
+                [str(self.binary), "mock", str(self.spec), "-h", "127.0.0.1", "-p", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # so stop() can end prism and any child it spawned
+            )
+            if self._wait_ready(port):
+                self.url = f"http://127.0.0.1:{port}"
+                return self
+            failures.append(self._output())
+            self.stop()
+        raise PrismUnavailable(
+            f"prism did not start in {self.attempts} attempts; last output:\n{failures[-1]}"
+        )
+
+    def _wait_ready(self, port: int) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+            try:
+                connection.request("GET", "/")
+                connection.getresponse().read()
+                return True  # any HTTP answer (404 for "/") means it serves
+            except OSError:
+                pass
+            finally:
+                connection.close()
+            try:
+                self._process.wait(timeout=0.1)  # doubles as the pause between polls
+                return False  # it exited
+            except subprocess.TimeoutExpired:
+                continue
+        return False
+
+    def _output(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-4000:]
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=STOP_TIMEOUT_S)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> PrismServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,116 @@
+"""The Twilio REST client speaks Twilio's own OpenAPI description: Stoplight Prism serves the
+spec (tests/contracts/twilio/) and validates every request we make against it.
+
+Prism is found or installed by tests/prism.py; when it cannot be had the tests fail (with what
+to do), they are not skipped: a contract nobody checks is no contract.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from actors.emulator import TwilioApiServer
+from actors.errors import ProviderError
+from actors.providers.twilio import TwilioRestClient, build_stream_twiml
+from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+
+# Installing Prism (first run only) and starting it take longer than the default 60 s timeout.
+pytestmark = pytest.mark.timeout(420)
+
+SPEC = Path(__file__).resolve().parent / "contracts" / "twilio" / "twilio_api_v2010.json"
+ACCOUNT = "AC" + "0123456789abcdef" * 2
+TOKEN = "contract-token"
+
+
+@pytest.fixture(scope="session")
+def prism() -> Iterator[str]:
+    """The base URL of Prism mocking Twilio's 2010-04-01 API on 127.0.0.1."""
+    try:
+        binary = find_or_install_prism()
+        server = PrismServer(binary, SPEC).start()
+    except PrismUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def violations(responses: list[requests.Response]) -> list[str]:
+    """What is wrong with each recorded response: a non-2xx status or Prism's violations."""
+    found = []
+    for response in responses:
+        where = f"{response.request.method} {response.request.path_url}"
+        if not 200 <= response.status_code < 300:
+            found.append(f"{where}: HTTP {response.status_code}: {response.text[:2000]}")
+        report = response.headers.get("sl-violations")
+        if report:
+            found.append(f"{where}: sl-violations: {report[:2000]}")
+    return found
+
+
+def recording_client(base_url: str, responses: list[requests.Response]) -> TwilioRestClient:
+    client = TwilioRestClient(
+        account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=base_url, retries=0, timeout_s=10.0
+    )
+
+    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        responses.append(response)
+
+    client.http.hooks["response"].append(record)
+    return client
+
+
+def test_create_call_and_hang_up_follow_the_spec(prism: str) -> None:
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            call = client.create_call(
+                to="+15558675310",
+                from_="+15017122661",
+                twiml=build_stream_twiml(
+                    "wss://example.com/twilio", {"session": "s1", "token": "t"}
+                ),
+                status_callback="https://example.com/status",
+                status_callback_events=("initiated", "answered", "completed"),
+            )
+            hung_up = client.hang_up(call["sid"])
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert hung_up is True
+    assert [(r.request.method, r.status_code) for r in responses] == [("POST", 201), ("POST", 200)]
+    assert violations(responses) == []
+
+
+def test_the_harness_can_fail(prism: str) -> None:
+    """Negative control: a create without ``To`` is refused by Prism, and the check flags it."""
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        response = client.http.post(
+            f"{prism}/2010-04-01/Accounts/{ACCOUNT}/Calls.json",
+            data={"From": "+15017122661", "Twiml": "<Response/>"},
+            timeout=10.0,
+        )
+    assert response.status_code == 422, response.text
+    assert "To" in json.dumps(response.json().get("validation"))
+    assert responses == [response]
+    assert violations(responses), "the harness did not flag a 422"
+
+
+def test_emulator_call_resource_has_the_spec_fields() -> None:
+    """The emulator answers with the same Call resource fields as Twilio's description."""
+    spec = json.loads(SPEC.read_text())
+    properties = set(spec["components"]["schemas"]["api.v2010.account.call"]["properties"])
+    with (
+        TwilioApiServer({ACCOUNT: TOKEN}) as server,
+        TwilioRestClient(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=server.url) as client,
+    ):
+        call = client.create_call(to="+15558675310", from_="+15017122661", twiml="<Response/>")
+    assert set(call) == properties
+    assert call["api_version"] == "2010-04-01"
