@@ -2,14 +2,24 @@
 
 ::
 
-    transport-actors demo  [-c FILE] [--sessions N] [--seconds S] [--frame-ms MS] [--no-progress]
-    transport-actors check -c FILE
+    transport-actors demo    [-c FILE] [--provider NAME] [--sessions N] [--seconds S]
+                             [--frame-ms MS] [--no-progress]
+    transport-actors gateway -c FILE
+    transport-actors emulator [-c FILE]
+    transport-actors check   -c FILE
     transport-actors --version
 
-``demo`` starts a WebSocket echo server on 127.0.0.1, opens N sessions to it through a
-:class:`~actors.TransportService`, streams 20 ms mu-law-sized binary frames both ways at real
-time for S seconds, checks that every frame came back in order, and prints the round-trip
-latency. It exits 0 only if nothing was lost and nothing went wrong.
+``demo`` places N calls through a :class:`~actors.TransportService` and streams 20 ms mu-law
+frames (a 440 Hz tone) both ways at real time for S seconds. With the default ``twilio``
+provider each call is real end to end on loopback: the Twilio connector creates it on the
+embedded emulator's REST API, the emulator dials the embedded media gateway as Twilio would,
+plays what the session sends and echoes it back, with a mark every second. With
+``--provider websocket`` the sessions go straight to a local echo server instead. It checks
+that every frame (and mark) came back in order, prints the round trip, and exits 0 only if
+nothing was lost and nothing went wrong.
+
+``gateway`` runs the media gateway standalone; ``emulator`` runs the Twilio emulator
+standalone (its REST API URL and account are printed).
 
 ``check`` validates a config file and prints it with every secret masked.
 
@@ -20,9 +30,12 @@ or configuration error, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import secrets
+import signal
 import struct
 import sys
 import threading
@@ -33,10 +46,11 @@ from functools import partial
 from typing import TextIO
 
 from . import __version__
-from .config import TransportConfig, default_config, load_config
+from .audio import pcm16_to_ulaw, tone
+from .config import TransportConfig, TwilioProviderConfig, default_config, load_config
 from .errors import ConfigError, ReadTimeout, TransportError
 from .gateway import ServerThread, echo
-from .messages import Binary
+from .messages import Binary, Mark, Started
 from .service import TransportService
 
 __all__ = ["main"]
@@ -52,11 +66,14 @@ EXIT_INTERRUPTED = 130
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BYTES_PER_MS = 8  # 8 kHz mu-law: one byte per sample
 _HEADER = struct.Struct(">IQ")  # sequence number, perf_counter_ns at send: 12 bytes
-_SILENCE = 0xFF  # mu-law silence
 _READ_POLL_S = 0.05  # how often a reader looks up from its inbox to check whether to stop
 _DRAIN_S = 2.0  # how long to wait for echoes still in flight once sending has stopped
 _PROGRESS_S = 0.25  # progress line refresh period
 _JOIN_S = 5.0  # bound on joining one of our threads
+_START_S = 10.0  # how long calls may take to start streaming
+_MARK_EVERY = 50  # frames between marks (1 s at 20 ms)
+_DEMO_TO, _DEMO_FROM = "+15550100", "+15550199"
+_READY = "ready; Ctrl-C or SIGTERM stops it"
 
 
 # -- the demo ---------------------------------------------------------------------------------
@@ -74,6 +91,9 @@ class _Lane:
     rtts_ns: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     writable: bool = True
+    marks_sent: int = 0
+    marks_back: int = 0
+    started: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +112,10 @@ class _Demo:
         self.out = out
         self.err = err
         self.frame_bytes = options.frame_ms * _BYTES_PER_MS
-        self.filler = bytes([_SILENCE]) * (self.frame_bytes - _HEADER.size)
+        # A 440 Hz tone after the header: what a listener on the call would hear.
+        audio = pcm16_to_ulaw(tone(440.0, 1.0, 8000, 0.3))
+        self.filler = audio[: self.frame_bytes - _HEADER.size]
+        self.calls = isinstance(options.config.provider(options.provider), TwilioProviderConfig)
         self.lanes: list[_Lane] = []
         self.create_ns: list[int] = []
         self.other_errors: list[str] = []
@@ -111,14 +134,22 @@ class _Demo:
         server = ServerThread(echo, name="demo-echo-server")
         service: TransportService | None = None
         try:
-            server.start()
-            self.server_url = server.url
             service = TransportService(opts.config)
+            if not self.calls:
+                server.start()
+                self.server_url = server.url
             for _ in range(opts.sessions):
                 t0 = time.perf_counter_ns()
-                info = service.create_session(provider=opts.provider, url=server.url)
+                if self.calls:
+                    info = service.create_session(
+                        provider=opts.provider, to=_DEMO_TO, from_=_DEMO_FROM
+                    )
+                else:
+                    info = service.create_session(provider=opts.provider, url=server.url)
                 self.create_ns.append(time.perf_counter_ns() - t0)
                 self.lanes.append(_Lane(info.session_id))
+            if self.calls:
+                self.server_url = self._describe_path(service)
             self._stream(service)
         except KeyboardInterrupt:
             self.interrupted = True
@@ -130,6 +161,12 @@ class _Demo:
             self.err.write("interrupted\n")
             return EXIT_INTERRUPTED
         return EXIT_OK if self.errors == 0 and self.lost == 0 else EXIT_FAILED
+
+    @staticmethod
+    def _describe_path(service: TransportService) -> str:
+        running = service.infrastructure.running
+        parts = [f"{name} {getattr(thing, 'url', '')}" for name, thing in running.items()]
+        return ", ".join(parts) or "a standalone gateway"
 
     def _stream(self, service: TransportService) -> None:
         for lane in self.lanes:
@@ -169,6 +206,14 @@ class _Demo:
         """Every ``frame_ms``, one frame to every session, paced by absolute deadlines."""
         period = self.options.frame_ms / 1000.0
         ticks = max(1, round(self.options.seconds / period))
+        if self.calls:
+            # A call streams once the phone side has answered: time from there, not from the
+            # writes held until then.
+            deadline = time.monotonic() + _START_S
+            for lane in self.lanes:
+                if not lane.started.wait(max(0.0, deadline - time.monotonic())):
+                    self.other_errors.append(f"session {lane.session_id}: never started")
+                    lane.writable = False
         start = time.perf_counter()
         for k in range(ticks):
             delay = start + k * period - time.perf_counter()
@@ -185,6 +230,10 @@ class _Demo:
                     self.other_errors.append(f"session {lane.session_id}: write failed: {exc}")
                     continue
                 lane.sent += 1
+                if self.calls and (k + 1) % _MARK_EVERY == 0:
+                    with contextlib.suppress(TransportError):
+                        service.write_websocket_message(lane.session_id, Mark(f"m{k + 1}"))
+                        lane.marks_sent += 1
             self.ticks = k + 1
 
     def _read(self, service: TransportService, lane: _Lane) -> None:
@@ -198,7 +247,11 @@ class _Demo:
         """Read the session's echoes, check their order and content, and time them."""
         sid = lane.session_id
         while not self.abort.is_set():
-            if self.sending_done.is_set() and lane.received >= lane.sent:
+            if (
+                self.sending_done.is_set()
+                and lane.received >= lane.sent
+                and lane.marks_back >= lane.marks_sent
+            ):
                 return
             try:
                 message = service.read_websocket_message(sid, timeout=_READ_POLL_S)
@@ -211,6 +264,12 @@ class _Demo:
             if message is None:
                 lane.errors.append("the session ended while echoes were due")
                 return
+            if isinstance(message, Started):
+                lane.started.set()
+                continue
+            if isinstance(message, Mark):
+                lane.marks_back += 1
+                continue
             if not isinstance(message, Binary):
                 lane.errors.append(f"unexpected {type(message).__name__}: {message!r}")
                 continue
@@ -274,7 +333,8 @@ class _Demo:
 
     @property
     def lost(self) -> int:
-        return max(0, self.sent - self.received)
+        marks = sum(max(0, lane.marks_sent - lane.marks_back) for lane in self.lanes)
+        return max(0, self.sent - self.received) + marks
 
     @property
     def errors(self) -> int:
@@ -314,6 +374,7 @@ class _Demo:
             ("frames sent", str(self.sent)),
             ("frames received", str(self.received)),
             ("lost", str(self.lost)),
+            *self._mark_rows(),
             ("errors", str(self.errors)),
             ("round trip p50 ms", _ms(_percentile(rtts, 50, presorted=True), bool(rtts))),
             ("round trip p99 ms", _ms(_percentile(rtts, 99, presorted=True), bool(rtts))),
@@ -324,8 +385,9 @@ class _Demo:
         width = max(len(name) for name, _ in rows)
         print(
             f"{PROG} demo: {opts.sessions} sessions x {opts.seconds:g} s, one "
-            f"{self.frame_bytes}-byte frame every {opts.frame_ms} ms, echo at "
-            f"{self.server_url or '(not started)'}",
+            f"{self.frame_bytes}-byte frame every {opts.frame_ms} ms, "
+            + ("calls via " if self.calls else "echo at ")
+            + (self.server_url or "(not started)"),
             file=self.out,
         )
         for name, value in rows:
@@ -345,6 +407,13 @@ class _Demo:
             verdict = "FAILED"
         print(f"result: {verdict}", file=self.out)
         self.out.flush()
+
+    def _mark_rows(self) -> list[tuple[str, str]]:
+        if not self.calls:
+            return []
+        sent = sum(lane.marks_sent for lane in self.lanes)
+        back = sum(lane.marks_back for lane in self.lanes)
+        return [("marks sent", str(sent)), ("marks played back", str(back))]
 
 
 def _percentile(values: Sequence[int], pct: float, *, presorted: bool = False) -> int:
@@ -369,6 +438,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        calls = isinstance(config.provider(args.provider), TwilioProviderConfig)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if calls and args.frame_ms != 20:
+        print("error: --frame-ms must be 20 for calls (Twilio plays 20 ms frames)", file=sys.stderr)
+        return EXIT_USAGE
     options = _DemoOptions(
         config=config,
         provider=args.provider,
@@ -385,6 +462,94 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _wait_for_a_signal() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop.wait(0.5):  # short waits: Ctrl-C is delivered between them
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from .gateway.server import MediaGateway  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.gateway.secret:
+        print(
+            f"error: {args.config}: gateway.secret: required for a standalone gateway (the "
+            "services that dial it use the same secret)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    gateway = MediaGateway(config.gateway)
+    try:
+        gateway.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {config.gateway.listen}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"media gateway: sessions dial {gateway.url}/sessions/<id>", flush=True)
+    print(f"media gateway: providers dial {gateway.public_url}/twilio", flush=True)
+    print(_READY, flush=True)
+    try:
+        _wait_for_a_signal()
+    finally:
+        gateway.stop()
+        print(f"media gateway stopped: {gateway.stats()}", flush=True)
+    return EXIT_OK
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from .embedded import EMULATOR_ACCOUNT_SID  # noqa: PLC0415
+    from .emulator.phone import TwilioEmulator  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config) if args.config is not None else default_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    account, token, shown = EMULATOR_ACCOUNT_SID, "", False
+    for provider in config.providers.values():
+        if (
+            isinstance(provider, TwilioProviderConfig)
+            and provider.account_sid
+            and provider.auth_token
+        ):
+            account, token = provider.account_sid, provider.auth_token
+            break
+    if not token:
+        # A made-up account for this run only: print the token so that a client can use it.
+        token, shown = secrets.token_urlsafe(16), True
+    emulator = TwilioEmulator(config.emulator, {account: token})
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {config.emulator.listen}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Twilio emulator: api_base_url {emulator.url}", flush=True)
+    print(f"Twilio emulator: account {account}", flush=True)
+    if shown:
+        print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
+    print(_READY, flush=True)
+    try:
+        _wait_for_a_signal()
+    finally:
+        emulator.stop()
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -441,12 +606,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="stream audio-sized frames through N sessions to a local echo server",
+        help="place N emulated calls and stream a tone through them both ways",
         description=(
-            "Start a WebSocket echo server on 127.0.0.1, open N sessions to it, send one "
-            "frame per session every --frame-ms for --seconds, check every echo came back in "
-            "order, and print the round-trip latency. Exit status 0 only if no frame was lost "
-            "and no error occurred."
+            "Place N calls (by default emulated Twilio calls through the embedded gateway; "
+            "with --provider websocket, sessions to a local echo server), send one frame per "
+            "session every --frame-ms for --seconds, check every echo came back in order, and "
+            "print the round-trip latency. Exit status 0 only if no frame was lost and no "
+            "error occurred."
         ),
     )
     demo.add_argument(
@@ -457,9 +623,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--provider",
-        default="websocket",
+        default="twilio",
         metavar="NAME",
-        help="the configured provider to use; must be of type websocket (default: %(default)s)",
+        help=(
+            "the configured provider to use: a twilio one (calls through the gateway) or a "
+            "websocket one (straight to a local echo server) (default: %(default)s)"
+        ),
     )
     demo.add_argument(
         "--sessions",
@@ -488,6 +657,28 @@ def _build_parser() -> argparse.ArgumentParser:
         help="no live progress line on stderr (it is shown only when stderr is a terminal)",
     )
     demo.set_defaults(func=_cmd_demo)
+
+    gateway = commands.add_parser(
+        "gateway",
+        help="run the media gateway standalone",
+        description=(
+            "Run the media gateway configured under `gateway:` until Ctrl-C or SIGTERM. "
+            "gateway.secret must be set: the services that dial this gateway share it."
+        ),
+    )
+    gateway.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    gateway.set_defaults(func=_cmd_gateway)
+
+    emulator = commands.add_parser(
+        "emulator",
+        help="run the local Twilio emulator standalone",
+        description=(
+            "Run the Twilio emulator configured under `emulator:` until Ctrl-C or SIGTERM. It "
+            "accepts the account of the config's twilio provider, or a made-up one it prints."
+        ),
+    )
+    emulator.add_argument("-c", "--config", metavar="FILE", help="YAML config file")
+    emulator.set_defaults(func=_cmd_emulator)
 
     check = commands.add_parser(
         "check",

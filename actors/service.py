@@ -31,6 +31,7 @@ import pykka
 
 from .config import TransportConfig, default_config, load_config
 from .connector import GetStatus, Write
+from .embedded import EmbeddedInfrastructure
 from .errors import (
     ConfigError,
     ConnectionFailed,
@@ -97,6 +98,7 @@ class TransportService:
         self._sessions: dict[str, _Handle] = {}
         self._ended: OrderedDict[str, SessionStatus] = OrderedDict()
         self._providers: dict[str, Provider] = {}
+        self._infrastructure = EmbeddedInfrastructure(self.config)
         self._closed = False
 
     @classmethod
@@ -290,6 +292,17 @@ class TransportService:
                 logger.warning("supervisor did not stop within %.1f s", timeout)
             if self._watchdog is not None:
                 self._watchdog.stop()
+            for provider in self._providers.values():
+                try:
+                    provider.close()
+                except Exception:
+                    logger.exception("closing provider %s failed", provider.name)
+            self._infrastructure.stop()
+
+    @property
+    def infrastructure(self) -> EmbeddedInfrastructure:
+        """The gateway and emulator this service runs (started on first use)."""
+        return self._infrastructure
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -334,7 +347,9 @@ class TransportService:
         with self._lock:
             provider = self._providers.get(name)
             if provider is None:
-                provider = provider_for(self.config.provider(name), self.config.runtime)
+                provider = provider_for(
+                    self.config.provider(name), self.config.runtime, self._infrastructure
+                )
                 self._providers[name] = provider
             return provider
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -113,6 +115,9 @@ def test_demo_streams_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
     assert sent > 0
     assert received == sent
     assert sent == 3 * 50  # 1 s of 20 ms frames per session
+    # By default these are emulated Twilio calls, with a mark per second played back.
+    assert "calls via gateway ws://127.0.0.1:" in out
+    assert _int_row(out, "marks sent") == _int_row(out, "marks played back") == 3
     for name in ("round trip p50 ms", "round trip p99 ms", "create_session p50 ms"):
         assert float(_row(out, name)) > 0
     assert "result: OK" in out
@@ -122,10 +127,17 @@ def test_demo_streams_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.timeout(60)
 def test_demo_with_config_file(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["demo", "-c", str(DEFAULT_CONFIG), "--sessions", "1", "--seconds", "0.2"]
-    assert cli.main([*argv, "--frame-ms", "10"]) == 0
+    assert cli.main([*argv, "--provider", "websocket", "--frame-ms", "10"]) == 0
     out, _ = capsys.readouterr()
     assert _int_row(out, "frames sent") == _int_row(out, "frames received") == 20
-    assert "80-byte frame every 10 ms" in out
+    assert "80-byte frame every 10 ms, echo at ws://127.0.0.1:" in out
+    assert "marks sent" not in out  # a plain WebSocket carries no marks
+
+
+@pytest.mark.timeout(60)
+def test_demo_calls_need_twilio_sized_frames(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--frame-ms", "10", "--seconds", "0.1"]) == 2
+    assert "--frame-ms must be 20 for calls" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(60)
@@ -198,7 +210,16 @@ def test_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["check", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["demo", "--help"],
+        ["check", "--help"],
+        ["gateway", "--help"],
+        ["emulator", "--help"],
+    ],
+)
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc_info:
         cli.main(argv)
@@ -213,3 +234,56 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--version"])
     assert exc_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"transport-actors {actors.__version__}"
+
+
+# -- gateway and emulator ---------------------------------------------------------------------
+
+
+def _serve(tmp_path: Path, command: str, yaml_text: str | None) -> tuple[int, str, str]:
+    """Run a long-running command in a child process until it prints, then SIGTERM it."""
+    argv = [sys.executable, "-m", "actors.cli", command]
+    if yaml_text is not None:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml_text, encoding="utf-8")
+        argv += ["-c", str(path)]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as child:
+        assert child.stdout is not None
+        lines = []
+        while line := child.stdout.readline():  # blocks until it is serving (or dies)
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        child.send_signal(signal.SIGTERM)
+        # Read the rest through the same buffered file: communicate() would skip what
+        # readline() has buffered already.
+        rest = child.stdout.read()
+        err = child.stderr.read() if child.stderr is not None else ""
+        return child.wait(timeout=20), "".join(lines) + rest, err
+
+
+@pytest.mark.timeout(60)
+def test_gateway_runs_standalone_until_sigterm(tmp_path: Path) -> None:
+    yaml_text = "gateway: {listen: '127.0.0.1:0', secret: '${GW_SECRET:-s3cret-value}'}\n"
+    code, out, err = _serve(tmp_path, "gateway", yaml_text)
+    assert code == 0, err
+    assert "sessions dial ws://127.0.0.1:" in out
+    assert "media gateway stopped" in out
+    assert "s3cret-value" not in out + err
+
+
+@pytest.mark.timeout(60)
+def test_gateway_needs_a_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("gateway: {embedded: false}\n", encoding="utf-8")
+    assert cli.main(["gateway", "-c", str(path)]) == 2
+    assert "gateway.secret: required" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_emulator_runs_standalone_until_sigterm(tmp_path: Path) -> None:
+    code, out, err = _serve(tmp_path, "emulator", None)
+    assert code == 0, err
+    assert "api_base_url http://127.0.0.1:" in out
+    assert "account AC00000000000000000000000000000000" in out

@@ -1,0 +1,115 @@
+"""What a service runs for its providers: the media gateway and the Twilio emulator.
+
+Both start on first use (the first Twilio session), so a service that only carries plain
+WebSocket sessions runs neither. The embedded default needs no accounts: the emulator is given
+a made-up account and a random auth token, and the gateway a random secret, for this process
+only. A deployment with a standalone gateway (``gateway.embedded: false``) names its ``url``
+and shares its ``secret`` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import TYPE_CHECKING
+
+from .config import TransportConfig
+from .errors import ConfigError
+from .providers import GatewayEndpoint, RestEndpoint
+
+if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
+    from .emulator.phone import TwilioEmulator
+    from .gateway.server import MediaGateway
+
+__all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
+
+logger = logging.getLogger(__name__)
+
+EMULATOR_ACCOUNT_SID = "AC" + "0" * 32  # the emulator's only account; not a real one
+
+
+class EmbeddedInfrastructure:
+    """The gateway and emulator of one service: started lazily, stopped by :meth:`stop`."""
+
+    def __init__(self, config: TransportConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._gateway: MediaGateway | None = None
+        self._emulator: TwilioEmulator | None = None
+        self._gateway_endpoint: GatewayEndpoint | None = None
+        self._emulator_endpoint: RestEndpoint | None = None
+        self._stopped = False
+
+    def gateway(self) -> GatewayEndpoint:
+        with self._lock:
+            if self._gateway_endpoint is None:
+                self._gateway_endpoint = self._start_gateway()
+            return self._gateway_endpoint
+
+    def twilio_emulator(self) -> RestEndpoint:
+        with self._lock:
+            if self._emulator_endpoint is None:
+                self._emulator_endpoint = self._start_emulator()
+            return self._emulator_endpoint
+
+    @property
+    def running(self) -> dict[str, MediaGateway | TwilioEmulator]:
+        """The components started so far, by name (for tests and the CLI)."""
+        with self._lock:
+            found = {"gateway": self._gateway, "emulator": self._emulator}
+        return {name: thing for name, thing in found.items() if thing is not None}
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            gateway, emulator = self._gateway, self._emulator
+            self._gateway = self._emulator = None
+        # The emulator first: its calls hang up while the gateway can still relay the news.
+        if emulator is not None:
+            emulator.stop()
+        if gateway is not None:
+            gateway.stop()
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RuntimeError("the service's infrastructure has been stopped")
+
+    def _start_gateway(self) -> GatewayEndpoint:
+        self._check_running()
+        gw = self.config.gateway
+        if not gw.embedded:
+            if gw.url is None or not gw.secret:
+                missing = "gateway.url" if gw.url is None else "gateway.secret"
+                raise ConfigError(
+                    "required when gateway.embedded is false (the standalone gateway's "
+                    + ("address" if gw.url is None else "shared secret")
+                    + ")",
+                    file=self.config.source,
+                    key_path=missing,
+                )
+            return GatewayEndpoint(
+                url=gw.url,
+                public_url=gw.public_url or gw.url,
+                secret=gw.secret,
+                resume_frames=gw.buffer_frames,
+            )
+        from .gateway.server import MediaGateway  # noqa: PLC0415 (websockets only when needed)
+
+        gateway = MediaGateway(gw).start()
+        self._gateway = gateway
+        return GatewayEndpoint(
+            url=gateway.url,
+            public_url=gateway.public_url,
+            secret=gateway.secret,
+            resume_frames=gw.buffer_frames,
+        )
+
+    def _start_emulator(self) -> RestEndpoint:
+        self._check_running()
+        from .emulator.phone import TwilioEmulator  # noqa: PLC0415
+
+        token = secrets.token_urlsafe(24)
+        emulator = TwilioEmulator(self.config.emulator, {EMULATOR_ACCOUNT_SID: token}).start()
+        self._emulator = emulator
+        return RestEndpoint(emulator.url, EMULATOR_ACCOUNT_SID, token)

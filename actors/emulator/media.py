@@ -1,0 +1,340 @@
+"""The emulator's media side: each call dials its ``<Stream>`` URL and speaks Media Streams.
+
+What a call does, as Twilio does it:
+
+- dials the stream URL (signing the upgrade with ``X-Twilio-Signature`` under the account's
+  auth token), sends ``connected`` then ``start`` with the TwiML's custom parameters and
+  ``audio/x-mulaw`` 8000 Hz mono;
+- every 20 ms sends one ``media`` frame of its source (a tone, a WAV file, silence), or in
+  ``echo`` mode the audio it has just played;
+- plays what it receives at real time, 160 bytes per 20 ms: the played audio is recorded, and a
+  ``mark`` is echoed once the audio written before it has played; ``clear`` empties the queue
+  and echoes the marks that were pending in it;
+- on hang-up (the REST API, ``max_call_s``, or the peer closing) sends ``stop`` and closes.
+
+All calls run as tasks on one asyncio loop on one thread, so hundreds of calls cost one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..audio import pcm16_to_ulaw, read_wav, resample, tone
+from ..codecs.twilio import ClearOut, MarkOut, MediaOut, TwilioStream, new_sid
+from ..config import EmulatorConfig
+from ..gateway._ws import ClientConnection, ConnectionClosed, InvalidHandshake, connect
+from ..signing import twilio_signature
+
+__all__ = ["CallMedia", "MediaDialer"]
+
+logger = logging.getLogger(__name__)
+
+FRAME_MS = 20
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+_SILENCE = b"\xff" * FRAME_BYTES
+_LATE_S = 0.2  # behind the clock by more than this: skip ahead instead of bursting
+
+
+@dataclass(slots=True)
+class CallMedia:
+    """One call's media, as the emulator saw it (read it after ``ended`` is set)."""
+
+    call_sid: str
+    stream_sid: str = ""
+    mode: str = "echo"
+    frames_sent: int = 0
+    frames_received: int = 0
+    marks_echoed: list[str] = field(default_factory=list)
+    clears: int = 0
+    dtmf_sent: int = 0
+    recording: bytearray = field(default_factory=bytearray)  # mu-law as played
+    errors: list[str] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    started: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+    on_end: Callable[[], None] | None = None  # runs on the media loop when the stream ends
+
+
+class _Call:
+    def __init__(self, media: CallMedia, stream: TwilioStream, source: _Source) -> None:
+        self.media = media
+        self.stream = stream
+        self.source = source
+        self.queue: deque[bytes | str] = deque()  # audio to play, and mark names between it
+        self.hang_up = asyncio.Event()
+        self.dtmf: deque[str] = deque()
+
+
+class _Source:
+    """What a call sends every 20 ms: a looped buffer, a once-through buffer, or nothing."""
+
+    def __init__(self, audio: bytes, *, loop: bool) -> None:
+        self.audio = audio
+        self.loop = loop
+        self.position = 0
+
+    def next_frame(self) -> bytes | None:
+        if not self.audio:
+            return None
+        if self.position >= len(self.audio):
+            if not self.loop:
+                return _SILENCE
+            self.position = 0
+        frame = self.audio[self.position : self.position + FRAME_BYTES]
+        self.position += FRAME_BYTES
+        return frame.ljust(FRAME_BYTES, b"\xff")
+
+
+class MediaDialer:
+    """Runs the media of emulated calls on one event loop thread."""
+
+    def __init__(self, config: EmulatorConfig, accounts: Mapping[str, str]) -> None:
+        self.config = config
+        self._accounts = dict(accounts)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emulator-media", daemon=True)
+        self._calls: dict[str, _Call] = {}
+        self._media: dict[str, CallMedia] = {}
+        self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping: asyncio.Event | None = None
+        self._tone = pcm16_to_ulaw(tone(config.tone_hz, 1.0, 8000, 0.5))  # whole cycles: loops
+        self._wav: bytes | None = None
+
+    # -- lifecycle, from any thread -------------------------------------------------------------
+
+    def start(self, timeout: float = 5.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("emulator media loop did not start")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+
+    def dial(
+        self,
+        *,
+        call_sid: str,
+        account_sid: str,
+        to: str,
+        url: str,
+        parameters: Mapping[str, str],
+        on_end: Callable[[], None] | None = None,
+    ) -> CallMedia:
+        """Start a call's media: dial ``url`` and stream until hung up; then ``on_end()``."""
+        mode = self.config.media_for(to)
+        media = CallMedia(call_sid=call_sid, mode=mode, on_end=on_end)
+        with self._lock:
+            self._media[call_sid] = media
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the media dialer is not running")
+        loop.call_soon_threadsafe(self._spawn, media, account_sid, url, dict(parameters))
+        return media
+
+    def hang_up(self, call_sid: str) -> None:
+        """End a call's media: ``stop``, then close. A call already over is left alone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._hang_up, call_sid)
+
+    def send_dtmf(self, call_sid: str, digits: str) -> None:
+        """Press keys on the phone: each digit becomes a ``dtmf`` event."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._queue_dtmf, call_sid, digits)
+
+    def media(self, call_sid: str) -> CallMedia | None:
+        with self._lock:
+            return self._media.get(call_sid)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._ready.set()
+        await self._stopping.wait()
+        for call in list(self._calls.values()):
+            call.hang_up.set()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _spawn(
+        self, media: CallMedia, account_sid: str, url: str, parameters: dict[str, str]
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._call(media, account_sid, url, parameters)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _hang_up(self, call_sid: str) -> None:
+        call = self._calls.get(call_sid)
+        if call is not None:
+            call.hang_up.set()
+
+    def _queue_dtmf(self, call_sid: str, digits: str) -> None:
+        call = self._calls.get(call_sid)
+        if call is not None:
+            call.dtmf.extend(digits)
+
+    def _source(self, mode: str) -> _Source:
+        if mode == "tone":
+            return _Source(self._tone, loop=True)
+        if mode == "silence":
+            return _Source(_SILENCE, loop=True)
+        if mode == "wav":
+            if self._wav is None:
+                if self.config.wav is None:
+                    raise ValueError("emulator.media is wav, but emulator.wav names no file")
+                pcm, rate = read_wav(self.config.wav)
+                self._wav = pcm16_to_ulaw(resample(pcm, rate, 8000))
+            return _Source(self._wav, loop=False)
+        return _Source(b"", loop=False)  # echo: what it sends is what it played
+
+    async def _call(
+        self, media: CallMedia, account_sid: str, url: str, parameters: dict[str, str]
+    ) -> None:
+        stream = TwilioStream(
+            new_sid("MZ"), media.call_sid, account_sid, custom_parameters=parameters
+        )
+        media.stream_sid = stream.stream_sid
+        call = _Call(media, stream, self._source(media.mode))
+        self._calls[media.call_sid] = call
+        headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
+        try:
+            async with connect(
+                url, additional_headers=headers, open_timeout=5.0, close_timeout=1.0
+            ) as ws:
+                await ws.send(stream.connected())
+                await ws.send(stream.start())
+                media.started.set()
+                await self._stream(call, ws)
+                media.close_code = ws.close_code
+                media.close_reason = ws.close_reason or ""
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            media.errors.append(f"dialling the stream failed: {exc}")
+            logger.warning("emulator: call %s could not dial its stream: %s", media.call_sid, exc)
+        except Exception as exc:
+            media.errors.append(f"{type(exc).__name__}: {exc}")
+            logger.exception("emulator: call %s failed", media.call_sid)
+        finally:
+            self._calls.pop(media.call_sid, None)
+            if media.on_end is not None:
+                try:
+                    media.on_end()
+                except Exception:
+                    logger.exception("emulator: call %s: end callback failed", media.call_sid)
+            media.ended.set()
+            logger.info(
+                "emulator: call %s ended: %d frames sent, %d received, %d marks echoed",
+                media.call_sid,
+                media.frames_sent,
+                media.frames_received,
+                len(media.marks_echoed),
+            )
+
+    async def _stream(self, call: _Call, ws: ClientConnection) -> None:
+        receiver = asyncio.create_task(self._receive(call, ws))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.config.max_call_s
+        tick = 0
+        try:
+            while not receiver.done():
+                now = loop.time()
+                if call.hang_up.is_set() or now >= deadline:
+                    await ws.send(call.stream.stop())
+                    await ws.close(1000, "call ended")
+                    break
+                timestamp = int((now - started) * 1000)
+                await self._tick(call, ws, timestamp)
+                tick += 1
+                next_tick = started + tick * FRAME_MS / 1000
+                if loop.time() - next_tick > _LATE_S:  # starved of CPU: do not burst to catch up
+                    started = loop.time() - tick * FRAME_MS / 1000
+                    next_tick = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_tick - loop.time())):
+                        await call.hang_up.wait()
+        except ConnectionClosed:
+            pass
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    async def _tick(self, call: _Call, ws: ClientConnection, timestamp: int) -> None:
+        """One 20 ms step: play up to a frame of queued audio, then send one frame."""
+        media, queue = call.media, call.queue
+        budget = FRAME_BYTES
+        played = bytearray()
+        marks: list[str] = []
+        while queue and (budget > 0 or isinstance(queue[0], str)):
+            item = queue[0]
+            if isinstance(item, str):
+                marks.append(item)  # everything written before it has now played
+                queue.popleft()
+                continue
+            take = item[:budget]
+            played += take
+            budget -= len(take)
+            if len(take) == len(item):
+                queue.popleft()
+            else:
+                queue[0] = item[len(take) :]
+        media.recording += played
+        outgoing = bytes(played) if media.mode == "echo" else call.source.next_frame()
+        if outgoing:
+            await ws.send(call.stream.media(outgoing, timestamp))
+            media.frames_sent += 1
+        for name in marks:
+            await ws.send(call.stream.mark(name))
+            media.marks_echoed.append(name)
+        while call.dtmf:
+            await ws.send(call.stream.dtmf(call.dtmf.popleft()))
+            media.dtmf_sent += 1
+
+    async def _receive(self, call: _Call, ws: ClientConnection) -> None:
+        media, stream, queue = call.media, call.stream, call.queue
+        async for frame in ws:
+            try:
+                event = stream.parse(frame)
+            except ValueError as exc:
+                media.errors.append(str(exc))
+                logger.warning("emulator: call %s: %s", media.call_sid, exc)
+                continue
+            if isinstance(event, MediaOut):
+                media.frames_received += 1
+                queue.append(event.payload)
+            elif isinstance(event, MarkOut):
+                queue.append(event.name)
+            elif isinstance(event, ClearOut):
+                media.clears += 1
+                pending = [item for item in queue if isinstance(item, str)]
+                queue.clear()
+                for name in pending:  # Twilio returns the marks a clear dropped
+                    await ws.send(stream.mark(name))
+                    media.marks_echoed.append(name)
