@@ -13,20 +13,32 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(30)
-def test_readme_example_runs() -> None:
+def _run_block(index: int) -> list[str]:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "the README has no python example"
+    assert len(blocks) == 2, "the README's two python examples"
     out = io.StringIO()
     cwd = os.getcwd()
-    os.chdir(ROOT)  # the example loads config/transport.yaml by relative path
+    os.chdir(ROOT)  # the examples load config/transport.yaml by relative path
     try:
         with contextlib.redirect_stdout(out):
-            exec(compile(blocks[0], "README.md", "exec"), {})
+            exec(compile(blocks[index], "README.md", "exec"), {})
     finally:
         os.chdir(cwd)
-    printed = out.getvalue().splitlines()
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.timeout(30)
+def test_readme_call_example_runs() -> None:
+    printed = _run_block(0)
+    assert printed[0] == "call True audio/x-mulaw"
+    # The emulator echoes what it played: all 25 frames, before the mark comes back.
+    assert printed[1] == "played greeting heard 4000 bytes"
+
+
+@pytest.mark.timeout(30)
+def test_readme_websocket_example_runs() -> None:
+    printed = _run_block(1)
     assert printed[:3] == ["audio 160 bytes"] * 3
     assert printed[3] == "closed: 1000 done"
     assert "state=<SessionState.CLOSED" in printed[4] and "frames_out=4" in printed[4]

@@ -12,7 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors import Audio, Close, Mark, Started, Stopped, TransportService
+from actors import (
+    Audio,
+    Close,
+    Mark,
+    ProviderError,
+    Started,
+    Stopped,
+    Text,
+    TransportService,
+    UnsupportedMessage,
+)
 from actors.audio import dominant_frequency, pcm16_to_ulaw, tone, ulaw_to_pcm16
 from actors.config import EmulatorConfig, GatewayConfig, TransportConfig
 from actors.emulator.phone import TwilioEmulator
@@ -195,3 +205,51 @@ def test_close_ends_every_call(service: TransportService) -> None:
     for info in infos:
         assert info.call_id is not None
         assert emulator.api.call(info.call_id).status == "completed"
+
+
+def test_no_caller_value_can_break_the_twiml(service: TransportService) -> None:
+    hostile = {
+        "quote": "a\"b'c",
+        "markup": "</Parameter></Stream><Say>hi</Say>",
+        "cdata": "]]><![CDATA[x",
+        "amp": "&amp; &lt;",
+        "unicode": "é ☎ \U0001f4de",
+        "token": "not-the-gateway-token",  # cannot replace the real one
+    }
+    info = service.create_session(provider="twilio", to=TO, from_=FROM, parameters=hostile)
+    started = read_until(service, info.session_id, Started)[-1]
+    assert isinstance(started, Started)
+    expected = {k: v for k, v in hostile.items() if k != "token"}
+    assert dict(started.parameters) == {**expected, "session": info.session_id}
+    service.end_session(info.session_id)
+
+
+def test_twilio_sessions_refuse_what_twilio_cannot_carry(service: TransportService) -> None:
+    info = service.create_session(provider="twilio", to=TO, from_=FROM)
+    with pytest.raises(UnsupportedMessage):
+        service.write_websocket_message(info.session_id, Text("hello"))
+    service.end_session(info.session_id)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"from_": FROM}, "needs to="),
+        ({"to": TO}, "needs from_="),
+        ({"to": TO, "from_": FROM, "url": "ws://x"}, "takes no 'url'"),
+    ],
+)
+def test_a_twilio_session_needs_its_numbers(
+    service: TransportService, fields: dict[str, str], words: str
+) -> None:
+    with pytest.raises((ValueError, TypeError), match=words):
+        service.create_session(provider="twilio", **fields)
+    assert service.sessions() == []
+
+
+def test_a_provider_error_names_twilio_code_and_status(service: TransportService) -> None:
+    with pytest.raises(ProviderError) as info:
+        service.create_session(provider="twilio", to="12345", from_=FROM)
+    assert info.value.status == 400
+    assert info.value.code == 21211
+    assert service.sessions() == []
