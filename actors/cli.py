@@ -392,6 +392,12 @@ class _Demo:
         )
         for name, value in rows:
             print(f"  {name:<{width}}  {value:>10}", file=self.out)
+        if self.calls:
+            print(
+                "  (a call's round trip includes the phone playing each frame at real time:"
+                f" up to {opts.frame_ms} ms)",
+                file=self.out,
+            )
         problems = list(self.other_errors)
         for lane in self.lanes:
             problems.extend(f"session {lane.session_id}: {e}" for e in lane.errors)
