@@ -439,16 +439,8 @@ def _ms(ns: int, present: bool) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config) if args.config is not None else default_config()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        calls = isinstance(config.provider(args.provider), TwilioProviderConfig)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    config = _config(args)
+    calls = isinstance(config.provider(args.provider), TwilioProviderConfig)
     if calls and args.frame_ms != 20:
         print("error: --frame-ms must be 20 for calls (Twilio plays 20 ms frames)", file=sys.stderr)
         return EXIT_USAGE
@@ -460,14 +452,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         frame_ms=args.frame_ms,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    try:
-        return _Demo(options, sys.stdout, sys.stderr).run()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except TransportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return _Demo(options, sys.stdout, sys.stderr).run()
+
+
+def _config(args: argparse.Namespace) -> TransportConfig:
+    """The config named by ``-c``, else the embedded default; ``ConfigError`` reaches main()."""
+    path: str | None = args.config
+    return load_config(path) if path is not None else default_config()
 
 
 def _wait_for_a_signal() -> None:
@@ -490,11 +481,7 @@ def _wait_for_a_signal() -> None:
 def _cmd_gateway(args: argparse.Namespace) -> int:
     from .gateway.server import MediaGateway  # noqa: PLC0415
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    config = _config(args)
     if not config.gateway.secret:
         print(
             f"error: {args.config}: gateway.secret: required for a standalone gateway (the "
@@ -523,11 +510,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     from .embedded import EMULATOR_ACCOUNT_SID  # noqa: PLC0415
     from .emulator.phone import TwilioEmulator  # noqa: PLC0415
 
-    try:
-        config = load_config(args.config) if args.config is not None else default_config()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    config = _config(args)
     account, token, shown = EMULATOR_ACCOUNT_SID, "", False
     for provider in config.providers.values():
         if (
@@ -559,11 +542,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    config = _config(args)
     print(f"OK: {args.config}")
     print(json.dumps(config.redacted(), indent=2))
     return EXIT_OK
@@ -710,6 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TransportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
