@@ -172,6 +172,8 @@ class SessionStatus:
     queued_out: int
     last_error: str | None
     exit_reasons: tuple[str, ...] = ()
+    malformed_in: int = 0  # inbound frames the codec could not use (malformed, unknown event)
+    resent_out: int = 0  # frames sent again after a reconnect (gateway resume)
 
     @property
     def dropped(self) -> int:

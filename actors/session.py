@@ -103,4 +103,6 @@ class SessionRecord:
             queued_out=len(self.outbox) + len(self.backlog),
             last_error=self.last_error,
             exit_reasons=tuple(str(e) for e in self.exits),
+            malformed_in=self.codec.malformed + getattr(self.codec, "unknown", 0),
+            resent_out=t.frames_resent,
         )

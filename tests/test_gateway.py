@@ -345,3 +345,11 @@ def test_twilio_signatures_are_checked_when_configured() -> None:
 def test_the_standalone_gateway_needs_a_secret() -> None:
     with pytest.raises(ValueError, match=r"gateway\.secret"):
         MediaGateway(GatewayConfig(embedded=False))
+
+
+def test_a_hop_resuming_a_call_the_gateway_never_saw_is_told_so(gateway: MediaGateway) -> None:
+    """What a session meets after its gateway restarted: a clear end, not a wait."""
+    session = hop(gateway, "from-before", resume_from=40)
+    frames, code = read_until_close(session)
+    assert (frames, code) == ([], 4404)
+    assert gateway.stats().rejected["unknown_call"] == 1

@@ -26,6 +26,7 @@ class Codec(Protocol):
 
     provider: str
     outbound_types: frozenset[type[Message]]
+    malformed: int  # inbound frames that could not be decoded (counted, never fatal)
 
     def decode(self, frame: Frame) -> Sequence[Message]:
         """The messages one inbound frame carries (possibly none)."""

@@ -16,6 +16,7 @@ class PassthroughCodec:
 
     provider = "websocket"
     outbound_types: frozenset[type[Message]] = frozenset({Text, Binary, Close})
+    malformed = 0  # every frame is a valid Text or Binary
 
     def decode(self, frame: Frame) -> Sequence[Message]:
         if isinstance(frame, str):

@@ -48,6 +48,7 @@ from ._ws import ConnectionClosed, Request, Response, ServerConnection
 from .loopback import ServerThread
 
 __all__ = [
+    "CALL_UNKNOWN",
     "RECEIVED_HEADER",
     "RESUME_FROM_HEADER",
     "GatewayStats",
@@ -65,6 +66,9 @@ _POLICY = 1008
 _INVALID_DATA = 1007
 _GOING_AWAY = 1001
 _NORMAL = 1000
+#: Close code for a session that resumes a call this gateway has no record of (it restarted,
+#: or forgot the call long ago): the call cannot be resumed, so redialling would not help.
+CALL_UNKNOWN = 4404
 
 
 @dataclass(slots=True)
@@ -263,6 +267,14 @@ class MediaGateway:
         ended = self._ended.get(session_id)
         call = self._calls.get(session_id)
         if call is None and ended is None:
+            if resume_from > 0:
+                # The session saw frames of this call, through a gateway that is gone.
+                self._count_rejection("unknown_call")
+                logger.warning(
+                    "session %s: resumes a call this gateway has no record of", session_id
+                )
+                self._pending[id(connection)] = (_Call(session_id, 0), _Hop(connection, -1), True)
+                return None
             call = self._calls[session_id] = _Call(session_id, self.config.buffer_frames)
         if call is None:
             self._pending[id(connection)] = (_Call(session_id, 0), _Hop(connection, 0), True)
@@ -393,6 +405,9 @@ class MediaGateway:
     async def _session_hop(
         self, ws: ServerConnection, call: _Call, hop: _Hop, resumed: bool
     ) -> None:
+        if hop.cursor < 0:
+            await ws.close(CALL_UNKNOWN, "the gateway has no record of this call (restarted?)")
+            return
         if call.ended or not call.buffer_frames:  # the call ended before this hop came
             await ws.close(_NORMAL, "call ended")
             return
