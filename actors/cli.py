@@ -461,21 +461,27 @@ def _config(args: argparse.Namespace) -> TransportConfig:
     return load_config(path) if path is not None else default_config()
 
 
-def _wait_for_a_signal() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def _stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM; installed before a server says it is ready, so that a
+    SIGTERM sent on seeing "ready" is never the default (abrupt) one."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def _wait_for(stop: threading.Event) -> None:
+    """Block until ``stop`` is set (SIGTERM) or Ctrl-C."""
     try:
         while not stop.wait(0.5):  # short waits: Ctrl-C is delivered between them
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -490,6 +496,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     gateway = MediaGateway(config.gateway)
+    stop = _stop_on_sigterm()
     try:
         gateway.start()
     except OSError as exc:
@@ -499,7 +506,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     print(f"media gateway: providers dial {gateway.public_url}/twilio", flush=True)
     print(_READY, flush=True)
     try:
-        _wait_for_a_signal()
+        _wait_for(stop)
     finally:
         gateway.stop()
         print(f"media gateway stopped: {gateway.stats()}", flush=True)
@@ -524,6 +531,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         # A made-up account for this run only: print the token so that a client can use it.
         token, shown = secrets.token_urlsafe(16), True
     emulator = TwilioEmulator(config.emulator, {account: token})
+    stop = _stop_on_sigterm()
     try:
         emulator.start()
     except OSError as exc:
@@ -535,7 +543,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
     print(_READY, flush=True)
     try:
-        _wait_for_a_signal()
+        _wait_for(stop)
     finally:
         emulator.stop()
     return EXIT_OK
