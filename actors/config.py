@@ -98,6 +98,9 @@ _REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))
 _WHOLE_REF = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?::-[^}]*)?\}")
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _MEDIA_MODES = ("echo", "tone", "wav", "silence")
+_RESTART_TYPES = ("transient", "permanent", "temporary")
+_OVERFLOW_OUT = ("drop_oldest", "raise")
+_OVERFLOW_IN = ("drop_oldest", "drop_newest")
 
 
 def _redact_text(text: str) -> str:
@@ -197,6 +200,10 @@ def _media_map(value: Mapping[str, str]) -> str | None:
     return None
 
 
+def _fraction(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else "must be between 0 and 1"
+
+
 def _account_sid(value: str | None) -> str | None:
     if value is None or re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
         return None
@@ -215,6 +222,12 @@ class RuntimeConfig:
     ask_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # every pykka ask of the facade
     inbox_max: int = field(default=10_000, metadata=_POSITIVE)  # inbound messages per session
     outbound_max: int = field(default=10_000, metadata=_POSITIVE)  # outbound frames per session
+    # Full outbox: drop the oldest audio frame (counted), or refuse the write (QueueFull).
+    outbound_overflow: str = field(
+        default="drop_oldest", metadata={"check": _one_of(*_OVERFLOW_OUT)}
+    )
+    # Full inbox: drop the oldest or the newest audio message (counted).
+    inbound_overflow: str = field(default="drop_oldest", metadata={"check": _one_of(*_OVERFLOW_IN)})
     max_message_bytes: int = field(default=1_048_576, metadata=_POSITIVE)  # larger: close 1009
     ping_interval_s: float = field(default=10.0, metadata=_limit(">=", 0, " (0 disables pings)"))
     ping_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # no pong within: dead
@@ -230,6 +243,9 @@ class SupervisorConfig:
     backoff_initial_s: float = field(default=0.05, metadata=_POSITIVE)
     backoff_max_s: float = field(default=2.0, metadata=_POSITIVE)
     backoff_multiplier: float = field(default=2.0, metadata=_limit(">=", 1))
+    backoff_jitter: float = field(default=0.2, metadata={"check": _fraction})
+    reset_after_s: float = field(default=60.0, metadata=_POSITIVE)  # up this long: count afresh
+    restart: str = field(default="transient", metadata={"check": _one_of(*_RESTART_TYPES)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +257,7 @@ class WebSocketProviderConfig:
     url: str | None = field(default=None, metadata={"check": _ws_url})  # default ws(s):// URL
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # values are secrets
     subprotocols: tuple[str, ...] = ()
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
 
     __repr__ = _safe_repr
 
@@ -273,6 +290,7 @@ class TwilioProviderConfig:
     timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
     retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
     backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
 
     __repr__ = _safe_repr
 
@@ -596,4 +614,7 @@ _PARSERS: dict[object, _Parser] = {
     tuple[str, ...]: _string_list,
     Mapping[str, str]: _string_map,
     Mapping[str, ProviderConfig]: _providers,
+    SupervisorConfig | None: lambda raw, path, ctx: (
+        None if raw is None else _build(SupervisorConfig, raw, path, ctx)
+    ),
 }

@@ -41,3 +41,15 @@ class Exit:
         elif self.reason:
             text += f": {self.reason}"
         return text
+
+    @property
+    def close_code(self) -> int:
+        """The close code a reader is shown: the real one, else what the exit amounts to
+        (1000 for ours, 1011 for a crash, 1006 for a connection that just went away)."""
+        if self.code is not None:
+            return self.code
+        if self.kind is ExitKind.NORMAL:
+            return 1000
+        if self.kind in (ExitKind.CRASH, ExitKind.START_CRASH):
+            return 1011
+        return 1006

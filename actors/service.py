@@ -29,12 +29,13 @@ from typing import Any
 
 import pykka
 
-from .config import TransportConfig, default_config, load_config
+from .config import SupervisorConfig, TransportConfig, default_config, load_config
 from .connector import GetStatus, Write
 from .embedded import EmbeddedInfrastructure
 from .errors import (
     ConfigError,
     ConnectionFailed,
+    QueueFull,
     ReadTimeout,
     ServiceClosed,
     SessionClosed,
@@ -43,7 +44,7 @@ from .errors import (
     UnsupportedMessage,
 )
 from .lifecycle import SessionState
-from .messages import Message, SessionInfo, SessionRequest, SessionStatus
+from .messages import Binary, Message, SessionInfo, SessionRequest, SessionStatus
 from .policy import IntensityPolicy
 from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
@@ -84,21 +85,15 @@ class TransportService:
         if runtime.ping_interval_s > 0:
             tick = min(1.0, max(0.02, runtime.ping_timeout_s / 5))
             self._watchdog = Watchdog(tick)
-        policy = IntensityPolicy(
-            max_restarts=sup.max_restarts,
-            within_s=sup.within_s,
-            backoff_initial_s=sup.backoff_initial_s,
-            backoff_max_s=sup.backoff_max_s,
-            backoff_multiplier=sup.backoff_multiplier,
-        )
         self._supervisor = Supervisor.start(
-            policy, watchdog=self._watchdog, shutdown_timeout_s=runtime.shutdown_timeout_s
+            _policy(sup), watchdog=self._watchdog, shutdown_timeout_s=runtime.shutdown_timeout_s
         )
         self._lock = threading.Lock()
         self._sessions: dict[str, _Handle] = {}
         self._ended: OrderedDict[str, SessionStatus] = OrderedDict()
         self._providers: dict[str, Provider] = {}
         self._infrastructure = EmbeddedInfrastructure(self.config)
+        self._refuse_when_full = runtime.outbound_overflow == "raise"
         self._closed = False
 
     @classmethod
@@ -146,8 +141,13 @@ class TransportService:
             plan.dial,
             inbox_max=runtime.inbox_max,
             outbound_max=runtime.outbound_max,
+            inbound_overflow=runtime.inbound_overflow,
+            outbound_overflow=runtime.outbound_overflow,
             call_id=plan.call_id,
         )
+        own = self.config.provider(name).supervisor
+        if own is not None:
+            record.policy = _policy(own)
         handle = _Handle(record, provider, plan)
         with self._lock:
             closed = self._closed
@@ -198,8 +198,10 @@ class TransportService:
     def write_websocket_message(self, session_id: str, message: Message) -> None:
         """Queue ``message`` for sending; messages of one session leave in the order written.
 
-        Raises ``UnsupportedMessage`` at once for a type the provider cannot carry, and
-        ``SessionClosed`` once the session has ended.
+        Raises ``UnsupportedMessage`` at once for a type the provider cannot carry,
+        ``SessionClosed`` once the session has ended, and ``QueueFull`` for audio written to a
+        full queue when ``runtime.outbound_overflow`` is ``raise`` (by default the oldest
+        queued audio is dropped instead, and counted). Other messages are never refused.
         """
         handle = self._handle(session_id, ended_ok=False)
         assert handle is not None
@@ -210,6 +212,12 @@ class TransportService:
             state = record.state
             if state in _NO_WRITES:
                 raise SessionClosed(session_id, record.last_error or str(state))
+            if (
+                self._refuse_when_full
+                and isinstance(message, Binary)  # the rest is never refused nor dropped
+                and len(record.outbox) + len(record.backlog) >= record.outbox.maxsize
+            ):
+                raise QueueFull(session_id, record.outbox.maxsize)
             ref = record.connector
             if ref is not None:
                 # A connector that just died falls through: the backlog keeps the write for
@@ -392,6 +400,19 @@ class TransportService:
             logger.info("session %s: ended", record.session_id)
         if errors:
             raise errors[0]
+
+
+def _policy(config: SupervisorConfig) -> IntensityPolicy:
+    return IntensityPolicy(
+        max_restarts=config.max_restarts,
+        within_s=config.within_s,
+        backoff_initial_s=config.backoff_initial_s,
+        backoff_max_s=config.backoff_max_s,
+        backoff_multiplier=config.backoff_multiplier,
+        backoff_jitter=config.backoff_jitter,
+        reset_after_s=config.reset_after_s,
+        restart=config.restart,
+    )
 
 
 def _make_request(

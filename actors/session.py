@@ -19,12 +19,14 @@ from .errors import TransportError
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
 from .messages import Message, SessionInfo, SessionStatus
-from .queues import Inbox, Outbox
+from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
 from .websocket import DialOptions, SentLog, Traffic
 
 if TYPE_CHECKING:
     import pykka
+
+    from .policy import RestartPolicy
 
 __all__ = ["SessionRecord"]
 
@@ -43,6 +45,8 @@ class SessionRecord:
         *,
         inbox_max: int,
         outbound_max: int,
+        inbound_overflow: str = "drop_oldest",
+        outbound_overflow: str = "drop_oldest",
         call_id: str | None = None,
     ) -> None:
         self.session_id = session_id
@@ -55,8 +59,8 @@ class SessionRecord:
         self.call_id = call_id
         self.created_at = time.time()
         self.lifecycle = SessionLifecycle(session_id)
-        self.inbox = Inbox(inbox_max)
-        self.outbox: Outbox[Frame] = Outbox(outbound_max)
+        self.inbox = Inbox(inbox_max, inbound_overflow)
+        self.outbox: Outbox[Frame | Keep] = Outbox(outbound_max, outbound_overflow)
         self.traffic = Traffic()
         # Resumable sessions (through the gateway) keep their last sent frames for resending.
         self.sent_log = SentLog(dial.resume_frames) if dial.resume_frames > 0 else None
@@ -68,6 +72,8 @@ class SessionRecord:
         self.connected = False
         self.restarts = 0
         self.restart_times: deque[float] = deque()
+        self.policy: RestartPolicy | None = None  # the provider's own; else the supervisor's
+        self.opened_at: float | None = None  # when the current connection opened (monotonic)
         self.exits: deque[Exit] = deque(maxlen=_EXITS_KEPT)
         self.last_error: str | None = None
         self.failure: TransportError | None = None  # why it never opened, or gave up

@@ -8,7 +8,7 @@ decision table, in order:
 the session is ...              then
 ==============================  ===========================================================
 ``CLOSING`` (being ended)       ``CLOSED``; the session is forgotten
-exit ends it (``ends_session``)  ``CLOSING`` -> ``CLOSED``; the reader gets ``Close`` + ``None``
+the policy says it ends it      ``CLOSING`` -> ``CLOSED``; the reader gets ``Close`` + ``None``
 ``CONNECTING`` (first dial)     ``FAILED``; ``create_session`` raises ``ConnectionFailed``
 policy says restart             ``RECONNECTING``; a new connector dials after the backoff
 policy says give up             ``FAILED``; the reader gets ``Close(1011, why)`` + ``None``
@@ -36,7 +36,7 @@ from .errors import ConnectionFailed
 from .exits import Exit
 from .lifecycle import SessionState
 from .messages import INTERNAL_ERROR, Close
-from .policy import RestartPolicy, ends_session
+from .policy import RestartPolicy
 from .session import SessionRecord
 from .websocket import Watchdog
 
@@ -158,14 +158,16 @@ class Supervisor(pykka.ThreadingActor):
         exit = message.exit
         record.connected = False
         record.exits.append(exit)
+        opened_at, record.opened_at = record.opened_at, None
+        policy = record.policy or self.policy
         state = record.state
         if state is SessionState.CLOSING:
             record.lifecycle.move(SessionState.CLOSED, str(exit))
             self._forget(record)
-        elif ends_session(exit):
+        elif policy.ends_session(exit):
             record.lifecycle.move(SessionState.CLOSING, str(exit))
             record.lifecycle.move(SessionState.CLOSED, str(exit))
-            record.inbox.close(Close(exit.code or 1000, exit.reason))
+            record.inbox.close(Close(exit.close_code, exit.reason or str(exit.kind)))
             self._forget(record)
         elif state is SessionState.CONNECTING:
             self._fail(
@@ -177,7 +179,8 @@ class Supervisor(pykka.ThreadingActor):
             )
         else:
             now = time.monotonic()
-            decision = self.policy.decide(record.restart_times, exit, now)
+            up_for = 0.0 if opened_at is None else now - opened_at
+            decision = policy.decide(record.restart_times, exit, now, up_for)
             if decision.restart:
                 record.restart_times.append(now)
                 record.restarts += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import deque
 
 import pytest
@@ -174,3 +175,54 @@ def test_decisions_and_policy_are_frozen() -> None:
         decision.restart = False  # type: ignore[misc]
     with pytest.raises(AttributeError):
         IntensityPolicy().max_restarts = 9  # type: ignore[misc]
+
+
+# -- restart types, jitter, reset ------------------------------------------------------------
+
+LOST = Exit(ExitKind.CONNECTION_LOST, 1006, "reset")
+PEER_BYE = Exit(ExitKind.PEER_CLOSED, 1000, "bye")
+OURS = Exit(ExitKind.NORMAL, 1000, "end_session")
+BROKEN = Exit(ExitKind.PROTOCOL_ERROR, 1009, "too big")
+
+
+@pytest.mark.parametrize(
+    ("restart", "ends"),
+    [
+        ("transient", {LOST: False, PEER_BYE: True, OURS: True, BROKEN: True}),
+        ("permanent", {LOST: False, PEER_BYE: False, OURS: True, BROKEN: False}),
+        ("temporary", {LOST: True, PEER_BYE: True, OURS: True, BROKEN: True}),
+    ],
+)
+def test_restart_types_decide_which_exits_end_a_session(
+    restart: str, ends: dict[Exit, bool]
+) -> None:
+    policy = IntensityPolicy(restart=restart)
+    assert {exit: policy.ends_session(exit) for exit in ends} == ends
+
+
+def test_an_unknown_restart_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="transient, permanent, temporary"):
+        IntensityPolicy(restart="sometimes")
+
+
+def test_jitter_shortens_each_delay_by_at_most_its_share() -> None:
+    policy = IntensityPolicy(
+        max_restarts=100,
+        backoff_initial_s=1.0,
+        backoff_max_s=1.0,
+        backoff_jitter=0.5,
+        rng=random.Random(7),
+    )
+    delays = [policy.decide(deque(), LOST, 0.0).delay_s for _ in range(200)]
+    assert all(0.5 <= d <= 1.0 for d in delays)
+    assert max(delays) - min(delays) > 0.3  # spread out, not in lockstep
+
+
+def test_a_connection_up_for_reset_after_s_forgives_earlier_restarts() -> None:
+    policy = IntensityPolicy(max_restarts=2, within_s=100.0, reset_after_s=5.0)
+    times: deque[float] = deque([1.0, 2.0])
+    assert not policy.decide(times.copy(), LOST, 3.0, up_for_s=1.0).restart  # budget spent
+    decision = policy.decide(times, LOST, 9.0, up_for_s=6.0)  # it had been up 6 s: stable
+    assert decision.restart
+    assert decision.delay_s == policy.backoff_initial_s  # the backoff starts afresh too
+    assert not times  # (the supervisor records this restart's time after deciding)
