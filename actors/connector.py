@@ -31,7 +31,7 @@ import pykka
 
 from .codecs import Frame
 from .exits import Exit, ExitKind
-from .messages import Close, Message, Started
+from .messages import Binary, Close, Message, Started
 from .session import SessionRecord
 from .websocket import Watchdog, WebSocketConnection
 
@@ -158,7 +158,7 @@ class Connector(pykka.ThreadingActor):
                 ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
             )
         elif isinstance(message, _StreamStarted):
-            self.record.outbox.put_many(self.record.codec.flush())
+            self.record.outbox.put_many(self.record.codec.flush(), droppable=False)
         elif isinstance(message, _Ended):
             self._ended = message.exit
             self.stop()
@@ -209,7 +209,11 @@ class Connector(pykka.ThreadingActor):
             if self.connection is not None:
                 self.connection.request_close(message.code, message.reason)
             return
-        self.record.outbox.put_many(self.record.codec.encode(message))
+        frames = self.record.codec.encode(message)
+        # Only audio may be dropped on overflow; a single frame is this message's own (more
+        # are frames the codec held until now, whatever their kind: kept to be safe).
+        droppable = isinstance(message, Binary) and len(frames) == 1
+        self.record.outbox.put_many(frames, droppable=droppable)
 
     def _release(self, crash: Exit | None) -> None:
         """Detach, rescue unprocessed writes, close the connection, report the exit once."""

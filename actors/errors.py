@@ -7,6 +7,7 @@ The tree::
     ├── SessionError           something about one session (carries ``session_id``)
     │   ├── SessionNotFound    no session has that id (never existed, or already forgotten)
     │   ├── SessionClosed      the session exists but has ended: no more writes
+    │   ├── QueueFull          the outbound queue is full (with ``outbound_overflow: raise``)
     │   └── UnsupportedMessage the session's provider cannot carry that message type
     ├── ReadTimeout            no inbound message within the timeout (also a ``TimeoutError``)
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
@@ -25,6 +26,7 @@ __all__ = [
     "ConnectionFailed",
     "IllegalTransition",
     "ProviderError",
+    "QueueFull",
     "ReadTimeout",
     "ServiceClosed",
     "SessionClosed",
@@ -84,6 +86,18 @@ class SessionClosed(SessionError):
         if reason:
             text += f": {reason}"
         super().__init__(text, session_id=session_id)
+
+
+class QueueFull(SessionError):
+    """The session's outbound queue is full and its policy is to refuse, not to drop."""
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"session {session_id!r}: the outbound queue is full ({limit} frames, "
+            "runtime.outbound_overflow: raise); write again once it drains",
+            session_id=session_id,
+        )
 
 
 class UnsupportedMessage(SessionError, TypeError):

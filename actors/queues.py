@@ -2,8 +2,13 @@
 
 Both belong to the session record, not to a connector, so they outlive a connector that crashes
 and is restarted: nothing already read off the wire, and nothing written but not yet sent, is
-lost in a restart. Both are bounded; an overflow drops the *oldest* entry (for live audio, old
-frames are the least valuable) and counts it, so that ``delivered + dropped == received`` holds.
+lost in a restart.
+
+Both are bounded, and only **audio** is ever dropped: on overflow the inbox drops the oldest
+(or, by policy, the newest) ``Binary`` message, and the outbox the oldest audio frame (for live
+audio, old frames are the least valuable). Everything else (``Text``, marks, ``Clear``,
+``Started``, ``Close``...) is too small and too meaningful to lose, so it is admitted past the
+bound. Every drop is counted, so that ``delivered + dropped == received`` always holds.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
-from .messages import Close, Message
+from .messages import Binary, Close, Message
 
-__all__ = ["Empty", "Inbox", "Outbox"]
+__all__ = ["Empty", "Inbox", "Keep", "Outbox"]
 
 T = TypeVar("T")
 
@@ -37,12 +42,31 @@ class _BoundedQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _append(self, item: T) -> None:
-        # Caller holds the lock.
-        if len(self._items) >= self.maxsize:
-            self._items.popleft()
-            self.dropped += 1
-        self._items.append(item)
+
+def _drop_first(items: deque[Any], droppable: Callable[[Any], bool]) -> bool:
+    """Remove the oldest droppable item; whether there was one. Usually the first is."""
+    for i, item in enumerate(items):
+        if droppable(item):
+            del items[i]
+            return True
+    return False
+
+
+def _is_audio(message: Message) -> bool:
+    return isinstance(message, Binary)
+
+
+class Keep:
+    """An outbound frame that is never dropped on overflow (a mark, a clear, a text)."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: str | bytes) -> None:
+        self.frame = frame
+
+
+def _is_droppable_frame(item: object) -> bool:
+    return type(item) is not Keep
 
 
 class Inbox(_BoundedQueue[Message]):
@@ -52,11 +76,12 @@ class Inbox(_BoundedQueue[Message]):
     A ``Close`` message is never dropped on overflow (the reader must learn why it ended).
     """
 
-    __slots__ = ("_closed",)
+    __slots__ = ("_closed", "_drop_newest")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
         self._closed = False
+        self._drop_newest = overflow == "drop_newest"
 
     @property
     def closed(self) -> bool:
@@ -68,14 +93,10 @@ class Inbox(_BoundedQueue[Message]):
                 self.dropped += 1
                 return
             items = self._items
-            if len(items) >= self.maxsize:
+            if len(items) >= self.maxsize and isinstance(message, Binary):
                 self.dropped += 1
-                if not isinstance(items[0], Close):
-                    items.popleft()
-                elif len(items) > 1:
-                    del items[1]  # keep the Close; drop the oldest message behind it
-                else:
-                    return  # only the Close fits: the newcomer is the one dropped
+                if self._drop_newest or not _drop_first(items, _is_audio):
+                    return  # the newcomer is the one dropped
             items.append(message)
             self._cond.notify()
 
@@ -118,18 +139,33 @@ class Outbox(_BoundedQueue[T]):
 
     ``take`` hands the writer everything queued in one go (one lock round-trip per batch, not
     per frame); what the writer could not send goes back to the front with ``requeue_front``.
+    Frames put with ``droppable=False`` are queued wrapped in :class:`Keep` (the writer
+    unwraps them). With ``overflow="raise"`` nothing is ever dropped here: the facade refuses
+    writes to a full queue instead.
     """
 
-    __slots__ = ("_woken",)
+    __slots__ = ("_drops", "_woken")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
         self._woken = False
+        self._drops = overflow == "drop_oldest"
 
-    def put_many(self, items: Iterable[T]) -> None:
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def put_many(self, items: Iterable[T], *, droppable: bool = True) -> None:
         with self._cond:
+            queue = self._items
             for item in items:
-                self._append(item)
+                if len(queue) >= self.maxsize and self._drops:
+                    if _drop_first(queue, _is_droppable_frame):
+                        self.dropped += 1
+                    elif droppable:  # only frames that must stay are queued: drop the newcomer
+                        self.dropped += 1
+                        continue
+                queue.append(item if droppable else Keep(item))  # type: ignore[arg-type]
             self._cond.notify()
 
     def take(self, timeout: float | None) -> list[T]:
@@ -147,9 +183,11 @@ class Outbox(_BoundedQueue[T]):
         if not items:
             return
         with self._cond:
-            self._items.extendleft(reversed(items))
-            while len(self._items) > self.maxsize:
-                self._items.popleft()
+            queue = self._items
+            queue.extendleft(reversed(items))
+            while self._drops and len(queue) > self.maxsize:
+                if not _drop_first(queue, _is_droppable_frame):
+                    break
                 self.dropped += 1
 
     def wake(self) -> None:

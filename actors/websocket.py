@@ -47,7 +47,7 @@ from .messages import (
     MESSAGE_TOO_BIG,
     NORMAL_CLOSURE,
 )
-from .queues import Outbox
+from .queues import Keep, Outbox
 from .redaction import redact_url
 
 __all__ = ["DialOptions", "SentLog", "Traffic", "Watchdog", "WebSocketConnection"]
@@ -155,7 +155,7 @@ class WebSocketConnection:
         options: DialOptions,
         *,
         session_id: str,
-        outbox: Outbox[Frame],
+        outbox: Outbox[Frame | Keep],
         traffic: Traffic,
         on_open: Callable[[str | None], None],
         on_frame: Callable[[Frame], None],
@@ -475,10 +475,11 @@ class WebSocketConnection:
             while not self._stopping.is_set():
                 timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
                 batch = outbox.take(timeout)
-                for i, frame in enumerate(batch):
+                for i, item in enumerate(batch):
                     if self._stopping.is_set():
                         outbox.requeue_front(batch[i:])
                         return
+                    frame = item.frame if isinstance(item, Keep) else item
                     is_text = isinstance(frame, str)
                     data = frame.encode() if isinstance(frame, str) else frame
                     # Counted before the send, so that no echo can be read before its frame

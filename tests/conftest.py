@@ -7,7 +7,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pykka
 import pytest
@@ -97,3 +97,15 @@ def service() -> Iterator[TransportService]:
         yield svc
     finally:
         svc.close()
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; for counters, which signal
+    nothing when they change (lifecycle changes have ``wait_until`` instead)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(0.005)
+    return True

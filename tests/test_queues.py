@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from actors.messages import Binary, Close, Text
-from actors.queues import Empty, Inbox, Outbox
+from actors.messages import Binary, Close, Mark, Text
+from actors.queues import Empty, Inbox, Keep, Outbox
 
 JOIN_S = 10.0
 
@@ -107,10 +107,32 @@ def test_inbox_close_twice_is_a_noop() -> None:
 def test_inbox_overflow_drops_oldest_and_counts() -> None:
     inbox = Inbox(3)
     for i in range(7):
-        inbox.put(Text(str(i)))
+        inbox.put(Binary(bytes([i])))
     assert len(inbox) == 3
     assert inbox.dropped == 4
-    assert [inbox.get(0) for _ in range(3)] == [Text("4"), Text("5"), Text("6")]
+    assert [inbox.get(0) for _ in range(3)] == [Binary(b"\x04"), Binary(b"\x05"), Binary(b"\x06")]
+
+
+def test_inbox_drop_newest_keeps_what_was_queued() -> None:
+    inbox = Inbox(3, "drop_newest")
+    for i in range(7):
+        inbox.put(Binary(bytes([i])))
+    assert inbox.dropped == 4
+    assert [inbox.get(0) for _ in range(3)] == [Binary(b"\x00"), Binary(b"\x01"), Binary(b"\x02")]
+
+
+def test_inbox_never_drops_what_is_not_audio() -> None:
+    """Text, events and marks are admitted past the bound; audio around them makes room."""
+    inbox = Inbox(2)
+    inbox.put(Binary(b"a"))
+    inbox.put(Text("t1"))
+    inbox.put(Mark("m"))  # full: no audio may be dropped for it, so it goes past the bound
+    assert (len(inbox), inbox.dropped) == (3, 0)
+    inbox.put(Binary(b"b"))  # full: the oldest audio (a) makes room
+    assert inbox.dropped == 1
+    inbox.put(Binary(b"c"))  # full and no older audio but b: b goes
+    assert [inbox.get(0) for _ in range(3)] == [Text("t1"), Mark("m"), Binary(b"c")]
+    assert inbox.dropped == 2
 
 
 def test_inbox_received_equals_delivered_plus_dropped() -> None:
@@ -147,12 +169,12 @@ def test_inbox_close_at_head_overflow_stays_bounded_and_counted() -> None:
     """
     inbox = Inbox(2)
     inbox.put(Close(1000))
-    inbox.put(Text("a"))
-    inbox.put(Text("b"))
+    inbox.put(Binary(b"a"))
+    inbox.put(Binary(b"b"))
     assert len(inbox) <= inbox.maxsize
     assert inbox.dropped == 1
     assert inbox.get(0) == Close(1000)
-    assert inbox.get(0) == Text("b")
+    assert inbox.get(0) == Binary(b"b")
 
 
 def test_inbox_close_at_head_survives_overflow_with_maxsize_one() -> None:
@@ -410,3 +432,34 @@ def test_outbox_single_writer_receives_everything_from_many_producers() -> None:
     for b in range(n_producers):
         mine = [x for x in received if b * per_producer <= x < (b + 1) * per_producer]
         assert mine == sorted(mine)
+
+
+def test_outbox_drops_only_audio_frames_and_counts() -> None:
+    outbox: Outbox[str | Keep] = Outbox(3)
+    outbox.put_many(["a1", "a2"])
+    outbox.put_many(["mark"], droppable=False)
+    outbox.put_many(["a3", "a4"])  # each drops the oldest audio
+    assert outbox.dropped == 2
+    outbox.put_many(["clear"], droppable=False)  # a3, the oldest audio, makes room
+    assert outbox.dropped == 3
+    items = outbox.take(0)
+    frames = [item.frame if isinstance(item, Keep) else item for item in items]
+    assert frames == ["mark", "a4", "clear"]
+    assert len(frames) + outbox.dropped == 6  # every frame sent or counted
+
+
+def test_outbox_of_frames_that_must_stay_drops_the_newcomer_audio() -> None:
+    outbox: Outbox[str | Keep] = Outbox(2)
+    outbox.put_many(["m1", "m2"], droppable=False)
+    outbox.put_many(["audio"])
+    assert outbox.dropped == 1
+    outbox.put_many(["m3"], droppable=False)
+    assert [item.frame for item in outbox.take(0) if isinstance(item, Keep)] == ["m1", "m2", "m3"]
+
+
+def test_outbox_raise_policy_never_drops() -> None:
+    outbox: Outbox[str | Keep] = Outbox(2, "raise")
+    outbox.put_many(["a", "b", "c"])
+    assert outbox.dropped == 0
+    assert outbox.full
+    assert outbox.take(0) == ["a", "b", "c"]
