@@ -7,6 +7,8 @@ The schema (every key optional; an empty file, or a null section, means the defa
       ask_timeout_s: 5.0            # every pykka ask made by the facade           (> 0)
       inbox_max: 10000              # inbound messages buffered per session        (int > 0)
       outbound_max: 10000           # outbound frames queued per session           (int > 0)
+      outbound_overflow: drop_oldest  # full: drop_oldest (audio, counted) | raise (QueueFull)
+      inbound_overflow: drop_oldest   # full: drop_oldest | drop_newest (audio, counted)
       max_message_bytes: 1048576    # larger inbound frames are refused (1009)     (int > 0)
       ping_interval_s: 10.0         # keepalive ping period; 0 disables pings      (>= 0)
       ping_timeout_s: 5.0           # no pong within this => connection dead       (> 0)
@@ -17,12 +19,16 @@ The schema (every key optional; an empty file, or a null section, means the defa
       backoff_initial_s: 0.05       # first restart delay                          (> 0)
       backoff_max_s: 2.0            # cap on the restart delay                     (> 0)
       backoff_multiplier: 2.0       # delay growth per consecutive restart         (>= 1)
+      backoff_jitter: 0.2           # share of each delay randomised away          (0..1)
+      reset_after_s: 60.0           # up this long: earlier restarts forgiven      (> 0)
+      restart: transient            # transient | permanent | temporary (actors.policy)
     providers:                      # name -> provider; replaces the default set as a whole
       <name>:                       # letters, digits, '_' and '-'
         type: websocket             # defaults to <name> when <name> is a known type
         url: wss://host/path        # optional ws:// or wss:// URL; empty string = not set
         headers: {Name: value}      # str -> str, sent with the handshake; values are secrets
         subprotocols: [a, b]        # list of str
+        supervisor: {restart: permanent}  # optional: this provider's own supervisor section
       twilio:                       # TwilioProviderConfig (type: twilio)
         account_sid: AC...          # with auth_token, or with api_key + api_secret
         auth_token: ${TWILIO_AUTH_TOKEN}
