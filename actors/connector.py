@@ -30,8 +30,9 @@ from typing import Any
 import pykka
 
 from .codecs import Frame
+from .connection import Connection
 from .exits import Exit, ExitKind
-from .messages import Binary, Close, Message, Started
+from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
 from .websocket import Watchdog, WebSocketConnection
 
@@ -110,7 +111,7 @@ class Connector(pykka.ThreadingActor):
         self.watchdog = watchdog
         self.shutdown_timeout_s = shutdown_timeout_s
         self.dial_delay_s = dial_delay_s
-        self.connection: WebSocketConnection | None = None
+        self.connection: Connection | None = None
         self._ended: Exit | None = None  # how the connection ended, if it has
         self._reported = False
 
@@ -122,7 +123,8 @@ class Connector(pykka.ThreadingActor):
         thread.name = f"connector-{record.session_id}"
         record.connector_thread = thread
         try:
-            connection = WebSocketConnection(
+            # A provider whose media is not a WebSocket (Daily) says how to connect instead.
+            connection = (record.connect or WebSocketConnection)(
                 record.dial,
                 session_id=record.session_id,
                 outbox=record.outbox,
@@ -134,13 +136,13 @@ class Connector(pykka.ThreadingActor):
                 dial_delay_s=self.dial_delay_s,
                 sent_log=record.sent_log,
             )
+            self.connection = connection  # first: a pending Close needs it
             with record.lock:
                 record.connector = self.actor_ref
                 pending = list(record.backlog)
                 record.backlog.clear()
             for message in pending:
                 self._write(message)
-            self.connection = connection
             connection.start()
         except Exception as exc:
             # pykka calls neither on_failure nor on_stop after a crash in on_start.
@@ -158,7 +160,8 @@ class Connector(pykka.ThreadingActor):
                 ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
             )
         elif isinstance(message, _StreamStarted):
-            self.record.outbox.put_many(self.record.codec.flush(), droppable=False)
+            with self.record.lock:  # ordered with the writers' encodes
+                self.record.outbox.put_many(self.record.codec.flush(), droppable=False)
         elif isinstance(message, _Ended):
             self._ended = message.exit
             self.stop()
@@ -209,11 +212,8 @@ class Connector(pykka.ThreadingActor):
             if self.connection is not None:
                 self.connection.request_close(message.code, message.reason)
             return
-        frames = self.record.codec.encode(message)
-        # Only audio may be dropped on overflow; a single frame is this message's own (more
-        # are frames the codec held until now, whatever their kind: kept to be safe).
-        droppable = isinstance(message, Binary) and len(frames) == 1
-        self.record.outbox.put_many(frames, droppable=droppable)
+        with self.record.lock:
+            self.record.queue_frames(message)
 
     def _release(self, crash: Exit | None) -> None:
         """Detach, rescue unprocessed writes, close the connection, report the exit once."""
@@ -230,8 +230,19 @@ class Connector(pykka.ThreadingActor):
         connection = self.connection
         exit = crash
         if connection is not None:
-            if crash is not None:
-                connection.abort(crash)
+            if crash is not None and not connection.done:
+                # The actor broke, not the socket: close it with a handshake, so that what
+                # was sent is delivered and what comes back before the peer's close is still
+                # read; what is queued waits for the next connector (1011 tells a gateway to
+                # hold the call for it).
+                connection.close(
+                    INTERNAL_ERROR,
+                    "connector restarting",
+                    self.shutdown_timeout_s,
+                    crash,
+                    flush=False,
+                )
+            elif crash is not None:
                 connection.join(self.shutdown_timeout_s)
             elif not connection.done:
                 connection.close(timeout=self.shutdown_timeout_s)

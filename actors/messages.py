@@ -54,12 +54,28 @@ class Text(Message):
 
     data: str
 
+    def __post_init__(self) -> None:
+        data: object = self.data  # typed str, but callers are not all type-checked
+        if type(data) is not str:  # caught here, not as a crash on a writer thread
+            raise TypeError(f"Text data must be str, not {type(data).__name__}")
+
 
 @dataclass(frozen=True, slots=True)
 class Binary(Message):
-    """A binary frame; for telephony providers, one chunk of audio in the call's format."""
+    """A binary frame; for telephony providers, one chunk of audio in the call's format.
+
+    ``data`` is ``bytes``; a ``bytearray`` or ``memoryview`` is copied into ``bytes`` (a
+    message is immutable, and may be sent after the caller has reused its buffer).
+    """
 
     data: bytes
+
+    def __post_init__(self) -> None:
+        data: object = self.data  # typed bytes, but callers are not all type-checked
+        if type(data) is not bytes:
+            if not isinstance(data, bytearray | memoryview):
+                raise TypeError(f"Binary data must be bytes, not {type(data).__name__}")
+            object.__setattr__(self, "data", bytes(data))
 
 
 @dataclass(frozen=True, slots=True)

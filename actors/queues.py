@@ -144,12 +144,14 @@ class Outbox(_BoundedQueue[T]):
     writes to a full queue instead.
     """
 
-    __slots__ = ("_drops", "_woken")
+    __slots__ = ("_drops", "_woken", "listener")
 
     def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
         self._woken = False
         self._drops = overflow == "drop_oldest"
+        # Called after every put, outside the lock: the open connection sends from there.
+        self.listener: Callable[[], None] | None = None
 
     @property
     def full(self) -> bool:
@@ -167,6 +169,9 @@ class Outbox(_BoundedQueue[T]):
                         continue
                 queue.append(item if droppable else Keep(item))  # type: ignore[arg-type]
             self._cond.notify()
+        listener = self.listener
+        if listener is not None:
+            listener()
 
     def take(self, timeout: float | None) -> list[T]:
         """All queued frames, waiting up to ``timeout`` for one; ``[]`` on timeout or ``wake``."""

@@ -44,13 +44,13 @@ from .errors import (
     UnsupportedMessage,
 )
 from .lifecycle import SessionState
-from .messages import Binary, Message, SessionInfo, SessionRequest, SessionStatus
+from .messages import Binary, Close, Message, SessionInfo, SessionRequest, SessionStatus
 from .policy import IntensityPolicy
 from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
-from .websocket import Watchdog
+from .websocket import IoLoop
 
 __all__ = ["TransportService"]
 
@@ -81,10 +81,12 @@ class TransportService:
         self.config = config if config is not None else default_config()
         runtime = self.config.runtime
         sup = self.config.supervisor
-        self._watchdog: Watchdog | None = None
+        # One thread reads every session's socket and keeps time for all of them: its tick
+        # bounds how late a silent peer or an unanswered close is noticed.
+        deadlines = [runtime.shutdown_timeout_s]
         if runtime.ping_interval_s > 0:
-            tick = min(1.0, max(0.02, runtime.ping_timeout_s / 5))
-            self._watchdog = Watchdog(tick)
+            deadlines.append(runtime.ping_timeout_s)
+        self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
         self._supervisor = Supervisor.start(
             _policy(sup), watchdog=self._watchdog, shutdown_timeout_s=runtime.shutdown_timeout_s
         )
@@ -144,6 +146,7 @@ class TransportService:
             inbound_overflow=runtime.inbound_overflow,
             outbound_overflow=runtime.outbound_overflow,
             call_id=plan.call_id,
+            connect=plan.connect,
         )
         own = self.config.provider(name).supervisor
         if own is not None:
@@ -198,6 +201,9 @@ class TransportService:
     def write_websocket_message(self, session_id: str, message: Message) -> None:
         """Queue ``message`` for sending; messages of one session leave in the order written.
 
+        Data is encoded on the caller's thread into the session's outbound queue, which the
+        connection's writer thread drains; a ``Close`` is told to the session's connector.
+
         Raises ``UnsupportedMessage`` at once for a type the provider cannot carry,
         ``SessionClosed`` once the session has ended, and ``QueueFull`` for audio written to a
         full queue when ``runtime.outbound_overflow`` is ``raise`` (by default the oldest
@@ -218,16 +224,20 @@ class TransportService:
                 and len(record.outbox) + len(record.backlog) >= record.outbox.maxsize
             ):
                 raise QueueFull(session_id, record.outbox.maxsize)
+            if not isinstance(message, Close):
+                # Straight into the session's outbox, which the connection's writer thread
+                # drains: no hop through the connector's mailbox per frame. The outbox outlives
+                # connectors, so a write made during a restart waits there for the next one.
+                record.queue_frames(message)
+                return
+            # Closing is the connector's business (it owns the socket and its lifecycle).
             ref = record.connector
             if ref is not None:
-                # A connector that just died falls through: the backlog keeps the write for
+                # A connector that just died falls through: the backlog keeps the Close for
                 # the next one.
                 with contextlib.suppress(pykka.ActorDeadError):
                     ref.tell(Write(message))
                     return
-            if len(record.backlog) >= record.outbox.maxsize:
-                record.backlog.popleft()
-                record.dropped_out_extra += 1
             record.backlog.append(message)
 
     def is_websocket_connected(self, session_id: str) -> bool:
@@ -237,6 +247,7 @@ class TransportService:
     def status(self, session_id: str) -> SessionStatus:
         """State, provider, connection, restarts, traffic counters and the last error."""
         self._check_open()
+        _check_id(session_id)
         with self._lock:
             handle = self._sessions.get(session_id)
             if handle is None:
@@ -274,6 +285,7 @@ class TransportService:
         that has already ended is a no-op.
         """
         self._check_open()
+        _check_id(session_id)
         with self._lock:
             handle = self._sessions.pop(session_id, None)
             if handle is None:
@@ -320,6 +332,7 @@ class TransportService:
 
     def _handle(self, session_id: str, *, ended_ok: bool) -> _Handle | None:
         self._check_open()
+        _check_id(session_id)
         handle = self._sessions.get(session_id)  # a dict read is atomic; no lock on hot paths
         if handle is not None:
             return handle
@@ -428,6 +441,11 @@ def _make_request(
     if isinstance(request, SessionRequest):
         return dataclasses.replace(request, **fields)
     return _make_request(None, {**request, **fields})
+
+
+def _check_id(session_id: object) -> None:
+    if not isinstance(session_id, str):
+        raise TypeError(f"a session id is a str, not {type(session_id).__name__}")
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -18,7 +18,7 @@ from .codecs import Codec, Frame
 from .errors import TransportError
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
-from .messages import Message, SessionInfo, SessionStatus
+from .messages import Binary, Message, SessionInfo, SessionStatus
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
 from .websocket import DialOptions, SentLog, Traffic
@@ -26,6 +26,7 @@ from .websocket import DialOptions, SentLog, Traffic
 if TYPE_CHECKING:
     import pykka
 
+    from .connection import ConnectionFactory
     from .policy import RestartPolicy
 
 __all__ = ["SessionRecord"]
@@ -48,6 +49,7 @@ class SessionRecord:
         inbound_overflow: str = "drop_oldest",
         outbound_overflow: str = "drop_oldest",
         call_id: str | None = None,
+        connect: ConnectionFactory | None = None,
     ) -> None:
         self.session_id = session_id
         self.provider = provider
@@ -57,6 +59,7 @@ class SessionRecord:
         # isinstance() wants a tuple; built once here rather than on every write.
         self.writable: tuple[type[Message], ...] = tuple(codec.outbound_types)
         self.call_id = call_id
+        self.connect = connect  # how connectors connect (None: a WebSocket to `dial`)
         self.created_at = time.time()
         self.lifecycle = SessionLifecycle(session_id)
         self.inbox = Inbox(inbox_max, inbound_overflow)
@@ -78,6 +81,15 @@ class SessionRecord:
         self.last_error: str | None = None
         self.failure: TransportError | None = None  # why it never opened, or gave up
         self.dropped_out_extra = 0  # frames discarded when the session ended unsent
+
+    def queue_frames(self, message: Message) -> None:
+        """Encode ``message`` into the outbox. The caller holds ``lock``: it keeps the order
+        of writes (and the codec's state) across the threads that write."""
+        frames = self.codec.encode(message)
+        # Only audio may be dropped on overflow; a single frame is this message's own (more
+        # are frames the codec held until now, whatever their kind: kept to be safe).
+        droppable = isinstance(message, Binary) and len(frames) == 1
+        self.outbox.put_many(frames, droppable=droppable)
 
     @property
     def state(self) -> SessionState:

@@ -1,41 +1,45 @@
-"""A thread-driven WebSocket client: the only module that imports ``websocket-client``.
+"""WebSocket connections driven by one I/O thread: the only module that imports websocket-client.
 
-One :class:`WebSocketConnection` is one dial of one session. It runs two threads, both named
-with the session id:
+One :class:`WebSocketConnection` is one dial of one session:
 
-- the **reader** dials (so the connector's actor thread never blocks on the network), then reads
-  frames, turns them into ``str`` (text) or ``bytes`` (binary) and hands them to ``on_frame``,
-  which decodes them straight into the session's inbox. It answers pings and close frames, and
-  reports how the connection ended through ``on_exit``: exactly once, whatever ended it.
-- the **writer** drains the session's :class:`~actors.queues.Outbox` in batches and sends a
-  keepalive ping every ``ping_interval_s``. Sending is the only blocking call on the way out, so
-  it has a thread of its own rather than the actor's.
+- a short-lived thread, named with the session id, **dials** (so the connector's actor thread
+  never blocks on the network) and hands the open socket to the service's :class:`IoLoop`;
+- the loop's thread **reads** every open socket of the service (epoll), parses the frames
+  with websocket-client's parser and passes each to ``on_frame``, which decodes it straight
+  into the session's inbox. It answers pings and close frames and reports how the connection
+  ended through ``on_exit``: exactly once, whatever ended it;
+- whoever **writes** sends: the session's outbox calls :meth:`WebSocketConnection.pump` after
+  every put, which frames what is queued and writes it to the socket without blocking. What
+  the socket does not take waits in the connection until the loop finds it writable again, so
+  a slow peer backs up into the (bounded) outbox, never into the application's thread.
 
-A single :class:`Watchdog` thread per service watches when each connection last heard from its
-peer (a pong, or any frame) and aborts one that has been silent for ``ping_interval_s +
-ping_timeout_s``. It must be a third party: against a half-open peer the reader blocks in
-``recv`` forever and the writer may block in ``send`` once the kernel's buffer is full. Any
-frame counts, not just pongs, because a busy peer answers a ping only after the data queued
-ahead of it, and a connection carrying traffic is by definition not half-open.
+Every ``tick_s`` the loop sends keepalive pings, aborts a connection whose peer has been silent
+(no frame, no pong) for ``ping_interval_s + ping_timeout_s``, and one whose peer did not answer
+our close frame within ``close_timeout_s``. Any frame counts as a sign of life, not just pongs:
+a busy peer answers a ping only after the data queued ahead of it.
 
-``close()`` works from any thread and is bounded: it asks the writer to flush and send a close
-frame, waits for the peer's close frame until the deadline, then aborts the socket
-(``shutdown(SHUT_RDWR)`` wakes both threads) and joins them. websocket-client's own reconnect
-(``WebSocketApp.run_forever(reconnect=...)``) is not used: redialling is the supervisor's call.
+Why one loop and not a reader and a writer thread per socket: with hundreds of calls each
+sending fifty frames a second, a thread wake per frame is what costs (each wake is a GIL
+hand-over); the loop serves every frame that has arrived on every socket per wake, and a write
+costs no wake at all. websocket-client's own reconnect (``WebSocketApp``) is not used:
+redialling is the supervisor's call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import websocket as wsc
 
@@ -50,7 +54,7 @@ from .messages import (
 from .queues import Keep, Outbox
 from .redaction import redact_url
 
-__all__ = ["DialOptions", "SentLog", "Traffic", "Watchdog", "WebSocketConnection"]
+__all__ = ["DialOptions", "IoLoop", "SentLog", "Traffic", "Watchdog", "WebSocketConnection"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +151,149 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+class _NeedMore(Exception):
+    """The frame parser has used up the bytes read so far (internal)."""
+
+
+_BLOCKED = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class IoLoop:
+    """One thread that does the socket work of every open connection of a service.
+
+    It waits on all their sockets at once (epoll), reads and parses what arrives and hands it
+    to each connection's ``on_frame``; it writes what an application thread could not write
+    at once (a full socket buffer); and every ``tick_s`` it sends keepalive pings, aborts
+    connections whose peer has gone silent, and those whose peer never answered our close.
+
+    Against one reader thread per socket this saves a thread wake per inbound frame: a wake
+    serves every frame that has arrived, on every socket, since the last one.
+    """
+
+    def __init__(self, tick_s: float = 0.1) -> None:
+        self._tick_s = tick_s
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._calls: deque[Callable[[], None]] = deque()
+        self._woken = False
+        self._stopping = False
+        self._connections: set[WebSocketConnection] = set()  # the loop thread's alone
+        self._thread = threading.Thread(target=self._run, name="ws-io", daemon=True)
+        self._thread.start()
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop's thread, soon (from any thread)."""
+        with self._lock:
+            self._calls.append(call)
+            if self._woken:
+                return
+            self._woken = True
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            self._stopping = True
+        self.call_soon(lambda: None)
+        if not self.in_loop():
+            self._thread.join(timeout)
+
+    # -- on the loop thread --------------------------------------------------------------------
+
+    def _add(self, connection: WebSocketConnection, sock: socket.socket) -> None:
+        self._selector.register(sock, selectors.EVENT_READ, connection)
+        self._connections.add(connection)
+
+    def _watch_writable(self, connection: WebSocketConnection, sock: socket.socket) -> None:
+        if connection in self._connections:
+            events = selectors.EVENT_READ
+            if connection._wants_writable():
+                events |= selectors.EVENT_WRITE
+            self._selector.modify(sock, events, connection)
+
+    def _remove(self, connection: WebSocketConnection, sock: socket.socket) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(sock)
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + self._tick_s
+        try:
+            while True:
+                timeout = max(0.0, next_tick - time.monotonic())
+                for key, events in self._selector.select(timeout):
+                    connection: WebSocketConnection | None = key.data
+                    if connection is None:
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            while self._wake_r.recv(4096):
+                                pass
+                        continue
+                    try:
+                        if events & selectors.EVENT_READ:
+                            connection._on_readable()
+                        if events & selectors.EVENT_WRITE:
+                            connection._on_writable()
+                    except Exception as exc:  # a bug (or a codec's): that connection only
+                        logger.exception("session %s: I/O handler crashed", connection.session_id)
+                        connection._finish(Exit(ExitKind.CRASH, INTERNAL_ERROR, _describe(exc)))
+                with self._lock:
+                    calls, self._calls = self._calls, deque()
+                    self._woken = False
+                    stopping = self._stopping
+                for call in calls:
+                    try:
+                        call()
+                    except Exception:
+                        logger.exception("I/O loop: a scheduled call failed")
+                if stopping:
+                    return
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + self._tick_s
+                    for connection in list(self._connections):
+                        try:
+                            connection._tick(now)
+                        except Exception:
+                            logger.exception("session %s: tick failed", connection.session_id)
+        finally:
+            for connection in list(self._connections):
+                connection._finish(Exit(ExitKind.NORMAL, None, "I/O loop stopped"))
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+
+#: The older name of the loop, from when it only watched for silent peers.
+Watchdog = IoLoop
+
+
+class _NoLoop(IoLoop):
+    """Stands for the loop of a connection that has not started (and may never)."""
+
+    def __init__(self) -> None:  # no thread, no sockets
+        pass
+
+
+_NOT_STARTED: IoLoop = _NoLoop()
+
+
 class WebSocketConnection:
-    """One dial of one session's WebSocket, with its reader and writer threads."""
+    """One dial of one session's WebSocket.
+
+    A short-lived thread dials (the connector's actor thread never blocks on the network);
+    from then on the service's :class:`IoLoop` reads the socket, and whoever writes sends:
+    the session's outbox calls :meth:`pump` after every put, which writes the queued frames
+    straight to the socket without blocking (what does not fit waits for the loop to find
+    the socket writable). Exactly one ``on_exit`` reports how the connection ended.
+    """
 
     def __init__(
         self,
@@ -160,13 +305,11 @@ class WebSocketConnection:
         on_open: Callable[[str | None], None],
         on_frame: Callable[[Frame], None],
         on_exit: Callable[[Exit], None],
-        watchdog: Watchdog | None = None,
+        watchdog: IoLoop | None = None,
         dial_delay_s: float = 0.0,
         sent_log: SentLog | None = None,
     ) -> None:
         self.options = options
-        self._sent_log = sent_log
-        self._resend: list[Frame] = []  # what the gateway says it never received
         self.session_id = session_id
         self.safe_url = redact_url(options.url)
         self._outbox = outbox
@@ -174,75 +317,120 @@ class WebSocketConnection:
         self._on_open = on_open
         self._on_frame = on_frame
         self._on_exit = on_exit
-        self._watchdog = watchdog
+        self._own_loop = watchdog is None  # a connection made outside a service: its own
+        self._loop: IoLoop = watchdog if watchdog is not None else _NOT_STARTED
         self._dial_delay_s = dial_delay_s
+        self._sent_log = sent_log
+        self._resend: list[Frame] = []  # what the gateway says it never received
         self._ws: wsc.WebSocket | None = None
+        self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._stopping = threading.Event()  # set once: every thread winds down
+        self._send_lock = threading.Lock()  # one writer at a time: frames stay whole, in order
+        self._wbuf = bytearray()  # wire bytes taken off the outbox, not yet in the socket
+        self._watching_writable = False
+        self._pongs: deque[bytes] = deque()
+        self._ping_due = False
+        self._next_ping = 0.0
+        self._stopping = threading.Event()  # set once: the connection winds down
         self._close_request: tuple[int, str] | None = None
+        self._close_now = False  # close without sending what is still queued
         self._close_sent = False
+        self._close_deadline = math.inf
         self._exit: Exit | None = None  # the first cause recorded wins
+        self._attached = False  # on the loop; from then on only the loop finishes it
+        self._finished = False
         self._done = threading.Event()
+        # The frame parser's input: the last read, and how much of it was used.
+        self._rbuf = b""
+        self._rpos = 0
+        self._parser: Any = None
+        self._parts: list[bytes] = []  # fragments of a message in progress
+        self._parts_size = 0
+        self._first_opcode = 0
         self.last_heard = time.monotonic()
         self.connected = False
-        self._reader = threading.Thread(
-            target=self._run_reader, name=f"ws-reader-{session_id}", daemon=True
+        self._dialer = threading.Thread(
+            target=self._run_dialer, name=f"ws-dial-{session_id}", daemon=True
         )
-        self._writer: threading.Thread | None = None
 
     # -- control, from any thread -------------------------------------------------------------
 
     def start(self) -> None:
-        self._reader.start()
+        if self._own_loop:
+            self._loop = IoLoop()
+        self._dialer.start()
 
-    def request_close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start a graceful close and return at once: the writer flushes, then sends a close
-        frame; the reader ends when the peer's close frame comes back."""
+    def request_close(
+        self,
+        code: int = NORMAL_CLOSURE,
+        reason: str = "",
+        exit: Exit | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Start a graceful close and return at once: what is queued is sent (unless
+        ``flush`` is false: then it stays queued for the session's next connection), then a
+        close frame; the connection ends when the peer's close frame comes back, or
+        ``close_timeout_s`` later. ``exit`` is why, when it is not simply ours (a crash of
+        the connector over a healthy socket)."""
         with self._lock:
+            if exit is not None:
+                self._record_exit(exit)
             if self._close_request is None:
                 self._close_request = (code, reason)
+            if not flush:
+                self._close_now = True
             self._record_exit(Exit(ExitKind.NORMAL, code, reason))
-            opened = self._writer is not None
+            opened = self.connected
         if not opened:
             # Still dialling or waiting out a restart backoff: no handshake to wait for.
             self.abort()
             return
-        self._outbox.wake()
+        self.pump()
 
-    def close(self, code: int = NORMAL_CLOSURE, reason: str = "", timeout: float = 2.0) -> None:
+    def close(
+        self,
+        code: int = NORMAL_CLOSURE,
+        reason: str = "",
+        timeout: float = 2.0,
+        exit: Exit | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
         """Close gracefully within ``timeout``: flush, close handshake, else abort; then join."""
         deadline = time.monotonic() + timeout
-        self.request_close(code, reason)
+        self.request_close(code, reason, exit, flush=flush)
         # Leave a share of the deadline for joining after an abort.
         if not self._done.wait(max(0.0, (deadline - time.monotonic()) * 0.75)):
             self.abort()
         self.join(max(0.05, deadline - time.monotonic()))
 
     def abort(self, exit: Exit | None = None) -> None:
-        """Stop now: shut the socket down (which wakes both threads) without a handshake."""
+        """Stop now, without a handshake."""
         with self._lock:
             if exit is not None:
                 self._record_exit(exit)
             self._stopping.set()
-        self._shutdown_socket()
-        self._outbox.wake()
+            attached = self._attached
+        if attached:
+            self._loop.call_soon(self._finish_aborted)
+        else:
+            self._shutdown_socket()  # wakes a dialer blocked in the handshake
 
     def join(self, timeout: float) -> bool:
-        """Wait for both threads to end; return whether they did."""
+        """Wait for the connection to end; return whether it did."""
         deadline = time.monotonic() + timeout
-        if self._reader.ident is not None and self._reader is not threading.current_thread():
-            self._reader.join(max(0.0, deadline - time.monotonic()))
-        writer = self._writer
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(max(0.0, deadline - time.monotonic()))
-        alive = self._reader.is_alive() or (writer is not None and writer.is_alive())
-        if alive:
+        dialer = self._dialer
+        if dialer.ident is not None and dialer is not threading.current_thread():
+            dialer.join(max(0.0, deadline - time.monotonic()))
+        if dialer.ident is not None and not self._loop.in_loop():
+            self._done.wait(max(0.0, deadline - time.monotonic()))
+        ended = not dialer.is_alive() and (dialer.ident is None or self._done.is_set())
+        if not ended:
             logger.warning(
-                "session %s: connection threads still running after %.2f s",
-                self.session_id,
-                timeout,
+                "session %s: connection still running after %.2f s", self.session_id, timeout
             )
-        return not alive
+        return ended
 
     @property
     def done(self) -> bool:
@@ -254,46 +442,71 @@ class WebSocketConnection:
         return self._exit
 
     def check_alive(self, now: float) -> None:
-        """Called by the watchdog: abort if nothing came within interval + timeout."""
-        opts = self.options
-        if self.connected and now - self.last_heard > opts.ping_interval_s + opts.ping_timeout_s:
-            silent = now - self.last_heard
-            self.abort(Exit(ExitKind.PING_TIMEOUT, None, f"peer silent for {silent:.1f} s"))
+        """Keepalive and close deadlines (the loop calls this every tick)."""
+        self._tick(now)
 
-    # -- internals -----------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Send what is queued, as far as the socket takes it without blocking. Called by the
+        outbox after every put (on the writer's thread), and by the loop when the socket
+        becomes writable again."""
+        while self._send_lock.acquire(blocking=False):
+            try:
+                again = self._write_some()
+            finally:
+                self._send_lock.release()
+            # A put made while we held the lock left its frames to us: take them too.
+            if not again:
+                return
 
-    def _record_exit(self, exit: Exit) -> None:
-        # Caller holds self._lock.
-        if self._exit is None:
-            self._exit = exit
+    # -- the dialer thread --------------------------------------------------------------------
 
-    def _shutdown_socket(self) -> None:
-        ws = self._ws
-        sock = ws.sock if ws is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def _run_dialer(self) -> None:
+        exit: Exit | None = None
+        try:
+            if self._dial_delay_s > 0 and self._stopping.wait(self._dial_delay_s):
+                exit = Exit(ExitKind.NORMAL, None, "stopped before dialling")
+                return
+            try:
+                ws = self._dial()
+            except Exception as exc:  # every dependency error becomes a reason, never leaks
+                reason = _describe(exc)
+                if self._stopping.is_set():
+                    exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
+                else:
+                    logger.info(
+                        "session %s: dialling %s failed: %s",
+                        self.session_id,
+                        self.safe_url,
+                        reason,
+                    )
+                    exit = Exit(ExitKind.HANDSHAKE_FAILED, None, reason)
+                return
+            if self._stopping.is_set():
+                exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
+                return
+            now = time.monotonic()
+            self.last_heard = now
+            self._next_ping = now + self.options.ping_interval_s
+            with self._lock:
+                self.connected = True
+            self._loop.call_soon(self._attach)
+            logger.debug("session %s: connected to %s", self.session_id, self.safe_url)
+            self._on_open(ws.getsubprotocol())
+        except Exception as exc:
+            logger.exception("session %s: dialler crashed", self.session_id)
+            exit = Exit(ExitKind.CRASH, INTERNAL_ERROR, _describe(exc))
+        finally:
+            if exit is not None:
+                self._finish(exit)
 
     def _dial(self) -> wsc.WebSocket:
         opts = self.options
-        # skip_utf8_validation=True: websocket-client's validator walks text frames byte by
-        # byte in Python (tens of microseconds for a 300-byte Twilio frame). We decode every
-        # text frame with bytes.decode("utf-8") instead, which is strict, runs in C, and has
-        # to happen anyway; invalid UTF-8 still closes the connection with 1007, as RFC 6455
-        # asks. Only close-frame reasons go unvalidated, and they are decoded with replacement.
-        ws = wsc.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        # skip_utf8_validation: websocket-client's validator walks text frames byte by byte
+        # in Python. Every text frame is decoded with bytes.decode("utf-8") instead, which is
+        # strict, runs in C, and has to happen anyway; invalid UTF-8 still closes the
+        # connection with 1007, as RFC 6455 asks.
+        ws = wsc.WebSocket(skip_utf8_validation=True)
         self._ws = ws
-        limit = opts.max_message_bytes
-        buffer = ws.frame_buffer
-        read_length = buffer.recv_length
-
-        def recv_length_checked() -> None:
-            # Refuse an oversized frame from its header, before its payload is read into memory.
-            read_length()
-            if buffer.length is not None and buffer.length > limit:
-                raise _TooBig(buffer.length, limit)
-
-        buffer.recv_length = recv_length_checked  # type: ignore[method-assign]
         header = [f"{k}: {v}" for k, v in opts.headers.items()]
         log = self._sent_log
         if log is not None:
@@ -305,10 +518,42 @@ class WebSocketConnection:
             header=header,
             subprotocols=list(opts.subprotocols) or None,
         )
-        ws.settimeout(None)  # the watchdog, not a socket timeout, detects a silent peer
+        sock = ws.sock
+        assert sock is not None
+        # From here the loop reads it and writers never wait on it: the watchdog, not a
+        # socket timeout, detects a silent peer.
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # small frames, sent as soon as they are written
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._parser = self._make_parser()
         if log is not None:
             self._plan_resend(log, ws.getheaders() or {})
         return ws
+
+    def _make_parser(self) -> Any:
+        parser = wsc._abnf.frame_buffer(self._take, True)
+        limit = self.options.max_message_bytes
+        read_length = parser.recv_length
+
+        def recv_length_checked() -> None:
+            # Refuse an oversized frame from its header, before its payload is buffered.
+            read_length()
+            if parser.length is not None and parser.length > limit:
+                raise _TooBig(parser.length, limit)
+
+        parser.recv_length = recv_length_checked  # type: ignore[method-assign]
+        return parser
+
+    def _take(self, n: int) -> bytes:
+        """The parser's ``recv``: up to ``n`` bytes of what was read; ``_NeedMore`` when the
+        read is used up (the parser keeps its place, and goes on after the next read)."""
+        pos = self._rpos
+        if pos >= len(self._rbuf):
+            raise _NeedMore
+        end = pos + n
+        self._rpos = end
+        return self._rbuf[pos:end]
 
     def _plan_resend(self, log: SentLog, headers: Mapping[str, str]) -> None:
         try:
@@ -344,51 +589,132 @@ class WebSocketConnection:
                 len(self._resend),
             )
 
-    def _run_reader(self) -> None:
-        exit = Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, "")
+    # -- writing, on whichever thread holds the send lock --------------------------------------
+
+    def _write_some(self) -> bool:
+        """Move what is due onto the wire; whether more was queued meanwhile and may go now."""
+        sock = self._sock
+        if sock is None or self._finished or not self._attached:
+            return False
+        if self._wbuf and not self._flush(sock):
+            return False
+        out: list[bytes] = []
+        while self._pongs:
+            out.append(_wire(self._pongs.popleft(), _PONG))
+        if self._ping_due:
+            self._ping_due = False
+            out.append(_wire(b"", _PING))
+        traffic = self._traffic
+        if self._resend:
+            for frame in self._resend:  # before anything new, to keep the order
+                out.append(_wire(frame, _TEXT if isinstance(frame, str) else _BINARY))
+                traffic.frames_resent += 1
+            self._resend = []
+        outbox = self._outbox
+        if not self._close_now:
+            log = self._sent_log
+            for item in outbox.take(0):
+                frame = item.frame if isinstance(item, Keep) else item
+                if isinstance(frame, str):
+                    data = frame.encode()
+                    out.append(_wire(data, _TEXT))
+                else:
+                    data = frame
+                    out.append(_wire(data, _BINARY))
+                traffic.frames_out += 1
+                traffic.bytes_out += len(data)
+                if log is not None:
+                    log.record(frame)
+        request = self._close_request
+        if request is not None and not self._close_sent and (self._close_now or len(outbox) == 0):
+            out.append(_close_frame(*request))
+            self._close_sent = True
+            self._close_deadline = time.monotonic() + self.options.close_timeout_s
+        if not out:
+            return False
+        self._wbuf += b"".join(out)
+        return self._flush(sock) and len(outbox) > 0 and not self._close_sent
+
+    def _flush(self, sock: socket.socket) -> bool:
+        """Write as much of the pending bytes as the socket takes now; whether all went."""
         try:
-            if self._dial_delay_s > 0 and self._stopping.wait(self._dial_delay_s):
-                exit = Exit(ExitKind.NORMAL, None, "stopped before dialling")
-                return
-            try:
-                ws = self._dial()
-            except Exception as exc:  # every dependency error becomes a reason, never leaks
-                reason = _describe(exc)
-                logger.info(
-                    "session %s: dialling %s failed: %s", self.session_id, self.safe_url, reason
-                )
-                exit = Exit(ExitKind.HANDSHAKE_FAILED, None, reason)
-                return
-            if self._stopping.is_set():
-                exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
-                return
-            self.last_heard = time.monotonic()
-            self.connected = True
-            self._writer = threading.Thread(
-                target=self._run_writer, name=f"ws-writer-{self.session_id}", daemon=True
-            )
-            self._writer.start()
-            if self._watchdog is not None:
-                self._watchdog.register(self)
-            logger.debug("session %s: connected to %s", self.session_id, self.safe_url)
-            self._on_open(ws.getsubprotocol())
-            exit = self._read_frames(ws)
-        except Exception as exc:
-            logger.exception("session %s: reader crashed", self.session_id)
-            exit = Exit(ExitKind.CRASH, INTERNAL_ERROR, _describe(exc))
-        finally:
+            sent = sock.send(self._wbuf)
+        except _BLOCKED:
+            sent = 0
+        except OSError as exc:
+            self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
+            return False
+        if sent:
+            del self._wbuf[:sent]
+        if self._wbuf:
+            if not self._watching_writable:
+                self._watching_writable = True
+                self._loop.call_soon(lambda: self._loop._watch_writable(self, sock))
+            return False
+        return True
+
+    def _wants_writable(self) -> bool:
+        return bool(self._wbuf)
+
+    # -- on the loop thread --------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        sock = self._sock
+        if self._stopping.is_set() or sock is None:
+            self._finish_aborted()
+            return
+        self._loop._add(self, sock)
+        with self._lock:
+            self._attached = True
+        self._outbox.listener = self.pump
+        self.pump()  # what waited for this connection goes first
+
+    def _on_writable(self) -> None:
+        self.pump()
+        sock = self._sock
+        if not self._wbuf and sock is not None and self._watching_writable:
+            self._watching_writable = False
+            self._loop._watch_writable(self, sock)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None or self._finished:
+            return
+        try:
+            data = sock.recv(_READ_SIZE)
+            if isinstance(sock, ssl.SSLSocket):
+                while pending := sock.pending():  # decrypted already: epoll cannot tell
+                    data += sock.recv(pending)
+        except _BLOCKED:
+            return
+        except OSError as exc:
+            self._finish(self._lost(_describe(exc)))
+            return
+        if not data:
+            self._finish(self._lost("connection closed without a close frame"))
+            return
+        self.last_heard = time.monotonic()
+        self._rbuf, self._rpos = data, 0
+        exit = self._parse()
+        if exit is not None:
             self._finish(exit)
 
-    def _read_frames(self, ws: wsc.WebSocket) -> Exit:
-        traffic = self._traffic
-        on_frame = self._on_frame
+    def _lost(self, reason: str) -> Exit:
+        if self._stopping.is_set():
+            return Exit(ExitKind.NORMAL, None, "aborted")
+        return Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, reason)
+
+    def _parse(self) -> Exit | None:
+        """Handle every whole frame read so far; the exit, if one of them ended it."""
+        parser, traffic, on_frame = self._parser, self._traffic, self._on_frame
         limit = self.options.max_message_bytes
-        parts: list[bytes] = []  # fragments of a message in progress
-        parts_size = 0
-        first_opcode = 0
+        parts = self._parts
         try:
             while True:
-                frame = ws.recv_frame()
+                try:
+                    frame = parser.recv_frame()
+                except _NeedMore:
+                    return None
                 opcode = frame.opcode
                 if opcode in _DATA_OPCODES:
                     if opcode == _CONT:
@@ -397,173 +723,124 @@ class WebSocketConnection:
                     elif parts:
                         raise wsc.WebSocketProtocolException("new message inside a fragmented one")
                     else:
-                        first_opcode = opcode
+                        self._first_opcode = opcode
                     data: bytes = frame.data
                     if not frame.fin or parts:
                         parts.append(data)
-                        parts_size += len(data)
-                        if parts_size > limit:
-                            raise _TooBig(parts_size, limit)
+                        self._parts_size += len(data)
+                        if self._parts_size > limit:
+                            raise _TooBig(self._parts_size, limit)
                         if not frame.fin:
                             continue
                         data = b"".join(parts)
                         parts.clear()
-                        parts_size = 0
-                    self.last_heard = time.monotonic()
+                        self._parts_size = 0
                     traffic.frames_in += 1
                     traffic.bytes_in += len(data)
-                    on_frame(data.decode("utf-8") if first_opcode == _TEXT else data)
+                    on_frame(data.decode("utf-8") if self._first_opcode == _TEXT else data)
                 elif opcode == _PING:
-                    ws.pong(frame.data)
-                elif opcode == _PONG:
-                    self.last_heard = time.monotonic()
+                    self._pongs.append(frame.data)
+                    self.pump()
                 elif opcode == _CLOSE:
-                    return self._closed_by_peer(ws, frame.data)
+                    return self._closed_by_peer(frame.data)
         except _TooBig as exc:
-            self._send_close(ws, MESSAGE_TOO_BIG, "message too big")
+            self._send_close(MESSAGE_TOO_BIG, "message too big")
             return Exit(ExitKind.PROTOCOL_ERROR, MESSAGE_TOO_BIG, str(exc))
         except UnicodeDecodeError:
-            self._send_close(ws, INVALID_PAYLOAD, "invalid UTF-8")
+            self._send_close(INVALID_PAYLOAD, "invalid UTF-8")
             return Exit(ExitKind.PROTOCOL_ERROR, INVALID_PAYLOAD, "invalid UTF-8 in a text frame")
         except (wsc.WebSocketProtocolException, wsc.WebSocketPayloadException) as exc:
-            self._send_close(ws, _PROTOCOL_ERROR, "protocol error")
+            self._send_close(_PROTOCOL_ERROR, "protocol error")
             return Exit(ExitKind.PROTOCOL_ERROR, _PROTOCOL_ERROR, str(exc))
-        except (wsc.WebSocketConnectionClosedException, OSError) as exc:
-            if self._stopping.is_set():
-                return Exit(ExitKind.NORMAL, None, "aborted")
-            reason = "connection closed without a close frame"
-            if isinstance(exc, OSError):
-                reason = _describe(exc)
-            return Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, reason)
 
-    def _closed_by_peer(self, ws: wsc.WebSocket, payload: bytes) -> Exit:
+    def _closed_by_peer(self, payload: bytes) -> Exit:
         code, reason = _NO_STATUS, ""
         if len(payload) >= 2:
             code = struct.unpack("!H", payload[:2])[0]
             reason = payload[2:].decode("utf-8", "replace")
-        with self._lock:
-            we_started = self._close_sent
-        if we_started:
+        if self._close_sent:
             return Exit(ExitKind.NORMAL, code, reason)
-        # Echo the close frame (RFC 6455 5.5.1); websocket-client's recv_data would do the same.
-        self._send_close(ws, code if code != _NO_STATUS else NORMAL_CLOSURE, "")
+        # Echo the close frame (RFC 6455 5.5.1), at once: nothing more goes out.
+        self._send_close(code if code != _NO_STATUS else NORMAL_CLOSURE, "")
         return Exit(ExitKind.PEER_CLOSED, code, reason)
 
-    def _send_close(self, ws: wsc.WebSocket, code: int, reason: str) -> None:
+    def _send_close(self, code: int, reason: str) -> None:
         with self._lock:
-            if self._close_sent:
-                return
-            self._close_sent = True
-        # A control frame carries at most 125 bytes: the code, then a reason cut to 123 bytes
-        # without splitting a character.
-        text = reason.encode()[:123].decode("utf-8", "ignore").encode()
-        with contextlib.suppress(Exception):
-            ws.send(struct.pack("!H", code) + text, _CLOSE)
+            if self._close_request is None or not self._close_sent:
+                self._close_request = (code, reason)
+            self._close_now = True
+        self.pump()
 
-    def _run_writer(self) -> None:
+    def _tick(self, now: float) -> None:
+        opts = self.options
+        if self.connected and opts.ping_interval_s > 0:
+            silent = now - self.last_heard
+            if silent > opts.ping_interval_s + opts.ping_timeout_s:
+                self.abort(Exit(ExitKind.PING_TIMEOUT, None, f"peer silent for {silent:.1f} s"))
+                return
+            if now >= self._next_ping:
+                self._next_ping = now + opts.ping_interval_s
+                self._ping_due = True
+                self.pump()
+        if now > self._close_deadline:
+            self.abort()  # the peer never answered our close frame
+
+    def _finish_aborted(self) -> None:
+        self._finish(Exit(ExitKind.NORMAL, None, "aborted"))
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _record_exit(self, exit: Exit) -> None:
+        # Caller holds self._lock.
+        if self._exit is None:
+            self._exit = exit
+
+    def _shutdown_socket(self) -> None:
         ws = self._ws
-        assert ws is not None
-        outbox, traffic = self._outbox, self._traffic
-        interval = self.options.ping_interval_s
-        next_ping = time.monotonic() + interval if interval > 0 else None
-        log = self._sent_log
-        try:
-            for frame in self._resend:  # before anything new, to keep the order
-                ws.send(frame, _TEXT if isinstance(frame, str) else _BINARY)
-                traffic.frames_resent += 1
-            self._resend = []
-            while not self._stopping.is_set():
-                timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
-                batch = outbox.take(timeout)
-                for i, item in enumerate(batch):
-                    if self._stopping.is_set():
-                        outbox.requeue_front(batch[i:])
-                        return
-                    frame = item.frame if isinstance(item, Keep) else item
-                    is_text = isinstance(frame, str)
-                    data = frame.encode() if isinstance(frame, str) else frame
-                    # Counted before the send, so that no echo can be read before its frame
-                    # was counted out; taken back if the send fails.
-                    traffic.frames_out += 1
-                    traffic.bytes_out += len(data)
-                    try:
-                        ws.send(data, _TEXT if is_text else _BINARY)
-                    except Exception as exc:
-                        traffic.frames_out -= 1
-                        traffic.bytes_out -= len(data)
-                        # Not sent: back to the front of the queue for the next connection.
-                        outbox.requeue_front(batch[i:])
-                        self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
-                        return
-                    if log is not None:
-                        log.record(frame)
-                if next_ping is not None and time.monotonic() >= next_ping:
-                    ws.ping()
-                    next_ping += interval
-                request = self._close_request
-                if request is not None and len(outbox) == 0:
-                    self._send_close(ws, *request)
-                    # The peer has close_timeout_s to answer with its close frame (which ends
-                    # the reader, and sets _stopping); a peer that never does is cut off.
-                    if not self._stopping.wait(self.options.close_timeout_s):
-                        self.abort()
-                    return
-        except Exception as exc:
-            self.abort(Exit(ExitKind.CONNECTION_LOST, _ABNORMAL, _describe(exc)))
+        sock = self._sock or (ws.sock if ws is not None else None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _finish(self, exit: Exit) -> None:
-        """The reader's last act: wind everything down and report the exit, exactly once."""
+        """Wind down and report the exit, exactly once (on the loop thread once attached)."""
         with self._lock:
+            if self._finished:
+                return
+            self._finished = True
             self._record_exit(exit)
             final = self._exit
             self._stopping.set()
+            self.connected = False
         assert final is not None
-        self.connected = False
-        if self._watchdog is not None:
-            self._watchdog.unregister(self)
-        self._shutdown_socket()
-        self._outbox.wake()
-        writer = self._writer
-        if writer is not None:
-            writer.join(self.options.connect_timeout_s)
-        if self._ws is not None:
-            self._ws.shutdown()  # closes the file descriptor
+        if self._outbox.listener == self.pump:
+            self._outbox.listener = None
+        sock = self._sock
+        if sock is not None and self._attached:
+            self._loop._remove(self, sock)
+        with self._send_lock:  # no writer is using the socket while it closes
+            self._shutdown_socket()
+            if self._ws is not None:
+                self._ws.shutdown()  # closes the file descriptor
+            self._sock = None
         self._done.set()
+        if self._own_loop and self._loop is not _NOT_STARTED:
+            self._loop.stop()
         logger.info("session %s: connection to %s ended: %s", self.session_id, self.safe_url, final)
         self._on_exit(final)
 
 
-class Watchdog:
-    """One thread that aborts every connection whose peer stopped answering pings."""
+_READ_SIZE = 65536
 
-    def __init__(self, tick_s: float = 0.1) -> None:
-        self._tick_s = tick_s
-        self._connections: weakref.WeakSet[WebSocketConnection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ws-watchdog", daemon=True)
-        self._thread.start()
 
-    def register(self, connection: WebSocketConnection) -> None:
-        if connection.options.ping_interval_s > 0:
-            with self._lock:
-                self._connections.add(connection)
+def _wire(data: str | bytes, opcode: int) -> bytes:
+    """One masked client frame, ready for the socket."""
+    frame: bytes = wsc.ABNF.create_frame(data, opcode).format()
+    return frame
 
-    def unregister(self, connection: WebSocketConnection) -> None:
-        with self._lock:
-            self._connections.discard(connection)
 
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._tick_s):
-            with self._lock:
-                connections = list(self._connections)
-            now = time.monotonic()
-            for connection in connections:
-                try:
-                    connection.check_alive(now)
-                except Exception:
-                    logger.exception("watchdog: checking session %s failed", connection.session_id)
+def _close_frame(code: int, reason: str) -> bytes:
+    # A control frame carries at most 125 bytes: the code, then a reason cut to 123 bytes
+    # without splitting a character.
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return _wire(struct.pack("!H", code) + text, _CLOSE)

@@ -21,8 +21,10 @@ def test_bench_quick_runs_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     text = report.read_text()
     assert text in result.stdout  # printed and written alike
-    assert "| 5 | ours |" in text and "| 5 | raw |" in text and "ours/raw" in text
-    assert "pipelined throughput" in text and "create_session" in text
-    ours = next(line for line in text.splitlines() if line.startswith("| 5 | ours |"))
-    lost, errors = ours.split("|")[7:9]
-    assert (lost.strip(), errors.strip()) == ("0", "0")
+    assert "| 5 | ours |" in text and "| 5 | naive |" in text and "ours/naive" in text
+    assert "pipelined throughput" in text and "idle sessions held" in text
+    for impl in ("ours", "naive"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| 5 | {impl} |"))
+        cells = [cell.strip() for cell in row.split("|")]
+        lost, errors = cells[6], cells[8]
+        assert (lost, errors) == ("0", "0"), row

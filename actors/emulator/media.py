@@ -12,6 +12,9 @@ What a call does, as Twilio does it:
   and echoes the marks that were pending in it;
 - on hang-up (the REST API, ``max_call_s``, or the peer closing) sends ``stop`` and closes.
 
+``reflect`` (for benchmarks) is none of that: every ``media`` frame is sent straight back and
+every ``mark`` answered at once, with no clock and nothing of its own.
+
 All calls run as tasks on one asyncio loop on one thread, so hundreds of calls cost one thread.
 """
 
@@ -21,14 +24,20 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..audio import pcm16_to_ulaw, read_wav, resample, tone
 from ..codecs.twilio import ClearOut, MarkOut, MediaOut, TwilioStream, new_sid
 from ..config import EmulatorConfig
-from ..gateway._ws import ClientConnection, ConnectionClosed, InvalidHandshake, connect
+from ..gateway._ws import (
+    WIRE_LOGGER,
+    ClientConnection,
+    ConnectionClosed,
+    InvalidHandshake,
+    connect,
+)
 from ..signing import twilio_signature
 
 __all__ = ["CallMedia", "MediaDialer"]
@@ -38,6 +47,7 @@ logger = logging.getLogger(__name__)
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 _SILENCE = b"\xff" * FRAME_BYTES
+_KEPT = 1_000  # calls whose media (and recording) is remembered
 _LATE_S = 0.2  # behind the clock by more than this: skip ahead instead of bursting
 
 
@@ -102,7 +112,7 @@ class MediaDialer:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emulator-media", daemon=True)
         self._calls: dict[str, _Call] = {}
-        self._media: dict[str, CallMedia] = {}
+        self._media: OrderedDict[str, CallMedia] = OrderedDict()
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
@@ -139,6 +149,8 @@ class MediaDialer:
         media = CallMedia(call_sid=call_sid, mode=mode, on_end=on_end)
         with self._lock:
             self._media[call_sid] = media
+            while len(self._media) > _KEPT:  # a long-running emulator forgets old calls
+                self._media.popitem(last=False)
         loop = self._loop
         if loop is None:
             raise RuntimeError("the media dialer is not running")
@@ -226,7 +238,11 @@ class MediaDialer:
         headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
         try:
             async with connect(
-                url, additional_headers=headers, open_timeout=5.0, close_timeout=1.0
+                url,
+                additional_headers=headers,
+                open_timeout=5.0,
+                close_timeout=1.0,
+                logger=WIRE_LOGGER,
             ) as ws:
                 await ws.send(stream.connected())
                 await ws.send(stream.start())
@@ -258,6 +274,9 @@ class MediaDialer:
 
     async def _stream(self, call: _Call, ws: ClientConnection) -> None:
         receiver = asyncio.create_task(self._receive(call, ws))
+        if call.media.mode == "reflect":
+            await self._reflect_until_hung_up(call, ws, receiver)
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.config.max_call_s
@@ -317,8 +336,31 @@ class MediaDialer:
             await ws.send(call.stream.dtmf(call.dtmf.popleft()))
             media.dtmf_sent += 1
 
+    async def _reflect_until_hung_up(
+        self, call: _Call, ws: ClientConnection, receiver: asyncio.Task[None]
+    ) -> None:
+        """``reflect``: nothing of its own, no playout clock; ``_receive`` sends back."""
+        hung_up = asyncio.create_task(call.hang_up.wait())
+        try:
+            await asyncio.wait(
+                (receiver, hung_up),
+                timeout=self.config.max_call_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not receiver.done():
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(call.stream.stop())
+                    await ws.close(1000, "call ended")
+        finally:
+            for task in (receiver, hung_up):
+                task.cancel()
+            await asyncio.gather(receiver, hung_up, return_exceptions=True)
+
     async def _receive(self, call: _Call, ws: ClientConnection) -> None:
         media, stream, queue = call.media, call.stream, call.queue
+        reflect = media.mode == "reflect"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         async for frame in ws:
             try:
                 event = stream.parse(frame)
@@ -326,7 +368,17 @@ class MediaDialer:
                 media.errors.append(str(exc))
                 logger.warning("emulator: call %s: %s", media.call_sid, exc)
                 continue
-            if isinstance(event, MediaOut):
+            if reflect and isinstance(event, MediaOut | MarkOut):
+                # Straight back, as the benchmark's peer: the transport is what is measured.
+                if isinstance(event, MediaOut):
+                    media.frames_received += 1
+                    timestamp = int((loop.time() - started) * 1000)
+                    await ws.send(stream.media(event.payload, timestamp))
+                    media.frames_sent += 1
+                else:
+                    await ws.send(stream.mark(event.name))
+                    media.marks_echoed.append(event.name)
+            elif isinstance(event, MediaOut):
                 media.frames_received += 1
                 queue.append(event.payload)
             elif isinstance(event, MarkOut):

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_KEPT = 10_000  # calls and requests remembered
 
 API_VERSION = "2010-04-01"
 MAX_BODY = 64 * 1024
@@ -284,8 +286,9 @@ class TwilioApiServer:
         self.name = name
         self.port = 0
         self._lock = threading.Lock()
-        self._calls: dict[str, EmulatedCall] = {}
-        self._requests: list[RecordedRequest] = []
+        # Bounded: a long-running emulator forgets the oldest calls and requests.
+        self._calls: OrderedDict[str, EmulatedCall] = OrderedDict()
+        self._requests: deque[RecordedRequest] = deque(maxlen=_KEPT)
         self._faults: dict[str, deque[_Fault]] = {"create": deque(), "update": deque()}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -519,6 +522,8 @@ class TwilioApiServer:
         )
         with self._lock:
             self._calls[call.sid] = call
+            while len(self._calls) > _KEPT:
+                self._calls.popitem(last=False)
             payload = call.resource()
         logger.info("emulated call %s created: %s -> %s", call.sid, from_, to)
         callback = self.on_create
@@ -632,6 +637,9 @@ class _HTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that keeps track of its connections, so stop() can end them."""
 
     daemon_threads = True
+    # socketserver's default of 5 stalls or drops connections when many calls are placed at
+    # once (a load test, the demo): the kernel's queue must hold a burst of new connections.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], api: TwilioApiServer) -> None:
         self.api = api

@@ -3,13 +3,18 @@ from here, so a change of that library's API is absorbed in one place."""
 
 from __future__ import annotations
 
+import logging
+
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.http11 import Request, Response
 
+from ..redaction import MASK, is_secret_key
+
 __all__ = [
+    "WIRE_LOGGER",
     "ClientConnection",
     "ConnectionClosed",
     "Headers",
@@ -22,3 +27,25 @@ __all__ = [
     "connect",
     "serve",
 ]
+
+
+class _RedactHeaders(logging.Filter):
+    """websockets logs every handshake header at DEBUG; secret ones (``Authorization``
+    carries a session token, ``X-Twilio-Signature``...) are masked before they are written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            record.msg in ("< %s: %s", "> %s: %s")
+            and isinstance(args, tuple)
+            and len(args) == 2
+            and is_secret_key(str(args[0]))
+        ):
+            record.args = (args[0], MASK)
+        return True
+
+
+#: The logger to give websockets' servers and clients (``logger=``): its own records, with
+#: secret headers masked. DEBUG on it shows the wire; nothing secret.
+WIRE_LOGGER = logging.getLogger("actors.gateway.wire")
+WIRE_LOGGER.addFilter(_RedactHeaders())

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._ws import ConnectionClosed, Server, ServerConnection, serve
+from ._ws import WIRE_LOGGER, ConnectionClosed, Server, ServerConnection, serve
 
 __all__ = ["ServerConnection", "ServerThread", "echo"]
 
@@ -121,6 +121,7 @@ class ServerThread:
             self._port,
             max_size=self._max_size,
             close_timeout=1.0,
+            logger=WIRE_LOGGER,
             **self._serve_options,
         ) as server:
             self._server = server

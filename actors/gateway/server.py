@@ -92,12 +92,13 @@ class GatewayStats:
 class _Hop:
     """One session-side connection: where it is in the provider stream."""
 
-    __slots__ = ("connection", "cursor", "superseded")
+    __slots__ = ("connection", "cursor", "sending", "superseded")
 
     def __init__(self, connection: ServerConnection, cursor: int) -> None:
         self.connection = connection
         self.cursor = cursor  # index of the next provider frame to send it
         self.superseded = False  # a newer hop took over: stop reading and writing
+        self.sending = False  # a send to it is in progress (the order is kept by one sender)
 
     def replaced(self) -> bool:
         return self.superseded
@@ -121,6 +122,7 @@ class _Call:
         self.from_session = 0  # session frames received, over every hop
         self.outgoing: deque[Frame] = deque()
         self.to_provider_ready = asyncio.Event()
+        self.provider_sending = False
         self.timer: asyncio.TimerHandle | None = None
         self.ended = False
 
@@ -334,7 +336,23 @@ class MediaGateway:
         feeder = asyncio.create_task(self._feed_provider(call, ws))
         try:
             async for frame in ws:
-                self._from_provider(call, frame)
+                self._from_provider(call, frame, wake=False)
+                hop = call.hop
+                if hop is not None and not hop.sending and hop.cursor == call.from_provider - 1:
+                    # Caught up: send it from here, and spare the hop's sender a wake-up.
+                    hop.sending = True
+                    try:
+                        await hop.connection.send(frame)
+                        hop.cursor += 1
+                        self._stats.frames_to_session += 1
+                    except ConnectionClosed:
+                        pass  # the hop is gone; the frame waits in the ring for its return
+                    finally:
+                        hop.sending = False
+                        if hop.cursor < call.from_provider:
+                            call.to_session_ready.set()
+                else:
+                    call.to_session_ready.set()
         except ConnectionClosed:
             pass
         finally:
@@ -432,17 +450,7 @@ class MediaGateway:
             self._arm(call, self.config.pair_timeout_s, "no provider stream")
         writer = asyncio.create_task(self._feed_session(call, hop))
         try:
-            async for frame in ws:
-                if hop.superseded:
-                    # Returning would close it with 1000, which reads as "session ended".
-                    await ws.close(_POLICY, "replaced by a newer connection")
-                    break
-                call.from_session += 1
-                if call.provider is None and len(call.outgoing) >= call.buffer_frames:
-                    call.outgoing.popleft()
-                    self._stats.dropped_to_provider += 1
-                call.outgoing.append(frame)
-                call.to_provider_ready.set()
+            await self._relay_from_session(ws, call, hop)
         except ConnectionClosed:
             pass
         finally:
@@ -468,13 +476,40 @@ class MediaGateway:
 
     # -- relaying ------------------------------------------------------------------------------
 
-    def _from_provider(self, call: _Call, frame: Frame) -> None:
+    async def _relay_from_session(self, ws: ServerConnection, call: _Call, hop: _Hop) -> None:
+        """Count and pass on every frame of the session hop, until it ends or is replaced."""
+        async for frame in ws:
+            if hop.superseded:
+                # Returning would close it with 1000, which reads as "session ended".
+                await ws.close(_POLICY, "replaced by a newer connection")
+                return
+            call.from_session += 1
+            provider = call.provider
+            if provider is not None and not call.outgoing and not call.provider_sending:
+                # Nothing waiting: send it from here, and spare the feeder a wake-up.
+                call.provider_sending = True
+                try:
+                    await provider.send(frame)
+                    self._stats.frames_to_provider += 1
+                except ConnectionClosed:
+                    pass  # the provider's stream is ending: its own hop, its own loss
+                finally:
+                    call.provider_sending = False
+                continue
+            if provider is None and len(call.outgoing) >= call.buffer_frames:
+                call.outgoing.popleft()
+                self._stats.dropped_to_provider += 1
+            call.outgoing.append(frame)
+            call.to_provider_ready.set()
+
+    def _from_provider(self, call: _Call, frame: Frame, *, wake: bool = True) -> None:
         ring = call.ring
         ring.append(frame)
         call.from_provider += 1
         if len(ring) > call.buffer_frames:
             ring.popleft()
-        call.to_session_ready.set()
+        if wake:
+            call.to_session_ready.set()
 
     async def _feed_session(self, call: _Call, hop: _Hop) -> None:
         """Send the hop every provider frame from its cursor on, in order, then wait for more."""
@@ -494,14 +529,18 @@ class MediaGateway:
                     )
                     hop.cursor = first
                 end = call.from_provider
-                if hop.cursor < end:
+                if hop.cursor < end and not hop.sending:
                     batch = list(itertools.islice(call.ring, hop.cursor - first, None))
-                    for frame in batch:
-                        await ws.send(frame)
-                        if hop.replaced():  # it may have changed while we were sending
-                            return
-                        hop.cursor += 1
-                        self._stats.frames_to_session += 1
+                    hop.sending = True
+                    try:
+                        for frame in batch:
+                            await ws.send(frame)
+                            if hop.replaced():  # it may have changed while we were sending
+                                return
+                            hop.cursor += 1
+                            self._stats.frames_to_session += 1
+                    finally:
+                        hop.sending = False
                     continue
                 if call.provider_ended:
                     await ws.close(_NORMAL, "call ended")
@@ -513,10 +552,15 @@ class MediaGateway:
         outgoing, ready = call.outgoing, call.to_provider_ready
         with contextlib.suppress(ConnectionClosed):
             while True:
-                while outgoing:
-                    frame = outgoing.popleft()
-                    await ws.send(frame)
-                    self._stats.frames_to_provider += 1
+                if not call.provider_sending:
+                    call.provider_sending = True
+                    try:
+                        while outgoing:
+                            frame = outgoing.popleft()
+                            await ws.send(frame)
+                            self._stats.frames_to_provider += 1
+                    finally:
+                        call.provider_sending = False
                 ready.clear()
                 await ready.wait()
 
