@@ -35,6 +35,12 @@ The schema (every key optional; an empty file, or a null section, means the defa
         api_base_url: https://api.twilio.com   # or `emulator`: the embedded emulator
         from_number: "+15550199"    # default From; status_callback, status_callback_events,
                                     # timeout_s, retries, backoff_s
+      daily:                        # DailyProviderConfig (type: daily)
+        api_key: ${DAILY_API_KEY}   # Bearer key of Daily's REST API
+        api_base_url: https://api.daily.co/v1  # or `emulator`: the embedded emulator
+        caller_id: null             # dial-out callerId (a purchased number's id); room_privacy,
+                                    # room_ttl_s, max_participants, audio_encoding, sample_rate,
+                                    # user_name, timeout_s, retries, backoff_s
     gateway:                        # GatewayConfig: the media gateway
       embedded: true                # run it inside the service (else: dial `url`)
       listen: 127.0.0.1:0           # where it binds; port 0 = any free port
@@ -49,7 +55,7 @@ The schema (every key optional; an empty file, or a null section, means the defa
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
 
 The default ``providers`` is ``{websocket: {type: websocket}, twilio: {api_base_url:
-emulator}}``. Float fields accept integers;
+emulator}, daily: {api_base_url: emulator}}``. Float fields accept integers;
 integer fields accept only integers (no bools, no floats).
 
 Every string value may use ``${VAR}`` and ``${VAR:-default}`` (the default applies when VAR is
@@ -86,6 +92,7 @@ from .errors import ConfigError
 from .redaction import MASK, is_secret_key, redact_url
 
 __all__ = [
+    "DailyProviderConfig",
     "EmulatorConfig",
     "GatewayConfig",
     "ProviderConfig",
@@ -103,10 +110,14 @@ __all__ = [
 _REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))?\})?")
 _WHOLE_REF = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?::-[^}]*)?\}")
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_MEDIA_MODES = ("echo", "tone", "wav", "silence")
+_MEDIA_MODES = ("echo", "tone", "wav", "silence", "reflect")
 _RESTART_TYPES = ("transient", "permanent", "temporary")
 _OVERFLOW_OUT = ("drop_oldest", "raise")
 _OVERFLOW_IN = ("drop_oldest", "drop_newest")
+_PRIVACY = ("private", "public")
+# What an application reads and writes on a Daily session (actors.audio's names).
+_DAILY_ENCODINGS = ("pcm16", "audio/l16", "audio/x-mulaw", "audio/x-alaw")
+_DAILY_RATES = (8000, 16000, 24000, 48000)  # what Daily's audio devices take
 
 
 def _redact_text(text: str) -> str:
@@ -304,10 +315,49 @@ class TwilioProviderConfig:
         object.__setattr__(self, "status_callback_events", tuple(self.status_callback_events))
 
 
-ProviderConfig = WebSocketProviderConfig | TwilioProviderConfig
+def _daily_rate(value: int) -> str | None:
+    if value in _DAILY_RATES:
+        return None
+    return f"expected one of: {', '.join(str(rate) for rate in _DAILY_RATES)} (Hz)"
+
+
+@dataclass(frozen=True, slots=True)
+class DailyProviderConfig:
+    """Daily: a room per session over Daily's REST API (with a dial-out when ``to`` is given),
+    joined with Daily's SDK (the ``daily`` extra), audio through a virtual microphone and an
+    audio renderer.
+
+    ``api_base_url: emulator`` sends the REST calls to the embedded emulator, and joins its
+    rooms with its stand-in of the SDK: no account, no network, no extra.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "daily"
+    api_key: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.daily.co/v1", metadata={"check": _http_url_or("emulator")}
+    )
+    caller_id: str | None = None  # default dial-out callerId: the id of a purchased number
+    room_privacy: str = field(default="private", metadata={"check": _one_of(*_PRIVACY)})
+    room_ttl_s: float = field(default=3600.0, metadata=_POSITIVE)  # room and token `exp`
+    max_participants: int = field(default=4, metadata=_limit(">=", 2))
+    # What the application writes and reads: PCM16 (or G.711) at `sample_rate`.
+    audio_encoding: str = field(default="pcm16", metadata={"check": _one_of(*_DAILY_ENCODINGS)})
+    sample_rate: int = field(default=16000, metadata={"check": _daily_rate})
+    user_name: str = "transport-actors"  # the session's name in the room
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 and 5xx, where safe
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+
+    __repr__ = _safe_repr
+
+
+ProviderConfig = WebSocketProviderConfig | TwilioProviderConfig | DailyProviderConfig
 _PROVIDER_TYPES: dict[str, type[Any]] = {
     "websocket": WebSocketProviderConfig,
     "twilio": TwilioProviderConfig,
+    "daily": DailyProviderConfig,
 }
 
 
@@ -315,6 +365,7 @@ def _default_providers() -> Mapping[str, ProviderConfig]:
     return {
         "websocket": WebSocketProviderConfig(name="websocket"),
         "twilio": TwilioProviderConfig(name="twilio", api_base_url="emulator"),
+        "daily": DailyProviderConfig(name="daily", api_base_url="emulator"),
     }
 
 

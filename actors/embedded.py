@@ -1,10 +1,11 @@
-"""What a service runs for its providers: the media gateway and the Twilio emulator.
+"""What a service runs for its providers: the media gateway, the Twilio and Daily emulators.
 
-Both start on first use (the first Twilio session), so a service that only carries plain
-WebSocket sessions runs neither. The embedded default needs no accounts: the emulator is given
-a made-up account and a random auth token, and the gateway a random secret, for this process
-only. A deployment with a standalone gateway (``gateway.embedded: false``) names its ``url``
-and shares its ``secret`` instead.
+Each starts on first use (the first Twilio session; the first Daily session with
+``api_base_url: emulator``), so a service that only carries plain WebSocket sessions runs none.
+The embedded default needs no accounts: the emulators are given a made-up account (or API key)
+and a random secret, and the gateway a random secret, for this process only. A deployment
+with a standalone gateway (``gateway.embedded: false``) names its ``url`` and shares its
+``secret`` instead.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from .config import TransportConfig
 from .errors import ConfigError
-from .providers import GatewayEndpoint, RestEndpoint
+from .providers import DailyEndpoint, GatewayEndpoint, RestEndpoint
 
 if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
+    from .emulator.daily_sdk import DailyEmulator
     from .emulator.phone import TwilioEmulator
     from .gateway.server import MediaGateway
 
@@ -39,6 +41,8 @@ class EmbeddedInfrastructure:
         self._emulator: TwilioEmulator | None = None
         self._gateway_endpoint: GatewayEndpoint | None = None
         self._emulator_endpoint: RestEndpoint | None = None
+        self._daily: DailyEmulator | None = None
+        self._daily_endpoint: DailyEndpoint | None = None
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -53,18 +57,26 @@ class EmbeddedInfrastructure:
                 self._emulator_endpoint = self._start_emulator()
             return self._emulator_endpoint
 
+    def daily_emulator(self) -> DailyEndpoint:
+        with self._lock:
+            if self._daily_endpoint is None:
+                self._daily_endpoint = self._start_daily()
+            return self._daily_endpoint
+
     @property
-    def running(self) -> dict[str, MediaGateway | TwilioEmulator]:
+    def running(self) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator]:
         """The components started so far, by name (for tests and the CLI)."""
         with self._lock:
-            found = {"gateway": self._gateway, "emulator": self._emulator}
+            found = {"gateway": self._gateway, "emulator": self._emulator, "daily": self._daily}
         return {name: thing for name, thing in found.items() if thing is not None}
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            gateway, emulator = self._gateway, self._emulator
-            self._gateway = self._emulator = None
+            gateway, emulator, daily = self._gateway, self._emulator, self._daily
+            self._gateway = self._emulator = self._daily = None
+        if daily is not None:
+            daily.stop()
         # The emulator first: its calls hang up while the gateway can still relay the news.
         if emulator is not None:
             emulator.stop()
@@ -113,3 +125,13 @@ class EmbeddedInfrastructure:
         emulator = TwilioEmulator(self.config.emulator, {EMULATOR_ACCOUNT_SID: token}).start()
         self._emulator = emulator
         return RestEndpoint(emulator.url, EMULATOR_ACCOUNT_SID, token)
+
+    def _start_daily(self) -> DailyEndpoint:
+        self._check_running()
+        from .emulator.daily_sdk import DailyEmulator  # noqa: PLC0415
+
+        # Beside the Twilio emulator's host, on a port of its own.
+        host = self.config.emulator.listen.rpartition(":")[0].strip("[]")
+        daily = DailyEmulator(host=host).start()
+        self._daily = daily
+        return DailyEndpoint(daily.api_url, daily.api_key, daily.sdk)

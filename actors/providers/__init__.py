@@ -13,14 +13,16 @@ gateway (and emulator) on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..codecs import Codec
-from ..config import ProviderConfig, RuntimeConfig, TwilioProviderConfig
+from ..config import DailyProviderConfig, ProviderConfig, RuntimeConfig, TwilioProviderConfig
+from ..connection import ConnectionFactory
 from ..messages import SessionRequest
 from ..websocket import DialOptions
 
 __all__ = [
+    "DailyEndpoint",
     "GatewayEndpoint",
     "Infrastructure",
     "Provider",
@@ -37,6 +39,7 @@ class SessionPlan:
     codec: Codec
     dial: DialOptions
     call_id: str | None = None
+    connect: ConnectionFactory | None = None  # None: a WebSocket to `dial.url`
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +61,24 @@ class RestEndpoint:
     auth_token: str = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class DailyEndpoint:
+    """The embedded Daily emulator: its REST API, and the stand-in of Daily's SDK that joins
+    its rooms (a room it made has no counterpart at Daily that the real SDK could join)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    sdk: Any = field(repr=False)  # follows daily-python's interface (actors.dailycall)
+
+
 class Infrastructure(Protocol):
-    """What the service runs for providers: the gateway, and the emulator."""
+    """What the service runs for providers: the gateway, and the emulators."""
 
     def gateway(self) -> GatewayEndpoint: ...
 
     def twilio_emulator(self) -> RestEndpoint: ...
+
+    def daily_emulator(self) -> DailyEndpoint: ...
 
 
 class Provider(Protocol):
@@ -91,6 +106,10 @@ def provider_for(
         from .twilio import TwilioProvider  # noqa: PLC0415
 
         return TwilioProvider(config, runtime, infrastructure)
+    if isinstance(config, DailyProviderConfig):
+        from .daily import DailyProvider  # noqa: PLC0415
+
+        return DailyProvider(config, runtime, infrastructure)
     from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)

@@ -1,0 +1,527 @@
+"""Daily's REST control plane: a room per session, its meeting token, dial-out, and clean-up.
+
+Only what a session needs from Daily's REST API (``https://api.daily.co/v1``) lives here:
+
+- :class:`DailyRestClient` creates rooms (``POST /rooms``), meeting tokens
+  (``POST /meeting-tokens``), starts and stops dial-outs (``POST /rooms/{name}/dialOut/start``,
+  ``.../stop``), and deletes rooms (``DELETE /rooms/{name}``; a 404 means already gone);
+- :func:`parse_error_response` turns Daily's error body ``{"error": ..., "info": ...}`` into a
+  :class:`~actors.errors.ProviderError` whose ``code`` is the (stable) ``error`` string;
+- :class:`DailyProvider` is the ``daily`` provider: a room named after the session, an owner
+  token, a dial-out to ``to`` if given, and a :class:`~actors.dailycall.DailyCall` that joins it.
+
+The API key goes into the ``Authorization`` header and nowhere else: not into log lines,
+exception messages or reprs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
+from urllib3.util.retry import Retry
+
+from ..codecs.daily import DailyCodec
+from ..config import DailyProviderConfig, RuntimeConfig
+from ..dailycall import DailyCall, SdkMissing, load_sdk
+from ..errors import ConfigError, ProviderError
+from ..messages import SessionRequest
+from ..redaction import redact_url
+from ..websocket import DialOptions
+from . import Infrastructure, SessionPlan
+
+__all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "daily"
+DEFAULT_API_BASE_URL = "https://api.daily.co/v1"
+
+#: Daily's rule for room names: ASCII letters, digits, '-' and '_'.
+ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MAX_MESSAGE = 500
+
+# Safe to repeat after an unknown outcome: reads, deletes, tokens (a second token for the same
+# room is harmless), creating a room we name ourselves (a repeat finds it: "already exists"),
+# stopping a dial-out.
+_SAFE_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Starting a dial-out is not: a repeat after a 5xx may ring the phone twice. 429 means Daily
+# did not act on it.
+_ONCE_RETRY_STATUSES = frozenset({429})
+
+
+def parse_error_response(status: int, body: bytes | str, *, reason: str = "") -> ProviderError:
+    """The :class:`ProviderError` for an error response of HTTP ``status``.
+
+    Daily answers ``{"error": "<type>", "info": "<words>"}``: ``code`` is the type (stable,
+    e.g. ``invalid-request-error``, ``authentication-error``, ``rate-limit-error``,
+    ``not-found``), ``message`` the words. Any other body gives the HTTP status and reason
+    phrase only: an unknown body is not echoed.
+    """
+    data: Any = None
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError):
+        pass
+    if not isinstance(data, dict):
+        return ProviderError(PROVIDER, _reason_phrase(status, reason), status=status)
+    error = data.get("error")
+    code = _clip(error.strip(), 64) if isinstance(error, str) and error.strip() else None
+    info = data.get("info")
+    message = _clip(info.strip()) if isinstance(info, str) and info.strip() else ""
+    return ProviderError(
+        PROVIDER, message or code or _reason_phrase(status, reason), status=status, code=code
+    )
+
+
+def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reason_phrase(status: int, reason: str) -> str:
+    if reason:
+        return _clip(reason, 100)
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error response"
+
+
+def _already_exists(error: ProviderError) -> bool:
+    return error.status == 400 and "already exists" in error.message.lower()
+
+
+class _StrictRetry(Retry):
+    """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max
+    (plain ``Retry`` also retries 413 and 503 whenever they carry Retry-After)."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if self.status_forcelist is None or status_code not in self.status_forcelist:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.backoff_max)
+
+
+class DailyRestClient:
+    """A small client for Daily's REST API (rooms, meeting tokens, dial-out).
+
+    Authenticates with ``Authorization: Bearer <api_key>``; every request has
+    ``timeout=timeout_s``. Retries (``retries`` at most, exponential backoff from ``backoff_s``
+    up to ``backoff_max_s``, Retry-After respected but capped there) are split by what is safe:
+
+    - everything but starting a dial-out is retried on 429 and 5xx, and on read errors: those
+      requests may be repeated (a room is named by us, so a repeated create that finds it
+      "already exists" is a success);
+    - starting a dial-out is retried only on 429 and on connection errors where the request
+      never left: after a 5xx the phone may be ringing already.
+
+    Two ``requests.Session``\\ s (``http`` and ``http_once``) carry the two policies.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is required")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if backoff_s < 0 or backoff_max_s < 0:
+            raise ValueError("backoff_s and backoff_max_s must be >= 0")
+        self.api_base_url = api_base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._origin = redact_url(self.api_base_url)
+
+        def session(statuses: frozenset[int], read: int) -> requests.Session:
+            retry = _StrictRetry(
+                total=retries,
+                connect=retries,
+                read=read,
+                status=retries,
+                other=0,
+                redirect=0,
+                allowed_methods=frozenset({"GET", "POST", "DELETE"}),
+                status_forcelist=statuses,
+                backoff_factor=backoff_s,
+                backoff_max=backoff_max_s,
+                respect_retry_after_header=True,
+                retry_after_max=max(1, math.ceil(backoff_max_s)),
+                raise_on_status=False,
+                raise_on_redirect=False,
+            )
+            http = requests.Session()
+            http.headers["Authorization"] = f"Bearer {api_key}"
+            http.headers["Accept"] = "application/json"
+            http.mount(f"{self.api_base_url}/", HTTPAdapter(max_retries=retry))
+            return http
+
+        self.http = session(_SAFE_RETRY_STATUSES, read=retries)
+        self.http_once = session(_ONCE_RETRY_STATUSES, read=0)
+
+    def __repr__(self) -> str:
+        return f"DailyRestClient(api_base_url={self._origin!r}, auth='api_key')"
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def create_room(
+        self, name: str, *, privacy: str = "private", properties: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create the room ``name``; return Daily's room object (``name``, ``url``, ...).
+
+        A room that "already exists" is fetched and returned instead: we name rooms after
+        session ids, which nobody else knows, so it is ours, made by an earlier attempt of
+        this same request whose answer was lost (a 5xx, a timeout) before the retry.
+        """
+        _check_room_name(name)
+        body = {"name": name, "privacy": privacy, "properties": dict(properties or {})}
+        response = self._request(self.http, "POST", "/rooms", body)
+        if not response.ok:
+            error = self._error(response)
+            if _already_exists(error):
+                logger.info("daily room %s already existed (a retried create): using it", name)
+                return self.get_room(name)
+            raise error
+        room = self._json(response, "POST /rooms")
+        if not isinstance(room.get("url"), str) or room.get("name") != name:
+            raise ProviderError(
+                PROVIDER, "POST /rooms: the answer is not the room asked for", status=200
+            )
+        logger.info("daily room %s created", name)
+        return room
+
+    def get_room(self, name: str) -> dict[str, Any]:
+        """Daily's room object of ``name`` (``ProviderError`` with status 404 if none)."""
+        _check_room_name(name)
+        response = self._request(self.http, "GET", f"/rooms/{name}")
+        if not response.ok:
+            raise self._error(response)
+        return self._json(response, "GET /rooms/{name}")
+
+    def delete_room(self, name: str) -> bool:
+        """Delete the room ``name``: True if this deleted it, False if it was already gone
+        (404: deleted, expired, or never made)."""
+        _check_room_name(name)
+        response = self._request(self.http, "DELETE", f"/rooms/{name}")
+        if response.ok:
+            logger.info("daily room %s deleted", name)
+            return True
+        if response.status_code == 404:
+            logger.info("daily room %s was already gone", name)
+            return False
+        raise self._error(response)
+
+    # -- meeting tokens ------------------------------------------------------------------------
+
+    def create_meeting_token(
+        self, room_name: str, *, exp: int, is_owner: bool = True, user_name: str | None = None
+    ) -> str:
+        """A meeting token for ``room_name`` valid until ``exp`` (a unix time); an owner's
+        token by default (dial-out needs an owner in the room)."""
+        _check_room_name(room_name)
+        properties: dict[str, Any] = {"room_name": room_name, "is_owner": is_owner, "exp": exp}
+        if user_name is not None:
+            properties["user_name"] = user_name
+        response = self._request(self.http, "POST", "/meeting-tokens", {"properties": properties})
+        if not response.ok:
+            raise self._error(response)
+        token = self._json(response, "POST /meeting-tokens").get("token")
+        if not isinstance(token, str) or not token:
+            raise ProviderError(
+                PROVIDER, "POST /meeting-tokens: the answer has no token", status=200
+            )
+        return token
+
+    # -- dial-out ------------------------------------------------------------------------------
+
+    def start_dial_out(
+        self, room_name: str, to: str, *, caller_id: str | None = None
+    ) -> str | None:
+        """Dial ``to`` (an E.164 number, or a ``sip:`` URI) into the room; return the dial-out's
+        session id (``None`` if Daily gave none). Never repeated after a 5xx or a read error:
+        the phone may be ringing already."""
+        _check_room_name(room_name)
+        body: dict[str, Any] = {"sipUri" if to.startswith("sip:") else "phoneNumber": to}
+        if caller_id is not None:
+            body["callerId"] = caller_id
+        path = f"/rooms/{room_name}/dialOut/start"
+        response = self._request(self.http_once, "POST", path, body)
+        if not response.ok:
+            raise self._error(response)
+        session_id = self._json(response, "POST /rooms/{name}/dialOut/start").get("sessionId")
+        logger.info("daily room %s: dial-out started (%s)", room_name, session_id)
+        return session_id if isinstance(session_id, str) and session_id else None
+
+    def stop_dial_out(self, room_name: str, session_id: str) -> bool:
+        """Stop a dial-out: True if this stopped it, False if it was already over (404)."""
+        _check_room_name(room_name)
+        path = f"/rooms/{room_name}/dialOut/stop"
+        response = self._request(self.http, "POST", path, {"sessionId": session_id})
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._error(response)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both sessions and their pooled connections."""
+        for http in (self.http, self.http_once):
+            # Session.close() only forgets the pools, whose sockets recent urllib3 closes when
+            # they are garbage-collected: close them now instead.
+            for adapter in list(http.adapters.values()):
+                if isinstance(adapter, HTTPAdapter):
+                    pools = adapter.poolmanager.pools
+                    for key in list(pools.keys()):
+                        pool = pools.get(key)
+                        if pool is not None:
+                            pool.close()
+            http.close()
+
+    def __enter__(self) -> DailyRestClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(
+        self, http: requests.Session, method: str, path: str, body: object = None
+    ) -> requests.Response:
+        started = time.monotonic()
+        url = f"{self.api_base_url}{quote(path)}"
+        try:
+            response = http.request(
+                method, url, json=body if body is not None else None, timeout=self.timeout_s
+            )
+        except requests.RequestException as exc:
+            elapsed = (time.monotonic() - started) * 1000
+            reason = self._describe(exc)
+            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed)
+            raise ProviderError(PROVIDER, f"{method} {path}: {reason}") from None
+        elapsed = (time.monotonic() - started) * 1000
+        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed)
+        return response
+
+    def _describe(self, exc: requests.RequestException) -> str:
+        """A secret-free sentence for a transport failure (the exception text is not used)."""
+        reason: BaseException = exc
+        if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
+            reason = exc.args[0].reason
+        origin = self._origin
+        if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+            return f"no response within {self.timeout_s:g} s from {origin}"
+        if isinstance(reason, NameResolutionError):
+            return f"cannot resolve the host of {origin}"
+        if isinstance(reason, NewConnectionError):
+            if _caused_by(reason, ConnectionRefusedError):
+                return f"connection refused to {origin}"
+            return f"cannot connect to {origin}"
+        if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
+            return f"connect timeout ({self.timeout_s:g} s) to {origin}"
+        if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, SSLError):
+            return f"TLS handshake with {origin} failed"
+        if isinstance(reason, ProtocolError):
+            return f"connection to {origin} dropped before a response"
+        if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
+            return f"gave up after repeated error responses from {origin}"
+        return f"{type(reason).__name__} talking to {origin}"
+
+    @staticmethod
+    def _error(response: requests.Response) -> ProviderError:
+        return parse_error_response(
+            response.status_code, response.content, reason=response.reason or ""
+        )
+
+    @staticmethod
+    def _json(response: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ProviderError(
+                PROVIDER, f"{what}: the answer is not a JSON object", status=response.status_code
+            )
+        return data
+
+
+def _check_room_name(name: str) -> None:
+    if not ROOM_NAME.fullmatch(name):
+        raise ValueError("a Daily room name is 1 to 128 ASCII letters, digits, '-' or '_'")
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class DailyProvider:
+    """The ``daily`` provider: a Daily room per session, joined with Daily's SDK.
+
+    ``open`` creates a private room named after the session (it expires ``room_ttl_s`` later),
+    an owner's meeting token, and, given ``to``, a dial-out to it (from ``from_``, else
+    ``caller_id``); the plan's connection joins the room with the token. ``hang_up`` stops the
+    dial-out and deletes the room (already gone counts as success), which ends the call for
+    everyone in it. The REST client is made on first use, so that an embedded emulator starts
+    only when a Daily session is created.
+    """
+
+    def __init__(
+        self, config: DailyProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._client: DailyRestClient | None = None
+        self._sdk: Any = None
+        self._lock = threading.Lock()
+
+    def _rest(self) -> tuple[DailyRestClient, Any]:
+        with self._lock:
+            if self._client is None:
+                self._client, self._sdk = self._make_client()
+            return self._client, self._sdk
+
+    def _make_client(self) -> tuple[DailyRestClient, Any]:
+        c = self.config
+        where = f"providers.{self.name}"
+        if c.api_base_url == "emulator":
+            emulator = self._infrastructure.daily_emulator()
+            client = DailyRestClient(
+                api_key=emulator.api_key,
+                api_base_url=emulator.base_url,
+                timeout_s=c.timeout_s,
+                retries=c.retries,
+                backoff_s=c.backoff_s,
+            )
+            return client, emulator.sdk
+        if not c.api_key:
+            raise ConfigError("required for Daily's API", key_path=f"{where}.api_key")
+        try:
+            sdk = load_sdk()  # before any room is made that could not be joined
+        except SdkMissing as exc:
+            raise ConfigError(str(exc), key_path=where) from None
+        client = DailyRestClient(
+            api_key=c.api_key,
+            api_base_url=c.api_base_url,
+            timeout_s=c.timeout_s,
+            retries=c.retries,
+            backoff_s=c.backoff_s,
+        )
+        return client, sdk
+
+    def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
+        for field_name in ("url", "headers", "subprotocols"):
+            if getattr(request, field_name) is not None:
+                raise TypeError(
+                    f"the daily provider takes no {field_name!r}: it makes its own room"
+                )
+        rest, sdk = self._rest()
+        c = self.config
+        room_name = session_id  # unguessable, and Daily's alphabet: the room is surely ours
+        exp = int(time.time() + c.room_ttl_s)
+        properties: dict[str, Any] = {
+            "exp": exp,
+            "eject_at_room_exp": True,
+            "max_participants": c.max_participants,
+        }
+        if request.to:
+            properties["enable_dialout"] = True
+        room = rest.create_room(room_name, privacy=c.room_privacy, properties=properties)
+        dial_out: str | None = None
+        try:
+            token = rest.create_meeting_token(
+                room_name, exp=exp, is_owner=True, user_name=c.user_name
+            )
+            if request.to:
+                caller_id = request.from_ or c.caller_id
+                dial_out = rest.start_dial_out(room_name, request.to, caller_id=caller_id)
+        except BaseException:
+            # No session will own this room: do not leave it behind.
+            try:
+                rest.delete_room(room_name)
+            except Exception:
+                logger.exception("session %s: deleting room %s failed", session_id, room_name)
+            raise
+        url = str(room["url"])
+        logger.info("session %s: Daily room %s ready (%s)", session_id, room_name, url)
+        runtime = self.runtime
+        dial = DialOptions(
+            url=url,
+            connect_timeout_s=runtime.connect_timeout_s,
+            ping_interval_s=0.0,  # the SDK keeps the call alive
+            close_timeout_s=runtime.shutdown_timeout_s,
+        )
+        codec = DailyCodec(
+            room=room_name,
+            call_id=dial_out,
+            encoding=c.audio_encoding,
+            sample_rate=c.sample_rate,
+            parameters=request.parameters,
+            session_id=session_id,
+        )
+        call = DailyCall(sdk=sdk, token=token, user_name=c.user_name, sample_rate=c.sample_rate)
+        return SessionPlan(codec=codec, dial=dial, call_id=dial_out, connect=call)
+
+    def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        rest, _ = self._rest()
+        room_name = session_id
+        if plan.call_id is not None:
+            try:
+                rest.stop_dial_out(room_name, plan.call_id)
+            except ProviderError as exc:
+                # Deleting the room below ends the dial-out too; this was a courtesy.
+                logger.warning("session %s: stopping the dial-out failed: %s", session_id, exc)
+        if rest.delete_room(room_name):
+            logger.info("session %s: Daily room deleted", session_id)
+        else:
+            logger.info("session %s: Daily room was already gone", session_id)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
