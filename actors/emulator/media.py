@@ -37,6 +37,7 @@ from ..gateway._ws import (
     ConnectionClosed,
     InvalidHandshake,
     connect,
+    run,
 )
 from ..signing import twilio_signature
 
@@ -177,7 +178,7 @@ class MediaDialer:
     # -- the loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        asyncio.run(self._main())
+        run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -3,7 +3,17 @@ from here, so a change of that library's API is absorbed in one place."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+try:  # libuv's event loop: the same asyncio, at a fraction of the CPU per message
+    import uvloop
+
+    _LOOP_FACTORY: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+except ImportError:  # pragma: no cover - not on this platform
+    _LOOP_FACTORY = None
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -15,6 +25,7 @@ from ..redaction import MASK, is_secret_key
 
 __all__ = [
     "WIRE_LOGGER",
+    "run",
     "ClientConnection",
     "ConnectionClosed",
     "Headers",
@@ -49,3 +60,9 @@ class _RedactHeaders(logging.Filter):
 #: secret headers masked. DEBUG on it shows the wire; nothing secret.
 WIRE_LOGGER = logging.getLogger("actors.gateway.wire")
 WIRE_LOGGER.addFilter(_RedactHeaders())
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on a new event loop on this thread: uvloop's where it is installed."""
+    with asyncio.Runner(loop_factory=_LOOP_FACTORY) as runner:
+        runner.run(main)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from ._ws import WIRE_LOGGER, ConnectionClosed, Server, ServerConnection, serve
+from ._ws import WIRE_LOGGER, ConnectionClosed, Server, ServerConnection, run, serve
 
 __all__ = ["ServerConnection", "ServerThread", "echo"]
 
@@ -104,7 +104,7 @@ class ServerThread:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._serve())
+            run(self._serve())
         except BaseException as exc:  # reported to start(), or logged if it happens later
             if not self._ready.is_set():
                 self._error = exc
