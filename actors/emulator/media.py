@@ -244,6 +244,7 @@ class MediaDialer:
                 open_timeout=5.0,
                 close_timeout=1.0,
                 logger=WIRE_LOGGER,
+                compression=None,  # as Twilio: Media Streams are not compressed
             ) as ws:
                 await ws.send(stream.connected())
                 await ws.send(stream.start())
