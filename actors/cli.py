@@ -2,8 +2,11 @@
 
 ::
 
+    transport-actors [--log-level LEVEL] [--log-format text|json] COMMAND ...
     transport-actors demo    [-c FILE] [--provider NAME] [--sessions N] [--seconds S]
                              [--frame-ms MS] [--no-progress]
+    transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
+                             [--play IN.wav] [--record OUT.wav] [--seconds S]
     transport-actors gateway -c FILE
     transport-actors emulator [-c FILE]
     transport-actors check   -c FILE
@@ -18,13 +21,25 @@ plays what the session sends and echoes it back, with a mark every second. With
 that every frame (and mark) came back in order, prints the round trip, and exits 0 only if
 nothing was lost and nothing went wrong.
 
-``gateway`` runs the media gateway standalone; ``emulator`` runs the Twilio emulator
-standalone (its REST API URL and account are printed).
+``call`` places one call, plays a WAV file into it at real time (converted to the provider's
+format: 8 kHz mu-law for Twilio, resampled with soxr), records what the other side sends to a
+WAV file, and hangs up once the file has played (after a final mark comes back, so that the
+tail is recorded), after ``--seconds``, or on Ctrl-C or SIGTERM; then prints a summary. With
+the embedded default configuration it calls the local emulator, which echoes what it hears.
+
+``gateway`` runs the media gateway standalone (and serves ``/metrics`` for it when
+``metrics.listen`` is set); ``emulator`` runs the Twilio emulator standalone (its REST API URL
+and account are printed).
+
+``--log-format json`` writes one JSON object per log line (``time``, ``level``, ``logger``,
+``message``, ``session_id`` when the line is about a session); secrets are masked either way.
 
 ``check`` validates a config file and prints it with every secret masked.
 
-Exit codes: 0 success, 1 the demo saw errors or lost frames (or a transport error), 2 a usage
-or configuration error, 130 interrupted (Ctrl-C).
+Exit codes: 0 success, 1 the demo saw errors or lost frames, the call did not play out (or a
+transport error), 2 a usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM) during ``demo`` or ``call`` (``gateway`` and ``emulator`` exit 0 on either: stopping
+is how they end). Every session is ended before the command exits, whatever stopped it.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import secrets
 import signal
 import struct
@@ -43,15 +59,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
-from .audio import pcm16_to_ulaw, tone
-from .config import TransportConfig, TwilioProviderConfig, default_config, load_config
-from .errors import ConfigError, ReadTimeout, TransportError
+from .audio import (
+    dominant_frequency,
+    frame_bytes,
+    frames,
+    from_provider_audio,
+    pcm16_to_ulaw,
+    read_wav,
+    rms_dbfs,
+    to_provider_audio,
+    tone,
+    write_wav,
+)
+from .config import (
+    DailyProviderConfig,
+    TransportConfig,
+    TwilioProviderConfig,
+    default_config,
+    load_config,
+)
+from .errors import ConfigError, ReadTimeout, SessionClosed, TransportError
 from .gateway import ServerThread, echo
-from .messages import Binary, Mark, Started
+from .logs import JsonFormatter, TextFormatter
+from .messages import Binary, Close, Mark, MediaFormat, Started, Stopped
 from .service import TransportService
+
+if TYPE_CHECKING:
+    from .gateway.server import MediaGateway
 
 __all__ = ["main"]
 
@@ -61,9 +98,11 @@ PROG = "transport-actors"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
 _BYTES_PER_MS = 8  # 8 kHz mu-law: one byte per sample
 _HEADER = struct.Struct(">IQ")  # sequence number, perf_counter_ns at send: 12 bytes
 _READ_POLL_S = 0.05  # how often a reader looks up from its inbox to check whether to stop
@@ -74,6 +113,46 @@ _START_S = 10.0  # how long calls may take to start streaming
 _MARK_EVERY = 50  # frames between marks (1 s at 20 ms)
 _DEMO_TO, _DEMO_FROM = "+15550100", "+15550199"
 _READY = "ready; Ctrl-C or SIGTERM stops it"
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+class _Signals:
+    """While active, SIGINT (Ctrl-C) and SIGTERM set ``stop`` and are remembered instead of
+    raising ``KeyboardInterrupt`` at whatever line runs, or killing the process: the command
+    notices at its next check and ends every session on its way out. Python runs signal
+    handlers in the main thread only; elsewhere (a command run from another thread) this
+    does nothing."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.received: int | None = None  # the first signal
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+        self.stop.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.received == signal.SIGINT
+
+    @property
+    def terminated(self) -> bool:
+        return self.received == signal.SIGTERM
 
 
 # -- the demo ---------------------------------------------------------------------------------
@@ -125,20 +204,40 @@ class _Demo:
         self.ticks = 0  # frame periods sent (written by the sender thread)
         self.server_url = ""
         self.interrupted = False
+        self.terminated = False
         self._progress_shown = False
 
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        # Ctrl-C and SIGTERM set `abort`: sending stops, then every session is ended.
+        with _Signals(self.abort) as signals:
+            self._run()
+        self.interrupted = self.interrupted or signals.interrupted
+        self.terminated = signals.terminated
+        self._print_summary()
+        if self.terminated:
+            self.err.write("terminated\n")
+            return EXIT_TERMINATED
+        if self.interrupted:
+            self.err.write("interrupted\n")
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.errors == 0 and self.lost == 0 else EXIT_FAILED
+
+    def _run(self) -> None:
         opts = self.options
         server = ServerThread(echo, name="demo-echo-server")
         service: TransportService | None = None
         try:
             service = TransportService(opts.config)
+            if service.metrics_url is not None:
+                print(f"{PROG} demo: metrics at {service.metrics_url}", file=self.out, flush=True)
             if not self.calls:
                 server.start()
                 self.server_url = server.url
             for _ in range(opts.sessions):
+                if self.abort.is_set():
+                    break
                 t0 = time.perf_counter_ns()
                 if self.calls:
                     info = service.create_session(
@@ -150,17 +249,19 @@ class _Demo:
                 self.lanes.append(_Lane(info.session_id))
             if self.calls:
                 self.server_url = self._describe_path(service)
-            self._stream(service)
+            if not self.abort.is_set():
+                print(
+                    f"{PROG} demo: {len(self.lanes)} sessions streaming; Ctrl-C or SIGTERM "
+                    "stops it",
+                    file=self.out,
+                    flush=True,
+                )
+                self._stream(service)
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
             self._clear_progress()
             self._shut_down(service, server)
-        self._print_summary()
-        if self.interrupted:
-            self.err.write("interrupted\n")
-            return EXIT_INTERRUPTED
-        return EXIT_OK if self.errors == 0 and self.lost == 0 else EXIT_FAILED
 
     @staticmethod
     def _describe_path(service: TransportService) -> str:
@@ -211,9 +312,13 @@ class _Demo:
             # writes held until then.
             deadline = time.monotonic() + _START_S
             for lane in self.lanes:
-                if not lane.started.wait(max(0.0, deadline - time.monotonic())):
-                    self.other_errors.append(f"session {lane.session_id}: never started")
-                    lane.writable = False
+                while not lane.started.wait(min(_READ_POLL_S, deadline - time.monotonic())):
+                    if self.abort.is_set():
+                        return
+                    if time.monotonic() >= deadline:
+                        self.other_errors.append(f"session {lane.session_id}: never started")
+                        lane.writable = False
+                        break
         start = time.perf_counter()
         for k in range(ticks):
             delay = start + k * period - time.perf_counter()
@@ -405,7 +510,9 @@ class _Demo:
             print(f"error: {problem}", file=self.err)
         if len(problems) > 10:
             print(f"error: ... and {len(problems) - 10} more", file=self.err)
-        if self.interrupted:
+        if self.terminated:
+            verdict = "TERMINATED"
+        elif self.interrupted:
             verdict = "INTERRUPTED"
         elif self.errors == 0 and self.lost == 0:
             verdict = "OK"
@@ -435,6 +542,336 @@ def _ms(ns: int, present: bool) -> str:
     return f"{ns / 1e6:.3f}" if present else "-"
 
 
+# -- a call -----------------------------------------------------------------------------------
+
+_FRAME_MS = 20  # what Twilio plays best, and what Daily's microphone takes
+_FINAL_MARK = "end"  # written after the last frame: back once everything has played
+_MARK_BACK_S = 5.0  # how long the final mark may take to come back after the last frame
+_MAX_GAP_MS = 10_000  # a larger jump in inbound timestamps is appended as is, not padded
+_SILENT_DBFS = -60.0  # quieter than this: no dominant frequency is reported
+_SILENCE_BYTE = {"audio/x-mulaw": b"\xff", "audio/x-alaw": b"\xd5"}  # else PCM16: b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class _CallOptions:
+    config: TransportConfig
+    provider: str
+    to: str
+    from_: str | None
+    play: str | None
+    audio: tuple[bytes, int] | None  # the --play file as PCM16, and its rate
+    record: str | None
+    seconds: float | None
+    emulated: bool  # the provider's REST API is the embedded emulator
+
+
+class _Call:
+    """One call: play a WAV into it at real time, record what comes back, hang up.
+
+    The main thread places the call and sends, paced by absolute deadlines (frame k leaves at
+    start + k x 20 ms, so nothing drifts); a reader thread records what arrives. ``halt`` is
+    set by Ctrl-C or SIGTERM and when the call ends on the far side: sending stops, the call
+    is hung up, and what was recorded so far is written.
+    """
+
+    def __init__(self, options: _CallOptions, out: TextIO, err: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.err = err
+        self.halt = threading.Event()
+        self.started = threading.Event()
+        self.final_mark = threading.Event()
+        self.hanging_up = threading.Event()
+        self.read_all = threading.Event()  # the reader has read the session to its end
+        self.signals: _Signals | None = None
+        self.media_format: MediaFormat | None = None
+        self.session_id = ""
+        self.call_id: str | None = None
+        self.sent = 0  # frames written (main thread)
+        self.marks_sent = 0
+        self.received = 0  # audio frames read (reader thread), and what follows
+        self.marks_back = 0
+        self.recording = bytearray()  # in the provider's encoding
+        self.ended_by: str | None = None  # the far side ended the call: how
+        self.errors: list[str] = []
+        self.usage_error: str | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._first_timestamp: int | None = None
+        self._bytes_per_ms = 0.0
+        self._width = 1
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        with _Signals(self.halt) as signals:
+            self.signals = signals
+            service: TransportService | None = None
+            reader: threading.Thread | None = None
+            try:
+                service = TransportService(self.options.config)
+                if service.metrics_url is not None:
+                    print(
+                        f"{PROG} call: metrics at {service.metrics_url}", file=self.out, flush=True
+                    )
+                reader = self._place(service)
+                if reader is not None:
+                    self._talk(service)
+            finally:
+                self._hang_up(service, reader)
+        if self.usage_error is not None:
+            print(f"error: {self.usage_error}", file=self.err)
+            return EXIT_USAGE
+        self._save()
+        self._print_summary()
+        if signals.terminated:
+            return EXIT_TERMINATED
+        if signals.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.errors or self.ended_by else EXIT_OK
+
+    def _place(self, service: TransportService) -> threading.Thread | None:
+        opts = self.options
+        where = " (the local emulator)" if opts.emulated else ""
+        print(
+            f"{PROG} call: calling {opts.to} via {opts.provider}{where}", file=self.out, flush=True
+        )
+        try:
+            info = service.create_session(provider=opts.provider, to=opts.to, from_=opts.from_)
+        except (ValueError, TypeError) as exc:  # the provider's checks of to and from_
+            self.usage_error = str(exc)
+            return None
+        self.session_id, self.call_id = info.session_id, info.call_id
+        reader = threading.Thread(
+            target=self._read, args=(service,), name=f"call-reader-{info.session_id[:6]}"
+        )
+        reader.start()
+        return reader
+
+    def _talk(self, service: TransportService) -> None:
+        opts = self.options
+        sid = self.session_id
+        deadline = time.monotonic() + _START_S
+        while not self.started.wait(_READ_POLL_S):
+            if self.halt.is_set():
+                return
+            if time.monotonic() >= deadline:
+                self.errors.append(f"the call did not start streaming within {_START_S:g} s")
+                return
+        print(
+            f"{PROG} call: call {self.call_id or '-'}, session {sid}: streaming; "
+            "Ctrl-C or SIGTERM hangs up",
+            file=self.out,
+            flush=True,
+        )
+        chunks = self._frames()
+        period = _FRAME_MS / 1000.0
+        count = len(chunks)
+        if opts.seconds is not None:
+            count = min(count, math.ceil(opts.seconds / period - 1e-9))
+        start = self.started_at = time.monotonic()
+        try:
+            for k in range(count):
+                delay = start + k * period - time.monotonic()
+                if (delay > 0 and self.halt.wait(delay)) or self.halt.is_set():
+                    break
+                service.write_websocket_message(sid, Binary(chunks[k]))
+                self.sent += 1
+                if self.sent % _MARK_EVERY == 0 and self.sent < count:
+                    service.write_websocket_message(sid, Mark(f"{self.sent * _FRAME_MS // 1000}s"))
+                    self.marks_sent += 1
+            if self.sent and not self.halt.is_set():
+                # Back once everything before it has played: the tail has been recorded.
+                service.write_websocket_message(sid, Mark(_FINAL_MARK))
+                self.marks_sent += 1
+                self._wait(self.final_mark, start + count * period + _MARK_BACK_S)
+                if not self.final_mark.is_set() and not self.halt.is_set():
+                    self.errors.append(
+                        f"the final mark did not come back within {_MARK_BACK_S:g} s of the "
+                        "last frame"
+                    )
+        except SessionClosed:
+            # The call ended under us; the reader is about to read how (Stopped, Close).
+            self.read_all.wait(_JOIN_S)
+            self.ended_by = self.ended_by or "the session ended"
+            return
+        except TransportError as exc:
+            self.errors.append(f"write failed: {exc}")
+            return
+        if opts.seconds is not None:
+            self._wait(self.halt, start + opts.seconds)
+
+    def _wait(self, event: threading.Event, until: float) -> None:
+        """Wait for ``event`` (or ``halt``) until the monotonic time ``until``."""
+        while not event.is_set() and not self.halt.is_set():
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            event.wait(min(remaining, _READ_POLL_S))
+
+    def _frames(self) -> list[bytes]:
+        """The --play file in the stream's format, in 20 ms frames (the last one padded)."""
+        fmt = self.media_format or MediaFormat()
+        if self.options.audio is None:
+            return []
+        pcm, rate = self.options.audio
+        data = to_provider_audio(pcm, rate, fmt.encoding, fmt.sample_rate)
+        size = frame_bytes(fmt.encoding, fmt.sample_rate, _FRAME_MS)
+        return frames(data, size, _SILENCE_BYTE.get(fmt.encoding.lower(), b"\x00"))
+
+    def _hang_up(self, service: TransportService | None, reader: threading.Thread | None) -> None:
+        """End the session (hanging the call up), stop the reader, close the service. Signals
+        that arrive meanwhile only set ``halt``: nothing cuts this short."""
+        self.hanging_up.set()
+        self.finished_at = time.monotonic()
+        if service is None:
+            return
+        try:
+            if self.session_id:
+                try:
+                    service.end_session(self.session_id)
+                except TransportError as exc:
+                    self.errors.append(f"hanging up failed: {exc}")
+            if reader is not None:
+                reader.join(_JOIN_S)
+                if reader.is_alive():
+                    self.errors.append(f"thread {reader.name} did not stop")
+        finally:
+            service.close()
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def _read(self, service: TransportService) -> None:
+        try:
+            self._read_messages(service)
+        except Exception as exc:  # counted, never an unhandled thread exception
+            logger.exception("session %s: the call's reader crashed", self.session_id)
+            self.errors.append(f"the reader crashed: {exc!r}")
+        finally:
+            self.read_all.set()
+            self.halt.set()
+
+    def _read_messages(self, service: TransportService) -> None:
+        sid = self.session_id
+        while True:
+            try:
+                message = service.read_websocket_message(sid, timeout=_READ_POLL_S)
+            except ReadTimeout:
+                continue
+            except TransportError as exc:
+                if not self.hanging_up.is_set():
+                    self.errors.append(f"read failed: {exc}")
+                return
+            if message is None:  # the session has ended
+                if not self.hanging_up.is_set() and self.ended_by is None:
+                    self.ended_by = "the session ended"
+                return
+            if isinstance(message, Binary):
+                self.received += 1
+                self._record(message)
+            elif isinstance(message, Started):
+                self._on_started(message.media_format)
+            elif isinstance(message, Mark):
+                self.marks_back += 1
+                if message.name == _FINAL_MARK:
+                    self.final_mark.set()
+            elif isinstance(message, Stopped):
+                if not self.hanging_up.is_set():
+                    self.ended_by = "the other side hung up"
+            elif isinstance(message, Close) and not self.hanging_up.is_set():
+                self.ended_by = self.ended_by or f"the call ended ({message.code} {message.reason})"
+
+    def _on_started(self, fmt: MediaFormat) -> None:
+        size = frame_bytes(fmt.encoding, fmt.sample_rate, _FRAME_MS)
+        self._bytes_per_ms = size / _FRAME_MS
+        self._width = size // (fmt.sample_rate * _FRAME_MS // 1000)
+        self.media_format = fmt
+        self.started.set()
+
+    def _record(self, message: Binary) -> None:
+        """Keep the audio where its timestamp puts it: a gap of half a frame or more (the
+        other side sent nothing for a while) becomes silence, as it sounded."""
+        fmt = self.media_format
+        timestamp: int | None = getattr(message, "timestamp", None)
+        if timestamp is not None and fmt is not None:
+            if self._first_timestamp is None:
+                self._first_timestamp = timestamp
+            at = round((timestamp - self._first_timestamp) * self._bytes_per_ms / self._width)
+            gap = at * self._width - len(self.recording)
+            frame = _FRAME_MS * self._bytes_per_ms
+            if frame / 2 <= gap <= _MAX_GAP_MS * self._bytes_per_ms:
+                self.recording += _SILENCE_BYTE.get(fmt.encoding.lower(), b"\x00") * gap
+        self.recording += message.data
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _recorded_pcm(self) -> tuple[bytes, int]:
+        fmt = self.media_format or MediaFormat()
+        data = bytes(self.recording)
+        data = data[: len(data) - len(data) % self._width]
+        return from_provider_audio(data, fmt.encoding, fmt.sample_rate, fmt.sample_rate), (
+            fmt.sample_rate
+        )
+
+    def _save(self) -> None:
+        if self.options.record is None:
+            return
+        pcm, rate = self._recorded_pcm()
+        try:
+            write_wav(self.options.record, pcm, rate)
+        except OSError as exc:
+            self.errors.append(f"cannot write {self.options.record}: {exc.strerror or exc}")
+
+    def _print_summary(self) -> None:
+        opts = self.options
+        pcm, rate = self._recorded_pcm()
+        samples = len(pcm) // 2
+        hz = "-"
+        if samples >= rate // 10 and rms_dbfs(pcm) > _SILENT_DBFS:
+            hz = f"{dominant_frequency(pcm, rate):.1f}"
+        call_s = "-"
+        if self.started_at is not None and self.finished_at is not None:
+            call_s = f"{self.finished_at - self.started_at:.2f}"
+        rows: list[tuple[str, str]] = [
+            ("call", self.call_id or "-"),
+            ("session", self.session_id or "-"),
+            ("frames sent", str(self.sent)),
+            ("frames received", str(self.received)),
+            ("marks sent", str(self.marks_sent)),
+            ("marks played back", str(self.marks_back)),
+            ("seconds played", f"{self.sent * _FRAME_MS / 1000:.2f}"),
+            ("seconds recorded", f"{samples / rate:.2f}"),
+            ("seconds streaming", call_s),
+            ("dominant Hz", hz),
+        ]
+        width = max(len(name) for name, _ in rows)
+        played = opts.play or "nothing"
+        recorded = opts.record or "nowhere (no --record)"
+        print(
+            f"{PROG} call: {opts.to} via {opts.provider}: played {played}, recorded to {recorded}",
+            file=self.out,
+        )
+        for name, value in rows:
+            print(f"  {name:<{width}}  {value:>10}", file=self.out)
+        if self.ended_by is not None:
+            print(f"note: {self.ended_by}", file=self.out)
+        for problem in self.errors:
+            print(f"error: {problem}", file=self.err)
+        signals = self.signals
+        if signals is not None and signals.terminated:
+            verdict = "TERMINATED"
+        elif signals is not None and signals.interrupted:
+            verdict = "INTERRUPTED"
+        elif self.errors:
+            verdict = "FAILED"
+        elif self.ended_by is not None:
+            verdict = "ENDED EARLY"
+        else:
+            verdict = "OK"
+        print(f"result: {verdict}", file=self.out)
+        self.out.flush()
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -455,33 +892,63 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _Demo(options, sys.stdout, sys.stderr).run()
 
 
+def _cmd_call(args: argparse.Namespace) -> int:
+    config = _config(args)
+    provider = config.provider(args.provider)
+    if not isinstance(provider, TwilioProviderConfig | DailyProviderConfig):
+        print(
+            f"error: --provider {args.provider}: a call needs a twilio or daily provider, "
+            f"not {provider.type}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.play is None and args.seconds is None:
+        print("error: nothing to do: give --play FILE, --seconds S, or both", file=sys.stderr)
+        return EXIT_USAGE
+    audio: tuple[bytes, int] | None = None
+    if args.play is not None:
+        try:
+            audio = read_wav(args.play)
+        except OSError as exc:
+            print(f"error: cannot read {args.play}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.record is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.record))):
+        print(f"error: --record {args.record}: no such directory", file=sys.stderr)
+        return EXIT_USAGE
+    emulated = provider.api_base_url == "emulator"
+    from_: str | None = args.from_
+    if from_ is None and isinstance(provider, TwilioProviderConfig):
+        from_ = provider.from_number or (_DEMO_FROM if emulated else None)
+    options = _CallOptions(
+        config=config,
+        provider=args.provider,
+        to=args.to,
+        from_=from_,
+        play=args.play,
+        audio=audio,
+        record=args.record,
+        seconds=args.seconds,
+        emulated=emulated,
+    )
+    return _Call(options, sys.stdout, sys.stderr).run()
+
+
 def _config(args: argparse.Namespace) -> TransportConfig:
     """The config named by ``-c``, else the embedded default; ``ConfigError`` reaches main()."""
     path: str | None = args.config
     return load_config(path) if path is not None else default_config()
 
 
-def _stop_on_sigterm() -> threading.Event:
-    """An event set by SIGTERM; installed before a server says it is ready, so that a
-    SIGTERM sent on seeing "ready" is never the default (abrupt) one."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    return stop
-
-
 def _wait_for(stop: threading.Event) -> None:
-    """Block until ``stop`` is set (SIGTERM) or Ctrl-C."""
+    """Block until ``stop`` is set (by Ctrl-C or SIGTERM, through :class:`_Signals`)."""
     try:
-        while not stop.wait(0.5):  # short waits: Ctrl-C is delivered between them
+        while not stop.wait(0.5):  # short waits: a signal's handler runs between them
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # run outside the main thread, Ctrl-C still raises
         pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -496,19 +963,45 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     gateway = MediaGateway(config.gateway)
-    stop = _stop_on_sigterm()
+    stop = threading.Event()
+    # Installed before the gateway says it is ready, so that a SIGTERM sent on seeing "ready"
+    # is never the default (abrupt) one; a signal during the start-up stops it right after.
+    with _Signals(stop):
+        try:
+            gateway.start()
+        except OSError as exc:
+            print(
+                f"error: cannot listen on {config.gateway.listen}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        return _serve_gateway(gateway, config, stop)
+
+
+def _serve_gateway(gateway: MediaGateway, config: TransportConfig, stop: threading.Event) -> int:
+    from .metrics import GatewayMetrics, MetricsServer  # noqa: PLC0415
+
+    metrics: MetricsServer | None = None
     try:
-        gateway.start()
-    except OSError as exc:
-        print(f"error: cannot listen on {config.gateway.listen}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"media gateway: sessions dial {gateway.url}/sessions/<id>", flush=True)
-    print(f"media gateway: providers dial {gateway.public_url}/twilio", flush=True)
-    print(_READY, flush=True)
-    try:
+        if config.metrics.listen is not None:
+            try:
+                metrics = GatewayMetrics(gateway.stats).serve(config.metrics.listen)
+            except OSError as exc:
+                print(
+                    f"error: metrics.listen: cannot listen on {config.metrics.listen}: "
+                    f"{exc.strerror}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            print(f"media gateway: metrics at {metrics.url}", flush=True)
+        print(f"media gateway: sessions dial {gateway.url}/sessions/<id>", flush=True)
+        print(f"media gateway: providers dial {gateway.public_url}/twilio", flush=True)
+        print(_READY, flush=True)
         _wait_for(stop)
     finally:
         gateway.stop()
+        if metrics is not None:
+            metrics.stop()
         print(f"media gateway stopped: {gateway.stats()}", flush=True)
     return EXIT_OK
 
@@ -531,21 +1024,25 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         # A made-up account for this run only: print the token so that a client can use it.
         token, shown = secrets.token_urlsafe(16), True
     emulator = TwilioEmulator(config.emulator, {account: token})
-    stop = _stop_on_sigterm()
-    try:
-        emulator.start()
-    except OSError as exc:
-        print(f"error: cannot listen on {config.emulator.listen}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"Twilio emulator: api_base_url {emulator.url}", flush=True)
-    print(f"Twilio emulator: account {account}", flush=True)
-    if shown:
-        print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
-    print(_READY, flush=True)
-    try:
-        _wait_for(stop)
-    finally:
-        emulator.stop()
+    stop = threading.Event()
+    with _Signals(stop):  # before "ready", as for the gateway
+        try:
+            emulator.start()
+        except OSError as exc:
+            print(
+                f"error: cannot listen on {config.emulator.listen}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        try:
+            print(f"Twilio emulator: api_base_url {emulator.url}", flush=True)
+            print(f"Twilio emulator: account {account}", flush=True)
+            if shown:
+                print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
+            print(_READY, flush=True)
+            _wait_for(stop)
+        finally:
+            emulator.stop()
     return EXIT_OK
 
 
@@ -594,6 +1091,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         metavar="LEVEL",
         help=f"log to stderr at this level: {', '.join(_LOG_LEVELS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=_LOG_FORMATS,
+        default="text",
+        help=(
+            "text lines, or one JSON object per line (time, level, logger, message, "
+            "session_id when known); secrets are masked either way (default: %(default)s)"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -651,6 +1157,55 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
+    call = commands.add_parser(
+        "call",
+        help="place a call, play a WAV file into it and record the other side",
+        description=(
+            "Place one call, play --play (a PCM WAV file, any rate: converted to the "
+            "provider's format) into it at real time in 20 ms frames, record what the other "
+            "side sends to --record (a WAV file at the call's rate), and hang up once the file "
+            "has played and a final mark has come back (so the tail is recorded), after "
+            "--seconds, or on Ctrl-C or SIGTERM; then print a summary. With the embedded "
+            "default configuration the call goes to the local emulator, which echoes what it "
+            "hears. Exit status: 0 played out, 1 a problem (or the other side hung up first), "
+            "2 usage, 130 Ctrl-C, 143 SIGTERM; the call is hung up and the recording written "
+            "in every case."
+        ),
+    )
+    call.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: the embedded default configuration: the emulator)",
+    )
+    call.add_argument(
+        "--provider",
+        default="twilio",
+        metavar="NAME",
+        help="the configured twilio or daily provider to call through (default: %(default)s)",
+    )
+    call.add_argument("--to", required=True, metavar="NUMBER", help="the number to call (E.164)")
+    call.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="the caller id (default: the provider's from_number; +15550199 on the emulator)",
+    )
+    call.add_argument("--play", metavar="IN.wav", help="the WAV file to play into the call")
+    call.add_argument(
+        "--record", metavar="OUT.wav", help="where to write what the other side sends"
+    )
+    call.add_argument(
+        "--seconds",
+        type=_positive(float),
+        metavar="S",
+        help=(
+            "how long the call lasts: the file is cut off at S seconds, and recording goes on "
+            "until S seconds even if the file is shorter (default: the file's length)"
+        ),
+    )
+    call.set_defaults(func=_cmd_call)
+
     gateway = commands.add_parser(
         "gateway",
         help="run the media gateway standalone",
@@ -689,11 +1244,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``transport-actors`` command with ``argv`` (default: ``sys.argv[1:]``)."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    stop_logging = _start_logging(args.log_level, args.log_format)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -706,6 +1257,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        stop_logging()
+
+
+def _start_logging(level: str, log_format: str) -> Callable[[], None]:
+    """Log to stderr at ``level`` in ``log_format``; returns what undoes it (``main`` may run
+    more than once in a process: the tests call it)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    def stop() -> None:
+        handler.flush()
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+    return stop
 
 
 if __name__ == "__main__":

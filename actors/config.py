@@ -53,6 +53,9 @@ The schema (every key optional; an empty file, or a null section, means the defa
       listen: 127.0.0.1:0
       media: echo                   # echo | tone | wav | silence: what each call plays
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
+    metrics:                        # MetricsConfig: Prometheus metrics
+      listen: null                  # host:port to serve /metrics on (port 0: any free port);
+                                    # null: no HTTP server (TransportService.metrics() still works)
 
 The default ``providers`` is ``{websocket: {type: websocket}, twilio: {api_base_url:
 emulator}, daily: {api_base_url: emulator}}``. Float fields accept integers;
@@ -95,6 +98,7 @@ __all__ = [
     "DailyProviderConfig",
     "EmulatorConfig",
     "GatewayConfig",
+    "MetricsConfig",
     "ProviderConfig",
     "RuntimeConfig",
     "SupervisorConfig",
@@ -186,6 +190,10 @@ def _host_port(value: str) -> str | None:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         return "expected host:port (port 0: any free port)"
     return None
+
+
+def _optional_host_port(value: str | None) -> str | None:
+    return None if value is None else _host_port(value)
 
 
 def _http_url_or(*words: str) -> Callable[[str], str | None]:
@@ -408,6 +416,14 @@ class EmulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics: ``listen`` set serves ``/metrics`` there (the runtime and the
+    embedded gateway); null serves nothing (``TransportService.metrics()`` works either way)."""
+
+    listen: str | None = field(default=None, metadata={"check": _optional_host_port})
+
+
+@dataclass(frozen=True, slots=True)
 class TransportConfig:
     """A whole deployment: runtime limits, supervisor policy, providers by name."""
 
@@ -416,6 +432,7 @@ class TransportConfig:
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
     # key path -> the text as written, for every value expanded from the environment
     templates: Mapping[str, str] = field(

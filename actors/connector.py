@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -35,6 +36,9 @@ from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
 from .websocket import Watchdog, WebSocketConnection
+
+if TYPE_CHECKING:
+    from .metrics import ServiceMetrics
 
 __all__ = ["Connector", "ConnectorExited", "ConnectorOpened", "GetStatus", "Write"]
 
@@ -103,6 +107,7 @@ class Connector(pykka.ThreadingActor):
         watchdog: Watchdog | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__()
         self.record = record
@@ -111,6 +116,8 @@ class Connector(pykka.ThreadingActor):
         self.watchdog = watchdog
         self.shutdown_timeout_s = shutdown_timeout_s
         self.dial_delay_s = dial_delay_s
+        self.metrics = metrics
+        self._started_at = time.monotonic()  # reset in on_start; for the connect latency
         self.connection: Connection | None = None
         self._ended: Exit | None = None  # how the connection ended, if it has
         self._reported = False
@@ -122,6 +129,7 @@ class Connector(pykka.ThreadingActor):
         thread = threading.current_thread()
         thread.name = f"connector-{record.session_id}"
         record.connector_thread = thread
+        self._started_at = time.monotonic()
         try:
             # A provider whose media is not a WebSocket (Daily) says how to connect instead.
             connection = (record.connect or WebSocketConnection)(
@@ -185,6 +193,17 @@ class Connector(pykka.ThreadingActor):
     # -- the connection's callbacks, from its threads ------------------------------------------
 
     def _on_open(self, subprotocol: str | None) -> None:
+        # The restart backoff is waited out before the dial: it is no part of the latency.
+        seconds = time.monotonic() - self._started_at - self.dial_delay_s
+        record = self.record
+        logger.debug(
+            "session %s: connector %d connected in %.1f ms",
+            record.session_id,
+            self.generation,
+            seconds * 1000,
+        )
+        if self.metrics is not None:
+            self.metrics.connected(record.provider, seconds)
         self._tell_self(_Opened(subprotocol))
 
     def _on_frame(self, frame: Frame) -> None:

@@ -22,7 +22,7 @@ from .providers import DailyEndpoint, GatewayEndpoint, RestEndpoint
 if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
     from .emulator.daily_sdk import DailyEmulator
     from .emulator.phone import TwilioEmulator
-    from .gateway.server import MediaGateway
+    from .gateway.server import GatewayStats, MediaGateway
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
@@ -69,6 +69,11 @@ class EmbeddedInfrastructure:
         with self._lock:
             found = {"gateway": self._gateway, "emulator": self._emulator, "daily": self._daily}
         return {name: thing for name, thing in found.items() if thing is not None}
+
+    def gateway_stats(self) -> GatewayStats | None:
+        """The embedded gateway's counters (for metrics), or None while it is not running."""
+        gateway = self._gateway  # one attribute read: no lock, so a scrape never waits on a start
+        return None if gateway is None else gateway.stats()
 
     def stop(self) -> None:
         with self._lock:

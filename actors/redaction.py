@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MASK", "is_secret_key", "redact_url"]
+__all__ = ["MASK", "is_secret_key", "redact_text", "redact_url"]
 
 MASK = "***"
 _SECRET = re.compile(r"token|secret|password|passwd|auth|key|signature|sig|credential", re.I)
+# In free text (a log line): URLs; HTTP credentials; `name=value` and `"name": "value"` where
+# the name looks secret (narrower than _SECRET: "key" or "auth" alone are common words). The
+# name pattern is no password, whatever the linter thinks.
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_CREDENTIALS = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.I)
+_SECRET_NAME = r"[\w-]*(?:token|secret|password|passwd|api_?key|signature|credential)[\w-]*"  # noqa: S105
+_SECRET_ASSIGNMENT = re.compile(rf"(?i)\b({_SECRET_NAME})(=)([^\s,;&'\"]+)")
+_SECRET_JSON = re.compile(rf"(?i)(\"{_SECRET_NAME}\"\s*:\s*\")([^\"]*)(\")")
 
 
 def is_secret_key(name: str) -> bool:
@@ -33,3 +41,14 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, MASK if is_secret_key(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a log line, an error message) with secrets masked: passwords and secret query
+    values in URLs, ``Bearer``/``Basic`` credentials, and the values of ``token=...``,
+    ``"secret": "..."`` and the like. A safety net: secrets should not get there at all."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
+    text = _CREDENTIALS.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return _SECRET_JSON.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)

@@ -8,6 +8,10 @@ session's inbox, which the connector's reader thread fills and which outlives co
 restarts, so a read costs no actor round trip.
 
 Every method is safe to call from many threads at once. Every ask has a timeout.
+
+Each service keeps its metrics (:mod:`actors.metrics`) in a registry of its own: ``metrics()``
+returns a snapshot, and with ``metrics.listen`` configured the service serves them over HTTP at
+``metrics_url`` until :meth:`TransportService.close`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .errors import (
 )
 from .lifecycle import SessionState
 from .messages import Binary, Close, Message, SessionInfo, SessionRequest, SessionStatus
+from .metrics import MetricsServer, ServiceMetrics
 from .policy import IntensityPolicy
 from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
@@ -68,6 +73,7 @@ class _Handle:
     record: SessionRecord
     provider: Provider
     plan: SessionPlan
+    created: bool = False  # create_session returned it (counted as created, then as ended)
 
 
 class TransportService:
@@ -81,20 +87,41 @@ class TransportService:
         self.config = config if config is not None else default_config()
         runtime = self.config.runtime
         sup = self.config.supervisor
+        self._infrastructure = EmbeddedInfrastructure(self.config)
+        self._metrics = ServiceMetrics(self._infrastructure.gateway_stats)
+        # First, so that a port already taken fails before any thread has started.
+        self._metrics_server: MetricsServer | None = None
+        listen = self.config.metrics.listen
+        if listen is not None:
+            try:
+                self._metrics_server = self._metrics.serve(listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics there: {exc.strerror or exc}",
+                    file=self.config.source,
+                    key_path="metrics.listen",
+                ) from None
         # One thread reads every session's socket and keeps time for all of them: its tick
         # bounds how late a silent peer or an unanswered close is noticed.
         deadlines = [runtime.shutdown_timeout_s]
         if runtime.ping_interval_s > 0:
             deadlines.append(runtime.ping_timeout_s)
-        self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
-        self._supervisor = Supervisor.start(
-            _policy(sup), watchdog=self._watchdog, shutdown_timeout_s=runtime.shutdown_timeout_s
-        )
+        try:
+            self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
+            self._supervisor = Supervisor.start(
+                _policy(sup),
+                watchdog=self._watchdog,
+                shutdown_timeout_s=runtime.shutdown_timeout_s,
+                metrics=self._metrics,
+            )
+        except BaseException:
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+            raise
         self._lock = threading.Lock()
         self._sessions: dict[str, _Handle] = {}
         self._ended: OrderedDict[str, SessionStatus] = OrderedDict()
         self._providers: dict[str, Provider] = {}
-        self._infrastructure = EmbeddedInfrastructure(self.config)
         self._refuse_when_full = runtime.outbound_overflow == "raise"
         self._closed = False
 
@@ -152,11 +179,13 @@ class TransportService:
         if own is not None:
             record.policy = _policy(own)
         handle = _Handle(record, provider, plan)
+        self._metrics.track(record)
         with self._lock:
             closed = self._closed
             if not closed:
                 self._sessions[session_id] = handle
         if closed:  # closed while the provider was setting up: undo, outside the lock
+            self._metrics.retire(record)
             provider.hang_up(session_id, plan)
             raise ServiceClosed
         try:
@@ -164,12 +193,18 @@ class TransportService:
         except TransportError:
             with self._lock:
                 self._sessions.pop(session_id, None)
+            self._metrics.retire(record)
             provider.hang_up(session_id, plan)
             raise
         wait_s = runtime.connect_timeout_s + runtime.ask_timeout_s
         state = record.lifecycle.wait_for(_LEFT_CONNECTING, wait_s)
         if state is not SessionState.FAILED and state is not SessionState.CONNECTING:
             # It connected. (It may have dropped again already: status() says so.)
+            with self._lock:
+                # Counted as created only if still ours: a close() meanwhile ends it uncounted.
+                handle.created = session_id in self._sessions
+            if handle.created:
+                self._metrics.session_created(name)
             logger.info("session %s: created (%s, %s)", session_id, name, record.safe_url)
             return record.info()
         failure = record.failure or ConnectionFailed(
@@ -317,7 +352,26 @@ class TransportService:
                     provider.close()
                 except Exception:
                     logger.exception("closing provider %s failed", provider.name)
-            self._infrastructure.stop()
+            try:
+                self._infrastructure.stop()
+            finally:
+                if self._metrics_server is not None:
+                    self._metrics_server.stop()
+
+    def metrics(self) -> dict[str, float]:
+        """A snapshot of this service's metrics: every sample ``/metrics`` shows, keyed by
+        :func:`actors.metrics.sample_key` (``'transport_frames_total{direction="out",
+        provider="twilio"}'``). Traffic counters are read from the sessions now, so the
+        snapshot is exact for traffic that is done."""
+        self._check_open()
+        return self._metrics.snapshot()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where ``/metrics`` is served (``http://127.0.0.1:PORT/metrics``), or None when
+        ``metrics.listen`` is not configured."""
+        server = self._metrics_server
+        return None if server is None else server.url
 
     @property
     def infrastructure(self) -> EmbeddedInfrastructure:
@@ -369,7 +423,10 @@ class TransportService:
             provider = self._providers.get(name)
             if provider is None:
                 provider = provider_for(
-                    self.config.provider(name), self.config.runtime, self._infrastructure
+                    self.config.provider(name),
+                    self.config.runtime,
+                    self._infrastructure,
+                    on_request=self._metrics.rest_observer(name),
                 )
                 self._providers[name] = provider
             return provider
@@ -402,15 +459,33 @@ class TransportService:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
             record.inbox.discard()
+            # The supervisor counts what was never sent just after the final state is set: an
+            # ask queued behind that makes the counters below final.
+            with contextlib.suppress(TransportError):
+                self._ask(SessionStatusOf(record.session_id))
+            # Its threads are gone: its counters are final.
+            self._metrics.retire(record)
+            if handle.created:
+                self._metrics.session_ended(record.provider)
             try:
                 handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)
+            final = record.status(connected=False)
             with self._lock:
-                self._ended[record.session_id] = record.status(connected=False)
+                self._ended[record.session_id] = final
                 while len(self._ended) > _ENDED_KEPT:
                     self._ended.popitem(last=False)
-            logger.info("session %s: ended", record.session_id)
+            logger.info(
+                "session %s: ended %s: frames in %d, out %d; dropped in %d, out %d; restarts %d",
+                record.session_id,
+                final.state.name,
+                final.frames_in,
+                final.frames_out,
+                final.dropped_in,
+                final.dropped_out,
+                final.restarts,
+            )
         if errors:
             raise errors[0]
 

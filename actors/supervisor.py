@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -39,6 +39,9 @@ from .messages import INTERNAL_ERROR, Close
 from .policy import RestartPolicy
 from .session import SessionRecord
 from .websocket import Watchdog
+
+if TYPE_CHECKING:
+    from .metrics import ServiceMetrics
 
 __all__ = ["EndSession", "Register", "SessionStatusOf", "Supervisor"]
 
@@ -70,12 +73,18 @@ class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(
-        self, policy: RestartPolicy, *, watchdog: Watchdog | None, shutdown_timeout_s: float
+        self,
+        policy: RestartPolicy,
+        *,
+        watchdog: Watchdog | None,
+        shutdown_timeout_s: float,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
         self.watchdog = watchdog
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.metrics = metrics
         self.sessions: dict[str, SessionRecord] = {}
         self._current: dict[str, tuple[int, pykka.ActorRef[Any]]] = {}
 
@@ -125,6 +134,7 @@ class Supervisor(pykka.ThreadingActor):
             watchdog=self.watchdog,
             shutdown_timeout_s=self.shutdown_timeout_s,
             dial_delay_s=delay_s,
+            metrics=self.metrics,
         )
         self._current[record.session_id] = (generation, ref)
 
@@ -133,6 +143,8 @@ class Supervisor(pykka.ThreadingActor):
         if record is None or not self._is_current(message.session_id, message.generation):
             return
         if record.state in (SessionState.CONNECTING, SessionState.RECONNECTING):
+            if record.state is SessionState.RECONNECTING and self.metrics is not None:
+                self.metrics.reconnected(record.provider)
             record.connected = True
             record.lifecycle.move(SessionState.OPEN, f"connector {message.generation} connected")
 
@@ -185,6 +197,8 @@ class Supervisor(pykka.ThreadingActor):
                 record.restart_times.append(now)
                 record.restarts += 1
                 record.last_error = str(exit)
+                if self.metrics is not None:
+                    self.metrics.restarted(record.provider, exit.kind.name.lower())
                 if state is SessionState.OPEN:
                     record.lifecycle.move(SessionState.RECONNECTING, decision.why)
                 logger.warning(
@@ -212,6 +226,8 @@ class Supervisor(pykka.ThreadingActor):
         record.last_error = str(exit)
         record.lifecycle.move(SessionState.FAILED, error.reason)
         logger.error("session %s: failed: %s", record.session_id, error.reason)
+        if self.metrics is not None:
+            self.metrics.session_failed(record.provider)
         record.inbox.close(Close(INTERNAL_ERROR, error.reason))
         self._forget(record)
 
@@ -223,6 +239,8 @@ class Supervisor(pykka.ThreadingActor):
             return
         record.last_error = f"internal error: {type(exc).__name__}: {exc}"
         record.lifecycle.abandon(record.last_error)
+        if self.metrics is not None:
+            self.metrics.session_failed(record.provider)
         record.inbox.close(Close(INTERNAL_ERROR, "internal error"))
         current = self._current.pop(session_id, None)
         if current is not None:  # its exit report will find it no longer current

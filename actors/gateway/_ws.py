@@ -25,7 +25,6 @@ from ..redaction import MASK, is_secret_key
 
 __all__ = [
     "WIRE_LOGGER",
-    "run",
     "ClientConnection",
     "ConnectionClosed",
     "Headers",
@@ -36,6 +35,7 @@ __all__ = [
     "Server",
     "ServerConnection",
     "connect",
+    "run",
     "serve",
 ]
 

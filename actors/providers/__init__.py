@@ -5,6 +5,9 @@ provider turns a :class:`~actors.messages.SessionRequest` into a :class:`Session
 codec and where to dial) and hangs up when the session ends. Both calls may block on the
 network, so the facade makes them on the caller's thread, never on an actor's.
 
+A REST client reports each request it made to an optional :data:`RequestObserver` (the
+service's metrics): a plain callback, so that no provider module depends on a metrics library.
+
 Providers whose media arrives through the media gateway (Twilio) ask their
 :class:`Infrastructure` where the gateway is; the service answers, starting the embedded
 gateway (and emulator) on first use.
@@ -12,6 +15,7 @@ gateway (and emulator) on first use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,10 +30,18 @@ __all__ = [
     "GatewayEndpoint",
     "Infrastructure",
     "Provider",
+    "RequestObserver",
     "RestEndpoint",
     "SessionPlan",
     "provider_for",
 ]
+
+
+#: Told of every REST request a provider's client made: ``(operation, status, seconds)``, where
+#: ``operation`` names the call (``create_call``, ``hang_up``, ``create_room``...), ``status``
+#: is the final HTTP status as text (retries included) or ``"error"`` when no response came,
+#: and ``seconds`` is how long it took. Called on the requesting thread; it must not block.
+RequestObserver = Callable[[str, str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +110,22 @@ class Provider(Protocol):
 
 
 def provider_for(
-    config: ProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+    config: ProviderConfig,
+    runtime: RuntimeConfig,
+    infrastructure: Infrastructure,
+    on_request: RequestObserver | None = None,
 ) -> Provider:
-    """The provider implementation for one configured provider entry."""
+    """The provider implementation for one configured provider entry; ``on_request`` hears
+    of every REST request it makes."""
     # The submodules import this one, hence the imports here.
     if isinstance(config, TwilioProviderConfig):
         from .twilio import TwilioProvider  # noqa: PLC0415
 
-        return TwilioProvider(config, runtime, infrastructure)
+        return TwilioProvider(config, runtime, infrastructure, on_request=on_request)
     if isinstance(config, DailyProviderConfig):
         from .daily import DailyProvider  # noqa: PLC0415
 
-        return DailyProvider(config, runtime, infrastructure)
+        return DailyProvider(config, runtime, infrastructure, on_request=on_request)
     from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)

@@ -49,7 +49,7 @@ from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..websocket import DialOptions
-from . import Infrastructure, SessionPlan
+from . import Infrastructure, RequestObserver, SessionPlan
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -139,6 +139,8 @@ class DailyRestClient:
       never left: after a 5xx the phone may be ringing already.
 
     Two ``requests.Session``\\ s (``http`` and ``http_once``) carry the two policies.
+    ``on_request`` hears of every request: ``(operation, status, seconds)`` (see
+    :data:`~actors.providers.RequestObserver`).
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class DailyRestClient:
         retries: int = 3,
         backoff_s: float = 0.5,
         backoff_max_s: float = 8.0,
+        on_request: RequestObserver | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
@@ -161,6 +164,7 @@ class DailyRestClient:
             raise ValueError("backoff_s and backoff_max_s must be >= 0")
         self.api_base_url = api_base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.on_request = on_request
         self._origin = redact_url(self.api_base_url)
 
         def session(statuses: frozenset[int], read: int) -> requests.Session:
@@ -205,7 +209,7 @@ class DailyRestClient:
         """
         _check_room_name(name)
         body = {"name": name, "privacy": privacy, "properties": dict(properties or {})}
-        response = self._request(self.http, "POST", "/rooms", body)
+        response = self._request("create_room", self.http, "POST", "/rooms", body)
         if not response.ok:
             error = self._error(response)
             if _already_exists(error):
@@ -223,7 +227,7 @@ class DailyRestClient:
     def get_room(self, name: str) -> dict[str, Any]:
         """Daily's room object of ``name`` (``ProviderError`` with status 404 if none)."""
         _check_room_name(name)
-        response = self._request(self.http, "GET", f"/rooms/{name}")
+        response = self._request("get_room", self.http, "GET", f"/rooms/{name}")
         if not response.ok:
             raise self._error(response)
         return self._json(response, "GET /rooms/{name}")
@@ -232,7 +236,7 @@ class DailyRestClient:
         """Delete the room ``name``: True if this deleted it, False if it was already gone
         (404: deleted, expired, or never made)."""
         _check_room_name(name)
-        response = self._request(self.http, "DELETE", f"/rooms/{name}")
+        response = self._request("delete_room", self.http, "DELETE", f"/rooms/{name}")
         if response.ok:
             logger.info("daily room %s deleted", name)
             return True
@@ -252,7 +256,9 @@ class DailyRestClient:
         properties: dict[str, Any] = {"room_name": room_name, "is_owner": is_owner, "exp": exp}
         if user_name is not None:
             properties["user_name"] = user_name
-        response = self._request(self.http, "POST", "/meeting-tokens", {"properties": properties})
+        response = self._request(
+            "create_meeting_token", self.http, "POST", "/meeting-tokens", {"properties": properties}
+        )
         if not response.ok:
             raise self._error(response)
         token = self._json(response, "POST /meeting-tokens").get("token")
@@ -275,7 +281,7 @@ class DailyRestClient:
         if caller_id is not None:
             body["callerId"] = caller_id
         path = f"/rooms/{room_name}/dialOut/start"
-        response = self._request(self.http_once, "POST", path, body)
+        response = self._request("start_dial_out", self.http_once, "POST", path, body)
         if not response.ok:
             raise self._error(response)
         session_id = self._json(response, "POST /rooms/{name}/dialOut/start").get("sessionId")
@@ -286,7 +292,9 @@ class DailyRestClient:
         """Stop a dial-out: True if this stopped it, False if it was already over (404)."""
         _check_room_name(room_name)
         path = f"/rooms/{room_name}/dialOut/stop"
-        response = self._request(self.http, "POST", path, {"sessionId": session_id})
+        response = self._request(
+            "stop_dial_out", self.http, "POST", path, {"sessionId": session_id}
+        )
         if response.ok:
             return True
         if response.status_code == 404:
@@ -321,7 +329,12 @@ class DailyRestClient:
         self.close()
 
     def _request(
-        self, http: requests.Session, method: str, path: str, body: object = None
+        self,
+        operation: str,
+        http: requests.Session,
+        method: str,
+        path: str,
+        body: object = None,
     ) -> requests.Response:
         started = time.monotonic()
         url = f"{self.api_base_url}{quote(path)}"
@@ -330,12 +343,16 @@ class DailyRestClient:
                 method, url, json=body if body is not None else None, timeout=self.timeout_s
             )
         except requests.RequestException as exc:
-            elapsed = (time.monotonic() - started) * 1000
+            elapsed = time.monotonic() - started
+            if self.on_request is not None:
+                self.on_request(operation, "error", elapsed)
             reason = self._describe(exc)
-            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed)
+            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
             raise ProviderError(PROVIDER, f"{method} {path}: {reason}") from None
-        elapsed = (time.monotonic() - started) * 1000
-        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed)
+        elapsed = time.monotonic() - started
+        if self.on_request is not None:
+            self.on_request(operation, str(response.status_code), elapsed)
+        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
         return response
 
     def _describe(self, exc: requests.RequestException) -> str:
@@ -409,12 +426,18 @@ class DailyProvider:
     """
 
     def __init__(
-        self, config: DailyProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+        self,
+        config: DailyProviderConfig,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.runtime = runtime
         self._infrastructure = infrastructure
+        self._on_request = on_request
         self._client: DailyRestClient | None = None
         self._sdk: Any = None
         self._lock = threading.Lock()
@@ -436,6 +459,7 @@ class DailyProvider:
                 timeout_s=c.timeout_s,
                 retries=c.retries,
                 backoff_s=c.backoff_s,
+                on_request=self._on_request,
             )
             return client, emulator.sdk
         if not c.api_key:
@@ -450,6 +474,7 @@ class DailyProvider:
             timeout_s=c.timeout_s,
             retries=c.retries,
             backoff_s=c.backoff_s,
+            on_request=self._on_request,
         )
         return client, sdk
 

@@ -47,7 +47,7 @@ from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..signing import session_token
 from ..websocket import DialOptions
-from . import Infrastructure, SessionPlan
+from . import Infrastructure, RequestObserver, SessionPlan
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -221,7 +221,9 @@ class TwilioRestClient:
     - hanging up is idempotent: 429, 500, 502, 503, 504 and read errors are retried too.
 
     ``http`` is the ``requests.Session`` (tests add response hooks to it). Not thread-safe
-    beyond what ``requests.Session`` is; use one client per thread if in doubt.
+    beyond what ``requests.Session`` is; use one client per thread if in doubt. ``on_request``
+    hears of every request: ``(operation, status, seconds)`` (see
+    :data:`~actors.providers.RequestObserver`).
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class TwilioRestClient:
         retries: int = 3,
         backoff_s: float = 0.5,
         backoff_max_s: float = 8.0,
+        on_request: RequestObserver | None = None,
     ) -> None:
         if not account_sid:
             raise ValueError("account_sid is required")
@@ -262,6 +265,7 @@ class TwilioRestClient:
         self.account_sid = account_sid
         self.api_base_url = api_base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.on_request = on_request
         self._origin = redact_url(self.api_base_url)
         self._account_path = f"/{API_VERSION}/Accounts/{account_sid}"
 
@@ -327,7 +331,7 @@ class TwilioRestClient:
         form.extend(("StatusCallbackEvent", event) for event in status_callback_events)
         if status_callback_method is not None:
             form.append(("StatusCallbackMethod", status_callback_method))
-        response = self._request("POST", "Calls.json", form)
+        response = self._request("create_call", "POST", "Calls.json", form)
         if not response.ok:
             raise self._error(response)
         call = self._json(response, "Calls.json")
@@ -350,7 +354,7 @@ class TwilioRestClient:
         if not _CALL_SID.fullmatch(call_sid):
             raise ValueError("call_sid must be 'CA' followed by 32 hex digits")
         name = f"Calls/{call_sid}.json"
-        response = self._request("POST", name, [("Status", "completed")])
+        response = self._request("hang_up", "POST", name, [("Status", "completed")])
         if response.ok:
             logger.info("twilio call %s hung up", call_sid)
             return True
@@ -385,7 +389,9 @@ class TwilioRestClient:
     ) -> None:
         self.close()
 
-    def _request(self, method: str, name: str, form: list[tuple[str, str]]) -> requests.Response:
+    def _request(
+        self, operation: str, method: str, name: str, form: list[tuple[str, str]]
+    ) -> requests.Response:
         path = f"{self._account_path}/{name}"
         started = time.monotonic()
         try:
@@ -393,12 +399,16 @@ class TwilioRestClient:
                 method, f"{self.api_base_url}{path}", data=form, timeout=self.timeout_s
             )
         except requests.RequestException as exc:
-            elapsed = (time.monotonic() - started) * 1000
+            elapsed = time.monotonic() - started
+            if self.on_request is not None:
+                self.on_request(operation, "error", elapsed)
             reason = self._describe(exc)
-            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed)
+            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
             raise ProviderError(PROVIDER, f"{method} {name}: {reason}") from None
-        elapsed = (time.monotonic() - started) * 1000
-        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed)
+        elapsed = time.monotonic() - started
+        if self.on_request is not None:
+            self.on_request(operation, str(response.status_code), elapsed)
+        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
         return response
 
     def _describe(self, exc: requests.RequestException) -> str:
@@ -470,12 +480,18 @@ class TwilioProvider:
     """
 
     def __init__(
-        self, config: TwilioProviderConfig, runtime: RuntimeConfig, infrastructure: Infrastructure
+        self,
+        config: TwilioProviderConfig,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.runtime = runtime
         self._infrastructure = infrastructure
+        self._on_request = on_request
         self._client: TwilioRestClient | None = None
         self._lock = threading.Lock()
 
@@ -497,6 +513,7 @@ class TwilioProvider:
                 timeout_s=c.timeout_s,
                 retries=c.retries,
                 backoff_s=c.backoff_s,
+                on_request=self._on_request,
             )
         if c.account_sid is None:
             raise ConfigError("required for the Twilio API", key_path=f"{where}.account_sid")
@@ -514,6 +531,7 @@ class TwilioProvider:
                 timeout_s=c.timeout_s,
                 retries=c.retries,
                 backoff_s=c.backoff_s,
+                on_request=self._on_request,
             )
         except ValueError as exc:  # the client's checks name fields, never values
             raise ConfigError(str(exc), key_path=where) from None
