@@ -23,24 +23,12 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    ResponseError,
-    SSLError,
-)
-from urllib3.util.retry import Retry
 
 from ..codecs.daily import DailyCodec
 from ..config import DailyProviderConfig, RuntimeConfig
@@ -50,6 +38,7 @@ from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
+from ._http import StrictRetry, clip, close_session, describe_failure, reason_phrase
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -60,7 +49,6 @@ DEFAULT_API_BASE_URL = "https://api.daily.co/v1"
 
 #: Daily's rule for room names: ASCII letters, digits, '-' and '_'.
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_MAX_MESSAGE = 500
 
 # Safe to repeat after an unknown outcome: reads, deletes, tokens (a second token for the same
 # room is harmless), creating a room we name ourselves (a repeat finds it: "already exists"),
@@ -85,44 +73,18 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
     except (ValueError, TypeError):
         pass
     if not isinstance(data, dict):
-        return ProviderError(PROVIDER, _reason_phrase(status, reason), status=status)
+        return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     error = data.get("error")
-    code = _clip(error.strip(), 64) if isinstance(error, str) and error.strip() else None
+    code = clip(error.strip(), 64) if isinstance(error, str) and error.strip() else None
     info = data.get("info")
-    message = _clip(info.strip()) if isinstance(info, str) and info.strip() else ""
+    message = clip(info.strip()) if isinstance(info, str) and info.strip() else ""
     return ProviderError(
-        PROVIDER, message or code or _reason_phrase(status, reason), status=status, code=code
+        PROVIDER, message or code or reason_phrase(status, reason), status=status, code=code
     )
-
-
-def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _reason_phrase(status: int, reason: str) -> str:
-    if reason:
-        return _clip(reason, 100)
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "error response"
 
 
 def _already_exists(error: ProviderError) -> bool:
     return error.status == 400 and "already exists" in error.message.lower()
-
-
-class _StrictRetry(Retry):
-    """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max
-    (plain ``Retry`` also retries 413 and 503 whenever they carry Retry-After)."""
-
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if self.status_forcelist is None or status_code not in self.status_forcelist:
-            return False
-        return super().is_retry(method, status_code, has_retry_after)
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.backoff_max)
 
 
 class DailyRestClient:
@@ -168,7 +130,7 @@ class DailyRestClient:
         self._origin = redact_url(self.api_base_url)
 
         def session(statuses: frozenset[int], read: int) -> requests.Session:
-            retry = _StrictRetry(
+            retry = StrictRetry(
                 total=retries,
                 connect=retries,
                 read=read,
@@ -306,16 +268,7 @@ class DailyRestClient:
     def close(self) -> None:
         """Close both sessions and their pooled connections."""
         for http in (self.http, self.http_once):
-            # Session.close() only forgets the pools, whose sockets recent urllib3 closes when
-            # they are garbage-collected: close them now instead.
-            for adapter in list(http.adapters.values()):
-                if isinstance(adapter, HTTPAdapter):
-                    pools = adapter.poolmanager.pools
-                    for key in list(pools.keys()):
-                        pool = pools.get(key)
-                        if pool is not None:
-                            pool.close()
-            http.close()
+            close_session(http)
 
     def __enter__(self) -> DailyRestClient:
         return self
@@ -356,28 +309,7 @@ class DailyRestClient:
         return response
 
     def _describe(self, exc: requests.RequestException) -> str:
-        """A secret-free sentence for a transport failure (the exception text is not used)."""
-        reason: BaseException = exc
-        if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
-            reason = exc.args[0].reason
-        origin = self._origin
-        if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
-            return f"no response within {self.timeout_s:g} s from {origin}"
-        if isinstance(reason, NameResolutionError):
-            return f"cannot resolve the host of {origin}"
-        if isinstance(reason, NewConnectionError):
-            if _caused_by(reason, ConnectionRefusedError):
-                return f"connection refused to {origin}"
-            return f"cannot connect to {origin}"
-        if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
-            return f"connect timeout ({self.timeout_s:g} s) to {origin}"
-        if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, SSLError):
-            return f"TLS handshake with {origin} failed"
-        if isinstance(reason, ProtocolError):
-            return f"connection to {origin} dropped before a response"
-        if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
-            return f"gave up after repeated error responses from {origin}"
-        return f"{type(reason).__name__} talking to {origin}"
+        return describe_failure(exc, self._origin, self.timeout_s)
 
     @staticmethod
     def _error(response: requests.Response) -> ProviderError:
@@ -401,17 +333,6 @@ class DailyRestClient:
 def _check_room_name(name: str) -> None:
     if not ROOM_NAME.fullmatch(name):
         raise ValueError("a Daily room name is 1 to 128 ASCII letters, digits, '-' or '_'")
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class DailyProvider:

@@ -22,22 +22,11 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    ResponseError,
-    SSLError,
-)
 from urllib3.util.retry import Retry
 
 from ..codecs.twilio import TwilioCodec
@@ -48,6 +37,7 @@ from ..redaction import redact_url
 from ..signing import session_token
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
+from ._http import StrictRetry, clip, close_session, describe_failure, reason_phrase
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -71,7 +61,6 @@ _CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 # XML 1.0 cannot carry these characters at all, not even escaped: refuse them up front.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _TRAILING_DIGITS = re.compile(r"(\d+)/?$")
-_MAX_MESSAGE = 500
 
 # Status codes that prove Twilio did not act on the request (429: "never processed").
 _CREATE_RETRY_STATUSES = frozenset({429})
@@ -120,7 +109,7 @@ def parse_error_response(
     except (ValueError, TypeError):  # not JSON (or not UTF-8): handled below
         pass
     if not isinstance(data, dict):
-        return ProviderError(PROVIDER, _reason_phrase(status, reason), status=status)
+        return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     is_problem = "problem+json" in content_type.lower() or (
         "message" not in data and ("type" in data or "title" in data)
     )
@@ -133,7 +122,7 @@ def parse_error_response(
         message = f"{message}: {detail}" if message else detail
     return ProviderError(
         PROVIDER,
-        _clip(message) or _reason_phrase(status, reason),
+        clip(message) or reason_phrase(status, reason),
         status=status,
         code=code,
         more_info=_text(data.get("more_info")) or None,
@@ -155,7 +144,7 @@ def _from_problem(status: int, reason: str, data: Mapping[str, Any]) -> Provider
         more_info = problem_type  # RFC 9457: the type URI should document the problem
     return ProviderError(
         PROVIDER,
-        _clip(message) or _reason_phrase(status, reason),
+        clip(message) or reason_phrase(status, reason),
         status=status,
         code=code,
         more_info=more_info,
@@ -169,42 +158,12 @@ def _as_code(value: object) -> int | str | None:
         return value
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        return int(text) if text.isdigit() else _clip(text, 64)
+        return int(text) if text.isdigit() else clip(text, 64)
     return None
 
 
 def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
-
-
-def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _reason_phrase(status: int, reason: str) -> str:
-    if reason:
-        return _clip(reason, 100)
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "error response"
-
-
-class _StrictRetry(Retry):
-    """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max.
-
-    Plain ``Retry`` also retries 413 and 503 whenever they carry Retry-After: for the create
-    adapter that would risk a second call, so ``status_forcelist`` is made the whole story.
-    """
-
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if self.status_forcelist is None or status_code not in self.status_forcelist:
-            return False
-        return super().is_retry(method, status_code, has_retry_after)
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        # A hostile or confused server must not park us for an hour.
-        return min(super().parse_retry_after(retry_after), self.backoff_max)
 
 
 class TwilioRestClient:
@@ -274,7 +233,7 @@ class TwilioRestClient:
         self.http.headers["Accept"] = "application/json"
 
         def retry(statuses: frozenset[int], *, read: int, other: int) -> Retry:
-            return _StrictRetry(
+            return StrictRetry(
                 total=retries,
                 connect=retries,
                 read=read,
@@ -366,17 +325,7 @@ class TwilioRestClient:
 
     def close(self) -> None:
         """Close the session and its pooled connections."""
-        # Session.close() only forgets the pools: recent urllib3 closes a forgotten pool's
-        # sockets when the pool is garbage-collected, and a response still referenced (from
-        # an exception's traceback, a hook's list) keeps it alive. Close them now instead.
-        for adapter in list(self.http.adapters.values()):
-            if isinstance(adapter, HTTPAdapter):
-                pools = adapter.poolmanager.pools
-                for key in list(pools.keys()):
-                    pool = pools.get(key)
-                    if pool is not None:
-                        pool.close()
-        self.http.close()
+        close_session(self.http)
 
     def __enter__(self) -> TwilioRestClient:
         return self
@@ -412,28 +361,7 @@ class TwilioRestClient:
         return response
 
     def _describe(self, exc: requests.RequestException) -> str:
-        """A secret-free sentence for a transport failure (the exception text is not used)."""
-        reason: BaseException = exc
-        if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
-            reason = exc.args[0].reason
-        origin = self._origin
-        if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
-            return f"no response within {self.timeout_s:g} s from {origin}"
-        if isinstance(reason, NameResolutionError):
-            return f"cannot resolve the host of {origin}"
-        if isinstance(reason, NewConnectionError):
-            if _caused_by(reason, ConnectionRefusedError):
-                return f"connection refused to {origin}"
-            return f"cannot connect to {origin}"
-        if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
-            return f"connect timeout ({self.timeout_s:g} s) to {origin}"
-        if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, SSLError):
-            return f"TLS handshake with {origin} failed"
-        if isinstance(reason, ProtocolError):
-            return f"connection to {origin} dropped before a response"
-        if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
-            return f"gave up after repeated error responses from {origin}"
-        return f"{type(reason).__name__} talking to {origin}"
+        return describe_failure(exc, self._origin, self.timeout_s)
 
     @staticmethod
     def _error(response: requests.Response) -> ProviderError:
@@ -457,17 +385,6 @@ class TwilioRestClient:
                 status=response.status_code,
             )
         return data
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class TwilioProvider:

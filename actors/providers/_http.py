@@ -1,0 +1,111 @@
+"""What the REST clients of every provider share: retries that never repeat what is unsafe,
+secret-free descriptions of transport failures, and a close that really closes.
+
+``requests`` and ``urllib3`` are used only here and by the provider modules beside it.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+    SSLError,
+)
+from urllib3.util.retry import Retry
+
+__all__ = ["StrictRetry", "clip", "close_session", "describe_failure", "reason_phrase"]
+
+
+class StrictRetry(Retry):
+    """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max.
+
+    Plain ``Retry`` also retries 413 and 503 whenever they carry Retry-After: for a request
+    that is not safe to repeat (creating a call) that would risk doing it twice, so
+    ``status_forcelist`` is made the whole story.
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if self.status_forcelist is None or status_code not in self.status_forcelist:
+            return False
+        return super().is_retry(method, status_code, has_retry_after)
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        # A hostile or confused server must not park us for an hour.
+        return min(super().parse_retry_after(retry_after), self.backoff_max)
+
+
+def close_session(http: requests.Session) -> None:
+    """Close ``http`` and its pooled connections now.
+
+    ``Session.close()`` only forgets the pools: recent urllib3 closes a forgotten pool's
+    sockets when the pool is garbage-collected, and a response still referenced (from an
+    exception's traceback, a hook's list) keeps it alive.
+    """
+    for adapter in list(http.adapters.values()):
+        if isinstance(adapter, HTTPAdapter):
+            pools = adapter.poolmanager.pools
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+    http.close()
+
+
+def describe_failure(exc: requests.RequestException, origin: str, timeout_s: float) -> str:
+    """A secret-free sentence for a transport failure (the exception's text is not used: it
+    may quote a URL with credentials)."""
+    reason: BaseException = exc
+    if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
+        reason = exc.args[0].reason
+    if isinstance(exc, requests.ReadTimeout) or isinstance(reason, ReadTimeoutError):
+        return f"no response within {timeout_s:g} s from {origin}"
+    if isinstance(reason, NameResolutionError):
+        return f"cannot resolve the host of {origin}"
+    if isinstance(reason, NewConnectionError):
+        if _caused_by(reason, ConnectionRefusedError):
+            return f"connection refused to {origin}"
+        return f"cannot connect to {origin}"
+    if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, ConnectTimeoutError):
+        return f"connect timeout ({timeout_s:g} s) to {origin}"
+    if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, SSLError):
+        return f"TLS handshake with {origin} failed"
+    if isinstance(reason, ProtocolError):
+        return f"connection to {origin} dropped before a response"
+    if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
+        return f"gave up after repeated error responses from {origin}"
+    return f"{type(reason).__name__} talking to {origin}"
+
+
+def clip(text: str, limit: int = 500) -> str:
+    """``text`` cut to ``limit`` characters (an error message quotes at most that much)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reason_phrase(status: int, reason: str) -> str:
+    """The server's reason phrase (clipped), else the standard one for ``status``."""
+    if reason:
+        return clip(reason, 100)
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error response"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
