@@ -1,9 +1,21 @@
-"""A local, Twilio-compatible phone emulator for the demo, tests and development.
+"""Local emulators of the providers' APIs, for the demo, tests and development.
 
-For now this holds the REST side (:class:`TwilioApiServer`): the Calls API a Twilio provider
-talks to, with Twilio's validation and error bodies, fault injection and a record of calls.
+The Twilio side (:class:`TwilioApiServer`): the Calls API a Twilio provider talks to, with
+Twilio's validation and error bodies, fault injection and a record of calls. The Daily side
+(:class:`DailyApiServer`): rooms, meeting tokens and dial-out over Daily's REST API, with
+Daily's error bodies and fault injection. Both modules name their request record
+``RecordedRequest``; Daily's is re-exported here as ``DailyRecordedRequest``.
 """
 
+from .daily import (
+    DailyApiServer,
+    DailyOperation,
+    DialOutSession,
+    EmulatedRoom,
+)
+from .daily import (
+    RecordedRequest as DailyRecordedRequest,
+)
 from .rest import (
     EmulatedCall,
     Operation,
@@ -15,7 +27,12 @@ from .rest import (
 )
 
 __all__ = [
+    "DailyApiServer",
+    "DailyOperation",
+    "DailyRecordedRequest",
+    "DialOutSession",
     "EmulatedCall",
+    "EmulatedRoom",
     "Operation",
     "RecordedRequest",
     "StreamTarget",

@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -31,10 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
+
+from ._http import HTTPApiServer, TrackingHTTPServer
 
 __all__ = [
     "DailyApiServer",
@@ -191,15 +191,19 @@ def _check_properties(
     return None
 
 
-class DailyApiServer:
+class DailyApiServer(HTTPApiServer):
     """A Daily-compatible REST API on ``host:port`` (port 0: any free port); its base URL
     (the client's ``api_base_url``) is :attr:`api_url`.
 
-    ``api_keys`` are the keys it accepts. Rooms get URLs under :attr:`url`, which the emulated
-    SDK (:mod:`actors.emulator.daily_sdk`) knows how to join. ``on_dial_out(session)``,
+    ``api_keys`` are the keys it accepts. Rooms get URLs under :attr:`url` (where the server
+    is, e.g. ``http://127.0.0.1:PORT``; a room is ``{url}/{name}``), which the emulated SDK
+    (:mod:`actors.emulator.daily_sdk`) knows how to join. ``on_dial_out(session)``,
     ``on_dial_out_stop(session)`` and ``on_room_deleted(room)`` run once the answer is on the
     wire, on the connection's thread; an exception in one is logged and the server goes on.
     """
+
+    _label = "daily emulator"
+    _logger = logger
 
     def __init__(
         self,
@@ -213,11 +217,8 @@ class DailyApiServer:
         self._api_keys = [key for key in api_keys if key]
         if not self._api_keys:
             raise ValueError("at least one API key is needed")
-        self._host = host
-        self._port = port
+        super().__init__(host=host, port=port, name=name, handler=_Handler)
         self.max_body = max_body
-        self.name = name
-        self.port = 0
         self.on_dial_out: Callable[[DialOutSession], None] | None = None
         self.on_dial_out_stop: Callable[[DialOutSession], None] | None = None
         self.on_room_deleted: Callable[[EmulatedRoom], None] | None = None
@@ -226,65 +227,17 @@ class DailyApiServer:
         self._tokens: dict[str, dict[str, Any]] = {}
         self._requests: list[RecordedRequest] = []
         self._faults: dict[str, deque[_Fault]] = {op: deque() for op in _OPERATIONS}
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Where the server is, e.g. ``http://127.0.0.1:PORT``; rooms are ``{url}/{name}``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
 
     @property
     def api_url(self) -> str:
         """The REST API's base URL (``{url}/v1``), as ``https://api.daily.co/v1`` is Daily's."""
         return f"{self.url}/v1"
 
-    def start(self) -> DailyApiServer:
-        """Bind, listen and serve from a new thread; return once the socket listens."""
-        if self._httpd is not None:
-            raise RuntimeError("the server was already started")
-        httpd = _HTTPServer((self._host, self._port), self)
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
-        self._thread.start()
-        logger.debug("daily emulator listening on %s", self.url)
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close the socket and every connection, join the threads."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        if thread.is_alive():
-            httpd.shutdown()
-        httpd.server_close()
-        stuck = httpd.close_connections(deadline)
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if stuck or thread.is_alive():
-            logger.warning("daily emulator threads still running after %.1f s", timeout)
-
-    def __enter__(self) -> DailyApiServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _serve(self) -> None:
-        assert self._httpd is not None
-        try:
-            self._httpd.serve_forever(poll_interval=0.05)
-        except Exception:
-            logger.exception("daily emulator %s crashed", self.name)
+    def _still_running(self, timeout: float, threads: list[threading.Thread]) -> None:
+        # The Daily emulator's own wording (no thread names), as it has always logged it.
+        logger.warning("daily emulator threads still running after %.1f s", timeout)
 
     # -- what tests and the emulated SDK see -------------------------------------------------
 
@@ -605,68 +558,13 @@ class DailyApiServer:
             logger.exception("daily emulator: %s callback failed", what)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that keeps track of its connections, so stop() can end them."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], api: DailyApiServer) -> None:
-        self.api = api
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._tracked_lock = threading.Lock()
-        self._tracked: dict[threading.Thread, socket.socket] = {}
-        super().__init__(address, _Handler)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        assert isinstance(request, socket.socket)
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address),
-            name=f"{self.api.name}-conn",
-            daemon=True,
-        )
-        with self._tracked_lock:
-            self._tracked[thread] = request
-        thread.start()
-
-    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-            with self._tracked_lock:
-                self._tracked.pop(threading.current_thread(), None)
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        logger.debug("daily emulator: connection from %s failed", client_address, exc_info=True)
-
-    def close_connections(self, deadline: float) -> list[threading.Thread]:
-        """Shut every open connection down and join its thread; return the ones still alive."""
-        with self._tracked_lock:
-            tracked = list(self._tracked.items())
-        for _, sock in tracked:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread, _ in tracked:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [thread for thread, _ in tracked if thread.is_alive()]
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
     server_version = "DailyEmulator/1.0"
     sys_version = ""
     timeout = 30.0
     disable_nagle_algorithm = True  # headers and body leave in two writes
-    server: _HTTPServer
+    server: TrackingHTTPServer[DailyApiServer]
 
     def do_GET(self) -> None:
         self._dispatch()

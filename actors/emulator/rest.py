@@ -21,23 +21,23 @@ import json
 import logging
 import re
 import secrets
-import socket
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import MappingProxyType, TracebackType
+from http.server import BaseHTTPRequestHandler
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import parse_qs, urlsplit
 
 # defusedxml ships no type hints (types-defusedxml is optional): either way works.
 import defusedxml  # type: ignore[import-untyped, unused-ignore]
 import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
+
+from ._http import HTTPApiServer, TrackingHTTPServer
 
 __all__ = [
     "EmulatedCall",
@@ -248,8 +248,9 @@ def _valid_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-class TwilioApiServer:
-    """A Twilio-compatible Calls API on ``host:port`` (port 0: any free port).
+class TwilioApiServer(HTTPApiServer):
+    """A Twilio-compatible Calls API on ``host:port`` (port 0: any free port); use its
+    :attr:`url` (``http://127.0.0.1:PORT``) as the client's ``api_base_url``.
 
     ``accounts`` maps AccountSid to AuthToken; ``api_keys`` maps an API key SID to
     ``(secret, AccountSid)``. ``on_create(call)`` runs after a create's 201 has been sent (as
@@ -260,6 +261,9 @@ class TwilioApiServer:
     ``start()`` returns once the socket listens; ``stop()`` closes it and every connection,
     and joins every thread, within ``timeout``.
     """
+
+    _label = "twilio emulator"
+    _logger = logger
 
     def __init__(
         self,
@@ -276,78 +280,17 @@ class TwilioApiServer:
         for sid in accounts:
             if not _ACCOUNT_SID.fullmatch(sid):
                 raise ValueError(f"account {sid!r} is not 'AC' followed by 32 hex digits")
+        super().__init__(host=host, port=port, name=name, handler=_Handler)
         self._accounts = dict(accounts)
         self._api_keys = dict(api_keys or {})
-        self._host = host
-        self._port = port
         self.on_create = on_create
         self.on_hang_up = on_hang_up
         self.max_body = max_body
-        self.name = name
-        self.port = 0
         self._lock = threading.Lock()
         # Bounded: a long-running emulator forgets the oldest calls and requests.
         self._calls: OrderedDict[str, EmulatedCall] = OrderedDict()
         self._requests: deque[RecordedRequest] = deque(maxlen=_KEPT)
         self._faults: dict[str, deque[_Fault]] = {"create": deque(), "update": deque()}
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:PORT`` (use it as the client's api_base_url)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> TwilioApiServer:
-        """Bind, listen and serve from a new thread; return once the socket listens."""
-        if self._httpd is not None:
-            raise RuntimeError("the server was already started")
-        httpd = _HTTPServer((self._host, self._port), self)  # binds and listens here
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
-        self._thread.start()
-        logger.debug("twilio emulator listening on %s", self.url)
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close the socket and every connection, join the threads."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        deadline = time.monotonic() + timeout
-        if thread.is_alive():
-            httpd.shutdown()  # serve_forever polls every 50 ms, so this is quick
-        httpd.server_close()
-        stuck = httpd.close_connections(deadline)
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if stuck or thread.is_alive():
-            logger.warning(
-                "twilio emulator threads still running after %.1f s: %s",
-                timeout,
-                [t.name for t in [*stuck, thread] if t.is_alive()],
-            )
-
-    def __enter__(self) -> TwilioApiServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _serve(self) -> None:
-        assert self._httpd is not None
-        try:
-            self._httpd.serve_forever(poll_interval=0.05)
-        except Exception:
-            logger.exception("twilio emulator %s crashed", self.name)
 
     # -- what tests and the media side see ---------------------------------------------------
 
@@ -633,65 +576,6 @@ class TwilioApiServer:
         return self._fetch(path, account_sid, call_sid), operation
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that keeps track of its connections, so stop() can end them."""
-
-    daemon_threads = True
-    # socketserver's default of 5 stalls or drops connections when many calls are placed at
-    # once (a load test, the demo): the kernel's queue must hold a burst of new connections.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], api: TwilioApiServer) -> None:
-        self.api = api
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._tracked_lock = threading.Lock()
-        self._tracked: dict[threading.Thread, socket.socket] = {}
-        super().__init__(address, _Handler)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        assert isinstance(request, socket.socket)  # a TCP server only ever has sockets
-        thread = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address),
-            name=f"{self.api.name}-conn",
-            daemon=True,
-        )
-        with self._tracked_lock:
-            self._tracked[thread] = request
-        thread.start()
-
-    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-            with self._tracked_lock:
-                self._tracked.pop(threading.current_thread(), None)
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        # A client that goes away mid-request is routine; anything else is worth a trace.
-        logger.debug("twilio emulator: connection from %s failed", client_address, exc_info=True)
-
-    def close_connections(self, deadline: float) -> list[threading.Thread]:
-        """Shut every open connection down and join its thread; return the ones still alive."""
-        with self._tracked_lock:
-            tracked = list(self._tracked.items())
-        for _, sock in tracked:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading the socket
-            except OSError:
-                pass
-        for thread, _ in tracked:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [thread for thread, _ in tracked if thread.is_alive()]
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
     server_version = "TwilioEmulator/1.0"
@@ -699,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30.0  # an idle or stuck client cannot hold its thread forever
     # Headers and body leave in two writes: without this, Nagle + delayed ACK add ~40 ms.
     disable_nagle_algorithm = True
-    server: _HTTPServer
+    server: TrackingHTTPServer[TwilioApiServer]
 
     def do_GET(self) -> None:
         self._dispatch()
