@@ -6,7 +6,10 @@ secret-free descriptions of transport failures, and a close that really closes.
 
 from __future__ import annotations
 
+import logging
+import time
 from http import HTTPStatus
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -22,7 +25,20 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-__all__ = ["StrictRetry", "clip", "close_session", "describe_failure", "reason_phrase"]
+from ..errors import ProviderError
+from . import RequestObserver
+
+__all__ = [
+    "StrictRetry",
+    "clip",
+    "close_session",
+    "describe_failure",
+    "reason_phrase",
+    "timed_request",
+]
+
+logger = logging.getLogger(__name__)
+
 
 
 class StrictRetry(Retry):
@@ -83,6 +99,39 @@ def describe_failure(exc: requests.RequestException, origin: str, timeout_s: flo
     if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
         return f"gave up after repeated error responses from {origin}"
     return f"{type(reason).__name__} talking to {origin}"
+
+
+def timed_request(
+    http: requests.Session,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    operation: str,
+    path: str,
+    what: str,
+    origin: str,
+    timeout_s: float,
+    observer: RequestObserver | None,
+    **body: Any,
+) -> requests.Response:
+    """One request with a timeout, timed and logged (``path``, never the query or a secret);
+    a transport failure becomes a :class:`ProviderError` about ``what``."""
+    started = time.monotonic()
+    try:
+        response = http.request(method, url, timeout=timeout_s, **body)
+    except requests.RequestException as exc:
+        elapsed = time.monotonic() - started
+        if observer is not None:
+            observer(operation, "error", elapsed)
+        reason = describe_failure(exc, origin, timeout_s)
+        logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
+        raise ProviderError(provider, f"{method} {what}: {reason}") from None
+    elapsed = time.monotonic() - started
+    if observer is not None:
+        observer(operation, str(response.status_code), elapsed)
+    logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
+    return response
 
 
 def clip(text: str, limit: int = 500) -> str:

@@ -38,7 +38,7 @@ from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import StrictRetry, clip, close_session, describe_failure, reason_phrase
+from ._http import StrictRetry, clip, close_session, reason_phrase, timed_request
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -289,27 +289,19 @@ class DailyRestClient:
         path: str,
         body: object = None,
     ) -> requests.Response:
-        started = time.monotonic()
-        url = f"{self.api_base_url}{quote(path)}"
-        try:
-            response = http.request(
-                method, url, json=body if body is not None else None, timeout=self.timeout_s
-            )
-        except requests.RequestException as exc:
-            elapsed = time.monotonic() - started
-            if self.on_request is not None:
-                self.on_request(operation, "error", elapsed)
-            reason = self._describe(exc)
-            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
-            raise ProviderError(PROVIDER, f"{method} {path}: {reason}") from None
-        elapsed = time.monotonic() - started
-        if self.on_request is not None:
-            self.on_request(operation, str(response.status_code), elapsed)
-        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
-        return response
-
-    def _describe(self, exc: requests.RequestException) -> str:
-        return describe_failure(exc, self._origin, self.timeout_s)
+        return timed_request(
+            http,
+            method,
+            f"{self.api_base_url}{quote(path)}",
+            provider=PROVIDER,
+            operation=operation,
+            path=path,
+            what=path,
+            origin=self._origin,
+            timeout_s=self.timeout_s,
+            observer=self.on_request,
+            json=body if body is not None else None,
+        )
 
     @staticmethod
     def _error(response: requests.Response) -> ProviderError:

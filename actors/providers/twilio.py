@@ -19,7 +19,6 @@ import logging
 import math
 import re
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -37,7 +36,7 @@ from ..redaction import redact_url
 from ..signing import session_token
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import StrictRetry, clip, close_session, describe_failure, reason_phrase
+from ._http import StrictRetry, clip, close_session, reason_phrase, timed_request
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -342,26 +341,19 @@ class TwilioRestClient:
         self, operation: str, method: str, name: str, form: list[tuple[str, str]]
     ) -> requests.Response:
         path = f"{self._account_path}/{name}"
-        started = time.monotonic()
-        try:
-            response = self.http.request(
-                method, f"{self.api_base_url}{path}", data=form, timeout=self.timeout_s
-            )
-        except requests.RequestException as exc:
-            elapsed = time.monotonic() - started
-            if self.on_request is not None:
-                self.on_request(operation, "error", elapsed)
-            reason = self._describe(exc)
-            logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
-            raise ProviderError(PROVIDER, f"{method} {name}: {reason}") from None
-        elapsed = time.monotonic() - started
-        if self.on_request is not None:
-            self.on_request(operation, str(response.status_code), elapsed)
-        logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
-        return response
-
-    def _describe(self, exc: requests.RequestException) -> str:
-        return describe_failure(exc, self._origin, self.timeout_s)
+        return timed_request(
+            self.http,
+            method,
+            f"{self.api_base_url}{path}",
+            provider=PROVIDER,
+            operation=operation,
+            path=path,
+            what=name,
+            origin=self._origin,
+            timeout_s=self.timeout_s,
+            observer=self.on_request,
+            data=form,
+        )
 
     @staticmethod
     def _error(response: requests.Response) -> ProviderError:
