@@ -40,7 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 class StrictRetry(Retry):
     """``Retry`` that retries only the statuses it lists and caps Retry-After at backoff_max.
 
