@@ -342,11 +342,11 @@ class MediaGateway:
                     # Caught up: send it from here, and spare the hop's sender a wake-up.
                     hop.sending = True
                     try:
-                        await hop.connection.send(frame)
-                        hop.cursor += 1
-                        self._stats.frames_to_session += 1
-                    except ConnectionClosed:
-                        pass  # the hop is gone; the frame waits in the ring for its return
+                        # If the hop is gone, the frame waits in the ring for its return.
+                        with contextlib.suppress(ConnectionClosed):
+                            await hop.connection.send(frame)
+                            hop.cursor += 1
+                            self._stats.frames_to_session += 1
                     finally:
                         hop.sending = False
                         if hop.cursor < call.from_provider:
@@ -489,10 +489,10 @@ class MediaGateway:
                 # Nothing waiting: send it from here, and spare the feeder a wake-up.
                 call.provider_sending = True
                 try:
-                    await provider.send(frame)
-                    self._stats.frames_to_provider += 1
-                except ConnectionClosed:
-                    pass  # the provider's stream is ending: its own hop, its own loss
+                    # A provider stream that is ending is its own hop: its own loss.
+                    with contextlib.suppress(ConnectionClosed):
+                        await provider.send(frame)
+                        self._stats.frames_to_provider += 1
                 finally:
                     call.provider_sending = False
                 continue
