@@ -49,7 +49,7 @@ from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, NORMAL_CLOSURE
 from .queues import Keep, Outbox
 from .redaction import redact_url
-from .websocket import DialOptions, SentLog, Traffic, Watchdog
+from .websocket import BoundedClose, DialOptions, SentLog, Traffic, Watchdog
 
 __all__ = ["DailyCall", "DailyConnection", "SdkMissing", "load_sdk"]
 
@@ -186,7 +186,7 @@ def _join_failure(error: str) -> str:
     return f"Daily refused the join: {error}"
 
 
-class DailyConnection:
+class DailyConnection(BoundedClose):
     """One join of one session's Daily room, with its runner and writer threads."""
 
     def __init__(
@@ -260,22 +260,6 @@ class DailyConnection:
             self.abort()
             return
         self._outbox.wake()
-
-    def close(
-        self,
-        code: int = NORMAL_CLOSURE,
-        reason: str = "",
-        timeout: float = 2.0,
-        exit: Exit | None = None,
-        *,
-        flush: bool = True,
-    ) -> None:
-        """Leave within ``timeout``: flush, leave, else abort; then join the threads."""
-        deadline = time.monotonic() + timeout
-        self.request_close(code, reason, exit, flush=flush)
-        if not self._done.wait(max(0.0, (deadline - time.monotonic()) * 0.75)):
-            self.abort()
-        self.join(max(0.05, deadline - time.monotonic()))
 
     def abort(self, exit: Exit | None = None) -> None:
         """Stop now: the writer stops between two frames, the runner leaves the call."""

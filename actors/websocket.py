@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import websocket as wsc
 
@@ -54,7 +55,15 @@ from .messages import (
 from .queues import Keep, Outbox
 from .redaction import redact_url
 
-__all__ = ["DialOptions", "IoLoop", "SentLog", "Traffic", "Watchdog", "WebSocketConnection"]
+__all__ = [
+    "BoundedClose",
+    "DialOptions",
+    "IoLoop",
+    "SentLog",
+    "Traffic",
+    "Watchdog",
+    "WebSocketConnection",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +304,48 @@ class _NoLoop(IoLoop):
 _NOT_STARTED: IoLoop = _NoLoop()
 
 
-class WebSocketConnection:
+class BoundedClose:
+    """``close()`` for a session's connection, whatever carries it: ask for a graceful close,
+    give it most of ``timeout``, else abort; then join what is left. One policy for every
+    kind of connection (WebSocket, Daily call). The class supplies ``request_close``,
+    ``abort``, ``join`` and a ``_done`` event set once it has ended."""
+
+    _done: threading.Event
+
+    if TYPE_CHECKING:  # what the connection class supplies
+
+        def request_close(
+            self,
+            code: int = NORMAL_CLOSURE,
+            reason: str = "",
+            exit: Exit | None = None,
+            *,
+            flush: bool = True,
+        ) -> None: ...
+
+        def abort(self, exit: Exit | None = None) -> None: ...
+
+        def join(self, timeout: float) -> bool: ...
+
+    def close(
+        self,
+        code: int = NORMAL_CLOSURE,
+        reason: str = "",
+        timeout: float = 2.0,
+        exit: Exit | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Close gracefully within ``timeout``: flush, close handshake, else abort; then join."""
+        deadline = time.monotonic() + timeout
+        self.request_close(code, reason, exit, flush=flush)
+        # Leave a share of the deadline for joining after an abort.
+        if not self._done.wait(max(0.0, (deadline - time.monotonic()) * 0.75)):
+            self.abort()
+        self.join(max(0.05, deadline - time.monotonic()))
+
+
+class WebSocketConnection(BoundedClose):
     """One dial of one session's WebSocket.
 
     A short-lived thread dials (the connector's actor thread never blocks on the network);
@@ -394,23 +444,6 @@ class WebSocketConnection:
             self.abort()
             return
         self.pump()
-
-    def close(
-        self,
-        code: int = NORMAL_CLOSURE,
-        reason: str = "",
-        timeout: float = 2.0,
-        exit: Exit | None = None,
-        *,
-        flush: bool = True,
-    ) -> None:
-        """Close gracefully within ``timeout``: flush, close handshake, else abort; then join."""
-        deadline = time.monotonic() + timeout
-        self.request_close(code, reason, exit, flush=flush)
-        # Leave a share of the deadline for joining after an abort.
-        if not self._done.wait(max(0.0, (deadline - time.monotonic()) * 0.75)):
-            self.abort()
-        self.join(max(0.05, deadline - time.monotonic()))
 
     def abort(self, exit: Exit | None = None) -> None:
         """Stop now, without a handshake."""
