@@ -91,38 +91,8 @@ class EventHandler:
     def on_error(self, message: str) -> None: ...
 
 
-class VirtualMicrophoneDevice:
-    """The SDK's virtual microphone: what is written goes into the room of every client that
-    joined with it (``client_settings.inputs.microphone.settings.deviceId``)."""
-
-    def __init__(self, sdk: EmulatedDaily, name: str, sample_rate: int, channels: int) -> None:
-        self._sdk = sdk
-        self._name = name
-        self._rate = sample_rate
-        self._channels = channels
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def sample_rate(self) -> int:
-        return self._rate
-
-    @property
-    def channels(self) -> int:
-        return self._channels
-
-    def write_frames(self, frames: bytes, completion: Callable[[int], None] | None = None) -> int:
-        count = len(frames) // (2 * self._channels)
-        self._sdk._spoken(self, bytes(frames))
-        if completion is not None:
-            self._sdk._post(completion, count)
-        return count
-
-
-class VirtualSpeakerDevice:
-    """The SDK's virtual speaker (unused by sessions, which render per participant)."""
+class _VirtualDevice:
+    """What the SDK's virtual devices have in common: a name, a sample rate, channels."""
 
     def __init__(self, name: str, sample_rate: int, channels: int) -> None:
         self._name = name
@@ -140,6 +110,26 @@ class VirtualSpeakerDevice:
     @property
     def channels(self) -> int:
         return self._channels
+
+
+class VirtualMicrophoneDevice(_VirtualDevice):
+    """The SDK's virtual microphone: what is written goes into the room of every client that
+    joined with it (``client_settings.inputs.microphone.settings.deviceId``)."""
+
+    def __init__(self, sdk: EmulatedDaily, name: str, sample_rate: int, channels: int) -> None:
+        super().__init__(name, sample_rate, channels)
+        self._sdk = sdk
+
+    def write_frames(self, frames: bytes, completion: Callable[[int], None] | None = None) -> int:
+        count = len(frames) // (2 * self._channels)
+        self._sdk._spoken(self, bytes(frames))
+        if completion is not None:
+            self._sdk._post(completion, count)
+        return count
+
+
+class VirtualSpeakerDevice(_VirtualDevice):
+    """The SDK's virtual speaker (unused by sessions, which render per participant)."""
 
     def read_frames(
         self, num_frames: int, completion: Callable[[bytes], None] | None = None
