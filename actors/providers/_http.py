@@ -7,6 +7,7 @@ secret-free descriptions of transport failures, and a close that really closes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from http import HTTPStatus
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "close_session",
     "describe_failure",
     "reason_phrase",
+    "retrying_adapter",
     "timed_request",
 ]
 
@@ -56,6 +58,37 @@ class StrictRetry(Retry):
     def parse_retry_after(self, retry_after: str) -> float:
         # A hostile or confused server must not park us for an hour.
         return min(super().parse_retry_after(retry_after), self.backoff_max)
+
+
+def retrying_adapter(
+    statuses: frozenset[int],
+    *,
+    retries: int,
+    read: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    methods: frozenset[str] = frozenset({"GET", "POST"}),
+) -> HTTPAdapter:
+    """An adapter retrying connection errors, ``read`` read errors and ``statuses``, with
+    exponential backoff from ``backoff_s`` capped at ``backoff_max_s`` (Retry-After too).
+    What is safe to repeat is the caller's decision: ``statuses`` and ``read`` say it."""
+    retry = StrictRetry(
+        total=retries,
+        connect=retries,
+        read=read,
+        status=retries,
+        other=0,
+        redirect=0,
+        allowed_methods=methods,
+        status_forcelist=statuses,
+        backoff_factor=backoff_s,
+        backoff_max=backoff_max_s,
+        respect_retry_after_header=True,
+        retry_after_max=max(1, math.ceil(backoff_max_s)),
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    return HTTPAdapter(max_retries=retry)
 
 
 def close_session(http: requests.Session) -> None:

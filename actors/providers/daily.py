@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -28,7 +27,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from ..codecs.daily import DailyCodec
 from ..config import DailyProviderConfig, RuntimeConfig
@@ -38,7 +36,7 @@ from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import StrictRetry, clip, close_session, reason_phrase, timed_request
+from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -130,26 +128,18 @@ class DailyRestClient:
         self._origin = redact_url(self.api_base_url)
 
         def session(statuses: frozenset[int], read: int) -> requests.Session:
-            retry = StrictRetry(
-                total=retries,
-                connect=retries,
-                read=read,
-                status=retries,
-                other=0,
-                redirect=0,
-                allowed_methods=frozenset({"GET", "POST", "DELETE"}),
-                status_forcelist=statuses,
-                backoff_factor=backoff_s,
-                backoff_max=backoff_max_s,
-                respect_retry_after_header=True,
-                retry_after_max=max(1, math.ceil(backoff_max_s)),
-                raise_on_status=False,
-                raise_on_redirect=False,
-            )
             http = requests.Session()
             http.headers["Authorization"] = f"Bearer {api_key}"
             http.headers["Accept"] = "application/json"
-            http.mount(f"{self.api_base_url}/", HTTPAdapter(max_retries=retry))
+            adapter = retrying_adapter(
+                statuses,
+                retries=retries,
+                read=read,
+                backoff_s=backoff_s,
+                backoff_max_s=backoff_max_s,
+                methods=frozenset({"GET", "POST", "DELETE"}),
+            )
+            http.mount(f"{self.api_base_url}/", adapter)
             return http
 
         self.http = session(_SAFE_RETRY_STATUSES, read=retries)

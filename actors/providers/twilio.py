@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -26,7 +25,6 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from ..codecs.twilio import TwilioCodec
 from ..config import RuntimeConfig, TwilioProviderConfig
@@ -36,7 +34,7 @@ from ..redaction import redact_url
 from ..signing import session_token
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import StrictRetry, clip, close_session, reason_phrase, timed_request
+from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -231,33 +229,24 @@ class TwilioRestClient:
         self.http.auth = (username, password)
         self.http.headers["Accept"] = "application/json"
 
-        def retry(statuses: frozenset[int], *, read: int, other: int) -> Retry:
-            return StrictRetry(
-                total=retries,
-                connect=retries,
+        def adapter(statuses: frozenset[int], read: int) -> HTTPAdapter:
+            return retrying_adapter(
+                statuses,
+                retries=retries,
                 read=read,
-                status=retries,
-                other=other,
-                redirect=0,
-                allowed_methods=frozenset({"GET", "POST"}),
-                status_forcelist=statuses,
-                backoff_factor=backoff_s,
-                backoff_max=backoff_max_s,
-                respect_retry_after_header=True,
-                retry_after_max=max(1, math.ceil(backoff_max_s)),
-                raise_on_status=False,
-                raise_on_redirect=False,
+                backoff_s=backoff_s,
+                backoff_max_s=backoff_max_s,
             )
 
         # requests picks the adapter with the longest matching prefix: every call resource
         # goes through the hang-up adapter, everything else (Calls.json) through the strict one.
         self.http.mount(
             f"{self.api_base_url}/",
-            HTTPAdapter(max_retries=retry(_CREATE_RETRY_STATUSES, read=0, other=0)),
+            adapter(_CREATE_RETRY_STATUSES, read=0),
         )
         self.http.mount(
             f"{self.api_base_url}{self._account_path}/Calls/",
-            HTTPAdapter(max_retries=retry(_HANG_UP_RETRY_STATUSES, read=retries, other=0)),
+            adapter(_HANG_UP_RETRY_STATUSES, read=retries),
         )
 
     def __repr__(self) -> str:
