@@ -1,7 +1,7 @@
 """One shape for everything that runs in the background: ``start()``, ``stop()``, ``with``.
 
-A server on its own thread, an emulator, a gateway: each is started, then stopped within a
-bound, and a ``with`` block is the same as ``start()`` on entry and ``stop()`` on the way out
+A server on its own thread, an emulated API: each is started, then stopped within a bound,
+and a ``with`` block is the same as ``start()`` on entry and ``stop()`` on the way out
 (whatever ended the block). :class:`Startable` writes that once; a subclass writes ``start``
 (returning itself once it runs, so that ``with X().start() as x`` and ``with X() as x`` read
 alike) and ``stop`` (idempotent, bounded, safe on something never started).
