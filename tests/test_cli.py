@@ -12,6 +12,7 @@ import pytest
 
 import actors
 from actors import cli
+from actors.cli import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "transport.yaml"
@@ -163,7 +164,7 @@ def test_demo_interrupted_cleans_up(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(cli._Demo, "_show_progress", interrupt)
+    monkeypatch.setattr(demo._Demo, "_show_progress", interrupt)
     assert cli.main(["demo", "--sessions", "2", "--seconds", "5"]) == 130
     out, err = capsys.readouterr()
     assert "result: INTERRUPTED" in out

@@ -1,8 +1,12 @@
 """The Twilio REST client speaks Twilio's own OpenAPI description: Stoplight Prism serves the
-spec (tests/contracts/twilio/) and validates every request we make against it.
+spec and validates every request we make against it.
 
-Prism is found or installed by tests/prism.py; when it cannot be had the tests fail (with what
-to do), they are not skipped: a contract nobody checks is no contract.
+The spec is read from the shared contracts folder, ``../shared/contracts/twilio/`` beside the
+repository or under ``$TRANSPORT_ACTORS_CONTRACTS`` (tests/specs.py; provenance in
+tests/contracts/twilio/README.md). Without that folder the tests are skipped, and the summary
+says they did not run and where the spec was looked for. Prism is found or installed by
+tests/prism.py; when it cannot be had the tests fail (with what to do), they are not skipped: a
+contract nobody checks is no contract.
 """
 
 from __future__ import annotations
@@ -19,21 +23,27 @@ from actors.emulator import TwilioApiServer
 from actors.errors import ProviderError
 from actors.providers.twilio import TwilioRestClient, build_stream_twiml
 from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+from tests.specs import spec
 
 # Installing Prism (first run only) and starting it take longer than the default 60 s timeout.
 pytestmark = pytest.mark.timeout(420)
 
-SPEC = Path(__file__).resolve().parent / "contracts" / "twilio" / "twilio_api_v2010.json"
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "contract-token"
 
 
 @pytest.fixture(scope="session")
-def prism() -> Iterator[str]:
+def twilio_spec() -> Path:
+    """Twilio's OpenAPI description of its 2010-04-01 API, from the shared contracts folder."""
+    return spec("twilio", "twilio_api_v2010.json")
+
+
+@pytest.fixture(scope="session")
+def prism(twilio_spec: Path) -> Iterator[str]:
     """The base URL of Prism mocking Twilio's 2010-04-01 API on 127.0.0.1."""
     try:
         binary = find_or_install_prism()
-        server = PrismServer(binary, SPEC).start()
+        server = PrismServer(binary, twilio_spec).start()
     except PrismUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -103,10 +113,10 @@ def test_the_harness_can_fail(prism: str) -> None:
     assert violations(responses), "the harness did not flag a 422"
 
 
-def test_emulator_call_resource_has_the_spec_fields() -> None:
+def test_emulator_call_resource_has_the_spec_fields(twilio_spec: Path) -> None:
     """The emulator answers with the same Call resource fields as Twilio's description."""
-    spec = json.loads(SPEC.read_text())
-    properties = set(spec["components"]["schemas"]["api.v2010.account.call"]["properties"])
+    description = json.loads(twilio_spec.read_text())
+    properties = set(description["components"]["schemas"]["api.v2010.account.call"]["properties"])
     with (
         TwilioApiServer({ACCOUNT: TOKEN}) as server,
         TwilioRestClient(account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=server.url) as client,

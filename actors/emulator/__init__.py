@@ -3,8 +3,10 @@
 The Twilio side (:class:`TwilioApiServer`): the Calls API a Twilio provider talks to, with
 Twilio's validation and error bodies, fault injection and a record of calls. The Daily side
 (:class:`DailyApiServer`): rooms, meeting tokens and dial-out over Daily's REST API, with
-Daily's error bodies and fault injection. Both modules name their request record
-``RecordedRequest``; Daily's is re-exported here as ``DailyRecordedRequest``.
+Daily's error bodies and fault injection. Both stand on one HTTP server, request handler and
+fault queue (``_http.py``), each with its own routes and error bodies; their request record is
+one ``RecordedRequest`` (also named ``DailyRecordedRequest`` here, as it was when each module
+had its own).
 """
 
 from .daily import (

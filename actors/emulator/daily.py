@@ -25,16 +25,20 @@ import secrets
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from ._http import HTTPApiServer, TrackingHTTPServer
+from ._http import (
+    ApiRequestHandler,
+    Fault,
+    HTTPApiServer,
+    RecordedRequest,
+    Reply,
+    status_phrase,
+)
 
 __all__ = [
     "DailyApiServer",
@@ -137,48 +141,21 @@ class EmulatedRoom:
         }
 
 
-class RecordedRequest(NamedTuple):
-    """One request the server answered: what it was and the status it got."""
-
-    method: str
-    path: str
-    status: int
-    operation: str | None
+def _error(status: int, error: str, info: str) -> Reply:
+    return Reply(status, {"error": error, "info": info})
 
 
-@dataclass
-class _Fault:
-    status: int
-    error: str
-    info: str
-    retry_after: float | None
-    performed: bool
-    remaining: int
-
-
-@dataclass
-class _Reply:
-    status: int
-    payload: dict[str, Any]
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    after: Callable[[], None] | None = None  # run once the response is on the wire
-
-
-def _error(status: int, error: str, info: str) -> _Reply:
-    return _Reply(status, {"error": error, "info": info})
-
-
-def _not_found(what: str) -> _Reply:
+def _not_found(what: str) -> Reply:
     return _error(404, "not-found", f"{what} not found")
 
 
-def _invalid(info: str) -> _Reply:
+def _invalid(info: str) -> Reply:
     return _error(400, "invalid-request-error", info)
 
 
 def _check_properties(
     properties: object, known: dict[str, type | tuple[type, ...]]
-) -> _Reply | None:
+) -> Reply | None:
     if not isinstance(properties, dict):
         return _invalid("properties must be an object")
     for key, value in properties.items():
@@ -217,16 +194,20 @@ class DailyApiServer(HTTPApiServer):
         self._api_keys = [key for key in api_keys if key]
         if not self._api_keys:
             raise ValueError("at least one API key is needed")
-        super().__init__(host=host, port=port, name=name, handler=_Handler)
-        self.max_body = max_body
+        super().__init__(
+            host=host,
+            port=port,
+            name=name,
+            handler=_Handler,
+            max_body=max_body,
+            fault_operations=_OPERATIONS,
+            requests_kept=None,
+        )
         self.on_dial_out: Callable[[DialOutSession], None] | None = None
         self.on_dial_out_stop: Callable[[DialOutSession], None] | None = None
         self.on_room_deleted: Callable[[EmulatedRoom], None] | None = None
-        self._lock = threading.Lock()
         self._rooms: dict[str, EmulatedRoom] = {}
         self._tokens: dict[str, dict[str, Any]] = {}
-        self._requests: list[RecordedRequest] = []
-        self._faults: dict[str, deque[_Fault]] = {op: deque() for op in _OPERATIONS}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -282,17 +263,6 @@ class DailyApiServer(HTTPApiServer):
             found = self._tokens.get(token)
             return dict(found) if found is not None else None
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request answered so far, in order."""
-        with self._lock:
-            return list(self._requests)
-
-    def attempts(self, operation: DailyOperation) -> int:
-        """How many ``operation`` requests were answered (any status)."""
-        with self._lock:
-            return sum(1 for r in self._requests if r.operation == operation)
-
     def inject(
         self,
         operation: DailyOperation,
@@ -313,37 +283,14 @@ class DailyApiServer(HTTPApiServer):
         """
         if operation not in self._faults:
             raise ValueError(f"unknown operation {operation!r}")
-        if not 400 <= status <= 599:
-            raise ValueError(f"status must be an HTTP error status, not {status}")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
         kind = error or _DEFAULT_FAULTS.get(status, "server-error")
-        fault = _Fault(status, kind, info or phrase, retry_after, performed, times)
-        with self._lock:
-            self._faults[operation].append(fault)
+        body = _error(status, kind, info or status_phrase(status)).payload
+        fault = Fault(status, body, retry_after, remaining=times, performed=performed)
+        self._queue_fault(operation, fault)
 
     # -- request handling (connection threads) ------------------------------------------------
 
-    def _take_fault(self, operation: str) -> _Fault | None:
-        with self._lock:
-            queue = self._faults[operation]
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                queue.popleft()
-            return fault
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _authenticate(self, header: str) -> _Reply | None:
+    def _authenticate(self, header: str) -> Reply | None:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return _error(400, "authorization-header-error", "bad Authorization header format")
@@ -374,7 +321,7 @@ class DailyApiServer(HTTPApiServer):
 
     def _handle(
         self, method: str, target: str, authorization: str, body: bytes
-    ) -> tuple[_Reply, str | None]:
+    ) -> tuple[Reply, str | None]:
         """Route and answer one request; returns the reply and the operation's name."""
         path = urlsplit(target).path
         operation, name, why_not = self._route(method, path)
@@ -397,22 +344,15 @@ class DailyApiServer(HTTPApiServer):
             return _invalid("the body must be a JSON object"), operation
         fault = self._take_fault(operation)
         if fault is not None and not fault.performed:
-            return self._fault_reply(fault), operation
+            return fault.reply(), operation
         reply = self._perform(operation, name, data)
         if fault is not None:  # done, but the answer is "lost": a fault instead
-            lost = self._fault_reply(fault)
+            lost = fault.reply()
             lost.after = reply.after
             return lost, operation
         return reply, operation
 
-    @staticmethod
-    def _fault_reply(fault: _Fault) -> _Reply:
-        reply = _error(fault.status, fault.error, fault.info)
-        if fault.retry_after is not None:
-            reply.headers.append(("Retry-After", f"{fault.retry_after:g}"))
-        return reply
-
-    def _perform(self, operation: str, name: str | None, data: dict[str, Any]) -> _Reply:
+    def _perform(self, operation: str, name: str | None, data: dict[str, Any]) -> Reply:
         if operation == "create_room":
             return self._create_room(data)
         if operation == "create_token":
@@ -426,7 +366,7 @@ class DailyApiServer(HTTPApiServer):
             return self._dial_out_start(name, data)
         return self._dial_out_stop(name, data)
 
-    def _create_room(self, data: dict[str, Any]) -> _Reply:
+    def _create_room(self, data: dict[str, Any]) -> Reply:
         name = data.get("name", "")
         if name == "" or name is None:
             name = secrets.token_hex(10)
@@ -460,16 +400,16 @@ class DailyApiServer(HTTPApiServer):
             self._rooms[name] = room
             payload = room.resource()
         logger.info("emulated daily room %s created", name)
-        return _Reply(200, payload)
+        return Reply(200, payload)
 
-    def _get_room(self, name: str) -> _Reply:
+    def _get_room(self, name: str) -> Reply:
         with self._lock:
             room = self._rooms.get(name)
             if room is None or room.deleted or room.expired:
                 return _not_found(f"room {name}")
-            return _Reply(200, room.resource())
+            return Reply(200, room.resource())
 
-    def _delete_room(self, name: str) -> _Reply:
+    def _delete_room(self, name: str) -> Reply:
         with self._lock:
             room = self._rooms.get(name)
             if room is None or room.deleted:
@@ -487,9 +427,9 @@ class DailyApiServer(HTTPApiServer):
         logger.info("emulated daily room %s deleted", name)
         callback = self.on_room_deleted
         after = (lambda: self._callback("on_room_deleted", callback, room)) if callback else None
-        return _Reply(200, {"deleted": True, "name": name}, after=after)
+        return Reply(200, {"deleted": True, "name": name}, after=after)
 
-    def _create_token(self, data: dict[str, Any]) -> _Reply:
+    def _create_token(self, data: dict[str, Any]) -> Reply:
         properties = data.get("properties")
         if properties is None:
             properties = {}
@@ -499,9 +439,9 @@ class DailyApiServer(HTTPApiServer):
         token = "emulated-" + secrets.token_urlsafe(24)
         with self._lock:
             self._tokens[token] = dict(properties)
-        return _Reply(200, {"token": token})
+        return Reply(200, {"token": token})
 
-    def _dial_out_start(self, name: str, data: dict[str, Any]) -> _Reply:
+    def _dial_out_start(self, name: str, data: dict[str, Any]) -> Reply:
         phone, sip = data.get("phoneNumber"), data.get("sipUri")
         if (phone is None) == (sip is None):
             return _invalid("give either phoneNumber or sipUri")
@@ -529,9 +469,9 @@ class DailyApiServer(HTTPApiServer):
         logger.info("emulated daily room %s: dial-out %s started", name, session.session_id)
         callback = self.on_dial_out
         after = (lambda: self._callback("on_dial_out", callback, session)) if callback else None
-        return _Reply(200, {"ok": True, "sessionId": session.session_id}, after=after)
+        return Reply(200, {"ok": True, "sessionId": session.session_id}, after=after)
 
-    def _dial_out_stop(self, name: str, data: dict[str, Any]) -> _Reply:
+    def _dial_out_stop(self, name: str, data: dict[str, Any]) -> Reply:
         wanted = data.get("sessionId")
         with self._lock:
             room = self._rooms.get(name)
@@ -548,7 +488,7 @@ class DailyApiServer(HTTPApiServer):
         after = (
             (lambda: self._callback("on_dial_out_stop", callback, session)) if callback else None
         )
-        return _Reply(200, {"ok": True}, after=after)
+        return Reply(200, {"ok": True}, after=after)
 
     @staticmethod
     def _callback(what: str, callback: Callable[[Any], None], subject: object) -> None:
@@ -558,77 +498,19 @@ class DailyApiServer(HTTPApiServer):
             logger.exception("daily emulator: %s callback failed", what)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
+class _Handler(ApiRequestHandler):
+    """Daily's words for refused requests; HEAD and OPTIONS are not answered (501)."""
+
     server_version = "DailyEmulator/1.0"
-    sys_version = ""
-    timeout = 30.0
-    disable_nagle_algorithm = True  # headers and body leave in two writes
-    server: TrackingHTTPServer[DailyApiServer]
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    def _length_required(self) -> Reply:
+        return _invalid("send a Content-Length")
 
-    def do_POST(self) -> None:
-        self._dispatch()
+    def _bad_length(self) -> Reply:
+        return _invalid("invalid Content-Length")
 
-    def do_DELETE(self) -> None:
-        self._dispatch()
+    def _too_large(self, length: int, limit: int) -> Reply:
+        return _invalid(f"the body exceeds {limit} bytes")
 
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line and status only: headers (Authorization) never reach a log.
-        logger.debug("daily emulator %s: %s", self.address_string(), format % args)
-
-    def _dispatch(self) -> None:
-        api = self.server.api
-        body = self._read_body(api.max_body)
-        if body is None:
-            return
-        authorization = self.headers.get("Authorization", "")
-        try:
-            reply, operation = api._handle(self.command, self.path, authorization, body)
-        except Exception:  # a bug here must still answer, as Daily would, with a 500
-            logger.exception("daily emulator failed on %s %s", self.command, self.path)
-            reply, operation = _error(500, "server-error", "internal server error"), None
-        self._send(reply, operation)
-        if reply.after is not None:
-            reply.after()
-
-    def _read_body(self, limit: int) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self._send(_invalid("send a Content-Length"), None, close=True)
-            return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(_invalid("invalid Content-Length"), None, close=True)
-            return None
-        if length > limit:
-            self._send(_invalid(f"the body exceeds {limit} bytes"), None, close=True)
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, reply: _Reply, operation: str | None, close: bool = False) -> None:
-        # Recorded before the client can see the answer, so that a test counting attempts
-        # right after its request returns never races the count.
-        path = urlsplit(self.path).path
-        self.server.api._record(RecordedRequest(self.command, path, reply.status, operation))
-        body = json.dumps(reply.payload).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
+    def _internal_error(self) -> Reply:
+        return _error(500, "server-error", "internal server error")

@@ -28,10 +28,10 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from ..audio import resample
+from ..startable import Startable
 from .daily import DailyApiServer, DialOutSession, EmulatedRoom
 
 __all__ = [
@@ -274,7 +274,7 @@ class _Statics:
     def select_speaker_device(self, device_name: str) -> None: ...
 
 
-class EmulatedDaily:
+class EmulatedDaily(Startable):
     """The SDK stand-in of one emulated Daily: ``.Daily``, ``.CallClient``, ``.EventHandler``
     and ``.AudioData`` as the ``daily`` module has them, and controls for the far end.
 
@@ -304,7 +304,7 @@ class EmulatedDaily:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> EmulatedDaily:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._dispatch, name="daily-emulator-sdk", daemon=True
@@ -515,7 +515,7 @@ class EmulatedDaily:
         self._post(callback, participant_id, AudioData(data, wanted), "microphone")
 
 
-class DailyEmulator:
+class DailyEmulator(Startable):
     """The local Daily: its REST API (:class:`DailyApiServer`) and the SDK stand-in that joins
     its rooms (:class:`EmulatedDaily`), started and stopped together."""
 
@@ -528,7 +528,7 @@ class DailyEmulator:
     def api_url(self) -> str:
         return self.server.api_url
 
-    def start(self) -> DailyEmulator:
+    def start(self) -> Self:
         self.server.start()
         self.sdk.start()
         return self
@@ -536,14 +536,3 @@ class DailyEmulator:
     def stop(self, timeout: float = 5.0) -> None:
         self.server.stop(timeout)
         self.sdk.stop(timeout)
-
-    def __enter__(self) -> DailyEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,27 +17,30 @@ import base64
 import binascii
 import email.utils
 import hmac
-import json
 import logging
 import re
 import secrets
-import threading
 import xml.etree.ElementTree as ET
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, urlsplit
 
 # defusedxml ships no type hints (types-defusedxml is optional): either way works.
 import defusedxml  # type: ignore[import-untyped, unused-ignore]
 import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
 
-from ._http import HTTPApiServer, TrackingHTTPServer
+from ._http import (
+    ApiRequestHandler,
+    Fault,
+    HTTPApiServer,
+    RecordedRequest,
+    Reply,
+    status_phrase,
+)
 
 __all__ = [
     "EmulatedCall",
@@ -194,32 +197,6 @@ class EmulatedCall:
         }
 
 
-class RecordedRequest(NamedTuple):
-    """One request the server answered: what it was and the status it got."""
-
-    method: str
-    path: str
-    status: int
-    operation: str | None  # "create", "update", "fetch", or None for anything else
-
-
-@dataclass
-class _Fault:
-    status: int
-    code: int | None
-    message: str
-    retry_after: float | None
-    remaining: int
-
-
-@dataclass
-class _Reply:
-    status: int
-    payload: dict[str, Any]
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    after: Callable[[], None] | None = None  # run once the response is on the wire
-
-
 def _rfc2822(moment: datetime | None) -> str | None:
     return email.utils.format_datetime(moment) if moment is not None else None
 
@@ -228,14 +205,14 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _error(status: int, code: int | None, message: str) -> _Reply:
+def _error(status: int, code: int | None, message: str) -> Reply:
     more_info = f"https://www.twilio.com/docs/errors/{code}" if code is not None else None
-    return _Reply(
+    return Reply(
         status, {"code": code, "message": message, "more_info": more_info, "status": status}
     )
 
 
-def _not_found(path: str) -> _Reply:
+def _not_found(path: str) -> Reply:
     return _error(404, 20404, f"The requested resource {path} was not found")
 
 
@@ -280,17 +257,21 @@ class TwilioApiServer(HTTPApiServer):
         for sid in accounts:
             if not _ACCOUNT_SID.fullmatch(sid):
                 raise ValueError(f"account {sid!r} is not 'AC' followed by 32 hex digits")
-        super().__init__(host=host, port=port, name=name, handler=_Handler)
+        # Bounded: a long-running emulator forgets the oldest calls and requests.
+        super().__init__(
+            host=host,
+            port=port,
+            name=name,
+            handler=_Handler,
+            max_body=max_body,
+            fault_operations=("create", "update"),
+            requests_kept=_KEPT,
+        )
         self._accounts = dict(accounts)
         self._api_keys = dict(api_keys or {})
         self.on_create = on_create
         self.on_hang_up = on_hang_up
-        self.max_body = max_body
-        self._lock = threading.Lock()
-        # Bounded: a long-running emulator forgets the oldest calls and requests.
         self._calls: OrderedDict[str, EmulatedCall] = OrderedDict()
-        self._requests: deque[RecordedRequest] = deque(maxlen=_KEPT)
-        self._faults: dict[str, deque[_Fault]] = {"create": deque(), "update": deque()}
 
     # -- what tests and the media side see ---------------------------------------------------
 
@@ -324,17 +305,6 @@ class TwilioApiServer(HTTPApiServer):
                 call.ended_at = now
             return call
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request answered so far, in order."""
-        with self._lock:
-            return list(self._requests)
-
-    def attempts(self, operation: str) -> int:
-        """How many ``create`` / ``update`` / ``fetch`` requests were answered (any status)."""
-        with self._lock:
-            return sum(1 for r in self._requests if r.operation == operation)
-
     def inject(
         self,
         operation: Operation,
@@ -353,41 +323,14 @@ class TwilioApiServer(HTTPApiServer):
         """
         if operation not in self._faults:
             raise ValueError(f"operation must be 'create' or 'update', not {operation!r}")
-        if not 400 <= status <= 599:
-            raise ValueError(f"status must be an HTTP error status, not {status}")
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:  # a status Python has no name for (e.g. 599)
-            phrase = "Error"
-        default_code, default_message = _DEFAULT_FAULTS.get(status, (None, phrase))
-        fault = _Fault(
-            status=status,
-            code=code if code is not None else default_code,
-            message=message or default_message,
-            retry_after=retry_after,
-            remaining=times,
+        default_code, default_message = _DEFAULT_FAULTS.get(status, (None, status_phrase(status)))
+        body = _error(
+            status, code if code is not None else default_code, message or default_message
         )
-        with self._lock:
-            self._faults[operation].append(fault)
+        fault = Fault(status, body.payload, retry_after=retry_after, remaining=times)
+        self._queue_fault(operation, fault)
 
     # -- request handling (called from connection threads) -----------------------------------
-
-    def _take_fault(self, operation: str) -> _Fault | None:
-        with self._lock:
-            queue = self._faults.get(operation)
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                queue.popleft()
-            return fault
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
 
     def _authenticate(self, header: str, account_sid: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -411,7 +354,7 @@ class TwilioApiServer(HTTPApiServer):
         # Credentials of another account are refused like wrong ones (Twilio: 20003).
         return matches and bool(expected) and owner == account_sid
 
-    def _create(self, account_sid: str, form: Mapping[str, list[str]]) -> _Reply:
+    def _create(self, account_sid: str, form: Mapping[str, list[str]]) -> Reply:
         def first(key: str) -> str:
             values = form.get(key)
             return values[0] if values else ""
@@ -471,11 +414,11 @@ class TwilioApiServer(HTTPApiServer):
         logger.info("emulated call %s created: %s -> %s", call.sid, from_, to)
         callback = self.on_create
         after = (lambda: self._callback("on_create", callback, call)) if callback else None
-        return _Reply(201, payload, after=after)
+        return Reply(201, payload, after=after)
 
     def _update(
         self, path: str, account_sid: str, call_sid: str, form: Mapping[str, list[str]]
-    ) -> _Reply:
+    ) -> Reply:
         status = (form.get("Status") or [""])[0]
         if status and status not in ("completed", "canceled"):
             return _error(400, 20001, f"Status must be 'completed' or 'canceled', not {status!r}")
@@ -517,14 +460,14 @@ class TwilioApiServer(HTTPApiServer):
             logger.info("emulated call %s ended (%s)", call_sid, payload["status"])
             if callback is not None:
                 after = lambda: self._callback("on_hang_up", callback, call)  # noqa: E731
-        return _Reply(200, payload, after=after)
+        return Reply(200, payload, after=after)
 
-    def _fetch(self, path: str, account_sid: str, call_sid: str) -> _Reply:
+    def _fetch(self, path: str, account_sid: str, call_sid: str) -> Reply:
         with self._lock:
             call = self._calls.get(call_sid)
             if call is None or call.account_sid != account_sid:
                 return _not_found(path)
-            return _Reply(200, call.resource())
+            return Reply(200, call.resource())
 
     @staticmethod
     def _callback(what: str, callback: Callable[[EmulatedCall], None], call: EmulatedCall) -> None:
@@ -535,7 +478,7 @@ class TwilioApiServer(HTTPApiServer):
 
     def _handle(
         self, method: str, target: str, authorization: str, body: bytes
-    ) -> tuple[_Reply, str | None]:
+    ) -> tuple[Reply, str | None]:
         """Route and answer one request; returns the reply and the operation's name."""
         path = urlsplit(target).path
         route = _CALLS.fullmatch(path) or _CALL.fullmatch(path)
@@ -558,12 +501,9 @@ class TwilioApiServer(HTTPApiServer):
             reply = _error(401, 20003, "Authenticate")
             reply.headers.append(("WWW-Authenticate", 'Basic realm="Twilio API"'))
             return reply, operation
-        fault = self._take_fault(operation) if operation in self._faults else None
+        fault = self._take_fault(operation)
         if fault is not None:
-            reply = _error(fault.status, fault.code, fault.message)
-            if fault.retry_after is not None:
-                reply.headers.append(("Retry-After", f"{fault.retry_after:g}"))
-            return reply, operation
+            return fault.reply(), operation
         try:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
         except (UnicodeDecodeError, ValueError):
@@ -576,29 +516,11 @@ class TwilioApiServer(HTTPApiServer):
         return self._fetch(path, account_sid, call_sid), operation
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
+class _Handler(ApiRequestHandler):
+    """Twilio's words for refused requests, its request id on every answer, and HEAD and
+    OPTIONS answered by the API (a 404 or 405, as Twilio answers them)."""
+
     server_version = "TwilioEmulator/1.0"
-    sys_version = ""
-    timeout = 30.0  # an idle or stuck client cannot hold its thread forever
-    # Headers and body leave in two writes: without this, Nagle + delayed ACK add ~40 ms.
-    disable_nagle_algorithm = True
-    server: TrackingHTTPServer[TwilioApiServer]
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
 
     def do_HEAD(self) -> None:
         self._dispatch()
@@ -606,57 +528,19 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._dispatch()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line and status only: headers (Authorization) never reach a log.
-        logger.debug("twilio emulator %s: %s", self.address_string(), format % args)
+    def _length_required(self) -> Reply:
+        return _error(411, None, "Length Required: send a Content-Length")
 
-    def _dispatch(self) -> None:
-        api = self.server.api
-        body = self._read_body(api.max_body)
-        if body is None:
-            return  # already answered (413, 411 or 400)
-        authorization = self.headers.get("Authorization", "")
-        try:
-            reply, operation = api._handle(self.command, self.path, authorization, body)
-        except Exception:  # a bug here must still answer, as Twilio would, with a 500
-            logger.exception("twilio emulator failed on %s %s", self.command, self.path)
-            reply, operation = _error(500, 20500, "Internal Server Error"), None
-        self._send(reply, operation)
-        if reply.after is not None:
-            reply.after()
+    def _bad_length(self) -> Reply:
+        return _error(400, None, "Invalid Content-Length")
 
-    def _read_body(self, limit: int) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self._send(_error(411, None, "Length Required: send a Content-Length"), None, True)
-            return None
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(_error(400, None, "Invalid Content-Length"), None, close=True)
-            return None
-        if length > limit:
-            message = f"Request body of {length} bytes exceeds the limit of {limit} bytes"
-            self._send(_error(413, None, message), None, close=True)
-            return None
-        return self.rfile.read(length) if length else b""
+    def _too_large(self, length: int, limit: int) -> Reply:
+        return _error(
+            413, None, f"Request body of {length} bytes exceeds the limit of {limit} bytes"
+        )
 
-    def _send(self, reply: _Reply, operation: str | None, close: bool = False) -> None:
-        # Recorded before the client can see the answer, so a test that counts attempts
-        # right after its request returns never races the count.
-        path = urlsplit(self.path).path
-        self.server.api._record(RecordedRequest(self.command, path, reply.status, operation))
-        body = json.dumps(reply.payload).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")  # the unread body makes the stream unusable
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.wfile.flush()
+    def _internal_error(self) -> Reply:
+        return _error(500, 20500, "Internal Server Error")
+
+    def _extra_headers(self) -> list[tuple[str, str]]:
+        return [("Twilio-Request-Id", "RQ" + secrets.token_hex(16))]

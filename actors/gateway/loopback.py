@@ -6,9 +6,9 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
+from ..startable import Startable
 from ._ws import WIRE_LOGGER, ConnectionClosed, Server, ServerConnection, run, serve
 
 __all__ = ["ServerConnection", "ServerThread", "echo"]
@@ -27,7 +27,7 @@ async def echo(connection: ServerConnection) -> None:
         pass
 
 
-class ServerThread:
+class ServerThread(Startable):
     """Serve ``handler`` on ``host:port`` (port 0: any free port) from a dedicated thread.
 
     ``start()`` returns once the socket listens (or raises what binding raised); ``stop()``
@@ -62,7 +62,7 @@ class ServerThread:
         host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
         return f"ws://{host}:{self.port}"
 
-    def start(self, timeout: float = 5.0) -> ServerThread:
+    def start(self, timeout: float = 5.0) -> Self:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError(f"server on {self._host}:{self._port} not ready in {timeout} s")
@@ -90,17 +90,6 @@ class ServerThread:
         """The connections open right now (read on the server's loop for exactness)."""
         server = self._server
         return set(server.connections) if server is not None else set()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         try:

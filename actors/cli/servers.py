@@ -1,0 +1,117 @@
+"""``transport-actors gateway`` and ``transport-actors emulator``: the media gateway or the
+Twilio emulator, standalone, until Ctrl-C or SIGTERM (either is how they end: exit 0).
+
+Each says where it listens and then prints ``ready``; the signal handlers are in place before
+that line, so a SIGTERM sent on seeing it always stops the server cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from ..config import TransportConfig, TwilioProviderConfig
+from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _config, _Signals, _wait_for
+
+if TYPE_CHECKING:
+    from ..gateway.server import MediaGateway
+
+_READY = "ready; Ctrl-C or SIGTERM stops it"
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from ..gateway.server import MediaGateway  # noqa: PLC0415
+
+    config = _config(args)
+    if not config.gateway.secret:
+        print(
+            f"error: {args.config}: gateway.secret: required for a standalone gateway (the "
+            "services that dial it use the same secret)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    gateway = MediaGateway(config.gateway)
+    stop = threading.Event()
+    # Installed before the gateway says it is ready, so that a SIGTERM sent on seeing "ready"
+    # is never the default (abrupt) one; a signal during the start-up stops it right after.
+    with _Signals(stop):
+        try:
+            gateway.start()
+        except OSError as exc:
+            print(
+                f"error: cannot listen on {config.gateway.listen}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        return _serve_gateway(gateway, config, stop)
+
+
+def _serve_gateway(gateway: MediaGateway, config: TransportConfig, stop: threading.Event) -> int:
+    from ..metrics import GatewayMetrics, MetricsServer  # noqa: PLC0415
+
+    metrics: MetricsServer | None = None
+    try:
+        if config.metrics.listen is not None:
+            try:
+                metrics = GatewayMetrics(gateway.stats).serve(config.metrics.listen)
+            except OSError as exc:
+                print(
+                    f"error: metrics.listen: cannot listen on {config.metrics.listen}: "
+                    f"{exc.strerror}",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            print(f"media gateway: metrics at {metrics.url}", flush=True)
+        print(f"media gateway: sessions dial {gateway.url}/sessions/<id>", flush=True)
+        print(f"media gateway: providers dial {gateway.public_url}/twilio", flush=True)
+        print(_READY, flush=True)
+        _wait_for(stop)
+    finally:
+        gateway.stop()
+        if metrics is not None:
+            metrics.stop()
+        print(f"media gateway stopped: {gateway.stats()}", flush=True)
+    return EXIT_OK
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from ..embedded import EMULATOR_ACCOUNT_SID  # noqa: PLC0415
+    from ..emulator.phone import TwilioEmulator  # noqa: PLC0415
+
+    config = _config(args)
+    account, token, shown = EMULATOR_ACCOUNT_SID, "", False
+    for provider in config.providers.values():
+        if (
+            isinstance(provider, TwilioProviderConfig)
+            and provider.account_sid
+            and provider.auth_token
+        ):
+            account, token = provider.account_sid, provider.auth_token
+            break
+    if not token:
+        # A made-up account for this run only: print the token so that a client can use it.
+        token, shown = secrets.token_urlsafe(16), True
+    emulator = TwilioEmulator(config.emulator, {account: token})
+    stop = threading.Event()
+    with _Signals(stop):  # before "ready", as for the gateway
+        try:
+            emulator.start()
+        except OSError as exc:
+            print(
+                f"error: cannot listen on {config.emulator.listen}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        try:
+            print(f"Twilio emulator: api_base_url {emulator.url}", flush=True)
+            print(f"Twilio emulator: account {account}", flush=True)
+            if shown:
+                print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
+            print(_READY, flush=True)
+            _wait_for(stop)
+        finally:
+            emulator.stop()
+    return EXIT_OK
