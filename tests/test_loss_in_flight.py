@@ -39,7 +39,6 @@ from actors.session import SessionRecord
 
 from .conftest import eventually, fast_config
 from .peers import server_frame
-from .proxy import TcpProxy
 from .test_faults import (
     FROM,
     SECRET,
@@ -330,6 +329,68 @@ def _client_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
     return opcode, payload, end
 
 
+class Forwarder:
+    """Relays each connection accepted on ``listener`` (in the namespace) to ``port`` on our
+    loopback, both ways, until either side closes."""
+
+    def __init__(self, listener: socket.socket, port: int) -> None:
+        self._listener = listener
+        self._port = port
+        host, own = listener.getsockname()[:2]
+        self.url = f"ws://{host}:{own}"
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, name="forwarder")
+        self._acceptor.start()
+
+    def __enter__(self) -> Forwarder:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._acceptor.join(5)
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(5)
+        for sock in sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    thread = threading.Thread(target=_relay, args=(a, b), name="forwarder-pump")
+                    self._threads.append(thread)
+                    thread.start()
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+
+
 def _frame(seq: int, size: int = 160) -> bytes:
     return seq.to_bytes(4, "big") + bytes(size - 4)  # 160 bytes: 20 ms of mu-law
 
@@ -410,32 +471,43 @@ def test_frames_in_flight_when_a_silent_path_dies_are_counted_as_lost(
     assert metrics[key] == status.lost_in_flight
 
 
-def test_frames_in_flight_on_a_resumable_session_are_resent_not_lost() -> None:
-    """A Twilio call's session hop to the gateway resumes: what the dead hop had in flight
-    (frames written into a frozen path) is resent from the gateway's count on the redial, so
-    nothing is counted lost, and the phone hears every frame once."""
+def test_frames_in_flight_on_a_resumable_session_are_resent_not_lost(
+    namespace: Namespace,
+) -> None:
+    """A Twilio call's session hop to the gateway resumes. The hop goes through the namespace
+    (a forwarder there relays it to the gateway), and the path drops silently while the
+    session streams: what the dead hop had in flight, in our kernel's send queue, is resent
+    from the gateway's count on the redial, so nothing is counted lost, and the phone hears
+    every frame once."""
     with (
         MediaGateway(GatewayConfig(embedded=False, secret=SECRET)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
+        Forwarder(namespace.listen(), gateway._server.port) as forwarder,
     ):
-        hops = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=SECRET)
-        with TransportService(fault_config(media="tone", gateway=hops)) as service:
+        hops = GatewayConfig(
+            embedded=False, url=forwarder.url, public_url=gateway.url, secret=SECRET
+        )
+        config = dataclasses.replace(
+            fault_config(media="tone", gateway=hops), runtime=_config().runtime
+        )
+        with TransportService(config) as service:
             info = service.create_session(provider="twilio", to=TO, from_=FROM)
             sid = info.session_id
             record = _record(service, sid)
             read_until(service, sid, is_a(Started))
-            sent = audio_frames(30)
-            for frame in sent[:10]:
+            sent = audio_frames(120)  # the phone plays them in real time: 2.4 s
+            for frame in sent[:40]:
                 service.write_websocket_message(sid, Binary(frame))
-            proxy.freeze(0)
-            for frame in sent[10:20]:  # into the frozen path: in flight when it dies
+            namespace.drop(True)
+            for frame in sent[40:80]:  # into the dead path: in flight when it is declared dead
                 service.write_websocket_message(sid, Binary(frame))
             assert record.lifecycle.wait_until(lambda: record.restarts > 0, 5 * PING_TIMEOUT_S)
-            for frame in sent[20:]:
+            namespace.drop(False)
+            for frame in sent[80:]:
                 service.write_websocket_message(sid, Binary(frame))
             service.write_websocket_message(sid, Mark("all"))
             read_until(service, sid, lambda m: m == Mark("all"))
             status = service.status(sid)
+            print(f"resumable hop: resent {status.resent_out}, lost {status.lost_in_flight}")
             assert status.resent_out > 0
             assert status.lost_in_flight == 0
             assert info.call_id is not None
