@@ -18,6 +18,12 @@ Every ``tick_s`` the loop sends keepalive pings, aborts a connection whose peer 
 our close frame within ``close_timeout_s``. Any frame counts as a sign of life, not just pongs:
 a busy peer answers a ping only after the data queued ahead of it.
 
+A connection that dies without a close handshake counts what it had in flight: the frames in
+its write buffer or in the kernel's send queue not yet acknowledged by the peer (Linux
+``SIOCOUTQ``), from the wire size of each recent frame, into ``Traffic.frames_lost``; then it
+resets the socket, so that none of them can still arrive. A resumable session leaves them to
+the resume handshake of its next dial instead (resent, or lost if no longer kept).
+
 Why one loop and not a reader and a writer thread per socket: with hundreds of calls each
 sending fifty frames a second, a thread wake per frame is what costs (each wake is a GIL
 hand-over); the loop serves every frame that has arrived on every socket per wake, and a write
