@@ -190,6 +190,9 @@ class SessionStatus:
     exit_reasons: tuple[str, ...] = ()
     malformed_in: int = 0  # inbound frames the codec could not use (malformed, unknown event)
     resent_out: int = 0  # frames sent again after a reconnect (gateway resume)
+    # Sent (in frames_out) and never delivered: a connection died with them in flight and
+    # nothing resent them. Delivered + dropped_out + lost_in_flight + queued_out == written.
+    lost_in_flight: int = 0
 
     @property
     def dropped(self) -> int:

@@ -60,6 +60,7 @@ _FRAMES = "transport_frames"
 _BYTES = "transport_bytes"
 _RESENT = "transport_frames_resent"
 _DROPPED = "transport_frames_dropped"
+_LOST = "transport_frames_lost_in_flight"
 _COUNTER_HELP = {
     _FRAMES: ("WebSocket data frames carried, by direction (in: received, out: sent)", "direction"),
     _BYTES: ("WebSocket payload bytes carried, by direction", "direction"),
@@ -69,6 +70,11 @@ _COUNTER_HELP = {
         "overflowed; unsent_at_end: still queued when the session ended; malformed: an "
         "inbound frame the codec could not read)",
         "direction,reason",
+    ),
+    _LOST: (
+        "frames sent and never delivered: a connection died with them in flight (not yet "
+        "acknowledged by the peer's TCP) and no resume resent them",
+        None,
     ),
 }
 
@@ -101,6 +107,7 @@ def _session_counts(record: SessionRecord) -> dict[_Key, int]:
         (_DROPPED, ("in", "malformed")): codec.malformed + getattr(codec, "unknown", 0),
         (_DROPPED, ("out", "outbox_full")): record.outbox.dropped,
         (_DROPPED, ("out", "unsent_at_end")): record.dropped_out_extra,
+        (_LOST, ()): record.lost_in_flight(),
     }
 
 

@@ -123,4 +123,14 @@ class SessionRecord:
             exit_reasons=tuple(str(e) for e in self.exits),
             malformed_in=self.codec.malformed + getattr(self.codec, "unknown", 0),
             resent_out=t.frames_resent,
+            lost_in_flight=self.lost_in_flight(),
         )
+
+    def lost_in_flight(self) -> int:
+        """Frames sent and never delivered because a connection died with them in flight.
+        A resumable session's last in-flight frames count only once it has ended without a
+        resume to settle them (until then a redial may resend them): never goes down."""
+        t = self.traffic
+        if self.lifecycle.state.is_final:
+            return t.frames_lost + t.frames_unsettled
+        return t.frames_lost

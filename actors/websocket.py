@@ -18,6 +18,12 @@ Every ``tick_s`` the loop sends keepalive pings, aborts a connection whose peer 
 our close frame within ``close_timeout_s``. Any frame counts as a sign of life, not just pongs:
 a busy peer answers a ping only after the data queued ahead of it.
 
+A connection that dies without a close handshake counts what it had in flight: the frames in
+its write buffer or in the kernel's send queue not yet acknowledged by the peer (Linux
+``SIOCOUTQ``), from the wire size of each recent frame, into ``Traffic.frames_lost``; then it
+resets the socket, so that none of them can still arrive. A resumable session leaves them to
+the resume handshake of its next dial instead (resent, or lost if no longer kept).
+
 Why one loop and not a reader and a writer thread per socket: with hundreds of calls each
 sending fifty frames a second, a thread wake per frame is what costs (each wake is a GIL
 hand-over); the loop serves every frame that has arrived on every socket per wake, and a write
@@ -28,6 +34,7 @@ redialling is the supervisor's call.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -35,6 +42,7 @@ import selectors
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -108,11 +116,26 @@ class Traffic:
     ``*_out``), so plain integers are enough under the GIL.
     """
 
-    __slots__ = ("bytes_in", "bytes_out", "frames_in", "frames_out", "frames_resent")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "frames_in",
+        "frames_lost",
+        "frames_out",
+        "frames_resent",
+        "frames_unsettled",
+    )
 
     def __init__(self) -> None:
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self.frames_resent = 0  # sent again after a reconnect, not counted in frames_out
+        # Counted in frames_out, never delivered: a connection died with them in flight (in
+        # our write buffer or the kernel's unacknowledged send queue), or, on a resumable
+        # session, the gateway did not get them and they were no longer kept for resending.
+        self.frames_lost = 0
+        # A resumable session's frames in flight when its last connection died: the next
+        # dial's resume handshake settles them (resent, or lost); zero once settled.
+        self.frames_unsettled = 0
 
 
 class SentLog:
@@ -387,6 +410,13 @@ class WebSocketConnection(BoundedClose):
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()  # one writer at a time: frames stay whole, in order
         self._wbuf = bytearray()  # wire bytes taken off the outbox, not yet in the socket
+        # For counting what a dead connection loses: bytes put into _wbuf so far (control
+        # frames too), and that count after each recent data frame. Entries the peer has
+        # acknowledged are trimmed now and then (see _trim_acked), so the ring holds about
+        # the frames still in flight: an int per frame.
+        self._wire_end = 0
+        self._frame_ends: deque[int] = deque()
+        self._trim_at = _RING_MIN
         self._watching_writable = False
         self._pongs: deque[bytes] = deque()
         self._ping_due = False
@@ -395,6 +425,7 @@ class WebSocketConnection(BoundedClose):
         self._close_request: tuple[int, str] | None = None
         self._close_now = False  # close without sending what is still queued
         self._close_sent = False
+        self._peer_closed = False  # the peer's close frame came: a close handshake
         self._close_deadline = math.inf
         self._exit: Exit | None = None  # the first cause recorded wins
         self._attached = False  # on the loop; from then on only the loop finishes it
@@ -571,6 +602,9 @@ class WebSocketConnection(BoundedClose):
         return ws
 
     def _plan_resend(self, log: SentLog, headers: Mapping[str, str]) -> None:
+        traffic = self._traffic
+        # What the last connection had in flight is settled here: resent, or lost.
+        unsettled, traffic.frames_unsettled = traffic.frames_unsettled, 0
         try:
             received = int(headers[RECEIVED_HEADER])
         except (KeyError, ValueError):
@@ -580,6 +614,7 @@ class WebSocketConnection(BoundedClose):
                 self.safe_url,
                 RECEIVED_HEADER,
             )
+            traffic.frames_lost += unsettled
             return
         if received > log.count:
             logger.error(
@@ -588,8 +623,10 @@ class WebSocketConnection(BoundedClose):
                 received,
                 log.count,
             )
+            traffic.frames_lost += unsettled
             return
         self._resend, lost = log.since(received)
+        traffic.frames_lost += lost
         if lost:
             logger.warning(
                 "session %s: %d sent frames were lost with the last connection and are no "
@@ -620,9 +657,14 @@ class WebSocketConnection(BoundedClose):
             self._ping_due = False
             out.append(_wire(b"", _PING))
         traffic = self._traffic
+        ends = self._frame_ends
+        pos = self._wire_end + sum(map(len, out))  # where the data frames start on the wire
         if self._resend:
             for frame in self._resend:  # before anything new, to keep the order
-                out.append(_wire(frame, _TEXT if isinstance(frame, str) else _BINARY))
+                wire = _wire(frame, _TEXT if isinstance(frame, str) else _BINARY)
+                out.append(wire)
+                pos += len(wire)
+                ends.append(pos)
                 traffic.frames_resent += 1
             self._resend = []
         outbox = self._outbox
@@ -632,23 +674,32 @@ class WebSocketConnection(BoundedClose):
                 frame = item.frame if isinstance(item, Keep) else item
                 if isinstance(frame, str):
                     data = frame.encode()
-                    out.append(_wire(data, _TEXT))
+                    wire = _wire(data, _TEXT)
                 else:
                     data = frame
-                    out.append(_wire(data, _BINARY))
+                    wire = _wire(data, _BINARY)
+                out.append(wire)
+                pos += len(wire)
+                ends.append(pos)
                 traffic.frames_out += 1
                 traffic.bytes_out += len(data)
                 if log is not None:
                     log.record(frame)
         request = self._close_request
         if request is not None and not self._close_sent and (self._close_now or len(outbox) == 0):
-            out.append(_close_frame(*request))
+            wire = _close_frame(*request)
+            out.append(wire)
+            pos += len(wire)
             self._close_sent = True
             self._close_deadline = time.monotonic() + self.options.close_timeout_s
         if not out:
             return False
+        self._wire_end = pos
         self._wbuf += b"".join(out)
-        return self._flush(sock) and len(outbox) > 0 and not self._close_sent
+        flushed = self._flush(sock)
+        if len(ends) > self._trim_at:
+            self._trim_acked(sock)
+        return flushed and len(outbox) > 0 and not self._close_sent
 
     def _flush(self, sock: socket.socket) -> bool:
         """Write as much of the pending bytes as the socket takes now; whether all went."""
@@ -670,6 +721,85 @@ class WebSocketConnection(BoundedClose):
 
     def _wants_writable(self) -> bool:
         return bool(self._wbuf)
+
+    # -- what is in flight (the send lock's holder) --------------------------------------------
+
+    def _undelivered_bytes(self, sock: socket.socket) -> tuple[int, int] | None:
+        """``(bytes at the end of what we wrote that the peer may not have, of which in the
+        kernel)``; ``None`` if the kernel cannot tell (not Linux, socket gone).
+
+        Linux's ``SIOCOUTQ`` is the socket's send queue not yet acknowledged by the peer's
+        TCP (unsent + unacked): whatever it has acknowledged its application can read.
+        Over TLS the queue holds records, not our bytes, so this is an estimate, and an
+        upper bound: a record costs more bytes than it carries, a partly acknowledged record
+        delivers none of its frames (hence one whole record's worth added), and a write
+        OpenSSL asked to retry may be both in ``_wbuf`` and in the kernel.
+        """
+        queued = _kernel_unacked(sock)
+        if queued is None:
+            return None
+        if queued > 0 and isinstance(sock, ssl.SSLSocket):
+            queued += _TLS_RECORD
+        return len(self._wbuf) + queued, queued
+
+    def _trim_acked(self, sock: socket.socket) -> None:
+        """Forget the frames the peer has acknowledged. Run when the ring has doubled since
+        the last trim, so it costs one system call per many frames and holds at most about
+        twice the frames in flight (plus _RING_MIN)."""
+        ends = self._frame_ends
+        undelivered = self._undelivered_bytes(sock)
+        if undelivered is None:  # no kernel count: only the newest frames are kept
+            while len(ends) > _RING_MIN:
+                ends.popleft()
+        else:
+            delivered = self._wire_end - undelivered[0]
+            while ends and ends[0] <= delivered:
+                ends.popleft()
+        self._trim_at = max(_RING_MIN, 2 * len(ends))
+
+    def _count_lost(self, sock: socket.socket | None) -> int:
+        """At the connection's end: the data frames the peer cannot have received whole.
+
+        A frame is delivered once its last byte is acknowledged; the rest (in our write
+        buffer, or in the kernel's send queue unacknowledged) is lost with the connection.
+        The socket is then closed with a reset, so that nothing counted here can still
+        reach the peer later (the kernel would otherwise keep retransmitting it).
+        """
+        ends = self._frame_ends
+        if not ends:
+            return 0
+        undelivered = self._undelivered_bytes(sock) if sock is not None else None
+        in_kernel = 0
+        if undelivered is None:  # only what never left us is known to be lost
+            unsent = len(self._wbuf)
+        else:
+            unsent, in_kernel = undelivered
+        delivered = self._wire_end - unsent
+        lost = 0
+        for end in reversed(ends):
+            if end <= delivered:
+                break
+            lost += 1
+        if in_kernel and sock is not None:
+            with contextlib.suppress(OSError):  # a zero linger: close() resets, discards
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        ends.clear()
+        return lost
+
+    def _settle_lost(self, lost: int) -> None:
+        if not lost:
+            return
+        traffic = self._traffic
+        if self._sent_log is None:
+            traffic.frames_lost += lost
+            logger.warning(
+                "session %s: %d sent frames were lost in flight with the connection "
+                "(no resume on this provider)",
+                self.session_id,
+                lost,
+            )
+        else:  # the gateway's count on the next dial says what to resend
+            traffic.frames_unsettled += lost
 
     # -- on the loop thread --------------------------------------------------------------------
 
@@ -815,6 +945,7 @@ class WebSocketConnection(BoundedClose):
         return None
 
     def _closed_by_peer(self, payload: bytes) -> Exit:
+        self._peer_closed = True
         code, reason = _NO_STATUS, ""
         if len(payload) >= 2:
             code = struct.unpack("!H", payload[:2])[0]
@@ -880,6 +1011,12 @@ class WebSocketConnection(BoundedClose):
         if sock is not None and self._attached:
             self._loop._remove(self, sock)
         with self._send_lock:  # no writer is using the socket while it closes
+            # First, while the kernel still has the socket's send queue: what is lost. Not
+            # after a close handshake (the peer read up to its close; what crossed it is the
+            # peer's to read or not), nor after our close for a protocol error (it must reach
+            # the peer): every other end is a death, and what it had in flight is lost.
+            if not self._peer_closed and final.kind is not ExitKind.PROTOCOL_ERROR:
+                self._settle_lost(self._count_lost(sock))
             if sock is not None:
                 _drain(sock)
             self._shutdown_socket()
@@ -894,6 +1031,22 @@ class WebSocketConnection(BoundedClose):
 
 
 _READ_SIZE = 65536
+_RING_MIN = 256  # sent frames remembered before the first trim (see _trim_acked)
+_TLS_RECORD = 16384  # the most plaintext one TLS record carries (RFC 8446 5.1)
+# Linux's SIOCOUTQ (== TIOCOUTQ): a TCP socket's bytes not yet acknowledged by the peer.
+_SIOCOUTQ: int | None = 0x5411 if sys.platform.startswith("linux") else None
+
+
+def _kernel_unacked(sock: socket.socket) -> int | None:
+    """Bytes in ``sock``'s send queue the peer has not acknowledged; ``None``: unknown."""
+    if _SIOCOUTQ is None:
+        return None
+    try:
+        answer = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
+        return None
+    queued: int = struct.unpack("i", answer)[0]
+    return max(0, queued)
 
 
 def _drain(sock: socket.socket) -> None:
