@@ -337,6 +337,14 @@ class WebSocketProviderConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        # The loader names the file and key first; this catches a config built in code.
+        where = f"providers.{self.name}"
+        for name, value in self.headers.items():
+            if (problem := header_problem(name, value)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.headers")
+        for index, protocol in enumerate(self.subprotocols):
+            if (problem := subprotocol_problem(protocol)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.subprotocols[{index}]")
 
 
 @dataclass(frozen=True, slots=True)

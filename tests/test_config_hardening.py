@@ -163,6 +163,16 @@ def test_a_config_subprotocol_that_is_no_token_is_refused(protocol: str) -> None
     assert caught.value.key_path == "providers.p.subprotocols[1]"
 
 
+def test_a_provider_config_built_in_code_is_checked_too() -> None:
+    with pytest.raises(ConfigError) as caught:
+        WebSocketProviderConfig(name="p", headers={"X-Token": f"{LITERAL}\r\nX-Evil: 1"})
+    assert caught.value.key_path == "providers.p.headers"
+    assert "X-Token" in caught.value.why and LITERAL not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        WebSocketProviderConfig(name="p", subprotocols=("ok", "a\r\nb"))
+    assert caught.value.key_path == "providers.p.subprotocols[1]"
+
+
 def test_a_config_url_with_a_space_or_newline_is_refused() -> None:
     for url in ("wss://h.example/a b", "wss://h.example/a\r\nX-Evil: 1"):
         with pytest.raises(ConfigError) as caught:
