@@ -72,6 +72,14 @@ values, keys that look secret, anything that came from the environment) are neve
 :meth:`TransportConfig.redacted` masks them for printing, and shows a value that came from the
 environment as the ``${VAR}`` text it was written as.
 
+Limits: a file over :data:`MAX_CONFIG_BYTES`, or a document that its aliases expand past
+:data:`MAX_YAML_NODES` nodes (or that refers to itself), is refused before anything is built
+from it; an error quotes at most ~80 characters of any value. Header names and values and
+subprotocols may hold no CR, LF or other control character (headers: names are HTTP tokens;
+subprotocols are tokens), a URL no space or control character; ``gateway.secret`` is at least
+:data:`MIN_SECRET_BYTES` bytes. A ``ws(s)://user:password@host`` URL is dialled with
+``Authorization: Basic`` built from its userinfo, which is never sent or shown otherwise.
+
 To add a section: write a frozen dataclass whose fields use the types in ``_PARSERS`` (or
 further dataclasses), add it as a field of :class:`TransportConfig`, and put it in
 ``config/transport.yaml``. A provider type is one more entry in ``_PROVIDER_TYPES``.
@@ -91,10 +99,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .checks import QUOTE_LIMIT, header_problem, short_repr, subprotocol_problem, url_text_problem
 from .errors import ConfigError
-from .redaction import MASK, is_secret_key, redact_url
+from .redaction import MASK, is_secret_key, redact_text
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_NODES",
+    "MIN_SECRET_BYTES",
     "DailyProviderConfig",
     "EmulatorConfig",
     "GatewayConfig",
@@ -113,6 +125,7 @@ __all__ = [
 # `$${` (escape), `${NAME}` / `${NAME:-default}`, or a bare `${` (malformed: no name matched).
 _REF = re.compile(r"\$\$\{|\$\{(?:(?P<name>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))?\})?")
 _WHOLE_REF = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?::-[^}]*)?\}")
+_BARE_REF = re.compile(r"\$\{[A-Za-z_]\w*\}")  # one reference, no default, nothing else
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _MEDIA_MODES = ("echo", "tone", "wav", "silence", "reflect")
 _RESTART_TYPES = ("transient", "permanent", "temporary")
@@ -123,16 +136,30 @@ _PRIVACY = ("private", "public")
 _DAILY_ENCODINGS = ("pcm16", "audio/l16", "audio/x-mulaw", "audio/x-alaw")
 _DAILY_RATES = (8000, 16000, 24000, 48000)  # what Daily's audio devices take
 
+#: A config file larger than this is refused before it is parsed (a full config is ~7 KB).
+MAX_CONFIG_BYTES = 1 << 20
+#: A YAML document whose nodes, aliases expanded, outnumber this is refused before it is built
+#: (``config/transport.yaml``, every key spelled out, has 153): a few hundred bytes of nested
+#: aliases (a "billion laughs") expand to millions, which would cost seconds and gigabytes
+#: wherever the value is walked.
+MAX_YAML_NODES = 10_000
+#: ``gateway.secret`` is an HMAC key: shorter than this is refused (``openssl rand -hex 32``).
+MIN_SECRET_BYTES = 16
+
 
 def _redact_text(text: str) -> str:
-    return redact_url(text) if "://" in text else text
+    return redact_text(text)
 
 
 def _plain(value: Any, key: str, path: str, templates: Mapping[str, str]) -> Any:
     """``value`` as plain dicts/lists/scalars (the YAML shape), with secrets masked and values
-    that came from the environment shown as the ``${VAR}`` template they were written as."""
-    if path in templates:
-        return templates[path]
+    that came from the environment shown as the ``${VAR}`` template they were written as.
+
+    The value of a secret-bearing key is masked whole, also when written as a template: its
+    literal text (``prefix-${X}``) and its ``${X:-default}`` default are as secret as the
+    expansion; only a bare ``${NAME}`` is shown as written. A template elsewhere is shown
+    with URL credentials and secret query values masked (``wss://user:***@host/?token=***``).
+    """
     if is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: _plain(getattr(value, f.name), f.name, _join(path, f.name), templates)
@@ -142,7 +169,11 @@ def _plain(value: Any, key: str, path: str, templates: Mapping[str, str]) -> Any
     if key == "headers":
         return dict.fromkeys(value, MASK)
     if value is not None and is_secret_key(key):
-        return MASK
+        # Only a bare `${NAME}` says where the secret comes from without any part of it.
+        template = templates.get(path, "")
+        return template if _BARE_REF.fullmatch(template) else MASK
+    if path in templates:
+        return _redact_text(templates[path])
     if isinstance(value, Mapping):
         return {k: _plain(v, k, _join(path, k), templates) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -176,6 +207,8 @@ def _limit(op: str, bound: float, note: str = "") -> dict[str, Any]:
 def _ws_url(value: str | None) -> str | None:
     if value is None:
         return None
+    if (problem := url_text_problem(value)) is not None:
+        return problem
     try:
         parts = urlsplit(value)
         _ = parts.port  # raises ValueError for a bad port
@@ -221,8 +254,20 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 def _media_map(value: Mapping[str, str]) -> str | None:
     wrong = [number for number, mode in value.items() if mode not in _MEDIA_MODES]
     if wrong:
-        return f"the mode of {wrong[0]!r} must be one of: {', '.join(_MEDIA_MODES)}"
+        return f"the mode of {short_repr(wrong[0])} must be one of: {', '.join(_MEDIA_MODES)}"
     return None
+
+
+def _secret_bytes(value: str | None) -> str | None:
+    if value is None or len(value.encode("utf-8")) >= MIN_SECRET_BYTES:
+        return None
+    return (
+        f"must be at least {MIN_SECRET_BYTES} bytes long (e.g. the output of openssl rand -hex 32)"
+    )
+
+
+def _header_item(item: tuple[str, str]) -> str | None:
+    return header_problem(*item)
 
 
 def _fraction(value: float) -> str | None:
@@ -280,8 +325,11 @@ class WebSocketProviderConfig:
     name: str = field(metadata=_CODE_ONLY)  # the key under `providers:`
     type: str = "websocket"
     url: str | None = field(default=None, metadata={"check": _ws_url})  # default ws(s):// URL
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # values are secrets
-    subprotocols: tuple[str, ...] = ()
+    # Values are secrets. No CR/LF: each name an HTTP token, each value free of control chars.
+    headers: Mapping[str, str] = field(
+        default_factory=dict, repr=False, metadata={"check_each": _header_item}
+    )
+    subprotocols: tuple[str, ...] = field(default=(), metadata={"check_each": subprotocol_problem})
     supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
 
     __repr__ = _safe_repr
@@ -289,6 +337,14 @@ class WebSocketProviderConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        # The loader names the file and key first; this catches a config built in code.
+        where = f"providers.{self.name}"
+        for name, value in self.headers.items():
+            if (problem := header_problem(name, value)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.headers")
+        for index, protocol in enumerate(self.subprotocols):
+            if (problem := subprotocol_problem(protocol)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.subprotocols[{index}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +442,8 @@ class GatewayConfig:
     listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
     url: str | None = field(default=None, metadata={"check": _ws_url})  # where sessions dial
     public_url: str | None = field(default=None, metadata={"check": _ws_url})  # providers dial
-    secret: str | None = field(default=None, repr=False)  # HMAC key of session tokens
+    # HMAC key of session tokens: at least MIN_SECRET_BYTES (16) bytes
+    secret: str | None = field(default=None, repr=False, metadata={"check": _secret_bytes})
     resume_window_s: float = field(default=10.0, metadata=_POSITIVE)
     pair_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
     buffer_frames: int = field(default=1000, metadata=_POSITIVE)  # per session and direction
@@ -449,7 +506,7 @@ class TransportConfig:
             return self.providers[name]
         except KeyError:
             known = ", ".join(self.providers) or "(none)"
-            why = f"unknown provider {name!r}; configured providers: {known}"
+            why = f"unknown provider {short_repr(name)}; configured providers: {known}"
             close = difflib.get_close_matches(name, list(self.providers), n=1)
             if close:
                 why += f"; did you mean {close[0]!r}?"
@@ -472,15 +529,76 @@ def load_config(
     """Read, expand and validate the YAML file at ``path`` (``environ`` defaults to os.environ)."""
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream)
+        with open(source, "rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=source) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        why = f"the file is larger than {MAX_CONFIG_BYTES} bytes (a whole config is a few KB)"
+        raise ConfigError(why, file=source)
+    try:
+        data = _safe_load(raw.decode("utf-8"), source)
     except UnicodeDecodeError:
         raise ConfigError("the file is not UTF-8 text", file=source) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc), file=source) from None
     return parse_config(data, source=source, environ=environ)
+
+
+def _safe_load(text: str, source: str) -> object:
+    """``yaml.safe_load(text)``, refusing a document that expands past :data:`MAX_YAML_NODES`
+    (or refers to itself) before anything is built from it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except RecursionError:  # composing and building recurse once per level of nesting
+        raise ConfigError("the document is nested too deeply", file=source) from None
+    except ValueError:  # int() past Python's digit limit (sys.get_int_max_str_digits)
+        raise ConfigError("invalid YAML: a number too long to read", file=source) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the nodes of the document as if every alias were replaced by a copy of what it
+    names; past :data:`MAX_YAML_NODES`, refuse it. Linear in the distinct nodes (each one's
+    expanded size is computed once), so a bomb is refused in microseconds."""
+    sizes: dict[int, int] = {}  # id(node) -> its expanded size, once known
+    entered: set[int] = set()  # the nodes on the current path: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            entered.discard(key)
+            size = 1 + sum(sizes[id(child)] for child in children(node))
+            if size > MAX_YAML_NODES:
+                why = (
+                    f"the document expands to more than {MAX_YAML_NODES} nodes through its "
+                    "aliases (&anchor/*alias); a config needs a few hundred"
+                )
+                raise ConfigError(why, file=source)
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in entered:
+            raise ConfigError("an alias refers to a node that contains it (a cycle)", file=source)
+        entered.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children(node) if id(child) not in sizes)
 
 
 def parse_config(
@@ -513,7 +631,9 @@ class _Ctx:
     templates: dict[str, str]  # filled in by expand(): key path -> text as written
 
     def error(self, path: str, why: str) -> ConfigError:
-        return ConfigError(why, file=self.file, key_path=path)
+        # A key comes from the file: bounded like any quoted value.
+        shown = path if len(path) <= 3 * QUOTE_LIMIT else path[: 3 * QUOTE_LIMIT - 3] + "..."
+        return ConfigError(why, file=self.file, key_path=shown)
 
     def expand(self, raw: str, path: str) -> str:
         def substitute(m: re.Match[str]) -> str:
@@ -527,7 +647,7 @@ class _Ctx:
             if default is not None and not value:
                 return default
             if value is None:
-                raise self.error(path, f"environment variable {name!r} is not set")
+                raise self.error(path, f"environment variable {short_repr(name)} is not set")
             return value
 
         expanded = _REF.sub(substitute, raw)
@@ -550,16 +670,16 @@ def _show(raw: object, path: str) -> str:
     kind = "null" if raw is None else type(raw).__name__
     if _is_secret_path(path):
         return f"{kind} (value hidden)"
-    if isinstance(raw, str) and _WHOLE_REF.search(raw):
-        return f"{raw!r} (from the environment)"
-    text = repr(_redact_text(raw) if isinstance(raw, str) else raw)
-    return f"{text if len(text) <= 60 else text[:57] + '...'} ({kind})"
+    if not isinstance(raw, str):
+        return f"{short_repr(raw)} ({kind})"  # bounded: `raw` may be an expanded alias bomb
+    text = short_repr(_redact_text(raw))  # masked first: a cut could split a URL's password
+    return f"{text} (from the environment)" if _WHOLE_REF.search(raw) else f"{text} ({kind})"
 
 
 def _unknown(key: object, valid: list[str], what: str = "key") -> str:
     close = difflib.get_close_matches(str(key), valid, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(valid)}"
-    return f"unknown {what} {key!r}; {hint}"
+    return f"unknown {what} {short_repr(key)}; {hint}"
 
 
 def _mapping(raw: object, path: str, ctx: _Ctx) -> Mapping[Any, Any]:
@@ -675,7 +795,23 @@ def _build(cls: type[Any], raw: object, path: str, ctx: _Ctx, **fixed: Any) -> A
         check = specs[key].metadata.get("check")
         if check is not None and (problem := check(kwargs[key])) is not None:
             raise ctx.error(where, f"{problem}, got {_show(value, where)}")
+        _check_each(specs[key].metadata.get("check_each"), kwargs[key], where, ctx)
     return cls(**kwargs)
+
+
+def _check_each(
+    check: Callable[[Any], str | None] | None, value: Any, path: str, ctx: _Ctx
+) -> None:
+    """Field metadata ``check_each``: each item of a mapping (``(key, value)``, named by its
+    key) or of a list (named by its index); the problem names what is wrong, never the value."""
+    if check is None:
+        return
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for index, item in items:
+        problem = check((index, item) if isinstance(value, Mapping) else item)
+        if problem is not None:
+            where = _join(path, index) if isinstance(value, Mapping) else f"{path}[{index}]"
+            raise ctx.error(where, problem)
 
 
 _Parser = Callable[[object, str, _Ctx], Any]

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .checks import header_problem, short_repr, subprotocol_problem, url_text_problem
 from .lifecycle import SessionState
 
 __all__ = [
@@ -207,6 +208,13 @@ class SessionRequest:
     ``provider`` names an entry under ``providers:`` in the config (default: the only one, or
     ``"websocket"``). ``url``, ``headers`` and ``subprotocols`` override the provider's dial
     settings for this session; ``to``, ``from_`` and ``parameters`` are for telephony providers.
+
+    Every field is checked when the request is made, and a wrong one is named: a value of the
+    wrong type raises ``TypeError`` (``subprotocols`` is a list or tuple of str: a bare
+    ``"abc"`` is refused, not split into letters); a value that cannot go into a handshake
+    raises ``ValueError`` (a CR, LF or other control character in a header name or value, or a
+    space or control character in ``url``; a subprotocol that is no HTTP token). Header values
+    are never quoted in a message. ``headers`` and ``parameters`` are kept as read-only copies.
     """
 
     provider: str | None = None
@@ -216,3 +224,63 @@ class SessionRequest:
     to: str | None = None
     from_: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Typed, but callers are not all type-checked: caught here, by name, not as an
+        # AttributeError deep in a provider or a header line injected into the handshake.
+        for name in ("provider", "url", "to", "from_"):
+            value: object = getattr(self, name)
+            if value is not None and type(value) is not str:
+                raise TypeError(f"SessionRequest.{name} must be a str, not {type(value).__name__}")
+        if self.url is not None and (problem := url_text_problem(self.url)) is not None:
+            raise ValueError(f"SessionRequest.url: {problem}")
+        if self.headers is not None:
+            headers = _str_map("headers", self.headers)
+            for key, text in headers.items():
+                if (problem := header_problem(key, text)) is not None:
+                    raise ValueError(f"SessionRequest.headers: {problem}")
+            object.__setattr__(self, "headers", MappingProxyType(headers))
+        if self.subprotocols is not None:
+            object.__setattr__(self, "subprotocols", _subprotocols(self.subprotocols))
+        object.__setattr__(
+            self, "parameters", MappingProxyType(_str_map("parameters", self.parameters))
+        )
+
+
+def _str_map(name: str, value: object) -> dict[str, str]:
+    """``value`` as a dict of str to str, or a ``TypeError`` naming the field and the key."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"SessionRequest.{name} must be a mapping of str to str, not {type(value).__name__}"
+        )
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise TypeError(f"SessionRequest.{name}: a key must be a str, not {type(key).__name__}")
+        if type(item) is not str:  # the value itself is never quoted: a header may be a secret
+            raise TypeError(
+                f"SessionRequest.{name}[{short_repr(key)}] must be a str, not {type(item).__name__}"
+            )
+        result[key] = item
+    return result
+
+
+def _subprotocols(value: object) -> tuple[str, ...]:
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            "SessionRequest.subprotocols must be a list or tuple of str, not a bare "
+            f"{type(value).__name__}: for one subprotocol write subprotocols=[...]"
+        )
+    if not isinstance(value, list | tuple):
+        raise TypeError(
+            "SessionRequest.subprotocols must be a list or tuple of str, "
+            f"not {type(value).__name__}"
+        )
+    for index, item in enumerate(value):
+        if type(item) is not str:
+            raise TypeError(
+                f"SessionRequest.subprotocols[{index}] must be a str, not {type(item).__name__}"
+            )
+        if (problem := subprotocol_problem(item)) is not None:
+            raise ValueError(f"SessionRequest.subprotocols[{index}]: {problem}")
+    return tuple(value)

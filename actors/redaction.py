@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 __all__ = ["MASK", "is_secret_key", "redact_text", "redact_url"]
 
@@ -36,11 +36,22 @@ def redact_url(url: str) -> str:
         user = userinfo.split(":", 1)[0]
         # A lone user part is often a token itself (https://<token>@host): mask it too.
         netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if is_secret_key(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    query = _mask_pairs(parts.query)
+    # A fragment may carry a token too (OAuth's implicit flow: #access_token=...).
+    fragment = _mask_pairs(parts.fragment)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _mask_pairs(text: str) -> str:
+    """``a=1&token=x`` -> ``a=1&token=***``: every other pair kept exactly as written (no
+    re-encoding, so a ``${VAR}`` template still reads as one)."""
+    if not text:
+        return text
+    pairs = []
+    for pair in text.split("&"):
+        name, sep, _ = pair.partition("=")
+        pairs.append(f"{name}={MASK}" if sep and is_secret_key(unquote_plus(name)) else pair)
+    return "&".join(pairs)
 
 
 def redact_text(text: str) -> str:

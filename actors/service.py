@@ -515,6 +515,9 @@ def _make_request(
         return SessionRequest(**fields)
     if isinstance(request, SessionRequest):
         return dataclasses.replace(request, **fields)
+    if not isinstance(request, Mapping):  # typed, but callers are not all type-checked
+        kind = type(request).__name__  # type: ignore[unreachable]
+        raise TypeError(f"create_session() takes a SessionRequest or a mapping, not {kind}")
     return _make_request(None, {**request, **fields})
 
 

@@ -266,7 +266,7 @@ def _serve(tmp_path: Path, command: str, yaml_text: str | None) -> tuple[int, st
 
 @pytest.mark.timeout(60)
 def test_gateway_runs_standalone_until_sigterm(tmp_path: Path) -> None:
-    yaml_text = "gateway: {listen: '127.0.0.1:0', secret: '${GW_SECRET:-s3cret-value}'}\n"
+    yaml_text = "gateway: {listen: '127.0.0.1:0', secret: '${GW_SECRET:-s3cret-value-0123}'}\n"
     code, out, err = _serve(tmp_path, "gateway", yaml_text)
     assert code == 0, err
     assert "sessions dial ws://127.0.0.1:" in out

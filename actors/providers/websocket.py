@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import base64
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..codecs.websocket import PassthroughCodec
 from ..config import RuntimeConfig, WebSocketProviderConfig
@@ -17,7 +18,8 @@ __all__ = ["WebSocketProvider"]
 
 class WebSocketProvider:
     """Dials ``url`` (from the request, else from the config) with optional headers and
-    subprotocols, and passes ``Text``, ``Binary`` and ``Close`` through."""
+    subprotocols, and passes ``Text``, ``Binary`` and ``Close`` through. A ``user:password@``
+    in the URL is sent as ``Authorization: Basic``, never in the URL."""
 
     def __init__(self, config: WebSocketProviderConfig, runtime: RuntimeConfig) -> None:
         self.name = config.name
@@ -40,6 +42,7 @@ class WebSocketProvider:
             raise ValueError(f"url must be ws:// or wss://, got {redact_url(url)!r}")
         headers = dict(self.config.headers)
         headers.update(request.headers or {})
+        url, headers = _userinfo_as_basic_auth(url, headers)
         subprotocols = request.subprotocols
         if subprotocols is None:
             subprotocols = self.config.subprotocols
@@ -61,3 +64,27 @@ class WebSocketProvider:
 
     def close(self) -> None:
         """Nothing held."""
+
+
+def _userinfo_as_basic_auth(url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``ws(s)://user:password@host/...`` -> the URL without its userinfo, and the headers with
+    ``Authorization: Basic`` (RFC 7617) made of it. websocket-client would drop the userinfo
+    without a word; and a URL without it is safe to log and to return in ``SessionInfo``."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, headers
+    bare = urlunsplit(parts._replace(netloc=host))
+    if not userinfo:  # `ws://@host`: nothing to send
+        return bare, headers
+    if any(name.lower() == "authorization" for name in headers):
+        raise ValueError(
+            "the url carries credentials (user:password@) and the headers an Authorization "
+            "header: give one of them"
+        )
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    if ":" in user:
+        raise ValueError("the user name in the url may not contain ':' (RFC 7617)")
+    credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return bare, {**headers, "Authorization": f"Basic {credentials}"}
