@@ -22,6 +22,9 @@ The schema (every key optional; an empty file, or a null section, means the defa
       backoff_jitter: 0.2           # share of each delay randomised away          (0..1)
       reset_after_s: 60.0           # up this long: earlier restarts forgiven      (> 0)
       restart: transient            # transient | permanent | temporary (actors.policy)
+      reconnect_window_s: null      # redial a lost connection for this long, then FAIL (> 0);
+                                    # null: the gateway's resume_window_s for a provider behind
+                                    # the gateway (twilio), 10 s for one dialled directly
     providers:                      # name -> provider; replaces the default set as a whole
       <name>:                       # letters, digits, '_' and '-'
         type: websocket             # defaults to <name> when <name> is a known type
@@ -281,6 +284,15 @@ def _account_sid(value: str | None) -> str | None:
 
 
 _POSITIVE = _limit(">", 0)
+
+#: The reconnect window of a session dialled directly (no gateway resume window to match).
+DEFAULT_RECONNECT_WINDOW_S = 10.0
+
+
+def _optional_positive(value: float | None) -> str | None:
+    return None if value is None or value > 0 else "must be > 0 (or null: the default)"
+
+
 _CODE_ONLY = {"yaml": False}
 
 
@@ -306,7 +318,9 @@ class RuntimeConfig:
 
 @dataclass(frozen=True, slots=True)
 class SupervisorConfig:
-    """The restart policy: at most ``max_restarts`` within ``within_s``, with backoff."""
+    """The restart policy. A lost connection is redialled, with backoff, for up to
+    ``reconnect_window_s`` without a connection; a crash of our own code is restarted at most
+    ``max_restarts`` times within ``within_s`` (see :mod:`actors.policy`)."""
 
     max_restarts: int = field(default=3, metadata=_limit(">=", 0))  # within the window below
     within_s: float = field(default=30.0, metadata=_POSITIVE)  # sliding window
@@ -316,6 +330,8 @@ class SupervisorConfig:
     backoff_jitter: float = field(default=0.2, metadata={"check": _fraction})
     reset_after_s: float = field(default=60.0, metadata=_POSITIVE)  # up this long: count afresh
     restart: str = field(default="transient", metadata={"check": _one_of(*_RESTART_TYPES)})
+    # None: the gateway's resume window behind the gateway, DEFAULT_RECONNECT_WINDOW_S else.
+    reconnect_window_s: float | None = field(default=None, metadata={"check": _optional_positive})
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,6 +837,7 @@ _PARSERS: dict[object, _Parser] = {
     str: _string,
     bool: _boolean,
     str | None: _optional_string,
+    float | None: lambda raw, path, ctx: None if raw is None else _number(float, raw, path, ctx),
     tuple[str, ...]: _string_list,
     Mapping[str, str]: _string_map,
     Mapping[str, ProviderConfig]: _providers,

@@ -21,7 +21,9 @@ record's inbox, so the actor costs nothing per inbound frame.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from .connection import Connection
 from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
-from .websocket import Watchdog, WebSocketConnection
+from .websocket import DialOptions, Watchdog, WebSocketConnection
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Connector", "ConnectorExited", "ConnectorOpened", "GetStatus", "Write"]
 
 logger = logging.getLogger(__name__)
+
+_MIN_DIAL_S = 0.05  # the shortest dial worth attempting at the end of a reconnect window
 
 
 # -- messages a connector receives ------------------------------------------------------------
@@ -107,6 +111,7 @@ class Connector(pykka.ThreadingActor):
         watchdog: Watchdog | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
+        dial_deadline: float = math.inf,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__()
@@ -116,6 +121,7 @@ class Connector(pykka.ThreadingActor):
         self.watchdog = watchdog
         self.shutdown_timeout_s = shutdown_timeout_s
         self.dial_delay_s = dial_delay_s
+        self.dial_deadline = dial_deadline  # monotonic: the reconnect window closes then
         self.metrics = metrics
         self._started_at = time.monotonic()  # reset in on_start; for the connect latency
         self.connection: Connection | None = None
@@ -133,7 +139,7 @@ class Connector(pykka.ThreadingActor):
         try:
             # A provider whose media is not a WebSocket (Daily) says how to connect instead.
             connection = (record.connect or WebSocketConnection)(
-                record.dial,
+                self._dial_options(),
                 session_id=record.session_id,
                 outbox=record.outbox,
                 traffic=record.traffic,
@@ -226,6 +232,15 @@ class Connector(pykka.ThreadingActor):
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _dial_options(self) -> DialOptions:
+        """The session's dial options, with a dial timeout that ends by the reconnect
+        window's deadline: a peer that drips its handshake cannot outlast the window."""
+        dial = self.record.dial
+        left = self.dial_deadline - time.monotonic() - self.dial_delay_s
+        if left >= dial.connect_timeout_s:
+            return dial
+        return dataclasses.replace(dial, connect_timeout_s=max(_MIN_DIAL_S, left))
+
     def _write(self, message: Message) -> None:
         if isinstance(message, Close):
             if self.connection is not None:
@@ -248,27 +263,17 @@ class Connector(pykka.ThreadingActor):
             record.backlog.extendleft(reversed(rescued))
         connection = self.connection
         exit = crash
-        if connection is not None:
-            if crash is not None and not connection.done:
-                # The actor broke, not the socket: close it with a handshake, so that what
-                # was sent is delivered and what comes back before the peer's close is still
-                # read; what is queued waits for the next connector (1011 tells a gateway to
-                # hold the call for it).
-                connection.close(
-                    INTERNAL_ERROR,
-                    "connector restarting",
-                    self.shutdown_timeout_s,
-                    crash,
-                    flush=False,
-                )
-            elif crash is not None:
-                connection.join(self.shutdown_timeout_s)
-            elif not connection.done:
-                connection.close(timeout=self.shutdown_timeout_s)
-            else:
-                connection.join(self.shutdown_timeout_s)
-            if exit is None:
-                exit = self._ended or connection.exit
+        try:
+            if connection is not None:
+                exit = self._close(connection, crash)
+        except Exception as exc:
+            # Closing failed (a bug): abort, and report the exit all the same; an unreported
+            # exit would leave the session OPEN for ever with nothing behind it.
+            logger.exception("session %s: closing the connection failed", record.session_id)
+            exit = crash or Exit(ExitKind.CRASH, None, f"{type(exc).__name__}: {exc}")
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.abort(exit)
         if exit is None:
             exit = Exit(ExitKind.NORMAL, None, "stopped before connecting")
         logger.debug("session %s: connector %d exits: %s", record.session_id, self.generation, exit)
@@ -278,6 +283,28 @@ class Connector(pykka.ThreadingActor):
             logger.warning(
                 "session %s: supervisor gone; exit not reported: %s", record.session_id, exit
             )
+
+    def _close(self, connection: Connection, crash: Exit | None) -> Exit | None:
+        """Close the connection within the shutdown timeout; the exit to report."""
+        if crash is not None and not connection.done:
+            # The actor broke, not the socket: close it with a handshake, so that what
+            # was sent is delivered and what comes back before the peer's close is still
+            # read; what is queued waits for the next connector (1011 tells a gateway to
+            # hold the call for it).
+            connection.close(
+                INTERNAL_ERROR,
+                "connector restarting",
+                self.shutdown_timeout_s,
+                crash,
+                flush=False,
+            )
+        elif crash is not None:
+            connection.join(self.shutdown_timeout_s)
+        elif not connection.done:
+            connection.close(timeout=self.shutdown_timeout_s)
+        else:
+            connection.join(self.shutdown_timeout_s)
+        return crash or self._ended or connection.exit
 
     def _drain_mailbox(self) -> list[Message]:
         """Take the ``Write`` tells still in this actor's mailbox; pykka would drop them."""

@@ -38,10 +38,31 @@ __all__ = [
 #: RFC 6455 close codes used by this package.
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
 ABNORMAL_CLOSURE = 1006
 INVALID_PAYLOAD = 1007
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+MIN_CLOSE_CODE = 1000  # RFC 6455 section 7.4: codes below 1000 are not used
+MAX_CLOSE_CODE = 4999  # and none above 4999 is defined
+MAX_CLOSE_REASON_BYTES = 123
+# Reserved: reported by an endpoint (1005 no code, 1006 abnormal, 1015 TLS), never sent; 1004
+# is reserved; 1015-2999 are for future RFCs.
+_UNSENDABLE = frozenset({1004, 1005, 1006}) | frozenset(range(1015, 3000))
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Whether ``code`` may travel in a close frame (RFC 6455 section 7.4)."""
+    return MIN_CLOSE_CODE <= code <= MAX_CLOSE_CODE and code not in _UNSENDABLE
+
+
+def _check_utf8(text: str, what: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} cannot be encoded as UTF-8: {exc.reason} at position {exc.start}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +80,10 @@ class Text(Message):
         data: object = self.data  # typed str, but callers are not all type-checked
         if type(data) is not str:  # caught here, not as a crash on a writer thread
             raise TypeError(f"Text data must be str, not {type(data).__name__}")
+        # A text frame is UTF-8: a str that has none (a lone surrogate) is refused here, with
+        # its position, rather than lost on the wire later. isascii() is the cheap common case.
+        if not data.isascii():
+            _check_utf8(data, "Text data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +128,41 @@ class Close(Message):
 
     code: int = NORMAL_CLOSURE
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        code: object = self.code  # typed, but callers are not all type-checked
+        reason: object = self.reason
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(f"a close code is an int, not {type(code).__name__}")
+        if not MIN_CLOSE_CODE <= code <= MAX_CLOSE_CODE:
+            raise ValueError(
+                f"a close code is between {MIN_CLOSE_CODE} and {MAX_CLOSE_CODE} "
+                f"(RFC 6455 section 7.4), got {code}"
+            )
+        if type(reason) is not str:
+            raise TypeError(f"a close reason is a str, not {type(reason).__name__}")
+        if not reason.isascii():
+            _check_utf8(reason, "a close reason")
+
+    def check_sendable(self) -> None:
+        """Raise ``ValueError`` unless this ``Close`` may be sent in a close frame.
+
+        Any code from 1000 to 4999 may be *reported* (1005 "no code", 1006 "abnormal" describe
+        what happened to a connection, never travel); only these may be *sent*: 1000-1003,
+        1007-1014 (registered by RFC 6455 and IANA) and 3000-4999 (libraries and
+        applications), with a reason of at most 123 bytes of UTF-8 (a control frame carries
+        125 bytes, 2 of them the code).
+        """
+        if not is_sendable_close_code(self.code):
+            raise ValueError(
+                f"close code {self.code} may not be sent (RFC 6455 section 7.4: send "
+                "1000-1003, 1007-1014 or 3000-4999)"
+            )
+        size = len(self.reason.encode())
+        if size > MAX_CLOSE_REASON_BYTES:
+            raise ValueError(
+                f"a close reason is at most {MAX_CLOSE_REASON_BYTES} bytes of UTF-8, got {size}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

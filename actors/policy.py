@@ -12,16 +12,29 @@ The supervisor asks its session's :class:`RestartPolicy` two questions, in order
      written ``Close``): a peer that hangs up is dialled again;
    - ``temporary``: never restart; every exit ends the session.
 
-2. :meth:`~RestartPolicy.decide`: restart now, later, or give up? At most ``max_restarts``
-   within a sliding ``within_s`` window; the n-th restart in the window waits
-   ``backoff_initial_s * backoff_multiplier**n``, capped at ``backoff_max_s``, less a random
-   share of up to ``backoff_jitter`` of it (so that many sessions dropped at once do not
-   redial in lockstep). A connection that stayed up for ``reset_after_s`` proves the trouble
-   is over: its exit starts the count afresh.
+2. How long may it try? That depends on what kind of exit it was:
+
+   - a **lost connection** (reset, silence, a retryable close code, a failed redial) is an
+     outage, bounded by **time**: :meth:`~RestartPolicy.redial` keeps redialling for up to
+     ``reconnect_window_s`` of time without a connection, counted from the first loss since
+     the session was last stable (up for ``reset_after_s``), so that a call rides out a peer
+     restarting or a link down for a few seconds, however many redials that takes, and a
+     connection that flaps (opens, drops at once) cannot keep a session alive for ever;
+   - a **crash** (an exception in the connector's own code) is bounded by **intensity**, as in
+     Erlang/OTP: :meth:`~RestartPolicy.decide` allows at most ``max_restarts`` within a
+     sliding ``within_s`` window, the guard against a crash loop.
+
+   Either way the n-th consecutive attempt waits ``backoff_initial_s * backoff_multiplier**n``,
+   capped at ``backoff_max_s`` (the exponent is capped too: no overflow however large n is),
+   less a random share of up to ``backoff_jitter`` of it (so that many sessions dropped at
+   once do not redial in lockstep). A redial's wait and its dial never run past the window.
+   A connection that stayed up for ``reset_after_s`` proves the trouble is over: its exit
+   starts both counts afresh.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,6 +45,7 @@ from .exits import Exit, ExitKind
 __all__ = [
     "RESTART_TYPES",
     "IntensityPolicy",
+    "Outage",
     "RestartDecision",
     "RestartPolicy",
     "ends_session",
@@ -58,11 +72,58 @@ def ends_session(exit: Exit) -> bool:
     return False
 
 
+#: The exits that are a bug in our own code (or a plug-in's), not the network's doing.
+CRASHES = frozenset({ExitKind.CRASH, ExitKind.START_CRASH})
+
+#: The words every give-up reason starts with (a reader's Close, ``SessionClosed``).
+GAVE_UP = "restart budget ran out"
+
+
 @dataclass(frozen=True, slots=True)
 class RestartDecision:
+    """Restart (after ``delay_s``) or give up, and why. ``deadline`` (a ``time.monotonic()``
+    value) is when the reconnect window closes: the new connection must be open by then."""
+
     restart: bool
     delay_s: float = 0.0
     why: str = ""
+    deadline: float = math.inf
+
+
+@dataclass(slots=True)
+class Outage:
+    """One session's time without a connection, for the reconnect window (the supervisor's)."""
+
+    down_since: float | None = None  # when the current outage began; None while connected
+    down_s: float = 0.0  # earlier outages since the session was last stable
+    attempts: int = 0  # redials in the current outage, for the backoff
+
+    def lost(self, now: float, up_for_s: float, reset_after_s: float) -> None:
+        """The connection is gone (or a redial failed) at ``now``."""
+        if up_for_s >= reset_after_s:
+            self.down_s = 0.0
+        if self.down_since is None:
+            self.down_since = now
+            self.attempts = 0
+
+    def restored(self, now: float) -> None:
+        """A redial opened: the outage is over (its length still counts until stable)."""
+        if self.down_since is not None:
+            self.down_s += now - self.down_since
+            self.down_since = None
+
+    def down_for(self, now: float) -> float:
+        return self.down_s + (0.0 if self.down_since is None else now - self.down_since)
+
+
+def backoff(initial_s: float, multiplier: float, max_s: float, n: int) -> float:
+    """``initial_s * multiplier**n`` capped at ``max_s``, for any ``n`` (no float overflow:
+    the exponent stops growing once the cap is reached)."""
+    if multiplier > 1.0 and initial_s > 0.0 and max_s > initial_s:
+        n = min(n, math.ceil(math.log(max_s / initial_s) / math.log(multiplier)))
+    elif multiplier > 1.0:
+        n = 0  # already at (or above) the cap
+    return min(max_s, initial_s * multiplier**n)
 
 
 class RestartPolicy(Protocol):
@@ -71,10 +132,24 @@ class RestartPolicy(Protocol):
         ...
 
     def decide(
-        self, restart_times: deque[float], exit: Exit, now: float, up_for_s: float = 0.0
+        self,
+        restart_times: deque[float],
+        exit: Exit,
+        now: float,
+        up_for_s: float = 0.0,
+        outage: Outage | None = None,
     ) -> RestartDecision:
-        """Restart or give up, given the times of this session's earlier restarts (oldest
-        first, trimmed in place) and how long the connection that ended had been open."""
+        """After a crash: restart or give up, given the times of this session's earlier
+        crash restarts (oldest first, trimmed in place) and how long the connection that
+        ended had been open. A crash takes the connection down too: ``outage``, if given,
+        is told so (its time counts against the reconnect window)."""
+        ...
+
+    def redial(
+        self, outage: Outage, exit: Exit, now: float, up_for_s: float = 0.0
+    ) -> RestartDecision:
+        """After a lost connection or a failed redial: redial (within the reconnect window,
+        which ``outage`` measures and this updates) or give up."""
         ...
 
 
@@ -90,6 +165,7 @@ class IntensityPolicy:
     backoff_jitter: float = 0.0  # 0..1: the share of each delay that is randomised away
     reset_after_s: float = float("inf")  # up this long: earlier restarts are forgiven
     restart: str = "transient"
+    reconnect_window_s: float = 10.0  # time without a connection before a session FAILs
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +173,8 @@ class IntensityPolicy:
             raise ValueError(f"restart must be one of {', '.join(RESTART_TYPES)}")
         if not 0.0 <= self.backoff_jitter <= 1.0:
             raise ValueError("backoff_jitter must be between 0 and 1")
+        if not self.reconnect_window_s > 0:
+            raise ValueError("reconnect_window_s must be > 0")
 
     def ends_session(self, exit: Exit) -> bool:
         if self.restart == "temporary":
@@ -106,8 +184,15 @@ class IntensityPolicy:
         return ends_session(exit)
 
     def decide(
-        self, restart_times: deque[float], exit: Exit, now: float, up_for_s: float = 0.0
+        self,
+        restart_times: deque[float],
+        exit: Exit,
+        now: float,
+        up_for_s: float = 0.0,
+        outage: Outage | None = None,
     ) -> RestartDecision:
+        if outage is not None:
+            outage.lost(now, up_for_s, self.reset_after_s)
         if up_for_s >= self.reset_after_s:
             restart_times.clear()
         while restart_times and now - restart_times[0] > self.within_s:
@@ -116,10 +201,38 @@ class IntensityPolicy:
         if recent >= self.max_restarts:
             return RestartDecision(
                 False,
-                why=f"{recent} restarts within {self.within_s:g} s (max_restarts="
+                why=f"{GAVE_UP}: {recent} restarts within {self.within_s:g} s (max_restarts="
                 f"{self.max_restarts}); last exit: {exit}",
             )
-        delay = min(self.backoff_max_s, self.backoff_initial_s * self.backoff_multiplier**recent)
+        delay = self._delay(recent)
+        return RestartDecision(True, delay, f"restart {recent + 1} of {self.max_restarts}: {exit}")
+
+    def redial(
+        self, outage: Outage, exit: Exit, now: float, up_for_s: float = 0.0
+    ) -> RestartDecision:
+        outage.lost(now, up_for_s, self.reset_after_s)
+        window = self.reconnect_window_s
+        down = outage.down_for(now)
+        left = window - down
+        if left <= 0:
+            return RestartDecision(
+                False,
+                why=f"{GAVE_UP}: no connection for {down:.1f} s (reconnect_window_s="
+                f"{window:g}); last exit: {exit}",
+            )
+        attempt = outage.attempts
+        outage.attempts += 1
+        # Never wait past the window: the last redial is made as it closes (then it fails).
+        delay = min(self._delay(attempt), left)
+        return RestartDecision(
+            True,
+            delay,
+            f"redial {attempt + 1}, {left:.1f} s left of reconnect_window_s={window:g}: {exit}",
+            deadline=now + left,
+        )
+
+    def _delay(self, n: int) -> float:
+        delay = backoff(self.backoff_initial_s, self.backoff_multiplier, self.backoff_max_s, n)
         if self.backoff_jitter:
             delay -= delay * self.backoff_jitter * self.rng.random()
-        return RestartDecision(True, delay, f"restart {recent + 1} of {self.max_restarts}: {exit}")
+        return delay

@@ -33,7 +33,13 @@ from typing import Any
 
 import pykka
 
-from .config import SupervisorConfig, TransportConfig, default_config, load_config
+from .config import (
+    DEFAULT_RECONNECT_WINDOW_S,
+    SupervisorConfig,
+    TransportConfig,
+    default_config,
+    load_config,
+)
 from .connector import GetStatus, Write
 from .embedded import EmbeddedInfrastructure
 from .errors import (
@@ -74,6 +80,9 @@ class _Handle:
     provider: Provider
     plan: SessionPlan
     created: bool = False  # create_session returned it (counted as created, then as ended)
+    # Set once end_session (or close) has taken the session: writes are refused from then on.
+    ending: bool = False
+    ended: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class TransportService:
@@ -121,9 +130,28 @@ class TransportService:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Handle] = {}
         self._ended: OrderedDict[str, SessionStatus] = OrderedDict()
+        # Being ended (end_session or close in progress): still answered for, as ending.
+        self._ending: dict[str, _Handle] = {}
         self._providers: dict[str, Provider] = {}
+        self._policies: dict[tuple[SupervisorConfig, bool], IntensityPolicy] = {}
         self._refuse_when_full = runtime.outbound_overflow == "raise"
-        self._closed = False
+        self._closing = False  # close() has begun: no new session
+        self._closed = False  # close() is done: every method raises ServiceClosed
+        self._closed_event = threading.Event()
+
+    def _policy_for(self, config: SupervisorConfig, behind_gateway: bool) -> IntensityPolicy:
+        """The restart policy of a session (one per provider and kind, built once)."""
+        key = (config, behind_gateway)
+        with self._lock:
+            policy = self._policies.get(key)
+            if policy is None:
+                window = (
+                    self.config.gateway.resume_window_s
+                    if behind_gateway
+                    else DEFAULT_RECONNECT_WINDOW_S
+                )
+                policy = self._policies[key] = _policy(config, window)
+            return policy
 
     @classmethod
     def from_yaml(cls, path: str | PathLike[str]) -> TransportService:
@@ -156,7 +184,7 @@ class TransportService:
         opened and dropped again at once is returned all the same: it is being redialled (or
         has ended, and its reader gets ``Close``); ``status()`` tells which.
         """
-        self._check_open()
+        self._check_open(creating=True)
         req = _make_request(request, fields)
         name = req.provider or self._default_provider()
         provider = self._provider(name)
@@ -175,13 +203,14 @@ class TransportService:
             call_id=plan.call_id,
             connect=plan.connect,
         )
-        own = self.config.provider(name).supervisor
-        if own is not None:
-            record.policy = _policy(own)
+        own = self.config.provider(name).supervisor or self.config.supervisor
+        # Behind the gateway a redial is worth making only while the gateway holds the call.
+        behind_gateway = plan.dial.resume_frames > 0
+        record.policy = self._policy_for(own, behind_gateway)
         handle = _Handle(record, provider, plan)
         self._metrics.track(record)
         with self._lock:
-            closed = self._closed
+            closed = self._closing
             if not closed:
                 self._sessions[session_id] = handle
         if closed:  # closed while the provider was setting up: undo, outside the lock
@@ -249,10 +278,12 @@ class TransportService:
         record = handle.record
         if not isinstance(message, record.writable):
             raise UnsupportedMessage(session_id, record.provider, type(message).__name__)
+        if isinstance(message, Close):
+            message.check_sendable()  # a ValueError now, not a wedged connection later
         with record.lock:
             state = record.state
-            if state in _NO_WRITES:
-                raise SessionClosed(session_id, record.last_error or str(state))
+            if handle.ending or state in _NO_WRITES:
+                raise SessionClosed(session_id, _closed_why(record, handle.ending))
             if (
                 self._refuse_when_full
                 and isinstance(message, Binary)  # the rest is never refused nor dropped
@@ -280,16 +311,30 @@ class TransportService:
         return self.status(session_id).connected
 
     def status(self, session_id: str) -> SessionStatus:
-        """State, provider, connection, restarts, traffic counters and the last error."""
+        """State, provider, connection, restarts, traffic counters and the last error.
+
+        A session being ended (``end_session`` or ``close`` in progress) is ``CLOSING`` until
+        its end is done; an ended session's final status (``CLOSED``, or ``FAILED``) is kept
+        (the last 10,000 sessions ended): ``SessionNotFound`` only for an id this service
+        never created, or one forgotten since."""
         self._check_open()
         _check_id(session_id)
+        ending: _Handle | None = None
         with self._lock:
             handle = self._sessions.get(session_id)
             if handle is None:
                 final = self._ended.get(session_id)
-                if final is None:
+                if final is not None:
+                    return final
+                ending = self._ending.get(session_id)
+                if ending is None:
                     raise SessionNotFound(session_id)
-                return final
+        if ending is not None:  # being ended: CLOSING until its end is done, then final
+            ended = ending.record.status()
+            if not ended.state.is_final:
+                ended = dataclasses.replace(ended, state=SessionState.CLOSING)
+            return ended
+        assert handle is not None
         record = handle.record
         ref = record.connector
         if ref is not None:
@@ -317,7 +362,10 @@ class TransportService:
         """End a session: hang up the provider side, close the WebSocket, stop the connector.
 
         When it returns, no thread, socket or actor of the session remains. Ending a session
-        that has already ended is a no-op.
+        that has ended is a no-op; ending one whose end another thread has begun waits for
+        that end (bounded by ``shutdown_timeout_s + ask_timeout_s``) and returns, raising
+        nothing. Meanwhile, from every thread: reads return what was left, then ``None``;
+        writes raise ``SessionClosed``; ``status`` says ``CLOSING``.
         """
         self._check_open()
         _check_id(session_id)
@@ -326,20 +374,36 @@ class TransportService:
             if handle is None:
                 if session_id in self._ended:
                     return
-                raise SessionNotFound(session_id)
+                handle = self._ending.get(session_id)
+                if handle is None:
+                    raise SessionNotFound(session_id)
+                ours = False
+            else:
+                self._begin_end(handle)
+                ours = True
+        if not ours:  # another thread is ending it: wait for that end
+            handle.ended.wait(self._end_bound_s())
+            return
         self._teardown([handle])
 
     def close(self) -> None:
         """End every session, then stop the supervisor. Idempotent."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            handles = list(self._sessions.values())
-            self._sessions.clear()
+            if self._closing:
+                first = False
+            else:
+                first = self._closing = True
+                handles = list(self._sessions.values())
+                self._sessions.clear()
+                for handle in handles:
+                    self._begin_end(handle)
+        if not first:  # another thread is closing it: wait for that, bounded
+            self._closed_event.wait(self._end_bound_s() * 2)
+            return
         try:
             self._teardown(handles)
         finally:
+            self._closed = True  # from now on every method raises ServiceClosed
             timeout = self.config.runtime.shutdown_timeout_s + self.config.runtime.ask_timeout_s
             try:
                 self._supervisor.stop(block=True, timeout=timeout)
@@ -357,6 +421,7 @@ class TransportService:
             finally:
                 if self._metrics_server is not None:
                     self._metrics_server.stop()
+                self._closed_event.set()
 
     def metrics(self) -> dict[str, float]:
         """A snapshot of this service's metrics: every sample ``/metrics`` shows, keyed by
@@ -380,8 +445,8 @@ class TransportService:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
+    def _check_open(self, *, creating: bool = False) -> None:
+        if self._closed or (creating and self._closing):
             raise ServiceClosed
 
     def _handle(self, session_id: str, *, ended_ok: bool) -> _Handle | None:
@@ -391,11 +456,27 @@ class TransportService:
         if handle is not None:
             return handle
         with self._lock:
-            if session_id in self._ended:
-                if ended_ok:
-                    return None
-                raise SessionClosed(session_id, "ended by end_session")
+            handle = self._ending.get(session_id)
+            if handle is not None:  # being ended: reads drain its inbox, writes are refused
+                return handle
+            final = self._ended.get(session_id)
+        if final is not None:
+            if ended_ok:
+                return None
+            why = "ended by end_session"
+            if final.state is SessionState.FAILED:
+                why = f"FAILED: {final.last_error}; then ended by end_session"
+            raise SessionClosed(session_id, why)
         raise SessionNotFound(session_id)
+
+    def _begin_end(self, handle: _Handle) -> None:
+        """Mark a session as being ended (the caller holds ``_lock``)."""
+        handle.ending = True
+        self._ending[handle.record.session_id] = handle
+
+    def _end_bound_s(self) -> float:
+        runtime = self.config.runtime
+        return runtime.shutdown_timeout_s + 2 * runtime.ask_timeout_s + 1.0
 
     def _ask(self, message: object) -> Any:
         timeout = self.config.runtime.ask_timeout_s
@@ -476,6 +557,8 @@ class TransportService:
                 self._ended[record.session_id] = final
                 while len(self._ended) > _ENDED_KEPT:
                     self._ended.popitem(last=False)
+                self._ending.pop(record.session_id, None)
+            handle.ended.set()
             logger.info(
                 "session %s: ended %s: frames in %d, out %d; dropped in %d, out %d; restarts %d",
                 record.session_id,
@@ -490,7 +573,11 @@ class TransportService:
             raise errors[0]
 
 
-def _policy(config: SupervisorConfig) -> IntensityPolicy:
+def _policy(
+    config: SupervisorConfig, window_s: float = DEFAULT_RECONNECT_WINDOW_S
+) -> IntensityPolicy:
+    if config.reconnect_window_s is not None:
+        window_s = config.reconnect_window_s
     return IntensityPolicy(
         max_restarts=config.max_restarts,
         within_s=config.within_s,
@@ -500,7 +587,20 @@ def _policy(config: SupervisorConfig) -> IntensityPolicy:
         backoff_jitter=config.backoff_jitter,
         reset_after_s=config.reset_after_s,
         restart=config.restart,
+        reconnect_window_s=window_s,
     )
+
+
+def _closed_why(record: SessionRecord, ending: bool) -> str:
+    """Why a session takes no more writes, for ``SessionClosed``."""
+    if record.state is SessionState.FAILED:
+        # The policy's reason: the restart budget that ran out, and the last exit.
+        failure = record.failure
+        reason = failure.reason if isinstance(failure, ConnectionFailed) else record.last_error
+        return f"FAILED: {reason}"
+    if ending:
+        return "being ended by end_session"
+    return record.last_error or str(record.state)
 
 
 def _make_request(

@@ -19,6 +19,7 @@ from .errors import TransportError
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
 from .messages import Binary, Message, SessionInfo, SessionStatus
+from .policy import Outage
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
 from .websocket import DialOptions, SentLog, Traffic
@@ -74,7 +75,8 @@ class SessionRecord:
         self.connector_thread: threading.Thread | None = None
         self.connected = False
         self.restarts = 0
-        self.restart_times: deque[float] = deque()
+        self.restart_times: deque[float] = deque()  # of crash restarts (the intensity)
+        self.outage = Outage()  # time without a connection (the reconnect window)
         self.policy: RestartPolicy | None = None  # the provider's own; else the supervisor's
         self.opened_at: float | None = None  # when the current connection opened (monotonic)
         self.exits: deque[Exit] = deque(maxlen=_EXITS_KEPT)

@@ -14,6 +14,11 @@ policy says restart             ``RECONNECTING``; a new connector dials after th
 policy says give up             ``FAILED``; the reader gets ``Close(1011, why)`` + ``None``
 ==============================  ===========================================================
 
+Which budget the policy applies depends on the exit (see :mod:`actors.policy`): a crash of our
+own code counts against the restart intensity (``max_restarts`` within ``within_s``); a lost
+connection or a failed redial against the reconnect window (time without a connection). A
+redial is spawned with the window's deadline, which bounds its dial as well as its backoff.
+
 Every lifecycle change of every session happens here, on the supervisor's thread, so the
 state table of :mod:`actors.lifecycle` is only ever driven from one place. Blocking work never
 runs here: a restart's backoff is waited out by the new connection's reader thread, and stopping
@@ -35,8 +40,8 @@ from .connector import Connector, ConnectorExited, ConnectorOpened
 from .errors import ConnectionFailed
 from .exits import Exit
 from .lifecycle import SessionState
-from .messages import INTERNAL_ERROR, Close
-from .policy import RestartPolicy
+from .messages import INTERNAL_ERROR, MAX_CLOSE_CODE, MIN_CLOSE_CODE, PROTOCOL_ERROR, Close
+from .policy import CRASHES, RestartPolicy
 from .session import SessionRecord
 from .websocket import Watchdog
 
@@ -126,7 +131,13 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- handlers ------------------------------------------------------------------------------
 
-    def _spawn(self, record: SessionRecord, generation: int, delay_s: float) -> None:
+    def _spawn(
+        self,
+        record: SessionRecord,
+        generation: int,
+        delay_s: float,
+        deadline: float = float("inf"),
+    ) -> None:
         ref = Connector.start(
             record,
             self.actor_ref,
@@ -134,6 +145,7 @@ class Supervisor(pykka.ThreadingActor):
             watchdog=self.watchdog,
             shutdown_timeout_s=self.shutdown_timeout_s,
             dial_delay_s=delay_s,
+            dial_deadline=deadline,
             metrics=self.metrics,
         )
         self._current[record.session_id] = (generation, ref)
@@ -146,6 +158,7 @@ class Supervisor(pykka.ThreadingActor):
             if record.state is SessionState.RECONNECTING and self.metrics is not None:
                 self.metrics.reconnected(record.provider)
             record.connected = True
+            record.outage.restored(time.monotonic())
             record.lifecycle.move(SessionState.OPEN, f"connector {message.generation} connected")
 
     def _end(self, session_id: str) -> pykka.ActorRef[Any] | None:
@@ -179,7 +192,7 @@ class Supervisor(pykka.ThreadingActor):
         elif policy.ends_session(exit):
             record.lifecycle.move(SessionState.CLOSING, str(exit))
             record.lifecycle.move(SessionState.CLOSED, str(exit))
-            record.inbox.close(Close(exit.close_code, exit.reason or str(exit.kind)))
+            record.inbox.close(_reader_close(exit))
             self._forget(record)
         elif state is SessionState.CONNECTING:
             self._fail(
@@ -192,9 +205,13 @@ class Supervisor(pykka.ThreadingActor):
         else:
             now = time.monotonic()
             up_for = 0.0 if opened_at is None else now - opened_at
-            decision = policy.decide(record.restart_times, exit, now, up_for)
+            if exit.kind in CRASHES:  # a bug: the intensity guards against a crash loop
+                decision = policy.decide(record.restart_times, exit, now, up_for, record.outage)
+                if decision.restart:
+                    record.restart_times.append(now)
+            else:  # the network: bounded by the time the session spends without a connection
+                decision = policy.redial(record.outage, exit, now, up_for)
             if decision.restart:
-                record.restart_times.append(now)
                 record.restarts += 1
                 record.last_error = str(exit)
                 if self.metrics is not None:
@@ -207,7 +224,7 @@ class Supervisor(pykka.ThreadingActor):
                     decision.delay_s,
                     decision.why,
                 )
-                self._spawn(record, message.generation + 1, decision.delay_s)
+                self._spawn(record, message.generation + 1, decision.delay_s, decision.deadline)
             else:
                 self._fail(
                     record,
@@ -255,3 +272,14 @@ class Supervisor(pykka.ThreadingActor):
             record.backlog.clear()
         record.dropped_out_extra += unsent
         self.sessions.pop(record.session_id, None)
+
+
+def _reader_close(exit: Exit) -> Close:
+    """The ``Close`` a reader gets for an exit that ended its session. A peer's close code
+    outside what RFC 6455 defines (it may send any 16 bits) is reported as the protocol error
+    it is, rather than refused by ``Close``'s validation here, on the supervisor's thread."""
+    code = exit.close_code
+    reason = exit.reason or str(exit.kind)
+    if not MIN_CLOSE_CODE <= code <= MAX_CLOSE_CODE:
+        return Close(PROTOCOL_ERROR, f"the peer closed with an invalid code {code}: {reason}")
+    return Close(code, reason)

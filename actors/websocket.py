@@ -303,8 +303,8 @@ class IoLoop:
                     for connection in list(self._connections):
                         try:
                             connection._tick(now)
-                        except Exception:
-                            logger.exception("session %s: tick failed", connection.session_id)
+                        except Exception as exc:  # a bug: end that connection, reported
+                            self._crashed(connection, exc)
         finally:
             for connection in list(self._connections):
                 connection._finish(Exit(ExitKind.NORMAL, None, "I/O loop stopped"))
@@ -437,6 +437,7 @@ class WebSocketConnection(BoundedClose):
         self._first_opcode = 0
         self.last_heard = time.monotonic()
         self.connected = False
+        self._dial_timed_out = False
         self._dialer = threading.Thread(
             target=self._run_dialer, name=f"ws-dial-{session_id}", daemon=True
         )
@@ -523,6 +524,10 @@ class WebSocketConnection(BoundedClose):
         while self._send_lock.acquire(blocking=False):
             try:
                 again = self._write_some()
+            except Exception as exc:  # a bug, or a frame that cannot be framed: end, reported
+                logger.exception("session %s: sending failed", self.session_id)
+                self.abort(Exit(ExitKind.CRASH, INTERNAL_ERROR, _describe(exc)))
+                return
             finally:
                 self._send_lock.release()
             # A put made while we held the lock left its frames to us: take them too.
@@ -537,10 +542,17 @@ class WebSocketConnection(BoundedClose):
             if self._dial_delay_s > 0 and self._stopping.wait(self._dial_delay_s):
                 exit = Exit(ExitKind.NORMAL, None, "stopped before dialling")
                 return
+            # The whole handshake has a deadline, not only each read: a peer that drips its
+            # answer a byte at a time would otherwise hold the dial (and the session) for ever.
+            deadline = threading.Timer(self.options.connect_timeout_s, self._dial_expired)
+            deadline.name, deadline.daemon = f"ws-dial-deadline-{self.session_id}", True
+            deadline.start()
             try:
                 ws = self._dial()
             except Exception as exc:  # every dependency error becomes a reason, never leaks
                 reason = _describe(exc)
+                if self._dial_timed_out:
+                    reason = f"handshake not done within {self.options.connect_timeout_s:g} s"
                 if self._stopping.is_set():
                     exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
                 else:
@@ -552,6 +564,9 @@ class WebSocketConnection(BoundedClose):
                     )
                     exit = Exit(ExitKind.HANDSHAKE_FAILED, None, reason)
                 return
+            finally:
+                deadline.cancel()
+                deadline.join()
             if self._stopping.is_set():
                 exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
                 return
@@ -569,6 +584,13 @@ class WebSocketConnection(BoundedClose):
         finally:
             if exit is not None:
                 self._finish(exit)
+
+    def _dial_expired(self) -> None:
+        with self._lock:
+            if self._sock is not None:  # the handshake is done: too late to matter
+                return
+            self._dial_timed_out = True
+        self._shutdown_socket()  # cuts the handshake short: wakes the dialer
 
     def _dial(self) -> wsc.WebSocket:
         opts = self.options
@@ -591,12 +613,15 @@ class WebSocketConnection(BoundedClose):
         )
         sock = ws.sock
         assert sock is not None
+        with self._lock:
+            if self._dial_timed_out:  # the deadline passed as the handshake completed
+                raise TimeoutError
+            self._sock = sock
         # From here the loop reads it and writers never wait on it: the watchdog, not a
         # socket timeout, detects a silent peer.
         sock.setblocking(False)
         with contextlib.suppress(OSError):  # small frames, sent as soon as they are written
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
         if log is not None:
             self._plan_resend(log, ws.getheaders() or {})
         return ws

@@ -270,7 +270,8 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
     assert error.key_path == "supervisor.zzz"
     assert error.why == (
         "unknown key 'zzz'; expected one of: max_restarts, within_s, backoff_initial_s, "
-        "backoff_max_s, backoff_multiplier, backoff_jitter, reset_after_s, restart"
+        "backoff_max_s, backoff_multiplier, backoff_jitter, reset_after_s, restart, "
+        "reconnect_window_s"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -425,7 +426,11 @@ def test_dropped_connection_is_redialled(service: TransportService, server: Serv
 
 
 def test_restart_limit_fails_the_session(server: ServerThread) -> None:
+    """Refused redials go on for the reconnect window (time, not a count), then FAIL."""
     config = fast_config()
+    config = dataclasses.replace(
+        config, supervisor=dataclasses.replace(config.supervisor, reconnect_window_s=1.0)
+    )
     with TransportService(config) as service:
         sid = service.create_session(url=server.url).session_id
         record = record_of(service, sid)
@@ -436,10 +441,11 @@ def test_restart_limit_fails_the_session(server: ServerThread) -> None:
         messages = read_all(service, sid)
         assert record.state is SessionState.FAILED
         assert messages and isinstance(messages[-1], Close) and messages[-1].code == 1011
-        assert "max_restarts=3" in messages[-1].reason
+        assert "restart budget ran out" in messages[-1].reason
+        assert "reconnect_window_s=1" in messages[-1].reason
         status = service.status(sid)
-        assert status.restarts == 3 and status.state is SessionState.FAILED
-        with pytest.raises(SessionClosed):
+        assert status.restarts >= 3 and status.state is SessionState.FAILED
+        with pytest.raises(SessionClosed, match=r"restart budget ran out.*connection refused"):
             service.write_websocket_message(sid, Text("x"))
         service.end_session(sid)
 
