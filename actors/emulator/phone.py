@@ -4,7 +4,8 @@ A call created through the API rings for ``emulator.answer_after_s`` (0: it is a
 once; longer than the call's ``Timeout``: it ends ``no-answer``, as Twilio's does), then
 its ``<Connect><Stream>`` is dialled and played (see :mod:`actors.emulator.media`); hanging it
 up through the API sends ``stop`` and closes the stream; a stream that ends on its own (the
-application closed it, or ``max_call_s``) completes the call, as a Twilio call with nothing after ``<Connect>`` does.
+application closed it, or ``max_call_s``) completes the call, as a Twilio call with nothing
+after ``<Connect>`` does.
 """
 
 from __future__ import annotations
