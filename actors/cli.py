@@ -1050,6 +1050,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(f"OK: {args.config}")
     print(json.dumps(config.redacted(), indent=2))
+    for warning in config.gateway.security_warnings():  # valid, but unsafe to expose
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
