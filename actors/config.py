@@ -38,6 +38,7 @@ The schema (every key optional; an empty file, or a null section, means the defa
         api_base_url: https://api.twilio.com   # or `emulator`: the embedded emulator
         from_number: "+15550199"    # default From; status_callback, status_callback_events,
                                     # timeout_s, retries, backoff_s
+        ring_timeout_s: 60          # create_call's Timeout: how long a call rings (5..600)
       daily:                        # DailyProviderConfig (type: daily)
         api_key: ${DAILY_API_KEY}   # Bearer key of Daily's REST API
         api_base_url: https://api.daily.co/v1  # or `emulator`: the embedded emulator
@@ -50,12 +51,16 @@ The schema (every key optional; an empty file, or a null section, means the defa
       url: null                     # where sessions dial it (default: from `listen`)
       public_url: null              # the ws(s):// URL providers dial (default: `url`)
       secret: null                  # HMAC key of session tokens (embedded default: random)
-      resume_window_s: 10.0, pair_timeout_s: 30.0, buffer_frames: 1000,
-      max_message_bytes: 65536, twilio_auth_token: null (set: validate X-Twilio-Signature)
+      resume_window_s: 10.0, pair_timeout_s: 75.0, buffer_frames: 1000,
+      max_message_bytes: 65536, twilio_auth_token: null (set: validate X-Twilio-Signature;
+                                    # unset: the auth_token of the file's Twilio providers)
+      handshake_timeout_s: 5.0, start_timeout_s: 5.0, pending_max_bytes: 8192,
+      max_connections: 4000, max_pending: 1000, max_pending_per_address: 32
     emulator:                       # EmulatorConfig: the local Twilio
       listen: 127.0.0.1:0
       media: echo                   # echo | tone | wav | silence: what each call plays
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
+      answer_after_s: 0.0           # every call rings this long before it is answered
     metrics:                        # MetricsConfig: Prometheus metrics
       listen: null                  # host:port to serve /metrics on (port 0: any free port);
                                     # null: no HTTP server (TransportService.metrics() still works)
@@ -296,6 +301,10 @@ def _optional_positive(value: float | None) -> str | None:
 _CODE_ONLY = {"yaml": False}
 
 
+def _ring_timeout(value: int) -> str | None:
+    return None if 5 <= value <= 600 else "must be between 5 and 600 (Twilio's Timeout, seconds)"
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     """Limits and timeouts of the session runtime."""
@@ -388,6 +397,8 @@ class TwilioProviderConfig:
     retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
     backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
     supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+    # How long a call rings before Twilio gives up on it (create_call's `Timeout`, 5..600 s).
+    ring_timeout_s: int = field(default=60, metadata={"check": _ring_timeout})
 
     __repr__ = _safe_repr
 
@@ -449,10 +460,22 @@ def _default_providers() -> Mapping[str, ProviderConfig]:
     }
 
 
+#: How much longer than the longest ring timeout the gateway waits for a provider stream.
+RING_MARGIN_S = 15.0
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The media gateway: providers dial its ``/{provider}`` side, sessions its
-    ``/sessions/{id}`` side, and it relays between them (DESIGN section 6)."""
+    ``/sessions/{id}`` side, and it relays between them (DESIGN section 6).
+
+    Everything a connection does before it is authenticated (a session hop by its token, a
+    provider stream by its ``start`` event) is bounded: ``handshake_timeout_s``,
+    ``start_timeout_s``, ``pending_max_bytes`` (which is also the largest frame until then),
+    ``max_pending`` in all and ``max_pending_per_address`` from one address;
+    ``max_connections`` caps every connection, authenticated or not.
+    """
 
     embedded: bool = True  # run it inside the service, on its own thread and event loop
     listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
@@ -461,12 +484,60 @@ class GatewayConfig:
     # HMAC key of session tokens: at least MIN_SECRET_BYTES (16) bytes
     secret: str | None = field(default=None, repr=False, metadata={"check": _secret_bytes})
     resume_window_s: float = field(default=10.0, metadata=_POSITIVE)
-    pair_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    # How long one side waits for the other; at least the longest ring timeout of the
+    # file's Twilio providers + RING_MARGIN_S (see provider_wait_s).
+    pair_timeout_s: float = field(default=75.0, metadata=_POSITIVE)
     buffer_frames: int = field(default=1000, metadata=_POSITIVE)  # per session and direction
     max_message_bytes: int = field(default=65_536, metadata=_POSITIVE)
-    twilio_auth_token: str | None = field(default=None, repr=False)  # validate signatures
+    # Validate X-Twilio-Signature with this; unset: with the auth_token of the file's Twilio
+    # providers (if any).
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    handshake_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # TCP accept -> 101
+    start_timeout_s: float = field(default=5.0, metadata=_POSITIVE)  # 101 -> `start` event
+    pending_max_bytes: int = field(default=8192, metadata=_limit(">=", 1024))  # until authed
+    max_connections: int = field(default=4000, metadata=_POSITIVE)  # all, both sides
+    max_pending: int = field(default=1000, metadata=_POSITIVE)  # not yet authenticated
+    max_pending_per_address: int = field(default=32, metadata=_POSITIVE)
+    # Filled in by TransportConfig from the providers of the same file (not YAML keys).
+    inherited_auth_tokens: tuple[str, ...] = field(
+        default=(), repr=False, compare=False, metadata=_CODE_ONLY
+    )
+    longest_ring_s: float = field(default=0.0, compare=False, metadata=_CODE_ONLY)
 
     __repr__ = _safe_repr
+
+    @property
+    def signature_tokens(self) -> tuple[str, ...]:
+        """The auth tokens ``X-Twilio-Signature`` is checked with (empty: not checked)."""
+        if self.twilio_auth_token:
+            return (self.twilio_auth_token,)
+        return self.inherited_auth_tokens
+
+    @property
+    def provider_wait_s(self) -> float:
+        """How long a session hop waits for its provider stream: ``pair_timeout_s``, or the
+        longest ring timeout + :data:`RING_MARGIN_S` when that is longer (a phone may ring
+        that long before it answers and its stream dials in)."""
+        if self.longest_ring_s <= 0:
+            return self.pair_timeout_s
+        return max(self.pair_timeout_s, self.longest_ring_s + RING_MARGIN_S)
+
+    def security_warnings(self) -> list[str]:
+        """What a deployment of this gateway should hear about before it faces the internet
+        (printed by ``transport-actors check``, logged as WARNINGs when the gateway starts)."""
+        warnings: list[str] = []
+        if self.signature_tokens:
+            return warnings
+        public = self.public_url or self.url or ""
+        host = self.listen.rpartition(":")[0].strip("[]")
+        exposed = public.startswith("wss://") or host not in _LOOPBACK_HOSTS
+        if exposed:
+            warnings.append(
+                "gateway: X-Twilio-Signature is not validated (no gateway.twilio_auth_token, "
+                "and no Twilio provider with an auth_token in this file): anyone who learns a "
+                "call's stream URL and token can stream into it"
+            )
+        return warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +551,8 @@ class EmulatorConfig:
     # To number -> media mode, for the calls that should not use `media`
     numbers: Mapping[str, str] = field(default_factory=dict, metadata={"check": _media_map})
     max_call_s: float = field(default=3600.0, metadata=_POSITIVE)  # then it hangs up
+    # Every call rings this long before it is answered (past the call's Timeout: no-answer).
+    answer_after_s: float = field(default=0.0, metadata=_limit(">=", 0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "numbers", MappingProxyType(dict(self.numbers)))
@@ -515,6 +588,13 @@ class TransportConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "providers", MappingProxyType(dict(self.providers)))
         object.__setattr__(self, "templates", MappingProxyType(dict(self.templates)))
+        # The gateway learns from the Twilio providers of the same file: their auth tokens
+        # (to validate X-Twilio-Signature) and how long their calls may ring.
+        twilio = [p for p in self.providers.values() if isinstance(p, TwilioProviderConfig)]
+        tokens = tuple(dict.fromkeys(p.auth_token for p in twilio if p.auth_token))
+        ring = float(max((p.ring_timeout_s for p in twilio), default=0))
+        gateway = replace(self.gateway, inherited_auth_tokens=tokens, longest_ring_s=ring)
+        object.__setattr__(self, "gateway", gateway)
 
     def provider(self, name: str) -> ProviderConfig:
         """The provider called ``name``; :class:`ConfigError` if there is none."""

@@ -372,7 +372,26 @@ class _GatewayCollector:
         )
         dropped.add_metric(["to_session"], s.lost_to_session)
         dropped.add_metric(["to_provider"], s.dropped_to_provider)
-        return [calls, pairings, hops, resumes, expired, rejected, frames, buffered, dropped]
+        connections = GaugeMetricFamily(
+            g + "connections",
+            "connections open now, both sides: pending (not yet authenticated, capped by "
+            "gateway.max_pending and max_pending_per_address) or authenticated",
+            labels=["state"],
+        )
+        connections.add_metric(["pending"], s.pending)
+        connections.add_metric(["authenticated"], s.connections - s.pending)
+        return [
+            calls,
+            pairings,
+            hops,
+            resumes,
+            expired,
+            rejected,
+            frames,
+            buffered,
+            dropped,
+            connections,
+        ]
 
 
 # -- the HTTP endpoint ------------------------------------------------------------------------

@@ -1,14 +1,27 @@
 """Signatures shared by the runtime and the media gateway: pure functions, no I/O.
 
-- A **session token** proves that whoever presents it was given it by the runtime: it is an
-  HMAC-SHA256 of the session id under the gateway's secret, so the runtime and the gateway share
-  that secret and nothing else (no registry, no database).
-- **Twilio's request signature** (``X-Twilio-Signature``) proves that a request came from
-  Twilio: base64 of an HMAC-SHA1, under the account's auth token, of the full URL followed by
-  the POST parameters sorted by name, each name directly followed by its value. A WebSocket
-  upgrade is a GET, so its signature covers the URL alone.
+Two credentials are derived from the gateway's secret for every session, each bound to its
+purpose by a label in the HMAC input, so that one can never stand in for the other:
 
-Every comparison is constant-time.
+- the **stream token** (label ``provider-stream``) goes into the call's TwiML, so the
+  provider, its console, its logs and anything between can read it. It lets **one** provider
+  stream pair with its session, **once**, and admits nothing else (never a session hop);
+- the **hop token** (label ``session-hop``) is what a connector sends as
+  ``Authorization: Bearer`` on ``/sessions/{id}``. It never leaves the runtime: it is not in
+  the TwiML, nor in anything sent to a provider.
+
+Both are HMAC-SHA256 under the secret, so the runtime and the gateway share that secret and
+nothing else (no registry, no database).
+
+**Twilio's request signature** (``X-Twilio-Signature``) proves that a request came from
+Twilio: base64 of an HMAC-SHA1, under the account's auth token, of the full URL followed by
+the POST parameters sorted by name, each name directly followed by its value. A WebSocket
+upgrade is a GET, so its signature covers the URL alone. As Twilio's own validators do, a URL
+is accepted signed with or without its scheme's default port (``:443`` for ``wss``/``https``,
+``:80`` for ``ws``/``http``).
+
+Every comparison is constant-time; no function here raises for any ``str`` it is given
+(lone surrogates included).
 """
 
 from __future__ import annotations
@@ -16,43 +29,105 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
-    "session_token",
+    "hop_token",
+    "stream_token",
     "twilio_signature",
-    "verify_session_token",
+    "twilio_url_variants",
+    "verify_hop_token",
+    "verify_stream_token",
     "verify_twilio_signature",
 ]
 
+_STREAM_LABEL = b"provider-stream\0"
+_HOP_LABEL = b"session-hop\0"
+_DEFAULT_PORTS = {"wss": 443, "https": 443, "ws": 80, "http": 80}
 
-def session_token(secret: str, session_id: str) -> str:
-    """The token that lets a session (and its provider stream) attach to the gateway."""
-    digest = hmac.new(secret.encode(), session_id.encode(), hashlib.sha256).digest()
+
+def _encode(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (from JSON's "\ud800") hashes instead of raising.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _token(secret: str, label: bytes, session_id: str) -> str:
+    digest = hmac.new(_encode(secret), label + _encode(session_id), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def verify_session_token(secret: str, session_id: str, token: str | None) -> bool:
-    """Whether ``token`` is ``session_id``'s token under ``secret``."""
+def _verify(secret: str, label: bytes, session_id: str, token: str | None) -> bool:
     if not token or not session_id:
         return False
-    expected = session_token(secret, session_id)
-    return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
+    expected = _token(secret, label, session_id)
+    return hmac.compare_digest(expected.encode(), _encode(token))
+
+
+def stream_token(secret: str, session_id: str) -> str:
+    """The credential the TwiML carries: it pairs one provider stream with the session."""
+    return _token(secret, _STREAM_LABEL, session_id)
+
+
+def hop_token(secret: str, session_id: str) -> str:
+    """The credential of the session's own hop to the gateway; it never leaves the runtime."""
+    return _token(secret, _HOP_LABEL, session_id)
+
+
+def verify_stream_token(secret: str, session_id: str, token: str | None) -> bool:
+    """Whether ``token`` is ``session_id``'s stream token under ``secret``."""
+    return _verify(secret, _STREAM_LABEL, session_id, token)
+
+
+def verify_hop_token(secret: str, session_id: str, token: str | None) -> bool:
+    """Whether ``token`` is ``session_id``'s hop token under ``secret``."""
+    return _verify(secret, _HOP_LABEL, session_id, token)
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
     """What Twilio sends as ``X-Twilio-Signature`` for a request to ``url`` with ``params``."""
     fields = params or {}
     data = url + "".join(f"{name}{fields[name]}" for name in sorted(fields))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    digest = hmac.new(_encode(auth_token), _encode(data), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
+def twilio_url_variants(url: str) -> tuple[str, ...]:
+    """``url`` as written, without its scheme's default port, and with it spelled out: the
+    forms Twilio may have signed (its validators accept either)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url,)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    host = parts.hostname
+    if default is None or host is None or (port is not None and port != default):
+        return (url,)
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    bare = urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
+    explicit = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
+    return tuple(dict.fromkeys((url, bare, explicit)))
+
+
 def verify_twilio_signature(
-    auth_token: str, url: str, signature: str | None, params: Mapping[str, str] | None = None
+    auth_tokens: str | Iterable[str],
+    url: str,
+    signature: str | None,
+    params: Mapping[str, str] | None = None,
 ) -> bool:
-    """Whether ``signature`` is Twilio's signature of this request under ``auth_token``."""
+    """Whether ``signature`` is Twilio's signature of this request under one of
+    ``auth_tokens``, for ``url`` with or without its default port."""
     if not signature:
         return False
-    expected = twilio_signature(auth_token, url, params)
-    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+    tokens = (auth_tokens,) if isinstance(auth_tokens, str) else tuple(auth_tokens)
+    given = _encode(signature)
+    ok = False
+    for token in tokens:
+        for variant in twilio_url_variants(url):
+            # No early exit: every candidate is computed, whatever matches.
+            ok |= hmac.compare_digest(twilio_signature(token, variant, params).encode(), given)
+    return ok

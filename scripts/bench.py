@@ -58,7 +58,7 @@ from actors.config import (  # noqa: E402
 from actors.emulator.phone import TwilioEmulator  # noqa: E402
 from actors.gateway import ServerThread, echo  # noqa: E402
 from actors.gateway.server import MediaGateway  # noqa: E402
-from actors.signing import session_token  # noqa: E402
+from actors.signing import hop_token, stream_token  # noqa: E402
 
 FRAME_S = 0.020
 FRAME_BYTES = 160
@@ -272,7 +272,7 @@ class NaiveCall:
 
     def __init__(self, http: requests.Session, peer: Helper, gateway: Helper, n: int) -> None:
         session_id = f"naive-{n}-{os.urandom(6).hex()}"
-        token = session_token(SECRET, session_id)
+        token = stream_token(SECRET, session_id)
         twiml = (
             f'<Response><Connect><Stream url="{gateway.url}/twilio">'
             f'<Parameter name="session" value="{session_id}"/>'
@@ -288,7 +288,7 @@ class NaiveCall:
         self.call_sid = reply.json()["sid"]
         self.ws = websocket.create_connection(
             f"{gateway.url}/sessions/{session_id}",
-            header=[f"Authorization: Bearer {token}"],
+            header=[f"Authorization: Bearer {hop_token(SECRET, session_id)}"],
             enable_multithread=True,
             timeout=10,
         )

@@ -79,7 +79,7 @@ from actors.emulator.rest import TwilioApiServer
 from actors.gateway import ServerConnection, ServerThread
 from actors.gateway.server import MediaGateway
 from actors.providers.twilio import TwilioRestClient
-from actors.signing import session_token
+from actors.signing import hop_token, stream_token
 from tests.conftest import fast_config
 from tests.peers import RawPeer, send_then_wait, server_frame
 
@@ -477,7 +477,7 @@ def test_non_json_on_a_twilio_stream_is_counted_and_the_call_goes_on() -> None:
     with gateway_and_api() as (gateway, api), gateway_service(gateway, api) as service:
         info = service.create_session(provider="twilio", to=TO, from_=FROM)
         sid = info.session_id
-        stream = stream_for(sid, info.call_id, session_token(GATEWAY_SECRET, sid))
+        stream = stream_for(sid, info.call_id, stream_token(GATEWAY_SECRET, sid))
         with connect(gateway.url + "/twilio", open_timeout=5, close_timeout=2) as ws:
             ws.send(stream.connected())
             ws.send(stream.start())
@@ -524,8 +524,10 @@ def test_a_session_hop_with_a_wrong_token_gets_403(
             GATEWAY_SECRET,
             WRONG_SECRET,
             AUTH_TOKEN,
-            session_token(WRONG_SECRET, session_id),
-            session_token(GATEWAY_SECRET, session_id),
+            hop_token(WRONG_SECRET, session_id),
+            hop_token(GATEWAY_SECRET, session_id),
+            stream_token(WRONG_SECRET, session_id),
+            stream_token(GATEWAY_SECRET, session_id),
         )
         assert_no_secret(texts_of(info.value), *secrets)
         round_trip(service, healthy)
@@ -542,7 +544,7 @@ def test_a_provider_stream_with_a_wrong_token_is_closed_1008(
     with gateway_and_api() as (gateway, api), gateway_service(gateway, api) as service:
         info = service.create_session(provider="twilio", to=TO, from_=FROM)
         sid = info.session_id
-        forged = session_token(WRONG_SECRET, sid)
+        forged = stream_token(WRONG_SECRET, sid)
         with connect(gateway.url + "/twilio", open_timeout=5, close_timeout=2) as bad:
             impostor = stream_for(sid, info.call_id, forged)
             bad.send(impostor.connected())
@@ -551,7 +553,7 @@ def test_a_provider_stream_with_a_wrong_token_is_closed_1008(
                 bad.recv(timeout=5)
             assert bad.close_code == 1008
             assert bad.close_reason == f"session {sid}: invalid token"
-        real = session_token(GATEWAY_SECRET, sid)
+        real = stream_token(GATEWAY_SECRET, sid)
         assert_no_secret(caplog.text, forged, real, GATEWAY_SECRET, WRONG_SECRET)
         stream = stream_for(sid, info.call_id, real)
         with connect(gateway.url + "/twilio", open_timeout=5, close_timeout=2) as ws:
@@ -669,14 +671,14 @@ def test_twilio_sessions_refuse_text(twilio_service: TransportService) -> None:
     twilio_service.end_session(sid)
 
 
-def test_debug_traces_of_the_gateway_do_not_carry_the_session_token(
+def test_debug_traces_of_the_gateway_do_not_carry_the_session_tokens(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With DEBUG logging on, no log line (the libraries' wire traces included) shows a
-    session's token or the gateway's secret: the token is the key to that call's audio.
+    session's tokens or the gateway's secret: the hop token is the key to that call's audio.
     (websockets logs every handshake header at DEBUG, ``Authorization`` included.)"""
     caplog.set_level(logging.DEBUG)
     with gateway_and_api() as (gateway, api), gateway_service(gateway, api) as service:
         sid = service.create_session(provider="twilio", to=TO, from_=FROM).session_id
         service.end_session(sid)
-    assert_no_secret(caplog.text, session_token(GATEWAY_SECRET, sid), GATEWAY_SECRET)
+    assert_no_secret(caplog.text, hop_token(GATEWAY_SECRET, sid), GATEWAY_SECRET)

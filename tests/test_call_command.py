@@ -24,7 +24,7 @@ from actors import cli
 from actors.audio import dominant_frequency, read_wav, rms_dbfs, tone, write_wav
 from actors.config import EmulatorConfig
 from actors.emulator.phone import TwilioEmulator
-from actors.signing import session_token
+from actors.signing import hop_token, stream_token
 
 from .conftest import eventually
 
@@ -172,9 +172,9 @@ def test_json_logs_carry_the_session_id_and_no_secret(
     for entry in lines:
         if f"session {session_id}" in entry["message"]:
             assert entry.get("session_id") == session_id, entry
-    token = session_token(GATEWAY_SECRET, session_id)
+    token = hop_token(GATEWAY_SECRET, session_id)
     basic = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
-    for secret in (TOKEN, GATEWAY_SECRET, token, basic):
+    for secret in (TOKEN, GATEWAY_SECRET, token, stream_token(GATEWAY_SECRET, session_id), basic):
         assert secret not in err
         assert secret not in out
 

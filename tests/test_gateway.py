@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from actors.codecs.twilio import TwilioStream, new_sid
 from actors.config import GatewayConfig
 from actors.gateway.server import MediaGateway
-from actors.signing import session_token, twilio_signature
+from actors.signing import hop_token, stream_token, twilio_signature
 
 SECRET = "test-gateway-secret"
 ACCOUNT = "AC" + "1" * 32
@@ -53,7 +53,7 @@ class Provider:
             ACCOUNT,
             custom_parameters={
                 "session": session_id,
-                "token": token if token is not None else session_token(SECRET, session_id),
+                "token": token if token is not None else stream_token(SECRET, session_id),
             },
         )
         self._stack = contextlib.ExitStack()
@@ -90,7 +90,7 @@ def hop(
     gateway: MediaGateway, session_id: str, *, resume_from: int = 0, token: str | None = None
 ) -> wsc.WebSocket:
     """A session hop, as a connector makes it."""
-    token = token if token is not None else session_token(SECRET, session_id)
+    token = token if token is not None else hop_token(SECRET, session_id)
     ws = wsc.WebSocket()
     ws.connect(
         f"{gateway.url}/sessions/{session_id}",
@@ -180,11 +180,18 @@ def test_provider_first_then_session_gets_everything(gateway: MediaGateway) -> N
 
 
 def test_a_session_hop_without_a_valid_token_is_refused(gateway: MediaGateway) -> None:
-    for token in ("", "wrong", session_token("other-secret", "s1"), session_token(SECRET, "s2")):
+    tokens = (
+        "",
+        "wrong",
+        hop_token("other-secret", "s1"),
+        hop_token(SECRET, "s2"),
+        stream_token(SECRET, "s1"),  # the TwiML's token opens no session hop
+    )
+    for token in tokens:
         with pytest.raises(wsc.WebSocketBadStatusException) as info:
             hop(gateway, "s1", token=token)
         assert info.value.status_code == 403
-    assert gateway.stats().rejected["bad_token"] == 4
+    assert gateway.stats().rejected["bad_token"] == len(tokens)
 
 
 def test_a_provider_stream_with_a_bad_token_is_closed_and_others_go_on(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ._common import EXIT_OK, _config
 
@@ -12,4 +13,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(f"OK: {args.config}")
     print(json.dumps(config.redacted(), indent=2))
+    for warning in config.gateway.security_warnings():  # valid, but unsafe to expose
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK

@@ -68,9 +68,12 @@ class CallMedia:
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    answered: bool = False  # picked up (else it rang out, or was hung up while ringing)
     started: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     on_end: Callable[[], None] | None = None  # runs on the media loop when the stream ends
+    on_answer: Callable[[], None] | None = None  # runs on the media loop when picked up
+    ring_timeout_s: float | None = None  # the call's Timeout: unanswered by then, it rings out
 
 
 class _Call:
@@ -144,10 +147,16 @@ class MediaDialer:
         url: str,
         parameters: Mapping[str, str],
         on_end: Callable[[], None] | None = None,
+        ring_timeout_s: float | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> CallMedia:
-        """Start a call's media: dial ``url`` and stream until hung up; then ``on_end()``."""
+        """Start a call's media: ring ``emulator.answer_after_s`` (giving up, unanswered,
+        after ``ring_timeout_s``), then ``on_answer()``, dial ``url`` and stream until hung
+        up; then ``on_end()``."""
         mode = self.config.media_for(to)
         media = CallMedia(call_sid=call_sid, mode=mode, on_end=on_end)
+        media.ring_timeout_s = ring_timeout_s
+        media.on_answer = on_answer
         with self._lock:
             self._media[call_sid] = media
             while len(self._media) > _KEPT:  # a long-running emulator forgets old calls
@@ -238,6 +247,8 @@ class MediaDialer:
         self._calls[media.call_sid] = call
         headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
         try:
+            if not await self._ring(call):
+                return
             async with connect(
                 url,
                 additional_headers=headers,
@@ -273,6 +284,25 @@ class MediaDialer:
                 media.frames_received,
                 len(media.marks_echoed),
             )
+
+    async def _ring(self, call: _Call) -> bool:
+        """Ring until answered (``answer_after_s``): False if the call rang out (its
+        ``Timeout`` passed first) or was hung up meanwhile."""
+        media = call.media
+        ring_s = self.config.answer_after_s
+        limit = media.ring_timeout_s
+        if ring_s > 0:
+            wait = ring_s if limit is None else min(ring_s, limit)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await call.hang_up.wait()
+            if call.hang_up.is_set() or (limit is not None and ring_s > limit):
+                logger.info("emulator: call %s was not answered", media.call_sid)
+                return False
+        media.answered = True
+        if media.on_answer is not None:
+            media.on_answer()
+        return True
 
     async def _stream(self, call: _Call, ws: ClientConnection) -> None:
         receiver = asyncio.create_task(self._receive(call, ws))

@@ -1,13 +1,16 @@
 """The whole emulator: Twilio's Calls API, and a phone that plays each call's media stream.
 
-A call created through the API is answered at once: its ``<Connect><Stream>`` is dialled and
-played (see :mod:`actors.emulator.media`); hanging it up through the API sends ``stop`` and
-closes the stream; a stream that ends on its own (the application closed it, or
-``max_call_s``) completes the call, as a Twilio call with nothing after ``<Connect>`` does.
+A call created through the API rings for ``emulator.answer_after_s`` (0: it is answered at
+once; longer than the call's ``Timeout``: it ends ``no-answer``, as Twilio's does), then
+its ``<Connect><Stream>`` is dialled and played (see :mod:`actors.emulator.media`); hanging it
+up through the API sends ``stop`` and closes the stream; a stream that ends on its own (the
+application closed it, or ``max_call_s``) completes the call, as a Twilio call with nothing
+after ``<Connect>`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -78,7 +81,7 @@ class TwilioEmulator:
             logger.info("emulator: call %s has no <Connect><Stream>; it ends", call.sid)
             self.api.set_status(call.sid, "completed")
             return
-        self.api.set_status(call.sid, "in-progress")
+        self.api.set_status(call.sid, "ringing" if self.config.answer_after_s else "in-progress")
         self.media.dial(
             call_sid=call.sid,
             account_sid=call.account_sid,
@@ -86,12 +89,21 @@ class TwilioEmulator:
             url=stream.url,
             parameters=stream.parameters,
             on_end=lambda: self._stream_ended(call.sid),
+            ring_timeout_s=call.timeout_s,
+            on_answer=lambda: self._answered(call.sid),
         )
 
+    def _answered(self, call_sid: str) -> None:
+        if self.config.answer_after_s:
+            with contextlib.suppress(KeyError):
+                self.api.set_status(call_sid, "in-progress")
+
     def _stream_ended(self, call_sid: str) -> None:
+        media = self.media.media(call_sid)
+        answered = media is None or media.answered
         try:
             if not self.api.call(call_sid).ended:
-                self.api.set_status(call_sid, "completed")
+                self.api.set_status(call_sid, "completed" if answered else "no-answer")
         except KeyError:
             pass
 

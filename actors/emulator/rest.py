@@ -155,6 +155,7 @@ class EmulatedCall:
     updated_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    timeout_s: int | None = None  # `Timeout`: how long it may ring (None: not given)
 
     @property
     def ended(self) -> bool:
@@ -388,6 +389,9 @@ class TwilioApiServer(HTTPApiServer):
         events = tuple(e for value in form.get("StatusCallbackEvent", []) for e in value.split())
         if any(event not in _CALLBACK_EVENTS for event in events):
             return _error(400, 21626, "One or more of the StatusCallbackEvents were invalid.")
+        timeout = first("Timeout")
+        if timeout and not timeout.isdigit():
+            return _error(400, 21216, f"Timeout must be a number of seconds, not {timeout!r}")
         status_callback = first("StatusCallback") or None
         if status_callback is not None and not _valid_url(status_callback):
             return _error(400, 21205, f"StatusCallback is not a valid URL: {status_callback}")
@@ -405,6 +409,7 @@ class TwilioApiServer(HTTPApiServer):
             stream=stream,
             status_callback_method=first("StatusCallbackMethod") or None,
             application_sid=application_sid or None,
+            timeout_s=min(int(timeout), 600) if timeout else None,  # Twilio caps it at 600
         )
         with self._lock:
             self._calls[call.sid] = call

@@ -31,7 +31,7 @@ from ..config import RuntimeConfig, TwilioProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..redaction import redact_url
-from ..signing import session_token
+from ..signing import hop_token, stream_token
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
@@ -264,8 +264,12 @@ class TwilioRestClient:
         status_callback: str | None = None,
         status_callback_events: Sequence[str] = (),
         status_callback_method: str | None = None,
+        timeout_s: int | None = None,
     ) -> dict[str, Any]:
         """Place an outbound call that runs ``twiml``; return Twilio's Call resource.
+
+        ``timeout_s`` is Twilio's ``Timeout``: how long the call rings before Twilio gives up
+        (5 to 600 seconds; Twilio's default is 60).
 
         The result has at least ``sid``. Raises :class:`ProviderError` for any refusal or
         transport failure; a failure after the request was sent is never retried, since the
@@ -278,6 +282,8 @@ class TwilioRestClient:
         form.extend(("StatusCallbackEvent", event) for event in status_callback_events)
         if status_callback_method is not None:
             form.append(("StatusCallbackMethod", status_callback_method))
+        if timeout_s is not None:
+            form.append(("Timeout", str(timeout_s)))
         response = self._request("create_call", "POST", "Calls.json", form)
         if not response.ok:
             raise self._error(response)
@@ -371,10 +377,13 @@ class TwilioRestClient:
 class TwilioProvider:
     """The ``twilio`` provider: a call per session, its audio through the media gateway.
 
-    ``open`` places the call with TwiML that streams it to the gateway's ``/twilio`` with the
-    session id and its token as custom parameters, and tells the connector to dial the
-    gateway's ``/sessions/{id}`` with the same token. The REST client is made on first use, so
-    that an embedded emulator starts only when a Twilio session is created.
+    ``open`` places the call (ringing at most ``ring_timeout_s``) with TwiML that streams it
+    to the gateway's ``/twilio`` with the session id and its **stream token** as custom
+    parameters, and tells the connector to dial the gateway's ``/sessions/{id}`` with the
+    session's **hop token**, which the TwiML never carries (:mod:`actors.signing`): whoever
+    reads a call's TwiML can at most offer one provider stream, never open the session's hop.
+    The REST client is made on first use, so that an embedded emulator starts only when a
+    Twilio session is created.
     """
 
     def __init__(
@@ -450,7 +459,7 @@ class TwilioProvider:
                 f"or providers.{self.name}.from_number in the config"
             )
         gateway = self._infrastructure.gateway()
-        token = session_token(gateway.secret, session_id)
+        token = stream_token(gateway.secret, session_id)
         # The application's own parameters come back in Started.parameters; ours win.
         parameters = {**dict(request.parameters or {}), "session": session_id, "token": token}
         twiml = build_stream_twiml(gateway.public_url.rstrip("/") + "/twilio", parameters)
@@ -460,13 +469,14 @@ class TwilioProvider:
             twiml=twiml,
             status_callback=self.config.status_callback,
             status_callback_events=self.config.status_callback_events,
+            timeout_s=self.config.ring_timeout_s,
         )
         call_sid = str(call["sid"])
         logger.info("session %s: Twilio call %s placed to %s", session_id, call_sid, to)
         runtime = self.runtime
         dial = DialOptions(
             url=f"{gateway.url.rstrip('/')}/sessions/{session_id}",
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
             connect_timeout_s=runtime.connect_timeout_s,
             max_message_bytes=runtime.max_message_bytes,
             ping_interval_s=runtime.ping_interval_s,
