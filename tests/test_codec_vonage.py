@@ -44,7 +44,10 @@ DTMF = '{"event":"websocket:dtmf","digit":"5","duration":260}'
 MULAW8K = AudioPolicy(AudioFormat("audio/x-mulaw", 8000))
 
 
-def started(rate: int = 16000, audio: AudioPolicy = AudioPolicy()) -> VonageCodec:
+PROVIDERS_OWN = AudioPolicy()
+
+
+def started(rate: int = 16000, audio: AudioPolicy = PROVIDERS_OWN) -> VonageCodec:
     codec = VonageCodec(audio=audio, stream_id="VS1")
     codec.decode(VonageSocket(rate, {"call_uuid": "c-1"}).connected())
     return codec

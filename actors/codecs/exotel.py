@@ -21,9 +21,11 @@ Provenance (every field below was checked against these; no code was copied):
 
 Where sources disagree: Exotel's documents say ``stream_sid`` on the frames we send, Pipecat
 sends ``streamSid``; we send ``stream_sid`` and :class:`ExotelStream` accepts either. "100k" is
-not said to be 1000- or 1024-based: the largest chunk sent is 99 840 bytes, under both. "3.2k
-[100ms data]" is 100 ms at 8 kHz; at 16 and 24 kHz the minimum here stays 100 ms (6400 and
-9600 bytes), which meets the byte minimum too.
+not said to be 1000- or 1024-based: the largest chunk sent is 99 840 bytes, under both.
+"3.2k [100ms data]" does not add up at the documented 8 kHz (100 ms of 16-bit PCM is 1600
+bytes there; 3200 bytes is 100 ms at 16 kHz): the minimum here is both, the larger of 3200
+bytes and ``min_chunk_ms`` (100 ms) of audio: 3200 bytes (200 ms) at 8 kHz, 3200 at 16 kHz,
+4800 at 24 kHz.
 """
 
 from __future__ import annotations
@@ -105,11 +107,12 @@ class ExotelCodec:
     ``unknown``; ``decode`` never raises.
 
     Outbound: ``Binary`` writes are converted to the wire format and gathered; as soon as
-    ``min_chunk`` bytes (100 ms) wait, they go out as one ``media`` frame: the largest multiple
-    of 320 bytes held, at most :data:`MAX_CHUNK` (a longer write becomes several frames), the
-    remainder held. A ``Mark`` is a boundary: what is held (and the resampler's tail) goes out
-    first, padded with silence to a multiple of 320 and to ``min_chunk`` (so a mark after 20 ms
-    of audio adds 80 ms of silence), then the ``mark``. A ``Clear`` drops what is held and
+    ``min_chunk`` bytes wait (3200, or 100 ms of audio if that is more), they go out as one
+    ``media`` frame: the largest multiple of 320 bytes held, at most :data:`MAX_CHUNK` (a
+    longer write becomes several frames), the remainder held. A ``Mark`` is a boundary: what
+    is held (and the resampler's tail) goes out first, padded with silence to a multiple of 320
+    and to ``min_chunk`` (at 8 kHz, a mark after 20 ms of audio adds 180 ms of silence), then
+    the ``mark``. A ``Clear`` drops what is held and
     sends ``clear``. Messages written before ``start`` are held, as on Twilio.
 
     :meth:`flush` contract: the connector calls it on its timer tick (100 ms suits). Held
