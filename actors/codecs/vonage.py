@@ -1,0 +1,392 @@
+"""Vonage Voice API WebSockets, both sides of the wire, sans-I/O.
+
+Provenance (every field below was checked against these; no code was copied):
+
+- Vonage, "WebSockets" guide (developer.vonage.com/en/voice/voice-api/concepts/websockets, and
+  its source in Vonage's nexmo-developer repository): the first frame is a text frame
+  ``{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", ...}`` with the
+  NCCO's ``headers`` flattened to the top level; then binary frames of 16-bit signed
+  little-endian mono PCM, 20 ms each: 320 bytes at 8 kHz, 640 at 16 kHz, in both directions
+  ("it is important that each message is 320 or 640 bytes"); DTMF as
+  ``{"event": "websocket:dtmf", "digit": "5", "duration": 260}``; audio sent faster than real
+  time is buffered, "only 1024 messages ... around 20 seconds".
+- Vonage's newer guide and its AsyncAPI description (asyncapi.apis.io, Vonage Voice WebSocket
+  API): the ``{"action": "clear"}`` command acknowledged by ``websocket:cleared``, and
+  ``{"action": "notify", "payload": {...}}`` answered by ``websocket:notify`` carrying the same
+  ``payload`` once the audio queued before it has played.
+- Pipecat's ``VonageFrameSerializer`` (read for facts only): the same event names; it reads the
+  DTMF digit at the top level *or* nested as ``dtmf.digit``, so both are accepted here.
+
+Where sources disagree: Vonage's guide names only 8000 and 16000 Hz; several third-party
+integrations use ``audio/l16;rate=24000`` (960-byte frames), so 24000 is accepted too. The
+guide gives a buffer of 1024 frames; one third-party README cites 3072: the lower is kept in
+:attr:`VonageCodec.max_buffered_frames`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
+from . import Frame
+from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
+from .twilio import ClearOut, MediaOut, _label, _should_log
+
+__all__ = ["ClearOut", "MediaOut", "NotifyOut", "VonageCodec", "VonageSocket", "content_type"]
+
+logger = logging.getLogger(__name__)
+
+_NO_CONVERSION: Final = AudioPolicy()  # the application reads and writes the wire's format
+
+_RATES: Final = (8000, 16000, 24000)
+_CONTENT_TYPE = re.compile(r"\s*audio/l16\s*;\s*rate\s*=\s*(\d+)\s*", re.IGNORECASE)
+_CLEAR: Final = '{"action":"clear"}'
+#: The key of our notify payload that carries the mark's name.
+MARK_KEY: Final = "name"
+
+
+def content_type(rate: int) -> str:
+    """The NCCO ``content-type`` of a stream at ``rate`` Hz: ``audio/l16;rate=16000``."""
+    return f"audio/l16;rate={rate}"
+
+
+def _rate(value: object) -> int:
+    match = _CONTENT_TYPE.fullmatch(value) if isinstance(value, str) else None
+    rate = int(match.group(1)) if match else 0
+    if rate not in _RATES:
+        raise ValueError(f"content-type {_label(value)} is not audio/l16 at 8000, 16000 or 24000")
+    return rate
+
+
+def _text(value: object) -> str:
+    # Started.parameters are strings; a header that is a number or an object is kept as JSON.
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+class VonageCodec:
+    """The session side of a Vonage WebSocket (a :class:`~actors.codecs.Codec`).
+
+    Inbound: ``websocket:connected`` yields :class:`Started` (every flattened header but those
+    in ``hidden_parameters`` becomes a parameter; ``call_id`` is the first header named in
+    ``call_id_keys``, else ``""``; ``stream_id`` is ours, Vonage names no stream); binary frames
+    yield :class:`Audio` in the application's format, 20 ms each; ``websocket:dtmf`` yields
+    :class:`Dtmf`; ``websocket:notify`` whose payload names one of our marks yields
+    :class:`Mark`; ``websocket:cleared`` yields nothing (counted in ``cleared``). Malformed
+    frames are counted in ``malformed``, unknown events in ``unknown``; ``decode`` never raises.
+    Vonage ends a stream by closing the socket: there is no ``Stopped``.
+
+    Outbound: ``Binary`` is converted to the wire format and cut into frames of exactly
+    :attr:`frame_bytes`; a remainder shorter than a frame is held for the next write.
+    A ``Mark`` is a boundary: the resampler's tail and the held remainder go out first, the
+    last frame padded with silence (at most 20 ms), then the ``notify``, so the mark comes back
+    after every sample written before it. A ``Clear`` drops the held remainder and the
+    resampler's tail (they are exactly what a clear discards), then sends ``clear``.
+    Until ``websocket:connected`` has given the rate, messages are held as on Twilio.
+
+    :meth:`flush` contract (no clocks here): the connector calls it on its timer tick. Held
+    messages go out once the stream has started; a remainder is padded and sent only if no
+    ``Binary`` was encoded since the previous ``flush`` (the stream went idle for a whole tick),
+    so continuous audio is never cut by padding and a tail written without a mark waits at most
+    two ticks. Pacing is the connector's: :attr:`frame_ms` per frame, and at most
+    :attr:`max_buffered_frames` sent ahead of real time.
+    """
+
+    provider = "vonage"
+    outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
+    frame_ms: Final = FRAME_MS
+    max_buffered_frames: Final = 1024
+
+    def __init__(
+        self,
+        *,
+        audio: AudioPolicy = _NO_CONVERSION,
+        stream_id: str | None = None,
+        call_id_keys: Sequence[str] = ("call_uuid", "uuid"),
+        max_held: int = 10_000,
+        session_id: str = "-",
+        hidden_parameters: frozenset[str] = frozenset(),
+    ) -> None:
+        self.audio = audio
+        self.stream_id = stream_id or "VS" + secrets.token_hex(16)
+        self.call_id_keys = tuple(call_id_keys)
+        self.session_id = session_id
+        self.hidden_parameters = hidden_parameters
+        self.wire: AudioFormat | None = None  # set by websocket:connected; publishes the stream
+        self.app: AudioFormat | None = None
+        self.call_id: str | None = None
+        self.malformed = 0
+        self.unknown = 0
+        self.irregular = 0  # binary frames of a size other than 20 ms (accepted)
+        self.cleared = 0
+        self._in: Converter | None = None
+        self._in_frames: FrameBuffer | None = None
+        self._out: Converter | None = None
+        self._out_frames: FrameBuffer | None = None
+        self._held = HeldMessages(max_held, self.provider, session_id)
+        self._wrote = False  # a Binary was encoded since the last flush()
+        self._pending = False  # audio was encoded since the last boundary
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes in one wire frame (0 until the stream has started)."""
+        wire = self.wire
+        return wire.frame_bytes if wire is not None else 0
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def decode(self, frame: Frame) -> Sequence[Message]:
+        """The messages one frame from Vonage carries (see the class docstring)."""
+        if isinstance(frame, bytes):
+            return self._audio(frame)
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError):
+            return self._reject(None, "not JSON")
+        if type(obj) is not dict:
+            return self._reject(None, "not a JSON object")
+        event = obj.get("event")
+        try:
+            if event == "websocket:dtmf":
+                digit = obj.get("digit")
+                nested = obj.get("dtmf")
+                if digit is None and type(nested) is dict:
+                    digit = nested.get("digit")
+                if type(digit) is not str or not digit:
+                    raise ValueError("digit is missing or not a string")
+                return (Dtmf(digit),)
+            if event == "websocket:notify":
+                payload = obj.get("payload")
+                if type(payload) is not dict:
+                    raise ValueError("payload is missing or not an object")
+                name = payload.get(MARK_KEY)
+                if type(name) is str:
+                    return (Mark(name),)
+                self.unknown += 1  # a notify that is not one of our marks
+                return ()
+            if event == "websocket:cleared":
+                self.cleared += 1
+                return ()
+            if event == "websocket:connected":
+                return (self._connected(obj),)
+        except ValueError as problem:
+            return self._reject(event, str(problem))
+        if type(event) is not str:
+            return self._reject(event, "event is missing or not a string")
+        self.unknown += 1
+        if _should_log(self.unknown):
+            logger.warning(
+                "session %s: ignored Vonage frame with unknown event %s (%d so far)",
+                self.session_id,
+                _label(event),
+                self.unknown,
+            )
+        return ()
+
+    def _connected(self, obj: dict[str, Any]) -> Started:
+        if self.wire is not None:
+            raise ValueError("a second websocket:connected")
+        wire = AudioFormat("pcm16", _rate(obj.get("content-type")))
+        app = self.audio.resolve(wire)
+        headers = {
+            key: _text(value)
+            for key, value in obj.items()
+            if key not in ("event", "content-type") and key not in self.hidden_parameters
+        }
+        call_id = next((headers[k] for k in self.call_id_keys if k in headers), "")
+        self._in = Converter(wire, app, self.audio.quality)
+        self._in_frames = FrameBuffer(app.frame_bytes, app.silence)
+        self.app = app
+        self.call_id = call_id
+        self.wire = wire  # last: this publishes the stream to the encoding thread
+        return Started(self.stream_id, call_id, app.media_format(), headers, ())
+
+    def _audio(self, data: bytes) -> Sequence[Message]:
+        converter, frames, wire = self._in, self._in_frames, self.wire
+        if converter is None or frames is None or wire is None:
+            return self._reject(None, "audio before websocket:connected")
+        if not data or len(data) % 2:
+            return self._reject(None, f"binary frame of {len(data)} bytes is not PCM16")
+        if len(data) != wire.frame_bytes:
+            self.irregular += 1
+        if converter.identity and not len(frames) and len(data) == frames.unit:
+            return (Audio(data),)  # the common case: nothing to convert, nothing held
+        frames.add(converter.convert(data))
+        return [Audio(chunk) for chunk in frames.frames()]
+
+    def _reject(self, event: object, why: str) -> Sequence[Message]:
+        self.malformed += 1
+        if _should_log(self.malformed):
+            what = "frame" if event is None else f"{_label(event)} frame"
+            logger.warning(
+                "session %s: dropped malformed Vonage %s: %s (%d so far)",
+                self.session_id,
+                what,
+                why,
+                self.malformed,
+            )
+        return ()
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def encode(self, message: Message) -> Sequence[Frame]:
+        """The frames for one outbound message, after any held ones; none while held or while
+        less than a frame of audio waits. Raises ``TypeError`` for a type Vonage does not carry.
+        """
+        if not isinstance(message, Binary | Mark | Clear):
+            raise TypeError(f"{type(message).__name__} is not carried by the vonage provider")
+        wire = self.wire  # read once: the reader thread may publish it at any moment
+        if wire is None:
+            self._held.add(message)
+            return ()
+        frames: list[Frame] = self._drain(wire) if self._held else []
+        frames.extend(self._frames(message, wire))
+        return frames
+
+    def flush(self) -> Sequence[Frame]:
+        """Held messages once started; an idle stream's remainder (see the class docstring)."""
+        wire = self.wire
+        if wire is None:
+            return ()
+        frames: list[Frame] = self._drain(wire) if self._held else []
+        if self._pending and not self._wrote:
+            frames.extend(self._boundary(wire))
+        self._wrote = False
+        return frames
+
+    @property
+    def dropped_held(self) -> int:
+        """Held audio dropped because more than ``max_held`` messages waited."""
+        return self._held.dropped
+
+    @property
+    def held(self) -> int:
+        """How many messages wait for ``websocket:connected``."""
+        return len(self._held)
+
+    def _frames(self, message: Message, wire: AudioFormat) -> list[Frame]:
+        out, buffer = self._converter(wire)
+        if isinstance(message, Binary):
+            self._wrote = self._pending = True
+            data = message.data
+            if out.identity and not len(buffer) and len(data) == buffer.unit:
+                return [data]
+            buffer.add(out.convert(data))
+            return list(buffer.frames())
+        if isinstance(message, Mark):
+            frames = self._boundary(wire)
+            payload = {"action": "notify", "payload": {MARK_KEY: message.name}}
+            frames.append(json.dumps(payload, separators=(",", ":")))
+            return frames
+        buffer.clear()
+        out.reset()
+        self._pending = False
+        return [_CLEAR]
+
+    def _boundary(self, wire: AudioFormat) -> list[Frame]:
+        out, buffer = self._converter(wire)
+        buffer.add(out.drain())
+        buffer.pad(buffer.unit)
+        self._pending = False
+        return list(buffer.frames())
+
+    def _converter(self, wire: AudioFormat) -> tuple[Converter, FrameBuffer]:
+        if self._out is None or self._out_frames is None:
+            self._out = Converter(self.audio.resolve(wire), wire, self.audio.quality)
+            self._out_frames = FrameBuffer(wire.frame_bytes, wire.silence)
+        return self._out, self._out_frames
+
+    def _drain(self, wire: AudioFormat) -> list[Frame]:
+        frames: list[Frame] = []
+        for message in self._held.pop_all():
+            frames.extend(self._frames(message, wire))
+        return frames
+
+
+# -- Vonage's side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOut:
+    """The application sent a ``notify``: echo ``payload`` once the audio before it has played."""
+
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str | None:
+        """The mark's name, when the notify is one of :class:`VonageCodec`'s marks."""
+        name = self.payload.get(MARK_KEY)
+        return name if isinstance(name, str) else None
+
+
+VonageEvent = MediaOut | ClearOut | NotifyOut
+
+
+class VonageSocket:
+    """Vonage's side of one WebSocket: the frames Vonage sends, and parsing what comes back.
+
+    ``headers`` are the NCCO endpoint's ``headers``, flattened into ``websocket:connected``.
+    """
+
+    def __init__(self, rate: int = 16000, headers: Mapping[str, Any] | None = None) -> None:
+        _rate(content_type(rate))  # checks the rate
+        self.rate = rate
+        self.headers = dict(headers or {})
+        self.frame_bytes = AudioFormat("pcm16", rate).frame_bytes
+
+    def connected(self) -> str:
+        """The first frame of every stream."""
+        return json.dumps(
+            {
+                "event": "websocket:connected",
+                "content-type": content_type(self.rate),
+                **self.headers,
+            }
+        )
+
+    def audio(self, pcm: bytes) -> bytes:
+        """One 20 ms frame of the call's audio; raises ``ValueError`` for any other size."""
+        if len(pcm) != self.frame_bytes:
+            raise ValueError(f"a Vonage frame at {self.rate} Hz is {self.frame_bytes} bytes")
+        return bytes(pcm)
+
+    def dtmf(self, digit: str, duration_ms: int = 260) -> str:
+        """A key pressed on a phone of the call."""
+        return json.dumps({"event": "websocket:dtmf", "digit": digit, "duration": duration_ms})
+
+    def cleared(self) -> str:
+        """The acknowledgement of the application's ``clear``."""
+        return json.dumps({"event": "websocket:cleared"})
+
+    def notify(self, payload: Mapping[str, Any]) -> str:
+        """The audio queued before the application's ``notify`` has played: its payload back."""
+        return json.dumps({"event": "websocket:notify", "payload": dict(payload)})
+
+    def parse(self, frame: Frame) -> VonageEvent:
+        """What one frame from the application asks for.
+
+        Raises ``ValueError`` naming the problem: a binary frame that is not exactly 20 ms,
+        text that is not a JSON object, an unknown action, a notify without an object payload.
+        """
+        if isinstance(frame, bytes):
+            return MediaOut(self.audio(frame))
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"frame is not JSON: {error}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
+        action = obj.get("action")
+        if action == "clear":
+            return ClearOut()
+        if action == "notify":
+            payload = obj.get("payload")
+            if not isinstance(payload, dict):
+                raise ValueError("notify frame: payload is missing or not an object")
+            return NotifyOut(payload)
+        raise ValueError(f"unknown action {_label(action)} (expected clear or notify)")
