@@ -218,11 +218,13 @@ class ClientProtocol:
 
     # -- what the application sends --------------------------------------------------------
 
-    def send_text(self, data: str) -> None:
-        """Queue a text message (one frame)."""
+    def send_text(self, data: str | bytes) -> None:
+        """Queue a text message (one frame). ``bytes`` are sent as they are: the caller that
+        encoded the text already (to count its bytes) vouches that they are UTF-8."""
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send a text message: the connection is {self.state.value}")
-        self._out.append(build_frame(_TEXT, data.encode(), self._keys()))
+        payload = data.encode() if isinstance(data, str) else data
+        self._out.append(build_frame(_TEXT, payload, self._keys()))
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message (one frame)."""

@@ -98,6 +98,15 @@ def test_rfc_single_frame_masked_text_is_what_the_client_sends() -> None:
     assert protocol.data_to_send() == bytes((0x81, 0x85)) + KEY + MASKED_HELLO
 
 
+def test_text_already_encoded_is_sent_as_it_is() -> None:
+    protocol = client()
+    protocol.send_text("d\u00e9j\u00e0")
+    protocol.send_text("d\u00e9j\u00e0".encode())
+    sent = protocol.data_to_send()
+    assert sent[: len(sent) // 2] == sent[len(sent) // 2 :]
+    assert unmask(sent[: len(sent) // 2]) == (0x81, KEY, "d\u00e9j\u00e0".encode())
+
+
 def test_rfc_masked_frame_from_the_server_is_a_protocol_error() -> None:
     protocol = client()
     protocol.receive_data(bytes((0x81, 0x85)) + KEY + MASKED_HELLO)
