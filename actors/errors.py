@@ -13,7 +13,10 @@ The tree::
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
     ├── ConnectionFailed       a WebSocket could not be opened (or was lost): URL, reason
     ├── ServiceClosed          a method was called on a closed ``TransportService``
-    └── IllegalTransition      a session lifecycle change that the state table forbids (a bug)
+    ├── IllegalTransition      a session lifecycle change that the state table forbids (a bug)
+    └── WireError              the WebSocket protocol cannot go on (actors.wire.exceptions): a
+                               peer's protocol error (it becomes the session's exit, and is not
+                               raised to a caller) or ``InvalidState`` (a bug of ours)
 
 Exceptions raised by our dependencies (websocket-client, requests, PyYAML, pykka) are converted
 into these where they enter our code; they never reach the caller. Messages never carry secrets.
