@@ -1,25 +1,21 @@
 """The client side of RFC 6455 without I/O: bytes in, events out; messages in, bytes out.
 
 :class:`ClientProtocol` is a state machine in the shape of python-websockets' sans-I/O
-protocol: the I/O module feeds it what the socket read (:meth:`~ClientProtocol.receive_data`,
-:meth:`~ClientProtocol.receive_eof`), takes the events that made (:meth:`~ClientProtocol.
-events_received`) and writes what it has to send (:meth:`~ClientProtocol.data_to_send`):
-messages the application asked for (``send_*``), and what the protocol answers by itself:
-a pong for each ping, the close frame that echoes the peer's, the close frame that fails a
-connection whose peer broke the protocol. It touches no socket, thread or clock, so every
-byte of it is tested without a network.
-
-What stays in the I/O module: the opening handshake (websocket-client dials), the socket, the
-locks, keepalive timing and the close timeout. The protocol starts in the ``OPEN`` state.
+protocol: the I/O module feeds it what the socket read (``receive_data``, ``receive_eof``),
+takes the events parsed from it (``events_received``) and writes what it has to send
+(``data_to_send``): the messages asked for (``send_*``), and what the protocol answers by
+itself: a pong per ping, the echo of the peer's close frame, the close frame that fails a
+connection whose peer broke the protocol. No socket, thread or clock: every byte of it is
+tested without a network. The opening handshake (websocket-client dials), the socket, the
+locks, keepalive timing and the close timeout stay in the I/O module; the protocol starts
+``OPEN``.
 
 **States.** ``OPEN``: anything may be sent. ``CLOSING``: we sent a close frame and wait for
 the peer's; messages still arriving are delivered, nothing but pings (and pongs) is sent.
 ``CLOSED``: the close handshake is over (both close frames passed), or the connection failed
-(:attr:`~ClientProtocol.failure`), or the stream ended (:meth:`~ClientProtocol.receive_eof`);
-the I/O module may close the socket once it has written :meth:`~ClientProtocol.data_to_send`.
+(``failure``), or the stream ended (``receive_eof``); the I/O module writes ``data_to_send()``
+and may close the socket (when: its call; RFC 6455 7.1.1 lets the server close TCP first).
 Input after ``CLOSED`` is ignored, except after the end of the stream: there it is a bug.
-Closing the TCP connection is the I/O module's call: the client waits for the server to close
-it (RFC 6455 7.1.1) only as long as it chooses to.
 
 **Events.** A text message arrives as ``str``, a binary one as ``bytes`` (the convention of
 :mod:`actors.codecs`, where the type is the opcode), reassembled from its fragments: no
@@ -27,10 +23,10 @@ wrapper object is made for the frames that carry the traffic. Control frames arr
 :class:`Ping`, :class:`Pong` and :class:`Close`.
 
 **Failures.** A peer that breaks the protocol does not raise: the protocol records the
-:class:`~actors.wire.exceptions.ProtocolError` in :attr:`~ClientProtocol.failure`, queues the
-close frame that tells the peer (1002, 1007 or 1009), goes ``CLOSED`` and ignores the rest of
-the input. Events parsed before the fault are still delivered. :class:`~actors.wire.exceptions.
-InvalidState` is raised for calls the state forbids.
+:class:`~actors.wire.exceptions.ProtocolError` in ``failure``, queues the close frame that
+tells the peer (1002, 1007 or 1009), goes ``CLOSED`` and ignores the rest of the input;
+events parsed before the fault are still delivered. ``InvalidState`` is raised for calls the
+state forbids.
 
 **Threads.** None of its own, and not thread-safe: calls must not overlap (the I/O module
 holds its send lock around them).
