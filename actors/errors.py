@@ -10,7 +10,7 @@ The tree::
     │   ├── QueueFull          the outbound queue is full (with ``outbound_overflow: raise``)
     │   └── UnsupportedMessage the session's provider cannot carry that message type
     ├── ReadTimeout            no inbound message within the timeout (also a ``TimeoutError``)
-    ├── AcceptTimeout          no inbound call to accept within the timeout (also a ``TimeoutError``)
+    ├── AcceptTimeout          no inbound call to accept in the timeout (also a ``TimeoutError``)
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
     ├── ConnectionFailed       a WebSocket could not be opened (or was lost): URL, reason
     ├── ServiceClosed          a method was called on a closed ``TransportService``

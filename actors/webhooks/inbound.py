@@ -208,26 +208,26 @@ class InboundQueue:
         """
         s = self.settings
         now = time.monotonic()
-        with self._lock:
+        with self._lock:  # one critical section: two deliveries at once make one entry
             self._expire(now)
             known = self._calls.get(call.call_id) or self._recent.get(call.call_id)
             if known is not None:
                 repeat = self._repeat(known, refusal)
                 if repeat is not None:
                     return repeat
+            else:
+                entry = _Entry(call, provider, now if arrived_at is None else arrived_at, refusal)
+                if self._closed or len(self._calls) >= s.max_sessions:
+                    self.counters.add("refused_busy")
+                    answer = Answer(200, refusal, "refused_busy")
+                    self._finish(entry, answer, _State.REFUSED, now)
+                    return answer
+                self._calls[call.call_id] = entry
+                self._waiting.append(entry)
+                self._arrived.notify_all()
         if known is not None:  # a repeat of a call still in progress: wait for its answer
             known.done.wait(s.queue_timeout_s + s.answer_timeout_s)
-            answer = known.answer
-            return answer if answer is not None else Answer(200, refusal, "refused_timeout")
-        with self._lock:
-            entry = _Entry(call, provider, now if arrived_at is None else arrived_at, refusal)
-            if self._closed or len(self._calls) >= s.max_sessions:
-                self.counters.add("refused_busy")
-                self._finish(entry, Answer(200, refusal, "refused_busy"), _State.REFUSED, now)
-                return self._answer_of(entry)
-            self._calls[call.call_id] = entry
-            self._waiting.append(entry)
-            self._arrived.notify_all()
+            return known.answer or Answer(200, refusal, "refused_timeout")
         if not entry.done.wait(s.queue_timeout_s):
             with self._lock:
                 if entry.state is _State.WAITING:  # nobody took it: refuse it, atomically
@@ -252,7 +252,9 @@ class InboundQueue:
                 self.counters.add("abandoned")
                 self._finish(entry, Answer(200, entry.refusal, "abandoned"), _State.ENDED)
             elif entry.state is not _State.ENDED:
-                self._finish(entry, Answer(200, entry.refusal, "replayed"), _State.ENDED)
+                # The answer stays: a webhook thread just woken by it may not have read it yet.
+                answer = entry.answer or Answer(200, entry.refusal, "ended")
+                self._finish(entry, answer, _State.ENDED)
             return True
 
     def session_of(self, call_id: str) -> str | None:

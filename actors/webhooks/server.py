@@ -102,7 +102,7 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._lock = threading.Lock()
-        self._threads: dict[threading.Thread, socket.socket] = {}
+        self._requests: dict[threading.Thread, socket.socket] = {}
         self._lingering: deque[tuple[float, socket.socket]] = deque()
         super().__init__((config.host, config.port), _Handler)
 
@@ -117,7 +117,7 @@ class _Server(ThreadingHTTPServer):
             target=self._serve, args=(request, client_address), name="webhook-request", daemon=True
         )
         with self._lock:
-            self._threads[thread] = request
+            self._requests[thread] = request
         thread.start()
 
     def _serve(self, request: socket.socket, client_address: Any) -> None:
@@ -128,7 +128,7 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.shutdown_request(request)
             with self._lock:
-                self._threads.pop(threading.current_thread(), None)
+                self._requests.pop(threading.current_thread(), None)
             self._slots.release()
 
     def _overloaded(self, request: socket.socket, client_address: Any) -> None:
@@ -167,7 +167,7 @@ class _Server(ThreadingHTTPServer):
         while self._lingering:
             self._lingering.popleft()[1].close()
         with self._lock:
-            tracked = list(self._threads.items())
+            tracked = list(self._requests.items())
         for _, sock in tracked:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
