@@ -10,6 +10,7 @@ The tree::
     │   ├── QueueFull          the outbound queue is full (with ``outbound_overflow: raise``)
     │   └── UnsupportedMessage the session's provider cannot carry that message type
     ├── ReadTimeout            no inbound message within the timeout (also a ``TimeoutError``)
+    ├── AcceptTimeout          no inbound call to accept in the timeout (also a ``TimeoutError``)
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
     ├── ConnectionFailed       a WebSocket could not be opened (or was lost): URL, reason
     ├── ServiceClosed          a method was called on a closed ``TransportService``
@@ -25,6 +26,7 @@ into these where they enter our code; they never reach the caller. Messages neve
 from __future__ import annotations
 
 __all__ = [
+    "AcceptTimeout",
     "ConfigError",
     "ConnectionFailed",
     "IllegalTransition",
@@ -122,6 +124,16 @@ class ReadTimeout(TransportError, TimeoutError):
         self.session_id = session_id
         self.timeout = timeout
         super().__init__(f"no message on session {session_id!r} within {timeout:g} s")
+
+
+class AcceptTimeout(TransportError, TimeoutError):
+    """No inbound call arrived to be accepted within the timeout."""
+
+    def __init__(self, timeout: float, provider: str | None = None) -> None:
+        self.timeout = timeout
+        self.provider = provider
+        which = f"{provider} call" if provider else "call"
+        super().__init__(f"no inbound {which} to accept within {timeout:g} s")
 
 
 class ProviderError(TransportError):

@@ -12,6 +12,7 @@ import actors
 from actors import errors
 from actors.codecs.websocket import PassthroughCodec
 from actors.errors import (
+    AcceptTimeout,
     ConfigError,
     ConnectionFailed,
     IllegalTransition,
@@ -172,6 +173,7 @@ ALL_ERRORS = [
     UnsupportedMessage("s", "twilio", "Binary"),
     QueueFull("s", 100),
     ReadTimeout("s", 1.5),
+    AcceptTimeout(1.5, "twilio"),
     ProviderError("twilio", "nope", status=400, code=21211),
     ConnectionFailed("ws://h/", "refused", session_id="s"),
     ServiceClosed(),
