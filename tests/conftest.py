@@ -3,6 +3,7 @@ check that fails any test leaving a thread, a socket or a pykka actor behind."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import threading
@@ -34,6 +35,23 @@ def _socket_fds() -> set[str]:
         if target.startswith("socket:"):
             found.add(target)
     return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def process_wide_handles() -> None:
+    """Open what libraries open once per process before any leak check takes its snapshot:
+    libuv (under uvloop) creates a process-wide signal pipe the first time one of its loops
+    runs, and keeps it until the process exits, so the first test to start a gateway or a
+    server thread would otherwise be blamed for a "leaked" pipe."""
+    try:
+        import uvloop  # noqa: PLC0415 (optional: not on Windows)
+    except ImportError:
+        return
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
 
 
 @pytest.fixture(autouse=True)
