@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -133,8 +134,19 @@ def test_restart_intensity_exceeded_fails_the_session(
         record.connector_thread.join(5)
 
 
-def test_end_during_backoff_is_prompt(supervisor) -> None:
+def test_end_during_backoff_is_prompt() -> None:
     """Ending a session whose connector waits out a long backoff does not wait for it."""
+    # A backoff long enough that the session is still waiting it out when the end comes (with
+    # the shared fixture's 0.01 s, the budget could run out first and the session end FAILED).
+    policy = IntensityPolicy(max_restarts=2, within_s=10, backoff_initial_s=5.0, backoff_max_s=5.0)
+    supervisor = Supervisor.start(policy, watchdog=None, shutdown_timeout_s=1.0)
+    try:
+        _end_during_backoff(supervisor)
+    finally:
+        supervisor.stop(block=True, timeout=5)
+
+
+def _end_during_backoff(supervisor: Any) -> None:
     with ServerThread(lambda c: c.close(1011, "try again"), name="flaky") as server:
         record = make_record(server.url)
         supervisor.ask(Register(record), timeout=5)
