@@ -58,7 +58,7 @@ The schema (every key optional; an empty file, or a null section, means the defa
       max_connections: 4000, max_pending: 1000, max_pending_per_address: 32
     emulator:                       # EmulatorConfig: the local Twilio
       listen: 127.0.0.1:0
-      media: echo                   # echo | tone | wav | silence: what each call plays
+      media: echo                   # echo | tone | wav | silence | reflect: what each call plays
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
       answer_after_s: 0.0           # every call rings this long before it is answered
     metrics:                        # MetricsConfig: Prometheus metrics

@@ -3,11 +3,11 @@
 :class:`RestClient` holds what every provider's API client does the same way: one
 ``requests.Session`` (:attr:`~RestClient.http`) with the provider's auth and ``Accept:
 application/json``, requests to a base URL with a timeout, the retries of each operation's
-:class:`~actors.providers._http.RetryPolicy` (through :class:`~actors.providers._http.
-PolicyAdapter`), a :class:`~actors.errors.ProviderError` for every transport failure, each
-request timed, logged (its path, never a query or a secret) and reported to the
-:data:`~actors.providers.RequestObserver`, and a ``close()`` (or ``with``) that closes its
-connections.
+:class:`~actors.providers._http.RetryPolicy` (applied by its
+:class:`~actors.providers._http.PolicyAdapter`), a :class:`~actors.errors.ProviderError` for
+every transport failure, each request timed, logged (its path, never a query or a secret)
+and reported to the :data:`~actors.providers.RequestObserver`, and a ``close()`` (or
+``with``) that closes its connections.
 
 A subclass says only what is the provider's own:
 
