@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 
 import pytest
 
+from actors.config import EmulatorConfig
 from actors.emulator import DailyApiServer, TwilioApiServer
 from actors.emulator.daily_sdk import DailyEmulator
+from actors.emulator.media import MediaDialer
+from actors.emulator.phone import TwilioEmulator
 from actors.gateway import ServerThread, echo
-from actors.startable import Startable
+from actors.startable import Closable, Startable
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,3 +57,48 @@ def test_a_startable_must_say_how_it_starts_and_stops() -> None:
 
     with pytest.raises(TypeError, match="start"):
         Half()  # type: ignore[abstract]
+
+
+def test_the_twilio_emulator_is_startable() -> None:
+    emulator = TwilioEmulator(EmulatorConfig(), {ACCOUNT: "token"})
+    assert isinstance(emulator, Startable)
+    with pytest.raises(RuntimeError, match="the block failed"), emulator as started:
+        assert started is emulator
+        port = emulator.api.port
+        assert port and not refuses(port)
+        assert media_loop_running()
+        raise RuntimeError("the block failed")
+    assert refuses(port)
+    assert not media_loop_running()
+
+
+def test_the_media_dialer_is_startable() -> None:
+    dialer = MediaDialer(EmulatorConfig(), {ACCOUNT: "token"})
+    assert isinstance(dialer, Startable)
+    with dialer as started:
+        assert started is dialer
+        assert media_loop_running()
+    assert not media_loop_running()
+    dialer.stop()  # stopping again does nothing
+
+
+def media_loop_running() -> bool:
+    return any(t.name == "emulator-media" for t in threading.enumerate())
+
+
+def test_a_closable_must_say_how_it_closes() -> None:
+    class Nothing(Closable):
+        pass
+
+    with pytest.raises(TypeError, match="close"):
+        Nothing()  # type: ignore[abstract]
+
+    class Counted(Closable):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    with pytest.raises(RuntimeError), Counted() as counted:
+        raise RuntimeError("the block failed")
+    assert counted.closed == 1

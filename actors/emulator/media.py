@@ -27,6 +27,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Self
 
 from ..audio import pcm16_to_ulaw, read_wav, resample, tone
 from ..codecs.twilio import ClearOut, MarkOut, MediaOut, TwilioStream, new_sid
@@ -40,6 +41,7 @@ from ..gateway._ws import (
     run,
 )
 from ..signing import twilio_signature
+from ..startable import Startable
 
 __all__ = ["CallMedia", "MediaDialer"]
 
@@ -106,8 +108,9 @@ class _Source:
         return frame.ljust(FRAME_BYTES, b"\xff")
 
 
-class MediaDialer:
-    """Runs the media of emulated calls on one event loop thread."""
+class MediaDialer(Startable):
+    """Runs the media of emulated calls on one event loop thread (``start()`` starts it,
+    ``stop()`` hangs every call up and joins it)."""
 
     def __init__(self, config: EmulatorConfig, accounts: Mapping[str, str]) -> None:
         self.config = config
@@ -125,10 +128,11 @@ class MediaDialer:
 
     # -- lifecycle, from any thread -------------------------------------------------------------
 
-    def start(self, timeout: float = 5.0) -> None:
+    def start(self, timeout: float = 5.0) -> Self:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("emulator media loop did not start")
+        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         loop, stopping = self._loop, self._stopping

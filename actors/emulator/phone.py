@@ -14,9 +14,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
-from types import TracebackType
+from typing import Self
 
 from ..config import EmulatorConfig
+from ..startable import Startable
 from .media import CallMedia, MediaDialer
 from .rest import EmulatedCall, TwilioApiServer
 
@@ -25,8 +26,11 @@ __all__ = ["TwilioEmulator"]
 logger = logging.getLogger(__name__)
 
 
-class TwilioEmulator:
-    """A local Twilio: ``url`` is its API base URL; calls play per ``config.media``."""
+class TwilioEmulator(Startable):
+    """A local Twilio: ``url`` is its API base URL; calls play per ``config.media``.
+
+    ``start()`` starts the media dialer, then the API; ``stop()`` stops both (``with`` does
+    the two)."""
 
     def __init__(self, config: EmulatorConfig, accounts: Mapping[str, str]) -> None:
         self.config = config
@@ -46,7 +50,7 @@ class TwilioEmulator:
     def url(self) -> str:
         return self.api.url
 
-    def start(self) -> TwilioEmulator:
+    def start(self) -> Self:
         self.media.start()
         try:
             self.api.start()
@@ -59,17 +63,6 @@ class TwilioEmulator:
     def stop(self, timeout: float = 5.0) -> None:
         self.api.stop(timeout)
         self.media.stop(timeout)
-
-    def __enter__(self) -> TwilioEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def call_media(self, call_sid: str) -> CallMedia | None:
         """What call ``call_sid`` sent, received and played."""

@@ -1,19 +1,23 @@
-"""What the REST clients of every provider share: retries that never repeat what is unsafe,
-secret-free descriptions of transport failures, and a close that really closes.
+"""The transport under every provider's REST client: retry policies that never repeat what is
+unsafe, the adapter that applies them per request, secret-free descriptions of transport
+failures, and a close that really closes.
 
-``requests`` and ``urllib3`` are used only here and by the provider modules beside it.
+:class:`~actors.providers._rest.RestClient` says *what* may be repeated (a
+:class:`RetryPolicy` per operation); this module says *how* (urllib3's ``Retry``, one
+``HTTPAdapter`` per policy behind one :class:`PolicyAdapter`). ``requests`` and ``urllib3``
+are used only here and by the provider modules beside it.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -26,20 +30,17 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
-from ..errors import ProviderError
-from . import RequestObserver
-
 __all__ = [
+    "AT_MOST_ONCE",
+    "IDEMPOTENT",
+    "PolicyAdapter",
+    "RetryPolicy",
     "StrictRetry",
     "clip",
     "close_session",
     "describe_failure",
     "reason_phrase",
-    "retrying_adapter",
-    "timed_request",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class StrictRetry(Retry):
@@ -60,27 +61,41 @@ class StrictRetry(Retry):
         return min(super().parse_retry_after(retry_after), self.backoff_max)
 
 
-def retrying_adapter(
-    statuses: frozenset[int],
-    *,
-    retries: int,
-    read: int,
-    backoff_s: float,
-    backoff_max_s: float,
-    methods: frozenset[str] = frozenset({"GET", "POST"}),
-) -> HTTPAdapter:
-    """An adapter retrying connection errors, ``read`` read errors and ``statuses``, with
-    exponential backoff from ``backoff_s`` capped at ``backoff_max_s`` (Retry-After too).
-    What is safe to repeat is the caller's decision: ``statuses`` and ``read`` say it."""
-    retry = StrictRetry(
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """What may be repeated of one operation after a failure.
+
+    A connection error where the request never left is always retried (nothing happened);
+    beyond that, ``statuses`` are the answers after which the request is sent again, and
+    ``after_read_error`` says whether it is sent again when it left but no answer came (it may
+    have been acted on). The policy is the operation's, not its HTTP method's: a POST that
+    hangs up is as safe to repeat as a DELETE.
+    """
+
+    statuses: frozenset[int]
+    after_read_error: bool
+
+
+#: For a request whose effect must not happen twice (placing a call, starting a dial-out):
+#: repeated only on 429, the one answer that proves the server did not act on it.
+AT_MOST_ONCE = RetryPolicy(statuses=frozenset({429}), after_read_error=False)
+#: For a request that does no harm when repeated after an unknown outcome (reads, deletes,
+#: hanging up, creating what we name ourselves): 429, 5xx and read errors are retried too.
+IDEMPOTENT = RetryPolicy(statuses=frozenset({429, 500, 502, 503, 504}), after_read_error=True)
+
+
+def _retry(policy: RetryPolicy, *, retries: int, backoff_s: float, backoff_max_s: float) -> Retry:
+    """urllib3's ``Retry`` for ``policy``: ``retries`` at most, exponential backoff from
+    ``backoff_s`` capped at ``backoff_max_s`` (Retry-After too), never a redirect."""
+    return StrictRetry(
         total=retries,
         connect=retries,
-        read=read,
+        read=retries if policy.after_read_error else 0,
         status=retries,
         other=0,
         redirect=0,
-        allowed_methods=methods,
-        status_forcelist=statuses,
+        allowed_methods=None,  # the policy decides what is safe, not the method
+        status_forcelist=policy.statuses,
         backoff_factor=backoff_s,
         backoff_max=backoff_max_s,
         respect_retry_after_header=True,
@@ -88,7 +103,57 @@ def retrying_adapter(
         raise_on_status=False,
         raise_on_redirect=False,
     )
-    return HTTPAdapter(max_retries=retry)
+
+
+class PolicyAdapter(BaseAdapter):
+    """A transport adapter that sends each request with the retries of its policy.
+
+    ``Session.send(prepared, policy=...)`` passes ``policy`` down to :meth:`send` (requests
+    hands an adapter the keyword arguments of ``send``); a request sent without one, or sent
+    through ``Session.request``, gets ``default``. Each policy has an ``HTTPAdapter`` (and
+    connection pool) of its own, built up front from ``policies``.
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[RetryPolicy],
+        *,
+        default: RetryPolicy = AT_MOST_ONCE,
+        retries: int,
+        backoff_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        super().__init__()
+        self.default = default
+        self._adapters = {
+            policy: HTTPAdapter(
+                max_retries=_retry(
+                    policy, retries=retries, backoff_s=backoff_s, backoff_max_s=backoff_max_s
+                )
+            )
+            for policy in {default, *policies}
+        }
+
+    def send(  # noqa: PLR0917 (requests' BaseAdapter.send signature, one keyword added)
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> requests.Response:
+        adapter = self._adapters[self.default if policy is None else policy]
+        return adapter.send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
+
+    def close(self) -> None:
+        for adapter in self._adapters.values():
+            _close_pools(adapter)
+            adapter.close()
 
 
 def close_session(http: requests.Session) -> None:
@@ -100,12 +165,16 @@ def close_session(http: requests.Session) -> None:
     """
     for adapter in list(http.adapters.values()):
         if isinstance(adapter, HTTPAdapter):
-            pools = adapter.poolmanager.pools
-            for key in list(pools.keys()):
-                pool = pools.get(key)
-                if pool is not None:
-                    pool.close()
-    http.close()
+            _close_pools(adapter)
+    http.close()  # every adapter's close(): a PolicyAdapter closes its own pools there
+
+
+def _close_pools(adapter: HTTPAdapter) -> None:
+    pools = adapter.poolmanager.pools
+    for key in list(pools.keys()):
+        pool = pools.get(key)
+        if pool is not None:
+            pool.close()
 
 
 def describe_failure(exc: requests.RequestException, origin: str, timeout_s: float) -> str:
@@ -131,39 +200,6 @@ def describe_failure(exc: requests.RequestException, origin: str, timeout_s: flo
     if isinstance(exc, requests.exceptions.RetryError) or isinstance(reason, ResponseError):
         return f"gave up after repeated error responses from {origin}"
     return f"{type(reason).__name__} talking to {origin}"
-
-
-def timed_request(
-    http: requests.Session,
-    method: str,
-    url: str,
-    *,
-    provider: str,
-    operation: str,
-    path: str,
-    what: str,
-    origin: str,
-    timeout_s: float,
-    observer: RequestObserver | None,
-    **body: Any,
-) -> requests.Response:
-    """One request with a timeout, timed and logged (``path``, never the query or a secret);
-    a transport failure becomes a :class:`ProviderError` about ``what``."""
-    started = time.monotonic()
-    try:
-        response = http.request(method, url, timeout=timeout_s, **body)
-    except requests.RequestException as exc:
-        elapsed = time.monotonic() - started
-        if observer is not None:
-            observer(operation, "error", elapsed)
-        reason = describe_failure(exc, origin, timeout_s)
-        logger.debug("%s %s -> failed (%s) in %.0f ms", method, path, reason, elapsed * 1000)
-        raise ProviderError(provider, f"{method} {what}: {reason}") from None
-    elapsed = time.monotonic() - started
-    if observer is not None:
-        observer(operation, str(response.status_code), elapsed)
-    logger.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, elapsed * 1000)
-    return response
 
 
 def clip(text: str, limit: int = 500) -> str:

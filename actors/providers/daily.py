@@ -2,9 +2,10 @@
 
 Only what a session needs from Daily's REST API (``https://api.daily.co/v1``) lives here:
 
-- :class:`DailyRestClient` creates rooms (``POST /rooms``), meeting tokens
-  (``POST /meeting-tokens``), starts and stops dial-outs (``POST /rooms/{name}/dialOut/start``,
-  ``.../stop``), and deletes rooms (``DELETE /rooms/{name}``; a 404 means already gone);
+- :class:`DailyRestClient` (a :class:`~actors.providers._rest.RestClient`) creates rooms
+  (``POST /rooms``), meeting tokens (``POST /meeting-tokens``), starts and stops dial-outs
+  (``POST /rooms/{name}/dialOut/start``, ``.../stop``), and deletes rooms
+  (``DELETE /rooms/{name}``; a 404 means already gone);
 - :func:`parse_error_response` turns Daily's error body ``{"error": ..., "info": ...}`` into a
   :class:`~actors.errors.ProviderError` whose ``code`` is the (stable) ``error`` string;
 - :class:`DailyProvider` is the ``daily`` provider: a room named after the session, an owner
@@ -22,9 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import requests
 
@@ -33,10 +32,10 @@ from ..config import DailyProviderConfig, RuntimeConfig
 from ..dailycall import DailyCall, SdkMissing, load_sdk
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..redaction import redact_url
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._rest import BearerAuth, RestClient
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -47,14 +46,6 @@ DEFAULT_API_BASE_URL = "https://api.daily.co/v1"
 
 #: Daily's rule for room names: ASCII letters, digits, '-' and '_'.
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-# Safe to repeat after an unknown outcome: reads, deletes, tokens (a second token for the same
-# room is harmless), creating a room we name ourselves (a repeat finds it: "already exists"),
-# stopping a dial-out.
-_SAFE_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Starting a dial-out is not: a repeat after a 5xx may ring the phone twice. 429 means Daily
-# did not act on it.
-_ONCE_RETRY_STATUSES = frozenset({429})
 
 
 def parse_error_response(status: int, body: bytes | str, *, reason: str = "") -> ProviderError:
@@ -85,7 +76,7 @@ def _already_exists(error: ProviderError) -> bool:
     return error.status == 400 and "already exists" in error.message.lower()
 
 
-class DailyRestClient:
+class DailyRestClient(RestClient):
     """A small client for Daily's REST API (rooms, meeting tokens, dial-out).
 
     Authenticates with ``Authorization: Bearer <api_key>``; every request has
@@ -98,10 +89,23 @@ class DailyRestClient:
     - starting a dial-out is retried only on 429 and on connection errors where the request
       never left: after a 5xx the phone may be ringing already.
 
-    Two ``requests.Session``\\ s (``http`` and ``http_once``) carry the two policies.
-    ``on_request`` hears of every request: ``(operation, status, seconds)`` (see
-    :data:`~actors.providers.RequestObserver`).
+    The session (``http``), the observer (``on_request``) and ``close()`` / ``with`` are
+    :class:`~actors.providers._rest.RestClient`'s.
     """
+
+    provider = PROVIDER
+    retry_policies = {
+        # Safe to repeat after an unknown outcome: reads, deletes, tokens (a second token for
+        # the same room is harmless), creating a room we name ourselves (a repeat finds it:
+        # "already exists"), stopping a dial-out.
+        "create_room": IDEMPOTENT,
+        "get_room": IDEMPOTENT,
+        "delete_room": IDEMPOTENT,
+        "create_meeting_token": IDEMPOTENT,
+        "stop_dial_out": IDEMPOTENT,
+        # Not safe: a repeat after a 5xx may ring the phone twice.
+        "start_dial_out": AT_MOST_ONCE,
+    }
 
     def __init__(
         self,
@@ -116,34 +120,15 @@ class DailyRestClient:
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        if backoff_s < 0 or backoff_max_s < 0:
-            raise ValueError("backoff_s and backoff_max_s must be >= 0")
-        self.api_base_url = api_base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.on_request = on_request
-        self._origin = redact_url(self.api_base_url)
-
-        def session(statuses: frozenset[int], read: int) -> requests.Session:
-            http = requests.Session()
-            http.headers["Authorization"] = f"Bearer {api_key}"
-            http.headers["Accept"] = "application/json"
-            adapter = retrying_adapter(
-                statuses,
-                retries=retries,
-                read=read,
-                backoff_s=backoff_s,
-                backoff_max_s=backoff_max_s,
-                methods=frozenset({"GET", "POST", "DELETE"}),
-            )
-            http.mount(f"{self.api_base_url}/", adapter)
-            return http
-
-        self.http = session(_SAFE_RETRY_STATUSES, read=retries)
-        self.http_once = session(_ONCE_RETRY_STATUSES, read=0)
+        super().__init__(
+            api_base_url=api_base_url,
+            auth=BearerAuth(api_key),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            on_request=on_request,
+        )
 
     def __repr__(self) -> str:
         return f"DailyRestClient(api_base_url={self._origin!r}, auth='api_key')"
@@ -161,14 +146,14 @@ class DailyRestClient:
         """
         _check_room_name(name)
         body = {"name": name, "privacy": privacy, "properties": dict(properties or {})}
-        response = self._request("create_room", self.http, "POST", "/rooms", body)
+        response = self._request("create_room", "POST", "/rooms", json=body)
         if not response.ok:
-            error = self._error(response)
+            error = self.parse_error(response)
             if _already_exists(error):
                 logger.info("daily room %s already existed (a retried create): using it", name)
                 return self.get_room(name)
             raise error
-        room = self._json(response, "POST /rooms")
+        room = self._json_object(response, "POST /rooms")
         if not isinstance(room.get("url"), str) or room.get("name") != name:
             raise ProviderError(
                 PROVIDER, "POST /rooms: the answer is not the room asked for", status=200
@@ -179,23 +164,23 @@ class DailyRestClient:
     def get_room(self, name: str) -> dict[str, Any]:
         """Daily's room object of ``name`` (``ProviderError`` with status 404 if none)."""
         _check_room_name(name)
-        response = self._request("get_room", self.http, "GET", f"/rooms/{name}")
+        response = self._request("get_room", "GET", f"/rooms/{name}")
         if not response.ok:
-            raise self._error(response)
-        return self._json(response, "GET /rooms/{name}")
+            raise self.parse_error(response)
+        return self._json_object(response, "GET /rooms/{name}")
 
     def delete_room(self, name: str) -> bool:
         """Delete the room ``name``: True if this deleted it, False if it was already gone
         (404: deleted, expired, or never made)."""
         _check_room_name(name)
-        response = self._request("delete_room", self.http, "DELETE", f"/rooms/{name}")
+        response = self._request("delete_room", "DELETE", f"/rooms/{name}")
         if response.ok:
             logger.info("daily room %s deleted", name)
             return True
         if response.status_code == 404:
             logger.info("daily room %s was already gone", name)
             return False
-        raise self._error(response)
+        raise self.parse_error(response)
 
     # -- meeting tokens ------------------------------------------------------------------------
 
@@ -209,11 +194,11 @@ class DailyRestClient:
         if user_name is not None:
             properties["user_name"] = user_name
         response = self._request(
-            "create_meeting_token", self.http, "POST", "/meeting-tokens", {"properties": properties}
+            "create_meeting_token", "POST", "/meeting-tokens", json={"properties": properties}
         )
         if not response.ok:
-            raise self._error(response)
-        token = self._json(response, "POST /meeting-tokens").get("token")
+            raise self.parse_error(response)
+        token = self._json_object(response, "POST /meeting-tokens").get("token")
         if not isinstance(token, str) or not token:
             raise ProviderError(
                 PROVIDER, "POST /meeting-tokens: the answer has no token", status=200
@@ -233,10 +218,12 @@ class DailyRestClient:
         if caller_id is not None:
             body["callerId"] = caller_id
         path = f"/rooms/{room_name}/dialOut/start"
-        response = self._request("start_dial_out", self.http_once, "POST", path, body)
+        response = self._request("start_dial_out", "POST", path, json=body)
         if not response.ok:
-            raise self._error(response)
-        session_id = self._json(response, "POST /rooms/{name}/dialOut/start").get("sessionId")
+            raise self.parse_error(response)
+        session_id = self._json_object(response, "POST /rooms/{name}/dialOut/start").get(
+            "sessionId"
+        )
         logger.info("daily room %s: dial-out started (%s)", room_name, session_id)
         return session_id if isinstance(session_id, str) and session_id else None
 
@@ -244,72 +231,17 @@ class DailyRestClient:
         """Stop a dial-out: True if this stopped it, False if it was already over (404)."""
         _check_room_name(room_name)
         path = f"/rooms/{room_name}/dialOut/stop"
-        response = self._request(
-            "stop_dial_out", self.http, "POST", path, {"sessionId": session_id}
-        )
+        response = self._request("stop_dial_out", "POST", path, json={"sessionId": session_id})
         if response.ok:
             return True
         if response.status_code == 404:
             return False
-        raise self._error(response)
+        raise self.parse_error(response)
 
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close both sessions and their pooled connections."""
-        for http in (self.http, self.http_once):
-            close_session(http)
-
-    def __enter__(self) -> DailyRestClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _request(
-        self,
-        operation: str,
-        http: requests.Session,
-        method: str,
-        path: str,
-        body: object = None,
-    ) -> requests.Response:
-        return timed_request(
-            http,
-            method,
-            f"{self.api_base_url}{quote(path)}",
-            provider=PROVIDER,
-            operation=operation,
-            path=path,
-            what=path,
-            origin=self._origin,
-            timeout_s=self.timeout_s,
-            observer=self.on_request,
-            json=body if body is not None else None,
-        )
-
-    @staticmethod
-    def _error(response: requests.Response) -> ProviderError:
+    def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(
             response.status_code, response.content, reason=response.reason or ""
         )
-
-    @staticmethod
-    def _json(response: requests.Response, what: str) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderError(
-                PROVIDER, f"{what}: the answer is not a JSON object", status=response.status_code
-            )
-        return data
 
 
 def _check_room_name(name: str) -> None:

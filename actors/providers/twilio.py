@@ -3,8 +3,8 @@
 Only what a session needs from Twilio's 2010-04-01 API lives here:
 
 - :func:`build_stream_twiml` writes the ``<Connect><Stream>`` document a call runs;
-- :class:`TwilioRestClient` creates calls and hangs them up over one ``requests.Session``,
-  with retries that can never place the same call twice;
+- :class:`TwilioRestClient` (a :class:`~actors.providers._rest.RestClient`) creates calls and
+  hangs them up, with retries that can never place the same call twice;
 - :func:`parse_error_response` turns an error response (Twilio's legacy JSON body, an
   RFC 9457 problem body, or anything else) into a :class:`~actors.errors.ProviderError`.
 
@@ -20,21 +20,19 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from ..codecs.twilio import TwilioCodec
 from ..config import RuntimeConfig, TwilioProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..redaction import redact_url
 from ..signing import hop_token, stream_token
 from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._rest import RestClient
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -58,11 +56,6 @@ _CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 # XML 1.0 cannot carry these characters at all, not even escaped: refuse them up front.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _TRAILING_DIGITS = re.compile(r"(\d+)/?$")
-
-# Status codes that prove Twilio did not act on the request (429: "never processed").
-_CREATE_RETRY_STATUSES = frozenset({429})
-# Hanging up is idempotent: a repeat after an unknown outcome does no harm.
-_HANG_UP_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def build_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
@@ -163,7 +156,7 @@ def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-class TwilioRestClient:
+class TwilioRestClient(RestClient):
     """A small client for Twilio's 2010-04-01 Calls API.
 
     Authenticates with HTTP basic auth as (``account_sid``, ``auth_token``) or as
@@ -176,11 +169,15 @@ class TwilioRestClient:
       so it is reported, not repeated;
     - hanging up is idempotent: 429, 500, 502, 503, 504 and read errors are retried too.
 
-    ``http`` is the ``requests.Session`` (tests add response hooks to it). Not thread-safe
-    beyond what ``requests.Session`` is; use one client per thread if in doubt. ``on_request``
-    hears of every request: ``(operation, status, seconds)`` (see
-    :data:`~actors.providers.RequestObserver`).
+    The session (``http``), the observer (``on_request``) and ``close()`` / ``with`` are
+    :class:`~actors.providers._rest.RestClient`'s.
     """
+
+    provider = PROVIDER
+    retry_policies = {
+        "create_call": AT_MOST_ONCE,  # a 5xx or a lost answer may mean the call exists
+        "hang_up": IDEMPOTENT,  # ending a call twice does no harm
+    }
 
     def __init__(
         self,
@@ -212,42 +209,17 @@ class TwilioRestClient:
             raise ValueError("api_key is required with api_secret")
         else:
             raise ValueError("auth_token (or api_key and api_secret) is required")
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        if backoff_s < 0 or backoff_max_s < 0:
-            raise ValueError("backoff_s and backoff_max_s must be >= 0")
+        super().__init__(
+            api_base_url=api_base_url,
+            auth=(username, password),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            on_request=on_request,
+        )
         self.account_sid = account_sid
-        self.api_base_url = api_base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.on_request = on_request
-        self._origin = redact_url(self.api_base_url)
         self._account_path = f"/{API_VERSION}/Accounts/{account_sid}"
-
-        self.http = requests.Session()
-        self.http.auth = (username, password)
-        self.http.headers["Accept"] = "application/json"
-
-        def adapter(statuses: frozenset[int], read: int) -> HTTPAdapter:
-            return retrying_adapter(
-                statuses,
-                retries=retries,
-                read=read,
-                backoff_s=backoff_s,
-                backoff_max_s=backoff_max_s,
-            )
-
-        # requests picks the adapter with the longest matching prefix: every call resource
-        # goes through the hang-up adapter, everything else (Calls.json) through the strict one.
-        self.http.mount(
-            f"{self.api_base_url}/",
-            adapter(_CREATE_RETRY_STATUSES, read=0),
-        )
-        self.http.mount(
-            f"{self.api_base_url}{self._account_path}/Calls/",
-            adapter(_HANG_UP_RETRY_STATUSES, read=retries),
-        )
 
     def __repr__(self) -> str:
         return (
@@ -284,10 +256,10 @@ class TwilioRestClient:
             form.append(("StatusCallbackMethod", status_callback_method))
         if timeout_s is not None:
             form.append(("Timeout", str(timeout_s)))
-        response = self._request("create_call", "POST", "Calls.json", form)
+        response = self._account_request("create_call", "Calls.json", form)
         if not response.ok:
-            raise self._error(response)
-        call = self._json(response, "Calls.json")
+            raise self.parse_error(response)
+        call = self._json_object(response, "POST Calls.json")
         if not isinstance(call.get("sid"), str):
             raise ProviderError(
                 PROVIDER,
@@ -307,51 +279,17 @@ class TwilioRestClient:
         if not _CALL_SID.fullmatch(call_sid):
             raise ValueError("call_sid must be 'CA' followed by 32 hex digits")
         name = f"Calls/{call_sid}.json"
-        response = self._request("hang_up", "POST", name, [("Status", "completed")])
+        response = self._account_request("hang_up", name, [("Status", "completed")])
         if response.ok:
             logger.info("twilio call %s hung up", call_sid)
             return True
-        error = self._error(response)
+        error = self.parse_error(response)
         if response.status_code == 404 or error.code in ALREADY_ENDED_CODES:
             logger.info("twilio call %s had already ended (%s)", call_sid, error.code or 404)
             return False
         raise error
 
-    def close(self) -> None:
-        """Close the session and its pooled connections."""
-        close_session(self.http)
-
-    def __enter__(self) -> TwilioRestClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _request(
-        self, operation: str, method: str, name: str, form: list[tuple[str, str]]
-    ) -> requests.Response:
-        path = f"{self._account_path}/{name}"
-        return timed_request(
-            self.http,
-            method,
-            f"{self.api_base_url}{path}",
-            provider=PROVIDER,
-            operation=operation,
-            path=path,
-            what=name,
-            origin=self._origin,
-            timeout_s=self.timeout_s,
-            observer=self.on_request,
-            data=form,
-        )
-
-    @staticmethod
-    def _error(response: requests.Response) -> ProviderError:
+    def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(
             response.status_code,
             response.content,
@@ -359,19 +297,12 @@ class TwilioRestClient:
             reason=response.reason or "",
         )
 
-    @staticmethod
-    def _json(response: requests.Response, name: str) -> dict[str, Any]:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderError(
-                PROVIDER,
-                f"POST {name}: the response is not a JSON object",
-                status=response.status_code,
-            )
-        return data
+    def _account_request(
+        self, operation: str, name: str, form: list[tuple[str, str]]
+    ) -> requests.Response:
+        """POST the form to the account's resource ``name`` (``Calls.json``...)."""
+        path = f"{self._account_path}/{name}"
+        return self._request(operation, "POST", path, what=name, form=form)
 
 
 class TwilioProvider:

@@ -1,0 +1,157 @@
+"""The ``providers`` section: one entry per provider, of one of the types in
+``_PROVIDER_TYPES`` (a new provider type is one more dataclass here and one more entry
+there)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..checks import header_problem, subprotocol_problem
+from ..errors import ConfigError
+from ._fields import _CODE_ONLY, _POSITIVE, _header_item, _http_url_or, _limit, _one_of, _ws_url
+from ._redacted import _safe_repr
+from .runtime import SupervisorConfig
+
+__all__ = [
+    "DailyProviderConfig",
+    "ProviderConfig",
+    "TwilioProviderConfig",
+    "WebSocketProviderConfig",
+]
+
+
+_PRIVACY = ("private", "public")
+# What an application reads and writes on a Daily session (actors.audio's names).
+_DAILY_ENCODINGS = ("pcm16", "audio/l16", "audio/x-mulaw", "audio/x-alaw")
+_DAILY_RATES = (8000, 16000, 24000, 48000)  # what Daily's audio devices take
+
+
+def _account_sid(value: str | None) -> str | None:
+    if value is None or re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+        return None
+    return "expected an Account SID: AC followed by 32 hex digits"
+
+
+def _ring_timeout(value: int) -> str | None:
+    return None if 5 <= value <= 600 else "must be between 5 and 600 (Twilio's Timeout, seconds)"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketProviderConfig:
+    """A provider that dials ``url`` (or the URL given to ``create_session``) directly."""
+
+    name: str = field(metadata=_CODE_ONLY)  # the key under `providers:`
+    type: str = "websocket"
+    url: str | None = field(default=None, metadata={"check": _ws_url})  # default ws(s):// URL
+    # Values are secrets. No CR/LF: each name an HTTP token, each value free of control chars.
+    headers: Mapping[str, str] = field(
+        default_factory=dict, repr=False, metadata={"check_each": _header_item}
+    )
+    subprotocols: tuple[str, ...] = field(default=(), metadata={"check_each": subprotocol_problem})
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        # The loader names the file and key first; this catches a config built in code.
+        where = f"providers.{self.name}"
+        for name, value in self.headers.items():
+            if (problem := header_problem(name, value)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.headers")
+        for index, protocol in enumerate(self.subprotocols):
+            if (problem := subprotocol_problem(protocol)) is not None:
+                raise ConfigError(problem, key_path=f"{where}.subprotocols[{index}]")
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioProviderConfig:
+    """Twilio: calls created and hung up over its REST API, audio through the media gateway.
+
+    Authenticate with ``account_sid`` + ``auth_token``, or ``account_sid`` + ``api_key`` +
+    ``api_secret``. ``api_base_url: emulator`` sends the REST calls to the embedded emulator
+    instead, which needs no credentials.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "twilio"
+    account_sid: str | None = field(default=None, metadata={"check": _account_sid})
+    auth_token: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.twilio.com", metadata={"check": _http_url_or("emulator")}
+    )
+    from_number: str | None = None  # the default `From` of create_session
+    status_callback: str | None = None  # Twilio posts call progress here
+    status_callback_events: tuple[str, ...] = ()  # initiated, ringing, answered, completed
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+    # How long a call rings before Twilio gives up on it (create_call's `Timeout`, 5..600 s).
+    ring_timeout_s: int = field(default=60, metadata={"check": _ring_timeout})
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status_callback_events", tuple(self.status_callback_events))
+
+
+def _daily_rate(value: int) -> str | None:
+    if value in _DAILY_RATES:
+        return None
+    return f"expected one of: {', '.join(str(rate) for rate in _DAILY_RATES)} (Hz)"
+
+
+@dataclass(frozen=True, slots=True)
+class DailyProviderConfig:
+    """Daily: a room per session over Daily's REST API (with a dial-out when ``to`` is given),
+    joined with Daily's SDK (the ``daily`` extra), audio through a virtual microphone and an
+    audio renderer.
+
+    ``api_base_url: emulator`` sends the REST calls to the embedded emulator, and joins its
+    rooms with its stand-in of the SDK: no account, no network, no extra.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "daily"
+    api_key: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.daily.co/v1", metadata={"check": _http_url_or("emulator")}
+    )
+    caller_id: str | None = None  # default dial-out callerId: the id of a purchased number
+    room_privacy: str = field(default="private", metadata={"check": _one_of(*_PRIVACY)})
+    room_ttl_s: float = field(default=3600.0, metadata=_POSITIVE)  # room and token `exp`
+    max_participants: int = field(default=4, metadata=_limit(">=", 2))
+    # What the application writes and reads: PCM16 (or G.711) at `sample_rate`.
+    audio_encoding: str = field(default="pcm16", metadata={"check": _one_of(*_DAILY_ENCODINGS)})
+    sample_rate: int = field(default=16000, metadata={"check": _daily_rate})
+    user_name: str = "transport-actors"  # the session's name in the room
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 and 5xx, where safe
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+
+    __repr__ = _safe_repr
+
+
+ProviderConfig = WebSocketProviderConfig | TwilioProviderConfig | DailyProviderConfig
+_PROVIDER_TYPES: dict[str, type[Any]] = {
+    "websocket": WebSocketProviderConfig,
+    "twilio": TwilioProviderConfig,
+    "daily": DailyProviderConfig,
+}
+
+
+def _default_providers() -> Mapping[str, ProviderConfig]:
+    return {
+        "websocket": WebSocketProviderConfig(name="websocket"),
+        "twilio": TwilioProviderConfig(name="twilio", api_base_url="emulator"),
+        "daily": DailyProviderConfig(name="daily", api_base_url="emulator"),
+    }
