@@ -226,6 +226,14 @@ def _ws_url(value: str | None) -> str | None:
     return None if ok else "expected a ws:// or wss:// URL with a host"
 
 
+def _gateway_url(value: str | None) -> str | None:
+    if (problem := _ws_url(value)) is not None or value is None:
+        return problem
+    if "@" in urlsplit(value).netloc:
+        return "must not hold user:password@ (sessions and providers authenticate by token)"
+    return None
+
+
 def _host_port(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
@@ -468,7 +476,7 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The media gateway: providers dial its ``/{provider}`` side, sessions its
-    ``/sessions/{id}`` side, and it relays between them (DESIGN section 6).
+    ``/sessions/{id}`` side, and it relays between them (:mod:`actors.gateway.server`).
 
     Everything a connection does before it is authenticated (a session hop by its token, a
     provider stream by its ``start`` event) is bounded: ``handshake_timeout_s``,
@@ -479,8 +487,8 @@ class GatewayConfig:
 
     embedded: bool = True  # run it inside the service, on its own thread and event loop
     listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
-    url: str | None = field(default=None, metadata={"check": _ws_url})  # where sessions dial
-    public_url: str | None = field(default=None, metadata={"check": _ws_url})  # providers dial
+    url: str | None = field(default=None, metadata={"check": _gateway_url})  # sessions dial
+    public_url: str | None = field(default=None, metadata={"check": _gateway_url})  # providers
     # HMAC key of session tokens: at least MIN_SECRET_BYTES (16) bytes
     secret: str | None = field(default=None, repr=False, metadata={"check": _secret_bytes})
     resume_window_s: float = field(default=10.0, metadata=_POSITIVE)
@@ -505,6 +513,14 @@ class GatewayConfig:
     longest_ring_s: float = field(default=0.0, compare=False, metadata=_CODE_ONLY)
 
     __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        # The loader names the file and key first; this catches a config built in code.
+        for name in ("url", "public_url", "secret"):
+            value = getattr(self, name)
+            check = _gateway_url if name != "secret" else _secret_bytes
+            if (problem := check(value)) is not None:
+                raise ConfigError(problem, key_path=f"gateway.{name}")
 
     @property
     def signature_tokens(self) -> tuple[str, ...]:
