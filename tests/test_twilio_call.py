@@ -144,7 +144,7 @@ def test_many_calls_at_once_stay_apart(service: TransportService) -> None:
 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
-    secret = "shared-secret"
+    secret = "shared-secret-of-the-test"  # >= 16 bytes: GatewayConfig checks it
     with (
         MediaGateway(GatewayConfig(embedded=False, secret=secret)) as gateway,
         TcpProxy(gateway._server.port) as proxy,

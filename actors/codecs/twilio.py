@@ -5,6 +5,7 @@
 ``Binary``/``Mark``/``Clear`` into the frames a bidirectional stream accepts.
 :class:`TwilioStream` is Twilio's side of one stream, for the local emulator and benchmarks: it
 builds the frames Twilio would send and parses what the application sends back.
+:func:`parse_start` is what the media gateway reads of a stream: its ``start`` event.
 
 Twilio sends ``sequenceNumber``, ``media.chunk`` and ``media.timestamp`` as JSON *strings*; both
 sides here accept strings or integers and produce strings.
@@ -42,9 +43,11 @@ __all__ = [
     "ClearOut",
     "MarkOut",
     "MediaOut",
+    "StartInfo",
     "TwilioCodec",
     "TwilioStream",
     "new_sid",
+    "parse_start",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,6 +113,46 @@ def _int(container: Mapping[str, Any], key: str, path: str) -> int:
     if value is None:
         raise _Malformed(f"{path} is missing")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class StartInfo:
+    """What a ``start`` event tells whoever routes its stream (the media gateway): the
+    ``customParameters`` the TwiML's ``<Parameter>`` elements set (their string values)."""
+
+    parameters: Mapping[str, str]
+
+
+_NOT_MEDIA_STREAMS: Final = "expected Media Streams JSON text frames, got"
+
+
+def parse_start(frame: Frame) -> StartInfo | None:
+    """The ``start`` event of a Media Streams frame; ``None`` for any other event.
+
+    Raises ``ValueError`` (its text says what is wrong, fit for a close reason) for a frame
+    Twilio does not send: binary, not JSON, not an event object, a ``start`` without its
+    object. Lenient about the rest: ``customParameters`` that is not an object reads as none,
+    and values that are not strings are left out (the router finds its values missing).
+    """
+    if not isinstance(frame, str):
+        raise ValueError(f"{_NOT_MEDIA_STREAMS} a binary frame")
+    try:
+        event = _loads(frame)
+    except RecursionError:  # "[[[[..." nested past the parser's depth
+        raise ValueError(f"{_NOT_MEDIA_STREAMS} one nested too deep") from None
+    except ValueError:
+        raise ValueError(f"{_NOT_MEDIA_STREAMS} a non-JSON frame") from None
+    if type(event) is not dict or not isinstance(event.get("event"), str):
+        raise ValueError("expected a Media Streams event object")
+    if event["event"] != "start":
+        return None
+    start = event.get("start")
+    if type(start) is not dict:
+        raise ValueError("a start event without its start object")
+    params = start.get("customParameters")
+    if type(params) is not dict:
+        return StartInfo(_EMPTY)
+    return StartInfo({k: v for k, v in params.items() if type(v) is str})
 
 
 class TwilioCodec:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
 
 from ._fields import _CODE_ONLY, _POSITIVE, _host_port, _limit, _ws_url
 from ._redacted import _safe_repr
@@ -26,6 +29,14 @@ def _secret_bytes(value: str | None) -> str | None:
     )
 
 
+def _gateway_url(value: str | None) -> str | None:
+    if (problem := _ws_url(value)) is not None or value is None:
+        return problem
+    if "@" in urlsplit(value).netloc:
+        return "must not hold user:password@ (sessions and providers authenticate by token)"
+    return None
+
+
 #: How much longer than the longest ring timeout the gateway waits for a provider stream.
 RING_MARGIN_S = 15.0
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -45,8 +56,8 @@ class GatewayConfig:
 
     embedded: bool = True  # run it inside the service, on its own thread and event loop
     listen: str = field(default="127.0.0.1:0", metadata={"check": _host_port})
-    url: str | None = field(default=None, metadata={"check": _ws_url})  # where sessions dial
-    public_url: str | None = field(default=None, metadata={"check": _ws_url})  # providers dial
+    url: str | None = field(default=None, metadata={"check": _gateway_url})  # sessions dial
+    public_url: str | None = field(default=None, metadata={"check": _gateway_url})  # providers
     # HMAC key of session tokens: at least MIN_SECRET_BYTES (16) bytes
     secret: str | None = field(default=None, repr=False, metadata={"check": _secret_bytes})
     resume_window_s: float = field(default=10.0, metadata=_POSITIVE)
@@ -71,6 +82,14 @@ class GatewayConfig:
     longest_ring_s: float = field(default=0.0, compare=False, metadata=_CODE_ONLY)
 
     __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        # The loader names the file and key first; this catches a config built in code.
+        for name in ("url", "public_url", "secret"):
+            value = getattr(self, name)
+            check = _gateway_url if name != "secret" else _secret_bytes
+            if (problem := check(value)) is not None:
+                raise ConfigError(problem, key_path=f"gateway.{name}")
 
     @property
     def signature_tokens(self) -> tuple[str, ...]:

@@ -1,8 +1,12 @@
-"""WebSocket servers: the package's only user of the ``websockets`` library.
+"""WebSocket servers: the package's only user of the ``websockets`` library (through ``_ws``).
 
-For now this holds :class:`~actors.gateway.loopback.ServerThread`, an asyncio WebSocket server
-run on a thread of its own (so that a synchronous program can host one), and the echo peer the
-demo and tests talk to. The media gateway of DESIGN §6 will be built on the same thread.
+:class:`~actors.gateway.loopback.ServerThread` is an asyncio WebSocket server run on a thread
+of its own (so that a synchronous program can host one), with the echo peer the demo and tests
+talk to. The media gateway runs on one: :mod:`~actors.gateway.server` accepts and
+authenticates, :mod:`~actors.gateway.admission` bounds what comes before authentication,
+:mod:`~actors.gateway.streams` says how each provider's stream names its call,
+:mod:`~actors.gateway.pairing` and :mod:`~actors.gateway.calls` keep the calls (sans-I/O), and
+:mod:`~actors.gateway.relay` relays their frames.
 """
 
 from .loopback import ServerConnection, ServerThread, echo
