@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-
 from ._fields import _CODE_ONLY, _POSITIVE, _host_port, _limit, _ws_url
 from ._redacted import _safe_repr
 
