@@ -268,7 +268,7 @@ class Supervisor(pykka.ThreadingActor):
     def _forget(self, record: SessionRecord) -> None:
         """The session is over: count what will never be sent, and drop it from the registry."""
         with record.lock:
-            unsent = len(record.outbox.take(0)) + len(record.backlog)
+            unsent = len(record.outbox.take()) + len(record.backlog)
             record.backlog.clear()
         record.dropped_out_extra += unsent
         self.sessions.pop(record.session_id, None)
