@@ -157,8 +157,10 @@ class Supervisor(pykka.ThreadingActor):
         if record.state in (SessionState.CONNECTING, SessionState.RECONNECTING):
             if record.state is SessionState.RECONNECTING and self.metrics is not None:
                 self.metrics.reconnected(record.provider)
+            now = time.monotonic()
             record.connected = True
-            record.outage.restored(time.monotonic())
+            record.opened_at = now  # how long it was up decides what its exit forgives
+            record.outage.restored(now)
             record.lifecycle.move(SessionState.OPEN, f"connector {message.generation} connected")
 
     def _end(self, session_id: str) -> pykka.ActorRef[Any] | None:
