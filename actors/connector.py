@@ -37,7 +37,7 @@ from .connection import Connection
 from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
-from .websocket import DialOptions, Watchdog, WebSocketConnection
+from .websocket import DialOptions, IoLoop, WebSocketConnection
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -108,7 +108,7 @@ class Connector(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[Any],
         *,
         generation: int,
-        watchdog: Watchdog | None,
+        watchdog: IoLoop | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
         dial_deadline: float = math.inf,
@@ -131,11 +131,13 @@ class Connector(pykka.ThreadingActor):
     # -- pykka hooks ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        """On the connector's own thread, before any message: attach to the record, make and
+        start the connection (which dials on a thread of its own), replay the held writes."""
         record = self.record
-        thread = threading.current_thread()
-        thread.name = f"connector-{record.session_id}"
-        record.connector_thread = thread
+        threading.current_thread().name = f"connector-{record.session_id}"
         self._started_at = time.monotonic()
+        # From now on Close writes are told to us; they wait in the mailbox until we are done.
+        record.attach(self.actor_ref, self._deliver)
         try:
             # A provider whose media is not a WebSocket (Daily) says how to connect instead.
             connection = (record.connect or WebSocketConnection)(
@@ -150,12 +152,8 @@ class Connector(pykka.ThreadingActor):
                 dial_delay_s=self.dial_delay_s,
                 sent_log=record.sent_log,
             )
-            self.connection = connection  # first: a pending Close needs it
-            with record.lock:
-                record.connector = self.actor_ref
-                pending = list(record.backlog)
-                record.backlog.clear()
-            for message in pending:
+            self.connection = connection  # first: a held Close needs it
+            for message in record.take_backlog():  # older than anything in the mailbox
                 self._write(message)
             connection.start()
         except Exception as exc:
@@ -164,6 +162,7 @@ class Connector(pykka.ThreadingActor):
             raise
 
     def on_receive(self, message: Any) -> Any:
+        """On the connector's thread, one message at a time."""
         if isinstance(message, Write):
             self._write(message.message)
         elif isinstance(message, GetStatus):
@@ -174,8 +173,7 @@ class Connector(pykka.ThreadingActor):
                 ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
             )
         elif isinstance(message, _StreamStarted):
-            with self.record.lock:  # ordered with the writers' encodes
-                self.record.outbox.put_many(self.record.codec.flush(), droppable=False)
+            self.record.flush_codec()
         elif isinstance(message, _Ended):
             self._ended = message.exit
             self.stop()
@@ -185,6 +183,7 @@ class Connector(pykka.ThreadingActor):
         return None
 
     def on_stop(self) -> None:
+        """On the connector's thread, once it is told to stop (or its connection ended)."""
         self._release(None)
 
     def on_failure(
@@ -193,10 +192,13 @@ class Connector(pykka.ThreadingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """On the connector's thread, when a handler raised: the crash is the exit."""
         name = exception_type.__name__ if exception_type else "error"
         self._release(Exit(ExitKind.CRASH, None, f"{name}: {exception_value}"))
 
     # -- the connection's callbacks, from its threads ------------------------------------------
+    # (a WebSocket's: the dial thread calls on_exit for a failed dial, the I/O loop thread the
+    # rest; a Daily call's: its runner thread)
 
     def _on_open(self, subprotocol: str | None) -> None:
         # The restart backoff is waited out before the dial: it is no part of the latency.
@@ -213,7 +215,7 @@ class Connector(pykka.ThreadingActor):
         self._tell_self(_Opened(subprotocol))
 
     def _on_frame(self, frame: Frame) -> None:
-        # The reader thread's hot path: decode and queue, no hop through the actor.
+        # The I/O loop's hot path (a Daily call's runner's): decode and queue, no actor hop.
         record = self.record
         put = record.inbox.put
         for message in record.codec.decode(frame):
@@ -224,6 +226,14 @@ class Connector(pykka.ThreadingActor):
 
     def _on_exit(self, exit: Exit) -> None:
         self._tell_self(_Ended(exit))
+
+    def _deliver(self, message: Message) -> bool:
+        """Tell ourselves a write (the record's, under its lock); False once we are dead."""
+        try:
+            self.actor_ref.tell(Write(message))
+        except pykka.ActorDeadError:
+            return False
+        return True
 
     def _tell_self(self, message: object) -> None:
         # Already stopping? Then _release reads the exit from the connection itself.
@@ -246,8 +256,7 @@ class Connector(pykka.ThreadingActor):
             if self.connection is not None:
                 self.connection.request_close(message.code, message.reason)
             return
-        with self.record.lock:
-            self.record.queue_frames(message)
+        self.record.encode(message)
 
     def _release(self, crash: Exit | None) -> None:
         """Detach, rescue unprocessed writes, close the connection, report the exit once."""
@@ -255,12 +264,8 @@ class Connector(pykka.ThreadingActor):
             return
         self._reported = True
         record = self.record
-        with record.lock:
-            if record.connector is self.actor_ref:
-                record.connector = None
-            rescued = self._drain_mailbox()
-            # Writes in our mailbox are older than any that found no connector meanwhile.
-            record.backlog.extendleft(reversed(rescued))
+        # Writes still in our mailbox are older than any held for the next connector meanwhile.
+        record.detach(self.actor_ref, self._drain_mailbox)
         connection = self.connection
         exit = crash
         try:

@@ -40,21 +40,19 @@ from .config import (
     default_config,
     load_config,
 )
-from .connector import GetStatus, Write
+from .connector import GetStatus
 from .embedded import EmbeddedInfrastructure
 from .errors import (
     ConfigError,
     ConnectionFailed,
-    QueueFull,
     ReadTimeout,
     ServiceClosed,
     SessionClosed,
     SessionNotFound,
     TransportError,
-    UnsupportedMessage,
 )
 from .lifecycle import SessionState
-from .messages import Binary, Close, Message, SessionInfo, SessionRequest, SessionStatus
+from .messages import Message, SessionInfo, SessionRequest, SessionStatus
 from .metrics import MetricsServer, ServiceMetrics
 from .policy import IntensityPolicy
 from .providers import Provider, SessionPlan, provider_for
@@ -69,7 +67,6 @@ logger = logging.getLogger(__name__)
 
 _ENDED_KEPT = 10_000  # final statuses remembered after end_session, oldest forgotten first
 _FINAL = frozenset({SessionState.CLOSED, SessionState.FAILED})
-_NO_WRITES = frozenset({SessionState.CLOSING, SessionState.CLOSED, SessionState.FAILED})
 _LEFT_CONNECTING = frozenset(set(SessionState) - {SessionState.CONNECTING})
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SessionRequest))
 
@@ -80,8 +77,6 @@ class _Handle:
     provider: Provider
     plan: SessionPlan
     created: bool = False  # create_session returned it (counted as created, then as ended)
-    # Set once end_session (or close) has taken the session: writes are refused from then on.
-    ending: bool = False
     ended: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -116,10 +111,10 @@ class TransportService:
         if runtime.ping_interval_s > 0:
             deadlines.append(runtime.ping_timeout_s)
         try:
-            self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
+            self._io_loop: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
             self._supervisor = Supervisor.start(
                 _policy(sup),
-                watchdog=self._watchdog,
+                watchdog=self._io_loop,
                 shutdown_timeout_s=runtime.shutdown_timeout_s,
                 metrics=self._metrics,
             )
@@ -134,7 +129,6 @@ class TransportService:
         self._ending: dict[str, _Handle] = {}
         self._providers: dict[str, Provider] = {}
         self._policies: dict[tuple[SupervisorConfig, bool], IntensityPolicy] = {}
-        self._refuse_when_full = runtime.outbound_overflow == "raise"
         self._closing = False  # close() has begun: no new session
         self._closed = False  # close() is done: every method raises ServiceClosed
         self._closed_event = threading.Event()
@@ -191,6 +185,9 @@ class TransportService:
         session_id = secrets.token_urlsafe(16)
         plan = provider.open(session_id, req)
         runtime = self.config.runtime
+        own = self.config.provider(name).supervisor or self.config.supervisor
+        # Behind the gateway a redial is worth making only while the gateway holds the call.
+        behind_gateway = plan.dial.resume_frames > 0
         record = SessionRecord(
             session_id,
             name,
@@ -202,11 +199,8 @@ class TransportService:
             outbound_overflow=runtime.outbound_overflow,
             call_id=plan.call_id,
             connect=plan.connect,
+            policy=self._policy_for(own, behind_gateway),
         )
-        own = self.config.provider(name).supervisor or self.config.supervisor
-        # Behind the gateway a redial is worth making only while the gateway holds the call.
-        behind_gateway = plan.dial.resume_frames > 0
-        record.policy = self._policy_for(own, behind_gateway)
         handle = _Handle(record, provider, plan)
         self._metrics.track(record)
         with self._lock:
@@ -265,8 +259,10 @@ class TransportService:
     def write_websocket_message(self, session_id: str, message: Message) -> None:
         """Queue ``message`` for sending; messages of one session leave in the order written.
 
-        Data is encoded on the caller's thread into the session's outbound queue, which the
-        connection's writer thread drains; a ``Close`` is told to the session's connector.
+        Data is encoded on the caller's thread into the session's outbox and sent from there,
+        on this thread too, as far as the socket takes it without blocking (a Daily call's
+        writer thread plays it instead); a ``Close`` is told to the session's connector. (The
+        session record admits the write: :meth:`~actors.session.SessionRecord.write`.)
 
         Raises ``UnsupportedMessage`` at once for a type the provider cannot carry,
         ``SessionClosed`` once the session has ended, and ``QueueFull`` for audio written to a
@@ -275,36 +271,7 @@ class TransportService:
         """
         handle = self._handle(session_id, ended_ok=False)
         assert handle is not None
-        record = handle.record
-        if not isinstance(message, record.writable):
-            raise UnsupportedMessage(session_id, record.provider, type(message).__name__)
-        if isinstance(message, Close):
-            message.check_sendable()  # a ValueError now, not a wedged connection later
-        with record.lock:
-            state = record.state
-            if handle.ending or state in _NO_WRITES:
-                raise SessionClosed(session_id, _closed_why(record, handle.ending))
-            if (
-                self._refuse_when_full
-                and isinstance(message, Binary)  # the rest is never refused nor dropped
-                and len(record.outbox) + len(record.backlog) >= record.outbox.maxsize
-            ):
-                raise QueueFull(session_id, record.outbox.maxsize)
-            if not isinstance(message, Close):
-                # Straight into the session's outbox, which the connection's writer thread
-                # drains: no hop through the connector's mailbox per frame. The outbox outlives
-                # connectors, so a write made during a restart waits there for the next one.
-                record.queue_frames(message)
-                return
-            # Closing is the connector's business (it owns the socket and its lifecycle).
-            ref = record.connector
-            if ref is not None:
-                # A connector that just died falls through: the backlog keeps the Close for
-                # the next one.
-                with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(Write(message))
-                    return
-            record.backlog.append(message)
+        handle.record.write(message)
 
     def is_websocket_connected(self, session_id: str) -> bool:
         """Whether the session's WebSocket is open right now."""
@@ -409,8 +376,8 @@ class TransportService:
                 self._supervisor.stop(block=True, timeout=timeout)
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("supervisor did not stop within %.1f s", timeout)
-            if self._watchdog is not None:
-                self._watchdog.stop()
+            if self._io_loop is not None:
+                self._io_loop.stop()
             for provider in self._providers.values():
                 try:
                     provider.close()
@@ -471,7 +438,7 @@ class TransportService:
 
     def _begin_end(self, handle: _Handle) -> None:
         """Mark a session as being ended (the caller holds ``_lock``)."""
-        handle.ending = True
+        handle.record.mark_ending()
         self._ending[handle.record.session_id] = handle
 
     def _end_bound_s(self) -> float:
@@ -589,18 +556,6 @@ def _policy(
         restart=config.restart,
         reconnect_window_s=window_s,
     )
-
-
-def _closed_why(record: SessionRecord, ending: bool) -> str:
-    """Why a session takes no more writes, for ``SessionClosed``."""
-    if record.state is SessionState.FAILED:
-        # The policy's reason: the restart budget that ran out, and the last exit.
-        failure = record.failure
-        reason = failure.reason if isinstance(failure, ConnectionFailed) else record.last_error
-        return f"FAILED: {reason}"
-    if ending:
-        return "being ended by end_session"
-    return record.last_error or str(record.state)
 
 
 def _make_request(
