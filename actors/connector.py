@@ -1,21 +1,27 @@
-"""The connector actor: one per session incarnation, owner of that session's WebSocket.
+"""The connector actor: one per session incarnation, owner of that session's connection.
 
 A connector borrows its session's :class:`~actors.session.SessionRecord` and owns one
-:class:`~actors.websocket.WebSocketConnection`. Its life, in pykka's hooks:
+connection (a :class:`~actors.websocket.WebSocketConnection`, or what the provider's plan
+names: a Daily call). Its life, in pykka's hooks, all on the connector's own thread:
 
-- ``on_start`` attaches to the record (from now on writes reach it as tells), moves the writes
-  that found no connector into the outbox, and starts the connection, whose reader thread dials.
-  Nothing blocking happens on the actor's thread.
-- ``Write`` tells are encoded by the session's codec into the outbox, in the order received;
-  the connection's writer thread sends them. ``Close`` asks the connection to close.
+- ``on_start`` attaches to the record (from now on ``Close`` writes reach it as tells),
+  makes the connection, replays the writes held for it, and starts the connection, whose
+  short-lived dial thread waits out the restart backoff and dials. Nothing blocking happens
+  on the actor's thread.
+- ``Write`` tells (a ``Close``; or data, encoded into the outbox in the order received) and
+  ``GetStatus`` asks are handled one at a time. Data written by the application does not
+  come this way: the record encodes it on the caller's thread, and the connection sends it
+  from there (see :mod:`actors.service` for the whole threading model).
 - The connection tells the actor when it opened and when (and why) it ended; an ended
   connection stops the actor.
-- ``on_stop`` (and ``on_failure``, and a crash in ``on_start``) detach from the record, hand the
-  writes still in the actor's own mailbox back to the record, close the connection within
-  ``shutdown_timeout_s``, and report the exit to the supervisor: exactly once per connector.
+- ``on_stop`` (and ``on_failure``, and a crash in ``on_start``) detach from the record, hand
+  the writes still in the actor's own mailbox back to the record, close the connection
+  within ``shutdown_timeout_s``, and report the exit to the supervisor: exactly once per
+  connector.
 
-Inbound frames never pass through this actor: the reader thread decodes them straight into the
-record's inbox, so the actor costs nothing per inbound frame.
+Inbound frames never pass through this actor: the I/O loop thread (a Daily call's runner)
+calls ``on_frame``, which decodes them straight into the record's inbox, so the actor costs
+nothing per inbound frame.
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ class ConnectorExited:
 
 
 class Connector(pykka.ThreadingActor):
-    """The actor that owns one session's WebSocket for one incarnation (``generation``)."""
+    """The actor that owns one session's connection for one incarnation (``generation``)."""
 
     # A connector stuck in a bug must never keep the interpreter from exiting.
     use_daemon_thread = True

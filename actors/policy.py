@@ -98,7 +98,8 @@ class RestartDecision:
 
 @dataclass(slots=True)
 class Outage:
-    """One session's time without a connection, for the reconnect window (the supervisor's)."""
+    """One session's time without a connection, for the reconnect window (part of its
+    :class:`Supervision`)."""
 
     down_since: float | None = None  # when the current outage began; None while connected
     down_s: float = 0.0  # earlier outages since the session was last stable

@@ -144,7 +144,7 @@ class Outbox(_BoundedQueue[T]):
     queued (:meth:`take`: never blocks, one lock round-trip per batch, not per frame), puts
     back what it took but could not send (:meth:`requeue_front`), and detaches when it ends
     (:meth:`detach`). A WebSocket connection sends from ``ready`` itself, without blocking,
-    on the writer's thread; a Daily call's writer thread, which blocks in Daily's microphone,
+    on the thread that wrote; a Daily call's writer thread, which blocks in Daily's microphone,
     is only woken by it. The outbox outlives its connections: what one leaves, the next sends.
 
     Frames put with ``droppable=False`` are queued wrapped in :class:`Keep` (the connection

@@ -1,13 +1,41 @@
 """``TransportService``: the synchronous facade applications call from their own threads.
 
 It talks to the actors only through pykka: ``create_session`` registers the session with the
-supervisor (an ask) and waits for its connector to connect; ``write_websocket_message`` is a tell
-to the session's connector; ``status`` is an ask; ``end_session`` asks the supervisor to stop
-supervising, then stops the connector (which disconnects it). Reads are served straight from the
-session's inbox, which the connector's reader thread fills and which outlives connector
-restarts, so a read costs no actor round trip.
+supervisor (an ask) and waits for its first connection to open; ``status`` is an ask;
+``end_session`` asks the supervisor to stop supervising, then stops the connector (which
+closes its connection). Reads and writes need no actor: a read takes from the session's
+inbox, a write is admitted by the session's record and encoded into its outbox, and both
+queues outlive connector restarts. Every method is safe to call from many threads at once,
+and every ask has a timeout.
 
-Every method is safe to call from many threads at once. Every ask has a timeout.
+**Which thread runs what.** (As pykka's docs say of each hook which thread runs it.)
+
+- *The application's threads* run every method here. A write is admitted and encoded on
+  the caller's thread, under the session record's lock (which keeps the order of writes and
+  the codec's state), into the outbox, and sent from there on the same thread, as far as
+  the socket takes it without blocking (``WebSocketConnection.pump``). A read waits on the
+  inbox. Ending a session stops its connector and joins it, bounded, on the caller's thread.
+- *The I/O loop thread* (``ws-io``, one per service, :class:`~actors.websocket.IoLoop`)
+  owns every open WebSocket: it reads and parses what arrives on any socket and calls the
+  connection's ``on_frame`` (the connector's codec decodes there, straight into the inbox),
+  sends what a socket did not take at once, and on every tick sends keepalive pings and
+  cuts off silent peers and unanswered closes; it calls ``on_exit`` once a connection it
+  holds ends.
+- *A short-lived dial thread* (``ws-dial-<id>``, one per connection) waits out the restart
+  backoff, dials under the handshake deadline (a timer thread enforces it), hands the socket
+  to the loop and calls ``on_open``; a dial that fails calls ``on_exit`` there.
+- *The connector's actor thread* (``connector-<id>``, one per incarnation) runs
+  ``on_start`` (attach to the record, make and start the connection, replay held writes),
+  handles ``Close`` (it asks the connection to close), ``GetStatus`` and the connection's
+  events, and runs ``on_stop`` / ``on_failure`` (detach, close the connection within
+  ``shutdown_timeout_s``, report the exit). It never dials and never carries a frame.
+- *The supervisor's actor thread* (``supervisor``) handles every connector's open and exit
+  report: it alone moves the lifecycle, decides restarts and writes the supervision history.
+- *A Daily call* runs a runner thread (joins, turns the SDK's events into frames:
+  ``on_open``, ``on_frame``, ``on_exit``) and a writer thread that plays the outbox into
+  Daily's microphone, which blocks at real time; the SDK's own threads only queue events.
+- Around them: the threads of the embedded gateway (asyncio) and emulators, started on first
+  use, and of the ``/metrics`` server.
 
 Each service keeps its metrics (:mod:`actors.metrics`) in a registry of its own: ``metrics()``
 returns a snapshot, and with ``metrics.listen`` configured the service serves them over HTTP at
@@ -168,13 +196,13 @@ class TransportService:
     def create_session(
         self, request: SessionRequest | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> SessionInfo:
-        """Create a session and its connector; return once its WebSocket is connected.
+        """Create a session and its connector; return once its connection is open.
 
         ``request`` (a :class:`SessionRequest` or a mapping) and ``fields`` name the provider
         and its settings: ``provider``, ``url``, ``headers``, ``subprotocols``, ``to``,
         ``from_``, ``parameters``; ``fields`` win. Raises ``ConfigError`` for an unknown
         provider, ``ProviderError`` if the provider refuses, ``ConnectionFailed`` if the
-        WebSocket does not open within ``runtime.connect_timeout_s``. A session whose socket
+        connection does not open within ``runtime.connect_timeout_s``. A session whose socket
         opened and dropped again at once is returned all the same: it is being redialled (or
         has ended, and its reader gets ``Close``); ``status()`` tells which.
         """
@@ -326,7 +354,7 @@ class TransportService:
             return [h.record.info() for h in self._sessions.values()]
 
     def end_session(self, session_id: str) -> None:
-        """End a session: hang up the provider side, close the WebSocket, stop the connector.
+        """End a session: hang up the provider side, close its connection, stop the connector.
 
         When it returns, no thread, socket or actor of the session remains. Ending a session
         that has ended is a no-op; ending one whose end another thread has begun waits for

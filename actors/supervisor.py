@@ -20,9 +20,11 @@ connection or a failed redial against the reconnect window (time without a conne
 redial is spawned with the window's deadline, which bounds its dial as well as its backoff.
 
 Every lifecycle change of every session happens here, on the supervisor's thread, so the
-state table of :mod:`actors.lifecycle` is only ever driven from one place. Blocking work never
-runs here: a restart's backoff is waited out by the new connection's reader thread, and stopping
-a connector (which joins threads) is done by whoever asked for the session to end.
+state table of :mod:`actors.lifecycle` is only ever driven from one place; so does every
+change to a session's supervision history (:class:`~actors.policy.Supervision`: restarts,
+exits, the outage, how long the last connection was up). Blocking work never runs here: a
+restart's backoff is waited out by the new connection's dial thread, and stopping a
+connector (which joins threads) is done by whoever asked for the session to end.
 """
 
 from __future__ import annotations
