@@ -31,16 +31,25 @@ class Empty(Exception):
 
 
 class _BoundedQueue(Generic[T]):
-    __slots__ = ("_items", "_lock", "dropped", "maxsize")
+    __slots__ = ("_dropped", "_items", "_lock", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+        self._maxsize = maxsize
         self._items: deque[T] = deque()
         self._lock = threading.Lock()
-        self.dropped = 0
+        self._dropped = 0  # written under the lock only
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped on overflow so far (only ever grows)."""
+        return self._dropped
 
 
 def _drop_first(items: deque[Any], droppable: Callable[[Any], bool]) -> bool:
@@ -91,11 +100,11 @@ class Inbox(_BoundedQueue[Message]):
     def put(self, message: Message) -> None:
         with self._cond:
             if self._closed:
-                self.dropped += 1
+                self._dropped += 1
                 return
             items = self._items
-            if len(items) >= self.maxsize and isinstance(message, Binary):
-                self.dropped += 1
+            if len(items) >= self._maxsize and isinstance(message, Binary):
+                self._dropped += 1
                 if self._drop_newest or not _drop_first(items, _is_audio):
                     return  # the newcomer is the one dropped
             items.append(message)
@@ -161,7 +170,7 @@ class Outbox(_BoundedQueue[T]):
 
     @property
     def full(self) -> bool:
-        return len(self._items) >= self.maxsize
+        return len(self._items) >= self._maxsize
 
     def attach(self, ready: Callable[[], None]) -> None:
         """Make ``ready`` the callback of the connection that sends from now on (it replaces
@@ -179,11 +188,11 @@ class Outbox(_BoundedQueue[T]):
         with self._lock:
             queue = self._items
             for item in items:
-                if len(queue) >= self.maxsize and self._drops:
+                if len(queue) >= self._maxsize and self._drops:
                     if _drop_first(queue, _is_droppable_frame):
-                        self.dropped += 1
+                        self._dropped += 1
                     elif droppable:  # only frames that must stay are queued: drop the newcomer
-                        self.dropped += 1
+                        self._dropped += 1
                         continue
                 queue.append(item if droppable else Keep(item))  # type: ignore[arg-type]
         ready = self._ready
@@ -204,7 +213,7 @@ class Outbox(_BoundedQueue[T]):
         with self._lock:
             queue = self._items
             queue.extendleft(reversed(items))
-            while self._drops and len(queue) > self.maxsize:
+            while self._drops and len(queue) > self._maxsize:
                 if not _drop_first(queue, _is_droppable_frame):
                     break
-                self.dropped += 1
+                self._dropped += 1
