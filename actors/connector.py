@@ -1,21 +1,27 @@
-"""The connector actor: one per session incarnation, owner of that session's WebSocket.
+"""The connector actor: one per session incarnation, owner of that session's connection.
 
 A connector borrows its session's :class:`~actors.session.SessionRecord` and owns one
-:class:`~actors.websocket.WebSocketConnection`. Its life, in pykka's hooks:
+connection (a :class:`~actors.websocket.WebSocketConnection`, or what the provider's plan
+names: a Daily call). Its life, in pykka's hooks, all on the connector's own thread:
 
-- ``on_start`` attaches to the record (from now on writes reach it as tells), moves the writes
-  that found no connector into the outbox, and starts the connection, whose reader thread dials.
-  Nothing blocking happens on the actor's thread.
-- ``Write`` tells are encoded by the session's codec into the outbox, in the order received;
-  the connection's writer thread sends them. ``Close`` asks the connection to close.
+- ``on_start`` attaches to the record (from now on ``Close`` writes reach it as tells),
+  makes the connection, replays the writes held for it, and starts the connection, whose
+  short-lived dial thread waits out the restart backoff and dials. Nothing blocking happens
+  on the actor's thread.
+- ``Write`` tells (a ``Close``; or data, encoded into the outbox in the order received) and
+  ``GetStatus`` asks are handled one at a time. Data written by the application does not
+  come this way: the record encodes it on the caller's thread, and the connection sends it
+  from there (see :mod:`actors.service` for the whole threading model).
 - The connection tells the actor when it opened and when (and why) it ended; an ended
   connection stops the actor.
-- ``on_stop`` (and ``on_failure``, and a crash in ``on_start``) detach from the record, hand the
-  writes still in the actor's own mailbox back to the record, close the connection within
-  ``shutdown_timeout_s``, and report the exit to the supervisor: exactly once per connector.
+- ``on_stop`` (and ``on_failure``, and a crash in ``on_start``) detach from the record, hand
+  the writes still in the actor's own mailbox back to the record, close the connection
+  within ``shutdown_timeout_s``, and report the exit to the supervisor: exactly once per
+  connector.
 
-Inbound frames never pass through this actor: the reader thread decodes them straight into the
-record's inbox, so the actor costs nothing per inbound frame.
+Inbound frames never pass through this actor: the I/O loop thread (a Daily call's runner)
+calls ``on_frame``, which decodes them straight into the record's inbox, so the actor costs
+nothing per inbound frame.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from .connection import Connection
 from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
-from .websocket import DialOptions, Watchdog, WebSocketConnection
+from .websocket import DialOptions, IoLoop, WebSocketConnection
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -97,7 +103,7 @@ class ConnectorExited:
 
 
 class Connector(pykka.ThreadingActor):
-    """The actor that owns one session's WebSocket for one incarnation (``generation``)."""
+    """The actor that owns one session's connection for one incarnation (``generation``)."""
 
     # A connector stuck in a bug must never keep the interpreter from exiting.
     use_daemon_thread = True
@@ -108,7 +114,7 @@ class Connector(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[Any],
         *,
         generation: int,
-        watchdog: Watchdog | None,
+        watchdog: IoLoop | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
         dial_deadline: float = math.inf,
@@ -131,11 +137,13 @@ class Connector(pykka.ThreadingActor):
     # -- pykka hooks ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
+        """On the connector's own thread, before any message: attach to the record, make and
+        start the connection (which dials on a thread of its own), replay the held writes."""
         record = self.record
-        thread = threading.current_thread()
-        thread.name = f"connector-{record.session_id}"
-        record.connector_thread = thread
+        threading.current_thread().name = f"connector-{record.session_id}"
         self._started_at = time.monotonic()
+        # From now on Close writes are told to us; they wait in the mailbox until we are done.
+        record.attach(self.actor_ref, self._deliver)
         try:
             # A provider whose media is not a WebSocket (Daily) says how to connect instead.
             connection = (record.connect or WebSocketConnection)(
@@ -150,12 +158,8 @@ class Connector(pykka.ThreadingActor):
                 dial_delay_s=self.dial_delay_s,
                 sent_log=record.sent_log,
             )
-            self.connection = connection  # first: a pending Close needs it
-            with record.lock:
-                record.connector = self.actor_ref
-                pending = list(record.backlog)
-                record.backlog.clear()
-            for message in pending:
+            self.connection = connection  # first: a held Close needs it
+            for message in record.take_backlog():  # older than anything in the mailbox
                 self._write(message)
             connection.start()
         except Exception as exc:
@@ -164,6 +168,7 @@ class Connector(pykka.ThreadingActor):
             raise
 
     def on_receive(self, message: Any) -> Any:
+        """On the connector's thread, one message at a time."""
         if isinstance(message, Write):
             self._write(message.message)
         elif isinstance(message, GetStatus):
@@ -174,8 +179,7 @@ class Connector(pykka.ThreadingActor):
                 ConnectorOpened(self.record.session_id, self.generation, message.subprotocol)
             )
         elif isinstance(message, _StreamStarted):
-            with self.record.lock:  # ordered with the writers' encodes
-                self.record.outbox.put_many(self.record.codec.flush(), droppable=False)
+            self.record.flush_codec()
         elif isinstance(message, _Ended):
             self._ended = message.exit
             self.stop()
@@ -185,6 +189,7 @@ class Connector(pykka.ThreadingActor):
         return None
 
     def on_stop(self) -> None:
+        """On the connector's thread, once it is told to stop (or its connection ended)."""
         self._release(None)
 
     def on_failure(
@@ -193,10 +198,13 @@ class Connector(pykka.ThreadingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """On the connector's thread, when a handler raised: the crash is the exit."""
         name = exception_type.__name__ if exception_type else "error"
         self._release(Exit(ExitKind.CRASH, None, f"{name}: {exception_value}"))
 
     # -- the connection's callbacks, from its threads ------------------------------------------
+    # (a WebSocket's: the dial thread calls on_exit for a failed dial, the I/O loop thread the
+    # rest; a Daily call's: its runner thread)
 
     def _on_open(self, subprotocol: str | None) -> None:
         # The restart backoff is waited out before the dial: it is no part of the latency.
@@ -213,7 +221,7 @@ class Connector(pykka.ThreadingActor):
         self._tell_self(_Opened(subprotocol))
 
     def _on_frame(self, frame: Frame) -> None:
-        # The reader thread's hot path: decode and queue, no hop through the actor.
+        # The I/O loop's hot path (a Daily call's runner's): decode and queue, no actor hop.
         record = self.record
         put = record.inbox.put
         for message in record.codec.decode(frame):
@@ -224,6 +232,14 @@ class Connector(pykka.ThreadingActor):
 
     def _on_exit(self, exit: Exit) -> None:
         self._tell_self(_Ended(exit))
+
+    def _deliver(self, message: Message) -> bool:
+        """Tell ourselves a write (the record's, under its lock); False once we are dead."""
+        try:
+            self.actor_ref.tell(Write(message))
+        except pykka.ActorDeadError:
+            return False
+        return True
 
     def _tell_self(self, message: object) -> None:
         # Already stopping? Then _release reads the exit from the connection itself.
@@ -246,8 +262,7 @@ class Connector(pykka.ThreadingActor):
             if self.connection is not None:
                 self.connection.request_close(message.code, message.reason)
             return
-        with self.record.lock:
-            self.record.queue_frames(message)
+        self.record.encode(message)
 
     def _release(self, crash: Exit | None) -> None:
         """Detach, rescue unprocessed writes, close the connection, report the exit once."""
@@ -255,12 +270,8 @@ class Connector(pykka.ThreadingActor):
             return
         self._reported = True
         record = self.record
-        with record.lock:
-            if record.connector is self.actor_ref:
-                record.connector = None
-            rescued = self._drain_mailbox()
-            # Writes in our mailbox are older than any that found no connector meanwhile.
-            record.backlog.extendleft(reversed(rescued))
+        # Writes still in our mailbox are older than any held for the next connector meanwhile.
+        record.detach(self.actor_ref, self._drain_mailbox)
         connection = self.connection
         exit = crash
         try:

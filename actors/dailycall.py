@@ -217,6 +217,9 @@ class DailyConnection(BoundedClose):
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # The writer's wake-up: the outbox sets it after every put (see actors.queues.Outbox),
+        # and so does whoever wants the writer to look at _stopping or _close_request.
+        self._wake_writer = threading.Event()
         self._close_request: tuple[int, str] | None = None
         self._exit: Exit | None = None  # the first cause recorded wins
         self._done = threading.Event()
@@ -259,7 +262,7 @@ class DailyConnection(BoundedClose):
             # frames and puts back what it had taken; the runner leaves.
             self.abort()
             return
-        self._outbox.wake()
+        self._wake_writer.set()
 
     def abort(self, exit: Exit | None = None) -> None:
         """Stop now: the writer stops between two frames, the runner leaves the call."""
@@ -268,7 +271,7 @@ class DailyConnection(BoundedClose):
                 self._record_exit(exit)
             self._stopping.set()
         self._events.put(("stop",))
-        self._outbox.wake()
+        self._wake_writer.set()
 
     def join(self, timeout: float) -> bool:
         """Wait for both threads to end; return whether they did."""
@@ -464,7 +467,7 @@ class DailyConnection(BoundedClose):
             self._stopping.set()
         assert final is not None
         self.connected = False
-        self._outbox.wake()
+        self._wake_writer.set()
         writer = self._writer
         if writer is not None:
             writer.join(self.options.close_timeout_s)
@@ -490,10 +493,13 @@ class DailyConnection(BoundedClose):
     def _run_writer(self, mic: Any) -> None:
         outbox, traffic, events = self._outbox, self._traffic, self._events
         step = self.call.sample_rate // 50 * 2  # 20 ms of PCM16
-        stopping = self._stopping
+        stopping, wake = self._stopping, self._wake_writer
+        outbox.attach(wake.set)
         try:
             while not stopping.is_set():
-                batch = outbox.take(None)
+                wake.wait()
+                wake.clear()  # before taking: a put after the take wakes us again
+                batch = outbox.take()
                 for i, item in enumerate(batch):
                     if stopping.is_set():
                         outbox.requeue_front(batch[i:])
@@ -514,6 +520,8 @@ class DailyConnection(BoundedClose):
         except Exception as exc:
             logger.exception("session %s: writing to the Daily microphone failed", self.session_id)
             self.abort(Exit(ExitKind.CRASH, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            outbox.detach(wake.set)
 
     def _command(self, frame: str) -> None:
         command = json.loads(frame)

@@ -19,7 +19,8 @@ policy gave up (from ``OPEN`` when the exit that used up the budget came while o
 :class:`~actors.errors.IllegalTransition`.
 
 Like h11's ``_state.py``, this module decides nothing about *when* to move; it only says which
-moves are legal and records them. The supervisor and connector drive it.
+moves are legal and records them. The supervisor alone drives it, on its own thread; anyone
+may read it or wait for a state.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
 class SessionLifecycle:
     """The current state of one session, changed only along :data:`TRANSITIONS`.
 
-    Thread-safe: the connector's threads, the supervisor and the facade may all look at it.
+    Thread-safe: moved by the supervisor, read and waited on from any thread.
     Every change is logged with the session id.
     """
 

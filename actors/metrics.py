@@ -106,7 +106,7 @@ def _session_counts(record: SessionRecord) -> dict[_Key, int]:
         (_DROPPED, ("in", "inbox_full")): record.inbox.dropped,
         (_DROPPED, ("in", "malformed")): codec.malformed + getattr(codec, "unknown", 0),
         (_DROPPED, ("out", "outbox_full")): record.outbox.dropped,
-        (_DROPPED, ("out", "unsent_at_end")): record.dropped_out_extra,
+        (_DROPPED, ("out", "unsent_at_end")): record.unsent_at_end,
         (_LOST, ()): record.lost_in_flight(),
     }
 
@@ -275,7 +275,7 @@ class ServiceMetrics(_Registry):
         for record in records:
             states[(record.provider, record.state.name.lower())] += 1
             queued[(record.provider, "in")] += len(record.inbox)
-            queued[(record.provider, "out")] += len(record.outbox) + len(record.backlog)
+            queued[(record.provider, "out")] += record.queued_out
         return counts, states, queued
 
 

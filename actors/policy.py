@@ -38,9 +38,12 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .exits import Exit, ExitKind
+
+if TYPE_CHECKING:
+    from .errors import TransportError
 
 __all__ = [
     "RESTART_TYPES",
@@ -48,6 +51,7 @@ __all__ = [
     "Outage",
     "RestartDecision",
     "RestartPolicy",
+    "Supervision",
     "ends_session",
 ]
 
@@ -78,6 +82,8 @@ CRASHES = frozenset({ExitKind.CRASH, ExitKind.START_CRASH})
 #: The words every give-up reason starts with (a reader's Close, ``SessionClosed``).
 GAVE_UP = "restart budget ran out"
 
+_EXITS_KEPT = 16  # the last exits a session's status reports
+
 
 @dataclass(frozen=True, slots=True)
 class RestartDecision:
@@ -92,7 +98,8 @@ class RestartDecision:
 
 @dataclass(slots=True)
 class Outage:
-    """One session's time without a connection, for the reconnect window (the supervisor's)."""
+    """One session's time without a connection, for the reconnect window (part of its
+    :class:`Supervision`)."""
 
     down_since: float | None = None  # when the current outage began; None while connected
     down_s: float = 0.0  # earlier outages since the session was last stable
@@ -236,3 +243,103 @@ class IntensityPolicy:
         if self.backoff_jitter:
             delay -= delay * self.backoff_jitter * self.rng.random()
         return delay
+
+
+class Supervision:
+    """One session's supervision history: what its connectors did, and what its restart
+    policy decides on (the crash restarts, the outage, how long the last connection was up).
+
+    **One writer**: the supervisor, on its own thread, through the methods below, each named
+    for the event that calls it. Anyone may read it, from any thread, through the properties:
+    each is one attribute read (the exits a tuple replaced whole), so a reader never sees a
+    half-made change. The session record holds it, so that its status can be read without an
+    ask to the supervisor.
+    """
+
+    __slots__ = (
+        "_connected",
+        "_exits",
+        "_failure",
+        "_last_error",
+        "_opened_at",
+        "_outage",
+        "_restart_times",
+        "_restarts",
+        "policy",
+    )
+
+    def __init__(self, policy: RestartPolicy | None = None) -> None:
+        #: The session's own policy (its provider's); ``None``: the supervisor's.
+        self.policy: Final = policy
+        self._connected = False  # a connector reported its connection open, and no exit since
+        self._restarts = 0
+        self._restart_times: deque[float] = deque()  # of crash restarts (the intensity)
+        self._outage = Outage()  # time without a connection (the reconnect window)
+        self._opened_at: float | None = None  # when the current connection opened (monotonic)
+        self._exits: tuple[Exit, ...] = ()  # the last _EXITS_KEPT, oldest first
+        self._last_error: str | None = None
+        self._failure: TransportError | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def restarts(self) -> int:
+        """Restarts (crash restarts and redials) so far."""
+        return self._restarts
+
+    @property
+    def exits(self) -> tuple[Exit, ...]:
+        """The last 16 exits of the session's connectors, oldest first."""
+        return self._exits
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @property
+    def failure(self) -> TransportError | None:
+        """Why the session never opened, or why its policy gave up."""
+        return self._failure
+
+    # -- the supervisor's, on its thread ------------------------------------------------------
+
+    def opened(self, now: float) -> None:
+        """A connector's connection opened at ``now`` (monotonic)."""
+        self._connected = True
+        self._opened_at = now
+        self._outage.restored(now)
+
+    def exited(self, exit: Exit, now: float) -> float:
+        """A connector exited at ``now``; how long its connection had been up (0: never)."""
+        self._connected = False
+        self._exits = (*self._exits[1 - _EXITS_KEPT :], exit)
+        opened_at, self._opened_at = self._opened_at, None
+        return 0.0 if opened_at is None else now - opened_at
+
+    def decide(
+        self, policy: RestartPolicy, exit: Exit, now: float, up_for_s: float
+    ) -> RestartDecision:
+        """Ask ``policy`` whether to restart after ``exit`` (which the session survived the
+        first dial of), counting a restart if it says so: a crash against the intensity, a
+        lost connection against the reconnect window."""
+        if exit.kind in CRASHES:  # a bug: the intensity guards against a crash loop
+            decision = policy.decide(self._restart_times, exit, now, up_for_s, self._outage)
+            if decision.restart:
+                self._restart_times.append(now)
+        else:  # the network: bounded by the time the session spends without a connection
+            decision = policy.redial(self._outage, exit, now, up_for_s)
+        if decision.restart:
+            self._restarts += 1
+            self._last_error = str(exit)
+        return decision
+
+    def failed(self, exit: Exit, failure: TransportError) -> None:
+        """The session is ``FAILED``: it never opened, or the policy gave up after ``exit``."""
+        self._failure = failure
+        self._last_error = str(exit)
+
+    def abandoned(self, why: str) -> None:
+        """The supervisor's own handling of the session failed (a bug): why."""
+        self._last_error = why

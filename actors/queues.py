@@ -31,16 +31,25 @@ class Empty(Exception):
 
 
 class _BoundedQueue(Generic[T]):
-    __slots__ = ("_cond", "_items", "dropped", "maxsize")
+    __slots__ = ("_dropped", "_items", "_lock", "_maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+        self._maxsize = maxsize
         self._items: deque[T] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self.dropped = 0
+        self._lock = threading.Lock()
+        self._dropped = 0  # written under the lock only
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped on overflow so far (only ever grows)."""
+        return self._dropped
 
 
 def _drop_first(items: deque[Any], droppable: Callable[[Any], bool]) -> bool:
@@ -76,10 +85,11 @@ class Inbox(_BoundedQueue[Message]):
     A ``Close`` message is never dropped on overflow (the reader must learn why it ended).
     """
 
-    __slots__ = ("_closed", "_drop_newest")
+    __slots__ = ("_closed", "_cond", "_drop_newest")
 
     def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
+        self._cond = threading.Condition(self._lock)  # readers wait on it
         self._closed = False
         self._drop_newest = overflow == "drop_newest"
 
@@ -90,11 +100,11 @@ class Inbox(_BoundedQueue[Message]):
     def put(self, message: Message) -> None:
         with self._cond:
             if self._closed:
-                self.dropped += 1
+                self._dropped += 1
                 return
             items = self._items
-            if len(items) >= self.maxsize and isinstance(message, Binary):
-                self.dropped += 1
+            if len(items) >= self._maxsize and isinstance(message, Binary):
+                self._dropped += 1
                 if self._drop_newest or not _drop_first(items, _is_audio):
                     return  # the newcomer is the one dropped
             items.append(message)
@@ -135,50 +145,63 @@ class Inbox(_BoundedQueue[Message]):
 
 
 class Outbox(_BoundedQueue[T]):
-    """Outbound frames of one session, in the order written, drained by one writer thread.
+    """Outbound frames of one session, in the order written, sent by its open connection.
 
-    ``take`` hands the writer everything queued in one go (one lock round-trip per batch, not
-    per frame); what the writer could not send goes back to the front with ``requeue_front``.
-    Frames put with ``droppable=False`` are queued wrapped in :class:`Keep` (the writer
-    unwraps them). With ``overflow="raise"`` nothing is ever dropped here: the facade refuses
-    writes to a full queue instead.
+    One drain protocol, whatever the connection. The connection attaches a ``ready``
+    callback (:meth:`attach`), which the outbox calls at once and then after every put
+    (outside its lock, on the thread that put). On that call the connection takes everything
+    queued (:meth:`take`: never blocks, one lock round-trip per batch, not per frame), puts
+    back what it took but could not send (:meth:`requeue_front`), and detaches when it ends
+    (:meth:`detach`). A WebSocket connection sends from ``ready`` itself, without blocking,
+    on the thread that wrote; a Daily call's writer thread, which blocks in Daily's microphone,
+    is only woken by it. The outbox outlives its connections: what one leaves, the next sends.
+
+    Frames put with ``droppable=False`` are queued wrapped in :class:`Keep` (the connection
+    unwraps them). With ``overflow="raise"`` nothing is ever dropped here: the session record
+    refuses writes to a full queue instead.
     """
 
-    __slots__ = ("_drops", "_woken", "listener")
+    __slots__ = ("_drops", "_ready")
 
     def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
-        self._woken = False
         self._drops = overflow == "drop_oldest"
-        # Called after every put, outside the lock: the open connection sends from there.
-        self.listener: Callable[[], None] | None = None
+        self._ready: Callable[[], None] | None = None
 
     @property
     def full(self) -> bool:
-        return len(self._items) >= self.maxsize
+        return len(self._items) >= self._maxsize
+
+    def attach(self, ready: Callable[[], None]) -> None:
+        """Make ``ready`` the callback of the connection that sends from now on (it replaces
+        one that has not detached yet), and call it once for what is already queued."""
+        self._ready = ready
+        ready()
+
+    def detach(self, ready: Callable[[], None]) -> None:
+        """The connection that attached ``ready`` ends: no more calls (if it is still the one
+        attached; a newer one stays)."""
+        if self._ready == ready:
+            self._ready = None
 
     def put_many(self, items: Iterable[T], *, droppable: bool = True) -> None:
-        with self._cond:
+        with self._lock:
             queue = self._items
             for item in items:
-                if len(queue) >= self.maxsize and self._drops:
+                if len(queue) >= self._maxsize and self._drops:
                     if _drop_first(queue, _is_droppable_frame):
-                        self.dropped += 1
+                        self._dropped += 1
                     elif droppable:  # only frames that must stay are queued: drop the newcomer
-                        self.dropped += 1
+                        self._dropped += 1
                         continue
                 queue.append(item if droppable else Keep(item))  # type: ignore[arg-type]
-            self._cond.notify()
-        listener = self.listener
-        if listener is not None:
-            listener()
+        ready = self._ready
+        if ready is not None:
+            ready()
 
-    def take(self, timeout: float | None) -> list[T]:
-        """All queued frames, waiting up to ``timeout`` for one; ``[]`` on timeout or ``wake``."""
-        with self._cond:
-            if not self._items and not self._woken:
-                self._cond.wait(timeout)
-            self._woken = False
+    def take(self) -> list[T]:
+        """Everything queued, oldest first (``[]`` if nothing is); never blocks."""
+        with self._lock:
             items = list(self._items)
             self._items.clear()
             return items
@@ -187,17 +210,10 @@ class Outbox(_BoundedQueue[T]):
         """Put back frames that were taken but not sent, ahead of everything newer."""
         if not items:
             return
-        with self._cond:
+        with self._lock:
             queue = self._items
             queue.extendleft(reversed(items))
-            while self._drops and len(queue) > self.maxsize:
+            while self._drops and len(queue) > self._maxsize:
                 if not _drop_first(queue, _is_droppable_frame):
                     break
-                self.dropped += 1
-
-    def wake(self) -> None:
-        """Wake a writer blocked in ``take`` (it is stopping, or has a ping to send)."""
-        with self._cond:
-            # Remembered, so that a wake arriving just before the writer waits is not lost.
-            self._woken = True
-            self._cond.notify_all()
+                self._dropped += 1

@@ -1,13 +1,41 @@
 """``TransportService``: the synchronous facade applications call from their own threads.
 
 It talks to the actors only through pykka: ``create_session`` registers the session with the
-supervisor (an ask) and waits for its connector to connect; ``write_websocket_message`` is a tell
-to the session's connector; ``status`` is an ask; ``end_session`` asks the supervisor to stop
-supervising, then stops the connector (which disconnects it). Reads are served straight from the
-session's inbox, which the connector's reader thread fills and which outlives connector
-restarts, so a read costs no actor round trip.
+supervisor (an ask) and waits for its first connection to open; ``status`` is an ask;
+``end_session`` asks the supervisor to stop supervising, then stops the connector (which
+closes its connection). Reads and writes need no actor: a read takes from the session's
+inbox, a write is admitted by the session's record and encoded into its outbox, and both
+queues outlive connector restarts. Every method is safe to call from many threads at once,
+and every ask has a timeout.
 
-Every method is safe to call from many threads at once. Every ask has a timeout.
+**Which thread runs what.** (As pykka's docs say of each hook which thread runs it.)
+
+- *The application's threads* run every method here. A write is admitted and encoded on
+  the caller's thread, under the session record's lock (which keeps the order of writes and
+  the codec's state), into the outbox, and sent from there on the same thread, as far as
+  the socket takes it without blocking (``WebSocketConnection.pump``). A read waits on the
+  inbox. Ending a session stops its connector and joins it, bounded, on the caller's thread.
+- *The I/O loop thread* (``ws-io``, one per service, :class:`~actors.websocket.IoLoop`)
+  owns every open WebSocket: it reads and parses what arrives on any socket and calls the
+  connection's ``on_frame`` (the connector's codec decodes there, straight into the inbox),
+  sends what a socket did not take at once, and on every tick sends keepalive pings and
+  cuts off silent peers and unanswered closes; it calls ``on_exit`` once a connection it
+  holds ends.
+- *A short-lived dial thread* (``ws-dial-<id>``, one per connection) waits out the restart
+  backoff, dials under the handshake deadline (a timer thread enforces it), hands the socket
+  to the loop and calls ``on_open``; a dial that fails calls ``on_exit`` there.
+- *The connector's actor thread* (``connector-<id>``, one per incarnation) runs
+  ``on_start`` (attach to the record, make and start the connection, replay held writes),
+  handles ``Close`` (it asks the connection to close), ``GetStatus`` and the connection's
+  events, and runs ``on_stop`` / ``on_failure`` (detach, close the connection within
+  ``shutdown_timeout_s``, report the exit). It never dials and never carries a frame.
+- *The supervisor's actor thread* (``supervisor``) handles every connector's open and exit
+  report: it alone moves the lifecycle, decides restarts and writes the supervision history.
+- *A Daily call* runs a runner thread (joins, turns the SDK's events into frames:
+  ``on_open``, ``on_frame``, ``on_exit``) and a writer thread that plays the outbox into
+  Daily's microphone, which blocks at real time; the SDK's own threads only queue events.
+- Around them: the threads of the embedded gateway (asyncio) and emulators, started on first
+  use, and of the ``/metrics`` server.
 
 Each service keeps its metrics (:mod:`actors.metrics`) in a registry of its own: ``metrics()``
 returns a snapshot, and with ``metrics.listen`` configured the service serves them over HTTP at
@@ -40,21 +68,19 @@ from .config import (
     default_config,
     load_config,
 )
-from .connector import GetStatus, Write
+from .connector import GetStatus
 from .embedded import EmbeddedInfrastructure
 from .errors import (
     ConfigError,
     ConnectionFailed,
-    QueueFull,
     ReadTimeout,
     ServiceClosed,
     SessionClosed,
     SessionNotFound,
     TransportError,
-    UnsupportedMessage,
 )
 from .lifecycle import SessionState
-from .messages import Binary, Close, Message, SessionInfo, SessionRequest, SessionStatus
+from .messages import Message, SessionInfo, SessionRequest, SessionStatus
 from .metrics import MetricsServer, ServiceMetrics
 from .policy import IntensityPolicy
 from .providers import Provider, SessionPlan, provider_for
@@ -69,7 +95,6 @@ logger = logging.getLogger(__name__)
 
 _ENDED_KEPT = 10_000  # final statuses remembered after end_session, oldest forgotten first
 _FINAL = frozenset({SessionState.CLOSED, SessionState.FAILED})
-_NO_WRITES = frozenset({SessionState.CLOSING, SessionState.CLOSED, SessionState.FAILED})
 _LEFT_CONNECTING = frozenset(set(SessionState) - {SessionState.CONNECTING})
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SessionRequest))
 
@@ -80,8 +105,6 @@ class _Handle:
     provider: Provider
     plan: SessionPlan
     created: bool = False  # create_session returned it (counted as created, then as ended)
-    # Set once end_session (or close) has taken the session: writes are refused from then on.
-    ending: bool = False
     ended: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -116,10 +139,10 @@ class TransportService:
         if runtime.ping_interval_s > 0:
             deadlines.append(runtime.ping_timeout_s)
         try:
-            self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
+            self._io_loop: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
             self._supervisor = Supervisor.start(
                 _policy(sup),
-                watchdog=self._watchdog,
+                watchdog=self._io_loop,
                 shutdown_timeout_s=runtime.shutdown_timeout_s,
                 metrics=self._metrics,
             )
@@ -134,7 +157,6 @@ class TransportService:
         self._ending: dict[str, _Handle] = {}
         self._providers: dict[str, Provider] = {}
         self._policies: dict[tuple[SupervisorConfig, bool], IntensityPolicy] = {}
-        self._refuse_when_full = runtime.outbound_overflow == "raise"
         self._closing = False  # close() has begun: no new session
         self._closed = False  # close() is done: every method raises ServiceClosed
         self._closed_event = threading.Event()
@@ -174,13 +196,13 @@ class TransportService:
     def create_session(
         self, request: SessionRequest | Mapping[str, Any] | None = None, /, **fields: Any
     ) -> SessionInfo:
-        """Create a session and its connector; return once its WebSocket is connected.
+        """Create a session and its connector; return once its connection is open.
 
         ``request`` (a :class:`SessionRequest` or a mapping) and ``fields`` name the provider
         and its settings: ``provider``, ``url``, ``headers``, ``subprotocols``, ``to``,
         ``from_``, ``parameters``; ``fields`` win. Raises ``ConfigError`` for an unknown
         provider, ``ProviderError`` if the provider refuses, ``ConnectionFailed`` if the
-        WebSocket does not open within ``runtime.connect_timeout_s``. A session whose socket
+        connection does not open within ``runtime.connect_timeout_s``. A session whose socket
         opened and dropped again at once is returned all the same: it is being redialled (or
         has ended, and its reader gets ``Close``); ``status()`` tells which.
         """
@@ -191,6 +213,9 @@ class TransportService:
         session_id = secrets.token_urlsafe(16)
         plan = provider.open(session_id, req)
         runtime = self.config.runtime
+        own = self.config.provider(name).supervisor or self.config.supervisor
+        # Behind the gateway a redial is worth making only while the gateway holds the call.
+        behind_gateway = plan.dial.resume_frames > 0
         record = SessionRecord(
             session_id,
             name,
@@ -202,11 +227,8 @@ class TransportService:
             outbound_overflow=runtime.outbound_overflow,
             call_id=plan.call_id,
             connect=plan.connect,
+            policy=self._policy_for(own, behind_gateway),
         )
-        own = self.config.provider(name).supervisor or self.config.supervisor
-        # Behind the gateway a redial is worth making only while the gateway holds the call.
-        behind_gateway = plan.dial.resume_frames > 0
-        record.policy = self._policy_for(own, behind_gateway)
         handle = _Handle(record, provider, plan)
         self._metrics.track(record)
         with self._lock:
@@ -265,8 +287,10 @@ class TransportService:
     def write_websocket_message(self, session_id: str, message: Message) -> None:
         """Queue ``message`` for sending; messages of one session leave in the order written.
 
-        Data is encoded on the caller's thread into the session's outbound queue, which the
-        connection's writer thread drains; a ``Close`` is told to the session's connector.
+        Data is encoded on the caller's thread into the session's outbox and sent from there,
+        on this thread too, as far as the socket takes it without blocking (a Daily call's
+        writer thread plays it instead); a ``Close`` is told to the session's connector. (The
+        session record admits the write: :meth:`~actors.session.SessionRecord.write`.)
 
         Raises ``UnsupportedMessage`` at once for a type the provider cannot carry,
         ``SessionClosed`` once the session has ended, and ``QueueFull`` for audio written to a
@@ -275,36 +299,7 @@ class TransportService:
         """
         handle = self._handle(session_id, ended_ok=False)
         assert handle is not None
-        record = handle.record
-        if not isinstance(message, record.writable):
-            raise UnsupportedMessage(session_id, record.provider, type(message).__name__)
-        if isinstance(message, Close):
-            message.check_sendable()  # a ValueError now, not a wedged connection later
-        with record.lock:
-            state = record.state
-            if handle.ending or state in _NO_WRITES:
-                raise SessionClosed(session_id, _closed_why(record, handle.ending))
-            if (
-                self._refuse_when_full
-                and isinstance(message, Binary)  # the rest is never refused nor dropped
-                and len(record.outbox) + len(record.backlog) >= record.outbox.maxsize
-            ):
-                raise QueueFull(session_id, record.outbox.maxsize)
-            if not isinstance(message, Close):
-                # Straight into the session's outbox, which the connection's writer thread
-                # drains: no hop through the connector's mailbox per frame. The outbox outlives
-                # connectors, so a write made during a restart waits there for the next one.
-                record.queue_frames(message)
-                return
-            # Closing is the connector's business (it owns the socket and its lifecycle).
-            ref = record.connector
-            if ref is not None:
-                # A connector that just died falls through: the backlog keeps the Close for
-                # the next one.
-                with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(Write(message))
-                    return
-            record.backlog.append(message)
+        handle.record.write(message)
 
     def is_websocket_connected(self, session_id: str) -> bool:
         """Whether the session's WebSocket is open right now."""
@@ -359,7 +354,7 @@ class TransportService:
             return [h.record.info() for h in self._sessions.values()]
 
     def end_session(self, session_id: str) -> None:
-        """End a session: hang up the provider side, close the WebSocket, stop the connector.
+        """End a session: hang up the provider side, close its connection, stop the connector.
 
         When it returns, no thread, socket or actor of the session remains. Ending a session
         that has ended is a no-op; ending one whose end another thread has begun waits for
@@ -409,8 +404,8 @@ class TransportService:
                 self._supervisor.stop(block=True, timeout=timeout)
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("supervisor did not stop within %.1f s", timeout)
-            if self._watchdog is not None:
-                self._watchdog.stop()
+            if self._io_loop is not None:
+                self._io_loop.stop()
             for provider in self._providers.values():
                 try:
                     provider.close()
@@ -471,7 +466,7 @@ class TransportService:
 
     def _begin_end(self, handle: _Handle) -> None:
         """Mark a session as being ended (the caller holds ``_lock``)."""
-        handle.ending = True
+        handle.record.mark_ending()
         self._ending[handle.record.session_id] = handle
 
     def _end_bound_s(self) -> float:
@@ -589,18 +584,6 @@ def _policy(
         restart=config.restart,
         reconnect_window_s=window_s,
     )
-
-
-def _closed_why(record: SessionRecord, ending: bool) -> str:
-    """Why a session takes no more writes, for ``SessionClosed``."""
-    if record.state is SessionState.FAILED:
-        # The policy's reason: the restart budget that ran out, and the last exit.
-        failure = record.failure
-        reason = failure.reason if isinstance(failure, ConnectionFailed) else record.last_error
-        return f"FAILED: {reason}"
-    if ending:
-        return "being ended by end_session"
-    return record.last_error or str(record.state)
 
 
 def _make_request(

@@ -1,10 +1,26 @@
 """The session record: everything about one session that must outlive its connector.
 
-The supervisor creates a record per session and keeps it until the session ends. A connector
-borrows it: it reads the dial options, decodes into the record's inbox and encodes into its
-outbox. When the connector crashes and a new one starts, the inbox (messages not yet read), the
-outbox (frames not yet sent) and the backlog (writes that reached no connector) are all still
-here, so nothing is lost across a restart.
+The facade creates a record per session and the supervisor keeps it until the session ends.
+A connector borrows it: it reads the dial options, decodes into the record's inbox and encodes
+into its outbox. When the connector crashes and a new one starts, the inbox (messages not yet
+read), the outbox (frames not yet sent) and the writes held for the next connector are all
+still here, so nothing is lost across a restart.
+
+Who writes what (one owner per piece of state):
+
+- what the session *is* (its id, provider, codec, dial options, call id) is set at creation;
+- the write path (admitting a write, encoding it into the outbox in order, the connector the
+  ``Close`` messages go to, the writes held while there is none, whether the session is being
+  ended, what was never sent) is the record's own, changed only through its methods, under its
+  lock: :meth:`~SessionRecord.write` (the facade), :meth:`~SessionRecord.attach`,
+  :meth:`~SessionRecord.encode`, :meth:`~SessionRecord.detach` (the connector),
+  :meth:`~SessionRecord.mark_ending` (the facade) and :meth:`~SessionRecord.discard_unsent`
+  (the supervisor, once the session is over);
+- the lifecycle is moved by the supervisor only (:mod:`actors.lifecycle`);
+- the supervision history (restarts, exits, the outage, the last error, why it failed) is a
+  :class:`~actors.policy.Supervision` written by the supervisor only;
+- the queues and the traffic counters keep their own invariants (:mod:`actors.queues`); the
+  counters are written by whichever thread moves the traffic, and only ever grow.
 """
 
 from __future__ import annotations
@@ -12,14 +28,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from .codecs import Codec, Frame
-from .errors import TransportError
+from .errors import (
+    ConnectionFailed,
+    QueueFull,
+    SessionClosed,
+    TransportError,
+    UnsupportedMessage,
+)
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
-from .messages import Binary, Message, SessionInfo, SessionStatus
-from .policy import Outage
+from .messages import Binary, Close, Message, SessionInfo, SessionStatus
+from .policy import Supervision
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
 from .websocket import DialOptions, SentLog, Traffic
@@ -32,11 +55,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionRecord"]
 
-_EXITS_KEPT = 16
+_NO_WRITES = frozenset({SessionState.CLOSING, SessionState.CLOSED, SessionState.FAILED})
 
 
 class SessionRecord:
-    """One session's identity, queues, counters and supervision history."""
+    """One session's identity, queues, counters, write path and supervision history."""
 
     def __init__(
         self,
@@ -51,51 +74,84 @@ class SessionRecord:
         outbound_overflow: str = "drop_oldest",
         call_id: str | None = None,
         connect: ConnectionFactory | None = None,
+        policy: RestartPolicy | None = None,
     ) -> None:
-        self.session_id = session_id
-        self.provider = provider
+        self.session_id: Final = session_id
+        self.provider: Final = provider
+        # Set once here; a test may swap it on a live session to inject a fault.
         self.codec = codec
-        self.dial = dial
-        self.safe_url = redact_url(dial.url)  # for logs, errors and SessionInfo
+        self.dial: Final = dial
+        self.safe_url: Final = redact_url(dial.url)  # for logs, errors and SessionInfo
         # isinstance() wants a tuple; built once here rather than on every write.
-        self.writable: tuple[type[Message], ...] = tuple(codec.outbound_types)
-        self.call_id = call_id
-        self.connect = connect  # how connectors connect (None: a WebSocket to `dial`)
-        self.created_at = time.time()
-        self.lifecycle = SessionLifecycle(session_id)
-        self.inbox = Inbox(inbox_max, inbound_overflow)
-        self.outbox: Outbox[Frame | Keep] = Outbox(outbound_max, outbound_overflow)
-        self.traffic = Traffic()
+        self.writable: Final[tuple[type[Message], ...]] = tuple(codec.outbound_types)
+        self.call_id: Final = call_id
+        self.connect: Final = connect  # how connectors connect (None: a WebSocket to `dial`)
+        self.created_at: Final = time.time()
+        self.lifecycle: Final = SessionLifecycle(session_id)
+        self.inbox: Final = Inbox(inbox_max, inbound_overflow)
+        self.outbox: Final[Outbox[Frame | Keep]] = Outbox(outbound_max, outbound_overflow)
+        self.traffic: Final = Traffic()
         # Resumable sessions (through the gateway) keep their last sent frames for resending.
-        self.sent_log = SentLog(dial.resume_frames) if dial.resume_frames > 0 else None
-        # Guards the hand-over of writes between the facade and successive connectors.
-        self.lock = threading.Lock()
-        self.connector: pykka.ActorRef[Any] | None = None  # takes writes; set in on_start
-        self.backlog: deque[Message] = deque()  # writes that found no connector
-        self.connector_thread: threading.Thread | None = None
-        self.connected = False
-        self.restarts = 0
-        self.restart_times: deque[float] = deque()  # of crash restarts (the intensity)
-        self.outage = Outage()  # time without a connection (the reconnect window)
-        self.policy: RestartPolicy | None = None  # the provider's own; else the supervisor's
-        self.opened_at: float | None = None  # when the current connection opened (monotonic)
-        self.exits: deque[Exit] = deque(maxlen=_EXITS_KEPT)
-        self.last_error: str | None = None
-        self.failure: TransportError | None = None  # why it never opened, or gave up
-        self.dropped_out_extra = 0  # frames discarded when the session ended unsent
+        self.sent_log: Final = SentLog(dial.resume_frames) if dial.resume_frames > 0 else None
+        #: Written by the supervisor only (see :class:`~actors.policy.Supervision`).
+        self.supervision: Final = Supervision(policy)
+        self._refuse_when_full = outbound_overflow == "raise"
+        # Orders the writes of every thread (and the codec's state), and guards the hand-over
+        # of writes between the facade and successive connectors.
+        self._lock = threading.Lock()
+        self._connector: pykka.ActorRef[Any] | None = None  # takes the Close messages
+        self._deliver: Callable[[Message], bool] | None = None  # tells it one; False: dead
+        self._connector_thread: threading.Thread | None = None
+        self._backlog: deque[Message] = deque()  # writes that found no connector
+        self._ending = False  # end_session (or close) has taken the session
+        self._unsent_at_end = 0  # frames discarded when the session ended unsent
 
-    def queue_frames(self, message: Message) -> None:
-        """Encode ``message`` into the outbox. The caller holds ``lock``: it keeps the order
-        of writes (and the codec's state) across the threads that write."""
-        frames = self.codec.encode(message)
-        # Only audio may be dropped on overflow; a single frame is this message's own (more
-        # are frames the codec held until now, whatever their kind: kept to be safe).
-        droppable = isinstance(message, Binary) and len(frames) == 1
-        self.outbox.put_many(frames, droppable=droppable)
+    # -- reads, from any thread ----------------------------------------------------------------
 
     @property
     def state(self) -> SessionState:
         return self.lifecycle.state
+
+    @property
+    def connector(self) -> pykka.ActorRef[Any] | None:
+        """The connector attached now (it takes ``Close`` and answers ``GetStatus``)."""
+        return self._connector
+
+    @property
+    def connector_thread(self) -> threading.Thread | None:
+        """The thread of the last connector that attached (joined when the session ends)."""
+        return self._connector_thread
+
+    @property
+    def ending(self) -> bool:
+        """Whether ``end_session`` (or ``close``) has taken the session: no more writes."""
+        return self._ending
+
+    @property
+    def queued_out(self) -> int:
+        """Frames in the outbox and writes held for the next connector."""
+        return len(self.outbox) + len(self._backlog)
+
+    @property
+    def unsent_at_end(self) -> int:
+        """Frames that were still queued when the session ended: never sent, counted."""
+        return self._unsent_at_end
+
+    @property
+    def restarts(self) -> int:
+        return self.supervision.restarts
+
+    @property
+    def exits(self) -> tuple[Exit, ...]:
+        return self.supervision.exits
+
+    @property
+    def last_error(self) -> str | None:
+        return self.supervision.last_error
+
+    @property
+    def failure(self) -> TransportError | None:
+        return self.supervision.failure
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -108,21 +164,22 @@ class SessionRecord:
 
     def status(self, connected: bool | None = None) -> SessionStatus:
         t = self.traffic
+        history = self.supervision
         return SessionStatus(
             session_id=self.session_id,
             provider=self.provider,
             state=self.lifecycle.state,
-            connected=self.connected if connected is None else connected,
-            restarts=self.restarts,
+            connected=history.connected if connected is None else connected,
+            restarts=history.restarts,
             frames_in=t.frames_in,
             frames_out=t.frames_out,
             bytes_in=t.bytes_in,
             bytes_out=t.bytes_out,
             dropped_in=self.inbox.dropped,
-            dropped_out=self.outbox.dropped + self.dropped_out_extra,
-            queued_out=len(self.outbox) + len(self.backlog),
-            last_error=self.last_error,
-            exit_reasons=tuple(str(e) for e in self.exits),
+            dropped_out=self.outbox.dropped + self._unsent_at_end,
+            queued_out=self.queued_out,
+            last_error=history.last_error,
+            exit_reasons=tuple(str(e) for e in history.exits),
             malformed_in=self.codec.malformed + getattr(self.codec, "unknown", 0),
             resent_out=t.frames_resent,
             lost_in_flight=self.lost_in_flight(),
@@ -136,3 +193,117 @@ class SessionRecord:
         if self.lifecycle.state.is_final:
             return t.frames_lost + t.frames_unsettled
         return t.frames_lost
+
+    def closed_why(self) -> str:
+        """Why the session takes no more writes, for ``SessionClosed``."""
+        if self.state is SessionState.FAILED:
+            # The policy's reason: the restart budget that ran out, and the last exit.
+            failure = self.failure
+            reason = failure.reason if isinstance(failure, ConnectionFailed) else self.last_error
+            return f"FAILED: {reason}"
+        if self._ending:
+            return "being ended by end_session"
+        return self.last_error or str(self.state)
+
+    # -- the facade's, on the application's threads --------------------------------------------
+
+    def write(self, message: Message) -> None:
+        """Admit one write of the application's, on its thread, and queue it in order.
+
+        Data is encoded into the outbox here, which the open connection drains (no hop through
+        the connector's mailbox per frame; a write made during a restart waits there for the
+        next connection). A ``Close`` is the connector's business: it is told to the attached
+        connector, or held for the next one. Raises ``UnsupportedMessage`` for a type the
+        provider cannot carry, ``ValueError`` for a ``Close`` no close frame can carry,
+        ``SessionClosed`` once the session is ending or over, and ``QueueFull`` for audio
+        written to a full outbox when its overflow policy is ``raise``.
+        """
+        if not isinstance(message, self.writable):
+            raise UnsupportedMessage(self.session_id, self.provider, type(message).__name__)
+        if isinstance(message, Close):
+            message.check_sendable()  # a ValueError now, not a wedged connection later
+        with self._lock:
+            if self._ending or self.lifecycle.state in _NO_WRITES:
+                raise SessionClosed(self.session_id, self.closed_why())
+            if (
+                self._refuse_when_full
+                and isinstance(message, Binary)  # the rest is never refused nor dropped
+                and self.queued_out >= self.outbox.maxsize
+            ):
+                raise QueueFull(self.session_id, self.outbox.maxsize)
+            if not isinstance(message, Close):
+                self._encode(message)
+                return
+            # A connector that just died says so: the Close is held for the next one.
+            deliver = self._deliver
+            if deliver is None or not deliver(message):
+                self._backlog.append(message)
+
+    def mark_ending(self) -> None:
+        """``end_session`` (or ``close``) takes the session: once this returns, every write
+        raises ``SessionClosed``."""
+        with self._lock:
+            self._ending = True
+
+    def hold(self, message: Message) -> None:
+        """Keep a write for the next connector to attach (it replays it first)."""
+        with self._lock:
+            self._backlog.append(message)
+
+    # -- the connector's, on its actor thread ---------------------------------------------------
+
+    def attach(self, connector: pykka.ActorRef[Any], deliver: Callable[[Message], bool]) -> None:
+        """A connector starts on this thread: from now on ``Close`` writes are handed to
+        ``deliver`` (which tells it, and returns False if it has died)."""
+        with self._lock:
+            self._connector = connector
+            self._deliver = deliver
+            self._connector_thread = threading.current_thread()
+
+    def take_backlog(self) -> list[Message]:
+        """The writes held for a connector, oldest first, for the one attached to replay."""
+        with self._lock:
+            held = list(self._backlog)
+            self._backlog.clear()
+            return held
+
+    def encode(self, message: Message) -> None:
+        """Encode a data write into the outbox, in order with every other thread's."""
+        with self._lock:
+            self._encode(message)
+
+    def flush_codec(self) -> None:
+        """Queue what the codec held until its stream started (never dropped)."""
+        with self._lock:  # ordered with the writers' encodes
+            self.outbox.put_many(self.codec.flush(), droppable=False)
+
+    def detach(self, connector: pykka.ActorRef[Any], rescue: Callable[[], list[Message]]) -> None:
+        """A connector stops: no more ``Close`` writes for it. ``rescue`` takes the writes
+        still in its mailbox; they are held for the next connector, ahead of any held since
+        (they are older)."""
+        with self._lock:
+            if self._connector is connector:
+                self._connector = None
+                self._deliver = None
+            # Under the lock: no write can reach the mailbox while it is emptied.
+            self._backlog.extendleft(reversed(rescue()))
+
+    # -- the supervisor's, on its thread --------------------------------------------------------
+
+    def discard_unsent(self) -> None:
+        """The session is over: count what will never be sent, and let it go."""
+        with self._lock:
+            unsent = len(self.outbox.take()) + len(self._backlog)
+            self._backlog.clear()
+            self._unsent_at_end += unsent
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _encode(self, message: Message) -> None:
+        # The caller holds the lock: it keeps the order of writes (and the codec's state)
+        # across the threads that write.
+        frames = self.codec.encode(message)
+        # Only audio may be dropped on overflow; a single frame is this message's own (more
+        # are frames the codec held until now, whatever their kind: kept to be safe).
+        droppable = isinstance(message, Binary) and len(frames) == 1
+        self.outbox.put_many(frames, droppable=droppable)

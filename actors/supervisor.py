@@ -20,9 +20,11 @@ connection or a failed redial against the reconnect window (time without a conne
 redial is spawned with the window's deadline, which bounds its dial as well as its backoff.
 
 Every lifecycle change of every session happens here, on the supervisor's thread, so the
-state table of :mod:`actors.lifecycle` is only ever driven from one place. Blocking work never
-runs here: a restart's backoff is waited out by the new connection's reader thread, and stopping
-a connector (which joins threads) is done by whoever asked for the session to end.
+state table of :mod:`actors.lifecycle` is only ever driven from one place; so does every
+change to a session's supervision history (:class:`~actors.policy.Supervision`: restarts,
+exits, the outage, how long the last connection was up). Blocking work never runs here: a
+restart's backoff is waited out by the new connection's dial thread, and stopping a
+connector (which joins threads) is done by whoever asked for the session to end.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ from .errors import ConnectionFailed
 from .exits import Exit
 from .lifecycle import SessionState
 from .messages import INTERNAL_ERROR, MAX_CLOSE_CODE, MIN_CLOSE_CODE, PROTOCOL_ERROR, Close
-from .policy import CRASHES, RestartPolicy
+from .policy import RestartPolicy
 from .session import SessionRecord
-from .websocket import Watchdog
+from .websocket import IoLoop
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -81,7 +83,7 @@ class Supervisor(pykka.ThreadingActor):
         self,
         policy: RestartPolicy,
         *,
-        watchdog: Watchdog | None,
+        watchdog: IoLoop | None,
         shutdown_timeout_s: float,
         metrics: ServiceMetrics | None = None,
     ) -> None:
@@ -157,8 +159,7 @@ class Supervisor(pykka.ThreadingActor):
         if record.state in (SessionState.CONNECTING, SessionState.RECONNECTING):
             if record.state is SessionState.RECONNECTING and self.metrics is not None:
                 self.metrics.reconnected(record.provider)
-            record.connected = True
-            record.outage.restored(time.monotonic())
+            record.supervision.opened(time.monotonic())
             record.lifecycle.move(SessionState.OPEN, f"connector {message.generation} connected")
 
     def _end(self, session_id: str) -> pykka.ActorRef[Any] | None:
@@ -181,10 +182,10 @@ class Supervisor(pykka.ThreadingActor):
             return
         del self._current[message.session_id]
         exit = message.exit
-        record.connected = False
-        record.exits.append(exit)
-        opened_at, record.opened_at = record.opened_at, None
-        policy = record.policy or self.policy
+        history = record.supervision
+        now = time.monotonic()
+        up_for = history.exited(exit, now)
+        policy = history.policy or self.policy
         state = record.state
         if state is SessionState.CLOSING:
             record.lifecycle.move(SessionState.CLOSED, str(exit))
@@ -203,17 +204,8 @@ class Supervisor(pykka.ThreadingActor):
                 ),
             )
         else:
-            now = time.monotonic()
-            up_for = 0.0 if opened_at is None else now - opened_at
-            if exit.kind in CRASHES:  # a bug: the intensity guards against a crash loop
-                decision = policy.decide(record.restart_times, exit, now, up_for, record.outage)
-                if decision.restart:
-                    record.restart_times.append(now)
-            else:  # the network: bounded by the time the session spends without a connection
-                decision = policy.redial(record.outage, exit, now, up_for)
+            decision = history.decide(policy, exit, now, up_for)
             if decision.restart:
-                record.restarts += 1
-                record.last_error = str(exit)
                 if self.metrics is not None:
                     self.metrics.restarted(record.provider, exit.kind.name.lower())
                 if state is SessionState.OPEN:
@@ -239,8 +231,7 @@ class Supervisor(pykka.ThreadingActor):
         return current is not None and current[0] == generation
 
     def _fail(self, record: SessionRecord, exit: Exit, error: ConnectionFailed) -> None:
-        record.failure = error
-        record.last_error = str(exit)
+        record.supervision.failed(exit, error)
         record.lifecycle.move(SessionState.FAILED, error.reason)
         logger.error("session %s: failed: %s", record.session_id, error.reason)
         if self.metrics is not None:
@@ -254,8 +245,9 @@ class Supervisor(pykka.ThreadingActor):
         record = self.sessions.get(session_id)
         if record is None:
             return
-        record.last_error = f"internal error: {type(exc).__name__}: {exc}"
-        record.lifecycle.abandon(record.last_error)
+        why = f"internal error: {type(exc).__name__}: {exc}"
+        record.supervision.abandoned(why)
+        record.lifecycle.abandon(why)
         if self.metrics is not None:
             self.metrics.session_failed(record.provider)
         record.inbox.close(Close(INTERNAL_ERROR, "internal error"))
@@ -267,10 +259,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _forget(self, record: SessionRecord) -> None:
         """The session is over: count what will never be sent, and drop it from the registry."""
-        with record.lock:
-            unsent = len(record.outbox.take(0)) + len(record.backlog)
-            record.backlog.clear()
-        record.dropped_out_extra += unsent
+        record.discard_unsent()
         self.sessions.pop(record.session_id, None)
 
 

@@ -695,7 +695,7 @@ class WebSocketConnection(BoundedClose):
         outbox = self._outbox
         if not self._close_now:
             log = self._sent_log
-            for item in outbox.take(0):
+            for item in outbox.take():
                 frame = item.frame if isinstance(item, Keep) else item
                 if isinstance(frame, str):
                     data = frame.encode()
@@ -836,8 +836,7 @@ class WebSocketConnection(BoundedClose):
         self._loop._add(self, sock)
         with self._lock:
             self._attached = True
-        self._outbox.listener = self.pump
-        self.pump()  # what waited for this connection goes first
+        self._outbox.attach(self.pump)  # sends at once what waited for this connection
 
     def _on_writable(self) -> None:
         self.pump()
@@ -1030,8 +1029,7 @@ class WebSocketConnection(BoundedClose):
             self._stopping.set()
             self.connected = False
         assert final is not None
-        if self._outbox.listener == self.pump:
-            self._outbox.listener = None
+        self._outbox.detach(self.pump)
         sock = self._sock
         if sock is not None and self._attached:
             self._loop._remove(self, sock)

@@ -682,7 +682,7 @@ def test_a_crash_in_on_start_fails_only_that_session(
     session under the same supervisor is untouched."""
     neighbour = RecordNeighbour(supervisor, echo_server.url)
     record = make_record("poisoned", echo_server.url, PoisonCodec())
-    record.backlog.append(Text("boom"))  # a write that found no connector
+    record.hold(Text("boom"))  # a write that found no connector
     supervisor.ask(Register(record), timeout=5)
 
     assert record.lifecycle.wait_for(ENDED, 5) is SessionState.FAILED
@@ -857,8 +857,8 @@ def test_a_close_left_for_the_next_connector_ends_the_session(echo_server: Serve
         neighbour = Neighbour.websocket(service, echo_server.url)
         sid = service.create_session(provider="websocket", url=proxy.url).session_id
         record = record_of(service, sid)
-        with record.lock:  # what the facade does with a Close while no connector is attached
-            record.backlog.append(Close(1000, "bye"))
+        # What the record does with a Close written while no connector is attached.
+        record.hold(Close(1000, "bye"))
         proxy.cut()  # connector 2 replays the backlog in on_start
         assert record.lifecycle.wait_for(ENDED, 5) is SessionState.CLOSED
         assert read_to_the_end(service, sid) == [Close(1000, "bye")]

@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 
 from actors.exits import Exit, ExitKind
-from actors.policy import IntensityPolicy, RestartDecision, ends_session
+from actors.policy import IntensityPolicy, RestartDecision, Supervision, ends_session
 
 CODES = [None, 1000, 1001, 1006, 1007, 1009, 1011, 1012, 1013, 1014, 4000, 4999]
 RETRYABLE = {1001, 1006, 1011, 1012, 1013, 1014}
@@ -226,3 +226,48 @@ def test_a_connection_up_for_reset_after_s_forgives_earlier_restarts() -> None:
     assert decision.restart
     assert decision.delay_s == policy.backoff_initial_s  # the backoff starts afresh too
     assert not times  # (the supervisor records this restart's time after deciding)
+
+
+# -- Supervision: one session's history, written by the supervisor only ----------------------
+
+
+def test_supervision_measures_how_long_the_connection_was_up() -> None:
+    history = Supervision()
+    assert history.exited(Exit(ExitKind.CONNECTION_LOST), 5.0) == 0.0  # never opened
+    history.opened(10.0)
+    assert history.connected
+    assert history.exited(Exit(ExitKind.CONNECTION_LOST), 12.5) == 2.5
+    assert not history.connected
+    assert history.exited(Exit(ExitKind.CONNECTION_LOST), 20.0) == 0.0  # not reopened since
+
+
+def test_supervision_forgives_the_outage_after_a_stable_connection() -> None:
+    policy = IntensityPolicy(reconnect_window_s=2.0, reset_after_s=5.0)
+    history = Supervision(policy)
+    lost = Exit(ExitKind.CONNECTION_LOST)
+    history.exited(lost, 0.0)
+    assert history.decide(policy, lost, 0.0, 0.0).restart
+    history.opened(1.5)  # down 1.5 s of the 2 s window
+    up_for = history.exited(lost, 7.0)  # then up 5.5 s: stable
+    decision = history.decide(policy, lost, 7.0, up_for)
+    assert decision.restart and decision.deadline == 9.0  # the whole window again
+    assert history.restarts == 2 and history.last_error == str(lost)
+
+
+def test_supervision_counts_crash_restarts_against_the_intensity() -> None:
+    policy = IntensityPolicy(max_restarts=2, within_s=10.0)
+    history = Supervision(policy)
+    crash = Exit(ExitKind.CRASH, reason="boom")
+    assert [history.decide(policy, crash, float(t), 0.0).restart for t in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert history.restarts == 2
+
+
+def test_supervision_keeps_the_last_16_exits_oldest_first() -> None:
+    history = Supervision()
+    for i in range(20):
+        history.exited(Exit(ExitKind.CONNECTION_LOST, reason=str(i)), float(i))
+    assert [e.reason for e in history.exits] == [str(i) for i in range(4, 20)]

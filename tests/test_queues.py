@@ -321,70 +321,107 @@ def test_outbox_put_many_take_in_order() -> None:
     outbox.put_many(["a", "b"])
     outbox.put_many(iter(["c"]))
     assert len(outbox) == 3
-    assert outbox.take(0) == ["a", "b", "c"]
+    assert outbox.take() == ["a", "b", "c"]
     assert len(outbox) == 0
 
 
-def test_outbox_take_timeout_returns_empty_list() -> None:
+def test_outbox_take_never_blocks() -> None:
     outbox: Outbox[bytes] = Outbox(4)
-    started = time.monotonic()
-    assert outbox.take(0.05) == []
-    assert time.monotonic() - started >= 0.04
+    assert outbox.take() == []
 
 
 def test_outbox_overflow_drops_oldest() -> None:
     outbox: Outbox[int] = Outbox(3)
     outbox.put_many(range(5))
     assert outbox.dropped == 2
-    assert outbox.take(0) == [2, 3, 4]
+    assert outbox.take() == [2, 3, 4]
 
 
-def test_outbox_blocked_take_wakes_on_put() -> None:
+def test_outbox_attach_calls_ready_at_once_then_after_every_put_on_the_putting_thread() -> None:
+    """The one drain protocol: the attached connection hears of what is already queued, then
+    of every put, on the thread that put (that is where a WebSocket connection sends)."""
     outbox: Outbox[str] = Outbox(4)
-    got: list[list[str]] = []
-    writer = _start(lambda: got.append(outbox.take(JOIN_S)), "outbox-writer")
-    _wait_until_waiting(outbox)
-    outbox.put_many(["frame"])
+    outbox.put_many(["waiting"])
+    calls: list[tuple[str, list[str]]] = []
+
+    def ready() -> None:
+        calls.append((threading.current_thread().name, outbox.take()))
+
+    outbox.attach(ready)
+    assert calls == [(threading.current_thread().name, ["waiting"])]
+    writer = _start(lambda: outbox.put_many(["a", "b"]), "outbox-writer")
     _join(writer)
-    assert got == [["frame"]]
+    assert calls[1:] == [("outbox-writer", ["a", "b"])]
 
 
-def test_outbox_wake_unblocks_take_with_empty_list() -> None:
+def test_outbox_ready_is_called_outside_the_lock() -> None:
+    """A consumer may take (and put back) from inside ``ready``: no deadlock."""
     outbox: Outbox[str] = Outbox(4)
-    got: list[list[str]] = []
-    started = time.monotonic()
-    writer = _start(lambda: got.append(outbox.take(JOIN_S)), "outbox-writer")
-    _wait_until_waiting(outbox)
-    outbox.wake()
-    _join(writer)
-    assert got == [[]]
-    assert time.monotonic() - started < JOIN_S / 2
+    seen: list[str] = []
+
+    def ready() -> None:
+        batch = outbox.take()
+        seen.extend(batch)
+        outbox.requeue_front(batch[1:])  # could send only the first
+
+    outbox.attach(ready)
+    outbox.put_many(["a", "b"])
+    assert seen == ["a", "b"]
+    assert outbox.take() == ["b"]
 
 
-def test_outbox_wake_before_take_is_not_lost() -> None:
+def test_outbox_detach_stops_the_calls_and_a_newer_attach_replaces_an_older_one() -> None:
     outbox: Outbox[str] = Outbox(4)
-    outbox.wake()
-    started = time.monotonic()
-    assert outbox.take(JOIN_S) == []
-    assert time.monotonic() - started < JOIN_S / 2
-    # The wake is consumed: the next take waits again (here: times out).
-    assert outbox.take(0.02) == []
+    old: list[int] = []
+    new: list[int] = []
+
+    def first() -> None:
+        old.append(len(outbox))
+
+    def second() -> None:
+        new.append(len(outbox))
+
+    outbox.attach(first)
+    outbox.put_many(["a"])
+    assert old == [0, 1]
+    outbox.attach(second)  # the next connection, before the old one has ended
+    outbox.detach(first)  # the old one ends: no longer attached, nothing changes
+    outbox.put_many(["b"])
+    assert old == [0, 1] and new == [1, 2]
+    outbox.detach(second)
+    outbox.put_many(["c"])
+    assert new == [1, 2]
+    assert outbox.take() == ["a", "b", "c"]  # nothing is lost while no connection is attached
 
 
-def test_outbox_wake_with_items_queued_returns_items() -> None:
+def test_outbox_a_blocking_consumer_is_woken_through_ready() -> None:
+    """What a writer thread that must block elsewhere (Daily's microphone) does: ``ready``
+    sets an event it waits on; a put after its take wakes it again, none is missed."""
     outbox: Outbox[str] = Outbox(4)
-    outbox.put_many(["x"])
-    outbox.wake()
-    assert outbox.take(0) == ["x"]
+    wake = threading.Event()
+    got: list[str] = []
+    outbox.attach(wake.set)
+
+    def writer() -> None:
+        while len(got) < 3:
+            assert wake.wait(JOIN_S)
+            wake.clear()
+            got.extend(outbox.take())
+
+    thread = _start(writer, "outbox-writer")
+    for frame in ("x", "y", "z"):
+        outbox.put_many([frame])
+    _join(thread)
+    assert got == ["x", "y", "z"]
 
 
 def test_outbox_requeue_front_goes_ahead_of_newer() -> None:
     outbox: Outbox[str] = Outbox(10)
     outbox.put_many(["a", "b", "c"])
-    batch = outbox.take(0)
+    batch = outbox.take()
     outbox.put_many(["d", "e"])
     outbox.requeue_front(batch[1:])  # "a" was sent, "b" and "c" were not
-    assert outbox.take(0) == ["b", "c", "d", "e"]
+    assert outbox.take() == ["b", "c", "d", "e"]
     assert outbox.dropped == 0
 
 
@@ -392,18 +429,18 @@ def test_outbox_requeue_front_empty_is_noop() -> None:
     outbox: Outbox[str] = Outbox(2)
     outbox.put_many(["a"])
     outbox.requeue_front([])
-    assert outbox.take(0) == ["a"]
+    assert outbox.take() == ["a"]
 
 
 def test_outbox_requeue_front_respects_maxsize_dropping_oldest() -> None:
     outbox: Outbox[int] = Outbox(4)
     outbox.put_many([1, 2, 3])
-    batch = outbox.take(0)
+    batch = outbox.take()
     outbox.put_many([4, 5, 6])
     outbox.requeue_front(batch)  # 6 frames for 4 slots: the two oldest go
     assert len(outbox) == 4
     assert outbox.dropped == 2
-    assert outbox.take(0) == [3, 4, 5, 6]
+    assert outbox.take() == [3, 4, 5, 6]
 
 
 def test_outbox_single_writer_receives_everything_from_many_producers() -> None:
@@ -412,10 +449,15 @@ def test_outbox_single_writer_receives_everything_from_many_producers() -> None:
     total = n_producers * per_producer
     received: list[int] = []
 
+    wake = threading.Event()
+    outbox.attach(wake.set)
+
     def writer() -> None:
         deadline = time.monotonic() + JOIN_S
         while len(received) < total and time.monotonic() < deadline:
-            received.extend(outbox.take(0.5))
+            wake.wait(0.5)
+            wake.clear()
+            received.extend(outbox.take())
 
     def produce(base: int) -> None:
         for i in range(per_producer):
@@ -442,7 +484,7 @@ def test_outbox_drops_only_audio_frames_and_counts() -> None:
     assert outbox.dropped == 2
     outbox.put_many(["clear"], droppable=False)  # a3, the oldest audio, makes room
     assert outbox.dropped == 3
-    items = outbox.take(0)
+    items = outbox.take()
     frames = [item.frame if isinstance(item, Keep) else item for item in items]
     assert frames == ["mark", "a4", "clear"]
     assert len(frames) + outbox.dropped == 6  # every frame sent or counted
@@ -454,7 +496,7 @@ def test_outbox_of_frames_that_must_stay_drops_the_newcomer_audio() -> None:
     outbox.put_many(["audio"])
     assert outbox.dropped == 1
     outbox.put_many(["m3"], droppable=False)
-    assert [item.frame for item in outbox.take(0) if isinstance(item, Keep)] == ["m1", "m2", "m3"]
+    assert [item.frame for item in outbox.take() if isinstance(item, Keep)] == ["m1", "m2", "m3"]
 
 
 def test_outbox_raise_policy_never_drops() -> None:
@@ -462,4 +504,4 @@ def test_outbox_raise_policy_never_drops() -> None:
     outbox.put_many(["a", "b", "c"])
     assert outbox.dropped == 0
     assert outbox.full
-    assert outbox.take(0) == ["a", "b", "c"]
+    assert outbox.take() == ["a", "b", "c"]

@@ -295,6 +295,43 @@ def test_a_link_down_longer_than_the_reconnect_window_fails_the_session_with_the
             service.write_websocket_message(sid, Text("x"))
 
 
+def test_a_connection_up_for_reset_after_s_forgives_the_earlier_outages(
+    echo_server: ServerThread,
+) -> None:
+    """Two outages of 60% of the reconnect window each, with the link up for longer than
+    ``reset_after_s`` in between: the second is counted afresh, and ridden out. (Before, the
+    supervisor never learnt when a connection opened: every connection counted as up for 0 s,
+    nothing was ever forgiven, and a long call FAILed on the outage that took its lifetime's
+    total past the window, however far apart the outages were.)"""
+    window, outage_s, up_s = 2.0, 1.2, 0.6
+    supervisor = SupervisorConfig(
+        reconnect_window_s=window, reset_after_s=up_s / 2, backoff_max_s=0.1
+    )
+    with (
+        TcpProxy(echo_server.port) as proxy,
+        TransportService(config_with(supervisor)) as service,
+    ):
+        sid = service.create_session(url=proxy.url).session_id
+        record = record_of(service, sid)
+        for outage in (1, 2):
+            round_trip(service, sid, f"before {outage}")
+            proxy.reject_new = True
+            proxy.cut()
+            # The link stays down for outage_s, unless the session gives up first.
+            failed = record.lifecycle.wait_until(
+                lambda: record.state is SessionState.FAILED, outage_s
+            )
+            assert not failed, f"outage {outage}: {service.status(sid)}"
+            proxy.reject_new = False
+            assert reopened(record, restarts=outage), service.status(sid)
+            # Up and talking for longer than reset_after_s.
+            up_since = time.monotonic()
+            while time.monotonic() - up_since < up_s:
+                round_trip(service, sid, f"after {outage}")
+        assert service.status(sid).state is SessionState.OPEN
+        service.end_session(sid)
+
+
 class DripPeer:
     """A raw TCP server: its first client gets a real WebSocket handshake (and is hung up on
     when :meth:`hang_up` is called); every later client is answered one byte per

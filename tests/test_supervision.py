@@ -101,7 +101,7 @@ def test_crash_in_handler_is_reported_once_and_restarted(
 def test_crash_in_on_start_is_reported_once(supervisor, echo_server: ServerThread) -> None:
     record = make_record(echo_server.url)
     # A write that found no connector: the first connector encodes it in on_start, and dies.
-    record.backlog.append(Text("boom"))
+    record.hold(Text("boom"))
     supervisor.ask(Register(record), timeout=5)
     assert record.lifecycle.wait_for(ENDED, 5) is SessionState.FAILED
     assert [e.kind for e in record.exits] == [ExitKind.START_CRASH]
