@@ -61,6 +61,10 @@ The schema (every key optional; an empty file, or a null section, means the defa
       media: echo                   # echo | tone | wav | silence: what each call plays
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
       answer_after_s: 0.0           # every call rings this long before it is answered
+      voice_url: null               # the URL inbound calls ask (http/https; `emulator --dial-in`)
+      behaviours: {"+15550100": busy, "+1555020*": "machine:0.5"}  # number or prefix* ->
+                                    # human | answer-late:<s> | machine | fax | busy | no-answer
+                                    # | failed [:<ring seconds>] (actors.emulator.numbers)
     metrics:                        # MetricsConfig: Prometheus metrics
       listen: null                  # host:port to serve /metrics on (port 0: any free port);
                                     # null: no HTTP server (TransportService.metrics() still works)
@@ -263,6 +267,20 @@ def _media_map(value: Mapping[str, str]) -> str | None:
     wrong = [number for number, mode in value.items() if mode not in _MEDIA_MODES]
     if wrong:
         return f"the mode of {short_repr(wrong[0])} must be one of: {', '.join(_MEDIA_MODES)}"
+    return None
+
+
+def _optional_http_url(value: str | None) -> str | None:
+    return None if value is None else _http_url_or()(value)
+
+
+def _behaviour_map(value: Mapping[str, str]) -> str | None:
+    # Imported here: the emulator package imports this module.
+    from .emulator.numbers import behaviour_problem  # noqa: PLC0415
+
+    for number, spec in value.items():
+        if (problem := behaviour_problem(spec)) is not None:
+            return f"the behaviour of {short_repr(number)}: {problem}"
     return None
 
 
@@ -553,9 +571,17 @@ class EmulatorConfig:
     max_call_s: float = field(default=3600.0, metadata=_POSITIVE)  # then it hangs up
     # Every call rings this long before it is answered (past the call's Timeout: no-answer).
     answer_after_s: float = field(default=0.0, metadata=_limit(">=", 0))
+    # The voice URL the emulator's inbound calls ask (`transport-actors emulator --dial-in`).
+    voice_url: str | None = field(default=None, metadata={"check": _optional_http_url})
+    # Number (or "prefix*") -> how it answers: human | answer-late:<s> | machine | fax | busy
+    # | no-answer | failed, optionally ":<seconds>" of ringing (actors.emulator.numbers).
+    behaviours: Mapping[str, str] = field(
+        default_factory=dict, metadata={"check": _behaviour_map}
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "numbers", MappingProxyType(dict(self.numbers)))
+        object.__setattr__(self, "behaviours", MappingProxyType(dict(self.behaviours)))
 
     def media_for(self, to: str) -> str:
         return self.numbers.get(to, self.media)
