@@ -575,9 +575,7 @@ class EmulatorConfig:
     voice_url: str | None = field(default=None, metadata={"check": _optional_http_url})
     # Number (or "prefix*") -> how it answers: human | answer-late:<s> | machine | fax | busy
     # | no-answer | failed, optionally ":<seconds>" of ringing (actors.emulator.numbers).
-    behaviours: Mapping[str, str] = field(
-        default_factory=dict, metadata={"check": _behaviour_map}
-    )
+    behaviours: Mapping[str, str] = field(default_factory=dict, metadata={"check": _behaviour_map})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "numbers", MappingProxyType(dict(self.numbers)))

@@ -139,6 +139,8 @@ def http_request(
     timeout: float = WEBHOOK_TIMEOUT_S,
 ) -> HttpResult:
     """One signed request, as Twilio makes its webhooks; never raises for a network failure."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        return HttpResult(None, error="not an http:// or https:// URL")
     headers = {"User-Agent": _USER_AGENT}
     data: bytes | None = None
     target = url
@@ -150,9 +152,10 @@ def http_request(
         data = urlencode(params).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         headers["X-Twilio-Signature"] = twilio_signature(auth_token, url, params)
-    request = urllib.request.Request(target, data=data, headers=headers, method=method)
+    # http(s) only (checked above): no file: or custom schemes.
+    request = urllib.request.Request(target, data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https only: checked by the API)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             body = response.read(MAX_ANSWER_BYTES + 1)
             status = int(response.status)
     except urllib.error.HTTPError as exc:
@@ -212,13 +215,14 @@ class CallbackSender:
         self,
         kind: str,
         call_sid: str,
+        *,
         account_sid: str,
         url: str,
         params: Mapping[str, str],
         method: str = "POST",
     ) -> bool:
         """Queue a callback behind the call's earlier ones; ``False`` if it was dropped."""
-        job = self._job(kind, call_sid, account_sid, url, params, method)
+        job = self._job(kind, call_sid, account_sid, url=url, params=params, method=method)
         return self._notify.submit(call_sid, job) is not None
 
     def fetch(
@@ -230,7 +234,7 @@ class CallbackSender:
         method: str = "POST",
     ) -> concurrent.futures.Future[HttpResult]:
         """Request the call's TwiML from ``url``; the future's result is the answer."""
-        job = self._job("voice", call_sid, account_sid, url, params, method)
+        job = self._job("voice", call_sid, account_sid, url=url, params=params, method=method)
         future = self._fetch.submit(call_sid, job)
         if future is None:
             future = concurrent.futures.Future()
@@ -242,6 +246,7 @@ class CallbackSender:
         kind: str,
         call_sid: str,
         account_sid: str,
+        *,
         url: str,
         params: Mapping[str, str],
         method: str,

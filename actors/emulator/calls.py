@@ -217,7 +217,12 @@ class CallFlows:
             fields["CallDuration"] = str(call.duration_s)
         method = call.status_callback_method or "POST"
         self.sender.notify(
-            "status", call.sid, call.account_sid, call.status_callback, fields, method
+            "status",
+            call.sid,
+            account_sid=call.account_sid,
+            url=call.status_callback,
+            params=fields,
+            method=method,
         )
 
     def _stream_event(self, sid: str, stream: StreamTarget, event: str) -> None:
@@ -234,7 +239,14 @@ class CallFlows:
             "Timestamp": _timestamp(),
         }
         method = stream.status_callback_method
-        self.sender.notify("stream", sid, call.account_sid, stream.status_callback, fields, method)
+        self.sender.notify(
+            "stream",
+            sid,
+            account_sid=call.account_sid,
+            url=stream.status_callback,
+            params=fields,
+            method=method,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -354,7 +366,9 @@ class CallFlows:
             "MachineDetectionDuration": str(int(self.amd_s * 1000)),
         }
         url, method = call.async_amd_callback, call.async_amd_callback_method
-        self.sender.notify("amd", sid, call.account_sid, url, fields, method)
+        self.sender.notify(
+            "amd", sid, account_sid=call.account_sid, url=url, params=fields, method=method
+        )
 
     def _inbound(self, sid: str) -> _Body:
         async def flow_body(flow: _Flow) -> None:

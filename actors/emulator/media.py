@@ -306,7 +306,9 @@ class MediaDialer:
         """Ring until answered (``answer_after_s``): False if the call rang out (its
         ``Timeout`` passed first) or was hung up meanwhile."""
         media = call.media
-        ring_s = self.config.answer_after_s if media.answer_after_s is None else media.answer_after_s
+        ring_s = media.answer_after_s
+        if ring_s is None:
+            ring_s = self.config.answer_after_s
         limit = media.ring_timeout_s
         if ring_s > 0:
             wait = ring_s if limit is None else min(ring_s, limit)

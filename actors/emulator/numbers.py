@@ -48,7 +48,8 @@ class Behaviour:
         if machine_detection is None or not self.answers:
             return None
         if self.kind == "machine":
-            return "machine_end_beep" if machine_detection == "DetectMessageEnd" else "machine_start"
+            beep = machine_detection == "DetectMessageEnd"  # the greeting ended: its beep
+            return "machine_end_beep" if beep else "machine_start"
         return "fax" if self.kind == "fax" else "human"
 
 

@@ -211,7 +211,7 @@ def _check_enum(form: Mapping[str, list[str]], key: str, allowed: tuple[str, ...
     return _error(400, 20001, f"{key} must be one of {', '.join(allowed)}, not {value!r}")
 
 
-def _parse_twiml(twiml: str) -> StreamTarget | None | Reply:
+def _parse_twiml(twiml: str) -> StreamTarget | Reply | None:
     """A document's stream (``None``: none, or no document), or Twilio's 400 (12100) for TwiML
     the emulator cannot obey."""
     if not twiml:
