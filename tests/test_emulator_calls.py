@@ -37,6 +37,7 @@ from actors.emulator.twiml import (
     parse_twiml,
 )
 from actors.errors import ConfigError
+from actors.gateway import ServerThread
 from actors.webhooks.inbound import InboundQueue
 from actors.webhooks.server import WebhookConfig, WebhookServer
 from actors.webhooks.twilio import StatusEvent
@@ -368,3 +369,24 @@ def test_an_update_with_twiml_the_emulator_cannot_obey_is_refused(
     wrong = update(service, call_sid, Url="https://example.com/x", Method="PUT")
     assert (wrong.status_code, wrong.json()["code"]) == (400, 20001)
     assert emulator_of(service).api.call(call_sid).status == "in-progress"  # undisturbed
+
+
+def test_a_streams_status_callback_hears_it_start_and_stop(echo_server: ServerThread) -> None:
+    with Recorder(TOKEN) as hooks, emulated() as (emulator, _):
+        twiml = (
+            f'<Response><Connect><Stream url="{echo_server.url}" name="main" '
+            f'statusCallback="{hooks.url}/stream"/></Connect></Response>'
+        )
+        call = create(emulator, To="+15550141", Twiml=twiml)
+        hooks.wait_for(lambda h: len(h) == 1)
+        hang_up = requests.post(
+            f"{emulator.url}/2010-04-01/Accounts/{ACCOUNT}/Calls/{call['sid']}.json",
+            data={"Status": "completed"},
+            auth=(ACCOUNT, TOKEN),
+            timeout=5,
+        )
+        assert hang_up.status_code == 200
+        hits = hooks.wait_for(lambda h: len(h) == 2)
+    assert [h.fields["StreamEvent"] for h in hits] == ["stream-started", "stream-stopped"]
+    assert all(h.signed and h.fields["StreamName"] == "main" for h in hits)
+    assert hits[0].fields["StreamSid"].startswith("MZ")

@@ -21,14 +21,9 @@ the call leave the verb it is in (a stream gets ``stop`` and is closed) and obey
 document. Whatever the call does is recorded on it (``documents``, ``transfers``,
 ``dtmf_played``, ``errors``, ``answered_by``).
 
-**Status callbacks**, as Twilio sends them, to ``StatusCallback`` for each subscribed
-``StatusCallbackEvent`` (only ``completed`` when none is given): ``initiated``, ``ringing``,
-``answered`` (``CallStatus=in-progress``) and ``completed`` (the final status: ``completed``,
-``busy``, ``no-answer``, ``failed``, ``canceled``, with ``CallDuration``), each with
-``SequenceNumber`` (from 0, per call), ``Timestamp``, ``CallbackSource=call-progress-events``
-and ``AnsweredBy`` once known. They are queued under the API's lock as the status changes, so
-they leave in the order of the changes, from :class:`~actors.emulator.callbacks.CallbackSender`'s
-lanes. A ``<Stream statusCallback>`` gets ``stream-started`` and ``stream-stopped``.
+The status callbacks, machine detection's and the streams' callbacks are
+:mod:`actors.emulator.progress`'s; they go out from
+:class:`~actors.emulator.callbacks.CallbackSender`'s lanes, in order per call.
 
 All calls are tasks on one asyncio loop on one thread (``emulator-calls``); webhooks are
 fetched on the sender's lanes, never on this loop or on the API's request threads.
@@ -38,12 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -53,6 +46,7 @@ from .callbacks import CallbackSender
 from .inbound import request_fields
 from .media import MediaDialer
 from .numbers import Behaviour, behaviour_for
+from .progress import Progress
 from .rest import EmulatedCall, TwilioApiServer
 from .twiml import (
     Action,
@@ -78,11 +72,6 @@ DEFAULT_TIMEOUT_S = 60  # Twilio's Timeout when a create gives none
 AMD_S = 0.1  # how long the emulated machine detection takes
 _MAX_DOCUMENTS = 100  # TwiML documents one call may fetch (a <Redirect> loop ends there)
 _DONE_KEPT = 10_000
-_EVENT_OF = {"ringing": "ringing", "in-progress": "answered"}
-
-
-def _timestamp() -> str:
-    return email.utils.format_datetime(datetime.now(UTC))
 
 
 class _Flow:
@@ -123,7 +112,7 @@ class CallFlows:
         self._thread = threading.Thread(target=self._run, name="emulator-calls", daemon=True)
         self._flows: dict[str, _Flow] = {}  # loop thread only
         self._side: set[asyncio.Task[None]] = set()  # background machine detection
-        self._sequence: dict[str, int] = {}  # status callbacks sent per call (API lock held)
+        self.progress = Progress(sender)
         self._done: OrderedDict[str, threading.Event] = OrderedDict()
         self._done_lock = threading.Lock()
 
@@ -158,7 +147,7 @@ class CallFlows:
         """An outbound call was created: it is initiated, and rings unless it cannot."""
         behaviour = behaviour_for(self.config.behaviours, call.to)
         self.done(call.sid)
-        self.api.mutate(call.sid, lambda c: self._progress(c, "initiated"))
+        self.api.mutate(call.sid, lambda c: self.progress.event(c, "initiated"))
         if behaviour.kind in ("busy", "failed"):
             self._spawn(call.sid, self._outbound(call.sid, behaviour))
             return
@@ -172,7 +161,7 @@ class CallFlows:
     def inbound(self, call: EmulatedCall) -> None:
         """The emulator placed ``call`` to its voice URL: ask it, and obey."""
         self.done(call.sid)
-        self.api.mutate(call.sid, lambda c: self._progress(c, "ringing"))
+        self.api.mutate(call.sid, lambda c: self.progress.event(c, "ringing"))
         self._spawn(call.sid, self._inbound(call.sid))
 
     def updated(self, call: EmulatedCall) -> None:
@@ -191,62 +180,7 @@ class CallFlows:
 
     def status_changed(self, call: EmulatedCall) -> None:
         """The API changed ``call``'s status (its lock held): queue the status callback."""
-        if call.ended:
-            self._progress(call, "completed")
-            self._sequence.pop(call.sid, None)
-        elif call.status in _EVENT_OF:
-            self._progress(call, _EVENT_OF[call.status])
-
-    # -- status callbacks (API lock held) ------------------------------------------------------
-
-    def _progress(self, call: EmulatedCall, event: str) -> None:
-        if call.status_callback is None:
-            return
-        if event not in (call.status_callback_events or ("completed",)):
-            return
-        sequence = self._sequence.get(call.sid, 0)
-        self._sequence[call.sid] = sequence + 1
-        status = "initiated" if event == "initiated" else call.status
-        fields = request_fields(call, status)
-        fields.update(
-            CallbackSource="call-progress-events",
-            SequenceNumber=str(sequence),
-            Timestamp=_timestamp(),
-        )
-        if call.ended:
-            fields["CallDuration"] = str(call.duration_s)
-        method = call.status_callback_method or "POST"
-        self.sender.notify(
-            "status",
-            call.sid,
-            account_sid=call.account_sid,
-            url=call.status_callback,
-            params=fields,
-            method=method,
-        )
-
-    def _stream_event(self, sid: str, stream: StreamTarget, event: str) -> None:
-        media = self.media.media(sid)
-        call = self.api.mutate(sid, lambda c: None)
-        if stream.status_callback is None or media is None or call is None:
-            return
-        fields = {
-            "AccountSid": call.account_sid,
-            "CallSid": sid,
-            "StreamSid": media.stream_sid,
-            "StreamName": stream.name or media.stream_sid,
-            "StreamEvent": event,
-            "Timestamp": _timestamp(),
-        }
-        method = stream.status_callback_method
-        self.sender.notify(
-            "stream",
-            sid,
-            account_sid=call.account_sid,
-            url=stream.status_callback,
-            params=fields,
-            method=method,
-        )
+        self.progress.status_changed(call)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -315,6 +249,12 @@ class CallFlows:
     def _document(self, sid: str, document: str) -> None:
         self.api.mutate(sid, lambda c: c.documents.append(document))
 
+    def _stream_event(self, sid: str, stream: StreamTarget, event: str) -> None:
+        media = self.media.media(sid)
+        call = self.api.mutate(sid, lambda c: None)
+        if media is not None and call is not None:
+            self.progress.stream(call, stream, media.stream_sid, event)
+
     def _ring_s(self, behaviour: Behaviour) -> float:
         return self.config.answer_after_s if behaviour.ring_s is None else behaviour.ring_s
 
@@ -357,18 +297,8 @@ class CallFlows:
     async def _async_amd(self, sid: str, verdict: str | None) -> None:
         await asyncio.sleep(self.amd_s)
         call = self.api.mutate(sid, lambda c: setattr(c, "answered_by", verdict))
-        if call is None or call.async_amd_callback is None or call.ended:
-            return
-        fields = {
-            "AccountSid": call.account_sid,
-            "CallSid": sid,
-            "AnsweredBy": verdict or "unknown",
-            "MachineDetectionDuration": str(int(self.amd_s * 1000)),
-        }
-        url, method = call.async_amd_callback, call.async_amd_callback_method
-        self.sender.notify(
-            "amd", sid, account_sid=call.account_sid, url=url, params=fields, method=method
-        )
+        if call is not None and not call.ended:
+            self.progress.amd(call, verdict, int(self.amd_s * 1000))
 
     def _inbound(self, sid: str) -> _Body:
         async def flow_body(flow: _Flow) -> None:
@@ -502,6 +432,7 @@ class CallFlows:
 
         party = call.from_ if call.direction == "inbound" else call.to
         flow.in_stream = True
+        media = None
         try:
             media = self.media.dial(
                 call_sid=sid,
@@ -514,8 +445,10 @@ class CallFlows:
                 on_start=lambda: self._stream_event(sid, stream, "stream-started"),
             )
             await ended.wait()
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # hung up over the API
             self.media.hang_up(sid)
+            if media is not None and media.started.is_set():
+                self._stream_event(sid, stream, "stream-stopped")
             raise
         finally:
             flow.in_stream = False
