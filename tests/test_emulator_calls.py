@@ -20,6 +20,7 @@ import requests
 
 from actors import Started, Stopped, TransportService
 from actors.config import EmulatorConfig, parse_config
+from actors.emulator.media import MediaDialer
 from actors.emulator.numbers import Behaviour, behaviour_for, behaviour_problem
 from actors.emulator.phone import TwilioEmulator
 from actors.emulator.twiml import (
@@ -390,3 +391,19 @@ def test_a_streams_status_callback_hears_it_start_and_stop(echo_server: ServerTh
     assert [h.fields["StreamEvent"] for h in hits] == ["stream-started", "stream-stopped"]
     assert all(h.signed and h.fields["StreamName"] == "main" for h in hits)
     assert hits[0].fields["StreamSid"].startswith("MZ")
+
+
+def test_a_hang_up_right_after_dialling_is_not_lost(echo_server: ServerThread) -> None:
+    """An update or hang-up that comes before the stream's task has started still ends it
+    (it was lost: the stream then ran until max_call_s)."""
+    dialer = MediaDialer(EmulatorConfig(), {ACCOUNT: TOKEN})
+    dialer.start()
+    try:
+        media = dialer.dial(
+            call_sid="CA" + "5" * 32, account_sid=ACCOUNT, to="+15550142", url=echo_server.url,
+            parameters={},
+        )  # fmt: skip
+        dialer.hang_up(media.call_sid)  # before the loop has run the call's first step
+        assert media.ended.wait(5)
+    finally:
+        dialer.stop()
