@@ -124,3 +124,30 @@ def test_emulator_call_resource_has_the_spec_fields(twilio_spec: Path) -> None:
         call = client.create_call(to="+15558675310", from_="+15017122661", twiml="<Response/>")
     assert set(call) == properties
     assert call["api_version"] == "2010-04-01"
+
+
+def test_the_emulators_update_validation_agrees_with_the_spec(prism: str) -> None:
+    """A call update (the REST redirect, transfer and DTMF of issue 13): what Twilio's
+    description accepts the emulator accepts; what it refuses the emulator refuses too."""
+    forms: list[tuple[dict[str, str], bool]] = [
+        ({"Twiml": "<Response><Play digits='ww1'/></Response>"}, True),
+        ({"Twiml": "<Response><Dial><Sip>sip:a@example.com</Sip></Dial></Response>"}, True),
+        ({"Url": "https://example.com/next", "Method": "GET"}, True),
+        ({"Url": "https://example.com/next", "Method": "PUT"}, False),
+        ({"Status": "paused"}, False),
+        ({"Status": "completed"}, True),
+    ]
+    with TwilioApiServer({ACCOUNT: TOKEN}) as server:
+        for form, valid in forms:
+            created = requests.post(
+                f"{server.url}/2010-04-01/Accounts/{ACCOUNT}/Calls.json",
+                data={"To": "+15558675310", "From": "+15017122661", "Twiml": "<Response/>"},
+                auth=(ACCOUNT, TOKEN),
+                timeout=10.0,
+            ).json()
+            path = f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{created['sid']}.json"
+            ours = requests.post(server.url + path, data=form, auth=(ACCOUNT, TOKEN), timeout=10)
+            theirs = requests.post(prism + path, data=form, auth=(ACCOUNT, TOKEN), timeout=10)
+            assert (ours.status_code == 200) is valid, (form, ours.text)
+            spec_ok = theirs.status_code == 200 and not theirs.headers.get("sl-violations")
+            assert spec_ok is valid, (form, theirs.status_code, theirs.text[:500])

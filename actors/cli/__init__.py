@@ -8,7 +8,7 @@
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
     transport-actors gateway -c FILE
-    transport-actors emulator [-c FILE]
+    transport-actors emulator [-c FILE] [--dial-in N]
     transport-actors check   -c FILE
     transport-actors --version
 
@@ -221,6 +221,13 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     emulator.add_argument("-c", "--config", metavar="FILE", help="YAML config file")
+    emulator.add_argument(
+        "--dial-in",
+        metavar="N",
+        type=int,
+        default=0,
+        help="once ready, place N inbound calls to emulator.voice_url (+15550199 -> +15550100)",
+    )
     emulator.set_defaults(func=_cmd_emulator)
 
     check = commands.add_parser(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..gateway.server import MediaGateway
 
 _READY = "ready; Ctrl-C or SIGTERM stops it"
+_DIAL_IN_TO, _DIAL_IN_FROM = "+15550100", "+15550199"  # `emulator --dial-in`: our number, a caller
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -82,6 +83,13 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     from ..emulator.phone import TwilioEmulator  # noqa: PLC0415
 
     config = _config(args)
+    dial_in = int(getattr(args, "dial_in", 0) or 0)
+    if dial_in < 0 or (dial_in and not config.emulator.voice_url):
+        print(
+            "error: --dial-in needs N >= 0 and emulator.voice_url set (the URL to call)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     account, token, shown = EMULATOR_ACCOUNT_SID, "", False
     for provider in config.providers.values():
         if (
@@ -111,6 +119,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             if shown:
                 print(f"Twilio emulator: auth token {token} (made up for this run)", flush=True)
             print(_READY, flush=True)
+            for _ in range(dial_in):
+                call = emulator.place_inbound_call(_DIAL_IN_TO, _DIAL_IN_FROM)
+                print(f"Twilio emulator: inbound call {call.sid} to {call.url}", flush=True)
             _wait_for(stop)
         finally:
             emulator.stop()

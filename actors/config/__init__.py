@@ -61,6 +61,10 @@ The schema (every key optional; an empty file, or a null section, means the defa
       media: echo                   # echo | tone | wav | silence | reflect: what each call plays
       tone_hz: 440.0, wav: null, numbers: {"+15550100": tone}, max_call_s: 3600.0
       answer_after_s: 0.0           # every call rings this long before it is answered
+      voice_url: null               # the URL inbound calls ask (http/https; `emulator --dial-in`)
+      behaviours: {"+15550100": busy, "+1555020*": "machine:0.5"}  # number or prefix* ->
+                                    # human | answer-late:<s> | machine | fax | busy | no-answer
+                                    # | failed [:<ring seconds>] (actors.emulator.numbers)
     metrics:                        # MetricsConfig: Prometheus metrics
       listen: null                  # host:port to serve /metrics on (port 0: any free port);
                                     # null: no HTTP server (TransportService.metrics() still works)

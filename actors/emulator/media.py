@@ -76,6 +76,9 @@ class CallMedia:
     on_end: Callable[[], None] | None = None  # runs on the media loop when the stream ends
     on_answer: Callable[[], None] | None = None  # runs on the media loop when picked up
     ring_timeout_s: float | None = None  # the call's Timeout: unanswered by then, it rings out
+    answer_after_s: float | None = None  # how long it rings (None: emulator.answer_after_s)
+    on_start: Callable[[], None] | None = None  # runs on the media loop once `start` is sent
+    hung_up: bool = False  # the emulator ended the stream (a hang-up, max_call_s), not the peer
 
 
 class _Call:
@@ -122,6 +125,7 @@ class MediaDialer(Startable):
         self._media: OrderedDict[str, CallMedia] = OrderedDict()
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._early: set[str] = set()  # hung up before their task started (loop thread only)
         self._stopping: asyncio.Event | None = None
         self._tone = pcm16_to_ulaw(tone(config.tone_hz, 1.0, 8000, 0.5))  # whole cycles: loops
         self._wav: bytes | None = None
@@ -153,6 +157,8 @@ class MediaDialer(Startable):
         on_end: Callable[[], None] | None = None,
         ring_timeout_s: float | None = None,
         on_answer: Callable[[], None] | None = None,
+        answer_after_s: float | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> CallMedia:
         """Start a call's media: ring ``emulator.answer_after_s`` (giving up, unanswered,
         after ``ring_timeout_s``), then ``on_answer()``, dial ``url`` and stream until hung
@@ -161,6 +167,8 @@ class MediaDialer(Startable):
         media = CallMedia(call_sid=call_sid, mode=mode, on_end=on_end)
         media.ring_timeout_s = ring_timeout_s
         media.on_answer = on_answer
+        media.answer_after_s = answer_after_s
+        media.on_start = on_start
         with self._lock:
             self._media[call_sid] = media
             while len(self._media) > _KEPT:  # a long-running emulator forgets old calls
@@ -220,6 +228,10 @@ class MediaDialer(Startable):
         call = self._calls.get(call_sid)
         if call is not None:
             call.hang_up.set()
+            return
+        media = self.media(call_sid)
+        if media is not None and not media.ended.is_set():
+            self._early.add(call_sid)  # dialled, its task not yet running: it ends on start
 
     def _queue_dtmf(self, call_sid: str, digits: str) -> None:
         call = self._calls.get(call_sid)
@@ -249,6 +261,9 @@ class MediaDialer(Startable):
         media.stream_sid = stream.stream_sid
         call = _Call(media, stream, self._source(media.mode))
         self._calls[media.call_sid] = call
+        if media.call_sid in self._early:
+            self._early.discard(media.call_sid)
+            call.hang_up.set()
         headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
         try:
             if not await self._ring(call):
@@ -264,6 +279,8 @@ class MediaDialer(Startable):
                 await ws.send(stream.connected())
                 await ws.send(stream.start())
                 media.started.set()
+                if media.on_start is not None:
+                    media.on_start()
                 await self._stream(call, ws)
                 media.close_code = ws.close_code
                 media.close_reason = ws.close_reason or ""
@@ -293,7 +310,9 @@ class MediaDialer(Startable):
         """Ring until answered (``answer_after_s``): False if the call rang out (its
         ``Timeout`` passed first) or was hung up meanwhile."""
         media = call.media
-        ring_s = self.config.answer_after_s
+        ring_s = media.answer_after_s
+        if ring_s is None:
+            ring_s = self.config.answer_after_s
         limit = media.ring_timeout_s
         if ring_s > 0:
             wait = ring_s if limit is None else min(ring_s, limit)
@@ -321,6 +340,7 @@ class MediaDialer(Startable):
             while not receiver.done():
                 now = loop.time()
                 if call.hang_up.is_set() or now >= deadline:
+                    call.media.hung_up = True
                     await ws.send(call.stream.stop())
                     await ws.close(1000, "call ended")
                     break
@@ -384,6 +404,7 @@ class MediaDialer(Startable):
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if not receiver.done():
+                call.media.hung_up = True
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(call.stream.stop())
                     await ws.close(1000, "call ended")

@@ -20,18 +20,12 @@ import hmac
 import logging
 import re
 import secrets
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
-
-# defusedxml ships no type hints (types-defusedxml is optional): either way works.
-import defusedxml  # type: ignore[import-untyped, unused-ignore]
-import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
 
 from ._http import (
     ApiRequestHandler,
@@ -41,8 +35,10 @@ from ._http import (
     Reply,
     status_phrase,
 )
+from .twiml import Dial, StreamTarget, TwiMLError, parse_stream_target, parse_twiml
 
 __all__ = [
+    "INBOUND_PATH",
     "EmulatedCall",
     "Operation",
     "RecordedRequest",
@@ -61,9 +57,15 @@ MAX_BODY = 64 * 1024
 
 Operation = Literal["create", "update"]
 
+#: Where the emulator's own extension places an inbound call (not a Twilio endpoint).
+INBOUND_PATH = "/2010-04-01/Accounts/{account}/Emulator/InboundCalls.json"
+
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _CALLS = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json")
 _CALL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
+_INBOUND = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Emulator/InboundCalls\.json")
+_METHODS = ("GET", "POST")
+_MACHINE_DETECTION = ("Enable", "DetectMessageEnd")
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
 _CLIENT = re.compile(r"client:[^\s]+", re.IGNORECASE)
 _SIP = re.compile(r"sip:[^\s]+", re.IGNORECASE)
@@ -88,53 +90,6 @@ _DEFAULT_FAULTS = {
 }
 
 
-class TwiMLError(ValueError):
-    """A TwiML document that cannot be parsed, or whose ``<Stream>`` is malformed."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTarget:
-    """Where a call's ``<Connect><Stream>`` sends its audio, and the custom parameters."""
-
-    url: str
-    parameters: Mapping[str, str]
-    name: str | None = None
-    track: str | None = None
-
-
-def parse_stream_target(twiml: str) -> StreamTarget | None:
-    """The ``<Response><Connect><Stream>`` of ``twiml``, or ``None`` if it has none.
-
-    Parsed with defusedxml (entities and DTDs refused). Raises :class:`TwiMLError` when the
-    document is not XML, its root is not ``<Response>``, or the ``<Stream>`` has no ``url``.
-    """
-    try:
-        root = cast(ET.Element, SafeET.fromstring(twiml))
-    except ET.ParseError as exc:
-        raise TwiMLError(f"Twiml is not valid XML: {exc}") from None
-    except defusedxml.DefusedXmlException as exc:
-        raise TwiMLError(f"Twiml refused: {type(exc).__name__}") from None
-    if root.tag != "Response":
-        raise TwiMLError(f"Twiml root element must be <Response>, not <{root.tag}>")
-    stream = root.find("Connect/Stream")
-    if stream is None:
-        return None
-    url = stream.get("url")
-    if not url:
-        raise TwiMLError("<Stream> needs a url attribute")
-    parameters: dict[str, str] = {}
-    for parameter in stream.iter("Parameter"):
-        name = parameter.get("name")
-        if name is not None:
-            parameters[name] = parameter.get("value", "")
-    return StreamTarget(
-        url=url,
-        parameters=MappingProxyType(parameters),
-        name=stream.get("name"),
-        track=stream.get("track"),
-    )
-
-
 @dataclass
 class EmulatedCall:
     """One call the emulator was asked to place. Mutated only under the server's lock."""
@@ -156,11 +111,33 @@ class EmulatedCall:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     timeout_s: int | None = None  # `Timeout`: how long it may ring (None: not given)
+    direction: str = "outbound-api"  # or "inbound": a call the emulator placed to a voice URL
+    method: str = "POST"  # how `url` is requested
+    caller_name: str | None = None
+    forwarded_from: str | None = None
+    machine_detection: str | None = None  # `MachineDetection`: Enable | DetectMessageEnd
+    async_amd: bool = False
+    async_amd_callback: str | None = None
+    async_amd_callback_method: str = "POST"
+    answered_by: str | None = None  # AMD's verdict, once known
+    # What happened on the call, for tests to assert (appended by the call's flow):
+    documents: list[str] = field(default_factory=list)  # every TwiML document obeyed, in order
+    transfers: list[Dial] = field(default_factory=list)  # every <Dial>
+    dtmf_played: list[str] = field(default_factory=list)  # every <Play digits>, as written
+    errors: list[str] = field(default_factory=list)  # webhooks that failed, TwiML refused
 
     @property
     def ended(self) -> bool:
         """Whether the call is in a final state (completed, canceled, failed...)."""
         return self.status in _TERMINAL
+
+    @property
+    def duration_s(self) -> int:
+        """Whole seconds from answer to end (0 if it was never answered)."""
+        if self.started_at is None:
+            return 0
+        end = self.ended_at or _now()
+        return int((end - self.started_at).total_seconds())
 
     def resource(self) -> dict[str, Any]:
         """The call as Twilio's Call resource (the JSON the API answers with)."""
@@ -185,12 +162,12 @@ class EmulatedCall:
             "duration": duration,
             "price": None,
             "price_unit": "USD",
-            "direction": "outbound-api",
-            "answered_by": None,
+            "direction": self.direction,
+            "answered_by": self.answered_by,
             "api_version": API_VERSION,
-            "forwarded_from": None,
+            "forwarded_from": self.forwarded_from,
             "group_sid": None,
-            "caller_name": None,
+            "caller_name": self.caller_name,
             "queue_time": "0",
             "trunk_sid": None,
             "uri": f"{uri}.json",
@@ -226,6 +203,26 @@ def _valid_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _check_enum(form: Mapping[str, list[str]], key: str, allowed: tuple[str, ...]) -> Reply | None:
+    """Twilio's 400 for a parameter given a value it does not take (``None``: fine)."""
+    value = (form.get(key) or [""])[0]
+    if not value or value in allowed:
+        return None
+    return _error(400, 20001, f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _parse_twiml(twiml: str) -> StreamTarget | Reply | None:
+    """A document's stream (``None``: none, or no document), or Twilio's 400 (12100) for TwiML
+    the emulator cannot obey."""
+    if not twiml:
+        return None
+    try:
+        parse_twiml(twiml)
+        return parse_stream_target(twiml)
+    except TwiMLError as exc:
+        return _error(400, 12100, str(exc))
+
+
 class TwilioApiServer(HTTPApiServer):
     """A Twilio-compatible Calls API on ``host:port`` (port 0: any free port); use its
     :attr:`url` (``http://127.0.0.1:PORT``) as the client's ``api_base_url``.
@@ -233,8 +230,13 @@ class TwilioApiServer(HTTPApiServer):
     ``accounts`` maps AccountSid to AuthToken; ``api_keys`` maps an API key SID to
     ``(secret, AccountSid)``. ``on_create(call)`` runs after a create's 201 has been sent (as
     Twilio dials once the API request is accepted); ``on_hang_up(call)`` after an update that
-    ended a call. Both run on the connection's thread, so keep them short (hand work to
-    another thread); an exception in one is logged and the server goes on.
+    ended a call; ``on_update(call)`` after one that gave it new instructions (``Twiml`` or
+    ``Url``, now on the call); ``on_inbound(call)`` after ``POST`` :data:`INBOUND_PATH` (the
+    emulator's own extension: place an inbound call to ``Url``, else ``default_voice_url``).
+    These run on the connection's thread, so keep them short (hand work to another thread); an
+    exception in one is logged and the server goes on. ``on_status(call)`` runs *under the
+    server's lock* after every change of a call's status (keep it to queueing work), so that
+    whatever it queues is in the order of the changes.
 
     ``start()`` returns once the socket listens; ``stop()`` closes it and every connection,
     and joins every thread, within ``timeout``.
@@ -254,6 +256,10 @@ class TwilioApiServer(HTTPApiServer):
         on_hang_up: Callable[[EmulatedCall], None] | None = None,
         max_body: int = MAX_BODY,
         name: str = "twilio-api",
+        on_update: Callable[[EmulatedCall], None] | None = None,
+        on_inbound: Callable[[EmulatedCall], None] | None = None,
+        on_status: Callable[[EmulatedCall], None] | None = None,
+        default_voice_url: str | None = None,
     ) -> None:
         for sid in accounts:
             if not _ACCOUNT_SID.fullmatch(sid):
@@ -272,6 +278,10 @@ class TwilioApiServer(HTTPApiServer):
         self._api_keys = dict(api_keys or {})
         self.on_create = on_create
         self.on_hang_up = on_hang_up
+        self.on_update = on_update
+        self.on_inbound = on_inbound
+        self.on_status = on_status
+        self.default_voice_url = default_voice_url
         self._calls: OrderedDict[str, EmulatedCall] = OrderedDict()
 
     # -- what tests and the media side see ---------------------------------------------------
@@ -297,14 +307,57 @@ class TwilioApiServer(HTTPApiServer):
             raise ValueError(f"unknown call status {status!r}")
         with self._lock:
             call = self._calls[sid]
-            now = _now()
-            call.status = status
-            call.updated_at = now
-            if status == "in-progress" and call.started_at is None:
-                call.started_at = now
-            if status in _TERMINAL and call.ended_at is None:
-                call.ended_at = now
+            self._set(call, status)
             return call
+
+    def transition(self, sid: str, status: str) -> EmulatedCall | None:
+        """Move call ``sid`` to ``status`` unless it has ended (or is unknown): ``None`` then.
+
+        Of two sides racing to end a call (the phone, a hang-up over the API) exactly one
+        moves it, so exactly one final status is reported.
+        """
+        if status not in _STATUSES:
+            raise ValueError(f"unknown call status {status!r}")
+        with self._lock:
+            call = self._calls.get(sid)
+            if call is None or call.ended:
+                return None
+            self._set(call, status)
+            return call
+
+    def mutate(self, sid: str, change: Callable[[EmulatedCall], None]) -> EmulatedCall | None:
+        """Run ``change(call)`` under the server's lock (``None``: no such call)."""
+        with self._lock:
+            call = self._calls.get(sid)
+            if call is not None:
+                change(call)
+            return call
+
+    def add_call(self, call: EmulatedCall) -> None:
+        """Keep ``call`` (one the emulator places itself, e.g. inbound) like a created one."""
+        with self._lock:
+            self._keep(call)
+
+    def _keep(self, call: EmulatedCall) -> None:
+        self._calls[call.sid] = call
+        while len(self._calls) > _KEPT:
+            self._calls.popitem(last=False)
+
+    def _set(self, call: EmulatedCall, status: str) -> None:
+        """Change a call's status (lock held) and tell ``on_status``."""
+        now = _now()
+        changed = call.status != status
+        call.status = status
+        call.updated_at = now
+        if status == "in-progress" and call.started_at is None:
+            call.started_at = now
+        if status in _TERMINAL and call.ended_at is None:
+            call.ended_at = now
+        if changed and self.on_status is not None:
+            try:
+                self.on_status(call)
+            except Exception:
+                logger.exception("on_status callback failed for call %s", call.sid)
 
     def inject(
         self,
@@ -379,12 +432,9 @@ class TwilioApiServer(HTTPApiServer):
             )
         if url and not _valid_url(url):
             return _error(400, 21205, f"Url is not a valid URL: {url}")
-        stream = None
-        if twiml:
-            try:
-                stream = parse_stream_target(twiml)
-            except TwiMLError as exc:
-                return _error(400, 12100, str(exc))
+        stream = _parse_twiml(twiml)
+        if isinstance(stream, Reply):
+            return stream
         # Old clients join events with spaces; current ones repeat the key. Take both.
         events = tuple(e for value in form.get("StatusCallbackEvent", []) for e in value.split())
         if any(event not in _CALLBACK_EVENTS for event in events):
@@ -395,6 +445,18 @@ class TwilioApiServer(HTTPApiServer):
         status_callback = first("StatusCallback") or None
         if status_callback is not None and not _valid_url(status_callback):
             return _error(400, 21205, f"StatusCallback is not a valid URL: {status_callback}")
+        wrong = (
+            _check_enum(form, "Method", _METHODS)
+            or _check_enum(form, "StatusCallbackMethod", _METHODS)
+            or _check_enum(form, "MachineDetection", _MACHINE_DETECTION)
+            or _check_enum(form, "AsyncAmd", ("true", "false"))
+            or _check_enum(form, "AsyncAmdStatusCallbackMethod", _METHODS)
+        )
+        if wrong is not None:
+            return wrong
+        amd_callback = first("AsyncAmdStatusCallback") or None
+        if amd_callback is not None and not _valid_url(amd_callback):
+            return _error(400, 21205, f"AsyncAmdStatusCallback is not a valid URL: {amd_callback}")
         call = EmulatedCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=account_sid,
@@ -410,11 +472,14 @@ class TwilioApiServer(HTTPApiServer):
             status_callback_method=first("StatusCallbackMethod") or None,
             application_sid=application_sid or None,
             timeout_s=min(int(timeout), 600) if timeout else None,  # Twilio caps it at 600
+            method=first("Method") or "POST",
+            machine_detection=first("MachineDetection") or None,
+            async_amd=first("AsyncAmd") == "true",
+            async_amd_callback=amd_callback,
+            async_amd_callback_method=first("AsyncAmdStatusCallbackMethod") or "POST",
         )
         with self._lock:
-            self._calls[call.sid] = call
-            while len(self._calls) > _KEPT:
-                self._calls.popitem(last=False)
+            self._keep(call)
             payload = call.resource()
         logger.info("emulated call %s created: %s -> %s", call.sid, from_, to)
         callback = self.on_create
@@ -429,14 +494,17 @@ class TwilioApiServer(HTTPApiServer):
             return _error(400, 20001, f"Status must be 'completed' or 'canceled', not {status!r}")
         twiml = (form.get("Twiml") or [""])[0]
         url = (form.get("Url") or [""])[0]
-        stream = None
-        if twiml:
-            try:
-                stream = parse_stream_target(twiml)
-            except TwiMLError as exc:
-                return _error(400, 12100, str(exc))
+        method = (form.get("Method") or [""])[0] or "POST"
+        stream = _parse_twiml(twiml)
+        if isinstance(stream, Reply):
+            return stream
         if url and not _valid_url(url):
             return _error(400, 21205, f"Url is not a valid URL: {url}")
+        wrong = _check_enum(form, "Method", _METHODS) or _check_enum(
+            form, "StatusCallbackMethod", _METHODS
+        )
+        if wrong is not None:
+            return wrong
         ended = False
         with self._lock:
             call = self._calls.get(call_sid)
@@ -450,22 +518,71 @@ class TwilioApiServer(HTTPApiServer):
             if status == "completed" or (
                 status == "canceled" and call.status in ("queued", "ringing")
             ):
-                call.status = status
-                call.ended_at = now
+                self._set(call, status)
                 ended = True
             # "canceled" on an answered call does nothing, as on Twilio.
             if twiml and not ended:
                 call.twiml, call.url, call.stream = twiml, None, stream
             elif url and not ended:
-                call.url, call.twiml, call.stream = url, None, None
+                call.url, call.twiml, call.stream, call.method = url, None, None, method
             payload = call.resource()
-        callback = self.on_hang_up
         after = None
         if ended:
             logger.info("emulated call %s ended (%s)", call_sid, payload["status"])
-            if callback is not None:
-                after = lambda: self._callback("on_hang_up", callback, call)  # noqa: E731
+            hang_up = self.on_hang_up
+            if hang_up is not None:
+                after = lambda: self._callback("on_hang_up", hang_up, call)  # noqa: E731
+        elif twiml or url:
+            logger.info("emulated call %s given new %s", call_sid, "Twiml" if twiml else "Url")
+            update = self.on_update
+            if update is not None:
+                after = lambda: self._callback("on_update", update, call)  # noqa: E731
         return Reply(200, payload, after=after)
+
+    def _inbound(self, account_sid: str, form: Mapping[str, list[str]]) -> Reply:
+        from .inbound import inbound_call  # noqa: PLC0415 (inbound builds on this module)
+
+        def first(key: str) -> str:
+            values = form.get(key)
+            return values[0] if values else ""
+
+        to, from_ = first("To"), first("From")
+        url = first("Url") or self.default_voice_url or ""
+        if not (to and _valid_endpoint(to)):
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not (from_ and _valid_endpoint(from_)):
+            return _error(400, 21212, f"The 'From' number {from_} is not a valid phone number.")
+        if not _valid_url(url):
+            return _error(400, 21205, "Url (the voice URL to call) is missing or not a URL")
+        status_callback = first("StatusCallback") or None
+        if status_callback is not None and not _valid_url(status_callback):
+            return _error(400, 21205, f"StatusCallback is not a valid URL: {status_callback}")
+        events = tuple(e for value in form.get("StatusCallbackEvent", []) for e in value.split())
+        if any(event not in _CALLBACK_EVENTS for event in events):
+            return _error(400, 21626, "One or more of the StatusCallbackEvents were invalid.")
+        wrong = _check_enum(form, "Method", _METHODS) or _check_enum(
+            form, "StatusCallbackMethod", _METHODS
+        )
+        if wrong is not None:
+            return wrong
+        call = inbound_call(
+            account_sid,
+            to,
+            from_,
+            url,
+            method=first("Method") or "POST",
+            caller_name=first("CallerName") or None,
+            forwarded_from=first("ForwardedFrom") or None,
+            status_callback=status_callback,
+            status_callback_events=events,
+            status_callback_method=first("StatusCallbackMethod") or None,
+        )
+        with self._lock:
+            self._keep(call)
+            payload = call.resource()
+        callback = self.on_inbound
+        after = (lambda: self._callback("on_inbound", callback, call)) if callback else None
+        return Reply(201, payload, after=after)
 
     def _fetch(self, path: str, account_sid: str, call_sid: str) -> Reply:
         with self._lock:
@@ -486,19 +603,22 @@ class TwilioApiServer(HTTPApiServer):
     ) -> tuple[Reply, str | None]:
         """Route and answer one request; returns the reply and the operation's name."""
         path = urlsplit(target).path
-        route = _CALLS.fullmatch(path) or _CALL.fullmatch(path)
+        inbound = _INBOUND.fullmatch(path)
+        route = _CALLS.fullmatch(path) or _CALL.fullmatch(path) or inbound
         if route is None:
             return _not_found(path), None
         account_sid = route["account"]
         call_sid = route.groupdict().get("call")
-        if call_sid is None:
+        if inbound is not None:
+            operation = {"POST": "inbound"}.get(method)
+        elif call_sid is None:
             operation = {"POST": "create"}.get(method)
         else:
             operation = {"POST": "update", "GET": "fetch"}.get(method)
         if not _ACCOUNT_SID.fullmatch(account_sid):
             return _not_found(path), operation
         if operation is None:
-            allowed = "POST" if call_sid is None else "GET, POST"
+            allowed = "POST" if call_sid is None else "GET, POST"  # the extension: POST too
             reply = _error(405, 20004, "Method not allowed")
             reply.headers.append(("Allow", allowed))
             return reply, None
@@ -515,6 +635,8 @@ class TwilioApiServer(HTTPApiServer):
             return _error(400, None, "The request body is not a valid form"), operation
         if operation == "create":
             return self._create(account_sid, form), operation
+        if operation == "inbound":
+            return self._inbound(account_sid, form), operation
         assert call_sid is not None
         if operation == "update":
             return self._update(path, account_sid, call_sid, form), operation
