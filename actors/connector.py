@@ -33,11 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from .codecs import Frame
-from .connection import Connection
+from .connection import Connection, ConnectionContext, DialOptions, SharedIo
 from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
-from .websocket import DialOptions, Watchdog, WebSocketConnection
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -108,7 +107,7 @@ class Connector(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[Any],
         *,
         generation: int,
-        watchdog: Watchdog | None,
+        shared: SharedIo | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
         dial_deadline: float = math.inf,
@@ -118,7 +117,7 @@ class Connector(pykka.ThreadingActor):
         self.record = record
         self.supervisor = supervisor
         self.generation = generation
-        self.watchdog = watchdog
+        self.shared = shared
         self.shutdown_timeout_s = shutdown_timeout_s
         self.dial_delay_s = dial_delay_s
         self.dial_deadline = dial_deadline  # monotonic: the reconnect window closes then
@@ -137,18 +136,20 @@ class Connector(pykka.ThreadingActor):
         record.connector_thread = thread
         self._started_at = time.monotonic()
         try:
-            # A provider whose media is not a WebSocket (Daily) says how to connect instead.
-            connection = (record.connect or WebSocketConnection)(
-                self._dial_options(),
-                session_id=record.session_id,
-                outbox=record.outbox,
-                traffic=record.traffic,
-                on_open=self._on_open,
-                on_frame=self._on_frame,
-                on_exit=self._on_exit,
-                watchdog=self.watchdog,
-                dial_delay_s=self.dial_delay_s,
-                sent_log=record.sent_log,
+            # The provider's plan named the factory: a WebSocket, a Daily call...
+            connection = record.connect(
+                ConnectionContext(
+                    self._dial_options(),
+                    record.session_id,
+                    record.outbox,
+                    record.traffic,
+                    on_open=self._on_open,
+                    on_frame=self._on_frame,
+                    on_exit=self._on_exit,
+                    shared=self.shared,
+                    dial_delay_s=self.dial_delay_s,
+                    sent_log=record.sent_log,
+                )
             )
             self.connection = connection  # first: a pending Close needs it
             with record.lock:

@@ -40,6 +40,7 @@ from .config import (
     default_config,
     load_config,
 )
+from .connection import SharedIo
 from .connector import GetStatus, Write
 from .embedded import EmbeddedInfrastructure
 from .errors import (
@@ -61,7 +62,6 @@ from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
-from .websocket import IoLoop
 
 __all__ = ["TransportService"]
 
@@ -116,10 +116,10 @@ class TransportService:
         if runtime.ping_interval_s > 0:
             deadlines.append(runtime.ping_timeout_s)
         try:
-            self._watchdog: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
+            self._shared = SharedIo(tick_s=min(1.0, max(0.02, min(deadlines) / 5)))
             self._supervisor = Supervisor.start(
                 _policy(sup),
-                watchdog=self._watchdog,
+                shared=self._shared,
                 shutdown_timeout_s=runtime.shutdown_timeout_s,
                 metrics=self._metrics,
             )
@@ -409,8 +409,7 @@ class TransportService:
                 self._supervisor.stop(block=True, timeout=timeout)
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("supervisor did not stop within %.1f s", timeout)
-            if self._watchdog is not None:
-                self._watchdog.stop()
+            self._shared.close()
             for provider in self._providers.values():
                 try:
                     provider.close()

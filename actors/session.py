@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .codecs import Codec, Frame
+from .connection import ConnectionFactory, DialOptions, SentLog, Traffic
 from .errors import TransportError
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
@@ -22,12 +23,10 @@ from .messages import Binary, Message, SessionInfo, SessionStatus
 from .policy import Outage
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
-from .websocket import DialOptions, SentLog, Traffic
 
 if TYPE_CHECKING:
     import pykka
 
-    from .connection import ConnectionFactory
     from .policy import RestartPolicy
 
 __all__ = ["SessionRecord"]
@@ -50,7 +49,7 @@ class SessionRecord:
         inbound_overflow: str = "drop_oldest",
         outbound_overflow: str = "drop_oldest",
         call_id: str | None = None,
-        connect: ConnectionFactory | None = None,
+        connect: ConnectionFactory,
     ) -> None:
         self.session_id = session_id
         self.provider = provider
@@ -60,7 +59,7 @@ class SessionRecord:
         # isinstance() wants a tuple; built once here rather than on every write.
         self.writable: tuple[type[Message], ...] = tuple(codec.outbound_types)
         self.call_id = call_id
-        self.connect = connect  # how connectors connect (None: a WebSocket to `dial`)
+        self.connect = connect  # how connectors connect: named by the provider's plan
         self.created_at = time.time()
         self.lifecycle = SessionLifecycle(session_id)
         self.inbox = Inbox(inbox_max, inbound_overflow)

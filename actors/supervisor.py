@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from .connection import SharedIo
 from .connector import Connector, ConnectorExited, ConnectorOpened
 from .errors import ConnectionFailed
 from .exits import Exit
@@ -43,7 +44,6 @@ from .lifecycle import SessionState
 from .messages import INTERNAL_ERROR, MAX_CLOSE_CODE, MIN_CLOSE_CODE, PROTOCOL_ERROR, Close
 from .policy import CRASHES, RestartPolicy
 from .session import SessionRecord
-from .websocket import Watchdog
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -81,13 +81,13 @@ class Supervisor(pykka.ThreadingActor):
         self,
         policy: RestartPolicy,
         *,
-        watchdog: Watchdog | None,
+        shared: SharedIo | None,
         shutdown_timeout_s: float,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
-        self.watchdog = watchdog
+        self.shared = shared
         self.shutdown_timeout_s = shutdown_timeout_s
         self.metrics = metrics
         self.sessions: dict[str, SessionRecord] = {}
@@ -142,7 +142,7 @@ class Supervisor(pykka.ThreadingActor):
             record,
             self.actor_ref,
             generation=generation,
-            watchdog=self.watchdog,
+            shared=self.shared,
             shutdown_timeout_s=self.shutdown_timeout_s,
             dial_delay_s=delay_s,
             dial_deadline=deadline,

@@ -21,9 +21,8 @@ from typing import Any, Protocol
 
 from ..codecs import Codec
 from ..config import DailyProviderConfig, ProviderConfig, RuntimeConfig, TwilioProviderConfig
-from ..connection import ConnectionFactory
+from ..connection import ConnectionFactory, DialOptions
 from ..messages import SessionRequest
-from ..websocket import DialOptions
 
 __all__ = [
     "DailyEndpoint",
@@ -50,8 +49,8 @@ class SessionPlan:
 
     codec: Codec
     dial: DialOptions
+    connect: ConnectionFactory  # makes each connection: actors.transport's for a WebSocket
     call_id: str | None = None
-    connect: ConnectionFactory | None = None  # None: a WebSocket to `dial.url`
 
 
 @dataclass(frozen=True, slots=True)

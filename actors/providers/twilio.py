@@ -28,11 +28,12 @@ from requests.adapters import HTTPAdapter
 
 from ..codecs.twilio import TwilioCodec
 from ..config import RuntimeConfig, TwilioProviderConfig
+from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..signing import hop_token, stream_token
-from ..websocket import DialOptions
+from ..transport import websocket_connection
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
 
@@ -485,7 +486,7 @@ class TwilioProvider:
             resume_frames=gateway.resume_frames,
         )
         codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
-        return SessionPlan(codec=codec, dial=dial, call_id=call_sid)
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         if plan.call_id is None:
