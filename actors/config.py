@@ -110,6 +110,7 @@ import yaml
 from .checks import QUOTE_LIMIT, header_problem, short_repr, subprotocol_problem, url_text_problem
 from .errors import ConfigError
 from .redaction import MASK, is_secret_key, redact_text
+from .wire.constants import ACCOUNT_SID
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -283,7 +284,7 @@ def _fraction(value: float) -> str | None:
 
 
 def _account_sid(value: str | None) -> str | None:
-    if value is None or re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+    if value is None or ACCOUNT_SID.fullmatch(value):
         return None
     return "expected an Account SID: AC followed by 32 hex digits"
 

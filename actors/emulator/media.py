@@ -40,6 +40,7 @@ from ..gateway._ws import (
     run,
 )
 from ..signing import twilio_signature
+from ..wire.constants import CloseCode
 
 __all__ = ["CallMedia", "MediaDialer"]
 
@@ -318,7 +319,7 @@ class MediaDialer:
                 now = loop.time()
                 if call.hang_up.is_set() or now >= deadline:
                     await ws.send(call.stream.stop())
-                    await ws.close(1000, "call ended")
+                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
                     break
                 timestamp = int((now - started) * 1000)
                 await self._tick(call, ws, timestamp)
@@ -382,7 +383,7 @@ class MediaDialer:
             if not receiver.done():
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(call.stream.stop())
-                    await ws.close(1000, "call ended")
+                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
         finally:
             for task in (receiver, hung_up):
                 task.cancel()

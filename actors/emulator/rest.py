@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import defusedxml  # type: ignore[import-untyped, unused-ignore]
 import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
 
+from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ._http import (
     ApiRequestHandler,
     Fault,
@@ -61,7 +62,6 @@ MAX_BODY = 64 * 1024
 
 Operation = Literal["create", "update"]
 
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _CALLS = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json")
 _CALL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
 _E164 = re.compile(r"\+[1-9]\d{1,14}")

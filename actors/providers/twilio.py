@@ -34,6 +34,9 @@ from ..messages import SessionRequest
 from ..redaction import redact_url
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
+from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
+from ..wire.constants import CALL_SID as _CALL_SID
+from ..wire.constants import SESSIONS_PATH
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import clip, close_session, reason_phrase, retrying_adapter, timed_request
 
@@ -54,8 +57,6 @@ API_VERSION = "2010-04-01"
 #: ("Call is not in-progress. Cannot redirect.", what updating a completed call answers).
 ALREADY_ENDED_CODES = frozenset({20404, 21220})
 
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
-_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 # XML 1.0 cannot carry these characters at all, not even escaped: refuse them up front.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _TRAILING_DIGITS = re.compile(r"(\d+)/?$")
@@ -476,7 +477,7 @@ class TwilioProvider:
         logger.info("session %s: Twilio call %s placed to %s", session_id, call_sid, to)
         runtime = self.runtime
         dial = DialOptions(
-            url=f"{gateway.url.rstrip('/')}/sessions/{session_id}",
+            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
             headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
             connect_timeout_s=runtime.connect_timeout_s,
             max_message_bytes=runtime.max_message_bytes,
