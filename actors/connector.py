@@ -1,7 +1,8 @@
 """The connector actor: one per session incarnation, owner of that session's WebSocket.
 
 A connector borrows its session's :class:`~actors.session.SessionRecord` and owns one
-:class:`~actors.websocket.WebSocketConnection`. Its life, in pykka's hooks:
+:class:`~actors.connection.Connection` (made by the factory its provider's plan names). Its
+life, in pykka's hooks:
 
 - ``on_start`` attaches to the record (from now on writes reach it as tells), moves the writes
   that found no connector into the outbox, and starts the connection, whose reader thread dials.
