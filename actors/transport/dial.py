@@ -10,13 +10,22 @@ used either: redialling is the supervisor's call.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import websocket as wsc
 
-__all__ = ["Handshake", "Opened", "describe"]
+from ..connection import DialOptions
+from ..exits import Exit, ExitKind
+from ..redaction import redact_url
+from ..wire.constants import RESUME_FROM_HEADER
+
+__all__ = ["Handshake", "Opened", "describe", "dial"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +39,8 @@ class Opened:
 
 
 class Handshake:
-    """One client handshake; :meth:`interrupt` (from another thread) cuts it short."""
+    """One client handshake, bounded as a whole; :meth:`interrupt` (from another thread) cuts
+    it short."""
 
     def __init__(self) -> None:
         # skip_utf8_validation: websocket-client only dials; its validator (which walks text
@@ -38,6 +48,10 @@ class Handshake:
         # each text message with Python's strict UTF-8 decoder, in C, and fails invalid UTF-8
         # with 1007, as RFC 6455 asks.
         self._ws = wsc.WebSocket(skip_utf8_validation=True)
+        self._lock = threading.Lock()
+        self._over = False  # done, or failed: the deadline no longer matters
+        #: The deadline passed before the handshake was done (what :meth:`run` raised is why).
+        self.timed_out = False
 
     def run(
         self,
@@ -46,16 +60,52 @@ class Handshake:
         timeout: float,
         headers: Sequence[str],
         subprotocols: Sequence[str],
+        name: str = "ws-dial-deadline",
     ) -> Opened:
-        """Dial ``url`` and complete the handshake (blocks, each read bounded by
-        ``timeout``); raises what websocket-client or the socket raised (see :func:`describe`)."""
+        """Dial ``url`` and complete the handshake within ``timeout`` (blocks); the socket
+        comes back non-blocking, for the I/O loop. Raises what websocket-client or the socket
+        raised (see :func:`describe`); :attr:`timed_out` says whether the deadline cut it.
+
+        The whole handshake has a deadline (a timer thread called ``name``), not only each
+        read: a peer that drips its answer a byte at a time would otherwise hold the dial
+        (and the session) for ever.
+        """
         ws = self._ws
-        ws.connect(
-            url, timeout=timeout, header=list(headers), subprotocols=list(subprotocols) or None
-        )
+        deadline = threading.Timer(timeout, self._expired)
+        deadline.name, deadline.daemon = name, True
+        deadline.start()
+        try:
+            try:
+                ws.connect(
+                    url,
+                    timeout=timeout,
+                    header=list(headers),
+                    subprotocols=list(subprotocols) or None,
+                )
+            finally:
+                with self._lock:
+                    self._over = True
+                    timed_out = self.timed_out
+            if timed_out:  # the deadline passed as the handshake completed
+                raise TimeoutError
+        finally:
+            deadline.cancel()
+            deadline.join()
         sock = ws.sock
         assert sock is not None
+        # From here the loop reads it and writers never wait on it: the loop's ticks, not a
+        # socket timeout, detect a silent peer.
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # small frames, sent as soon as they are written
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Opened(sock, ws.getsubprotocol(), ws.getheaders() or {})
+
+    def _expired(self) -> None:
+        with self._lock:
+            if self._over:  # too late to matter
+                return
+            self.timed_out = True
+        self.interrupt()  # cuts the handshake short: wakes the dialer
 
     def interrupt(self) -> None:
         """Shut the socket down under a handshake in progress: wakes the thread blocked in
@@ -68,6 +118,40 @@ class Handshake:
     def close(self) -> None:
         """Close the socket's file descriptor, if websocket-client still holds one."""
         self._ws.shutdown()
+
+
+def dial(
+    options: DialOptions,
+    handshake: Handshake,
+    *,
+    session_id: str,
+    stopping: threading.Event,
+    resume_from: int | None = None,
+) -> Opened | Exit:
+    """Dial ``options.url`` with ``handshake`` (blocks, within ``connect_timeout_s``): the
+    open connection, or the exit that says why not (``stopping`` set: we stopped it). With
+    ``resume_from``, the handshake asks the gateway to resume after that many frames."""
+    header = [f"{k}: {v}" for k, v in options.headers.items()]
+    if resume_from is not None:
+        header.append(f"{RESUME_FROM_HEADER}: {resume_from}")
+    try:
+        return handshake.run(
+            options.url,
+            timeout=options.connect_timeout_s,
+            headers=header,
+            subprotocols=options.subprotocols,
+            name=f"ws-dial-deadline-{session_id}",
+        )
+    except Exception as exc:  # every dependency error becomes a reason, never leaks
+        reason = describe(exc)
+        if handshake.timed_out:
+            reason = f"handshake not done within {options.connect_timeout_s:g} s"
+        if stopping.is_set():
+            return Exit(ExitKind.NORMAL, None, "stopped while dialling")
+        logger.info(
+            "session %s: dialling %s failed: %s", session_id, redact_url(options.url), reason
+        )
+        return Exit(ExitKind.HANDSHAKE_FAILED, None, reason)
 
 
 def describe(exc: BaseException) -> str:

@@ -30,22 +30,19 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 import socket
 import ssl
 import threading
 import time
 
-from ..codecs import Frame
 from ..connection import BoundedClose, ConnectionContext, SharedIo
 from ..exits import Exit, ExitKind
-from ..queues import Keep
 from ..redaction import redact_url
-from ..wire import ClientProtocol, CloseCode, State, is_sendable
-from ..wire.constants import RESUME_FROM_HEADER
-from .dial import Handshake, Opened, describe
-from .inflight import InFlight, drain, plan_resend, settle_lost, wire_size
+from ..wire import ClientProtocol, CloseCode, State
+from .dial import Handshake, describe, dial
+from .inflight import drain, plan_resend, settle_lost
 from .ioloop import IoLoop
+from .outgoing import Outgoing
 
 __all__ = ["WebSocketConnection"]
 
@@ -98,19 +95,15 @@ class WebSocketConnection(BoundedClose):
         self._exit: Exit | None = None  # the first cause recorded wins
         self._done = threading.Event()
         self._handshake: Handshake | None = None
-        self._dial_timed_out = False
         self._sock: socket.socket | None = None
-        self._resend: list[Frame] = []  # what the gateway says it never received
         # The rest is the send lock holder's.
         self._send_lock = threading.Lock()  # one writer at a time: frames stay whole, in order
-        self._protocol = ClientProtocol(max_message_bytes=options.max_message_bytes)
+        self._protocol = protocol = ClientProtocol(max_message_bytes=options.max_message_bytes)
+        self._outgoing = Outgoing(
+            protocol, self._outbox, self._traffic, self._sent_log, options.close_timeout_s
+        )
         self._wbuf = bytearray()  # wire bytes taken off the outbox, not yet in the socket
-        self._inflight = InFlight()
         self._watching_writable = False
-        self._close_request: tuple[int, str] | None = None
-        self._close_now = False  # close without sending what is still queued
-        self._close_deadline = math.inf  # our close frame went: the peer's is due by then
-        self._ping_due = False
         self._next_ping = 0.0
         self.last_heard = time.monotonic()
         self._dialer = threading.Thread(
@@ -145,10 +138,7 @@ class WebSocketConnection(BoundedClose):
         with self._lock:
             if exit is not None:
                 self._record_exit(exit)
-            if self._close_request is None:
-                self._close_request = (code, reason)
-            if not flush:
-                self._close_now = True
+            self._outgoing.request_close(code, reason, flush)
             self._record_exit(Exit(ExitKind.NORMAL, code, reason))
             opened = self.connected
         if not opened:
@@ -220,31 +210,26 @@ class WebSocketConnection(BoundedClose):
             if self._dial_delay_s > 0 and self._stopping.wait(self._dial_delay_s):
                 exit = Exit(ExitKind.NORMAL, None, "stopped before dialling")
                 return
-            # The whole handshake has a deadline, not only each read: a peer that drips its
-            # answer a byte at a time would otherwise hold the dial (and the session) for ever.
-            deadline = threading.Timer(self.options.connect_timeout_s, self._dial_expired)
-            deadline.name, deadline.daemon = f"ws-dial-deadline-{self.session_id}", True
-            deadline.start()
-            try:
-                opened = self._dial()
-            except Exception as exc:  # every dependency error becomes a reason, never leaks
-                reason = describe(exc)
-                if self._dial_timed_out:
-                    reason = f"handshake not done within {self.options.connect_timeout_s:g} s"
-                if self._stopping.is_set():
-                    exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
-                else:
-                    logger.info(
-                        "session %s: dialling %s failed: %s",
-                        self.session_id,
-                        self.safe_url,
-                        reason,
-                    )
-                    exit = Exit(ExitKind.HANDSHAKE_FAILED, None, reason)
+            handshake = self._handshake = Handshake()
+            log = self._sent_log
+            # Everything received so far went into the inbox: the gateway resumes after it.
+            resume_from = None if log is None else self._traffic.frames_in
+            opened = dial(
+                self.options,
+                handshake,
+                session_id=self.session_id,
+                stopping=self._stopping,
+                resume_from=resume_from,
+            )
+            if isinstance(opened, Exit):
+                exit = opened
                 return
-            finally:
-                deadline.cancel()
-                deadline.join()
+            with self._lock:
+                self._sock = opened.sock
+            if log is not None:
+                self._outgoing.resend = plan_resend(
+                    log, self._traffic, opened.headers, self.session_id, self.safe_url
+                )
             if self._stopping.is_set():
                 exit = Exit(ExitKind.NORMAL, None, "stopped while dialling")
                 return
@@ -265,40 +250,6 @@ class WebSocketConnection(BoundedClose):
             if exit is not None:
                 self._finish(exit)
 
-    def _dial_expired(self) -> None:
-        with self._lock:
-            if self._sock is not None:  # the handshake is done: too late to matter
-                return
-            self._dial_timed_out = True
-        self._shutdown_socket()  # cuts the handshake short: wakes the dialer
-
-    def _dial(self) -> Opened:
-        opts = self.options
-        handshake = self._handshake = Handshake()
-        header = [f"{k}: {v}" for k, v in opts.headers.items()]
-        log = self._sent_log
-        if log is not None:
-            # Everything received so far went into the inbox: the gateway resumes after it.
-            header.append(f"{RESUME_FROM_HEADER}: {self._traffic.frames_in}")
-        opened = handshake.run(
-            opts.url, timeout=opts.connect_timeout_s, headers=header, subprotocols=opts.subprotocols
-        )
-        sock = opened.sock
-        with self._lock:
-            if self._dial_timed_out:  # the deadline passed as the handshake completed
-                raise TimeoutError
-            self._sock = sock
-        # From here the loop reads it and writers never wait on it: the loop's ticks, not a
-        # socket timeout, detect a silent peer.
-        sock.setblocking(False)
-        with contextlib.suppress(OSError):  # small frames, sent as soon as they are written
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if log is not None:
-            self._resend = plan_resend(
-                log, self._traffic, opened.headers, self.session_id, self.safe_url
-            )
-        return opened
-
     # -- writing, on whichever thread holds the send lock --------------------------------------
 
     def _write_some(self) -> bool:
@@ -308,71 +259,16 @@ class WebSocketConnection(BoundedClose):
             return False
         if self._wbuf and not self._flush(sock):
             return False
-        protocol = self._protocol
-        if self._ping_due:
-            self._ping_due = False
-            if protocol.state is not State.CLOSED:
-                protocol.send_ping()
-        control = protocol.data_to_send()  # and pongs, or the echo of the peer's close
-        inflight = self._inflight
-        outbox = self._outbox
-        if protocol.state is State.OPEN:
-            # Where the data frames start on the wire: after the control frames.
-            self._queue_frames(protocol, inflight.wire_end + len(control))
-        data = protocol.data_to_send()
-        if not control and not data:
+        outgoing = self._outgoing
+        data = outgoing.take()
+        if not data:
             return False
-        if control:
-            self._wbuf += control
         self._wbuf += data
-        inflight.wire_end += len(control) + len(data)
         flushed = self._flush(sock)
+        inflight = outgoing.inflight
         if inflight.trim_due():
             inflight.trim(sock, len(self._wbuf))
-        return flushed and len(outbox) > 0 and protocol.state is State.OPEN
-
-    def _queue_frames(self, protocol: ClientProtocol, pos: int) -> None:
-        """Give the protocol (``OPEN``) what is due: frames to resend, the outbox's frames,
-        then our close frame once they are all out; note where each data frame ends."""
-        traffic = self._traffic
-        ends = self._inflight.ends
-        outbox = self._outbox
-        if self._resend:
-            for frame in self._resend:  # before anything new, to keep the order
-                if isinstance(frame, str):
-                    data = frame.encode()
-                    protocol.send_text(data)
-                else:
-                    data = frame
-                    protocol.send_binary(data)
-                pos += wire_size(len(data))
-                ends.append(pos)
-                traffic.frames_resent += 1
-            self._resend = []
-        if not self._close_now:
-            log = self._sent_log
-            for item in outbox.take(0):
-                frame = item.frame if isinstance(item, Keep) else item
-                if isinstance(frame, str):
-                    data = frame.encode()
-                    protocol.send_text(data)
-                else:
-                    data = frame
-                    protocol.send_binary(data)
-                pos += wire_size(len(data))
-                ends.append(pos)
-                traffic.frames_out += 1
-                traffic.bytes_out += len(data)
-                if log is not None:
-                    log.record(frame)
-        request = self._close_request
-        if request is not None and (self._close_now or len(outbox) == 0):
-            code, reason = request
-            if is_sendable(code):
-                protocol.send_close(code, reason)
-            else:  # 1005, 1006...: a code that only reports a close is not sent
-                protocol.send_close(None)
-            self._close_deadline = time.monotonic() + self.options.close_timeout_s
+        return flushed and outgoing.more_may_go()
 
     def _flush(self, sock: socket.socket) -> bool:
         """Write as much of the pending bytes as the socket takes now; whether all went."""
@@ -485,9 +381,9 @@ class WebSocketConnection(BoundedClose):
                 return
             if now >= self._next_ping:
                 self._next_ping = now + opts.ping_interval_s
-                self._ping_due = True
+                self._outgoing.ping_due = True
                 self.pump()
-        if now > self._close_deadline:
+        if now > self._outgoing.close_deadline:
             self.abort()  # the peer never answered our close frame
 
     def on_crash(self, exc: Exception) -> None:
@@ -555,7 +451,7 @@ class WebSocketConnection(BoundedClose):
             # the peer): every other end is a death, and what it had in flight is lost.
             peer_closed = self._protocol.close_rcvd is not None
             if not peer_closed and final.kind is not ExitKind.PROTOCOL_ERROR:
-                lost = self._inflight.count_lost(sock, len(self._wbuf))
+                lost = self._outgoing.inflight.count_lost(sock, len(self._wbuf))
                 settle_lost(self._traffic, self._sent_log is not None, lost, self.session_id)
             if sock is not None:
                 drain(sock)
