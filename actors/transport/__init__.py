@@ -9,6 +9,7 @@ The layer between the contract (:mod:`actors.connection`) and the sans-I/O proto
 - :mod:`~actors.transport.ioloop`: :class:`~actors.transport.ioloop.IoLoop`, the thread that
   reads (and, when a socket is full, writes) every socket of a service, and keeps their time
 - :mod:`~actors.transport.dial`: the opening handshake: the only user of websocket-client
+- :mod:`~actors.transport.outgoing`: what goes on the wire next, in order, as bytes
 - :mod:`~actors.transport.inflight`: what a dead connection had in flight, and who settles it
 """
 
