@@ -2,8 +2,9 @@
 
 Each provider type has a module here; REST providers are the only users of ``requests``. A
 provider turns a :class:`~actors.messages.SessionRequest` into a :class:`SessionPlan` (the
-codec and where to dial) and hangs up when the session ends. Both calls may block on the
-network, so the facade makes them on the caller's thread, never on an actor's.
+codec, where to dial, and the connection factory that dials) and hangs up when the session
+ends. Both calls may block on the network, so the facade makes them on the caller's thread,
+never on an actor's.
 
 A REST client reports each request it made to an optional :data:`RequestObserver` (the
 service's metrics): a plain callback, so that no provider module depends on a metrics library.
