@@ -1,8 +1,8 @@
 """The connector actor: one per session incarnation, owner of that session's connection.
 
 A connector borrows its session's :class:`~actors.session.SessionRecord` and owns one
-connection (a :class:`~actors.websocket.WebSocketConnection`, or what the provider's plan
-names: a Daily call). Its life, in pykka's hooks, all on the connector's own thread:
+:class:`~actors.connection.Connection` (made by the factory its provider's plan names). Its
+life, in pykka's hooks:
 
 - ``on_start`` attaches to the record (from now on ``Close`` writes reach it as tells),
   makes the connection, replays the writes held for it, and starts the connection, whose
@@ -39,11 +39,10 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from .codecs import Frame
-from .connection import Connection
+from .connection import Connection, ConnectionContext, DialOptions, SharedIo
 from .exits import Exit, ExitKind
 from .messages import INTERNAL_ERROR, Close, Message, Started
 from .session import SessionRecord
-from .websocket import DialOptions, IoLoop, WebSocketConnection
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -114,7 +113,7 @@ class Connector(pykka.ThreadingActor):
         supervisor: pykka.ActorRef[Any],
         *,
         generation: int,
-        watchdog: IoLoop | None,
+        shared: SharedIo | None,
         shutdown_timeout_s: float,
         dial_delay_s: float = 0.0,
         dial_deadline: float = math.inf,
@@ -124,7 +123,7 @@ class Connector(pykka.ThreadingActor):
         self.record = record
         self.supervisor = supervisor
         self.generation = generation
-        self.watchdog = watchdog
+        self.shared = shared
         self.shutdown_timeout_s = shutdown_timeout_s
         self.dial_delay_s = dial_delay_s
         self.dial_deadline = dial_deadline  # monotonic: the reconnect window closes then
@@ -145,18 +144,20 @@ class Connector(pykka.ThreadingActor):
         # From now on Close writes are told to us; they wait in the mailbox until we are done.
         record.attach(self.actor_ref, self._deliver)
         try:
-            # A provider whose media is not a WebSocket (Daily) says how to connect instead.
-            connection = (record.connect or WebSocketConnection)(
-                self._dial_options(),
-                session_id=record.session_id,
-                outbox=record.outbox,
-                traffic=record.traffic,
-                on_open=self._on_open,
-                on_frame=self._on_frame,
-                on_exit=self._on_exit,
-                watchdog=self.watchdog,
-                dial_delay_s=self.dial_delay_s,
-                sent_log=record.sent_log,
+            # The provider's plan named the factory: a WebSocket, a Daily call...
+            connection = record.connect(
+                ConnectionContext(
+                    self._dial_options(),
+                    record.session_id,
+                    record.outbox,
+                    record.traffic,
+                    on_open=self._on_open,
+                    on_frame=self._on_frame,
+                    on_exit=self._on_exit,
+                    shared=self.shared,
+                    dial_delay_s=self.dial_delay_s,
+                    sent_log=record.sent_log,
+                )
             )
             self.connection = connection  # first: a held Close needs it
             for message in record.take_backlog():  # older than anything in the mailbox

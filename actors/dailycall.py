@@ -2,8 +2,9 @@
 
 Daily carries audio over WebRTC through its SDK (``daily-python``, the ``daily`` extra), whose
 native threads call back into Python. :class:`DailyConnection` has the shape of
-:class:`~actors.websocket.WebSocketConnection` (see :mod:`actors.connection`), so a connector
-owns a Daily call the way it owns a socket. It runs two threads, named with the session id:
+:class:`~actors.transport.WebSocketConnection` (the contract of :mod:`actors.connection`), so
+a connector owns a Daily call the way it owns a socket. It runs two threads, named with the
+session id:
 
 - the **runner** creates a virtual microphone and a call client, joins the room with the
   session's meeting token, then turns the SDK's events into the session's inbound frames (see
@@ -43,19 +44,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codecs import Frame
 from .codecs.daily import audio_frame, event_frame
+from .connection import BoundedClose, ConnectionContext
 from .exits import Exit, ExitKind
-from .messages import INTERNAL_ERROR, NORMAL_CLOSURE
-from .queues import Keep, Outbox
+from .queues import Keep
 from .redaction import redact_url
-from .websocket import BoundedClose, DialOptions, SentLog, Traffic, Watchdog
+from .wire.constants import CloseCode
 
 __all__ = ["DailyCall", "DailyConnection", "SdkMissing", "load_sdk"]
 
 logger = logging.getLogger(__name__)
 
-_ABNORMAL = 1006
+_NORMAL_CLOSURE = int(CloseCode.NORMAL_CLOSURE)
+_ABNORMAL = int(CloseCode.ABNORMAL)
+_INTERNAL_ERROR = int(CloseCode.INTERNAL_ERROR)
 _MAX_REASON = 300
 _device_numbers = itertools.count(1)
 _init_lock = threading.Lock()
@@ -101,33 +103,8 @@ class DailyCall:
     user_name: str = "transport-actors"
     sample_rate: int = 16000
 
-    def __call__(
-        self,
-        options: DialOptions,
-        *,
-        session_id: str,
-        outbox: Outbox[Frame | Keep],
-        traffic: Traffic,
-        on_open: Callable[[str | None], None],
-        on_frame: Callable[[Frame], None],
-        on_exit: Callable[[Exit], None],
-        watchdog: Watchdog | None = None,
-        dial_delay_s: float = 0.0,
-        sent_log: SentLog | None = None,
-    ) -> DailyConnection:
-        # The watchdog and the resend log are for WebSockets: the SDK keeps its own connection
-        # alive and tells us through call-state events when it has lost it.
-        return DailyConnection(
-            options,
-            self,
-            session_id=session_id,
-            outbox=outbox,
-            traffic=traffic,
-            on_open=on_open,
-            on_frame=on_frame,
-            on_exit=on_exit,
-            dial_delay_s=dial_delay_s,
-        )
+    def __call__(self, context: ConnectionContext, /) -> DailyConnection:
+        return DailyConnection(context, self)
 
 
 def _participant_id(participant: object) -> str | None:
@@ -189,29 +166,19 @@ def _join_failure(error: str) -> str:
 class DailyConnection(BoundedClose):
     """One join of one session's Daily room, with its runner and writer threads."""
 
-    def __init__(
-        self,
-        options: DialOptions,
-        call: DailyCall,
-        *,
-        session_id: str,
-        outbox: Outbox[Frame | Keep],
-        traffic: Traffic,
-        on_open: Callable[[str | None], None],
-        on_frame: Callable[[Frame], None],
-        on_exit: Callable[[Exit], None],
-        dial_delay_s: float = 0.0,
-    ) -> None:
-        self.options = options
+    def __init__(self, context: ConnectionContext, call: DailyCall) -> None:
+        # The context's shared I/O and resend log are a WebSocket's: the SDK keeps its own
+        # connection alive and tells us through call-state events when it has lost it.
+        self.options = context.dial
         self.call = call
-        self.session_id = session_id
-        self.safe_url = redact_url(options.url)
-        self._outbox = outbox
-        self._traffic = traffic
-        self._on_open = on_open
-        self._on_frame = on_frame
-        self._on_exit = on_exit
-        self._dial_delay_s = dial_delay_s
+        self.session_id = session_id = context.session_id
+        self.safe_url = redact_url(context.dial.url)
+        self._outbox = context.outbox
+        self._traffic = context.traffic
+        self._on_open = context.on_open
+        self._on_frame = context.on_frame
+        self._on_exit = context.on_exit
+        self._dial_delay_s = context.dial_delay_s
         # The SDK's callbacks put here; only the runner takes. SimpleQueue.put is reentrant and
         # never blocks, which is all a foreign thread may be asked to do.
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -241,7 +208,7 @@ class DailyConnection(BoundedClose):
 
     def request_close(
         self,
-        code: int = NORMAL_CLOSURE,
+        code: int = _NORMAL_CLOSURE,
         reason: str = "",
         exit: Exit | None = None,
         *,
@@ -298,9 +265,6 @@ class DailyConnection(BoundedClose):
     def exit(self) -> Exit | None:
         """How the connection ended (or is ending); ``None`` while it runs."""
         return self._exit
-
-    def check_alive(self, now: float) -> None:
-        """Nothing to do: the SDK keeps the call alive and reports a lost one as an event."""
 
     # -- the runner ----------------------------------------------------------------------------
 
@@ -365,7 +329,7 @@ class DailyConnection(BoundedClose):
             exit = self._serve(client, early)
         except Exception as exc:
             logger.exception("session %s: the Daily call failed", self.session_id)
-            exit = Exit(ExitKind.CRASH, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            exit = Exit(ExitKind.CRASH, _INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             self._finish(exit, client)
 
@@ -423,7 +387,7 @@ class DailyConnection(BoundedClose):
                 logger.info("session %s: participant %s left (%s)", self.session_id, pid, reason)
                 if not self.remote:
                     on_frame(event_frame("stopped", reason=reason))
-                    return Exit(ExitKind.PEER_CLOSED, NORMAL_CLOSURE, f"the call ended: {reason}")
+                    return Exit(ExitKind.PEER_CLOSED, _NORMAL_CLOSURE, f"the call ended: {reason}")
             elif kind == "call-state":
                 if event[1] == "left":
                     why = "Daily ended our part in the call"
@@ -519,7 +483,7 @@ class DailyConnection(BoundedClose):
                     return
         except Exception as exc:
             logger.exception("session %s: writing to the Daily microphone failed", self.session_id)
-            self.abort(Exit(ExitKind.CRASH, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+            self.abort(Exit(ExitKind.CRASH, _INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         finally:
             outbox.detach(wake.set)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .wire.constants import CloseCode
+
 __all__ = ["Exit", "ExitKind"]
 
 
@@ -49,7 +51,7 @@ class Exit:
         if self.code is not None:
             return self.code
         if self.kind is ExitKind.NORMAL:
-            return 1000
+            return int(CloseCode.NORMAL_CLOSURE)
         if self.kind in (ExitKind.CRASH, ExitKind.START_CRASH):
-            return 1011
-        return 1006
+            return int(CloseCode.INTERNAL_ERROR)
+        return int(CloseCode.ABNORMAL)

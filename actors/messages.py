@@ -17,6 +17,8 @@ from types import MappingProxyType
 
 from .checks import header_problem, short_repr, subprotocol_problem, url_text_problem
 from .lifecycle import SessionState
+from .wire.constants import CloseCode, is_sendable
+from .wire.frames import MAX_CONTROL_PAYLOAD
 
 __all__ = [
     "Audio",
@@ -35,25 +37,21 @@ __all__ = [
     "Text",
 ]
 
-#: RFC 6455 close codes used by this package.
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-PROTOCOL_ERROR = 1002
-ABNORMAL_CLOSURE = 1006
-INVALID_PAYLOAD = 1007
-MESSAGE_TOO_BIG = 1009
-INTERNAL_ERROR = 1011
+#: RFC 6455 close codes used by this package, as plain ints (a ``Close`` shows the number):
+#: the names of :class:`actors.wire.CloseCode`, defined there once.
+NORMAL_CLOSURE = int(CloseCode.NORMAL_CLOSURE)
+GOING_AWAY = int(CloseCode.GOING_AWAY)
+PROTOCOL_ERROR = int(CloseCode.PROTOCOL_ERROR)
+ABNORMAL_CLOSURE = int(CloseCode.ABNORMAL)
+INVALID_PAYLOAD = int(CloseCode.INVALID_PAYLOAD)
+MESSAGE_TOO_BIG = int(CloseCode.MESSAGE_TOO_BIG)
+INTERNAL_ERROR = int(CloseCode.INTERNAL_ERROR)
 MIN_CLOSE_CODE = 1000  # RFC 6455 section 7.4: codes below 1000 are not used
 MAX_CLOSE_CODE = 4999  # and none above 4999 is defined
-MAX_CLOSE_REASON_BYTES = 123
-# Reserved: reported by an endpoint (1005 no code, 1006 abnormal, 1015 TLS), never sent; 1004
-# is reserved; 1015-2999 are for future RFCs.
-_UNSENDABLE = frozenset({1004, 1005, 1006}) | frozenset(range(1015, 3000))
+MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2  # a close frame's payload: code, reason
 
-
-def is_sendable_close_code(code: int) -> bool:
-    """Whether ``code`` may travel in a close frame (RFC 6455 section 7.4)."""
-    return MIN_CLOSE_CODE <= code <= MAX_CLOSE_CODE and code not in _UNSENDABLE
+#: Whether a code may travel in a close frame (RFC 6455 section 7.4): the wire layer's rule.
+is_sendable_close_code = is_sendable
 
 
 def _check_utf8(text: str, what: str) -> None:

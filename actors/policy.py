@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 from .exits import Exit, ExitKind
+from .wire.constants import CloseCode
 
 if TYPE_CHECKING:
     from .errors import TransportError
@@ -60,7 +61,16 @@ RESTART_TYPES = ("transient", "permanent", "temporary")
 # Close codes after which a session is worth redialling: the peer (or something between us)
 # failed or is going away (1001: a server shutting down), rather than decided to end the
 # conversation.
-_RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+_RETRYABLE_CLOSE_CODES = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        CloseCode.ABNORMAL,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
+        CloseCode.BAD_GATEWAY,
+    }
+)
 
 
 def ends_session(exit: Exit) -> bool:

@@ -15,7 +15,7 @@ and every ask has a timeout.
   the codec's state), into the outbox, and sent from there on the same thread, as far as
   the socket takes it without blocking (``WebSocketConnection.pump``). A read waits on the
   inbox. Ending a session stops its connector and joins it, bounded, on the caller's thread.
-- *The I/O loop thread* (``ws-io``, one per service, :class:`~actors.websocket.IoLoop`)
+- *The I/O loop thread* (``ws-io``, one per service, :class:`~actors.transport.ioloop.IoLoop`)
   owns every open WebSocket: it reads and parses what arrives on any socket and calls the
   connection's ``on_frame`` (the connector's codec decodes there, straight into the inbox),
   sends what a socket did not take at once, and on every tick sends keepalive pings and
@@ -68,6 +68,7 @@ from .config import (
     default_config,
     load_config,
 )
+from .connection import SharedIo
 from .connector import GetStatus
 from .embedded import EmbeddedInfrastructure
 from .errors import (
@@ -87,7 +88,6 @@ from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
-from .websocket import IoLoop
 
 __all__ = ["TransportService"]
 
@@ -139,10 +139,10 @@ class TransportService:
         if runtime.ping_interval_s > 0:
             deadlines.append(runtime.ping_timeout_s)
         try:
-            self._io_loop: IoLoop | None = IoLoop(min(1.0, max(0.02, min(deadlines) / 5)))
+            self._shared = SharedIo(tick_s=min(1.0, max(0.02, min(deadlines) / 5)))
             self._supervisor = Supervisor.start(
                 _policy(sup),
-                watchdog=self._io_loop,
+                shared=self._shared,
                 shutdown_timeout_s=runtime.shutdown_timeout_s,
                 metrics=self._metrics,
             )
@@ -404,8 +404,7 @@ class TransportService:
                 self._supervisor.stop(block=True, timeout=timeout)
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("supervisor did not stop within %.1f s", timeout)
-            if self._io_loop is not None:
-                self._io_loop.stop()
+            self._shared.close()
             for provider in self._providers.values():
                 try:
                     provider.close()

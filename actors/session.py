@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .codecs import Codec, Frame
+from .connection import ConnectionFactory, DialOptions, SentLog, Traffic
 from .errors import (
     ConnectionFailed,
     QueueFull,
@@ -45,12 +46,10 @@ from .messages import Binary, Close, Message, SessionInfo, SessionStatus
 from .policy import Supervision
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
-from .websocket import DialOptions, SentLog, Traffic
 
 if TYPE_CHECKING:
     import pykka
 
-    from .connection import ConnectionFactory
     from .policy import RestartPolicy
 
 __all__ = ["SessionRecord"]
@@ -73,7 +72,7 @@ class SessionRecord:
         inbound_overflow: str = "drop_oldest",
         outbound_overflow: str = "drop_oldest",
         call_id: str | None = None,
-        connect: ConnectionFactory | None = None,
+        connect: ConnectionFactory,
         policy: RestartPolicy | None = None,
     ) -> None:
         self.session_id: Final = session_id
@@ -85,7 +84,7 @@ class SessionRecord:
         # isinstance() wants a tuple; built once here rather than on every write.
         self.writable: Final[tuple[type[Message], ...]] = tuple(codec.outbound_types)
         self.call_id: Final = call_id
-        self.connect: Final = connect  # how connectors connect (None: a WebSocket to `dial`)
+        self.connect: Final = connect  # how connectors connect: named by the provider's plan
         self.created_at: Final = time.time()
         self.lifecycle: Final = SessionLifecycle(session_id)
         self.inbox: Final = Inbox(inbox_max, inbound_overflow)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from .connection import SharedIo
 from .connector import Connector, ConnectorExited, ConnectorOpened
 from .errors import ConnectionFailed
 from .exits import Exit
@@ -45,7 +46,6 @@ from .lifecycle import SessionState
 from .messages import INTERNAL_ERROR, MAX_CLOSE_CODE, MIN_CLOSE_CODE, PROTOCOL_ERROR, Close
 from .policy import RestartPolicy
 from .session import SessionRecord
-from .websocket import IoLoop
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -83,13 +83,13 @@ class Supervisor(pykka.ThreadingActor):
         self,
         policy: RestartPolicy,
         *,
-        watchdog: IoLoop | None,
+        shared: SharedIo | None,
         shutdown_timeout_s: float,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy
-        self.watchdog = watchdog
+        self.shared = shared
         self.shutdown_timeout_s = shutdown_timeout_s
         self.metrics = metrics
         self.sessions: dict[str, SessionRecord] = {}
@@ -144,7 +144,7 @@ class Supervisor(pykka.ThreadingActor):
             record,
             self.actor_ref,
             generation=generation,
-            watchdog=self.watchdog,
+            shared=self.shared,
             shutdown_timeout_s=self.shutdown_timeout_s,
             dial_delay_s=delay_s,
             dial_deadline=deadline,

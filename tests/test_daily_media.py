@@ -28,6 +28,7 @@ from actors import ConfigError, ConnectionFailed, TransportService
 from actors.codecs import Frame
 from actors.codecs.daily import DailyCodec
 from actors.config import DailyProviderConfig, TransportConfig
+from actors.connection import ConnectionContext, DialOptions, Traffic
 from actors.dailycall import DailyCall, DailyConnection, _ensure_initialised, _events_class
 from actors.emulator.daily import DailyApiServer
 from actors.emulator.daily_sdk import DailyEmulator
@@ -35,7 +36,6 @@ from actors.exits import Exit, ExitKind
 from actors.messages import Audio, Binary, Mark, Message, Started, Stopped
 from actors.providers.daily import DailyRestClient
 from actors.queues import Keep, Outbox
-from actors.websocket import DialOptions, Traffic
 
 from .conftest import eventually, fast_config
 
@@ -94,13 +94,15 @@ def make_call(emulator: DailyEmulator, url: str, token: str, rate: int = 16000) 
             messages.put(message)
 
     connection = DailyCall(sdk=emulator.sdk, token=token, sample_rate=rate)(
-        DialOptions(url=url, connect_timeout_s=2.0, close_timeout_s=1.0),
-        session_id="test-session",
-        outbox=outbox,
-        traffic=traffic,
-        on_open=lambda subprotocol: opened.set(),
-        on_frame=on_frame,
-        on_exit=exits.put,
+        ConnectionContext(
+            DialOptions(url=url, connect_timeout_s=2.0, close_timeout_s=1.0),
+            session_id="test-session",
+            outbox=outbox,
+            traffic=traffic,
+            on_open=lambda subprotocol: opened.set(),
+            on_frame=on_frame,
+            on_exit=exits.put,
+        )
     )
     return Call(connection, codec, outbox, traffic, opened, messages, exits)
 

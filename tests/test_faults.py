@@ -46,6 +46,7 @@ from actors import (
 from actors.codecs import Frame
 from actors.codecs.websocket import PassthroughCodec
 from actors.config import EmulatorConfig, GatewayConfig, SupervisorConfig, TransportConfig
+from actors.connection import DialOptions
 from actors.connector import Connector, Write
 from actors.emulator.phone import TwilioEmulator
 from actors.exits import ExitKind
@@ -56,7 +57,7 @@ from actors.messages import Message
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from actors.supervisor import EndSession, Register, Supervisor
-from actors.websocket import DialOptions
+from actors.transport import websocket_connection
 
 from .conftest import fast_config
 from .processes import ChildFailed, EchoProcess, GatewayProcess, free_port
@@ -338,13 +339,14 @@ def make_record(session_id: str, url: str, codec: PassthroughCodec) -> SessionRe
         DialOptions(url=url, ping_interval_s=0),
         inbox_max=100,
         outbound_max=100,
+        connect=websocket_connection,
     )
 
 
 @pytest.fixture
 def supervisor() -> Iterator[pykka.ActorRef[Any]]:
     policy = IntensityPolicy(max_restarts=2, within_s=10, backoff_initial_s=0.01)
-    ref = Supervisor.start(policy, watchdog=None, shutdown_timeout_s=1.0)
+    ref = Supervisor.start(policy, shared=None, shutdown_timeout_s=1.0)
     try:
         yield ref
     finally:

@@ -14,6 +14,7 @@ import pytest
 
 from actors.codecs import Frame
 from actors.codecs.websocket import PassthroughCodec
+from actors.connection import DialOptions
 from actors.connector import Write
 from actors.exits import ExitKind
 from actors.gateway import ServerThread
@@ -22,7 +23,7 @@ from actors.messages import Close, Message, Text
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from actors.supervisor import EndSession, Register, Supervisor
-from actors.websocket import DialOptions
+from actors.transport import websocket_connection
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,7 +43,7 @@ class PoisonCodec(PassthroughCodec):
 @pytest.fixture
 def supervisor() -> Iterator[object]:
     policy = IntensityPolicy(max_restarts=2, within_s=10, backoff_initial_s=0.01)
-    ref = Supervisor.start(policy, watchdog=None, shutdown_timeout_s=1.0)
+    ref = Supervisor.start(policy, shared=None, shutdown_timeout_s=1.0)
     try:
         yield ref
     finally:
@@ -57,6 +58,7 @@ def make_record(url: str) -> SessionRecord:
         DialOptions(url=url, ping_interval_s=0),
         inbox_max=100,
         outbound_max=100,
+        connect=websocket_connection,
     )
 
 

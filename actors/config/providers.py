@@ -4,7 +4,6 @@ there)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -12,6 +11,7 @@ from typing import Any
 
 from ..checks import header_problem, subprotocol_problem
 from ..errors import ConfigError
+from ..wire.constants import ACCOUNT_SID
 from ._fields import _CODE_ONLY, _POSITIVE, _header_item, _http_url_or, _limit, _one_of, _ws_url
 from ._redacted import _safe_repr
 from .runtime import SupervisorConfig
@@ -31,7 +31,7 @@ _DAILY_RATES = (8000, 16000, 24000, 48000)  # what Daily's audio devices take
 
 
 def _account_sid(value: str | None) -> str | None:
-    if value is None or re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+    if value is None or ACCOUNT_SID.fullmatch(value):
         return None
     return "expected an Account SID: AC followed by 32 hex digits"
 

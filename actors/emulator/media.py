@@ -42,6 +42,7 @@ from ..gateway._ws import (
 )
 from ..signing import twilio_signature
 from ..startable import Startable
+from ..wire.constants import CloseCode
 
 __all__ = ["CallMedia", "MediaDialer"]
 
@@ -342,7 +343,7 @@ class MediaDialer(Startable):
                 if call.hang_up.is_set() or now >= deadline:
                     call.media.hung_up = True
                     await ws.send(call.stream.stop())
-                    await ws.close(1000, "call ended")
+                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
                     break
                 timestamp = int((now - started) * 1000)
                 await self._tick(call, ws, timestamp)
@@ -407,7 +408,7 @@ class MediaDialer(Startable):
                 call.media.hung_up = True
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(call.stream.stop())
-                    await ws.close(1000, "call ended")
+                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
         finally:
             for task in (receiver, hung_up):
                 task.cancel()

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ._http import (
     ApiRequestHandler,
     Fault,
@@ -60,7 +61,6 @@ Operation = Literal["create", "update"]
 #: Where the emulator's own extension places an inbound call (not a Twilio endpoint).
 INBOUND_PATH = "/2010-04-01/Accounts/{account}/Emulator/InboundCalls.json"
 
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _CALLS = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json")
 _CALL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
 _INBOUND = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Emulator/InboundCalls\.json")

@@ -2,8 +2,9 @@
 
 Each provider type has a module here; REST providers are the only users of ``requests``. A
 provider turns a :class:`~actors.messages.SessionRequest` into a :class:`SessionPlan` (the
-codec and where to dial) and hangs up when the session ends. Both calls may block on the
-network, so the facade makes them on the caller's thread, never on an actor's.
+codec, where to dial, and the connection factory that dials) and hangs up when the session
+ends. Both calls may block on the network, so the facade makes them on the caller's thread,
+never on an actor's.
 
 A REST client reports each request it made to an optional :data:`RequestObserver` (the
 service's metrics): a plain callback, so that no provider module depends on a metrics library.
@@ -21,9 +22,8 @@ from typing import Any, Protocol
 
 from ..codecs import Codec
 from ..config import DailyProviderConfig, ProviderConfig, RuntimeConfig, TwilioProviderConfig
-from ..connection import ConnectionFactory
+from ..connection import ConnectionFactory, DialOptions
 from ..messages import SessionRequest
-from ..websocket import DialOptions
 
 __all__ = [
     "DailyEndpoint",
@@ -50,8 +50,8 @@ class SessionPlan:
 
     codec: Codec
     dial: DialOptions
+    connect: ConnectionFactory  # makes each connection: actors.transport's for a WebSocket
     call_id: str | None = None
-    connect: ConnectionFactory | None = None  # None: a WebSocket to `dial.url`
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ import requests
 
 from ..codecs.daily import DailyCodec
 from ..config import DailyProviderConfig, RuntimeConfig
+from ..connection import DialOptions
 from ..dailycall import DailyCall, SdkMissing, load_sdk
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..websocket import DialOptions
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
@@ -352,7 +352,6 @@ class DailyProvider:
         dial = DialOptions(
             url=url,
             connect_timeout_s=runtime.connect_timeout_s,
-            ping_interval_s=0.0,  # the SDK keeps the call alive
             close_timeout_s=runtime.shutdown_timeout_s,
         )
         codec = DailyCodec(

@@ -26,10 +26,14 @@ import requests
 
 from ..codecs.twilio import TwilioCodec
 from ..config import RuntimeConfig, TwilioProviderConfig
+from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..signing import hop_token, stream_token
-from ..websocket import DialOptions
+from ..transport import websocket_connection
+from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
+from ..wire.constants import CALL_SID as _CALL_SID
+from ..wire.constants import SESSIONS_PATH
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
@@ -51,8 +55,6 @@ API_VERSION = "2010-04-01"
 #: ("Call is not in-progress. Cannot redirect.", what updating a completed call answers).
 ALREADY_ENDED_CODES = frozenset({20404, 21220})
 
-_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
-_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 # XML 1.0 cannot carry these characters at all, not even escaped: refuse them up front.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _TRAILING_DIGITS = re.compile(r"(\d+)/?$")
@@ -406,7 +408,7 @@ class TwilioProvider:
         logger.info("session %s: Twilio call %s placed to %s", session_id, call_sid, to)
         runtime = self.runtime
         dial = DialOptions(
-            url=f"{gateway.url.rstrip('/')}/sessions/{session_id}",
+            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
             headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
             connect_timeout_s=runtime.connect_timeout_s,
             max_message_bytes=runtime.max_message_bytes,
@@ -416,7 +418,7 @@ class TwilioProvider:
             resume_frames=gateway.resume_frames,
         )
         codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
-        return SessionPlan(codec=codec, dial=dial, call_id=call_sid)
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         if plan.call_id is None:

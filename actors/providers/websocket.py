@@ -7,10 +7,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..codecs.websocket import PassthroughCodec
 from ..config import RuntimeConfig, WebSocketProviderConfig
+from ..connection import DialOptions
 from ..errors import ConfigError
 from ..messages import SessionRequest
 from ..redaction import redact_url
-from ..websocket import DialOptions
+from ..transport import websocket_connection
 from . import SessionPlan
 
 __all__ = ["WebSocketProvider"]
@@ -57,7 +58,7 @@ class WebSocketProvider:
             ping_timeout_s=runtime.ping_timeout_s,
             close_timeout_s=runtime.shutdown_timeout_s,
         )
-        return SessionPlan(codec=PassthroughCodec(), dial=dial)
+        return SessionPlan(codec=PassthroughCodec(), dial=dial, connect=websocket_connection)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         """Nothing to hang up: closing the WebSocket is the whole session."""

@@ -47,6 +47,7 @@ import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-i
 
 from ..providers.twilio import build_stream_twiml
 from ..signing import verify_twilio_signature
+from ..wire.constants import CALL_SID as _CALL_SID
 
 __all__ = [
     "MAX_BODY",
@@ -80,7 +81,6 @@ VOICE_FIELDS = ("CallSid", "AccountSid", "From", "To", "CallStatus", "Direction"
 STATUS_FIELDS = ("CallSid", "AccountSid", "CallStatus")
 REJECT_REASONS = frozenset({"busy", "rejected"})  # what <Reject reason=...> accepts
 
-_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 

@@ -1,7 +1,7 @@
 """The sans-I/O wire layer: the client side of RFC 6455 and the constants both ends share.
 
 Nothing here touches a socket, a thread or a clock, and nothing imports anything of ours but
-:mod:`actors.errors`: the I/O module (:mod:`actors.websocket`) drives
+:mod:`actors.errors`: the I/O (:mod:`actors.transport`) drives
 :class:`~actors.wire.protocol.ClientProtocol` with the bytes its socket reads, and writes the
 bytes the protocol returns; the media gateway and the providers read
 :mod:`actors.wire.constants`.

@@ -67,15 +67,22 @@ def test_the_codes_that_only_report_a_close_are_not_sendable() -> None:
     assert never_sent == {CloseCode.NO_STATUS, CloseCode.ABNORMAL, CloseCode.TLS_HANDSHAKE}
 
 
-def test_the_duplicates_still_in_place_agree_with_the_single_definitions() -> None:
-    """Until the other modules import these from actors.wire, their copies must not drift."""
+def test_the_gateways_copies_agree_with_the_single_definitions() -> None:
+    """The gateway still spells these itself (it moves onto actors.wire in its own change);
+    until then its copies must not drift. Everything else imports them from actors.wire."""
     assert server.CALL_UNKNOWN == CloseCode.CALL_UNKNOWN
     assert server.RESUME_FROM_HEADER == RESUME_FROM_HEADER
     assert server.RECEIVED_HEADER == RECEIVED_HEADER
+
+
+def test_the_messages_close_codes_are_the_wire_layers_as_plain_ints() -> None:
     for name in ("NORMAL_CLOSURE", "GOING_AWAY", "INVALID_PAYLOAD", "MESSAGE_TOO_BIG"):
-        assert getattr(messages, name) == CloseCode[name]
+        value = getattr(messages, name)
+        assert value == CloseCode[name]
+        assert type(value) is int  # a Close shows 1000, not <CloseCode.NORMAL_CLOSURE: 1000>
     assert messages.INTERNAL_ERROR == CloseCode.INTERNAL_ERROR
     assert messages.ABNORMAL_CLOSURE == CloseCode.ABNORMAL
+    assert messages.is_sendable_close_code is is_sendable
 
 
 def test_the_resume_headers() -> None:
