@@ -25,11 +25,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import cast
 
-# defusedxml ships no type hints (types-defusedxml is optional): either way works.
-import defusedxml  # type: ignore[import-untyped, unused-ignore]
-import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
+from ..safexml import XMLRefused, parse_xml
 
 __all__ = [
     "Action",
@@ -150,11 +147,9 @@ Action = Connect | Reject | Say | Play | Pause | Redirect | Dial | Hangup | Unsu
 
 def _root(document: str) -> ET.Element:
     try:
-        root = cast(ET.Element, SafeET.fromstring(document))
-    except ET.ParseError as exc:
-        raise TwiMLError(f"Twiml is not valid XML: {exc}") from None
-    except defusedxml.DefusedXmlException as exc:
-        raise TwiMLError(f"Twiml refused: {type(exc).__name__}") from None
+        root = parse_xml(document)
+    except XMLRefused as exc:
+        raise TwiMLError(f"Twiml {exc}") from None
     if root.tag != "Response":
         raise TwiMLError(f"Twiml root element must be <Response>, not <{root.tag}>")
     return root

@@ -40,12 +40,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import cast
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped, unused-ignore]
-
 from ..providers.twilio import build_stream_twiml
+from ..safexml import parse_xml
 from ..signing import verify_twilio_signature
 from ..wire.constants import CALL_SID as _CALL_SID
 
@@ -355,7 +353,7 @@ def connect_twiml(
     cluster issue) instead of the call ending. When the caller hangs up, or we end the call
     over REST, no TwiML runs after the stream, so the marker never fires for those.
     """
-    response = cast(ET.Element, SafeET.fromstring(build_stream_twiml(stream_url, parameters)))
+    response = parse_xml(build_stream_twiml(stream_url, parameters))
     if redirect_url is not None:
         _check_xml_text("redirect_url", redirect_url)
         redirect = ET.SubElement(response, "Redirect", method="POST")
@@ -383,10 +381,7 @@ def hangup_twiml() -> str:
 def validate_twiml(document: str) -> str:
     """``document`` if it is a well-formed TwiML document (root ``<Response>``), else
     :class:`ValueError`: configured TwiML is checked once, when it is configured."""
-    try:
-        root = cast(ET.Element, SafeET.fromstring(document))
-    except (ET.ParseError, ValueError) as exc:  # defusedxml's refusals are ValueErrors
-        raise ValueError(f"not well-formed XML: {exc}") from None
+    root = parse_xml(document)  # XMLRefused is a ValueError
     if root.tag != "Response":
         raise ValueError(f"the root element must be <Response>, not <{root.tag}>")
     return document
