@@ -26,6 +26,6 @@ def parse_xml(document: str) -> ET.Element:
     try:
         return cast(ET.Element, SafeET.fromstring(document))
     except ET.ParseError as exc:
-        raise XMLRefused(f"not well-formed XML: {exc}") from None
+        raise XMLRefused(f"is not valid XML: {exc}") from None
     except defusedxml.DefusedXmlException as exc:
         raise XMLRefused(f"refused: {type(exc).__name__}") from None

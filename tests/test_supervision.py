@@ -141,7 +141,7 @@ def test_end_during_backoff_is_prompt() -> None:
     # A backoff long enough that the session is still waiting it out when the end comes (with
     # the shared fixture's 0.01 s, the budget could run out first and the session end FAILED).
     policy = IntensityPolicy(max_restarts=2, within_s=10, backoff_initial_s=5.0, backoff_max_s=5.0)
-    supervisor = Supervisor.start(policy, watchdog=None, shutdown_timeout_s=1.0)
+    supervisor = Supervisor.start(policy, shared=None, shutdown_timeout_s=1.0)
     try:
         _end_during_backoff(supervisor)
     finally:
