@@ -161,10 +161,8 @@ def test_the_contract_stands_below_its_implementations() -> None:
 
 # -- one spelling of each wire constant ------------------------------------------------------
 
-# The gateway still has its own copies (tests/wire/test_constants.py keeps them in step) until
-# it moves onto actors.wire.constants.
 SPELLINGS = ("X-Resume-From", "X-Gateway-Received", "AC[0-9a-fA-F]{32}", "CA[0-9a-fA-F]{32}")
-MAY_SPELL = ("wire/constants.py", "gateway/")
+MAY_SPELL = ("wire/constants.py",)
 
 
 def test_each_wire_constant_is_spelled_once() -> None:

@@ -44,6 +44,7 @@ from typing import Final, Generic, TypeVar
 
 from ..codecs import Frame
 from ..errors import IllegalTransition
+from ..wire.constants import CloseCode
 
 __all__ = [
     "GOING_AWAY",
@@ -62,10 +63,10 @@ __all__ = [
     "Timeouts",
 ]
 
-# The close codes a call ends with (RFC 6455 section 7.4.1).
-NORMAL: Final = 1000
-GOING_AWAY: Final = 1001
-POLICY: Final = 1008
+# The close codes a call ends with, as the plain ints a close frame carries.
+NORMAL: Final = int(CloseCode.NORMAL_CLOSURE)
+GOING_AWAY: Final = int(CloseCode.GOING_AWAY)
+POLICY: Final = int(CloseCode.POLICY_VIOLATION)
 
 C = TypeVar("C")  # the driver's connection type: this module only holds and compares them
 

@@ -39,12 +39,14 @@ import asyncio
 import logging
 import re
 import secrets
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from ..codecs import Frame
 from ..config import GatewayConfig
 from ..signing import verify_hop_token, verify_stream_token, verify_twilio_signature
 from ..startable import Startable
+from ..wire.constants import RECEIVED_HEADER, RESUME_FROM_HEADER, SESSIONS_PATH, CloseCode
 from ._ws import ConnectionClosed, Request, Response, ServerConnection
 from .admission import Admission, GatewayConnection, peer
 from .calls import GOING_AWAY, NORMAL, POLICY, Call
@@ -63,13 +65,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RESUME_FROM_HEADER = "X-Resume-From"
-RECEIVED_HEADER = "X-Gateway-Received"
-_INVALID_DATA = 1007
-_INTERNAL_ERROR = 1011
-#: Close code for a session that resumes a call this gateway has no record of (it restarted,
-#: or forgot the call long ago): the call cannot be resumed, so redialling would not help.
-CALL_UNKNOWN = 4404
+# CALL_UNKNOWN closes a session hop that resumes a call this gateway has no record of (it
+# restarted, or forgot the call long ago): the call cannot be resumed, so redialling would not
+# help. Re-exported here, where the gateway's users have always found it.
+CALL_UNKNOWN: Final = int(CloseCode.CALL_UNKNOWN)
+_INVALID_DATA: Final = int(CloseCode.INVALID_PAYLOAD)
+_INTERNAL_ERROR: Final = int(CloseCode.INTERNAL_ERROR)
+_SESSIONS_SEGMENT: Final = SESSIONS_PATH.strip("/")
 # What a session id may be: URL-safe, short (the runtime's are 22 characters of base64url).
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.~-]{1,128}")
 
@@ -341,7 +343,7 @@ class MediaGateway(Startable):
 def _route_of(path: str) -> tuple[str, str]:
     """``("provider", name)``, ``("session", id)`` or ``("", "")`` for a request path."""
     segments = [unquote(s) for s in urlsplit(path).path.split("/") if s]
-    if len(segments) >= 2 and segments[-2] == "sessions":
+    if len(segments) >= 2 and segments[-2] == _SESSIONS_SEGMENT:
         return "session", segments[-1]
     if segments:
         return "provider", segments[-1]

@@ -67,12 +67,12 @@ def test_the_codes_that_only_report_a_close_are_not_sendable() -> None:
     assert never_sent == {CloseCode.NO_STATUS, CloseCode.ABNORMAL, CloseCode.TLS_HANDSHAKE}
 
 
-def test_the_gateways_copies_agree_with_the_single_definitions() -> None:
-    """The gateway still spells these itself (it moves onto actors.wire in its own change);
-    until then its copies must not drift. Everything else imports them from actors.wire."""
+def test_the_gateway_re_exports_the_single_definitions() -> None:
+    """The gateway's users find these on actors.gateway.server, as they always have: they are
+    the wire layer's, not copies."""
     assert server.CALL_UNKNOWN == CloseCode.CALL_UNKNOWN
-    assert server.RESUME_FROM_HEADER == RESUME_FROM_HEADER
-    assert server.RECEIVED_HEADER == RECEIVED_HEADER
+    assert server.RESUME_FROM_HEADER is RESUME_FROM_HEADER
+    assert server.RECEIVED_HEADER is RECEIVED_HEADER
 
 
 def test_the_messages_close_codes_are_the_wire_layers_as_plain_ints() -> None:
