@@ -15,6 +15,7 @@ from actors.errors import ClusterUnavailable
 
 from ..conftest import eventually
 from .conftest import ConfigFactory
+from .redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -101,9 +102,7 @@ def test_inbound_claims_exactly_once_within_capacity_under_contention(
                 with lock:
                     results.append((call_id, claim))
 
-        threads = [
-            threading.Thread(target=webhook, args=(i, d)) for i, d in enumerate(contenders)
-        ]
+        threads = [threading.Thread(target=webhook, args=(i, d)) for i, d in enumerate(contenders)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -195,9 +194,7 @@ def test_expired_lease_is_claimed_by_exactly_one_of_many_with_its_state(
                 with lock:
                     won.append(lease)
 
-        threads = [
-            threading.Thread(target=contend, args=(i, d)) for i, d in enumerate(contenders)
-        ]
+        threads = [threading.Thread(target=contend, args=(i, d)) for i, d in enumerate(contenders)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -231,11 +228,8 @@ def test_orphan_is_not_taken_by_a_full_or_draining_node(directory: RedisDirector
 
 
 def test_a_dead_redis_fails_fast_with_cluster_unavailable(
-    redis_server: object, cluster_config: ConfigFactory
+    redis_server: RedisServer, cluster_config: ConfigFactory
 ) -> None:
-    from .redis_server import RedisServer
-
-    assert isinstance(redis_server, RedisServer)
     config = cluster_config()
     directory = RedisDirectory(config)
     try:
@@ -254,11 +248,8 @@ def test_a_dead_redis_fails_fast_with_cluster_unavailable(
 
 
 def test_a_hung_redis_times_out_within_the_bound(
-    redis_server: object, cluster_config: ConfigFactory
+    redis_server: RedisServer, cluster_config: ConfigFactory
 ) -> None:
-    from .redis_server import RedisServer
-
-    assert isinstance(redis_server, RedisServer)
     config = cluster_config()
     directory = RedisDirectory(config)
     try:
