@@ -227,12 +227,9 @@ class ClusterMember:
             counts = dict(self._counts)
             connected, draining, error = self._connected, self._draining, self._last_error
 
-        def ms(q: float) -> float | None:
-            return (
-                round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1e3, 3)
-                if samples
-                else None
-            )
+        def ms(q: float) -> float | None:  # the q-quantile of the recent renewals
+            at = min(len(samples) - 1, int(q * len(samples)))
+            return round(samples[at] * 1e3, 3) if samples else None
 
         return {
             "node_id": self.node_id,
@@ -409,6 +406,7 @@ class ClusterMember:
                 logger.info("cluster member %s: Redis is back; registered again", self.node_id)
         else:
             self._up.clear()
+            self._wake.set()  # the ticker starts probing now, not at its next beat
             if was:
                 logger.warning("cluster member %s: Redis unreachable: %s", self.node_id, error)
 
