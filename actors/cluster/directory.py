@@ -161,7 +161,9 @@ class Directory(Protocol):
     def take_offers(self, node_id: str, timeout_s: float) -> list[Lease]:
         """The inbound calls claimed for ``node_id`` since the last call, waiting up to
         ``timeout_s`` (the engine may wait less) for the first. Each is returned to one taker
-        once; one whose lease has meanwhile passed to another node is dropped."""
+        once; one whose lease has meanwhile passed to another node is dropped. An offer lost
+        in transit (the engine failed mid-take) is not lost for the caller: its lease, never
+        renewed, expires and the call is taken over like any orphan."""
         ...
 
     def acquire(self, lease: Lease) -> bool:
