@@ -8,12 +8,14 @@ The tree::
     │   ├── SessionNotFound    no session has that id (never existed, or already forgotten)
     │   ├── SessionClosed      the session exists but has ended: no more writes
     │   ├── QueueFull          the outbound queue is full (with ``outbound_overflow: raise``)
-    │   └── UnsupportedMessage the session's provider cannot carry that message type
+    │   ├── UnsupportedMessage the session's provider cannot carry that message type
+    │   └── StateTooLarge      ``save_state`` got more bytes than ``cluster.max_state_bytes``
     ├── ReadTimeout            no inbound message within the timeout (also a ``TimeoutError``)
     ├── AcceptTimeout          no inbound call to accept in the timeout (also a ``TimeoutError``)
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
     ├── ConnectionFailed       a WebSocket could not be opened (or was lost): URL, reason
     ├── ServiceClosed          a method was called on a closed ``TransportService``
+    ├── ClusterUnavailable     the cluster's Redis cannot be reached (or timed out): what failed
     ├── IllegalTransition      a session lifecycle change that the state table forbids (a bug)
     └── WireError              the WebSocket protocol cannot go on (actors.wire.exceptions): a
                                peer's protocol error (it becomes the session's exit, and is not
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AcceptTimeout",
+    "ClusterUnavailable",
     "ConfigError",
     "ConnectionFailed",
     "IllegalTransition",
@@ -37,6 +40,7 @@ __all__ = [
     "SessionClosed",
     "SessionError",
     "SessionNotFound",
+    "StateTooLarge",
     "TransportError",
     "UnsupportedMessage",
 ]
@@ -180,6 +184,32 @@ class ConnectionFailed(TransportError):
         self.session_id = session_id
         who = f"session {session_id!r}: " if session_id else ""
         super().__init__(f"{who}cannot connect to {url}: {reason}")
+
+
+class StateTooLarge(SessionError, ValueError):
+    """``save_state`` was given more bytes than the cluster keeps per session."""
+
+    def __init__(self, session_id: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"session {session_id!r}: a state of {size} bytes is over the limit of {limit} "
+            "(cluster.max_state_bytes); save less, e.g. a key to the rest",
+            session_id=session_id,
+        )
+
+
+class ClusterUnavailable(TransportError):
+    """The cluster's Redis could not be reached, or did not answer in time.
+
+    ``operation`` names what was being done (``"claim_inbound"``, ``"heartbeat"``...);
+    ``reason`` says what failed. Neither carries the Redis URL's password.
+    """
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"cluster unavailable ({operation}): {reason}")
 
 
 class ServiceClosed(TransportError):

@@ -13,6 +13,7 @@ from actors import errors
 from actors.codecs.websocket import PassthroughCodec
 from actors.errors import (
     AcceptTimeout,
+    ClusterUnavailable,
     ConfigError,
     ConnectionFailed,
     IllegalTransition,
@@ -23,6 +24,7 @@ from actors.errors import (
     SessionClosed,
     SessionError,
     SessionNotFound,
+    StateTooLarge,
     TransportError,
     UnsupportedMessage,
 )
@@ -178,6 +180,8 @@ ALL_ERRORS = [
     ConnectionFailed("ws://h/", "refused", session_id="s"),
     ServiceClosed(),
     IllegalTransition("s", "OPEN", "CONNECTING"),
+    ClusterUnavailable("claim_inbound", "connection refused"),
+    StateTooLarge("s", 70_000, 65_536),
 ]
 
 

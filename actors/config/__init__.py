@@ -68,6 +68,11 @@ The schema (every key optional; an empty file, or a null section, means the defa
     metrics:                        # MetricsConfig: Prometheus metrics
       listen: null                  # host:port to serve /metrics on (port 0: any free port);
                                     # null: no HTTP server (TransportService.metrics() still works)
+    cluster:                        # ClusterConfig; absent/null: one process, no Redis
+      redis_url: redis://127.0.0.1:6379/0, node_id: null (<hostname>-<pid>), capacity: 100,
+      lease_s: 2.0, lease_renew_s: null (lease_s / 4), heartbeat_s: 0.5, ttl_s: 2.0,
+      redis_timeout_s: 1.0, key_prefix: "ta:{default}", on_redis_down: fail (or local),
+      max_state_bytes: 65536
 
 The default ``providers`` is ``{websocket: {type: websocket}, twilio: {api_base_url:
 emulator}, daily: {api_base_url: emulator}}``. Float fields accept integers;
@@ -107,6 +112,7 @@ dataclass in ``providers`` and one more entry in its ``_PROVIDER_TYPES``.
 from __future__ import annotations
 
 from ._loader import MAX_CONFIG_BYTES, MAX_YAML_NODES, load_config, parse_config
+from .cluster import ClusterConfig
 from .emulator import EmulatorConfig
 from .gateway import MIN_SECRET_BYTES, RING_MARGIN_S, GatewayConfig
 from .metrics import MetricsConfig
@@ -125,6 +131,7 @@ __all__ = [
     "MAX_YAML_NODES",
     "MIN_SECRET_BYTES",
     "RING_MARGIN_S",
+    "ClusterConfig",
     "DailyProviderConfig",
     "EmulatorConfig",
     "GatewayConfig",

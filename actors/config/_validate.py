@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..redaction import is_secret_key
 from ._fields import _join
 from ._redacted import _redact_text
+from .cluster import ClusterConfig
 from .providers import _PROVIDER_TYPES, ProviderConfig
 from .runtime import SupervisorConfig
 
@@ -225,5 +226,8 @@ _PARSERS: dict[object, _Parser] = {
     Mapping[str, ProviderConfig]: _providers,
     SupervisorConfig | None: lambda raw, path, ctx: (
         None if raw is None else _build(SupervisorConfig, raw, path, ctx)
+    ),
+    ClusterConfig | None: lambda raw, path, ctx: (
+        None if raw is None else _build(ClusterConfig, raw, path, ctx)
     ),
 }

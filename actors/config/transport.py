@@ -12,6 +12,7 @@ from ..checks import short_repr
 from ..errors import ConfigError
 from ._fields import _CODE_ONLY
 from ._redacted import _plain
+from .cluster import ClusterConfig
 from .emulator import EmulatorConfig
 from .gateway import GatewayConfig
 from .metrics import MetricsConfig
@@ -34,6 +35,7 @@ class TransportConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig | None = None  # None: one process, no Redis
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
     # key path -> the text as written, for every value expanded from the environment
     templates: Mapping[str, str] = field(

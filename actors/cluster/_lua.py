@@ -1,0 +1,197 @@
+"""The Lua scripts of :mod:`actors.cluster.redis`, one per atomic operation (text only: this
+module imports nothing). Each starts with :data:`PRELUDE`; their arguments are in ARGV (key
+names are built from the prefix, ARGV[1]: see the key layout in :mod:`actors.cluster.redis`).
+A Lua ``false`` is Redis's nil."""
+
+from __future__ import annotations
+
+# Every script: ARGV[1] is the key prefix; `now` is the server's clock in milliseconds.
+PRELUDE = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local P = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ARGV: P, kind, id, ttl_ms, urls, load, capacity, draining
+HEARTBEAT = """
+local k = P .. ':m:' .. ARGV[2] .. ':' .. ARGV[3]
+redis.call('HSET', k, 'urls', ARGV[5], 'load', ARGV[6], 'capacity', ARGV[7],
+           'draining', ARGV[8], 'beat', now)
+redis.call('PEXPIRE', k, ARGV[4])
+redis.call('ZADD', P .. ':mz:' .. ARGV[2], now + tonumber(ARGV[4]), ARGV[3])
+return now
+"""
+
+# ARGV: P, kind, id
+DEREGISTER = """
+redis.call('DEL', P .. ':m:' .. ARGV[2] .. ':' .. ARGV[3])
+redis.call('ZREM', P .. ':mz:' .. ARGV[2], ARGV[3])
+return 1
+"""
+
+# ARGV: P, kind -> {{id, urls, load, capacity, draining, expires_in_ms}...}
+MEMBERS = """
+local z = P .. ':mz:' .. ARGV[2]
+redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+local ids = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  local id = ids[i]
+  local h = redis.call('HMGET', P .. ':m:' .. ARGV[2] .. ':' .. id,
+                       'urls', 'load', 'capacity', 'draining')
+  if h[3] then
+    local load = h[2]
+    if ARGV[2] == 'node' then load = redis.call('SCARD', P .. ':nl:' .. id) end
+    out[#out + 1] = {id, h[1], tostring(load), h[3], h[4], tostring(tonumber(ids[i + 1]) - now)}
+  end
+end
+return out
+"""
+
+# ARGV: P, call_id, sid, prefer, lease_ms, keep_ms, meta
+CLAIM_INBOUND = """
+local ck = P .. ':c:' .. ARGV[2]
+local prior = redis.call('HMGET', ck, 'sid', 'node', 'ended')
+if prior[1] then
+  local meta = redis.call('HGET', P .. ':l:' .. prior[1], 'meta') or '{}'
+  return {'dup', prior[1], prior[2], meta, prior[3] and '1' or '0'}
+end
+local z = P .. ':mz:node'
+redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+local best, bshare, bpref = nil, nil, nil
+for _, id in ipairs(redis.call('ZRANGE', z, 0, -1)) do
+  local h = redis.call('HMGET', P .. ':m:node:' .. id, 'capacity', 'draining')
+  local cap = tonumber(h[1])
+  if cap and cap > 0 and h[2] ~= '1' then
+    local load = redis.call('SCARD', P .. ':nl:' .. id)
+    if load < cap then
+      local share, pref = load / cap, (id == ARGV[4]) and 0 or 1
+      if best == nil or share < bshare or (share == bshare and (pref < bpref
+          or (pref == bpref and id < best))) then
+        best, bshare, bpref = id, share, pref
+      end
+    end
+  end
+end
+if best == nil then return {'full'} end
+local lk, keep = P .. ':l:' .. ARGV[3], ARGV[6]
+local deadline = now + tonumber(ARGV[5])
+redis.call('HSET', lk, 'node', best, 'epoch', 1, 'deadline', deadline, 'meta', ARGV[7],
+           'state', '', 'call', ARGV[2])
+redis.call('PEXPIRE', lk, keep)
+redis.call('ZADD', P .. ':lz', deadline, ARGV[3])
+redis.call('SADD', P .. ':nl:' .. best, ARGV[3])
+redis.call('PEXPIRE', P .. ':nl:' .. best, keep)
+redis.call('HSET', ck, 'sid', ARGV[3], 'node', best)
+redis.call('PEXPIRE', ck, keep)
+redis.call('RPUSH', P .. ':in:' .. best, ARGV[3])
+redis.call('PEXPIRE', P .. ':in:' .. best, keep)
+return {'ok', ARGV[3], best, ARGV[7], '0'}
+"""
+
+# ARGV: P, node, first_sid, max -> {{sid, epoch, meta, state, call}...}
+ADOPT = """
+local sids = {ARGV[3]}
+local more = redis.call('LPOP', P .. ':in:' .. ARGV[2], ARGV[4])
+if more then for _, s in ipairs(more) do sids[#sids + 1] = s end end
+local out = {}
+for _, sid in ipairs(sids) do
+  local h = redis.call('HMGET', P .. ':l:' .. sid, 'node', 'epoch', 'meta', 'state', 'call')
+  if h[1] == ARGV[2] then out[#out + 1] = {sid, h[2], h[3], h[4] or '', h[5] or ''} end
+end
+return out
+"""
+
+# ARGV: P, sid, node, lease_ms, keep_ms, epoch, meta, state, call -> 1 | 0 (another's)
+ACQUIRE = """
+local lk, keep = P .. ':l:' .. ARGV[2], ARGV[5]
+local owner = redis.call('HGET', lk, 'node')
+if owner and owner ~= ARGV[3] then return 0 end
+local deadline = now + tonumber(ARGV[4])
+redis.call('HSET', lk, 'node', ARGV[3], 'epoch', ARGV[6], 'deadline', deadline,
+           'meta', ARGV[7], 'state', ARGV[8], 'call', ARGV[9])
+redis.call('PEXPIRE', lk, keep)
+redis.call('ZADD', P .. ':lz', deadline, ARGV[2])
+redis.call('SADD', P .. ':nl:' .. ARGV[3], ARGV[2])
+redis.call('PEXPIRE', P .. ':nl:' .. ARGV[3], keep)
+return 1
+"""
+
+# ARGV: P, node, lease_ms, keep_ms, sid... -> {missing, lost}
+RENEW = """
+local missing, lost = {}, {}
+local deadline, keep = now + tonumber(ARGV[3]), ARGV[4]
+for i = 5, #ARGV do
+  local sid = ARGV[i]
+  local lk = P .. ':l:' .. sid
+  local owner = redis.call('HGET', lk, 'node')
+  if not owner then missing[#missing + 1] = sid
+  elseif owner ~= ARGV[2] then lost[#lost + 1] = sid
+  else
+    redis.call('HSET', lk, 'deadline', deadline)
+    redis.call('PEXPIRE', lk, keep)
+    redis.call('ZADD', P .. ':lz', deadline, sid)
+  end
+end
+redis.call('PEXPIRE', P .. ':nl:' .. ARGV[2], keep)
+return {missing, lost}
+"""
+
+# ARGV: P, sid, node, data -> 1 | 0
+SAVE_STATE = """
+local lk = P .. ':l:' .. ARGV[2]
+if redis.call('HGET', lk, 'node') ~= ARGV[3] then return 0 end
+redis.call('HSET', lk, 'state', ARGV[4])
+return 1
+"""
+
+# ARGV: P, sid, node -> 1 | 0
+RELEASE = """
+local lk = P .. ':l:' .. ARGV[2]
+local h = redis.call('HMGET', lk, 'node', 'call')
+if h[1] ~= ARGV[3] then return 0 end
+redis.call('DEL', lk)
+redis.call('ZREM', P .. ':lz', ARGV[2])
+redis.call('SREM', P .. ':nl:' .. ARGV[3], ARGV[2])
+local ck = P .. ':c:' .. (h[2] or '')
+if h[2] and h[2] ~= '' and redis.call('EXISTS', ck) == 1 then
+  redis.call('HSET', ck, 'ended', now)
+end
+return 1
+"""
+
+# ARGV: P, limit -> {sid...}
+ORPHANS = """
+local out = {}
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', P .. ':lz', '-inf', now, 'LIMIT', 0, ARGV[2])) do
+  if redis.call('EXISTS', P .. ':l:' .. sid) == 1 then out[#out + 1] = sid
+  else redis.call('ZREM', P .. ':lz', sid) end
+end
+return out
+"""
+
+# ARGV: P, sid, node, lease_ms, keep_ms -> {'ok', old node, epoch, meta, state, call} | {why}
+CLAIM_ORPHAN = """
+local me = redis.call('HMGET', P .. ':m:node:' .. ARGV[3], 'capacity', 'draining')
+local cap = tonumber(me[1])
+if not cap then return {'unregistered'} end
+if me[2] == '1' then return {'draining'} end
+if redis.call('SCARD', P .. ':nl:' .. ARGV[3]) >= cap then return {'full'} end
+local lk, keep = P .. ':l:' .. ARGV[2], ARGV[5]
+local h = redis.call('HMGET', lk, 'node', 'epoch', 'deadline', 'meta', 'state', 'call')
+if not h[1] then
+  redis.call('ZREM', P .. ':lz', ARGV[2])
+  return {'gone'}
+end
+if h[1] == ARGV[3] or tonumber(h[3]) > now then return {'live'} end
+local epoch = tonumber(h[2]) + 1
+local deadline = now + tonumber(ARGV[4])
+redis.call('HSET', lk, 'node', ARGV[3], 'epoch', epoch, 'deadline', deadline)
+redis.call('PEXPIRE', lk, keep)
+redis.call('ZADD', P .. ':lz', deadline, ARGV[2])
+redis.call('SREM', P .. ':nl:' .. h[1], ARGV[2])
+redis.call('SADD', P .. ':nl:' .. ARGV[3], ARGV[2])
+redis.call('PEXPIRE', P .. ':nl:' .. ARGV[3], keep)
+return {'ok', h[1], tostring(epoch), h[4] or '{}', h[5] or '', h[6] or ''}
+"""
