@@ -19,11 +19,12 @@ ENTRY = {
     "uvloop": ("gateway/_ws.py",),
     "requests": ("providers/",),  # the REST providers
     "urllib3": ("providers/",),
-    "yaml": ("config.py", "config/"),
+    "yaml": ("config/_loader.py",),
     "prometheus_client": ("metrics.py",),
     "numpy": ("audio.py",),
     "soxr": ("audio.py",),
     "defusedxml": ("safexml.py",),  # XML from outside (TwiML), parsed safely
+    "redis": ("cluster/redis.py",),  # the cluster engine
     "pykka": ("connector.py", "service.py", "session.py", "supervisor.py"),
 }
 
