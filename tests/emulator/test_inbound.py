@@ -32,8 +32,7 @@ from actors.signing import hop_token, stream_token
 from actors.webhooks.inbound import InboundQueue, InboundSettings, PendingCall
 from actors.webhooks.server import WebhookConfig, WebhookServer
 from actors.webhooks.twilio import InboundCall, connect_twiml, hangup_twiml
-
-from .hooks import Recorder
+from tests.hooks import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,9 +32,8 @@ from actors.config import EmulatorConfig, GatewayConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.signing import hop_token, stream_token
-
-from .conftest import eventually, fast_config
-from .processes import GatewayProcess, free_port
+from tests.conftest import eventually, fast_config
+from tests.processes import GatewayProcess, free_port
 
 SECRET = "limits-test-gateway-secret"
 ACCOUNT = "AC" + "3" * 32

@@ -29,9 +29,8 @@ from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.messages import Binary, Message
-
-from .conftest import fast_config
-from .proxy import TcpProxy
+from tests.conftest import fast_config
+from tests.proxy import TcpProxy
 
 TO, FROM = "+15550100", "+15550199"
 

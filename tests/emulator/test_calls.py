@@ -42,9 +42,8 @@ from actors.gateway import ServerThread
 from actors.webhooks.inbound import InboundQueue
 from actors.webhooks.server import WebhookConfig, WebhookServer
 from actors.webhooks.twilio import StatusEvent
-
-from .conftest import fast_config
-from .hooks import Recorder
+from tests.conftest import fast_config
+from tests.hooks import Recorder
 
 pytestmark = pytest.mark.timeout(60)
 

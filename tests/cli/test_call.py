@@ -25,12 +25,11 @@ from actors.audio import dominant_frequency, read_wav, rms_dbfs, tone, write_wav
 from actors.config import EmulatorConfig
 from actors.emulator.phone import TwilioEmulator
 from actors.signing import hop_token, stream_token
-
-from .conftest import eventually
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "AC" + "1f" * 16
 TOKEN = "emu-auth-T0KEN-must-not-leak-5150"
 GATEWAY_SECRET = "gw-S3CRET-must-not-leak-7777"

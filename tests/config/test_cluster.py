@@ -13,7 +13,7 @@ import pytest
 from actors.config import ClusterConfig, default_config, parse_config
 from actors.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_no_cluster_section_means_no_cluster() -> None:

@@ -20,7 +20,7 @@ from actors.config import (
 )
 from actors.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRANSPORT_YAML = ROOT / "config" / "transport.yaml"
 EXAMPLE_YAML = ROOT / "config" / "examples" / "websocket.yaml"
 SECRET = "s3cr3t-Value-42"

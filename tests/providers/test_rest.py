@@ -23,8 +23,7 @@ from actors.providers._rest import BearerAuth, RestClient
 from actors.providers.daily import DailyRestClient
 from actors.providers.twilio import TwilioRestClient
 from actors.startable import Closable
-
-from .conftest import _socket_fds, eventually
+from tests.conftest import _socket_fds, eventually
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,7 +14,7 @@ import actors
 from actors import cli
 from actors.cli import demo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "transport.yaml"
 WEBSOCKET_EXAMPLE = ROOT / "config" / "examples" / "websocket.yaml"
 SECRET = "tok-S3CR3T-must-not-leak-4242"

@@ -8,7 +8,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+CONFTEST = (Path(__file__).resolve().parents[1] / "conftest.py").read_text()
 
 
 @pytest.mark.timeout(60)

@@ -58,10 +58,9 @@ from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from actors.supervisor import EndSession, Register, Supervisor
 from actors.transport import websocket_connection
-
-from .conftest import fast_config
-from .processes import ChildFailed, EchoProcess, GatewayProcess, free_port
-from .proxy import TcpProxy
+from tests.conftest import fast_config
+from tests.processes import ChildFailed, EchoProcess, GatewayProcess, free_port
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 

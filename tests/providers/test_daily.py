@@ -21,7 +21,7 @@ from actors.providers.daily import DailyRestClient, parse_error_response
 
 pytestmark = pytest.mark.timeout(30)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "dk-5e3c7a1f9b2d4e6a8c0b"
 OTHER_KEY = "dk-other-0c0ffee0c0ffee"
 ROOM = "sess-A1_b2"

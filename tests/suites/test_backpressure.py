@@ -19,8 +19,7 @@ from actors.config import TransportConfig, parse_config
 from actors.errors import ConfigError
 from actors.gateway import ServerConnection, ServerThread
 from actors.lifecycle import SessionState
-
-from .conftest import eventually, fast_config
+from tests.conftest import eventually, fast_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -54,11 +54,10 @@ from actors.lifecycle import SessionState
 from actors.messages import Message, SessionStatus
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
-
-from .conftest import eventually, fast_config
-from .peers import RawPeer, silent
-from .processes import EchoProcess
-from .proxy import TcpProxy
+from tests.conftest import eventually, fast_config
+from tests.peers import RawPeer, silent
+from tests.processes import EchoProcess
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 

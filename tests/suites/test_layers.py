@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "actors"
+PACKAGE = Path(__file__).resolve().parents[2] / "actors"
 
 # Each third-party library, and where it may be imported (a file, or a folder's files).
 ENTRY = {

@@ -33,7 +33,7 @@ from actors.config import (
     parse_config,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 LITERAL = "L1teral-part-0f-the-secret"  # written in the file, next to a ${VAR}
 DEFAULT = "dEfault-secret-value-77"  # a ${X:-default}
 FROM_ENV = "fr0m-the-environment-99"

@@ -38,10 +38,9 @@ from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.metrics import sample_key
 from actors.session import SessionRecord
-
-from .conftest import eventually, fast_config
-from .peers import server_frame
-from .test_faults import (
+from tests.conftest import eventually, fast_config
+from tests.peers import server_frame
+from tests.suites.test_faults import (
     FROM,
     SECRET,
     TO,

@@ -38,13 +38,12 @@ from actors.config import (
 from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.signing import hop_token, stream_token, twilio_signature
-
-from .conftest import eventually, fast_config
+from tests.conftest import eventually, fast_config
 
 SECRET = "security-test-gateway-secret"
 ACCOUNT = "AC" + "2" * 32
 TO, FROM = "+15550100", "+15550199"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gateway_config(**overrides: object) -> GatewayConfig:

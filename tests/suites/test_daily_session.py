@@ -32,8 +32,7 @@ from actors.config import DailyProviderConfig, TransportConfig
 from actors.emulator.daily_sdk import DailyEmulator
 from actors.lifecycle import SessionState
 from actors.messages import Binary, Message
-
-from .conftest import eventually, fast_config
+from tests.conftest import eventually, fast_config
 
 TO = "+15550100"
 pytestmark = pytest.mark.timeout(30)
