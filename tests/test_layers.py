@@ -24,6 +24,8 @@ ENTRY = {
     "numpy": ("audio.py",),
     "soxr": ("audio.py",),
     "defusedxml": ("safexml.py",),  # XML from outside (TwiML), parsed safely
+    "jwt": ("vonage_jwt.py",),  # PyJWT: Vonage's application tokens and signed webhooks
+    "cryptography": ("vonage_jwt.py",),  # its RSA keys
     "pykka": ("connector.py", "service.py", "session.py", "supervisor.py"),
 }
 
