@@ -194,6 +194,11 @@ class ConnectionContext:
     shared: SharedIo | None = None
     dial_delay_s: float = 0.0  # wait this long before dialling (a restart's backoff)
     sent_log: SentLog | None = None  # a resumable session's (DialOptions.resume_frames > 0)
+    # Called every ``tick_interval_s`` while the connection is open (a WebSocket's: on the
+    # I/O loop's thread): a codec that gathers audio (Vonage, Exotel) lets an idle
+    # stream's tail go from it.
+    tick: Callable[[], None] | None = None
+    tick_interval_s: float = 0.1
 
 
 class Connection(Protocol):

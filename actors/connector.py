@@ -101,6 +101,13 @@ class ConnectorExited:
     exit: Exit
 
 
+def _flush_interval(record: SessionRecord) -> float | None:
+    """How often the session's codec wants ``flush()`` called (``flush_interval_s``; the
+    Vonage and Exotel codecs gather audio into frames and chunks), or ``None``."""
+    interval = getattr(record.codec, "flush_interval_s", None)
+    return float(interval) if isinstance(interval, int | float) and interval > 0 else None
+
+
 class Connector(pykka.ThreadingActor):
     """The actor that owns one session's connection for one incarnation (``generation``)."""
 
@@ -157,6 +164,9 @@ class Connector(pykka.ThreadingActor):
                     shared=self.shared,
                     dial_delay_s=self.dial_delay_s,
                     sent_log=record.sent_log,
+                    # A codec that gathers audio lets an idle stream's tail go on a timer.
+                    tick=record.flush_codec if _flush_interval(record) else None,
+                    tick_interval_s=_flush_interval(record) or 0.1,
                 )
             )
             self.connection = connection  # first: a held Close needs it

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 
 from .config import TransportConfig
 from .errors import ConfigError
-from .providers import DailyEndpoint, GatewayEndpoint, RestEndpoint
+from .providers import DailyEndpoint, ExotelEndpoint, GatewayEndpoint, RestEndpoint, VonageEndpoint
 
 if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
     from .emulator.daily_sdk import DailyEmulator
+    from .emulator.exotel import ExotelEmulator
     from .emulator.phone import TwilioEmulator
+    from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
@@ -43,6 +45,12 @@ class EmbeddedInfrastructure:
         self._emulator_endpoint: RestEndpoint | None = None
         self._daily: DailyEmulator | None = None
         self._daily_endpoint: DailyEndpoint | None = None
+        # -- issue 16: the Vonage and Exotel emulators --
+        self._vonage: VonageEmulator | None = None
+        self._vonage_endpoint: VonageEndpoint | None = None
+        self._exotel: ExotelEmulator | None = None
+        self._exotel_endpoint: ExotelEndpoint | None = None
+        # -- end issue 16 --
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -63,11 +71,55 @@ class EmbeddedInfrastructure:
                 self._daily_endpoint = self._start_daily()
             return self._daily_endpoint
 
+    # -- issue 16 --
+    def vonage_emulator(self) -> VonageEndpoint:
+        with self._lock:
+            if self._vonage_endpoint is None:
+                self._vonage_endpoint = self._start_vonage()
+            return self._vonage_endpoint
+
+    def exotel_emulator(self) -> ExotelEndpoint:
+        with self._lock:
+            if self._exotel_endpoint is None:
+                self._exotel_endpoint = self._start_exotel()
+            return self._exotel_endpoint
+
+    def _emulator_host(self) -> str:
+        return self.config.emulator.listen.rpartition(":")[0].strip("[]")
+
+    def _start_vonage(self) -> VonageEndpoint:
+        self._check_running()
+        from .emulator.vonage import VonageEmulator  # noqa: PLC0415
+
+        vonage = VonageEmulator(self.config.emulator, host=self._emulator_host()).start()
+        self._vonage = vonage
+        return VonageEndpoint(
+            vonage.url, vonage.application_id, vonage.private_key, vonage.signature_secret
+        )
+
+    def _start_exotel(self) -> ExotelEndpoint:
+        self._check_running()
+        from .emulator.exotel import ExotelEmulator  # noqa: PLC0415
+
+        exotel = ExotelEmulator(self.config.emulator, host=self._emulator_host()).start()
+        self._exotel = exotel
+        return ExotelEndpoint(exotel.url, exotel.account_sid, exotel.api_key, exotel.api_token)
+
+    # -- end issue 16 --
+
     @property
-    def running(self) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator]:
+    def running(
+        self,
+    ) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator | VonageEmulator | ExotelEmulator]:
         """The components started so far, by name (for tests and the CLI)."""
         with self._lock:
-            found = {"gateway": self._gateway, "emulator": self._emulator, "daily": self._daily}
+            found = {
+                "gateway": self._gateway,
+                "emulator": self._emulator,
+                "daily": self._daily,
+                "vonage": self._vonage,
+                "exotel": self._exotel,
+            }
         return {name: thing for name, thing in found.items() if thing is not None}
 
     def gateway_stats(self) -> GatewayStats | None:
@@ -80,8 +132,13 @@ class EmbeddedInfrastructure:
             self._stopped = True
             gateway, emulator, daily = self._gateway, self._emulator, self._daily
             self._gateway = self._emulator = self._daily = None
+            pcm = (self._vonage, self._exotel)  # issue 16
+            self._vonage = self._exotel = None
         if daily is not None:
             daily.stop()
+        for phone in pcm:  # issue 16: like the Twilio emulator's, before the gateway
+            if phone is not None:
+                phone.stop()
         # The emulator first: its calls hang up while the gateway can still relay the news.
         if emulator is not None:
             emulator.stop()
@@ -110,6 +167,7 @@ class EmbeddedInfrastructure:
                 public_url=gw.public_url or gw.url,
                 secret=gw.secret,
                 resume_frames=gw.buffer_frames,
+                exotel_auth=gw.exotel_basic_auth,  # issue 16
             )
         from .gateway.server import MediaGateway  # noqa: PLC0415 (websockets only when needed)
 
@@ -120,6 +178,7 @@ class EmbeddedInfrastructure:
             public_url=gateway.public_url,
             secret=gateway.secret,
             resume_frames=gw.buffer_frames,
+            exotel_auth=gw.exotel_basic_auth,  # issue 16
         )
 
     def _start_emulator(self) -> RestEndpoint:

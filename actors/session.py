@@ -274,7 +274,9 @@ class SessionRecord:
     def flush_codec(self) -> None:
         """Queue what the codec held until its stream started (never dropped)."""
         with self._lock:  # ordered with the writers' encodes
-            self.outbox.put_many(self.codec.flush(), droppable=False)
+            frames = self.codec.flush()
+            if frames:  # on a timer tick (Vonage, Exotel) mostly nothing: no pump for it
+                self.outbox.put_many(frames, droppable=False)
 
     def detach(self, connector: pykka.ActorRef[Any], rescue: Callable[[], list[Message]]) -> None:
         """A connector stops: no more ``Close`` writes for it. ``rescue`` takes the writes

@@ -125,6 +125,9 @@ class ExotelCodec:
     provider = "exotel"
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
     frame_ms: Final = FRAME_MS
+    #: The connector calls :meth:`flush` this often (seconds): an idle stream's tail waits
+    #: at most two of these.
+    flush_interval_s: Final = 0.1
 
     def __init__(
         self,

@@ -45,6 +45,15 @@ The schema (every key optional; an empty file, or a null section, means the defa
         caller_id: null             # dial-out callerId (a purchased number's id); room_privacy,
                                     # room_ttl_s, max_participants, audio_encoding, sample_rate,
                                     # user_name, timeout_s, retries, backoff_s
+      vonage:                       # VonageProviderConfig (type: vonage): application_id,
+                                    # private_key | private_key_file, signature_secret,
+                                    # api_base_url (or emulator), from_number, event_url,
+                                    # sample_rate (8000|16000), audio_encoding (provider |
+                                    # pcm16 | audio/x-mulaw), audio_sample_rate, ring_timeout_s
+      exotel:                       # ExotelProviderConfig (type: exotel): account_sid, api_key,
+                                    # api_token, api_base_url (or emulator), caller_id,
+                                    # status_callback(_events), sample_rate, audio_encoding,
+                                    # audio_sample_rate, min_chunk_ms, time_limit_s
     gateway:                        # GatewayConfig: the media gateway
       embedded: true                # run it inside the service (else: dial `url`)
       listen: 127.0.0.1:0           # where it binds; port 0 = any free port
@@ -118,8 +127,10 @@ from .gateway import MIN_SECRET_BYTES, RING_MARGIN_S, GatewayConfig
 from .metrics import MetricsConfig
 from .providers import (
     DailyProviderConfig,
+    ExotelProviderConfig,
     ProviderConfig,
     TwilioProviderConfig,
+    VonageProviderConfig,
     WebSocketProviderConfig,
 )
 from .runtime import DEFAULT_RECONNECT_WINDOW_S, RuntimeConfig, SupervisorConfig
@@ -134,6 +145,7 @@ __all__ = [
     "ClusterConfig",
     "DailyProviderConfig",
     "EmulatorConfig",
+    "ExotelProviderConfig",
     "GatewayConfig",
     "MetricsConfig",
     "ProviderConfig",
@@ -141,6 +153,7 @@ __all__ = [
     "SupervisorConfig",
     "TransportConfig",
     "TwilioProviderConfig",
+    "VonageProviderConfig",
     "WebSocketProviderConfig",
     "default_config",
     "load_config",

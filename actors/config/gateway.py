@@ -74,6 +74,10 @@ class GatewayConfig:
     max_connections: int = field(default=4000, metadata=_POSITIVE)  # all, both sides
     max_pending: int = field(default=1000, metadata=_POSITIVE)  # not yet authenticated
     max_pending_per_address: int = field(default=32, metadata=_POSITIVE)
+    # Exotel streams (/exotel) must carry Authorization: Basic of these (Exotel's "Basic
+    # Auth" option: the applet's URL is wss://user:password@host/...); unset: not checked.
+    exotel_username: str | None = None
+    exotel_password: str | None = field(default=None, repr=False)
     # Filled in by TransportConfig from the providers of the same file (not YAML keys).
     inherited_auth_tokens: tuple[str, ...] = field(
         default=(), repr=False, compare=False, metadata=_CODE_ONLY
@@ -89,6 +93,11 @@ class GatewayConfig:
             check = _gateway_url if name != "secret" else _secret_bytes
             if (problem := check(value)) is not None:
                 raise ConfigError(problem, key_path=f"gateway.{name}")
+        if bool(self.exotel_username) != bool(self.exotel_password):
+            raise ConfigError(
+                "exotel_username and exotel_password go together",
+                key_path="gateway.exotel_password",
+            )
 
     @property
     def signature_tokens(self) -> tuple[str, ...]:
@@ -96,6 +105,13 @@ class GatewayConfig:
         if self.twilio_auth_token:
             return (self.twilio_auth_token,)
         return self.inherited_auth_tokens
+
+    @property
+    def exotel_basic_auth(self) -> tuple[str, str] | None:
+        """The user and password Exotel's streams must present (``None``: not checked)."""
+        if self.exotel_username and self.exotel_password:
+            return (self.exotel_username, self.exotel_password)
+        return None
 
     @property
     def provider_wait_s(self) -> float:

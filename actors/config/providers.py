@@ -18,8 +18,10 @@ from .runtime import SupervisorConfig
 
 __all__ = [
     "DailyProviderConfig",
+    "ExotelProviderConfig",
     "ProviderConfig",
     "TwilioProviderConfig",
+    "VonageProviderConfig",
     "WebSocketProviderConfig",
 ]
 
@@ -141,11 +143,121 @@ class DailyProviderConfig:
     __repr__ = _safe_repr
 
 
-ProviderConfig = WebSocketProviderConfig | TwilioProviderConfig | DailyProviderConfig
+# -- Vonage and Exotel (issue 16): linear PCM on the wire ---------------------------------------
+
+# What an application on a Vonage or Exotel session reads and writes: `provider` (the wire's
+# own PCM16, nothing converted), or PCM16 / mu-law at `audio_sample_rate` (actors.codecs.pcm).
+_PCM_ENCODINGS = ("provider", "pcm16", "audio/x-mulaw")
+_PCM_RATES = (8000, 16000, 24000)
+
+
+def _pcm_rate(value: int) -> str | None:
+    return None if value in _PCM_RATES else "expected one of: 8000, 16000, 24000 (Hz)"
+
+
+def _vonage_rate(value: int) -> str | None:
+    # Vonage's NCCO content-type: audio/l16;rate=8000 or 16000 (its OpenAPI's enum).
+    return None if value in (8000, 16000) else "expected 8000 or 16000 (Hz)"
+
+
+def _ringing_timer(value: int) -> str | None:
+    return None if 1 <= value <= 120 else "must be between 1 and 120 (Vonage's ringing_timer)"
+
+
+def _check_audio(where: str, encoding: str, rate: int) -> None:
+    if encoding == "audio/x-mulaw" and rate != 8000:
+        raise ConfigError("mu-law is 8000 Hz only", key_path=f"{where}.audio_sample_rate")
+
+
+@dataclass(frozen=True, slots=True)
+class VonageProviderConfig:
+    """Vonage Voice API: calls created (``POST /v1/calls`` with an NCCO ``connect`` to a
+    ``websocket``) and hung up over REST, authenticated by JWTs signed with the application's
+    private key; the call's audio (16-bit PCM at ``sample_rate``) through the media gateway.
+
+    ``api_base_url: emulator`` uses the embedded Vonage emulator: no account, no key.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "vonage"
+    application_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)  # PEM text (or private_key_file)
+    private_key_file: str | None = None  # the private.key Vonage's dashboard gave
+    signature_secret: str | None = field(default=None, repr=False)  # signed webhooks' key
+    api_base_url: str = field(
+        default="https://api.nexmo.com", metadata={"check": _http_url_or("emulator")}
+    )
+    from_number: str | None = None  # the default `from` (E.164, with or without +)
+    event_url: str | None = None  # call progress events (else the application's own)
+    sample_rate: int = field(default=16000, metadata={"check": _vonage_rate})  # on the wire
+    audio_encoding: str = field(default="provider", metadata={"check": _one_of(*_PCM_ENCODINGS)})
+    audio_sample_rate: int = field(default=16000, metadata={"check": _pcm_rate})
+    ring_timeout_s: int = field(default=60, metadata={"check": _ringing_timer})
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)
+    supervisor: SupervisorConfig | None = None
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        _check_audio(f"providers.{self.name}", self.audio_encoding, self.audio_sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class ExotelProviderConfig:
+    """Exotel AgentStream (the Voicebot's bidirectional stream): calls placed with the
+    calls-connect API (``StreamUrl`` to the gateway's ``/exotel``, ``StreamType:
+    bidirectional``), HTTP basic auth as ``api_key`` / ``api_token``; base64 PCM16 at
+    ``sample_rate`` through the media gateway. Exotel has no REST hang-up for such a call:
+    ending the session closes the stream, which ends it (see the README).
+
+    ``api_base_url: emulator`` uses the embedded Exotel emulator.
+    """
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "exotel"
+    account_sid: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
+    # Singapore; Mumbai is https://api.in.exotel.com
+    api_base_url: str = field(
+        default="https://api.exotel.com", metadata={"check": _http_url_or("emulator")}
+    )
+    caller_id: str | None = None  # your ExoPhone, the call's CallerId
+    status_callback: str | None = None
+    status_callback_events: tuple[str, ...] = ()  # answered, terminal (ringing: newer docs)
+    sample_rate: int = field(default=8000, metadata={"check": _pcm_rate})  # ?sample-rate=
+    audio_encoding: str = field(default="provider", metadata={"check": _one_of(*_PCM_ENCODINGS)})
+    audio_sample_rate: int = field(default=8000, metadata={"check": _pcm_rate})
+    # Outbound audio is sent in chunks of at least this much (Exotel: 100 ms and up).
+    min_chunk_ms: int = field(default=100, metadata=_limit(">=", 100))
+    time_limit_s: int = field(default=3600, metadata=_limit(">=", 1))  # TimeLimit, <= 14400
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)
+    retries: int = field(default=3, metadata=_limit(">=", 0))
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)
+    supervisor: SupervisorConfig | None = None
+
+    __repr__ = _safe_repr
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status_callback_events", tuple(self.status_callback_events))
+        _check_audio(f"providers.{self.name}", self.audio_encoding, self.audio_sample_rate)
+
+
+ProviderConfig = (
+    WebSocketProviderConfig
+    | TwilioProviderConfig
+    | DailyProviderConfig
+    | VonageProviderConfig
+    | ExotelProviderConfig
+)
 _PROVIDER_TYPES: dict[str, type[Any]] = {
     "websocket": WebSocketProviderConfig,
     "twilio": TwilioProviderConfig,
     "daily": DailyProviderConfig,
+    "vonage": VonageProviderConfig,
+    "exotel": ExotelProviderConfig,
 }
 
 

@@ -36,11 +36,14 @@ use and how a call ends, :mod:`actors.gateway.relay`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import logging
 import re
 import secrets
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..codecs import Frame
 from ..config import GatewayConfig
@@ -91,6 +94,7 @@ class MediaGateway(Startable):
             secret = secrets.token_urlsafe(32)  # embedded: the service is the only client
         self._secret = secret
         self._signature_tokens = config.signature_tokens
+        self._exotel_auth = config.exotel_basic_auth
         host, _, port = config.listen.rpartition(":")
         self._host = host.strip("[]")
         self._relay = Relay(config)
@@ -191,6 +195,11 @@ class MediaGateway(Startable):
                     return self._reject(
                         connection, 403, "bad_signature", "invalid or missing X-Twilio-Signature"
                     )
+            auth = self._exotel_auth if stream.exotel_basic_auth else None
+            if auth is not None and not _basic_auth_ok(request.headers.get("Authorization"), auth):
+                return self._reject(
+                    connection, 401, "bad_basic_auth", "invalid or missing Basic credentials"
+                )
             return None
         if kind == "session":
             if not _SESSION_ID.fullmatch(name):
@@ -266,11 +275,14 @@ class MediaGateway(Startable):
             await connection.close(_INTERNAL_ERROR, "gateway error")
 
     async def _provider_stream(self, ws: _Connection) -> None:
-        stream = STREAM_KINDS[_route_of(ws.request.path if ws.request else "")[1]]
+        path = ws.request.path if ws.request else ""
+        stream = STREAM_KINDS[_route_of(path)[1]]
         early: list[Frame] = []
         parameters = await self._await_start(ws, stream, early)
         if parameters is None:
             return
+        if stream.query_parameters:  # Exotel: the applet's URL carries custom parameters
+            parameters = {**dict(parse_qsl(urlsplit(path).query)), **parameters}
         call = await self._pair(ws, parameters)
         if call is None:
             return
@@ -338,6 +350,20 @@ class MediaGateway(Startable):
         the query the request carried."""
         query = urlsplit(path).query
         return self.public_url.rstrip("/") + f"/{provider}" + (f"?{query}" if query else "")
+
+
+def _basic_auth_ok(header: str | None, expected: tuple[str, str]) -> bool:
+    """Whether ``header`` is ``Basic`` of exactly ``user:password`` (compared in constant
+    time, so a guess learns nothing from how long the refusal took)."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    wanted = f"{expected[0]}:{expected[1]}".encode()
+    return hmac.compare_digest(given, wanted)
 
 
 def _route_of(path: str) -> tuple[str, str]:

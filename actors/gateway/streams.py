@@ -16,10 +16,11 @@ flattened into its first frame, ``websocket:connected``, after which its frames 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from ..codecs import Frame, twilio
 
@@ -50,10 +51,18 @@ ParameterReader = Callable[[Frame], Mapping[str, str] | None]
 @dataclass(frozen=True, slots=True)
 class StreamKind:
     """One provider's streams: how to find their parameters, and whether the handshake
-    carries ``X-Twilio-Signature`` (checked when the gateway has Twilio auth tokens)."""
+    carries ``X-Twilio-Signature`` (checked when the gateway has Twilio auth tokens).
+
+    ``query_parameters``: the query of the URL the provider dialled names parameters too
+    (Exotel's custom parameters ride there); the frame's win where both name one.
+    ``exotel_basic_auth``: the handshake must carry ``Authorization: Basic`` of the gateway's
+    Exotel credentials, when it has them.
+    """
 
     parameters: ParameterReader
     twilio_signature: bool = False
+    query_parameters: bool = False
+    exotel_basic_auth: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +78,58 @@ def _twilio_parameters(frame: Frame) -> Mapping[str, str] | None:
     return None if start is None else start.parameters
 
 
+# -- Vonage and Exotel (issue 16) ------------------------------------------------------------
+
+
+def _json_event(frame: Frame, provider: str) -> dict[str, Any]:
+    if isinstance(frame, bytes):
+        raise ValueError(f"a binary frame before the {provider} stream named its call")
+    try:
+        obj = json.loads(frame)
+    except (ValueError, RecursionError):
+        raise ValueError(f"a non-JSON frame before the {provider} stream named its call") from None
+    if type(obj) is not dict:
+        raise ValueError(f"a {provider} frame that is not an event object")
+    return obj
+
+
+def _strings(values: object) -> dict[str, str]:
+    if type(values) is not dict:
+        return {}
+    return {k: v for k, v in values.items() if type(k) is str and type(v) is str}
+
+
+def _vonage_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Vonage's first frame, ``websocket:connected``, carries the NCCO endpoint's headers
+    flattened to its top level; its audio (binary) comes only after it."""
+    obj = _json_event(frame, "Vonage")
+    if obj.get("event") != "websocket:connected":
+        return None
+    return _strings({k: v for k, v in obj.items() if k not in ("event", "content-type")})
+
+
+def _exotel_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Exotel's ``start`` carries ``custom_parameters`` (snake_case frames); ``connected``
+    comes before it."""
+    obj = _json_event(frame, "Exotel")
+    if obj.get("event") != "start":
+        return None
+    start = obj.get("start")
+    if type(start) is not dict:
+        raise ValueError("an Exotel start without its start object")
+    return _strings(start.get("custom_parameters"))
+
+
 #: Path segment -> the provider's streams. A provider is added here and nowhere else in the
 #: gateway.
 STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
-    {"twilio": StreamKind(_twilio_parameters, twilio_signature=True)}
+    {
+        "twilio": StreamKind(_twilio_parameters, twilio_signature=True),
+        # -- issue 16 --
+        "vonage": StreamKind(_vonage_parameters),
+        "exotel": StreamKind(_exotel_parameters, query_parameters=True, exotel_basic_auth=True),
+        # -- end issue 16 --
+    }
 )
 
 

@@ -21,18 +21,27 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..codecs import Codec
-from ..config import DailyProviderConfig, ProviderConfig, RuntimeConfig, TwilioProviderConfig
+from ..config import (
+    DailyProviderConfig,
+    ExotelProviderConfig,
+    ProviderConfig,
+    RuntimeConfig,
+    TwilioProviderConfig,
+    VonageProviderConfig,
+)
 from ..connection import ConnectionFactory, DialOptions
 from ..messages import SessionRequest
 
 __all__ = [
     "DailyEndpoint",
+    "ExotelEndpoint",
     "GatewayEndpoint",
     "Infrastructure",
     "Provider",
     "RequestObserver",
     "RestEndpoint",
     "SessionPlan",
+    "VonageEndpoint",
     "provider_for",
 ]
 
@@ -62,6 +71,9 @@ class GatewayEndpoint:
     public_url: str  # providers dial {public_url}/{provider}
     secret: str = field(repr=False)
     resume_frames: int = 1000  # sent frames a session keeps for resending after a reconnect
+    # What Exotel's streams must present (gateway.exotel_username/password): put in the
+    # StreamUrl as its user:password@ (Exotel's "Basic Auth"); None: nothing is checked.
+    exotel_auth: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +95,26 @@ class DailyEndpoint:
     sdk: Any = field(repr=False)  # follows daily-python's interface (actors.dailycall)
 
 
+@dataclass(frozen=True, slots=True)
+class VonageEndpoint:
+    """The embedded Vonage emulator: its Voice API and its made-up application's key."""
+
+    base_url: str
+    application_id: str
+    private_key: str = field(repr=False)
+    signature_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ExotelEndpoint:
+    """The embedded Exotel emulator: its API and its made-up account."""
+
+    base_url: str
+    account_sid: str
+    api_key: str
+    api_token: str = field(repr=False)
+
+
 class Infrastructure(Protocol):
     """What the service runs for providers: the gateway, and the emulators."""
 
@@ -91,6 +123,10 @@ class Infrastructure(Protocol):
     def twilio_emulator(self) -> RestEndpoint: ...
 
     def daily_emulator(self) -> DailyEndpoint: ...
+
+    def vonage_emulator(self) -> VonageEndpoint: ...
+
+    def exotel_emulator(self) -> ExotelEndpoint: ...
 
 
 class Provider(Protocol):
@@ -126,6 +162,16 @@ def provider_for(
         from .daily import DailyProvider  # noqa: PLC0415
 
         return DailyProvider(config, runtime, infrastructure, on_request=on_request)
+    # -- issue 16 --
+    if isinstance(config, VonageProviderConfig):
+        from .vonage import VonageProvider  # noqa: PLC0415
+
+        return VonageProvider(config, runtime, infrastructure, on_request=on_request)
+    if isinstance(config, ExotelProviderConfig):
+        from .exotel import ExotelProvider  # noqa: PLC0415
+
+        return ExotelProvider(config, runtime, infrastructure, on_request=on_request)
+    # -- end issue 16 --
     from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)

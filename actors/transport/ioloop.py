@@ -100,6 +100,12 @@ class IoLoop:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
 
+    def tick_at_most(self, interval_s: float) -> None:
+        """Tick at least every ``interval_s`` from now on (a client whose ``on_tick`` does
+        periodic work needs it that often; the loop never ticks less often again)."""
+        with self._lock:
+            self._tick_s = min(self._tick_s, max(0.01, interval_s))
+
     def in_loop(self) -> bool:
         """Whether the caller is the loop's thread."""
         return threading.current_thread() is self._thread

@@ -86,6 +86,9 @@ class WebSocketConnection(BoundedClose):
         self._on_exit = context.on_exit
         self._dial_delay_s = context.dial_delay_s
         self._sent_log = context.sent_log
+        self._tick = context.tick  # the codec's timer (Vonage, Exotel), on the loop's tick
+        self._tick_interval_s = context.tick_interval_s
+        self._next_codec_tick = 0.0
         # A connection made outside a service makes a loop of its own when it starts.
         self._own_loop = context.shared is None
         self._loop = None if context.shared is None else _shared_loop(context.shared)
@@ -299,6 +302,8 @@ class WebSocketConnection(BoundedClose):
             self._finish_aborted()
             return
         loop.add(self, sock)
+        if self._tick is not None:
+            loop.tick_at_most(self._tick_interval_s)
         with self._lock:
             ended = self._phase is Phase.ENDED
             if not ended:
@@ -384,6 +389,11 @@ class WebSocketConnection(BoundedClose):
                 self.pump()
         if now > self._outgoing.close_deadline:
             self.abort()  # the peer never answered our close frame
+            return
+        tick = self._tick
+        if tick is not None and now >= self._next_codec_tick and self._phase is Phase.ATTACHED:
+            self._next_codec_tick = now + self._tick_interval_s
+            tick()  # queues what the codec lets go now; the outbox pumps it
 
     def on_crash(self, exc: Exception) -> None:
         logger.exception("session %s: I/O handler crashed", self.session_id, exc_info=exc)
