@@ -1,4 +1,5 @@
-"""What a service runs for its providers: the media gateway, the Twilio and Daily emulators.
+"""What a service runs for its providers: the media gateway, the Twilio, Daily, Telnyx and
+Plivo emulators.
 
 Each starts on first use (the first Twilio session; the first Daily session with
 ``api_base_url: emulator``), so a service that only carries plain WebSocket sessions runs none.
@@ -22,6 +23,8 @@ from .providers import DailyEndpoint, GatewayEndpoint, RestEndpoint
 if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
     from .emulator.daily_sdk import DailyEmulator
     from .emulator.phone import TwilioEmulator
+    from .emulator.plivo import PlivoEmulator
+    from .emulator.telnyx import TelnyxEmulator
     from .gateway.server import GatewayStats, MediaGateway
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
@@ -43,6 +46,10 @@ class EmbeddedInfrastructure:
         self._emulator_endpoint: RestEndpoint | None = None
         self._daily: DailyEmulator | None = None
         self._daily_endpoint: DailyEndpoint | None = None
+        self._telnyx: TelnyxEmulator | None = None
+        self._telnyx_endpoint: RestEndpoint | None = None
+        self._plivo: PlivoEmulator | None = None
+        self._plivo_endpoint: RestEndpoint | None = None
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -63,11 +70,43 @@ class EmbeddedInfrastructure:
                 self._daily_endpoint = self._start_daily()
             return self._daily_endpoint
 
+    def telnyx_emulator(self) -> RestEndpoint:
+        with self._lock:
+            if self._telnyx_endpoint is None:
+                self._check_running()
+                from .emulator.telnyx import TelnyxEmulator  # noqa: PLC0415
+
+                telnyx = TelnyxEmulator(self.config.emulator).start()
+                self._telnyx = telnyx
+                self._telnyx_endpoint = RestEndpoint(
+                    telnyx.url, telnyx.connection_id, telnyx.api_key
+                )
+            return self._telnyx_endpoint
+
+    def plivo_emulator(self) -> RestEndpoint:
+        with self._lock:
+            if self._plivo_endpoint is None:
+                self._check_running()
+                from .emulator.plivo import PlivoEmulator  # noqa: PLC0415
+
+                plivo = PlivoEmulator(self.config.emulator).start()
+                self._plivo = plivo
+                self._plivo_endpoint = RestEndpoint(plivo.url, plivo.auth_id, plivo.auth_token)
+            return self._plivo_endpoint
+
     @property
-    def running(self) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator]:
+    def running(
+        self,
+    ) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator | TelnyxEmulator | PlivoEmulator]:
         """The components started so far, by name (for tests and the CLI)."""
         with self._lock:
-            found = {"gateway": self._gateway, "emulator": self._emulator, "daily": self._daily}
+            found = {
+                "gateway": self._gateway,
+                "emulator": self._emulator,
+                "daily": self._daily,
+                "telnyx": self._telnyx,
+                "plivo": self._plivo,
+            }
         return {name: thing for name, thing in found.items() if thing is not None}
 
     def gateway_stats(self) -> GatewayStats | None:
@@ -79,9 +118,14 @@ class EmbeddedInfrastructure:
         with self._lock:
             self._stopped = True
             gateway, emulator, daily = self._gateway, self._emulator, self._daily
+            telnyx, plivo = self._telnyx, self._plivo
             self._gateway = self._emulator = self._daily = None
+            self._telnyx = self._plivo = None
         if daily is not None:
             daily.stop()
+        for other in (telnyx, plivo):  # their calls end while the gateway can relay it
+            if other is not None:
+                other.stop()
         # The emulator first: its calls hang up while the gateway can still relay the news.
         if emulator is not None:
             emulator.stop()

@@ -24,6 +24,7 @@ ENTRY = {
     "numpy": ("audio.py",),
     "soxr": ("audio.py",),
     "defusedxml": ("safexml.py",),  # XML from outside (TwiML), parsed safely
+    "cryptography": ("webhooks/telnyx.py",),  # Ed25519: Telnyx's webhook signatures
     "pykka": ("connector.py", "service.py", "session.py", "supervisor.py"),
 }
 

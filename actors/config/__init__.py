@@ -112,7 +112,9 @@ from .gateway import MIN_SECRET_BYTES, RING_MARGIN_S, GatewayConfig
 from .metrics import MetricsConfig
 from .providers import (
     DailyProviderConfig,
+    PlivoProviderConfig,
     ProviderConfig,
+    TelnyxProviderConfig,
     TwilioProviderConfig,
     WebSocketProviderConfig,
 )
@@ -129,9 +131,11 @@ __all__ = [
     "EmulatorConfig",
     "GatewayConfig",
     "MetricsConfig",
+    "PlivoProviderConfig",
     "ProviderConfig",
     "RuntimeConfig",
     "SupervisorConfig",
+    "TelnyxProviderConfig",
     "TransportConfig",
     "TwilioProviderConfig",
     "WebSocketProviderConfig",

@@ -22,6 +22,10 @@ from types import MappingProxyType
 from typing import Final
 
 from ..codecs import Frame, twilio
+from ..codecs.plivo import PlivoCodec
+from ..codecs.telnyx import TelnyxCodec
+from ..messages import Started
+from ..routing import decode_client_state, decode_extra_headers
 
 __all__ = [
     "EARLY_FRAMES",
@@ -69,10 +73,43 @@ def _twilio_parameters(frame: Frame) -> Mapping[str, str] | None:
     return None if start is None else start.parameters
 
 
+def _telnyx_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Telnyx: ``start.custom_parameters`` (TeXML's ``<Parameter>``), else the routing values
+    in ``start.client_state`` (Call Control, :func:`actors.routing.encode_client_state`)."""
+    started = _started(TelnyxCodec(), frame)
+    if started is None:
+        return None
+    parameters = dict(started.parameters)
+    if SESSION_PARAMETER not in parameters:
+        parameters.update(decode_client_state(parameters.get("client_state")) or {})
+    return parameters
+
+
+def _plivo_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Plivo: the ``start``'s extra headers, routing values hex-decoded."""
+    started = _started(PlivoCodec(), frame)
+    return None if started is None else decode_extra_headers(started.parameters)
+
+
+def _started(codec: TelnyxCodec | PlivoCodec, frame: Frame) -> Started | None:
+    """The ``Started`` one frame decodes to with a fresh codec (which never raises: a frame
+    that is no ``start`` is not yet the one, and the early-frames cap bounds how many)."""
+    for message in codec.decode(frame):
+        if isinstance(message, Started):
+            return message
+    return None
+
+
 #: Path segment -> the provider's streams. A provider is added here and nowhere else in the
 #: gateway.
 STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
-    {"twilio": StreamKind(_twilio_parameters, twilio_signature=True)}
+    {
+        "twilio": StreamKind(_twilio_parameters, twilio_signature=True),
+        # Neither signs its stream's upgrade in a way checked here: the single-use stream
+        # token is what authenticates them.
+        "telnyx": StreamKind(_telnyx_parameters),
+        "plivo": StreamKind(_plivo_parameters),
+    }
 )
 
 

@@ -9,7 +9,7 @@ never on an actor's.
 A REST client reports each request it made to an optional :data:`RequestObserver` (the
 service's metrics): a plain callback, so that no provider module depends on a metrics library.
 
-Providers whose media arrives through the media gateway (Twilio) ask their
+Providers whose media arrives through the media gateway (Twilio, Telnyx, Plivo) ask their
 :class:`Infrastructure` where the gateway is; the service answers, starting the embedded
 gateway (and emulator) on first use.
 """
@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..codecs import Codec
-from ..config import DailyProviderConfig, ProviderConfig, RuntimeConfig, TwilioProviderConfig
+from ..config import (
+    DailyProviderConfig,
+    PlivoProviderConfig,
+    ProviderConfig,
+    RuntimeConfig,
+    TelnyxProviderConfig,
+    TwilioProviderConfig,
+)
 from ..connection import ConnectionFactory, DialOptions
 from ..messages import SessionRequest
 
@@ -66,7 +73,10 @@ class GatewayEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class RestEndpoint:
-    """A REST API to use instead of the configured one (the embedded emulator)."""
+    """A REST API to use instead of the configured one (the embedded emulator).
+
+    ``account_sid`` is the account's id (Twilio's AccountSid, Plivo's auth id, Telnyx's Call
+    Control App ``connection_id``), ``auth_token`` its secret (Telnyx: the API key)."""
 
     base_url: str
     account_sid: str
@@ -91,6 +101,10 @@ class Infrastructure(Protocol):
     def twilio_emulator(self) -> RestEndpoint: ...
 
     def daily_emulator(self) -> DailyEndpoint: ...
+
+    def telnyx_emulator(self) -> RestEndpoint: ...
+
+    def plivo_emulator(self) -> RestEndpoint: ...
 
 
 class Provider(Protocol):
@@ -126,6 +140,14 @@ def provider_for(
         from .daily import DailyProvider  # noqa: PLC0415
 
         return DailyProvider(config, runtime, infrastructure, on_request=on_request)
+    if isinstance(config, TelnyxProviderConfig):
+        from .telnyx import TelnyxProvider  # noqa: PLC0415
+
+        return TelnyxProvider(config, runtime, infrastructure, on_request=on_request)
+    if isinstance(config, PlivoProviderConfig):
+        from .plivo import PlivoProvider  # noqa: PLC0415
+
+        return PlivoProvider(config, runtime, infrastructure, on_request=on_request)
     from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)
