@@ -311,7 +311,10 @@ def test_provider_needs_a_type_when_its_name_is_not_one() -> None:
 def test_unknown_provider_type() -> None:
     error = config_error({"providers": {"phone": {"type": "sip"}}})
     assert error.key_path == "providers.phone.type"
-    assert error.why == "unknown provider type 'sip'; expected one of: websocket, twilio, daily, telnyx, plivo"
+    assert (
+        error.why
+        == "unknown provider type 'sip'; expected one of: websocket, twilio, daily, telnyx, plivo"
+    )
 
 
 def test_provider_url_must_be_websocket() -> None:

@@ -27,9 +27,9 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ..codecs.plivo import DtmfOut, PlivoStream, _extra_headers
 from ..config import EmulatorConfig
@@ -66,6 +66,7 @@ class PlivoCall:
     answered: bool = False
     alive: bool = True
     media: CallMedia | None = None
+    dialled: threading.Event = field(default_factory=threading.Event)  # answer read, media on
 
 
 def read_answer(document: str) -> tuple[str, dict[str, str], str]:
@@ -152,7 +153,7 @@ class PlivoApiServer(HTTPApiServer):
     ) -> tuple[Reply, str | None]:
         if not secrets.compare_digest(authorization.encode(), self._basic.encode()):
             return _error(401, "Authentication credentials invalid"), None
-        parts = urlsplit(target).path.strip("/").split("/")
+        parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
         if parts[:3] != ["v1", "Account", self.auth_id] or len(parts) < 4:
             return _error(404, "not found"), None
         rest = parts[3:]
@@ -285,6 +286,7 @@ class PlivoEmulator(Startable):
         except (OSError, ValueError) as exc:
             logger.warning("plivo emulator: call %s has no answer to obey: %s", call.call_uuid, exc)
             self.api.ended(call)
+            call.dialled.set()
             return
         stream = PlivoStream(str(uuid.uuid4()), call.call_uuid, self.auth_id, extra_headers=headers)
         # The media runs under the request uuid (what the runtime knows the call by first).
@@ -298,6 +300,7 @@ class PlivoEmulator(Startable):
             on_answer=lambda: setattr(call, "answered", True),
             phone=_PlivoPhone(stream),
         )
+        call.dialled.set()
 
     def answer(self, call: PlivoCall) -> str:
         """The answer document of ``call``: inline, or fetched from its answer URL (signed)."""

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..codecs.telnyx import TelnyxStream
 from ..config import EmulatorConfig
@@ -148,7 +148,7 @@ class TelnyxApiServer(HTTPApiServer):
     ) -> tuple[Reply, str | None]:
         if not secrets.compare_digest(authorization.encode(), f"Bearer {self._api_key}".encode()):
             return _errors(401, "10009", "Authentication failed", "The API key is wrong."), None
-        parts = urlsplit(target).path.strip("/").split("/")
+        parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
         if method == "POST" and parts == ["calls"]:
             operation = "dial"
         elif (
