@@ -92,9 +92,13 @@ def _plivo_parameters(frame: Frame) -> Mapping[str, str] | None:
 
 
 def _started(codec: TelnyxCodec | PlivoCodec, frame: Frame) -> Started | None:
-    """The ``Started`` one frame decodes to with a fresh codec (which never raises: a frame
-    that is no ``start`` is not yet the one, and the early-frames cap bounds how many)."""
-    for message in codec.decode(frame):
+    """The ``Started`` one frame decodes to with a fresh codec; ``None`` for another frame of
+    the provider's (``connected``, early media); ``ValueError`` for one the codec counts as
+    malformed (binary, not JSON, a ``start`` without its fields)."""
+    messages = codec.decode(frame)
+    if codec.malformed:
+        raise ValueError(f"not a well-formed {codec.provider} frame")
+    for message in messages:
         if isinstance(message, Started):
             return message
     return None
