@@ -81,7 +81,7 @@ def test_telnyx_streams_are_routed_by_custom_parameters_or_client_state() -> Non
 
 def test_plivo_streams_are_routed_by_their_hex_extra_headers() -> None:
     plivo = STREAM_KINDS["plivo"]
-    headers = {"session": "a-b_c".encode().hex(), "token": "t-_".encode().hex(), "app": "1"}
+    headers = {"session": b"a-b_c".hex(), "token": b"t-_".hex(), "app": "1"}
     stream = PlivoStream("st", "call", "MA" + "0" * 18, extra_headers=headers)
     parameters = plivo.parameters(stream.start())
     assert parameters == {"session": "a-b_c", "token": "t-_", "app": "1"}
