@@ -1,4 +1,5 @@
-"""What a service runs for its providers: the media gateway, the Twilio and Daily emulators.
+"""What a service runs for its providers: the media gateway, the Twilio, Daily, Telnyx and
+Plivo emulators.
 
 Each starts on first use (the first Twilio session; the first Daily session with
 ``api_base_url: emulator``), so a service that only carries plain WebSocket sessions runs none.
@@ -23,8 +24,20 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.daily_sdk import DailyEmulator
     from .emulator.exotel import ExotelEmulator
     from .emulator.phone import TwilioEmulator
+    from .emulator.plivo import PlivoEmulator
+    from .emulator.telnyx import TelnyxEmulator
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
+
+    Running = (
+        MediaGateway
+        | TwilioEmulator
+        | DailyEmulator
+        | VonageEmulator
+        | ExotelEmulator
+        | TelnyxEmulator
+        | PlivoEmulator
+    )
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
@@ -51,6 +64,10 @@ class EmbeddedInfrastructure:
         self._exotel: ExotelEmulator | None = None
         self._exotel_endpoint: ExotelEndpoint | None = None
         # -- end issue 16 --
+        self._telnyx: TelnyxEmulator | None = None
+        self._telnyx_endpoint: RestEndpoint | None = None
+        self._plivo: PlivoEmulator | None = None
+        self._plivo_endpoint: RestEndpoint | None = None
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -106,11 +123,34 @@ class EmbeddedInfrastructure:
         return ExotelEndpoint(exotel.url, exotel.account_sid, exotel.api_key, exotel.api_token)
 
     # -- end issue 16 --
+    def telnyx_emulator(self) -> RestEndpoint:
+        with self._lock:
+            if self._telnyx_endpoint is None:
+                self._check_running()
+                from .emulator.telnyx import TelnyxEmulator  # noqa: PLC0415
+
+                telnyx = TelnyxEmulator(self.config.emulator).start()
+                self._telnyx = telnyx
+                self._telnyx_endpoint = RestEndpoint(
+                    telnyx.url, telnyx.connection_id, telnyx.api_key
+                )
+            return self._telnyx_endpoint
+
+    def plivo_emulator(self) -> RestEndpoint:
+        with self._lock:
+            if self._plivo_endpoint is None:
+                self._check_running()
+                from .emulator.plivo import PlivoEmulator  # noqa: PLC0415
+
+                plivo = PlivoEmulator(self.config.emulator).start()
+                self._plivo = plivo
+                self._plivo_endpoint = RestEndpoint(plivo.url, plivo.auth_id, plivo.auth_token)
+            return self._plivo_endpoint
 
     @property
     def running(
         self,
-    ) -> dict[str, MediaGateway | TwilioEmulator | DailyEmulator | VonageEmulator | ExotelEmulator]:
+    ) -> dict[str, Running]:
         """The components started so far, by name (for tests and the CLI)."""
         with self._lock:
             found = {
@@ -119,6 +159,8 @@ class EmbeddedInfrastructure:
                 "daily": self._daily,
                 "vonage": self._vonage,
                 "exotel": self._exotel,
+                "telnyx": self._telnyx,
+                "plivo": self._plivo,
             }
         return {name: thing for name, thing in found.items() if thing is not None}
 
@@ -131,14 +173,14 @@ class EmbeddedInfrastructure:
         with self._lock:
             self._stopped = True
             gateway, emulator, daily = self._gateway, self._emulator, self._daily
+            others = (self._vonage, self._exotel, self._telnyx, self._plivo)
             self._gateway = self._emulator = self._daily = None
-            pcm = (self._vonage, self._exotel)  # issue 16
-            self._vonage = self._exotel = None
+            self._vonage = self._exotel = self._telnyx = self._plivo = None
         if daily is not None:
             daily.stop()
-        for phone in pcm:  # issue 16: like the Twilio emulator's, before the gateway
-            if phone is not None:
-                phone.stop()
+        for other in others:  # their calls end while the gateway can still relay it
+            if other is not None:
+                other.stop()
         # The emulator first: its calls hang up while the gateway can still relay the news.
         if emulator is not None:
             emulator.stop()

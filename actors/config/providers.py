@@ -19,7 +19,9 @@ from .runtime import SupervisorConfig
 __all__ = [
     "DailyProviderConfig",
     "ExotelProviderConfig",
+    "PlivoProviderConfig",
     "ProviderConfig",
+    "TelnyxProviderConfig",
     "TwilioProviderConfig",
     "VonageProviderConfig",
     "WebSocketProviderConfig",
@@ -245,12 +247,87 @@ class ExotelProviderConfig:
         _check_audio(f"providers.{self.name}", self.audio_encoding, self.audio_sample_rate)
 
 
+def _telnyx_ring(value: int) -> str | None:
+    return None if 5 <= value <= 600 else "must be between 5 and 600 (Telnyx's timeout_secs)"
+
+
+@dataclass(frozen=True, slots=True)
+class TelnyxProviderConfig:
+    """Telnyx: calls placed and hung up over Call Control v2 (``POST /v2/calls``, Bearer
+    ``api_key``, from the Call Control App ``connection_id``), audio through the media gateway
+    (``stream_bidirectional_mode: rtp`` in ``codec``). ``public_key`` (the portal's base64
+    Ed25519 key) verifies Telnyx's webhooks. ``api_base_url: emulator`` uses the embedded
+    emulator instead: no account."""
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "telnyx"
+    api_key: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.telnyx.com/v2", metadata={"check": _http_url_or("emulator")}
+    )
+    connection_id: str | None = None  # the Call Control App's id
+    from_number: str | None = None  # the default `from` of create_session
+    codec: str = field(default="PCMU", metadata={"check": _one_of("PCMU", "PCMA")})
+    public_key: str | None = field(default=None, repr=False)  # webhooks' Ed25519 key (base64)
+    webhook_url: str | None = None  # Telnyx posts this call's events here (else the App's)
+    ring_timeout_s: int = field(default=30, metadata={"check": _telnyx_ring})  # timeout_secs
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+
+    __repr__ = _safe_repr
+
+
+def _optional_http_url(value: str | None) -> str | None:
+    return None if value is None else _http_url_or()(value)
+
+
+_PLIVO_CONTENT_TYPES = (
+    "audio/x-mulaw;rate=8000",
+    "audio/x-l16;rate=8000",
+    "audio/x-l16;rate=16000",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlivoProviderConfig:
+    """Plivo: calls placed over ``POST /v1/Account/{auth_id}/Call/`` (basic auth) and hung up
+    with ``DELETE``, audio through the media gateway. The call's ``answer_url`` must answer
+    the ``<Stream>`` XML (:func:`actors.webhooks.plivo.stream_xml`) for the ``session`` and
+    ``token`` query values the runtime appends. ``api_base_url: emulator`` uses the embedded
+    emulator instead (which takes the answer XML inline): no account, no answer URL."""
+
+    name: str = field(metadata=_CODE_ONLY)
+    type: str = "plivo"
+    auth_id: str | None = None  # MA... or SA... (a subaccount)
+    auth_token: str | None = field(default=None, repr=False)
+    api_base_url: str = field(
+        default="https://api.plivo.com", metadata={"check": _http_url_or("emulator")}
+    )
+    from_number: str | None = None  # the default `from` of create_session
+    answer_url: str | None = field(default=None, metadata={"check": _optional_http_url})
+    hangup_url: str | None = field(default=None, metadata={"check": _optional_http_url})
+    # Always sent: Plivo's pages disagree on the default (audio/x-l16 or audio/x-mulaw).
+    content_type: str = field(
+        default="audio/x-mulaw;rate=8000", metadata={"check": _one_of(*_PLIVO_CONTENT_TYPES)}
+    )
+    timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
+    retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)
+    backoff_s: float = field(default=0.5, metadata=_POSITIVE)  # first retry delay, then doubled
+    supervisor: SupervisorConfig | None = None  # this provider's own policy (else the default)
+
+    __repr__ = _safe_repr
+
+
 ProviderConfig = (
     WebSocketProviderConfig
     | TwilioProviderConfig
     | DailyProviderConfig
     | VonageProviderConfig
     | ExotelProviderConfig
+    | TelnyxProviderConfig
+    | PlivoProviderConfig
 )
 _PROVIDER_TYPES: dict[str, type[Any]] = {
     "websocket": WebSocketProviderConfig,
@@ -258,6 +335,8 @@ _PROVIDER_TYPES: dict[str, type[Any]] = {
     "daily": DailyProviderConfig,
     "vonage": VonageProviderConfig,
     "exotel": ExotelProviderConfig,
+    "telnyx": TelnyxProviderConfig,
+    "plivo": PlivoProviderConfig,
 }
 
 
@@ -266,4 +345,6 @@ def _default_providers() -> Mapping[str, ProviderConfig]:
         "websocket": WebSocketProviderConfig(name="websocket"),
         "twilio": TwilioProviderConfig(name="twilio", api_base_url="emulator"),
         "daily": DailyProviderConfig(name="daily", api_base_url="emulator"),
+        "telnyx": TelnyxProviderConfig(name="telnyx", api_base_url="emulator"),
+        "plivo": PlivoProviderConfig(name="plivo", api_base_url="emulator"),
     }

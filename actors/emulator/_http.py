@@ -391,10 +391,13 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         # right after its request returns never races the count.
         path = urlsplit(self.path).path
         self.server.api._record(RecordedRequest(self.command, path, reply.status, operation))
-        body = json.dumps(reply.payload).encode()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        if reply.status == HTTPStatus.NO_CONTENT:  # no body, and no headers saying one
+            body = b""
+        else:
+            body = json.dumps(reply.payload).encode()
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
         for name, value in [*self._extra_headers(), *reply.headers]:
             self.send_header(name, value)
         if close:

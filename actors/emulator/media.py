@@ -43,6 +43,7 @@ from ..gateway._ws import (
 from ..signing import twilio_signature
 from ..startable import Startable
 from ..wire.constants import CloseCode
+from .phones import DtmfIn, PhoneStream, TwilioPhone
 
 __all__ = ["CallMedia", "MediaDialer"]
 
@@ -80,10 +81,11 @@ class CallMedia:
     answer_after_s: float | None = None  # how long it rings (None: emulator.answer_after_s)
     on_start: Callable[[], None] | None = None  # runs on the media loop once `start` is sent
     hung_up: bool = False  # the emulator ended the stream (a hang-up, max_call_s), not the peer
+    dtmf_received: list[str] = field(default_factory=list)  # keys the application sent
 
 
 class _Call:
-    def __init__(self, media: CallMedia, stream: TwilioStream, source: _Source) -> None:
+    def __init__(self, media: CallMedia, stream: PhoneStream, source: _Source) -> None:
         self.media = media
         self.stream = stream
         self.source = source
@@ -160,10 +162,13 @@ class MediaDialer(Startable):
         on_answer: Callable[[], None] | None = None,
         answer_after_s: float | None = None,
         on_start: Callable[[], None] | None = None,
+        phone: PhoneStream | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CallMedia:
         """Start a call's media: ring ``emulator.answer_after_s`` (giving up, unanswered,
         after ``ring_timeout_s``), then ``on_answer()``, dial ``url`` and stream until hung
-        up; then ``on_end()``."""
+        up; then ``on_end()``. ``phone`` speaks another provider's frames (default: Twilio's,
+        signed with ``X-Twilio-Signature``), dialling with ``headers``."""
         mode = self.config.media_for(to)
         media = CallMedia(call_sid=call_sid, mode=mode, on_end=on_end)
         media.ring_timeout_s = ring_timeout_s
@@ -177,7 +182,12 @@ class MediaDialer(Startable):
         loop = self._loop
         if loop is None:
             raise RuntimeError("the media dialer is not running")
-        loop.call_soon_threadsafe(self._spawn, media, account_sid, url, dict(parameters))
+        if phone is None:
+            phone = TwilioPhone(
+                TwilioStream(new_sid("MZ"), call_sid, account_sid, custom_parameters=parameters)
+            )
+            headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
+        loop.call_soon_threadsafe(self._spawn, media, phone, url, dict(headers or {}))
         return media
 
     def hang_up(self, call_sid: str) -> None:
@@ -217,11 +227,9 @@ class MediaDialer(Startable):
             await asyncio.gather(*pending, return_exceptions=True)
 
     def _spawn(
-        self, media: CallMedia, account_sid: str, url: str, parameters: dict[str, str]
+        self, media: CallMedia, phone: PhoneStream, url: str, headers: dict[str, str]
     ) -> None:
-        task = asyncio.get_running_loop().create_task(
-            self._call(media, account_sid, url, parameters)
-        )
+        task = asyncio.get_running_loop().create_task(self._call(media, phone, url, headers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -254,18 +262,14 @@ class MediaDialer(Startable):
         return _Source(b"", loop=False)  # echo: what it sends is what it played
 
     async def _call(
-        self, media: CallMedia, account_sid: str, url: str, parameters: dict[str, str]
+        self, media: CallMedia, stream: PhoneStream, url: str, headers: dict[str, str]
     ) -> None:
-        stream = TwilioStream(
-            new_sid("MZ"), media.call_sid, account_sid, custom_parameters=parameters
-        )
         media.stream_sid = stream.stream_sid
         call = _Call(media, stream, self._source(media.mode))
         self._calls[media.call_sid] = call
         if media.call_sid in self._early:
             self._early.discard(media.call_sid)
             call.hang_up.set()
-        headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
         try:
             if not await self._ring(call):
                 return
@@ -277,8 +281,8 @@ class MediaDialer(Startable):
                 logger=WIRE_LOGGER,
                 compression=None,  # as Twilio: Media Streams are not compressed
             ) as ws:
-                await ws.send(stream.connected())
-                await ws.send(stream.start())
+                for frame in stream.opening():
+                    await ws.send(frame)
                 media.started.set()
                 if media.on_start is not None:
                     media.on_start()
@@ -342,7 +346,8 @@ class MediaDialer(Startable):
                 now = loop.time()
                 if call.hang_up.is_set() or now >= deadline:
                     call.media.hung_up = True
-                    await ws.send(call.stream.stop())
+                    if (last := call.stream.stop()) is not None:
+                        await ws.send(last)
                     await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
                     break
                 timestamp = int((now - started) * 1000)
@@ -407,7 +412,8 @@ class MediaDialer(Startable):
             if not receiver.done():
                 call.media.hung_up = True
                 with contextlib.suppress(ConnectionClosed):
-                    await ws.send(call.stream.stop())
+                    if (last := call.stream.stop()) is not None:
+                        await ws.send(last)
                     await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
         finally:
             for task in (receiver, hung_up):
@@ -441,10 +447,13 @@ class MediaDialer(Startable):
                 queue.append(event.payload)
             elif isinstance(event, MarkOut):
                 queue.append(event.name)
+            elif isinstance(event, DtmfIn):
+                media.dtmf_received.append(event.digits)
             elif isinstance(event, ClearOut):
                 media.clears += 1
                 pending = [item for item in queue if isinstance(item, str)]
                 queue.clear()
-                for name in pending:  # Twilio returns the marks a clear dropped
-                    await ws.send(stream.mark(name))
-                    media.marks_echoed.append(name)
+                for answer in stream.cleared(pending):  # Twilio returns the marks it dropped
+                    await ws.send(answer)
+                if stream.clear_returns_marks:
+                    media.marks_echoed.extend(pending)

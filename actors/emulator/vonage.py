@@ -28,8 +28,8 @@ from typing import Any, Self
 from ..codecs import Frame
 from ..codecs.vonage import NotifyOut, VonageSocket
 from ..config import EmulatorConfig
+from ..pubkey import TokenRefused, new_private_key, public_key_of, verify_application_token
 from ..startable import Startable
-from ..vonage_jwt import TokenRefused, new_private_key, public_key_of, verify_application_token
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, RecordedRequest, Reply
 from .pcm_phone import PcmCallMedia, PcmDialer
 

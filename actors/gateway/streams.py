@@ -23,6 +23,10 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ..codecs import Frame, twilio
+from ..codecs.plivo import PlivoCodec
+from ..codecs.telnyx import TelnyxCodec
+from ..messages import Started
+from ..routing import decode_client_state, decode_extra_headers
 
 __all__ = [
     "EARLY_FRAMES",
@@ -120,6 +124,37 @@ def _exotel_parameters(frame: Frame) -> Mapping[str, str] | None:
     return _strings(start.get("custom_parameters"))
 
 
+def _telnyx_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Telnyx: ``start.custom_parameters`` (TeXML's ``<Parameter>``), else the routing values
+    in ``start.client_state`` (Call Control, :func:`actors.routing.encode_client_state`)."""
+    started = _started(TelnyxCodec(), frame)
+    if started is None:
+        return None
+    parameters = dict(started.parameters)
+    if SESSION_PARAMETER not in parameters:
+        parameters.update(decode_client_state(parameters.get("client_state")) or {})
+    return parameters
+
+
+def _plivo_parameters(frame: Frame) -> Mapping[str, str] | None:
+    """Plivo: the ``start``'s extra headers, routing values hex-decoded."""
+    started = _started(PlivoCodec(), frame)
+    return None if started is None else decode_extra_headers(started.parameters)
+
+
+def _started(codec: TelnyxCodec | PlivoCodec, frame: Frame) -> Started | None:
+    """The ``Started`` one frame decodes to with a fresh codec; ``None`` for another frame of
+    the provider's (``connected``, early media); ``ValueError`` for one the codec counts as
+    malformed (binary, not JSON, a ``start`` without its fields)."""
+    messages = codec.decode(frame)
+    if codec.malformed:
+        raise ValueError(f"not a well-formed {codec.provider} frame")
+    for message in messages:
+        if isinstance(message, Started):
+            return message
+    return None
+
+
 #: Path segment -> the provider's streams. A provider is added here and nowhere else in the
 #: gateway.
 STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
@@ -129,6 +164,10 @@ STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
         "vonage": StreamKind(_vonage_parameters),
         "exotel": StreamKind(_exotel_parameters, query_parameters=True, exotel_basic_auth=True),
         # -- end issue 16 --
+        # Neither signs its stream's upgrade in a way checked here: the single-use stream
+        # token is what authenticates them.
+        "telnyx": StreamKind(_telnyx_parameters),
+        "plivo": StreamKind(_plivo_parameters),
     }
 )
 

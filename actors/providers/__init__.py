@@ -9,7 +9,7 @@ never on an actor's.
 A REST client reports each request it made to an optional :data:`RequestObserver` (the
 service's metrics): a plain callback, so that no provider module depends on a metrics library.
 
-Providers whose media arrives through the media gateway (Twilio) ask their
+Providers whose media arrives through the media gateway (Twilio, Telnyx, Plivo) ask their
 :class:`Infrastructure` where the gateway is; the service answers, starting the embedded
 gateway (and emulator) on first use.
 """
@@ -24,8 +24,10 @@ from ..codecs import Codec
 from ..config import (
     DailyProviderConfig,
     ExotelProviderConfig,
+    PlivoProviderConfig,
     ProviderConfig,
     RuntimeConfig,
+    TelnyxProviderConfig,
     TwilioProviderConfig,
     VonageProviderConfig,
 )
@@ -78,7 +80,10 @@ class GatewayEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class RestEndpoint:
-    """A REST API to use instead of the configured one (the embedded emulator)."""
+    """A REST API to use instead of the configured one (the embedded emulator).
+
+    ``account_sid`` is the account's id (Twilio's AccountSid, Plivo's auth id, Telnyx's Call
+    Control App ``connection_id``), ``auth_token`` its secret (Telnyx: the API key)."""
 
     base_url: str
     account_sid: str
@@ -127,6 +132,9 @@ class Infrastructure(Protocol):
     def vonage_emulator(self) -> VonageEndpoint: ...
 
     def exotel_emulator(self) -> ExotelEndpoint: ...
+    def telnyx_emulator(self) -> RestEndpoint: ...
+
+    def plivo_emulator(self) -> RestEndpoint: ...
 
 
 class Provider(Protocol):
@@ -172,6 +180,14 @@ def provider_for(
 
         return ExotelProvider(config, runtime, infrastructure, on_request=on_request)
     # -- end issue 16 --
+    if isinstance(config, TelnyxProviderConfig):
+        from .telnyx import TelnyxProvider  # noqa: PLC0415
+
+        return TelnyxProvider(config, runtime, infrastructure, on_request=on_request)
+    if isinstance(config, PlivoProviderConfig):
+        from .plivo import PlivoProvider  # noqa: PLC0415
+
+        return PlivoProvider(config, runtime, infrastructure, on_request=on_request)
     from .websocket import WebSocketProvider  # noqa: PLC0415
 
     return WebSocketProvider(config, runtime)

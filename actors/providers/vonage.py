@@ -19,7 +19,7 @@ voice.yml``, v1.3.7, MIT) and its pages (developer.vonage.com: "Making an outbou
 - Errors are RFC 7807 problem bodies (``type``, ``title``, ``detail``, ``instance``; older
   answers ``error_title`` and ``invalid_parameters``): :func:`parse_error_response`.
 - Auth: ``Authorization: Bearer <JWT>``, RS256 under the application's private key, a fresh
-  one per request (:mod:`actors.vonage_jwt`).
+  one per request (:mod:`actors.pubkey`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from ..codecs.vonage import VonageCodec, content_type
 from ..config import RuntimeConfig, VonageProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
+from ..pubkey import application_token
 from ..transport import websocket_connection
-from ..vonage_jwt import application_token
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient

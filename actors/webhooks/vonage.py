@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from ..vonage_jwt import TokenRefused, verify_webhook_token
+from ..pubkey import TokenRefused, verify_webhook_token
 
 __all__ = ["MAX_AGE_S", "Refusal", "VonageWebhook", "signed_payload", "verify_vonage_webhook"]
 

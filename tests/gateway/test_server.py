@@ -250,7 +250,7 @@ def test_garbage_before_start_is_refused_with_a_clear_code(
 
 
 def test_unknown_paths_are_refused(gateway: MediaGateway) -> None:
-    for path in ("/telnyx", "/"):
+    for path in ("/sinch", "/"):
         with pytest.raises(InvalidStatus) as info, connect(gateway.url + path, open_timeout=5):
             pass
         assert info.value.response.status_code == 404

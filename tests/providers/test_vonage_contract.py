@@ -18,7 +18,7 @@ import requests
 
 from actors.errors import ProviderError
 from actors.providers.vonage import VonageRestClient, websocket_ncco
-from actors.vonage_jwt import new_private_key
+from actors.pubkey import new_private_key
 from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
 from tests.specs import spec
 

@@ -25,8 +25,8 @@ ENTRY = {
     "soxr": ("audio.py",),
     "defusedxml": ("safexml.py",),  # XML from outside (TwiML), parsed safely
     "redis": ("cluster/redis.py",),  # the cluster engine
-    "jwt": ("vonage_jwt.py",),  # PyJWT: Vonage's application tokens and signed webhooks
-    "cryptography": ("vonage_jwt.py",),  # its RSA keys
+    "jwt": ("pubkey.py",),  # PyJWT: Vonage's application tokens and signed webhooks
+    "cryptography": ("pubkey.py",),  # its RSA keys
     "pykka": ("connector.py", "service.py", "session.py", "supervisor.py"),
 }
 

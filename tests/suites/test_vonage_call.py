@@ -20,7 +20,7 @@ from actors.emulator.vonage import VonageEmulator
 from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.providers.vonage import VonageRestClient
-from actors.vonage_jwt import new_private_key
+from actors.pubkey import new_private_key
 from tests.conftest import eventually
 from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
 from tests.proxy import TcpProxy

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from actors.providers.vonage import websocket_ncco
-from actors.vonage_jwt import webhook_token
+from actors.pubkey import webhook_token
 from actors.webhooks.vonage import Refusal, VonageWebhook, verify_vonage_webhook
 from tests.specs import spec
 

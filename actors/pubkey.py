@@ -1,7 +1,12 @@
-"""Vonage's JSON Web Tokens: the only user of PyJWT (``jwt``) and of ``cryptography``.
+"""Public-key signatures the providers use: the only user of PyJWT (``jwt``) and of
+``cryptography``.
 
-Two kinds, checked against Vonage's own pages (developer.vonage.com "Authentication" and
-"JWT": the Voice API takes ``Authorization: Bearer <JWT>``; "Webhooks": signed callbacks):
+**Telnyx** signs its webhooks with Ed25519: :func:`load_ed25519_public_key` reads the portal's
+key, :func:`verify_ed25519` checks one signature.
+
+**Vonage** uses JSON Web Tokens, of two kinds, checked against Vonage's own pages
+(developer.vonage.com "Authentication" and "JWT": the Voice API takes
+``Authorization: Bearer <JWT>``; "Webhooks": signed callbacks):
 
 - **Application tokens** authenticate our REST requests. RS256, signed with the Vonage
   application's private key; claims ``application_id``, ``iat``, ``jti`` (unique per token),
@@ -20,6 +25,8 @@ application); real ones come from Vonage's dashboard, as a ``private.key`` file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -28,17 +35,22 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
     "TOKEN_TTL_S",
+    "Ed25519PublicKey",
     "TokenRefused",
     "application_token",
+    "load_ed25519_public_key",
     "new_private_key",
     "payload_hash",
     "public_key_of",
     "verify_application_token",
+    "verify_ed25519",
     "verify_webhook_token",
     "webhook_token",
 ]
@@ -148,3 +160,21 @@ def public_key_of(private_key: str) -> str:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return pem.decode("ascii")
+
+
+def load_ed25519_public_key(public_key: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from base64 of its 32 bytes; ``ValueError`` if it is not one."""
+    try:
+        raw = base64.b64decode(public_key.strip(), validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error):
+        raise ValueError("an Ed25519 public key must be base64 of 32 bytes") from None
+
+
+def verify_ed25519(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``key``'s signature of ``message``."""
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,329 @@
+"""A local Plivo: the Call API's create and hang-up, and a phone that obeys each call's answer.
+
+The API (``/v1/Account/{auth_id}/...``, HTTP basic auth) answers as Plivo documents it:
+``POST Call/`` with ``from``, ``to``, ``answer_url`` -> ``201 {"api_id", "message": "call
+fired", "request_uuid"}``; ``DELETE Call/{call_uuid}/`` -> ``204``, or ``404`` once the call is
+over; ``DELETE Request/{request_uuid}/`` cancels a call not yet answered (``204``, else
+``404``); errors are ``{"api_id", "error"}``. As an extension of the emulator's own, the body
+may carry the answer inline (``answer_xml``); otherwise ``answer_url`` is fetched once the call
+is answered, a POST of ``CallUUID``, ``From``, ``To``, ``Direction``, ``CallStatus`` signed
+with ``X-Plivo-Signature-V3`` under the account's token (:mod:`actors.webhooks.plivo`).
+
+The answer's ``<Stream>`` is obeyed: its URL is dialled speaking Plivo's frames
+(:class:`~actors.codecs.plivo.PlivoStream`): ``start`` with its ``extraHeaders``, 20 ms
+``media``, ``playedStream`` once a checkpoint's audio has played, ``clearedAudio`` after
+``clearAudio`` (a cleared checkpoint is not answered: Plivo's pages say nothing of one),
+``dtmf`` when keys are pressed; ``sendDTMF`` is recorded. Only ``audio/x-mulaw;rate=8000`` is
+played.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import threading
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import unquote, urlencode, urlsplit
+
+from ..codecs.plivo import DtmfOut, PlivoStream, _extra_headers
+from ..config import EmulatorConfig
+from ..safexml import parse_xml
+from ..startable import Startable
+from ..webhooks.plivo import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
+from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
+from .media import CallMedia, MediaDialer
+from .phones import DtmfIn, PhoneEvent
+
+__all__ = ["EMULATOR_AUTH_ID", "PlivoApiServer", "PlivoCall", "PlivoEmulator", "read_answer"]
+
+logger = logging.getLogger(__name__)
+
+EMULATOR_AUTH_ID = "MA" + "EMULATOR" + "0" * 10  # the emulator's only account; not a real one
+_MULAW = "audio/x-mulaw;rate=8000"
+
+
+def _error(status: int, message: str) -> Reply:
+    return Reply(status, {"api_id": str(uuid.uuid4()), "error": message})
+
+
+@dataclass
+class PlivoCall:
+    """One emulated call."""
+
+    request_uuid: str
+    call_uuid: str
+    to: str
+    from_: str
+    answer_url: str
+    answer_method: str
+    answer_xml: str | None
+    answered: bool = False
+    alive: bool = True
+    media: CallMedia | None = None
+    dialled: threading.Event = field(default_factory=threading.Event)  # answer read, media on
+
+
+def read_answer(document: str) -> tuple[str, dict[str, str], str]:
+    """The ``<Stream>`` of an answer: its URL, extra headers and content type. ``ValueError``
+    for a document that is not ``<Response><Stream ...>url</Stream></Response>``."""
+    root = parse_xml(document)
+    stream = root.find("Stream")
+    if root.tag != "Response" or stream is None or not (stream.text or "").strip():
+        raise ValueError("the answer has no <Response><Stream>url</Stream>")
+    if stream.get("bidirectional") != "true":
+        raise ValueError("the emulator plays bidirectional streams only")
+    headers = _extra_headers(stream.get("extraHeaders") or None)
+    content_type = stream.get("contentType", "audio/x-l16;rate=8000")  # the XML page's default
+    return (stream.text or "").strip(), headers, content_type
+
+
+class _PlivoPhone:
+    """Plivo's frames on the phone's side (a :class:`~actors.emulator.phones.PhoneStream`)."""
+
+    clear_returns_marks = False
+
+    def __init__(self, stream: PlivoStream) -> None:
+        self.stream = stream
+        self.stream_sid = stream.stream_id
+
+    def opening(self) -> Sequence[str]:
+        return (self.stream.start(),)  # Plivo sends no `connected`
+
+    def media(self, payload: bytes, timestamp_ms: int) -> str:
+        return self.stream.media(payload, timestamp_ms)
+
+    def mark(self, name: str) -> str:
+        return self.stream.played(name)
+
+    def dtmf(self, digit: str) -> str:
+        return self.stream.dtmf(digit)
+
+    def stop(self) -> str | None:
+        return None  # Plivo's pages list no stop frame: the socket closes
+
+    def cleared(self, pending_marks: Sequence[str]) -> Sequence[str]:
+        return (self.stream.cleared(),)
+
+    def parse(self, frame: str | bytes) -> PhoneEvent:
+        event = self.stream.parse(frame)
+        return DtmfIn(event.digits) if isinstance(event, DtmfOut) else event
+
+
+class PlivoApiServer(HTTPApiServer):
+    """Plivo's Call API for one account. ``on_create(call)`` runs after a call is fired,
+    ``on_hang_up(call)`` after a live call is hung up or cancelled. ``fail`` injects errors
+    (``create``, ``hangup``)."""
+
+    _label = "plivo emulator"
+    _logger = logger
+
+    def __init__(self, auth_id: str, auth_token: str, *, host: str = "127.0.0.1") -> None:
+        super().__init__(
+            host=host,
+            port=0,
+            name="plivo-emulator-api",
+            handler=_Handler,
+            max_body=64 * 1024,
+            fault_operations=("create", "hangup"),
+            requests_kept=10_000,
+        )
+        self.auth_id = auth_id
+        self._basic = "Basic " + base64.b64encode(f"{auth_id}:{auth_token}".encode()).decode()
+        self.calls: dict[str, PlivoCall] = {}  # by request_uuid and by call_uuid
+        self.on_create: Any = None
+        self.on_hang_up: Any = None
+
+    def fail(self, operation: str, status: int, message: str = "injected", times: int = 1) -> None:
+        """The next ``times`` ``operation`` requests get ``status`` with a Plivo error body."""
+        payload = {"api_id": str(uuid.uuid4()), "error": message}
+        self._queue_fault(operation, Fault(status, payload, None, times))
+
+    def ended(self, call: PlivoCall) -> None:
+        with self._lock:
+            call.alive = False
+
+    def _handle(
+        self, method: str, target: str, authorization: str, body: bytes
+    ) -> tuple[Reply, str | None]:
+        if not secrets.compare_digest(authorization.encode(), self._basic.encode()):
+            return _error(401, "Authentication credentials invalid"), None
+        parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
+        if parts[:3] != ["v1", "Account", self.auth_id] or len(parts) < 4:
+            return _error(404, "not found"), None
+        rest = parts[3:]
+        if method == "POST" and rest == ["Call"]:
+            fault = self._take_fault("create")
+            return (fault.reply() if fault else self._create(body)), "create"
+        if method == "DELETE" and len(rest) == 2 and rest[0] in ("Call", "Request"):
+            fault = self._take_fault("hangup")
+            return (fault.reply() if fault else self._delete(rest[0], rest[1])), "hangup"
+        return _error(405, "method not allowed"), None
+
+    def _create(self, body: bytes) -> Reply:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return _error(400, "invalid JSON")
+        for name in ("from", "to", "answer_url"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                return _error(400, f"{name} parameter is required")
+        if urlsplit(data["answer_url"]).scheme not in ("http", "https"):
+            return _error(400, "answer_url must be an http(s) URL")
+        method = data.get("answer_method", "POST")
+        if method not in ("GET", "POST"):
+            return _error(400, "answer_method must be GET or POST")
+        xml = data.get("answer_xml")
+        call = PlivoCall(
+            str(uuid.uuid4()),
+            str(uuid.uuid4()),
+            data["to"],
+            data["from"],
+            data["answer_url"],
+            method,
+            xml if isinstance(xml, str) else None,
+        )
+        with self._lock:
+            self.calls[call.request_uuid] = self.calls[call.call_uuid] = call
+        payload = {
+            "api_id": str(uuid.uuid4()),
+            "message": "call fired",
+            "request_uuid": call.request_uuid,
+        }
+        reply = Reply(201, payload)
+        if self.on_create is not None:
+            reply.after = lambda: self.on_create(call)
+        return reply
+
+    def _delete(self, kind: str, key: str) -> Reply:
+        with self._lock:
+            call = self.calls.get(key)
+            matches = call is not None and (
+                key == call.call_uuid if kind == "Call" else key == call.request_uuid
+            )
+            # A call is hung up once answered; a request cancelled only before that.
+            live = matches and call is not None and call.alive and (kind == "Call") == call.answered
+            if live and call is not None:
+                call.alive = False
+        if not live or call is None:
+            return _error(
+                404, "not found" if kind == "Call" else "call not found or already answered"
+            )
+        if self.on_hang_up is not None:
+            return Reply(204, {}, after=lambda: self.on_hang_up(call))
+        return Reply(204, {})
+
+
+class _Handler(ApiRequestHandler):
+    server_version = "PlivoEmulator/1.0"
+
+    def _length_required(self) -> Reply:
+        return _error(411, "send a Content-Length")
+
+    def _bad_length(self) -> Reply:
+        return _error(400, "invalid Content-Length")
+
+    def _too_large(self, length: int, limit: int) -> Reply:
+        return _error(413, f"the body exceeds {limit} bytes")
+
+    def _internal_error(self) -> Reply:
+        return _error(500, "internal server error")
+
+
+class PlivoEmulator(Startable):
+    """A local Plivo for one made-up account: ``url`` is its API base URL; calls play per
+    ``config.media``."""
+
+    def __init__(self, config: EmulatorConfig, auth_token: str | None = None) -> None:
+        self.config = config
+        self.auth_id = EMULATOR_AUTH_ID
+        self.auth_token = auth_token or secrets.token_urlsafe(24)
+        host = config.listen.rpartition(":")[0].strip("[]")
+        self.media = MediaDialer(config, {})
+        self.api = PlivoApiServer(self.auth_id, self.auth_token, host=host)
+        self.api.on_create = self._fired
+        self.api.on_hang_up = lambda call: self.media.hang_up(call.request_uuid)
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def start(self) -> Self:
+        self.media.start()
+        try:
+            self.api.start()
+        except BaseException:
+            self.media.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.api.stop(timeout)
+        self.media.stop(timeout)
+
+    def call(self, request_uuid: str) -> PlivoCall:
+        return self.api.calls[request_uuid]
+
+    def press(self, request_uuid: str, digits: str) -> None:
+        """The callee presses keys: each becomes a ``dtmf`` frame."""
+        self.media.send_dtmf(request_uuid, digits)
+
+    def _fired(self, call: PlivoCall) -> None:
+        # The answer is read when the call is fired (on the API's request thread, never on
+        # the media loop), before it rings: Plivo asks it once the callee answers.
+        try:
+            url, headers, content_type = read_answer(self.answer(call))
+            if content_type != _MULAW:
+                raise ValueError(f"the emulator plays {_MULAW} only, not {content_type[:40]!r}")
+        except (OSError, ValueError) as exc:
+            logger.warning("plivo emulator: call %s has no answer to obey: %s", call.call_uuid, exc)
+            self.api.ended(call)
+            call.dialled.set()
+            return
+        stream = PlivoStream(str(uuid.uuid4()), call.call_uuid, self.auth_id, extra_headers=headers)
+        # The media runs under the request uuid (what the runtime knows the call by first).
+        call.media = self.media.dial(
+            call_sid=call.request_uuid,
+            account_sid="",
+            to=call.to,
+            url=url,
+            parameters={},
+            on_end=lambda: self.api.ended(call),
+            on_answer=lambda: setattr(call, "answered", True),
+            phone=_PlivoPhone(stream),
+        )
+        call.dialled.set()
+
+    def answer(self, call: PlivoCall) -> str:
+        """The answer document of ``call``: inline, or fetched from its answer URL (signed)."""
+        if call.answer_xml is not None:
+            return call.answer_xml
+        form = [
+            ("CallUUID", call.call_uuid),
+            ("From", call.from_),
+            ("To", call.to),
+            ("Direction", "outbound"),
+            ("CallStatus", "in-progress"),
+        ]
+        url, data = call.answer_url, None
+        if call.answer_method == "GET":
+            url += ("&" if urlsplit(url).query else "?") + urlencode(form)
+            form = []
+        else:
+            data = urlencode(form).encode()
+        nonce = str(secrets.randbelow(10**20))
+        signature = signature_v3(self.auth_token, call.answer_method, url, nonce, form)
+        # answer_url was checked to be http(s):// when the call was created.
+        request = urllib.request.Request(url, data=data, method=call.answer_method)  # noqa: S310
+        request.add_header(SIGNATURE_HEADER, signature)
+        request.add_header(NONCE_HEADER, nonce)
+        with urllib.request.urlopen(request, timeout=5.0) as response:  # noqa: S310 (http(s))
+            return bytes(response.read(100_000)).decode("utf-8")

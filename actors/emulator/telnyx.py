@@ -1,0 +1,309 @@
+"""A local Telnyx: Call Control v2's dial and hang-up, and a phone that plays each call's stream.
+
+The API (below the base URL, as Prism serves Telnyx's OpenAPI: ``POST /calls``,
+``POST /calls/{call_control_id}/actions/hangup``) checks the Bearer key and what ``DialCall``
+requires (``connection_id``, ``to``, ``from``; a ``ws(s)://`` ``stream_url``;
+``stream_bidirectional_mode`` rtp or mp3; a codec and rate from the spec's enums; a base64
+``client_state``), and answers with Telnyx's shapes: ``{"data": {...call}}``,
+``{"data": {"result": "ok"}}``, and errors ``{"errors": [{"code", "title", "detail"}]}``
+(422 ``90018`` "Call has already ended" for a hang-up of an ended call, as in the spec's
+examples; the 401 and 422 codes for bad keys and fields are the emulator's own).
+
+Each call rings (``emulator.answer_after_s``), then dials ``stream_url`` speaking Telnyx's
+frames (:class:`~actors.codecs.telnyx.TelnyxStream`): ``connected``, ``start`` with the dial's
+``client_state``, 20 ms ``media`` per the call's ``emulator.media``, ``mark`` once the audio
+before it has played, the queued marks on ``clear``, ``dtmf`` when keys are pressed
+(:meth:`TelnyxEmulator.press`), ``stop`` at hang-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit
+
+from ..codecs.telnyx import TelnyxStream
+from ..config import EmulatorConfig
+from ..startable import Startable
+from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
+from .media import CallMedia, MediaDialer
+from .phones import PhoneEvent
+
+__all__ = ["TelnyxApiServer", "TelnyxCall", "TelnyxEmulator"]
+
+logger = logging.getLogger(__name__)
+
+_CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16")
+_RATES = (8000, 16000, 22050, 24000, 48000)
+_TRACKS = ("inbound_track", "outbound_track", "both_tracks")
+
+
+def _errors(status: int, code: str, title: str, detail: str = "") -> Reply:
+    return Reply(status, {"errors": [{"code": code, "title": title, "detail": detail}]})
+
+
+@dataclass
+class TelnyxCall:
+    """One emulated call, as its dial asked for it."""
+
+    call_control_id: str
+    to: str
+    from_: str
+    stream_url: str
+    client_state: str | None
+    alive: bool = True
+    media: CallMedia | None = None
+    hung_up_by_api: bool = False
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+class _TelnyxPhone:
+    """Telnyx's frames on the phone's side (a :class:`~actors.emulator.phones.PhoneStream`)."""
+
+    clear_returns_marks = True  # the codec's provenance: "clear returns the queued marks"
+
+    def __init__(self, stream: TelnyxStream) -> None:
+        self.stream = stream
+        self.stream_sid = stream.stream_id
+
+    def opening(self) -> Sequence[str]:
+        return (self.stream.connected(), self.stream.start())
+
+    def media(self, payload: bytes, timestamp_ms: int) -> str:
+        return self.stream.media(payload, timestamp_ms)
+
+    def mark(self, name: str) -> str:
+        return self.stream.mark(name)
+
+    def dtmf(self, digit: str) -> str:
+        return self.stream.dtmf(digit)
+
+    def stop(self) -> str | None:
+        return self.stream.stop()
+
+    def cleared(self, pending_marks: Sequence[str]) -> Sequence[str]:
+        return [self.stream.mark(name) for name in pending_marks]
+
+    def parse(self, frame: str | bytes) -> PhoneEvent:
+        return self.stream.parse(frame)
+
+
+class TelnyxApiServer(HTTPApiServer):
+    """Telnyx's Call Control dial and hang-up for one API key, on ``host:port``.
+
+    ``on_dial(call)`` runs for each call placed (on the request's thread, after the answer is
+    sent); ``on_hang_up(call)`` for each hang-up of a live call. ``fail(operation, ...)``
+    injects errors (``dial``, ``hangup``).
+    """
+
+    _label = "telnyx emulator"
+    _logger = logger
+
+    def __init__(self, api_key: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(
+            host=host,
+            port=port,
+            name="telnyx-emulator-api",
+            handler=_Handler,
+            max_body=64 * 1024,
+            fault_operations=("dial", "hangup"),
+            requests_kept=10_000,
+        )
+        self._api_key = api_key
+        self.calls: dict[str, TelnyxCall] = {}
+        self.on_dial: Any = None
+        self.on_hang_up: Any = None
+
+    def fail(
+        self,
+        operation: str,
+        status: int,
+        code: str = "10007",
+        times: int = 1,
+        *,
+        performed: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        """The next ``times`` ``operation`` requests get ``status`` with a Telnyx error body
+        (after acting, with ``performed``)."""
+        payload = {"errors": [{"code": code, "title": "Injected", "detail": "emulator fault"}]}
+        self._queue_fault(operation, Fault(status, payload, retry_after, times, performed))
+
+    def ended(self, call_control_id: str) -> None:
+        with self._lock:
+            call = self.calls.get(call_control_id)
+            if call is not None:
+                call.alive = False
+
+    def _handle(
+        self, method: str, target: str, authorization: str, body: bytes
+    ) -> tuple[Reply, str | None]:
+        if not secrets.compare_digest(authorization.encode(), f"Bearer {self._api_key}".encode()):
+            return _errors(401, "10009", "Authentication failed", "The API key is wrong."), None
+        parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
+        if method == "POST" and parts == ["calls"]:
+            operation = "dial"
+        elif (
+            method == "POST"
+            and len(parts) == 4
+            and parts[0] == "calls"
+            and parts[2:]
+            == [
+                "actions",
+                "hangup",
+            ]
+        ):
+            operation = "hangup"
+        else:
+            return _errors(404, "10005", "Resource not found", "No such route."), None
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return _errors(400, "10015", "Bad Request", "The body is not a JSON object."), operation
+        fault = self._take_fault(operation)
+        if fault is not None and not fault.performed:
+            return fault.reply(), operation
+        reply = self._dial(data) if operation == "dial" else self._hang_up(parts[1])
+        return (fault.reply() if fault is not None else reply), operation
+
+    def _dial(self, data: dict[str, Any]) -> Reply:
+        for name in ("connection_id", "to", "from"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                return _errors(422, "10015", "Invalid parameter", f"'{name}' is required.")
+        url = data.get("stream_url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
+            return _errors(422, "10015", "Invalid parameter", "'stream_url' must be ws(s)://.")
+        checks = (
+            ("stream_track", _TRACKS),
+            ("stream_bidirectional_mode", ("mp3", "rtp")),
+            ("stream_bidirectional_codec", _CODECS),
+            ("stream_bidirectional_sampling_rate", _RATES),
+        )
+        for name, allowed in checks:
+            if name in data and data[name] not in allowed:
+                return _errors(422, "10015", "Invalid parameter", f"'{name}' is not allowed.")
+        state = data.get("client_state")
+        if state is not None:
+            try:
+                base64.b64decode(state, validate=True)
+            except (TypeError, ValueError, binascii.Error):
+                return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
+        call = TelnyxCall(
+            "v3:" + secrets.token_urlsafe(24), data["to"], data["from"], url, state, request=data
+        )
+        with self._lock:
+            self.calls[call.call_control_id] = call
+        payload = {
+            "record_type": "call",
+            "call_control_id": call.call_control_id,
+            "call_leg_id": str(uuid.uuid4()),
+            "call_session_id": str(uuid.uuid4()),
+            "is_alive": False,
+        }
+        reply = Reply(200, {"data": payload})
+        if self.on_dial is not None:
+            reply.after = lambda: self.on_dial(call)
+        return reply
+
+    def _hang_up(self, call_control_id: str) -> Reply:
+        with self._lock:
+            call = self.calls.get(call_control_id)
+            alive = call is not None and call.alive
+            if call is not None:
+                call.alive = False
+        if call is None:
+            return _errors(404, "10005", "Resource not found", "No such call.")
+        if not alive:
+            detail = "This call is no longer active and can't receive commands."
+            return _errors(422, "90018", "Call has already ended", detail)
+        call.hung_up_by_api = True
+        reply = Reply(200, {"data": {"result": "ok"}})
+        if self.on_hang_up is not None:
+            reply.after = lambda: self.on_hang_up(call)
+        return reply
+
+
+class _Handler(ApiRequestHandler):
+    server_version = "TelnyxEmulator/1.0"
+
+    def _length_required(self) -> Reply:
+        return _errors(411, "10015", "Bad Request", "Send a Content-Length.")
+
+    def _bad_length(self) -> Reply:
+        return _errors(400, "10015", "Bad Request", "Invalid Content-Length.")
+
+    def _too_large(self, length: int, limit: int) -> Reply:
+        return _errors(413, "10015", "Bad Request", f"The body exceeds {limit} bytes.")
+
+    def _internal_error(self) -> Reply:
+        return _errors(500, "10001", "Internal error", "")
+
+
+class TelnyxEmulator(Startable):
+    """A local Telnyx for one API key (made up when not given): ``url`` is its API base URL,
+    ``connection_id`` the Call Control App it accepts; calls play per ``config.media``."""
+
+    def __init__(self, config: EmulatorConfig, api_key: str | None = None) -> None:
+        self.config = config
+        self.api_key = api_key or secrets.token_urlsafe(24)
+        self.connection_id = "emulated-call-control-app"
+        host = config.listen.rpartition(":")[0].strip("[]")
+        self.media = MediaDialer(config, {})
+        self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
+        self.api.on_dial = self._dialled
+        self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def start(self) -> Self:
+        self.media.start()
+        try:
+            self.api.start()
+        except BaseException:
+            self.media.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.api.stop(timeout)
+        self.media.stop(timeout)
+
+    def call(self, call_control_id: str) -> TelnyxCall:
+        return self.api.calls[call_control_id]
+
+    def press(self, call_control_id: str, digits: str) -> None:
+        """The callee presses keys: each becomes a ``dtmf`` frame."""
+        self.media.send_dtmf(call_control_id, digits)
+
+    def _dialled(self, call: TelnyxCall) -> None:
+        stream = TelnyxStream(
+            str(uuid.uuid4()),
+            call.call_control_id,
+            client_state=call.client_state,
+            from_=call.from_,
+            to=call.to,
+        )
+        timeout = call.request.get("timeout_secs")
+        call.media = self.media.dial(
+            call_sid=call.call_control_id,
+            account_sid="",
+            to=call.to,
+            url=call.stream_url,
+            parameters={},
+            on_end=lambda: self.api.ended(call.call_control_id),
+            ring_timeout_s=float(timeout) if isinstance(timeout, int) else None,
+            phone=_TelnyxPhone(stream),
+        )

@@ -1,0 +1,344 @@
+"""Plivo's REST control plane: place a call whose answer streams it to us, hang it up.
+
+From Plivo's Voice API reference (docs.plivo.com/docs/voice/api/call, read 2026-12-01; Plivo
+publishes no OpenAPI description, so there is no contract test: see the README):
+
+- ``POST /v1/Account/{auth_id}/Call/``, HTTP basic auth (auth id, auth token), JSON with
+  ``from``, ``to``, ``answer_url`` and ``answer_method``; answered ``201`` with ``request_uuid``
+  (the call's own ``CallUUID`` comes to the answer URL, and in the stream's ``start`` as
+  ``callId``). The answer URL must answer the ``<Stream>`` XML
+  (:func:`actors.webhooks.plivo.stream_xml`); the runtime appends the ``session`` and its
+  stream ``token`` to it as query values for that server. The embedded emulator takes the
+  answer inline instead (``answer_xml``, an emulator extension: the runtime's own webhook
+  server does not serve Plivo yet).
+- ``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/`` hangs up (``204``); a ``404`` means
+  the call is already over. Before the stream has told the call's uuid, the queued or ringing
+  call is cancelled instead: ``DELETE /v1/Account/{auth_id}/Request/{request_uuid}/``.
+- Error bodies ``{"api_id": ..., "error": "..."}`` (``error`` may be an object of field
+  messages) become :class:`ProviderError`.
+
+Creating is retried only on 429 (a 5xx may mean the call exists); hanging up also on 5xx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
+
+from ..codecs import Frame
+from ..codecs.plivo import PlivoCodec
+from ..config import PlivoProviderConfig, RuntimeConfig
+from ..connection import DialOptions
+from ..errors import ConfigError, ProviderError
+from ..messages import Message, SessionRequest, Started
+from ..routing import decode_extra_headers
+from ..signing import hop_token, stream_token
+from ..transport import websocket_connection
+from ..webhooks.plivo import stream_xml
+from ..wire.constants import SESSIONS_PATH
+from . import Infrastructure, RequestObserver, SessionPlan
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._rest import RestClient
+
+__all__ = ["PlivoProvider", "PlivoRestClient", "parse_error_response"]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "plivo"
+_AUTH_ID = re.compile(r"[MS]A[A-Z0-9]{18}")
+_UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def parse_error_response(status: int, body: bytes, reason: str = "") -> ProviderError:
+    """The :class:`ProviderError` for a Plivo error response: its ``error`` (a text, or an
+    object of field messages, joined); any other body gives the status and reason only."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, TypeError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        parts = []
+        for name, value in error.items():
+            text = (
+                "; ".join(v for v in value if isinstance(v, str))
+                if isinstance(value, list)
+                else value
+            )
+            if isinstance(text, str):
+                parts.append(f"{name}: {text}")
+        error = ", ".join(parts)
+    message = error if isinstance(error, str) else ""
+    return ProviderError(PROVIDER, clip(message) or reason_phrase(status, reason), status=status)
+
+
+class PlivoRestClient(RestClient):
+    """Plivo's Call API for account ``auth_id`` (basic auth with ``auth_token``)."""
+
+    provider = PROVIDER
+    retry_policies = {"create_call": AT_MOST_ONCE, "hang_up": IDEMPOTENT}
+
+    def __init__(
+        self,
+        *,
+        auth_id: str,
+        auth_token: str,
+        api_base_url: str = "https://api.plivo.com",
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        if not _AUTH_ID.fullmatch(auth_id or ""):
+            raise ValueError("auth_id must be MA or SA followed by 18 capitals or digits")
+        if not auth_token:
+            raise ValueError("auth_token is required")
+        super().__init__(
+            api_base_url=api_base_url,
+            auth=(auth_id, auth_token),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            on_request=on_request,
+        )
+        self.auth_id = auth_id
+        self._account = f"/v1/Account/{auth_id}"
+
+    def __repr__(self) -> str:
+        return f"PlivoRestClient(auth_id={self.auth_id!r}, api_base_url={self._origin!r})"
+
+    def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        answer_url: str,
+        answer_method: str = "POST",
+        hangup_url: str | None = None,
+        answer_xml: str | None = None,
+    ) -> dict[str, Any]:
+        """Place a call; Plivo's answer, with at least ``request_uuid``. ``answer_xml`` is
+        the emulator's extension (the answer inline). :class:`ProviderError` on refusal."""
+        body: dict[str, Any] = {
+            "from": from_,
+            "to": to,
+            "answer_url": answer_url,
+            "answer_method": answer_method,
+        }
+        if hangup_url is not None:
+            body["hangup_url"] = hangup_url
+        if answer_xml is not None:
+            body["answer_xml"] = answer_xml
+        response = self._request(
+            "create_call", "POST", f"{self._account}/Call/", what="Call/", json=body
+        )
+        if not response.ok:
+            raise self.parse_error(response)
+        data = self._json_object(response, "POST Call/")
+        request_uuid = data.get("request_uuid")
+        if isinstance(request_uuid, list) and request_uuid:  # one per destination
+            request_uuid = request_uuid[0]
+        if not isinstance(request_uuid, str):
+            raise ProviderError(
+                PROVIDER,
+                "POST Call/: the response has no request_uuid",
+                status=response.status_code,
+            )
+        data["request_uuid"] = request_uuid
+        logger.info("plivo call request %s fired", request_uuid)
+        return data
+
+    def hang_up(self, call_uuid: str) -> bool:
+        """End call ``call_uuid``: True if this hung it up, False if it had already ended
+        (404). Anything else raises :class:`ProviderError`."""
+        return self._delete(f"Call/{self._checked(call_uuid)}/")
+
+    def cancel_request(self, request_uuid: str) -> bool:
+        """Cancel a call not yet answered: True if this cancelled it, False if it was no
+        longer queued or ringing (404)."""
+        return self._delete(f"Request/{self._checked(request_uuid)}/")
+
+    def _checked(self, value: str) -> str:
+        if not _UUID.fullmatch(value or ""):
+            raise ValueError("a Plivo uuid holds only letters, digits and '-'")
+        return value
+
+    def _delete(self, name: str) -> bool:
+        response = self._request("hang_up", "DELETE", f"{self._account}/{name}", what=name)
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
+
+    def parse_error(self, response: requests.Response) -> ProviderError:
+        return parse_error_response(response.status_code, response.content, response.reason or "")
+
+
+class _RoutedPlivoCodec(PlivoCodec):
+    """Plivo's codec, with the extra headers' routing values hex-decoded (session) or hidden
+    (token) in ``Started.parameters``."""
+
+    def decode(self, frame: Frame) -> Sequence[Message]:
+        messages = super().decode(frame)
+        if len(messages) == 1 and isinstance(messages[0], Started):
+            parameters = decode_extra_headers(messages[0].parameters)
+            parameters.pop("token", None)
+            return (dataclasses.replace(messages[0], parameters=parameters),)
+        return messages
+
+
+class PlivoProvider:
+    """The ``plivo`` provider: a call per session, its audio through the media gateway.
+
+    ``open`` places the call with an answer that streams it to the gateway's ``/plivo``, the
+    session id and its **stream token** in the ``<Stream>``'s extra headers; the connector
+    dials ``/sessions/{id}`` with the **hop token**, as for Twilio.
+    """
+
+    def __init__(
+        self,
+        config: PlivoProviderConfig,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._on_request = on_request
+        self._client: PlivoRestClient | None = None
+        self._emulated = config.api_base_url == "emulator"
+        self._requests: dict[str, str] = {}  # session id -> request_uuid, until hung up
+        self._lock = threading.Lock()
+
+    def _rest(self) -> PlivoRestClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> PlivoRestClient:
+        c, where = self.config, f"providers.{self.name}"
+        if self._emulated:
+            emulator = self._infrastructure.plivo_emulator()
+            auth_id, token, base = emulator.account_sid, emulator.auth_token, emulator.base_url
+        else:
+            if not c.auth_id or not c.auth_token:
+                missing = "auth_id" if not c.auth_id else "auth_token"
+                raise ConfigError("required for Plivo's API", key_path=f"{where}.{missing}")
+            if not c.answer_url:
+                raise ConfigError(
+                    "required for Plivo's API: a URL answering the <Stream> XML",
+                    key_path=f"{where}.answer_url",
+                )
+            auth_id, token, base = c.auth_id, c.auth_token, c.api_base_url
+        try:
+            return PlivoRestClient(
+                auth_id=auth_id,
+                auth_token=token,
+                api_base_url=base,
+                timeout_s=c.timeout_s,
+                retries=c.retries,
+                backoff_s=c.backoff_s,
+                on_request=self._on_request,
+            )
+        except ValueError as exc:  # names the field, never the value
+            raise ConfigError(str(exc), key_path=where) from None
+
+    def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
+        for field_name in ("url", "headers", "subprotocols"):
+            if getattr(request, field_name) is not None:
+                raise TypeError(
+                    f"the plivo provider takes no {field_name!r}: it dials the media gateway"
+                )
+        to, from_ = request.to, request.from_ or self.config.from_number
+        if not to:
+            raise ValueError("create_session(provider='plivo') needs to='+1...'")
+        if not from_:
+            raise ValueError(
+                "create_session(provider='plivo') needs from_='+1...', "
+                f"or providers.{self.name}.from_number in the config"
+            )
+        client = self._rest()
+        gateway = self._infrastructure.gateway()
+        token = stream_token(gateway.secret, session_id)
+        routing = {"session": session_id, "token": token}
+        # Built (and checked: Plivo's extra headers take letters and digits only) before the
+        # call is placed, whichever server will answer it.
+        xml = stream_xml(
+            gateway.public_url.rstrip("/") + "/plivo",
+            {**dict(request.parameters or {}), **routing},
+            content_type=self.config.content_type,
+        )
+        if self._emulated:
+            answer_url, answer_xml = "http://emulator.invalid/answer", xml
+        else:
+            assert self.config.answer_url is not None  # checked when the client was made
+            answer_url, answer_xml = _with_query(self.config.answer_url, routing), None
+        call = client.create_call(
+            to=to,
+            from_=from_,
+            answer_url=answer_url,
+            hangup_url=self.config.hangup_url,
+            answer_xml=answer_xml,
+        )
+        request_uuid = str(call["request_uuid"])
+        with self._lock:
+            self._requests[session_id] = request_uuid
+        logger.info("session %s: Plivo call %s placed to %s", session_id, request_uuid, to)
+        runtime = self.runtime
+        dial = DialOptions(
+            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
+            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
+            connect_timeout_s=runtime.connect_timeout_s,
+            max_message_bytes=runtime.max_message_bytes,
+            ping_interval_s=runtime.ping_interval_s,
+            ping_timeout_s=runtime.ping_timeout_s,
+            close_timeout_s=runtime.shutdown_timeout_s,
+            resume_frames=gateway.resume_frames,
+        )
+        codec = _RoutedPlivoCodec(session_id=session_id)
+        return SessionPlan(
+            codec=codec, dial=dial, connect=websocket_connection, call_id=request_uuid
+        )
+
+    def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        """Hang the call up by its uuid once the stream has told it (``start.callId``), else
+        cancel its request (it is still queued or ringing)."""
+        with self._lock:
+            request_uuid = self._requests.pop(session_id, plan.call_id)
+        call_uuid = getattr(plan.codec, "call_id", None)
+        client = self._rest()
+        if isinstance(call_uuid, str) and call_uuid:
+            ended = client.hang_up(call_uuid)
+        elif request_uuid is not None:
+            ended = client.cancel_request(request_uuid)
+        else:
+            return
+        what = "hung up" if ended else "had already ended"
+        logger.info("session %s: Plivo call %s %s", session_id, call_uuid or request_uuid, what)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _with_query(url: str, values: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(values)) if q)
+    return urlunsplit(parts._replace(query=query))

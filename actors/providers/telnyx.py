@@ -1,0 +1,304 @@
+"""Telnyx's REST control plane (Call Control v2): place a call that streams to us, hang it up.
+
+Checked against Telnyx's OpenAPI (``../shared/contracts/telnyx/spec3.yml``: ``DialCall``,
+``HangupCall``, ``CallRequest``; the contract test runs the client against it with Prism):
+
+- ``POST /calls`` (below ``https://api.telnyx.com/v2``), Bearer auth, JSON with the required
+  ``connection_id``, ``to``, ``from``, and the stream: ``stream_url``, ``stream_track``
+  (``inbound_track``: the caller), ``stream_bidirectional_mode: rtp``,
+  ``stream_bidirectional_codec`` (PCMU or PCMA), ``stream_bidirectional_sampling_rate``
+  (8000), and ``client_state`` (base64, "add state to every subsequent webhook"; it also comes
+  back in the stream's ``start``): the session id and its stream token
+  (:func:`actors.routing.encode_client_state`). Call Control has no custom stream parameters,
+  so ``client_state`` is what routes the stream at the gateway.
+- ``POST /calls/{call_control_id}/actions/hangup`` with a JSON body (required by the spec; a
+  ``command_id`` makes a retried hang-up one command). "Already ended" is the 422 with code
+  ``90018`` ("Call has already ended", the spec's example) and a 404 (the id is unknown).
+- Error bodies ``{"errors": [{"code", "title", "detail"}]}`` become :class:`ProviderError`.
+
+Creating is retried only on 429 (a 5xx may mean the call exists); hanging up also on 5xx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from ..codecs import Frame
+from ..codecs.telnyx import TelnyxCodec
+from ..config import RuntimeConfig, TelnyxProviderConfig
+from ..connection import DialOptions
+from ..errors import ConfigError, ProviderError
+from ..messages import Message, SessionRequest, Started
+from ..routing import decode_client_state, encode_client_state
+from ..signing import hop_token, stream_token
+from ..transport import websocket_connection
+from ..wire.constants import SESSIONS_PATH
+from . import Infrastructure, RequestObserver, SessionPlan
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._rest import BearerAuth, RestClient
+
+__all__ = ["ALREADY_ENDED_CODE", "TelnyxProvider", "TelnyxRestClient", "parse_error_response"]
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "telnyx"
+#: "Call has already ended": "This call is no longer active and can't receive commands."
+ALREADY_ENDED_CODE = "90018"
+
+
+def parse_error_response(status: int, body: bytes, reason: str = "") -> ProviderError:
+    """The :class:`ProviderError` for a Telnyx error response: the first of ``errors``
+    (``code`` as text, ``title: detail`` as the message); any other body gives the HTTP
+    status and reason phrase only (an unknown body is not echoed)."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, TypeError):
+        data = None
+    errors = data.get("errors") if isinstance(data, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(first, dict):
+        return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
+    code = first.get("code")
+    title = first["title"] if isinstance(first.get("title"), str) else ""
+    detail = first["detail"] if isinstance(first.get("detail"), str) else ""
+    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
+    return ProviderError(
+        PROVIDER,
+        clip(message) or reason_phrase(status, reason),
+        status=status,
+        code=clip(str(code), 16) if isinstance(code, str | int) else None,
+    )
+
+
+class TelnyxRestClient(RestClient):
+    """Telnyx Call Control v2 at ``api_base_url``, authenticated with ``api_key`` (Bearer).
+
+    Retries (``retries`` at most, exponential backoff): creating a call only on 429 and on
+    connection errors where the request never left; hanging up also on 5xx and read errors.
+    """
+
+    provider = PROVIDER
+    retry_policies = {"create_call": AT_MOST_ONCE, "hang_up": IDEMPOTENT}
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_base_url: str = "https://api.telnyx.com/v2",
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is required")
+        super().__init__(
+            api_base_url=api_base_url,
+            auth=BearerAuth(api_key),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            on_request=on_request,
+        )
+
+    def __repr__(self) -> str:
+        return f"TelnyxRestClient(api_base_url={self._origin!r})"
+
+    def create_call(
+        self,
+        *,
+        connection_id: str,
+        to: str,
+        from_: str,
+        stream_url: str,
+        client_state: str | None = None,
+        codec: str = "PCMU",
+        timeout_secs: int | None = None,
+        webhook_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Dial ``to``, streaming both ways to ``stream_url``; Telnyx's call (``data``), with
+        at least ``call_control_id``. :class:`ProviderError` for a refusal or failure."""
+        body: dict[str, Any] = {
+            "connection_id": connection_id,
+            "to": to,
+            "from": from_,
+            "stream_url": stream_url,
+            "stream_track": "inbound_track",
+            "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": codec,
+            "stream_bidirectional_sampling_rate": 8000,
+        }
+        if client_state is not None:
+            body["client_state"] = client_state
+        if timeout_secs is not None:
+            body["timeout_secs"] = timeout_secs
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        response = self._request("create_call", "POST", "/calls", json=body)
+        if not response.ok:
+            raise self.parse_error(response)
+        data = self._json_object(response, "POST /calls").get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("call_control_id"), str):
+            raise ProviderError(
+                PROVIDER, "POST /calls: the response has no call_control_id", status=200
+            )
+        logger.info("telnyx call %s created", data["call_control_id"])
+        return data
+
+    def hang_up(self, call_control_id: str) -> bool:
+        """Hang up: True if this ended the call, False if it had already ended (422 with code
+        90018, or 404). Anything else raises :class:`ProviderError`."""
+        if not call_control_id or "/" in call_control_id:
+            raise ValueError("call_control_id must be a non-empty id")
+        path = f"/calls/{call_control_id}/actions/hangup"
+        body = {"command_id": str(uuid.uuid4())}  # the same for every retry of this hang-up
+        response = self._request("hang_up", "POST", path, what="hangup", json=body)
+        if response.ok:
+            return True
+        error = self.parse_error(response)
+        if response.status_code == 404 or (
+            response.status_code == 422 and error.code == ALREADY_ENDED_CODE
+        ):
+            return False
+        raise error
+
+    def parse_error(self, response: requests.Response) -> ProviderError:
+        return parse_error_response(response.status_code, response.content, response.reason or "")
+
+
+class _StateCodec(TelnyxCodec):
+    """Telnyx's codec, with the application's parameters read back out of ``client_state``
+    (where :class:`TelnyxProvider` put them beside the routing values): ``Started.parameters``
+    then holds them, and ``client_state`` (which holds the stream token) is not shown."""
+
+    def decode(self, frame: Frame) -> Sequence[Message]:
+        messages = super().decode(frame)
+        if len(messages) != 1 or not isinstance(messages[0], Started):
+            return messages
+        started = messages[0]
+        parameters = dict(started.parameters)
+        state = decode_client_state(parameters.pop("client_state", None)) or {}
+        state.pop("token", None)
+        return (dataclasses.replace(started, parameters={**state, **parameters}),)
+
+
+class TelnyxProvider:
+    """The ``telnyx`` provider: a call per session, its audio through the media gateway.
+
+    ``open`` dials with the gateway's ``/telnyx`` as ``stream_url`` and the session id and its
+    **stream token** in ``client_state``; the connector dials ``/sessions/{id}`` with the
+    **hop token**, as for Twilio. Telnyx signs nothing on the stream itself: the single-use
+    stream token is what authenticates it.
+    """
+
+    def __init__(
+        self,
+        config: TelnyxProviderConfig,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._on_request = on_request
+        self._client: TelnyxRestClient | None = None
+        self._connection_id = config.connection_id
+        self._lock = threading.Lock()
+
+    def _rest(self) -> TelnyxRestClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> TelnyxRestClient:
+        c, where = self.config, f"providers.{self.name}"
+        if c.api_base_url == "emulator":
+            emulator = self._infrastructure.telnyx_emulator()
+            key, base = emulator.auth_token, emulator.base_url
+            self._connection_id = emulator.account_sid
+        else:
+            if not c.api_key:
+                raise ConfigError("required for Telnyx's API", key_path=f"{where}.api_key")
+            if not c.connection_id:
+                raise ConfigError("required for Telnyx's API", key_path=f"{where}.connection_id")
+            key, base = c.api_key, c.api_base_url
+        return TelnyxRestClient(
+            api_key=key,
+            api_base_url=base,
+            timeout_s=c.timeout_s,
+            retries=c.retries,
+            backoff_s=c.backoff_s,
+            on_request=self._on_request,
+        )
+
+    def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
+        for field_name in ("url", "headers", "subprotocols"):
+            if getattr(request, field_name) is not None:
+                raise TypeError(
+                    f"the telnyx provider takes no {field_name!r}: it dials the media gateway"
+                )
+        to, from_ = request.to, request.from_ or self.config.from_number
+        if not to:
+            raise ValueError("create_session(provider='telnyx') needs to='+1...'")
+        if not from_:
+            raise ValueError(
+                "create_session(provider='telnyx') needs from_='+1...', "
+                f"or providers.{self.name}.from_number in the config"
+            )
+        client = self._rest()
+        gateway = self._infrastructure.gateway()
+        token = stream_token(gateway.secret, session_id)
+        state = {**dict(request.parameters or {}), "session": session_id, "token": token}
+        assert self._connection_id is not None  # checked when the client was made
+        call = client.create_call(
+            connection_id=self._connection_id,
+            to=to,
+            from_=from_,
+            stream_url=gateway.public_url.rstrip("/") + "/telnyx",
+            client_state=encode_client_state(state),
+            codec=self.config.codec,
+            timeout_secs=self.config.ring_timeout_s,
+            webhook_url=self.config.webhook_url,
+        )
+        call_id = str(call["call_control_id"])
+        logger.info("session %s: Telnyx call %s placed to %s", session_id, call_id, to)
+        runtime = self.runtime
+        dial = DialOptions(
+            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
+            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
+            connect_timeout_s=runtime.connect_timeout_s,
+            max_message_bytes=runtime.max_message_bytes,
+            ping_interval_s=runtime.ping_interval_s,
+            ping_timeout_s=runtime.ping_timeout_s,
+            close_timeout_s=runtime.shutdown_timeout_s,
+            resume_frames=gateway.resume_frames,
+        )
+        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
+
+    def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        if plan.call_id is None:
+            return
+        ended = self._rest().hang_up(plan.call_id)
+        what = "hung up" if ended else "had already ended"
+        logger.info("session %s: Telnyx call %s %s", session_id, plan.call_id, what)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,114 @@
+"""The Telnyx REST client speaks Telnyx's own OpenAPI description (``spec3.yml``, from the
+shared contracts folder: ../shared/contracts/telnyx/, provenance in its README): Stoplight
+Prism serves the spec and validates every request we make against it. Prism serves the paths
+as written, without the server's ``/v2``, so the client's base URL is Prism's root.
+
+Plivo publishes no OpenAPI description: its client is tested against the emulator only
+(tests/test_plivo_call.py), and the README's Plivo section says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from actors.emulator.telnyx import TelnyxApiServer
+from actors.errors import ProviderError
+from actors.providers.telnyx import TelnyxRestClient
+from actors.routing import encode_client_state
+from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+from tests.specs import spec
+
+pytestmark = pytest.mark.timeout(420)
+
+KEY = "contract-key"
+
+
+@pytest.fixture(scope="module")
+def telnyx_spec() -> Path:
+    return spec("telnyx", "spec3.yml")
+
+
+@pytest.fixture(scope="module")
+def prism(telnyx_spec: Path) -> Iterator[str]:
+    try:
+        server = PrismServer(find_or_install_prism(), telnyx_spec).start()
+    except PrismUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def recording_client(base_url: str, responses: list[requests.Response]) -> TelnyxRestClient:
+    client = TelnyxRestClient(api_key=KEY, api_base_url=base_url, retries=0, timeout_s=20.0)
+
+    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        responses.append(response)
+
+    client.http.hooks["response"].append(record)
+    return client
+
+
+def violations(responses: list[requests.Response]) -> list[str]:
+    found = []
+    for response in responses:
+        where = f"{response.request.method} {response.request.path_url}"
+        if not 200 <= response.status_code < 300:
+            found.append(f"{where}: HTTP {response.status_code}")
+        if report := response.headers.get("sl-violations"):
+            found.append(f"{where}: sl-violations: {report[:2000]}")
+    return found
+
+
+def dial(client: TelnyxRestClient) -> dict[str, Any]:
+    return client.create_call(
+        connection_id="1494404757140276705",
+        to="+18005550100",
+        from_="+18005550101",
+        stream_url="wss://media.example.com/telnyx",
+        client_state=encode_client_state({"session": "s1", "token": "t1"}),
+        codec="PCMA",
+        timeout_secs=30,
+        webhook_url="https://voice.example.com/telnyx/events",
+    )
+
+
+def test_dial_and_hang_up_follow_the_spec(prism: str) -> None:
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            call = dial(client)
+            hung_up = client.hang_up(call["call_control_id"])
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert hung_up is True
+    assert [(r.request.method, r.status_code) for r in responses] == [("POST", 200), ("POST", 200)]
+    assert violations(responses) == []
+
+
+def test_the_harness_can_fail(prism: str) -> None:
+    """Negative control: a dial without ``to`` and with a bad track is refused by Prism."""
+    response = requests.post(
+        f"{prism}/calls",
+        json={"connection_id": "c", "from": "+18005550101", "stream_track": "sideways"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=20.0,
+    )
+    assert response.status_code == 422
+    assert "to" in response.headers.get("sl-violations", "")
+
+
+def test_the_emulator_accepts_what_the_spec_accepts_and_answers_its_shape(prism: str) -> None:
+    with TelnyxApiServer(KEY) as server:
+        with TelnyxRestClient(api_key=KEY, api_base_url=server.url, retries=0) as ours:
+            call = dial(ours)
+        with TelnyxRestClient(api_key=KEY, api_base_url=prism, retries=0) as theirs:
+            example = dial(theirs)
+    assert {"call_control_id", "call_leg_id", "call_session_id", "record_type"} <= set(call)
+    assert {"call_control_id", "call_leg_id", "call_session_id", "record_type"} <= set(example)

@@ -1,0 +1,193 @@
+"""Plivo calls end to end through the public facade, on loopback, with no account.
+
+``create_session(provider="plivo")`` -> the Plivo provider's Call API client -> the emulator's
+``POST Call/`` (the answer XML inline, the emulator's extension) -> the emulated phone obeys the
+answer's ``<Stream>``: dials the gateway's ``/plivo`` speaking Plivo's frames, the routing
+values in the extra headers -> the gateway pairs it with the session -> frames both ways.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from actors import Audio, Clear, Close, Dtmf, Mark, ProviderError, Started, TransportService
+from actors.emulator.media import CallMedia
+from actors.emulator.plivo import PlivoEmulator, read_answer
+from actors.lifecycle import SessionState
+from actors.messages import Binary
+from actors.providers.plivo import PlivoRestClient
+from actors.webhooks.plivo import stream_xml, verify_signature_v3
+from tests._provider_calls import FROM, TO, config, read_until, resume_after_a_dropped_hop
+
+
+@pytest.fixture
+def service() -> Iterator[TransportService]:
+    svc = TransportService(config())
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def emulator_of(service: TransportService) -> PlivoEmulator:
+    emulator = service.infrastructure.running["plivo"]
+    assert isinstance(emulator, PlivoEmulator)
+    return emulator
+
+
+def media_of(service: TransportService, call_id: str) -> CallMedia | None:
+    return emulator_of(service).media.media(call_id)
+
+
+def test_an_outbound_call_streams_both_ways_with_marks_and_clear(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="plivo", to=TO, from_=FROM, parameters={"who": "t1"})
+    assert info.call_id is not None
+    started = read_until(service, info.session_id, Started)[-1]
+    assert isinstance(started, Started)
+    call = emulator_of(service).call(info.call_id)
+    assert started.call_id == call.call_uuid
+    assert started.media_format.encoding == "audio/x-mulaw"
+    assert dict(started.parameters) == {"who": "t1", "session": info.session_id}  # no token
+    assert call.answer_xml is not None
+    url, headers, content_type = read_answer(call.answer_xml)
+    assert url.endswith("/plivo") and content_type == "audio/x-mulaw;rate=8000"
+    assert all(v.isalnum() for v in headers.values())  # Plivo's rule for extraHeaders
+    frames = [bytes([i]) * 160 for i in range(1, 26)]
+    for frame in frames:
+        service.write_websocket_message(info.session_id, Binary(frame))
+    service.write_websocket_message(info.session_id, Mark("played"))
+    back = read_until(service, info.session_id, Mark)
+    assert back[-1] == Mark("played")  # playedStream
+    assert b"".join(m.data for m in back if isinstance(m, Audio)) == b"".join(frames)
+    for _ in range(100):
+        service.write_websocket_message(info.session_id, Binary(b"\x05" * 160))
+    service.write_websocket_message(info.session_id, Clear())  # clearAudio -> clearedAudio
+    service.write_websocket_message(info.session_id, Mark("after"))
+    assert read_until(service, info.session_id, Mark)[-1] == Mark("after")
+    media = media_of(service, info.call_id)
+    assert media is not None
+    assert media.marks_echoed == ["played", "after"]
+    assert media.clears == 1
+    assert len(media.recording) < 160 * 125  # the cleared audio was not all played
+    service.end_session(info.session_id)
+    assert media.ended.wait(5)
+    assert service.status(info.session_id).state is SessionState.CLOSED
+
+
+def test_dtmf_both_ways(service: TransportService) -> None:
+    info = service.create_session(provider="plivo", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    emulator_of(service).press(info.call_id, "7")
+    assert read_until(service, info.session_id, Dtmf)[-1] == Dtmf("7")
+    service.write_websocket_message(info.session_id, Dtmf("12#"))  # sendDTMF
+    service.write_websocket_message(info.session_id, Mark("m"))
+    read_until(service, info.session_id, Mark)
+    media = media_of(service, info.call_id)
+    assert media is not None and media.dtmf_received == ["12#"]
+    service.end_session(info.session_id)
+
+
+def test_a_hang_up_of_an_ended_call_counts_as_success(service: TransportService) -> None:
+    info = service.create_session(provider="plivo", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    emulator_of(service).media.hang_up(info.call_id)  # the far end hangs up
+    assert isinstance(read_until(service, info.session_id, Close)[-1], Close)
+    media = media_of(service, info.call_id)
+    assert media is not None and media.ended.wait(5)
+    service.end_session(info.session_id)  # DELETE Call/{uuid}/ -> 404: no error
+    api = emulator_of(service).api
+    assert [r.status for r in api.requests if r.operation == "hangup"] == [404]
+
+
+def test_provider_error_bodies_become_provider_errors(service: TransportService) -> None:
+    endpoint = service.infrastructure.plivo_emulator()
+    client = PlivoRestClient(
+        auth_id=endpoint.account_sid,
+        auth_token=endpoint.auth_token,
+        api_base_url=endpoint.base_url,
+        retries=0,
+    )
+    with client:
+        with pytest.raises(ProviderError) as error:
+            client.create_call(to=TO, from_=FROM, answer_url="ftp://x/answer")
+        assert error.value.status == 400
+        assert "answer_url" in str(error.value)
+        assert client.hang_up("no-such-call") is False
+        emulator_of(service).api.fail("create", 429, "too many requests", times=1)
+        with pytest.raises(ProviderError):  # retries=0: the 429 is reported
+            client.create_call(to=TO, from_=FROM, answer_url="http://127.0.0.1:9/a")
+    bad = PlivoRestClient(
+        auth_id=endpoint.account_sid,
+        auth_token="t0ken-n0t-v4lid",
+        api_base_url=endpoint.base_url,
+        retries=0,
+    )
+    with bad, pytest.raises(ProviderError) as unauthorised:
+        bad.create_call(to=TO, from_=FROM, answer_url="http://127.0.0.1:9/a")
+    assert unauthorised.value.status == 401
+    assert "t0ken-n0t-v4lid" not in str(unauthorised.value)
+
+
+def test_the_emulator_fetches_a_signed_answer_url(service: TransportService) -> None:
+    """Without the inline answer, the emulator asks ``answer_url`` as Plivo would: a POST
+    signed with X-Plivo-Signature-V3, which the answering server verifies."""
+    endpoint = service.infrastructure.plivo_emulator()
+    gateway = service.infrastructure.gateway()
+    verified: list[bool] = []
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            from urllib.parse import parse_qsl  # noqa: PLC0415
+
+            url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
+            verified.append(
+                verify_signature_v3(
+                    endpoint.auth_token, "POST", url, dict(self.headers), parse_qsl(body.decode())
+                )
+            )
+            xml = stream_xml(gateway.public_url + "/plivo", {"who": "x"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(xml)))
+            self.end_headers()
+            self.wfile.write(xml)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = PlivoRestClient(
+            auth_id=endpoint.account_sid,
+            auth_token=endpoint.auth_token,
+            api_base_url=endpoint.base_url,
+            retries=0,
+        )
+        with client:
+            answer = f"http://127.0.0.1:{server.server_address[1]}/answer?a=1"
+            fired = client.create_call(to=TO, from_=FROM, answer_url=answer)
+        call = emulator_of(service).call(fired["request_uuid"])
+        assert call.dialled.wait(5)
+        assert call.media is not None
+        assert call.media.started.wait(5)
+        assert verified == [True]
+        emulator_of(service).media.hang_up(call.request_uuid)
+        assert call.media.ended.wait(5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
+    resume_after_a_dropped_hop("plivo", media_of)

@@ -1,0 +1,147 @@
+"""Telnyx calls end to end through the public facade, on loopback, with no account.
+
+``create_session(provider="telnyx")`` -> the Telnyx provider's Call Control client -> the
+emulator's ``POST /calls`` -> the emulated phone dials ``stream_url`` (the gateway's
+``/telnyx``) speaking Telnyx's frames, the routing values in ``client_state`` -> the gateway
+pairs it with the session -> frames both ways, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from actors import (
+    Audio,
+    Clear,
+    Close,
+    Dtmf,
+    Mark,
+    ProviderError,
+    Started,
+    Stopped,
+    TransportService,
+    UnsupportedMessage,
+)
+from actors.emulator.media import CallMedia
+from actors.emulator.telnyx import TelnyxEmulator
+from actors.lifecycle import SessionState
+from actors.messages import Binary
+from actors.providers.telnyx import TelnyxRestClient
+from tests._provider_calls import FROM, TO, config, read_until, resume_after_a_dropped_hop
+
+
+@pytest.fixture
+def service() -> Iterator[TransportService]:
+    svc = TransportService(config())
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def emulator_of(service: TransportService) -> TelnyxEmulator:
+    emulator = service.infrastructure.running["telnyx"]
+    assert isinstance(emulator, TelnyxEmulator)
+    return emulator
+
+
+def media_of(service: TransportService, call_id: str) -> CallMedia | None:
+    return emulator_of(service).media.media(call_id)
+
+
+def test_an_outbound_call_streams_both_ways_with_marks_and_clear(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM, parameters={"who": "t"})
+    assert info.call_id is not None and info.call_id.startswith("v3:")
+    started = read_until(service, info.session_id, Started)[-1]
+    assert isinstance(started, Started)
+    assert started.call_id == info.call_id
+    assert started.media_format.encoding == "audio/x-mulaw"
+    # The application's parameters rode in client_state; the stream token is not shown.
+    assert dict(started.parameters) == {"who": "t", "session": info.session_id}
+    dial = emulator_of(service).call(info.call_id).request
+    assert dial["stream_bidirectional_mode"] == "rtp"
+    assert dial["stream_bidirectional_codec"] == "PCMU"
+    assert dial["stream_url"].endswith("/telnyx")
+    frames = [bytes([i]) * 160 for i in range(1, 26)]
+    for frame in frames:
+        service.write_websocket_message(info.session_id, Binary(frame))
+    service.write_websocket_message(info.session_id, Mark("played"))
+    back = read_until(service, info.session_id, Mark)
+    assert back[-1] == Mark("played")
+    echoed = b"".join(m.data for m in back if isinstance(m, Audio))
+    assert echoed == b"".join(frames)  # the echo: every byte, in order
+    # A clear while audio is queued: the queued mark comes back at once, the audio does not.
+    for _ in range(100):
+        service.write_websocket_message(info.session_id, Binary(b"\x05" * 160))
+    service.write_websocket_message(info.session_id, Mark("cleared"))
+    service.write_websocket_message(info.session_id, Clear())
+    assert read_until(service, info.session_id, Mark)[-1] == Mark("cleared")
+    media = media_of(service, info.call_id)
+    assert media is not None
+    assert media.marks_echoed == ["played", "cleared"]
+    assert media.clears == 1
+    assert len(media.recording) < 160 * 125  # the cleared audio was not all played
+    service.end_session(info.session_id)
+    assert media.ended.wait(5)
+    hang_ups = [r.status for r in emulator_of(service).api.requests if r.operation == "hangup"]
+    assert hang_ups in ([200], [422])  # hung up, or over already: the stream closed first
+    assert service.status(info.session_id).state is SessionState.CLOSED
+
+
+def test_dtmf_comes_in_and_cannot_go_out(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    emulator_of(service).press(info.call_id, "4#")
+    first = read_until(service, info.session_id, Dtmf)[-1]
+    second = read_until(service, info.session_id, Dtmf)[-1]
+    assert (first, second) == (Dtmf("4"), Dtmf("#"))
+    with pytest.raises(UnsupportedMessage):
+        service.write_websocket_message(info.session_id, Dtmf("1"))  # Telnyx cannot carry it
+    service.end_session(info.session_id)
+
+
+def test_a_hang_up_of_an_ended_call_counts_as_success(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    emulator_of(service).media.hang_up(info.call_id)  # the far end hangs up
+    rest = read_until(service, info.session_id, Close)
+    assert any(isinstance(m, Stopped) for m in rest)
+    media = media_of(service, info.call_id)
+    assert media is not None and media.ended.wait(5)
+    service.end_session(info.session_id)  # 422 / 90018 from the API: no error
+    api = emulator_of(service).api
+    assert [r.status for r in api.requests if r.operation == "hangup"] == [422]
+
+
+def test_provider_error_bodies_become_provider_errors(service: TransportService) -> None:
+    emulator_of_service = service.infrastructure.telnyx_emulator()
+    client = TelnyxRestClient(
+        api_key=emulator_of_service.auth_token,
+        api_base_url=emulator_of_service.base_url,
+        retries=0,
+    )
+    with client, pytest.raises(ProviderError) as error:
+        client.create_call(
+            connection_id="app", to=TO, from_=FROM, stream_url="http://not-a-websocket"
+        )
+    assert (error.value.status, error.value.code) == (422, "10015")
+    with client:
+        assert client.hang_up("v3:no-such-call") is False  # 404: Telnyx knows no such call
+    bad = TelnyxRestClient(
+        api_key="k3y-n0t-v4lid", api_base_url=emulator_of_service.base_url, retries=0
+    )
+    with bad, pytest.raises(ProviderError) as unauthorised:
+        bad.create_call(connection_id="app", to=TO, from_=FROM, stream_url="wss://x/telnyx")
+    assert unauthorised.value.status == 401
+    assert unauthorised.value.code == "10009"
+    assert "k3y-n0t-v4lid" not in str(unauthorised.value)
+
+
+def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
+    resume_after_a_dropped_hop("telnyx", media_of)
