@@ -259,8 +259,9 @@ def test_real_configs_are_far_below_the_node_limit() -> None:
     for path in files:
         node = yaml.compose(path.read_text(encoding="utf-8"))
         assert node is not None
-        assert _expanded_nodes(node) * 20 < MAX_YAML_NODES, path.name  # 153 for transport.yaml
-        assert path.stat().st_size * 100 < MAX_CONFIG_BYTES
+        # Headroom: a deployment many times the default's size (every provider spelt out) loads.
+        assert _expanded_nodes(node) * 20 < MAX_YAML_NODES, path.name
+        assert path.stat().st_size * 50 < MAX_CONFIG_BYTES, path.name
 
 
 @pytest.mark.parametrize(
