@@ -14,6 +14,7 @@ from ._fields import _CODE_ONLY
 from ._redacted import _plain
 from .emulator import EmulatorConfig
 from .gateway import GatewayConfig
+from .inbound import InboundConfig
 from .metrics import MetricsConfig
 from .providers import ProviderConfig, TwilioProviderConfig, _default_providers
 from .runtime import RuntimeConfig, SupervisorConfig
@@ -34,6 +35,7 @@ class TransportConfig:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
     # key path -> the text as written, for every value expanded from the environment
     templates: Mapping[str, str] = field(
