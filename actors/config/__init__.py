@@ -103,8 +103,7 @@ subprotocols are tokens), a URL no space or control character; ``gateway.secret`
 
 Where things are: a module per section (``runtime`` with ``supervisor``, ``providers``,
 ``gateway``, ``emulator``, ``metrics``, ``inbound``) and the whole file (``transport``); reading
-a file
-(``_loader``: the size and alias limits), validating what it holds (``_validate``: a parser
+a file (``_loader``: the size and alias limits), validating what it holds (``_validate``: a parser
 per field type, ``${VAR}`` expansion), the fields' checks (``_fields``) and masked printing
 (``_redacted``). Everything public is imported from here.
 
