@@ -59,8 +59,10 @@ logger = logging.getLogger(__name__)
 UNANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
 FORWARD_QUEUE = 1000
 _FORWARD_TIMEOUT_S = 5.0
+_FORWARD_AT_CLOSE = 2  # callbacks still forwarded when the service closes (the last ones)
 _EARLY_KEPT_S = 10.0  # callbacks for a call not yet known wait this long for its session
 _EARLY_MAX = 1000
+_GONE_KEPT = 10_000
 _DIGITS = re.compile(r"[0-9*#wW]{1,64}")
 _E164 = re.compile(r"\+?[1-9][0-9]{1,14}")
 _SIP = re.compile(r"sips?:[^\s<>\"']{1,250}")
@@ -94,6 +96,8 @@ class CallPlane:
         self._lock = threading.Lock()
         self._routes: dict[str, _Route] = {}  # by call id
         self._early: OrderedDict[str, _Early] = OrderedDict()
+        # Calls whose session ended: their late callbacks (completed) are routine, not unknown.
+        self._gone: OrderedDict[str, None] = OrderedDict()
         self.statuses: Counter[str] = Counter()  # call-status callbacks delivered, by status
         self._forward: queue.Queue[tuple[str, str, dict[str, str]] | None] | None = None
         self._forwarder: threading.Thread | None = None
@@ -127,6 +131,9 @@ class CallPlane:
             route = self._routes.get(call_id)
             if route is not None and route.record is record:
                 del self._routes[call_id]
+            self._gone[call_id] = None
+            while len(self._gone) > _GONE_KEPT:
+                self._gone.popitem(last=False)
         webhook = self._infra.webhook_started()
         if webhook is not None:
             webhook.queue.ended(call_id)
@@ -191,6 +198,8 @@ class CallPlane:
         with self._lock:
             route = self._routes.get(event.call_id)
             if route is None:
+                if event.call_id in self._gone:
+                    return True
                 self._keep_early(event)
                 return False
         self._deliver(route, event)
@@ -300,11 +309,12 @@ class CallPlane:
             jobs, thread = self._forward, self._forwarder
             self._forward = self._forwarder = None
         if jobs is not None and thread is not None:
-            with contextlib.suppress(queue.Full):
-                while True:  # what is still waiting is dropped: the service is closing
+            with contextlib.suppress(queue.Empty):
+                while jobs.qsize() > _FORWARD_AT_CLOSE:  # the service is closing: drop the rest
                     jobs.get_nowait()
+                    self.forward_dropped += 1
             jobs.put(None)
-            thread.join(_FORWARD_TIMEOUT_S + 1)
+            thread.join(_FORWARD_TIMEOUT_S * (_FORWARD_AT_CLOSE + 1))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -313,8 +323,10 @@ class CallPlane:
         update = getattr(provider, "update_call", None)
         if update is None:
             raise TransportError(f"provider {record.provider!r} has no call control")
-        if record.state.is_final or record.ending or record.call_id is None:
-            raise SessionClosed(record.session_id, record.closed_why())
+        if record.inbox.closed or record.ending or record.call_id is None:
+            # The inbox closes with the session's end (ours, the call's, or the connection's).
+            why = record.closed_why() if record.state.is_final or record.ending else "ended"
+            raise SessionClosed(record.session_id, why)
         if not update(record.call_id, twiml=twiml):
             raise SessionClosed(record.session_id, "the call has ended")
         end_now(record, reason)
