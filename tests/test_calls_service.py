@@ -357,7 +357,7 @@ def test_transfer_dials_the_target_and_ends_the_session_transferred(
     service: TransportService,
 ) -> None:
     sid, call_sid = _live_call(service)
-    with pytest.raises(ValueError, match="E.164"):
+    with pytest.raises(ValueError, match=r"E\.164"):
         service.transfer(sid, '+1555"/><Hangup/>')
     service.transfer(sid, "sip:desk@example.com", caller_id=FROM)
     assert events(read_until(service, sid, Close))[-1] == Close(1000, "transferred")
@@ -398,8 +398,7 @@ def test_send_dtmf_plays_the_digits_into_the_call(service: TransportService) -> 
 
 
 def test_accept_latency_over_100_calls(service: TransportService) -> None:
-    service.accept_session  # noqa: B018 (the webhook starts below, before the clock)
-    service.voice_url
+    assert service.voice_url.endswith("/twilio/voice")  # the webhook runs before the clock
     latencies: list[float] = []
     for _ in range(100):
         began = time.monotonic()  # the emulator posts its webhook from here: an upper bound
