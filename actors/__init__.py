@@ -13,6 +13,7 @@
 
 from .config import TransportConfig, default_config, load_config
 from .errors import (
+    AcceptTimeout,
     ConfigError,
     ConnectionFailed,
     ProviderError,
@@ -28,9 +29,11 @@ from .lifecycle import SessionState
 from .messages import (
     Audio,
     Binary,
+    CallStatus,
     Clear,
     Close,
     Dtmf,
+    MachineDetected,
     Mark,
     MediaFormat,
     Message,
@@ -46,13 +49,16 @@ from .service import TransportService
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceptTimeout",
     "Audio",
     "Binary",
+    "CallStatus",
     "Clear",
     "Close",
     "ConfigError",
     "ConnectionFailed",
     "Dtmf",
+    "MachineDetected",
     "Mark",
     "MediaFormat",
     "Message",

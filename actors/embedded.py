@@ -1,8 +1,10 @@
-"""What a service runs for its providers: the media gateway, the Twilio, Daily, Telnyx and
-Plivo emulators.
+"""What a service runs for its providers: the media gateway, the emulators (Twilio, Daily,
+Telnyx, Plivo, Vonage, Exotel), and the webhook that answers Twilio (inbound calls, call
+progress).
 
 Each starts on first use (the first Twilio session; the first Daily session with
-``api_base_url: emulator``), so a service that only carries plain WebSocket sessions runs none.
+``api_base_url: emulator``; the first ``accept_session`` or Twilio call that reports its
+progress), so a service that only carries plain WebSocket sessions runs none.
 The embedded default needs no accounts: the emulators are given a made-up account (or API key)
 and a random secret, and the gateway a random secret, for this process only. A deployment
 with a standalone gateway (``gateway.embedded: false``) names its ``url`` and shares its
@@ -14,11 +16,18 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .config import TransportConfig
+from .config import TransportConfig, TwilioProviderConfig
 from .errors import ConfigError
-from .providers import DailyEndpoint, ExotelEndpoint, GatewayEndpoint, RestEndpoint, VonageEndpoint
+from .providers import (
+    DailyEndpoint,
+    ExotelEndpoint,
+    GatewayEndpoint,
+    ProgressUrls,
+    RestEndpoint,
+    VonageEndpoint,
+)
 
 if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session needs them
     from .emulator.daily_sdk import DailyEmulator
@@ -28,6 +37,8 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.telnyx import TelnyxEmulator
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
+    from .webhooks.server import WebhookServer
+    from .webhooks.twilio import InboundCall, StatusEvent
 
     Running = (
         MediaGateway
@@ -37,7 +48,19 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
         | ExotelEmulator
         | TelnyxEmulator
         | PlivoEmulator
+        | WebhookServer
     )
+
+
+class WebhookHooks(Protocol):
+    """What the webhook tells the service (:class:`actors.calls.CallPlane`)."""
+
+    def on_status(self, event: StatusEvent) -> bool: ...
+
+    def on_amd(self, event: StatusEvent) -> bool: ...
+
+    def on_reattach(self, call: InboundCall) -> str | None: ...
+
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
@@ -68,6 +91,8 @@ class EmbeddedInfrastructure:
         self._telnyx_endpoint: RestEndpoint | None = None
         self._plivo: PlivoEmulator | None = None
         self._plivo_endpoint: RestEndpoint | None = None
+        self._webhook: WebhookServer | None = None
+        self.hooks: WebhookHooks | None = None  # set by the service before the webhook starts
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -147,10 +172,64 @@ class EmbeddedInfrastructure:
                 self._plivo_endpoint = RestEndpoint(plivo.url, plivo.auth_id, plivo.auth_token)
             return self._plivo_endpoint
 
-    @property
-    def running(
+    def webhook(self) -> WebhookServer:
+        """The webhook server (``inbound:``), started on first use; ``ConfigError`` when
+        ``inbound.enabled`` is false."""
+        if not self.config.inbound.enabled:
+            raise ConfigError(
+                "the webhook is off: inbound calls need it", key_path="inbound.enabled"
+            )
+        # Outside the lock: the emulator (whose account the webhook answers for) starts there.
+        accounts, providers = self._webhook_accounts()
+        with self._lock:
+            if self._webhook is None:
+                self._check_running()
+                self._webhook = self._start_webhook(accounts, providers)
+            return self._webhook
+
+    def webhook_started(self) -> WebhookServer | None:
+        """The webhook server if it runs (for metrics: never starts it)."""
+        return self._webhook
+
+    def progress_urls(self, config: TwilioProviderConfig) -> ProgressUrls | None:
+        """Where a call of ``config`` reports its progress: the webhook, when it is on and
+        Twilio can reach it (the emulator always can; the real one through ``public_url``)."""
+        inbound = self.config.inbound
+        if not inbound.enabled:
+            return None
+        if config.api_base_url != "emulator" and inbound.public_url is None:
+            return None
+        from .webhooks.server import AMD_PATH  # noqa: PLC0415
+
+        webhook = self.webhook()
+        return ProgressUrls(webhook.status_url, webhook.public_url + AMD_PATH)
+
+    def dial_in(
         self,
-    ) -> dict[str, Running]:
+        to: str = "+15550100",
+        from_: str = "+15550177",
+        *,
+        caller_name: str | None = None,
+        forwarded_from: str | None = None,
+    ) -> str:
+        """Place an emulated inbound call to this service's webhook, as Twilio would when
+        ``from_`` dials ``to``; the call's sid. (The embedded emulator's; for demos and tests:
+        ``caller_name``, ``forwarded_from`` may be given.)"""
+        webhook = self.webhook()
+        self.twilio_emulator()
+        emulator = self._emulator
+        assert emulator is not None
+        call = emulator.place_inbound_call(
+            to,
+            from_,
+            voice_url=webhook.voice_url,
+            caller_name=caller_name,
+            forwarded_from=forwarded_from,
+        )
+        return call.sid
+
+    @property
+    def running(self) -> dict[str, Running]:
         """The components started so far, by name (for tests and the CLI)."""
         with self._lock:
             found = {
@@ -161,6 +240,7 @@ class EmbeddedInfrastructure:
                 "exotel": self._exotel,
                 "telnyx": self._telnyx,
                 "plivo": self._plivo,
+                "webhook": self._webhook,
             }
         return {name: thing for name, thing in found.items() if thing is not None}
 
@@ -174,6 +254,7 @@ class EmbeddedInfrastructure:
             self._stopped = True
             gateway, emulator, daily = self._gateway, self._emulator, self._daily
             others = (self._vonage, self._exotel, self._telnyx, self._plivo)
+            webhook, self._webhook = self._webhook, None
             self._gateway = self._emulator = self._daily = None
             self._vonage = self._exotel = self._telnyx = self._plivo = None
         if daily is not None:
@@ -181,7 +262,10 @@ class EmbeddedInfrastructure:
         for other in others:  # their calls end while the gateway can still relay it
             if other is not None:
                 other.stop()
-        # The emulator first: its calls hang up while the gateway can still relay the news.
+        if webhook is not None:  # before the emulators: calls waiting in it are refused, not
+            webhook.stop()  # left hanging
+        # The Twilio emulator before the gateway: its calls hang up while the gateway can
+        # still relay the news.
         if emulator is not None:
             emulator.stop()
         if gateway is not None:
@@ -241,3 +325,69 @@ class EmbeddedInfrastructure:
         daily = DailyEmulator(host=host).start()
         self._daily = daily
         return DailyEndpoint(daily.api_url, daily.api_key, daily.sdk)
+
+    def _webhook_accounts(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The accounts whose webhooks are signed with a token we know: AccountSid -> auth
+        token, and AccountSid -> provider name."""
+        accounts: dict[str, str] = {}
+        providers: dict[str, str] = {}
+        for name, provider in self.config.providers.items():
+            if not isinstance(provider, TwilioProviderConfig):
+                continue
+            if provider.api_base_url == "emulator":
+                endpoint = self.twilio_emulator()
+                sid, token = endpoint.account_sid, endpoint.auth_token
+            elif provider.account_sid and provider.auth_token:
+                sid, token = provider.account_sid, provider.auth_token
+            else:
+                logger.warning(
+                    "webhook: providers.%s has no auth_token: its calls cannot be verified "
+                    "and are refused (403)",
+                    name,
+                )
+                continue
+            accounts.setdefault(sid, token)
+            providers.setdefault(sid, name)
+        return accounts, providers
+
+    def _start_webhook(self, accounts: dict[str, str], providers: dict[str, str]) -> WebhookServer:
+        from .webhooks.inbound import InboundQueue, InboundSettings  # noqa: PLC0415
+        from .webhooks.server import WebhookConfig, WebhookServer  # noqa: PLC0415
+
+        inbound = self.config.inbound
+        host, _, port = inbound.listen.rpartition(":")
+        settings = InboundSettings(
+            max_sessions=inbound.max_sessions,
+            queue_timeout_s=inbound.queue_timeout_s,
+            answer_timeout_s=inbound.answer_timeout_s,
+            recent_ttl_s=inbound.recent_ttl_s,
+            recent_max=inbound.recent_max,
+        )
+        config = WebhookConfig(
+            accounts=accounts,
+            host=host.strip("[]"),
+            port=int(port),
+            public_url=inbound.public_url,
+            max_body=inbound.max_body_bytes,
+            max_connections=inbound.max_connections,
+            request_timeout_s=inbound.request_timeout_s,
+            refusal_twiml=inbound.refusal_twiml,
+        )
+        hooks = self.hooks
+        webhook = WebhookServer(
+            config,
+            InboundQueue(settings),
+            on_status=hooks.on_status if hooks else None,
+            on_amd=hooks.on_amd if hooks else None,
+            on_reattach=hooks.on_reattach if hooks else None,
+            provider=next(iter(providers.values()), "twilio"),
+            providers=providers,
+        )
+        try:
+            return webhook.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the webhook there: {exc.strerror or exc}",
+                file=self.config.source,
+                key_path="inbound.listen",
+            ) from None

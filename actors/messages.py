@@ -23,9 +23,11 @@ from .wire.frames import MAX_CONTROL_PAYLOAD
 __all__ = [
     "Audio",
     "Binary",
+    "CallStatus",
     "Clear",
     "Close",
     "Dtmf",
+    "MachineDetected",
     "Mark",
     "MediaFormat",
     "Message",
@@ -219,14 +221,78 @@ class Stopped(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class CallStatus(Message):
+    """Call progress, from the provider's status callbacks, read in order with the media.
+
+    ``status`` is Twilio's ``CallStatus``: ``initiated``, ``ringing``, ``in-progress``,
+    ``completed``, ``busy``, ``no-answer``, ``failed`` or ``canceled``. ``answered_by`` is
+    machine detection's verdict where the callback carries one (``human``, ``machine_start``,
+    ``machine_end_beep``, ``fax``, ``unknown``...); ``sequence`` the callback's
+    ``SequenceNumber``; ``fields`` every field of the callback (read-only).
+    """
+
+    status: str
+    answered_by: str | None = None
+    sequence: int | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    @property
+    def final(self) -> bool:
+        """Whether the call is over (``completed``, ``busy``, ``no-answer``, ``failed``,
+        ``canceled``)."""
+        return self.status in FINAL_CALL_STATUSES
+
+
+#: The statuses after which a call is over; all but ``completed`` mean it never streamed.
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDetected(Message):
+    """Answering machine detection has decided (``create_session(machine_detection=...)``).
+
+    ``answered_by`` is Twilio's ``AnsweredBy``: ``human``, ``machine_start``,
+    ``machine_end_beep``, ``machine_end_silence``, ``machine_end_other``, ``fax`` or
+    ``unknown``; ``duration_ms`` its ``MachineDetectionDuration`` where given. Comes once per
+    call, in order with the media: with the answered ``CallStatus`` (``MachineDetection``
+    waits for the verdict before the call's TwiML runs), or later (``AsyncAmd``).
+    """
+
+    answered_by: str
+    duration_ms: int | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    @property
+    def machine(self) -> bool:
+        """Whether a machine (or a fax) answered, not a person."""
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionInfo:
-    """What ``create_session`` returns: who the session is and where it is connected."""
+    """What ``create_session`` and ``accept_session`` return: who the session is, where it is
+    connected, and its call: ``direction`` (``"outbound"``, or ``"inbound"`` for a call
+    accepted from the voice webhook), ``from_`` and ``to`` where known, and for an inbound call
+    every field of the webhook (``CallerName``, ``ForwardedFrom``...; read-only)."""
 
     session_id: str
     provider: str
     url: str
     call_id: str | None = None
     created_at: float = 0.0
+    direction: str = "outbound"
+    from_: str | None = None
+    to: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +348,19 @@ class SessionRequest:
     to: str | None = None
     from_: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
+    # Twilio: answering machine detection, "Enable" | "DetectMessageEnd" or a mapping of
+    # Twilio's AMD parameters (MachineDetection, AsyncAmd, MachineDetectionTimeout...).
+    machine_detection: str | Mapping[str, str] | None = None
+    timeout: int | None = None  # Twilio: how long this call rings, seconds (5..600)
 
     def __post_init__(self) -> None:
+        _check_call_options(self.machine_detection, self.timeout)
+        if isinstance(self.machine_detection, Mapping):
+            object.__setattr__(
+                self,
+                "machine_detection",
+                MappingProxyType(_str_map("machine_detection", self.machine_detection)),
+            )
         # Typed, but callers are not all type-checked: caught here, by name, not as an
         # AttributeError deep in a provider or a header line injected into the handshake.
         for name in ("provider", "url", "to", "from_"):
@@ -302,6 +379,52 @@ class SessionRequest:
             object.__setattr__(self, "subprotocols", _subprotocols(self.subprotocols))
         object.__setattr__(
             self, "parameters", MappingProxyType(_str_map("parameters", self.parameters))
+        )
+
+
+#: Twilio's answering machine detection parameters (POST Calls.json), all optional but the first.
+AMD_PARAMETERS = frozenset(
+    {
+        "MachineDetection",
+        "AsyncAmd",
+        "AsyncAmdStatusCallback",
+        "AsyncAmdStatusCallbackMethod",
+        "MachineDetectionTimeout",
+        "MachineDetectionSpeechThreshold",
+        "MachineDetectionSpeechEndThreshold",
+        "MachineDetectionSilenceTimeout",
+    }
+)
+_AMD_MODES = ("Enable", "DetectMessageEnd")
+
+
+def _check_call_options(machine_detection: object, timeout: object) -> None:
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int):
+            raise TypeError(f"SessionRequest.timeout must be an int, not {type(timeout).__name__}")
+        if not 5 <= timeout <= 600:
+            raise ValueError(f"SessionRequest.timeout must be 5..600 seconds, got {timeout}")
+    if machine_detection is None:
+        return
+    if isinstance(machine_detection, str):
+        mode = machine_detection
+    elif isinstance(machine_detection, Mapping):
+        unknown = [k for k in machine_detection if k not in AMD_PARAMETERS]
+        if unknown:
+            raise ValueError(
+                f"SessionRequest.machine_detection: unknown parameter {short_repr(unknown[0])} "
+                f"(Twilio's are {', '.join(sorted(AMD_PARAMETERS))})"
+            )
+        mode = machine_detection.get("MachineDetection", "Enable")
+    else:
+        raise TypeError(
+            "SessionRequest.machine_detection must be 'Enable', 'DetectMessageEnd' or a "
+            f"mapping of Twilio's parameters, not {type(machine_detection).__name__}"
+        )
+    if mode not in _AMD_MODES:
+        raise ValueError(
+            f"SessionRequest.machine_detection must be one of {', '.join(_AMD_MODES)}, "
+            f"got {short_repr(mode)}"
         )
 
 

@@ -141,7 +141,11 @@ class ServiceMetrics(_Registry):
     runs none); they are read at scrape time.
     """
 
-    def __init__(self, gateway_stats: Callable[[], GatewayStats | None] | None = None) -> None:
+    def __init__(
+        self,
+        gateway_stats: Callable[[], GatewayStats | None] | None = None,
+        calls: Callable[[], tuple[dict[str, int], dict[str, int]]] | None = None,
+    ) -> None:
         super().__init__()
         r = self.registry
         self._created = Counter(
@@ -201,6 +205,8 @@ class ServiceMetrics(_Registry):
         r.register(_SessionCollector(self))
         if gateway_stats is not None:
             r.register(_GatewayCollector(gateway_stats))
+        if calls is not None:
+            r.register(_CallsCollector(calls))
 
     # -- sessions (called by the service) --------------------------------------------------
 
@@ -319,6 +325,32 @@ class _SessionCollector:
         for (provider, direction), n in sorted(queued.items()):
             depth.add_metric([provider, direction], n)
         yield depth
+
+
+class _CallsCollector:
+    """The webhook's inbound counters and the call statuses delivered, read when scraped."""
+
+    def __init__(self, source: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        inbound, statuses = self._source()
+        webhooks = CounterMetricFamily(
+            "transport_inbound_webhooks",
+            "voice webhooks and callbacks by outcome (accepted, refused_busy, refused_timeout, "
+            "duplicate, replayed, bad_signature, unknown_account, status, status_unknown...)",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(inbound.items()):
+            webhooks.add_metric([outcome], count)
+        progress = CounterMetricFamily(
+            "transport_call_status",
+            "call-progress callbacks delivered to sessions, by CallStatus (stale: out of order)",
+            labels=["status"],
+        )
+        for status, count in sorted(statuses.items()):
+            progress.add_metric([status], count)
+        return [webhooks, progress]
 
 
 class _GatewayCollector:

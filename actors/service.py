@@ -53,7 +53,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from types import TracebackType
@@ -61,6 +61,7 @@ from typing import Any
 
 import pykka
 
+from .calls import CallPlane, dial_twiml, dtmf_twiml
 from .config import (
     DEFAULT_RECONNECT_WINDOW_S,
     SupervisorConfig,
@@ -88,6 +89,7 @@ from .providers import Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
+from .webhooks.twilio import validate_twiml
 
 __all__ = ["TransportService"]
 
@@ -106,6 +108,10 @@ class _Handle:
     plan: SessionPlan
     created: bool = False  # create_session returned it (counted as created, then as ended)
     ended: threading.Event = dataclasses.field(default_factory=threading.Event)
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # on SessionInfo
+
+    def info(self) -> SessionInfo:
+        return dataclasses.replace(self.record.info(), **self.details)
 
 
 class TransportService:
@@ -120,7 +126,8 @@ class TransportService:
         runtime = self.config.runtime
         sup = self.config.supervisor
         self._infrastructure = EmbeddedInfrastructure(self.config)
-        self._metrics = ServiceMetrics(self._infrastructure.gateway_stats)
+        self._calls = CallPlane(self.config, self._infrastructure)
+        self._metrics = ServiceMetrics(self._infrastructure.gateway_stats, self._calls.snapshot)
         # First, so that a port already taken fails before any thread has started.
         self._metrics_server: MetricsServer | None = None
         listen = self.config.metrics.listen
@@ -212,6 +219,80 @@ class TransportService:
         provider = self._provider(name)
         session_id = secrets.token_urlsafe(16)
         plan = provider.open(session_id, req)
+        details = {"from_": req.from_, "to": req.to}
+        info = self._start(name, provider, session_id, plan, details=details)
+        handle = self._sessions.get(session_id)
+        assert info is not None
+        outcome = None if handle is None else self._calls.ended_before_stream(handle.record)
+        if outcome is not None:  # Twilio said busy (...) before we returned: say so
+            self.end_session(session_id)
+            raise SessionClosed(session_id, outcome)
+        return info
+
+    def accept_session(
+        self, timeout: float | None = None, provider: str | None = None
+    ) -> SessionInfo:
+        """The next inbound call, as a session, like a socket's ``accept``: blocks up to
+        ``timeout`` seconds (``None``: until a call comes) for a call to the voice webhook
+        (of ``provider``, if given), answers it with a stream to a new session, and returns
+        once that session's connection is open. ``direction`` is ``"inbound"``; ``from_``,
+        ``to``, ``call_id`` and the webhook's ``fields`` are on the info. Raises
+        ``AcceptTimeout`` (a ``TimeoutError``) when no call comes, ``ServiceClosed`` once the
+        service closes. Thread-safe: each call goes to exactly one accepting thread."""
+        _check_timeout(timeout)
+        self._check_open(creating=True)
+        return self._calls.accept(self._start, self._provider, timeout, provider)
+
+    def transfer(self, session_id: str, to: str, *, caller_id: str | None = None) -> None:
+        """Move the session's call out of its stream into a ``<Dial>`` to ``to`` (an E.164
+        number or a ``sip:`` URI; ``caller_id``: the number shown). The session ends with
+        ``Close(1000, "transferred")``. ``SessionClosed`` if the call has ended."""
+        handle = self._control(session_id)
+        self._calls.control(
+            handle.record, handle.provider, dial_twiml(to, caller_id), "transferred"
+        )
+
+    def redirect(self, session_id: str, twiml: str) -> None:
+        """Give the session's call the TwiML document ``twiml`` (checked: well-formed, root
+        ``<Response>``); it leaves its stream, and the session ends with ``Close(1000,
+        "redirected")``. ``SessionClosed`` if the call has ended."""
+        handle = self._control(session_id)
+        self._calls.control(handle.record, handle.provider, validate_twiml(twiml), "redirected")
+
+    def send_dtmf(self, session_id: str, digits: str) -> None:
+        """Play ``digits`` (0-9, ``*``, ``#``; ``w``/``W`` pause) into the call with
+        ``<Play digits>``. On Twilio this leaves the stream (a call update always does), so
+        the session ends with ``Close(1000, "dtmf")`` and the call then goes to the webhook's
+        ``<Redirect>``. ``SessionClosed`` if the call has ended."""
+        handle = self._control(session_id)
+        after = self._calls.reattach_url(session_id)
+        self._calls.control(handle.record, handle.provider, dtmf_twiml(digits, after), "dtmf")
+
+    @property
+    def voice_url(self) -> str:
+        """The URL of the voice webhook (``inbound:``; started if need be): point a Twilio
+        number's voice URL at it (through ``inbound.public_url``)."""
+        self._check_open()
+        return self._infrastructure.webhook().voice_url
+
+    def _control(self, session_id: str) -> _Handle:
+        handle = self._handle(session_id, ended_ok=False)
+        assert handle is not None
+        return handle
+
+    def _start(
+        self,
+        name: str,
+        provider: Provider,
+        session_id: str,
+        plan: SessionPlan,
+        *,
+        details: Mapping[str, Any],
+        registered: Callable[[], bool] | None = None,
+    ) -> SessionInfo | None:
+        """Register a session set up by its provider, wait for its connection; its info.
+        ``registered`` runs once the connector is dialling (an inbound call is answered
+        then); if it says False (too late), the session is ended and None returned."""
         runtime = self.config.runtime
         own = self.config.provider(name).supervisor or self.config.supervisor
         # Behind the gateway a redial is worth making only while the gateway holds the call.
@@ -229,8 +310,9 @@ class TransportService:
             connect=plan.connect,
             policy=self._policy_for(own, behind_gateway),
         )
-        handle = _Handle(record, provider, plan)
+        handle = _Handle(record, provider, plan, details=details)
         self._metrics.track(record)
+        self._calls.track(record, name)
         with self._lock:
             closed = self._closing
             if not closed:
@@ -247,6 +329,9 @@ class TransportService:
             self._metrics.retire(record)
             provider.hang_up(session_id, plan)
             raise
+        if registered is not None and not registered():
+            self.end_session(session_id)
+            return None
         wait_s = runtime.connect_timeout_s + runtime.ask_timeout_s
         state = record.lifecycle.wait_for(_LEFT_CONNECTING, wait_s)
         if state is not SessionState.FAILED and state is not SessionState.CONNECTING:
@@ -257,7 +342,7 @@ class TransportService:
             if handle.created:
                 self._metrics.session_created(name)
             logger.info("session %s: created (%s, %s)", session_id, name, record.safe_url)
-            return record.info()
+            return handle.info()
         failure = record.failure or ConnectionFailed(
             record.safe_url, f"not connected within {wait_s:g} s", session_id=session_id
         )
@@ -351,7 +436,7 @@ class TransportService:
         """Every session created and not yet ended, oldest first."""
         self._check_open()
         with self._lock:
-            return [h.record.info() for h in self._sessions.values()]
+            return [h.info() for h in self._sessions.values()]
 
     def end_session(self, session_id: str) -> None:
         """End a session: hang up the provider side, close its connection, stop the connector.
@@ -405,6 +490,7 @@ class TransportService:
             except (pykka.Timeout, pykka.ActorDeadError):
                 logger.warning("supervisor did not stop within %.1f s", timeout)
             self._shared.close()
+            self._calls.close()
             for provider in self._providers.values():
                 try:
                     provider.close()
@@ -546,6 +632,7 @@ class TransportService:
                 handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)
+            self._calls.ended(record)
             final = record.status(connected=False)
             with self._lock:
                 self._ended[record.session_id] = final

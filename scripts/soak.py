@@ -83,7 +83,7 @@ from requests.adapters import DEFAULT_POOLSIZE
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors import Binary, Mark, Message, Started, Text, TransportService  # noqa: E402
+from actors import Binary, CallStatus, Mark, Message, Started, Text, TransportService  # noqa: E402
 from actors.gateway import ServerThread, echo  # noqa: E402
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
@@ -321,8 +321,8 @@ class Driver:
                 return frames
             if isinstance(message, Binary):
                 frames.append(message.data)
-            elif isinstance(message, Started) and self.provider == "twilio":
-                continue
+            elif isinstance(message, Started | CallStatus) and self.provider == "twilio":
+                continue  # the stream's start and the call's progress
             else:
                 raise RuntimeError(f"unexpected {message!r} before the end marker")
 

@@ -24,7 +24,7 @@ from ..audio import pcm16_to_ulaw, tone
 from ..config import TransportConfig, TwilioProviderConfig
 from ..errors import ReadTimeout, TransportError
 from ..gateway import ServerThread, echo
-from ..messages import Binary, Mark, Started
+from ..messages import Binary, CallStatus, MachineDetected, Mark, Started
 from ..service import TransportService
 from ._common import (
     _DEMO_FROM,
@@ -268,6 +268,8 @@ class _Demo:
                 continue
             if isinstance(message, Mark):
                 lane.marks_back += 1
+                continue
+            if isinstance(message, CallStatus | MachineDetected):  # call progress: not audio
                 continue
             if not isinstance(message, Binary):
                 lane.errors.append(f"unexpected {type(message).__name__}: {message!r}")

@@ -82,6 +82,15 @@ The schema (every key optional; an empty file, or a null section, means the defa
       lease_s: 2.0, lease_renew_s: null (lease_s / 4), heartbeat_s: 0.5, ttl_s: 2.0,
       redis_timeout_s: 1.0, key_prefix: "ta:{default}", on_redis_down: fail (or local),
       max_state_bytes: 65536
+    inbound:                        # InboundConfig: the webhook (voice URL, status callbacks)
+      enabled: true                 # start it on first use (accept_session, a Twilio call)
+      listen: 127.0.0.1:0           # where it binds; port 0 = any free port
+      public_url: null              # https:// URL Twilio calls (and signs), up to the path
+      max_sessions: 16              # inbound calls waiting, being accepted or live (int >= 1)
+      queue_timeout_s: 5.0, answer_timeout_s: 5.0   # then refused; together < 14 s
+      refusal_twiml: '<Response><Reject reason="busy" /></Response>'
+      max_connections: 64, request_timeout_s: 5.0, max_body_bytes: 65536,
+      recent_ttl_s: 3600.0, recent_max: 10000   # call ids kept to refuse replays
 
 The default ``providers`` is ``{websocket: {type: websocket}, twilio: {api_base_url:
 emulator}, daily: {api_base_url: emulator}}``. Float fields accept integers;
@@ -107,8 +116,8 @@ subprotocols are tokens), a URL no space or control character; ``gateway.secret`
 ``Authorization: Basic`` built from its userinfo, which is never sent or shown otherwise.
 
 Where things are: a module per section (``runtime`` with ``supervisor``, ``providers``,
-``gateway``, ``emulator``, ``metrics``) and the whole file (``transport``); reading a file
-(``_loader``: the size and alias limits), validating what it holds (``_validate``: a parser
+``gateway``, ``emulator``, ``metrics``, ``inbound``) and the whole file (``transport``); reading
+a file (``_loader``: the size and alias limits), validating what it holds (``_validate``: a parser
 per field type, ``${VAR}`` expansion), the fields' checks (``_fields``) and masked printing
 (``_redacted``). Everything public is imported from here.
 
@@ -124,6 +133,7 @@ from ._loader import MAX_CONFIG_BYTES, MAX_YAML_NODES, load_config, parse_config
 from .cluster import ClusterConfig
 from .emulator import EmulatorConfig
 from .gateway import MIN_SECRET_BYTES, RING_MARGIN_S, GatewayConfig
+from .inbound import InboundConfig
 from .metrics import MetricsConfig
 from .providers import (
     DailyProviderConfig,
@@ -149,6 +159,7 @@ __all__ = [
     "EmulatorConfig",
     "ExotelProviderConfig",
     "GatewayConfig",
+    "InboundConfig",
     "MetricsConfig",
     "PlivoProviderConfig",
     "ProviderConfig",

@@ -15,6 +15,7 @@ from ._redacted import _plain
 from .cluster import ClusterConfig
 from .emulator import EmulatorConfig
 from .gateway import GatewayConfig
+from .inbound import InboundConfig
 from .metrics import MetricsConfig
 from .providers import ProviderConfig, TwilioProviderConfig, _default_providers
 from .runtime import RuntimeConfig, SupervisorConfig
@@ -36,6 +37,7 @@ class TransportConfig:
     emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig | None = None  # None: one process, no Redis
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     source: str | None = field(default=None, compare=False, metadata=_CODE_ONLY)
     # key path -> the text as written, for every value expanded from the environment
     templates: Mapping[str, str] = field(

@@ -39,6 +39,7 @@ __all__ = [
     "ExotelEndpoint",
     "GatewayEndpoint",
     "Infrastructure",
+    "ProgressUrls",
     "Provider",
     "RequestObserver",
     "RestEndpoint",
@@ -120,10 +121,24 @@ class ExotelEndpoint:
     api_token: str = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ProgressUrls:
+    """Where the runtime's webhook takes a call's progress: its status callbacks and
+    (``AsyncAmd``) machine detection's verdict."""
+
+    status_url: str
+    amd_url: str
+
+
 class Infrastructure(Protocol):
-    """What the service runs for providers: the gateway, and the emulators."""
+    """What the service runs for providers: the gateway, the emulators, the webhook."""
 
     def gateway(self) -> GatewayEndpoint: ...
+
+    def progress_urls(self, config: TwilioProviderConfig) -> ProgressUrls | None:
+        """Where calls of ``config`` send their progress (``None``: the runtime's webhook
+        is off, or Twilio could not reach it), starting the webhook if need be."""
+        ...
 
     def twilio_emulator(self) -> RestEndpoint: ...
 

@@ -34,7 +34,7 @@ from ..transport import websocket_connection
 from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
 from ..wire.constants import SESSIONS_PATH
-from . import Infrastructure, RequestObserver, SessionPlan
+from . import GatewayEndpoint, Infrastructure, ProgressUrls, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -179,6 +179,7 @@ class TwilioRestClient(RestClient):
     retry_policies = {
         "create_call": AT_MOST_ONCE,  # a 5xx or a lost answer may mean the call exists
         "hang_up": IDEMPOTENT,  # ending a call twice does no harm
+        "update_call": AT_MOST_ONCE,  # new TwiML twice would run it twice
     }
 
     def __init__(
@@ -239,11 +240,13 @@ class TwilioRestClient(RestClient):
         status_callback_events: Sequence[str] = (),
         status_callback_method: str | None = None,
         timeout_s: int | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Place an outbound call that runs ``twiml``; return Twilio's Call resource.
 
         ``timeout_s`` is Twilio's ``Timeout``: how long the call rings before Twilio gives up
-        (5 to 600 seconds; Twilio's default is 60).
+        (5 to 600 seconds; Twilio's default is 60). ``extra`` adds parameters as they are
+        (machine detection's: ``MachineDetection``, ``AsyncAmd``...).
 
         The result has at least ``sid``. Raises :class:`ProviderError` for any refusal or
         transport failure; a failure after the request was sent is never retried, since the
@@ -258,6 +261,7 @@ class TwilioRestClient(RestClient):
             form.append(("StatusCallbackMethod", status_callback_method))
         if timeout_s is not None:
             form.append(("Timeout", str(timeout_s)))
+        form.extend((extra or {}).items())
         response = self._account_request("create_call", "Calls.json", form)
         if not response.ok:
             raise self.parse_error(response)
@@ -288,6 +292,28 @@ class TwilioRestClient(RestClient):
         error = self.parse_error(response)
         if response.status_code == 404 or error.code in ALREADY_ENDED_CODES:
             logger.info("twilio call %s had already ended (%s)", call_sid, error.code or 404)
+            return False
+        raise error
+
+    def update_call(
+        self, call_sid: str, *, twiml: str | None = None, url: str | None = None
+    ) -> bool:
+        """Give call ``call_sid`` new instructions: the ``twiml`` document, or the TwiML that
+        ``url`` answers (exactly one). The call leaves the verb it is in (a stream ends) and
+        obeys them. True if Twilio took them; False if the call had already ended (as in
+        :meth:`hang_up`). Anything else raises :class:`ProviderError`; never retried past a
+        lost answer (the update may have been made)."""
+        if not _CALL_SID.fullmatch(call_sid):
+            raise ValueError("call_sid must be 'CA' followed by 32 hex digits")
+        if (twiml is None) == (url is None):
+            raise ValueError("give twiml or url, exactly one")
+        form = [("Twiml", twiml)] if twiml is not None else [("Url", url or "")]
+        response = self._account_request("update_call", f"Calls/{call_sid}.json", form)
+        if response.ok:
+            logger.info("twilio call %s updated", call_sid)
+            return True
+        error = self.parse_error(response)
+        if response.status_code == 404 or error.code in ALREADY_ENDED_CODES:
             return False
         raise error
 
@@ -396,16 +422,54 @@ class TwilioProvider:
         # The application's own parameters come back in Started.parameters; ours win.
         parameters = {**dict(request.parameters or {}), "session": session_id, "token": token}
         twiml = build_stream_twiml(gateway.public_url.rstrip("/") + "/twilio", parameters)
-        call = self._rest().create_call(
+        progress = self._infrastructure.progress_urls(self.config)
+        extra = _amd_form(request.machine_detection, progress)
+        status_callback = self.config.status_callback
+        events: tuple[str, ...] = self.config.status_callback_events
+        if progress is not None:  # ours: every event; the configured URL gets them forwarded
+            status_callback, events = progress.status_url, PROGRESS_EVENTS
+        rest = self._rest()
+        call = rest.create_call(
             to=to,
             from_=from_,
             twiml=twiml,
-            status_callback=self.config.status_callback,
-            status_callback_events=self.config.status_callback_events,
-            timeout_s=self.config.ring_timeout_s,
+            status_callback=status_callback,
+            status_callback_events=events,
+            timeout_s=request.timeout
+            if request.timeout is not None
+            else self.config.ring_timeout_s,
+            extra=extra,
         )
         call_sid = str(call["sid"])
         logger.info("session %s: Twilio call %s placed to %s", session_id, call_sid, to)
+        return self._plan(session_id, gateway, call_sid)
+
+    def answer(
+        self,
+        session_id: str,
+        call_sid: str,
+        parameters: Mapping[str, str],
+        redirect_url: str | None,
+    ) -> tuple[SessionPlan, str]:
+        """Inbound call ``call_sid`` accepted as ``session_id``: the plan to carry it, and the TwiML
+        that answers its voice webhook (``<Connect><Stream>`` to the gateway with the
+        session's stream token and ``parameters``, then ``<Redirect>`` to ``redirect_url``)."""
+        from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
+
+        gateway = self._infrastructure.gateway()
+        token = stream_token(gateway.secret, session_id)
+        params = {**dict(parameters), "session": session_id, "token": token}
+        stream_url = gateway.public_url.rstrip("/") + "/twilio"
+        twiml = connect_twiml(stream_url, params, redirect_url=redirect_url)
+        return self._plan(session_id, gateway, call_sid), twiml
+
+    def update_call(
+        self, call_sid: str, *, twiml: str | None = None, url: str | None = None
+    ) -> bool:
+        """New TwiML for a live call (:meth:`TwilioRestClient.update_call`)."""
+        return self._rest().update_call(call_sid, twiml=twiml, url=url)
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str | None) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(
             url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
@@ -433,3 +497,23 @@ class TwilioProvider:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+#: The status callback events a call subscribes to when the runtime takes its progress.
+PROGRESS_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+def _amd_form(
+    machine_detection: str | Mapping[str, str] | None, progress: ProgressUrls | None
+) -> dict[str, str]:
+    """Twilio's machine detection parameters for ``create_session(machine_detection=...)``;
+    an ``AsyncAmd`` verdict goes to the runtime's webhook unless a callback is given."""
+    if machine_detection is None:
+        return {}
+    if isinstance(machine_detection, str):
+        return {"MachineDetection": machine_detection}
+    form = {"MachineDetection": "Enable", **dict(machine_detection)}
+    asynchronous = form.get("AsyncAmd") == "true"
+    if asynchronous and "AsyncAmdStatusCallback" not in form and progress is not None:
+        form["AsyncAmdStatusCallback"] = progress.amd_url
+    return form

@@ -47,6 +47,7 @@ from .twilio import (
     InboundCall,
     Refusal,
     StatusEvent,
+    decide_amd,
     decide_status,
     decide_voice,
     hangup_twiml,
@@ -54,12 +55,20 @@ from .twilio import (
     reject_twiml,
 )
 
-__all__ = ["FINAL_STATUSES", "STATUS_PATH", "VOICE_PATH", "WebhookConfig", "WebhookServer"]
+__all__ = [
+    "AMD_PATH",
+    "FINAL_STATUSES",
+    "STATUS_PATH",
+    "VOICE_PATH",
+    "WebhookConfig",
+    "WebhookServer",
+]
 
 logger = logging.getLogger(__name__)
 
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
+AMD_PATH = "/twilio/amd"  # AsyncAmdStatusCallback: machine detection's verdict, later
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 _EMPTY_TWIML = "<Response />"
 _OVERLOADED = (
@@ -234,12 +243,16 @@ class WebhookServer(Startable):
         on_status: Callable[[StatusEvent], bool] | None = None,
         on_reattach: Callable[[InboundCall], str | None] | None = None,
         provider: str = "twilio",
+        providers: Mapping[str, str] | None = None,
+        on_amd: Callable[[StatusEvent], bool] | None = None,
     ) -> None:
         self.config = config
         self.queue = queue
         self.counters = queue.counters
         self.provider = provider
+        self._providers = dict(providers or {})  # AccountSid -> provider name (else provider)
         self._on_status = on_status
+        self._on_amd = on_amd
         self._on_reattach = on_reattach
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -300,7 +313,7 @@ class WebhookServer(Startable):
         arrived = time.monotonic()
         route = request.path.split("?", 1)[0]
         headers = dict(request.headers.items())
-        if route not in (VOICE_PATH, STATUS_PATH):
+        if route not in (VOICE_PATH, STATUS_PATH, AMD_PATH):
             return self._refuse(request, Refusal(404, "not_found", f"path {route[:60]!r}"))
         early = precheck(request.command, headers, max_body=self.config.max_body)
         if early is not None:
@@ -317,10 +330,28 @@ class WebhookServer(Startable):
             if isinstance(call, Refusal):
                 return self._refuse(request, call)
             return self._voice(request, call, arrived)
+        if route == AMD_PATH:
+            verdict = decide_amd(url, headers, body, self.config.accounts)
+            if isinstance(verdict, Refusal):
+                return self._refuse(request, verdict)
+            return self._amd(request, verdict)
         event = decide_status(url, headers, body, self.config.accounts)
         if isinstance(event, Refusal):
             return self._refuse(request, event)
         return self._status(request, event)
+
+    def _amd(self, request: _Handler, event: StatusEvent) -> None:
+        self.counters.add("status")
+        known = False
+        if self._on_amd is not None:
+            try:
+                known = self._on_amd(event)
+            except Exception:
+                logger.exception("call %s: the machine detection hook failed", event.call_id)
+        if not known:
+            self.counters.add("status_unknown")
+            logger.debug("machine detection callback for unknown call %s", event.call_id)
+        request.reply(200, _EMPTY_TWIML, xml=True)
 
     def _voice(self, request: _Handler, call: InboundCall, arrived: float) -> None:
         if call.reattach is not None:
@@ -333,8 +364,9 @@ class WebhookServer(Startable):
                 "streamed again" if twiml else "hung up",
             )
             return request.reply(200, twiml or hangup_twiml(), xml=True)
+        provider = self._providers.get(call.account_sid, self.provider)
         answer = self.queue.offer(
-            call, self.config.refusal_twiml, provider=self.provider, arrived_at=arrived
+            call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
         )
         if answer.outcome == "accepted":
             logger.info(

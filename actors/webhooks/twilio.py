@@ -56,6 +56,7 @@ __all__ = [
     "StatusEvent",
     "body_sha256",
     "connect_twiml",
+    "decide_amd",
     "decide_status",
     "decide_voice",
     "hangup_twiml",
@@ -77,6 +78,7 @@ REATTACH_PARAM = "reattach"
 
 VOICE_FIELDS = ("CallSid", "AccountSid", "From", "To", "CallStatus", "Direction")
 STATUS_FIELDS = ("CallSid", "AccountSid", "CallStatus")
+AMD_FIELDS = ("CallSid", "AccountSid", "AnsweredBy")
 REJECT_REASONS = frozenset({"busy", "rejected"})  # what <Reject reason=...> accepts
 
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -333,6 +335,23 @@ def decide_status(
         account_sid=fields["AccountSid"],
         status=fields["CallStatus"],
         sequence=int(raw_sequence) if raw_sequence.isdigit() else None,
+        fields=MappingProxyType(fields),
+    )
+
+
+def decide_amd(
+    url: str, headers: Mapping[str, str], body: bytes, accounts: Mapping[str, str]
+) -> StatusEvent | Refusal:
+    """An ``AsyncAmdStatusCallback``: machine detection's verdict (``AnsweredBy``) as a
+    :class:`StatusEvent` whose ``status`` is ``"amd"``; or why it is refused."""
+    fields = _verified(url, headers, body, accounts, AMD_FIELDS)
+    if isinstance(fields, Refusal):
+        return fields
+    return StatusEvent(
+        call_id=fields["CallSid"],
+        account_sid=fields["AccountSid"],
+        status="amd",
+        sequence=None,
         fields=MappingProxyType(fields),
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from actors import Started, Stopped, TransportService
+from actors import CallStatus, Started, Stopped, TransportService
 from actors.config import EmulatorConfig, parse_config
 from actors.emulator.media import MediaDialer
 from actors.emulator.numbers import Behaviour, behaviour_for, behaviour_problem
@@ -310,7 +310,10 @@ def emulator_of(service: TransportService) -> TwilioEmulator:
 def streaming_call(service: TransportService) -> tuple[str, str]:
     info = service.create_session(provider="twilio", to="+15550140", from_=FROM)
     assert info.call_id is not None
-    assert isinstance(service.read_websocket_message(info.session_id, timeout=5), Started)
+    message = service.read_websocket_message(info.session_id, timeout=5)
+    while isinstance(message, CallStatus):  # the call's progress comes before its stream
+        message = service.read_websocket_message(info.session_id, timeout=5)
+    assert isinstance(message, Started)
     return info.session_id, info.call_id
 
 

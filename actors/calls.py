@@ -1,0 +1,385 @@
+"""The call plane of a :class:`~actors.service.TransportService`: inbound calls, call progress,
+call control. The facade delegates to :class:`CallPlane`; the webhook it drives is
+:mod:`actors.webhooks` (started by :class:`~actors.embedded.EmbeddedInfrastructure`).
+
+- **Progress.** Every status callback of a call we know becomes a
+  :class:`~actors.messages.CallStatus` in its session's inbox, in the order Twilio numbered them
+  (``SequenceNumber``: one older than the last delivered is dropped, counted ``stale``), so
+  the application reads them in order with the media; machine detection's verdict becomes one
+  :class:`~actors.messages.MachineDetected`. A call that ends before it is answered (``busy``,
+  ``no-answer``, ``failed``, ``canceled``) ends its session at once: the reader gets the
+  ``CallStatus``, then ``Close(1000, <status>)``, then ``None``. Callbacks that come before
+  the session knows its call (Twilio may post ``initiated`` before its REST answer) wait for
+  it, a few seconds at most.
+- **Forwarding.** Twilio takes one ``StatusCallback`` per call. When the runtime takes it, a
+  provider's own ``status_callback`` still gets every callback: re-posted from one bounded
+  worker thread (at most :data:`FORWARD_QUEUE` waiting, then dropped and counted), signed
+  under the account's auth token exactly as Twilio signs, so the receiver's validation passes.
+- **Control.** ``transfer``, ``redirect`` and ``send_dtmf`` give the live call new TwiML over
+  REST: the call leaves its stream, and the session ends with ``Close(1000, "transferred" |
+  "redirected" | "dtmf")``. The gateway pairs a session's stream once (the stream credential
+  is single-use), so a call cannot stream into the same session again after ``<Play digits>``:
+  the digits are played, then the call goes on to the webhook's ``<Redirect>`` (and is hung up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue
+import re
+import secrets
+import threading
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from .config import TransportConfig, TwilioProviderConfig
+from .errors import SessionClosed, TransportError
+from .messages import CallStatus, Close, MachineDetected, SessionInfo
+from .signing import twilio_signature
+
+if TYPE_CHECKING:
+    from .embedded import EmbeddedInfrastructure
+    from .providers import Provider
+    from .session import SessionRecord
+    from .webhooks.twilio import InboundCall, StatusEvent
+
+__all__ = ["CallPlane", "dial_twiml", "dtmf_twiml"]
+
+logger = logging.getLogger(__name__)
+
+#: Statuses after which a call never streams: its session ends at once.
+UNANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
+FORWARD_QUEUE = 1000
+_FORWARD_TIMEOUT_S = 5.0
+_FORWARD_AT_CLOSE = 2  # callbacks still forwarded when the service closes (the last ones)
+_EARLY_KEPT_S = 10.0  # callbacks for a call not yet known wait this long for its session
+_EARLY_MAX = 1000
+_GONE_KEPT = 10_000
+_DIGITS = re.compile(r"[0-9*#wW]{1,64}")
+_E164 = re.compile(r"\+?[1-9][0-9]{1,14}")
+_SIP = re.compile(r"sips?:[^\s<>\"']{1,250}")
+
+#: (name, provider, session id, plan, SessionInfo fields, registered) -> info or None (late)
+Start = Callable[..., SessionInfo | None]
+
+
+@dataclass(slots=True)
+class _Route:
+    record: SessionRecord
+    provider: str
+    last_sequence: int = -1
+    amd_told: bool = False
+    ended_why: str | None = None
+
+
+@dataclass(slots=True)
+class _Early:
+    at: float
+    events: list[StatusEvent] = field(default_factory=list)
+
+
+class CallPlane:
+    """Inbound calls, call progress and call control of one service; thread-safe."""
+
+    def __init__(self, config: TransportConfig, infrastructure: EmbeddedInfrastructure) -> None:
+        self.config = config
+        self._infra = infrastructure
+        infrastructure.hooks = self
+        self._lock = threading.Lock()
+        self._routes: dict[str, _Route] = {}  # by call id
+        self._early: OrderedDict[str, _Early] = OrderedDict()
+        # Calls whose session ended: their late callbacks (completed) are routine, not unknown.
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self.statuses: Counter[str] = Counter()  # call-status callbacks delivered, by status
+        self._forward: queue.Queue[tuple[str, str, dict[str, str]] | None] | None = None
+        self._forwarder: threading.Thread | None = None
+        self.forward_dropped = 0
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def track(self, record: SessionRecord, provider: str) -> None:
+        """A session with a call: its progress goes to its inbox from now on."""
+        call_id = record.call_id
+        if call_id is None:
+            return
+        with self._lock:
+            route = self._routes[call_id] = _Route(record, provider)
+            early = self._early.pop(call_id, None)
+        for event in early.events if early else ():
+            self._deliver(route, event)
+
+    def ended_before_stream(self, record: SessionRecord) -> str | None:
+        """The status that ended the call before it was answered, if one did."""
+        with self._lock:
+            route = self._routes.get(record.call_id or "")
+        return route.ended_why if route is not None and route.ended_why in UNANSWERED else None
+
+    def ended(self, record: SessionRecord) -> None:
+        """The session is over: forget its call, free its inbound capacity."""
+        call_id = record.call_id
+        if call_id is None:
+            return
+        with self._lock:
+            route = self._routes.get(call_id)
+            if route is not None and route.record is record:
+                del self._routes[call_id]
+            self._gone[call_id] = None
+            while len(self._gone) > _GONE_KEPT:
+                self._gone.popitem(last=False)
+        webhook = self._infra.webhook_started()
+        if webhook is not None:
+            webhook.queue.ended(call_id)
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    def accept(
+        self,
+        start: Start,
+        provider_of: Callable[[str], Provider],
+        timeout: float | None,
+        provider: str | None,
+    ) -> SessionInfo:
+        """The next inbound call, as a session (see ``TransportService.accept_session``)."""
+        webhook = self._infra.webhook()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            pending = webhook.queue.accept(remaining, provider)
+            call = pending.call
+            session_id = secrets.token_urlsafe(16)
+            try:
+                answering = provider_of(pending.provider)
+                redirect = f"{webhook.voice_url}?reattach={session_id}"
+                plan, twiml = answering.answer(  # type: ignore[attr-defined]
+                    session_id, call.call_id, {"direction": "inbound"}, redirect
+                )
+            except BaseException:
+                pending.refuse()
+                raise
+            details = {
+                "direction": "inbound",
+                "from_": call.from_,
+                "to": call.to,
+                "fields": call.fields,
+            }
+            info = start(
+                pending.provider,
+                answering,
+                session_id,
+                plan,
+                details=details,
+                registered=functools.partial(pending.answer, twiml, session_id),
+            )
+            if info is not None:
+                return info
+            logger.info("call %s: answered too late; accepting the next", call.call_id)
+
+    def reattach_url(self, session_id: str) -> str | None:
+        """Our voice webhook's ``?reattach=`` URL for a session, if the webhook runs."""
+        webhook = self._infra.webhook_started()
+        return None if webhook is None else f"{webhook.voice_url}?reattach={session_id}"
+
+    def on_reattach(self, call: InboundCall) -> str | None:
+        """Our ``<Redirect>`` after a stream ended: hang up (a reattach is the cluster's)."""
+        return None
+
+    # -- progress (webhook threads) ------------------------------------------------------------
+
+    def on_status(self, event: StatusEvent) -> bool:
+        self._forward_to_user(event)
+        with self._lock:
+            route = self._routes.get(event.call_id)
+            if route is None:
+                if event.call_id in self._gone:
+                    return True
+                self._keep_early(event)
+                return False
+        self._deliver(route, event)
+        return True
+
+    def on_amd(self, event: StatusEvent) -> bool:
+        with self._lock:
+            route = self._routes.get(event.call_id)
+            if route is None:
+                self._keep_early(event)
+                return False
+        self._deliver(route, event)
+        return True
+
+    def _keep_early(self, event: StatusEvent) -> None:
+        now = time.monotonic()
+        while self._early:
+            first = next(iter(self._early.values()))
+            if first.at > now - _EARLY_KEPT_S and len(self._early) < _EARLY_MAX:
+                break
+            self._early.popitem(last=False)
+        self._early.setdefault(event.call_id, _Early(now)).events.append(event)
+
+    def _deliver(self, route: _Route, event: StatusEvent) -> None:
+        inbox = route.record.inbox
+        answered_by = event.fields.get("AnsweredBy") or None
+        if event.status == "amd":
+            messages: list[Any] = []
+        else:
+            with self._lock:
+                if event.sequence is not None:
+                    if event.sequence <= route.last_sequence:
+                        self.statuses["stale"] += 1
+                        return
+                    route.last_sequence = event.sequence
+                self.statuses[event.status] += 1
+            messages = [CallStatus(event.status, answered_by, event.sequence, event.fields)]
+        if answered_by is not None and not route.amd_told:
+            route.amd_told = True
+            duration = event.fields.get("MachineDetectionDuration", "")
+            ms = int(duration) if duration.isdigit() else None
+            messages.append(MachineDetected(answered_by, ms, event.fields))
+        for message in messages:
+            inbox.put(message)
+        if event.status in UNANSWERED:
+            route.ended_why = event.status
+            logger.info("session %s: the call ended %s", route.record.session_id, event.status)
+            end_now(route.record, event.status)
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    def _forward_to_user(self, event: StatusEvent) -> None:
+        for config in self.config.providers.values():
+            if not isinstance(config, TwilioProviderConfig) or config.status_callback is None:
+                continue
+            token = self._token_of(config, event.account_sid)
+            if token is None:
+                continue
+            wanted = config.status_callback_events or ("completed",)
+            kind = {"in-progress": "answered"}.get(event.status, event.status)
+            if kind not in ("initiated", "ringing", "answered") and "completed" in wanted:
+                kind = "completed"
+            if kind in wanted:
+                self._enqueue(token, config.status_callback, dict(event.fields))
+
+    def _token_of(self, config: TwilioProviderConfig, account_sid: str) -> str | None:
+        if config.api_base_url == "emulator":
+            endpoint = self._infra.twilio_emulator()
+            return endpoint.auth_token if endpoint.account_sid == account_sid else None
+        return config.auth_token if config.account_sid == account_sid else None
+
+    def _enqueue(self, token: str, url: str, fields: dict[str, str]) -> None:
+        with self._lock:
+            if self._forward is None:
+                self._forward = queue.Queue(FORWARD_QUEUE)
+                self._forwarder = threading.Thread(
+                    target=self._forward_loop,
+                    args=(self._forward,),
+                    name="status-forward",
+                    daemon=True,
+                )
+                self._forwarder.start()
+            try:
+                self._forward.put_nowait((token, url, fields))
+            except queue.Full:
+                self.forward_dropped += 1
+                logger.warning("status forwarding queue full: a callback was dropped")
+
+    @staticmethod
+    def _forward_loop(jobs: queue.Queue[tuple[str, str, dict[str, str]] | None]) -> None:
+        while (job := jobs.get()) is not None:
+            token, url, fields = job
+            request = urllib.request.Request(  # noqa: S310 (a configured http(s) URL)
+                url,
+                data=urlencode(fields).encode(),
+                headers={"X-Twilio-Signature": twilio_signature(token, url, fields)},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=_FORWARD_TIMEOUT_S):  # noqa: S310
+                    pass
+            except (OSError, ValueError) as exc:
+                logger.warning("forwarding a status callback failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        with self._lock:
+            jobs, thread = self._forward, self._forwarder
+            self._forward = self._forwarder = None
+        if jobs is not None and thread is not None:
+            with contextlib.suppress(queue.Empty):
+                while jobs.qsize() > _FORWARD_AT_CLOSE:  # the service is closing: drop the rest
+                    jobs.get_nowait()
+                    self.forward_dropped += 1
+            jobs.put(None)
+            thread.join(_FORWARD_TIMEOUT_S * (_FORWARD_AT_CLOSE + 1))
+
+    # -- control -------------------------------------------------------------------------------
+
+    def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
+        """Give the session's live call ``twiml``; the session ends with ``reason``."""
+        update = getattr(provider, "update_call", None)
+        if update is None:
+            raise TransportError(f"provider {record.provider!r} has no call control")
+        if record.inbox.closed or record.ending or record.call_id is None:
+            # The inbox closes with the session's end (ours, the call's, or the connection's).
+            why = record.closed_why() if record.state.is_final or record.ending else "ended"
+            raise SessionClosed(record.session_id, why)
+        if not update(record.call_id, twiml=twiml):
+            raise SessionClosed(record.session_id, "the call has ended")
+        end_now(record, reason)
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(inbound counters, call statuses delivered) for metrics, read at scrape time."""
+        webhook = self._infra.webhook_started()
+        inbound = webhook.counters.snapshot() if webhook is not None else {}
+        with self._lock:
+            statuses = dict(self.statuses)
+        return inbound, statuses
+
+
+def end_now(record: SessionRecord, reason: str) -> None:
+    """End ``record``'s session with ``Close(1000, reason)``: the reader sees it at once
+    (after what it has not read yet), and the connector closes the hop."""
+    close = Close(1000, reason)
+    record.inbox.close(close)
+    with contextlib.suppress(SessionClosed):
+        record.write(close)
+
+
+def dial_twiml(to: str, caller_id: str | None = None) -> str:
+    """``<Response><Dial [callerId]><Number>|<Sip>to</...></Dial></Response>``; ``to`` is an
+    E.164 number or a ``sip:`` URI (``ValueError`` otherwise), built with ElementTree."""
+    if not isinstance(to, str):
+        raise TypeError(f"to must be a str, not {type(to).__name__}")
+    if _E164.fullmatch(to):
+        noun = "Number"
+    elif _SIP.fullmatch(to) and to.isprintable():
+        noun = "Sip"
+    else:
+        raise ValueError("to must be an E.164 number (+15550100) or a sip: URI")
+    attributes: dict[str, str] = {}
+    if caller_id is not None:
+        if not isinstance(caller_id, str) or not _E164.fullmatch(caller_id):
+            raise ValueError("caller_id must be an E.164 number (+15550199)")
+        attributes["callerId"] = caller_id
+    response = ET.Element("Response")
+    dial = ET.SubElement(response, "Dial", attributes)
+    ET.SubElement(dial, noun).text = to
+    return ET.tostring(response, encoding="unicode")
+
+
+def dtmf_twiml(digits: str, after: str | None) -> str:
+    """``<Response><Play digits/>[<Redirect>after</Redirect>]</Response>``; ``digits`` are
+    0-9, ``*``, ``#``, and ``w``/``W`` (a half-second / one-second pause), 1 to 64 of them."""
+    if not isinstance(digits, str):
+        raise TypeError(f"digits must be a str, not {type(digits).__name__}")
+    if not _DIGITS.fullmatch(digits):
+        raise ValueError("digits must be 1 to 64 of 0-9, *, #, w, W")
+    response = ET.Element("Response")
+    ET.SubElement(response, "Play", digits=digits)
+    if after is not None:
+        ET.SubElement(response, "Redirect", method="POST").text = after
+    return ET.tostring(response, encoding="unicode")
