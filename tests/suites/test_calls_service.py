@@ -29,7 +29,6 @@ from actors import (
 from actors.config import EmulatorConfig, InboundConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
 from actors.signing import twilio_signature
-
 from tests.hooks import Recorder
 
 pytestmark = pytest.mark.timeout(60)
