@@ -115,7 +115,8 @@ def _serve_gateway(
             print(f"media gateway: cluster member {member.node_id}", flush=True)
         if config.metrics.listen is not None:
             try:
-                metrics = GatewayMetrics(gateway.stats).serve(config.metrics.listen)
+                status = member.status if member is not None else None
+                metrics = GatewayMetrics(gateway.stats, status).serve(config.metrics.listen)
             except OSError as exc:
                 print(
                     f"error: metrics.listen: cannot listen on {config.metrics.listen}: "
