@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .gateway.server import GatewayStats
     from .session import SessionRecord
 
-__all__ = ["GatewayMetrics", "MetricsServer", "ServiceMetrics", "sample_key"]
+__all__ = ["ClusterCollector", "GatewayMetrics", "MetricsServer", "ServiceMetrics", "sample_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -286,11 +286,54 @@ class ServiceMetrics(_Registry):
 
 
 class GatewayMetrics(_Registry):
-    """The metrics of a standalone media gateway (``transport-actors gateway``)."""
+    """The metrics of a standalone media gateway (``transport-actors gateway``); with
+    ``cluster`` (a :meth:`ClusterMember.status <actors.cluster.ClusterMember.status>`), its
+    membership of the cluster too (``transport_cluster_...``)."""
 
-    def __init__(self, gateway_stats: Callable[[], GatewayStats | None]) -> None:
+    def __init__(
+        self,
+        gateway_stats: Callable[[], GatewayStats | None],
+        cluster: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.registry.register(_GatewayCollector(gateway_stats))
+        if cluster is not None:
+            self.registry.register(ClusterCollector(cluster))
+
+
+class ClusterCollector:
+    """One cluster member's state (``ClusterMember.status()``), read when scraped: never a
+    Redis round trip on the scrape's path. Labels ``kind`` (node, gateway) and ``member``."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._status()
+        labels = [str(s["kind"]), str(s["node_id"])]
+        names = ["kind", "member"]
+        c = "transport_cluster_"
+        connected = GaugeMetricFamily(c + "connected", "1 while Redis answers", labels=names)
+        connected.add_metric(labels, 1 if s["connected"] else 0)
+        draining = GaugeMetricFamily(c + "draining", "1 once draining", labels=names)
+        draining.add_metric(labels, 1 if s["draining"] else 0)
+        events = CounterMetricFamily(
+            c + "events",
+            "claims, refused, offers, takeovers, lost, restored, redis_errors, reconnects",
+            labels=[*names, "event"],
+        )
+        for event, n in sorted(s["counters"].items()):
+            events.add_metric([*labels, event], n)
+        renew = GaugeMetricFamily(
+            c + "renew_seconds",
+            "lease renewal round trip, recent p50/p99/max (nodes)",
+            labels=[*names, "quantile"],
+        )
+        for quantile in ("p50", "p99", "max"):
+            ms = s["renew_ms"][quantile]
+            if ms is not None:
+                renew.add_metric([*labels, quantile], ms / 1000)
+        return [connected, draining, events, renew]
 
 
 class _SessionCollector:

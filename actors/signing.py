@@ -5,7 +5,12 @@ purpose by a label in the HMAC input, so that one can never stand in for the oth
 
 - the **stream token** (label ``provider-stream``) goes into the call's TwiML, so the
   provider, its console, its logs and anything between can read it. It lets **one** provider
-  stream pair with its session, **once**, and admits nothing else (never a session hop);
+  stream pair with its session, **once**, and admits nothing else (never a session hop).
+  It may cover a **nonce** (another of the stream's custom parameters, :func:`stream_nonce`):
+  each TwiML for the session (the first, and each redirect to another gateway after one died)
+  then carries a credential of its own, and a nonce that names a gateway
+  (``<gateway id>/<random>``) is accepted by that gateway alone, so an old credential
+  replayed to the gateway a call was redirected to is refused there;
 - the **hop token** (label ``session-hop``) is what a connector sends as
   ``Authorization: Bearer`` on ``/sessions/{id}``. It never leaves the runtime: it is not in
   the TwiML, nor in anything sent to a provider.
@@ -29,11 +34,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "hop_token",
+    "nonce_gateway",
+    "stream_nonce",
     "stream_token",
     "twilio_signature",
     "twilio_url_variants",
@@ -64,9 +72,28 @@ def _verify(secret: str, label: bytes, session_id: str, token: str | None) -> bo
     return hmac.compare_digest(expected.encode(), _encode(token))
 
 
-def stream_token(secret: str, session_id: str) -> str:
-    """The credential the TwiML carries: it pairs one provider stream with the session."""
-    return _token(secret, _STREAM_LABEL, session_id)
+def _nonced(session_id: str, nonce: str) -> str:
+    # A session id never holds a NUL (the gateway's pattern), so the two cannot run together.
+    return f"{session_id}\0{nonce}" if nonce else session_id
+
+
+def stream_token(secret: str, session_id: str, nonce: str = "") -> str:
+    """The credential the TwiML carries: it pairs one provider stream with the session
+    (covering ``nonce`` too, if one is given: see the module docstring)."""
+    return _token(secret, _STREAM_LABEL, _nonced(session_id, nonce))
+
+
+def stream_nonce(gateway_id: str | None = None) -> str:
+    """A fresh nonce for one stream credential; naming ``gateway_id``, only that gateway
+    accepts it (:func:`nonce_gateway`)."""
+    random = secrets.token_urlsafe(12)
+    return f"{gateway_id}/{random}" if gateway_id else random
+
+
+def nonce_gateway(nonce: str) -> str | None:
+    """The gateway id a nonce names (``<gateway id>/<random>``), or ``None``: any gateway."""
+    named, slash, _ = nonce.rpartition("/")
+    return named if slash else None
 
 
 def hop_token(secret: str, session_id: str) -> str:
@@ -74,9 +101,11 @@ def hop_token(secret: str, session_id: str) -> str:
     return _token(secret, _HOP_LABEL, session_id)
 
 
-def verify_stream_token(secret: str, session_id: str, token: str | None) -> bool:
-    """Whether ``token`` is ``session_id``'s stream token under ``secret``."""
-    return _verify(secret, _STREAM_LABEL, session_id, token)
+def verify_stream_token(secret: str, session_id: str, token: str | None, nonce: str = "") -> bool:
+    """Whether ``token`` is ``session_id``'s stream token (for ``nonce``) under ``secret``."""
+    if not session_id:
+        return False
+    return _verify(secret, _STREAM_LABEL, _nonced(session_id, nonce), token)
 
 
 def verify_hop_token(secret: str, session_id: str, token: str | None) -> bool:

@@ -7,7 +7,9 @@
                              [--frame-ms MS] [--no-progress]
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
-    transport-actors gateway -c FILE
+    transport-actors gateway -c FILE [--drain-timeout S]
+    transport-actors cluster status -c FILE [--json]
+    transport-actors drain   -c FILE --node ID [--wait S]
     transport-actors emulator [-c FILE] [--dial-in N]
     transport-actors check   -c FILE
     transport-actors --version
@@ -30,6 +32,11 @@ the embedded default configuration it calls the local emulator, which echoes wha
 ``gateway`` runs the media gateway standalone (and serves ``/metrics`` for it when
 ``metrics.listen`` is set); ``emulator`` runs the Twilio emulator standalone (its REST API URL
 and account are printed).
+
+``cluster status`` lists the cluster's runtime nodes and gateways (load, capacity, draining,
+last heartbeat, URLs) from its Redis; ``drain`` marks one of them draining there (it takes no
+new call; its calls go on): :mod:`~actors.cli.cluster`. Either exits 2 when Redis is
+unreachable.
 
 ``--log-format json`` writes one JSON object per log line (``time``, ``level``, ``logger``,
 ``message``, ``session_id`` when the line is about a session); secrets are masked either way.
@@ -67,6 +74,7 @@ from ._common import (
 )
 from .call import _cmd_call
 from .check import _cmd_check
+from .cluster import _cmd_cluster_status, _cmd_drain
 from .demo import _cmd_demo, _frame_ms
 from .servers import _cmd_emulator, _cmd_gateway
 
@@ -210,7 +218,54 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     gateway.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    gateway.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="S",
+        help=(
+            "on the first Ctrl-C or SIGTERM, take no new call and wait up to S seconds for "
+            "the calls held to end (a second signal stops at once) (default: 30 with a "
+            "cluster section, else 0)"
+        ),
+    )
     gateway.set_defaults(func=_cmd_gateway)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="the cluster's registry: nodes and gateways",
+        description="Read the cluster's registry in its Redis (the config's cluster section).",
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_commands.add_parser(
+        "status",
+        help="list the healthy nodes and gateways with their load",
+        description=(
+            "List the healthy runtime nodes and gateways: load/capacity, draining, the age of "
+            "the last heartbeat, URLs. Exit 0; 2 when Redis is unreachable."
+        ),
+    )
+    status.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    status.set_defaults(func=_cmd_cluster_status)
+
+    drain = commands.add_parser(
+        "drain",
+        help="mark a node (or gateway) draining: no new call, its calls go on",
+        description=(
+            "Mark the runtime node or gateway ID draining in the cluster's registry: it takes "
+            "no new call from now on and its calls go on (for rolling deploys). Exit 0; 1 no "
+            "such healthy member (or, with --wait, calls left); 2 Redis unreachable."
+        ),
+    )
+    drain.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    drain.add_argument("--node", required=True, metavar="ID", help="the node's or gateway's id")
+    drain.add_argument(
+        "--wait",
+        type=_positive(float),
+        metavar="S",
+        help="then wait up to S seconds for its calls to end (exit 1 if some are left)",
+    )
+    drain.set_defaults(func=_cmd_drain)
 
     emulator = commands.add_parser(
         "emulator",

@@ -13,14 +13,28 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# ARGV: P, kind, id, ttl_ms, urls, load, capacity, draining
+# ARGV: P, kind, id, ttl_ms, urls, load, capacity, draining -> draining as stored (0 | 1):
+# a drain asked from outside (SET_DRAINING, the field `drain`) outlasts the member's own word.
 HEARTBEAT = """
 local k = P .. ':m:' .. ARGV[2] .. ':' .. ARGV[3]
+local draining = ARGV[8]
+if redis.call('HGET', k, 'drain') == '1' then draining = '1' end
 redis.call('HSET', k, 'urls', ARGV[5], 'load', ARGV[6], 'capacity', ARGV[7],
-           'draining', ARGV[8], 'beat', now)
+           'draining', draining, 'beat', now)
 redis.call('PEXPIRE', k, ARGV[4])
 redis.call('ZADD', P .. ':mz:' .. ARGV[2], now + tonumber(ARGV[4]), ARGV[3])
-return now
+return tonumber(draining)
+"""
+
+# ARGV: P, kind, id -> 1 | 0 (no such member): it drains from now on (until it deregisters
+# or expires: the flag lives in its registration, so a new process under the id starts fresh).
+SET_DRAINING = """
+local z = P .. ':mz:' .. ARGV[2]
+local k = P .. ':m:' .. ARGV[2] .. ':' .. ARGV[3]
+local deadline = redis.call('ZSCORE', z, ARGV[3])
+if not deadline or tonumber(deadline) <= now or redis.call('EXISTS', k) == 0 then return 0 end
+redis.call('HSET', k, 'drain', '1', 'draining', '1')
+return 1
 """
 
 # ARGV: P, kind, id
@@ -30,7 +44,7 @@ redis.call('ZREM', P .. ':mz:' .. ARGV[2], ARGV[3])
 return 1
 """
 
-# ARGV: P, kind -> {{id, urls, load, capacity, draining, expires_in_ms}...}
+# ARGV: P, kind -> {{id, urls, load, capacity, draining, expires_in_ms, beat_age_ms}...}
 MEMBERS = """
 local z = P .. ':mz:' .. ARGV[2]
 redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
@@ -39,11 +53,13 @@ local out = {}
 for i = 1, #ids, 2 do
   local id = ids[i]
   local h = redis.call('HMGET', P .. ':m:' .. ARGV[2] .. ':' .. id,
-                       'urls', 'load', 'capacity', 'draining')
+                       'urls', 'load', 'capacity', 'draining', 'beat')
   if h[3] then
     local load = h[2]
     if ARGV[2] == 'node' then load = redis.call('SCARD', P .. ':nl:' .. id) end
-    out[#out + 1] = {id, h[1], tostring(load), h[3], h[4], tostring(tonumber(ids[i + 1]) - now)}
+    local age = now - (tonumber(h[5]) or now)
+    out[#out + 1] = {id, h[1], tostring(load), h[3], h[4], tostring(tonumber(ids[i + 1]) - now),
+                     tostring(age)}
   end
 end
 return out

@@ -56,7 +56,8 @@ class Member:
     ``urls``: a gateway's ``public`` (the ws(s):// URL providers dial) and ``session`` (the one
     sessions dial); a node's ``webhook`` if it serves one. ``load``: a node's leased sessions
     (counted by the directory, whatever the node says), a gateway's calls (as it says).
-    ``expires_in_s``: how long it stays a member without another heartbeat, as read.
+    ``expires_in_s``: how long it stays a member without another heartbeat, as read;
+    ``beat_age_s``: how long ago its last heartbeat was, as read (both on the engine's clock).
     """
 
     id: str
@@ -66,6 +67,7 @@ class Member:
     capacity: int = 1
     draining: bool = False
     expires_in_s: float = 0.0
+    beat_age_s: float = 0.0
 
     @property
     def free(self) -> int:
@@ -132,12 +134,20 @@ class Directory(Protocol):
         """Reach the engine once (a cheap round trip)."""
         ...
 
-    def heartbeat(self, member: Member) -> None:
-        """Register ``member`` or refresh it: it stays a member for the TTL from now."""
+    def heartbeat(self, member: Member) -> bool:
+        """Register ``member`` or refresh it: it stays a member for the TTL from now.
+        Returns whether it is draining as the directory holds it: ``member.draining``, or a
+        drain asked from outside (:meth:`set_draining`), which the member must honour."""
         ...
 
     def deregister(self, kind: Kind, member_id: str) -> None:
         """Take a member out now (a clean shutdown), rather than after its TTL."""
+        ...
+
+    def set_draining(self, kind: Kind, member_id: str) -> bool:
+        """Mark a healthy member draining from outside (``transport-actors drain``): it takes
+        no new call at once (claims skip it) and learns it at its next heartbeat. ``False``:
+        no such healthy member. The mark lasts as long as its registration."""
         ...
 
     def members(self, kind: Kind) -> list[Member]:

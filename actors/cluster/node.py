@@ -65,7 +65,9 @@ class ClusterMember:
     ``config.redis_url``. ``load`` (a gateway) says how many calls it carries; a node's load
     is its sessions. ``on_offer(lease)``: an inbound call claimed for this node;
     ``on_orphan(lease)``: a session taken over from a dead node (``lease.previous_node``,
-    ``lease.state``, ``lease.epoch``); ``on_lost(session_id)``: a session another node took.
+    ``lease.state``, ``lease.epoch``); ``on_lost(session_id)``: a session another node took;
+    ``on_drain(member_id)``: a drain was asked from outside (``transport-actors drain``), read back
+    at a heartbeat: the member drains from then on, as after :meth:`drain`.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class ClusterMember:
         on_offer: Callable[[Lease], None] | None = None,
         on_orphan: Callable[[Lease], None] | None = None,
         on_lost: Callable[[str], None] | None = None,
+        on_drain: Callable[[str], None] | None = None,
     ) -> None:
         if directory is None:
             from .redis import RedisDirectory  # noqa: PLC0415 (redis is needed only here)
@@ -93,6 +96,7 @@ class ClusterMember:
         self._on_offer = on_offer
         self._on_orphan = on_orphan
         self._on_lost = on_lost
+        self._on_drain = on_drain
         self._book = LeaseBook(self.node_id)
         self._lock = threading.Lock()  # the fields below
         self._draining = False
@@ -112,7 +116,7 @@ class ClusterMember:
         """Register (one bounded attempt: with Redis down the member starts anyway and keeps
         trying) and start the threads."""
         try:
-            self._directory.heartbeat(self._member())
+            self._beat()
             self._set_connected(True, first=True)
         except ClusterUnavailable as exc:
             self._note_error(exc)
@@ -287,7 +291,7 @@ class ClusterMember:
                     beat = self._beat_now or resync or now >= next_beat
                     self._beat_now = False
                 if beat:
-                    self._directory.heartbeat(self._member())
+                    self._beat()
                     next_beat = now + config.heartbeat_s
                     if resync:
                         self._set_connected(True)
@@ -335,6 +339,16 @@ class ClusterMember:
             draining = self._draining
         capacity = self.config.capacity
         return Member(self.node_id, self.kind, self._urls, load, capacity, draining)
+
+    def _beat(self) -> None:
+        """Heartbeat; honour a drain asked from outside (read back by the heartbeat)."""
+        if not self._directory.heartbeat(self._member()):
+            return
+        with self._lock:
+            was, self._draining = self._draining, True
+        if not was:
+            logger.info("cluster member %s: draining (asked from outside)", self.node_id)
+            self._callback(self._on_drain, self.node_id)
 
     def _renew(self) -> None:
         if self.kind != "node":

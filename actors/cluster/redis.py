@@ -41,7 +41,8 @@ reconnecting waits for it instead of being lost.
 **Key layout** (``P`` is ``cluster.key_prefix``, by default ``ta:{default}``: the braces are a
 Redis Cluster hash tag, which keeps every key in one slot as multi-key scripts need)::
 
-    P:m:<kind>:<id>  hash  a member: urls (JSON), load, capacity, draining, beat; PEXPIRE ttl
+    P:m:<kind>:<id>  hash  a member: urls (JSON), load, capacity, draining, beat, and drain
+                           (a drain asked from outside); PEXPIRE ttl
     P:mz:<kind>      zset  member id -> its deadline (ms, server clock); a member is healthy
                            while deadline > now, pruned as read
     P:l:<sid>        hash  a lease: node, epoch, deadline, meta (JSON), state (bytes), call
@@ -129,6 +130,7 @@ class RedisDirectory:
         register: Callable[[str], Any] = self._client.register_script
         self._heartbeat = register(_lua.PRELUDE + _lua.HEARTBEAT)
         self._deregister = register(_lua.PRELUDE + _lua.DEREGISTER)
+        self._set_draining = register(_lua.PRELUDE + _lua.SET_DRAINING)
         self._members = register(_lua.PRELUDE + _lua.MEMBERS)
         self._claim_inbound = register(_lua.PRELUDE + _lua.CLAIM_INBOUND)
         self._adopt = register(_lua.PRELUDE + _lua.ADOPT)
@@ -160,9 +162,9 @@ class RedisDirectory:
     def ping(self) -> None:
         self._call("ping", self._client.ping)
 
-    def heartbeat(self, member: Member) -> None:
+    def heartbeat(self, member: Member) -> bool:
         urls = json.dumps(dict(member.urls), sort_keys=True)
-        self._run(
+        draining = self._run(
             "heartbeat",
             self._heartbeat,
             member.kind,
@@ -173,14 +175,18 @@ class RedisDirectory:
             str(member.capacity),
             "1" if member.draining else "0",
         )
+        return int(draining) == 1
 
     def deregister(self, kind: Kind, member_id: str) -> None:
         self._run("deregister", self._deregister, kind, member_id)
 
+    def set_draining(self, kind: Kind, member_id: str) -> bool:
+        return int(self._run("set_draining", self._set_draining, kind, member_id)) == 1
+
     def members(self, kind: Kind) -> list[Member]:
         rows = self._run("members", self._members, kind)
         result = []
-        for member_id, urls, load, capacity, draining, expires_ms in rows:
+        for member_id, urls, load, capacity, draining, expires_ms, age_ms in rows:
             result.append(
                 Member(
                     id=_text(member_id),
@@ -190,6 +196,7 @@ class RedisDirectory:
                     capacity=int(capacity),
                     draining=_text(draining) == "1",
                     expires_in_s=int(expires_ms) / 1000,
+                    beat_age_s=max(0, int(age_ms)) / 1000,
                 )
             )
         return result

@@ -19,7 +19,7 @@ from typing import Final
 
 from ..config import GatewayConfig
 from ._ws import MeteredConnection, ServerConnection
-from .pairing import Claim
+from .pairing import Claim, HopRequest
 
 __all__ = ["WARNINGS_PER_WINDOW", "Admission", "GatewayConnection", "peer"]
 
@@ -42,7 +42,7 @@ class GatewayConnection(MeteredConnection):
     authenticated = False
     refused = False  # a refusal was counted and logged: say nothing more of it
     received = 0  # bytes received before authentication
-    hop_request: tuple[str, int] | None = None  # a session hop: (session id, resume from)
+    hop_request: HopRequest | None = None  # a session hop's, once its headers are checked
     claim: Claim[GatewayConnection] | None = None
 
     def on_made(self) -> None:

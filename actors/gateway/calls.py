@@ -183,12 +183,13 @@ class Ring:
 class Hop(Generic[C]):
     """One session-side connection, and where it is in the provider stream."""
 
-    __slots__ = ("connection", "cursor", "superseded")
+    __slots__ = ("connection", "cursor", "fenced", "superseded")
 
     def __init__(self, connection: C, cursor: int) -> None:
         self.connection = connection
         self.cursor = cursor  # the number of the next provider frame to send it
         self.superseded = False  # a newer hop claimed the call: stop reading and writing
+        self.fenced = False  # ... and that hop named a newer lease epoch (close it 4409)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,9 @@ class Call(Generic[C]):
 
     __slots__ = (
         "_sides",
+        "base",
         "deadline",
+        "epoch",
         "from_session",
         "had_hop",
         "hop",
@@ -229,6 +232,10 @@ class Call(Generic[C]):
         self.from_session = 0  # session frames received, over every hop
         self.outgoing: deque[Frame] = deque()  # session -> provider, not yet sent
         self.deadline: Deadline | None = None
+        # Adopted from another gateway (see pairing's *Failover*): what the session calls
+        # provider frame n is our ring's n - base.
+        self.base = 0
+        self.epoch = 0  # the highest lease epoch a hop of this call has named (fencing)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -350,10 +357,16 @@ class Call(Generic[C]):
             self.arm_resume(now)
         return None
 
+    @property
+    def sent_to_session(self) -> int:
+        """Provider frames of the call so far, numbered as the session counts them."""
+        return self.ring.received + self.base
+
     def resume_point(self, resume_from: int) -> int:
-        """Where a hop that has received ``resume_from`` provider frames resumes: there, or
-        at the oldest frame kept if it claims more than were ever sent."""
-        return resume_from if resume_from <= self.ring.received else self.ring.first
+        """Where (in the ring) a hop that has received ``resume_from`` provider frames
+        resumes: there, or at the oldest frame kept if it claims more than were ever sent."""
+        at = resume_from - self.base
+        return at if 0 <= at <= self.ring.received else self.ring.first
 
     @staticmethod
     def catch_up(hop: Hop[C], first: int) -> int:

@@ -12,6 +12,27 @@ reports (``X-Gateway-Received``) is exact: from then on the older hop, if any, i
 (stops reading and writing). The hop's handler takes the claim up (:meth:`Call.attach`);
 a connection that ends before that has its claim undone (:meth:`Calls.undo`), leaving nothing
 behind and the older hop going on.
+
+**Fencing.** A hop may name its session's lease epoch (``X-Session-Epoch``: it grows by one at
+each takeover of the session by another runtime node). A call remembers the highest epoch a
+hop named; a hop naming a lower one (or none, once one was named) is
+:attr:`ClaimKind.STALE`: the node it comes from has lost the session. A hop naming a higher
+one supersedes the current hop, which is closed as *fenced*.
+
+**Failover.** A call redirected here from a gateway that died comes with a fresh provider
+stream (a stream credential of its own, :mod:`actors.signing`) and a hop that resumes
+(``X-Resume-From`` n > 0) a call this gateway never relayed. The first hop of such a call
+*adopts* it: it resumes from the oldest provider frame kept here (whatever it says), and from
+then on the session's numbering is kept (our frame k is its n + k), so that a later resume
+here is exact. If the hop says how many frames it has sent (``X-Session-Sent``), the gateway
+counts those as received (``X-Gateway-Received``): what the dead gateway did not pass on died
+with it, and what it did pass on is not played to the caller twice. A hop that resumes a call
+never seen here and names no epoch is :attr:`ClaimKind.UNKNOWN` (the gateway restarted: no
+stream is coming back); one that names an epoch (a cluster's session, whose call may be
+redirected here) creates the call, to wait for its stream like a new one.
+
+**Draining.** While :attr:`Calls.draining`, a provider stream for a call not held here is
+refused: the calls held go on, no new one starts.
 """
 
 from __future__ import annotations
@@ -24,7 +45,7 @@ from typing import Final, Generic
 
 from .calls import C, Call, Hop, Role, Side, Timeouts
 
-__all__ = ["ENDED_KEPT", "Calls", "Claim", "ClaimKind", "Refusal"]
+__all__ = ["ENDED_KEPT", "Calls", "Claim", "ClaimKind", "HopRequest", "Refusal"]
 
 #: How many ended calls are remembered (to refuse a stream replayed after its call ended).
 ENDED_KEPT: Final = 10_000
@@ -34,6 +55,7 @@ class ClaimKind(enum.Enum):
     ATTACH = "attach"  # the hop takes the call over
     UNKNOWN = "unknown"  # resumes a call never seen here (the gateway restarted): close 4404
     ENDED = "ended"  # the call has ended: close 1000
+    STALE = "stale"  # names an older lease epoch than a hop before it: close 4409
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +77,17 @@ class Claim(Generic[C]):
     def received(self) -> int:
         """Session frames the gateway has received in this call (``X-Gateway-Received``)."""
         return self.call.from_session if self.call is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class HopRequest:
+    """What a session hop's handshake asks for (its headers, checked): the arguments of
+    :meth:`Calls.claim`."""
+
+    session_id: str
+    resume_from: int = 0
+    epoch: int | None = None
+    sent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +117,7 @@ class Calls(Generic[C]):
         self._ended_kept = ended_kept
         self._calls: dict[str, Call[C]] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()  # session id -> how it ended
+        self.draining = False  # refuse provider streams for calls not held here
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -107,31 +141,55 @@ class Calls(Generic[C]):
         ``stream``; or why it is refused (its call ended, or already has its stream)."""
         if session_id in self._ended:
             return Refusal("ended", f"session {session_id} has ended")
-        call = self._calls.get(session_id) or self._new(session_id)
+        call = self._calls.get(session_id)
+        if call is None:
+            if self.draining:
+                return Refusal("draining", "the gateway is draining: it takes no new call")
+            call = self._new(session_id)
         if call.side(Role.PROVIDER) is not Side.NOT_YET:
             why = f"session {session_id} already has a provider stream"
             return Refusal("duplicate_stream", why)
         call.pair(stream, now)
         return call
 
-    def claim(self, session_id: str, connection: C, resume_from: int) -> Claim[C]:
-        """A session hop's handshake is being accepted: claim its call. A hop that resumes
-        (``resume_from`` > 0) a call never seen here is :attr:`ClaimKind.UNKNOWN`; one for an
-        ended call :attr:`ClaimKind.ENDED`. Otherwise the current hop (if any) is marked
-        superseded from now on, and the new one resumes at ``resume_from`` (or, if it claims
-        more than was ever sent, at the oldest frame kept)."""
+    def claim(
+        self,
+        session_id: str,
+        connection: C,
+        resume_from: int,
+        *,
+        epoch: int | None = None,
+        sent: int | None = None,
+    ) -> Claim[C]:
+        """A session hop's handshake is being accepted: claim its call. ``epoch``: the lease
+        epoch the hop named, if any; ``sent``: how many frames it says it has sent, if it
+        does. A hop that resumes (``resume_from`` > 0) a call never seen here, naming no
+        epoch, is :attr:`ClaimKind.UNKNOWN`; one for an ended call :attr:`ClaimKind.ENDED`;
+        one naming an older epoch than an earlier hop :attr:`ClaimKind.STALE` (see the
+        module's *Fencing*). Otherwise the current hop (if any) is marked superseded from
+        now on, and the new one resumes at ``resume_from`` (or, if it claims more than was
+        ever sent, at the oldest frame kept; the first hop of a call redirected here adopts
+        it: see *Failover*)."""
         call = self._calls.get(session_id)
         if call is None:
             if session_id in self._ended:
                 return Claim(ClaimKind.ENDED, session_id, Hop(connection, 0))
-            if resume_from > 0:  # it saw frames of this call, through a gateway that is gone
+            if resume_from > 0 and epoch is None:  # through a gateway that is gone
                 return Claim(ClaimKind.UNKNOWN, session_id, Hop(connection, -1), asked=resume_from)
             call, created = self._new(session_id), True
         else:
             created = False
+        named = 0 if epoch is None else epoch
+        if named < call.epoch:
+            return Claim(ClaimKind.STALE, session_id, Hop(connection, -1), asked=resume_from)
+        newer, call.epoch = named > call.epoch, named
+        if not call.had_hop and call.hop is None and (resume_from > 0 or (sent or 0) > 0):
+            call.base = resume_from - call.ring.first  # adopt: send it all that is kept
+            call.from_session = max(call.from_session, sent or 0)
         old = call.hop
         if old is not None:
             old.superseded = True
+            old.fenced = newer
         hop = Hop(connection, call.resume_point(resume_from))
         resumed = call.had_hop
         return Claim(ClaimKind.ATTACH, session_id, hop, call, resumed, created, old, resume_from)
@@ -143,7 +201,7 @@ class Calls(Generic[C]):
             return
         old = claim.replaced
         if old is not None:
-            old.superseded = False  # the hop it would have replaced goes on
+            old.superseded = old.fenced = False  # the hop it would have replaced goes on
             return
         if claim.created and call.side(Role.PROVIDER) is Side.NOT_YET:
             del self._calls[call.session_id]  # nothing of this call ever existed

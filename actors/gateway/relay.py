@@ -33,6 +33,7 @@ from typing import Any
 
 from ..codecs import Frame
 from ..config import GatewayConfig
+from ..wire.constants import CloseCode
 from ._ws import ConnectionClosed, ServerConnection
 from .admission import GatewayConnection, peer
 from .calls import NORMAL, POLICY, Call, Deadline, Ending, Hop
@@ -141,8 +142,9 @@ class Relay:
             call.ring.received,
         )
         if old is not None:
-            # Its connector is gone (it redialled); make sure its socket is too.
-            self._spawn(old.connection.close(POLICY, "replaced by a newer connection"))
+            # Its connector is gone (it redialled), or lost the session (fenced): make sure
+            # its socket is gone too.
+            self._spawn(old.connection.close(*_replaced(old)))
         writer = asyncio.create_task(self._feed_session(call, hop))
         try:
             await self._relay_from_session(ws, call, hop)
@@ -174,7 +176,7 @@ class Relay:
         async for frame in ws:
             if hop.superseded:
                 # Returning would close it with 1000, which reads as "session ended".
-                await ws.close(POLICY, "replaced by a newer connection")
+                await ws.close(*_replaced(hop))
                 return
             provider = call.session_frame()
             if provider is not None and provider.write_nowait(frame):
@@ -282,6 +284,14 @@ class Relay:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _replaced(hop: _Hop) -> tuple[int, str]:
+    """How a superseded hop is closed: fenced (a newer lease epoch took the call), or
+    replaced by its own session's newer connection."""
+    if hop.fenced:
+        return int(CloseCode.SESSION_FENCED), "a newer lease epoch holds the call"
+    return POLICY, "replaced by a newer connection"
 
 
 def _close_of(ws: ServerConnection) -> str:

@@ -31,6 +31,13 @@ many frames of the session it has received (``X-Gateway-Received``), and the con
 from there. So a dropped session hop loses nothing and doubles nothing, within the buffers.
 The bookkeeping is :mod:`actors.gateway.calls` (sans-I/O); the relaying, the bounded buffers'
 use and how a call ends, :mod:`actors.gateway.relay`.
+
+**In a cluster** (:mod:`actors.gateway.pairing`): a hop may name its session's lease epoch
+(``X-Session-Epoch``), and a hop of an older epoch than one seen for its call is closed with
+4409 (``SESSION_FENCED``), as is the current hop when a newer epoch's arrives; a call
+redirected here from a gateway that died is adopted by its first hop; a stream credential may
+cover a nonce that names this gateway (``gateway_id``); and :meth:`MediaGateway.drain` stops
+new calls while those held go on.
 """
 
 from __future__ import annotations
@@ -47,14 +54,26 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..codecs import Frame
 from ..config import GatewayConfig
-from ..signing import verify_hop_token, verify_stream_token, verify_twilio_signature
+from ..signing import (
+    nonce_gateway,
+    verify_hop_token,
+    verify_stream_token,
+    verify_twilio_signature,
+)
 from ..startable import Startable
-from ..wire.constants import RECEIVED_HEADER, RESUME_FROM_HEADER, SESSIONS_PATH, CloseCode
+from ..wire.constants import (
+    EPOCH_HEADER,
+    RECEIVED_HEADER,
+    RESUME_FROM_HEADER,
+    SENT_HEADER,
+    SESSIONS_PATH,
+    CloseCode,
+)
 from ._ws import ConnectionClosed, Request, Response, ServerConnection
 from .admission import Admission, GatewayConnection, peer
 from .calls import GOING_AWAY, NORMAL, POLICY, Call
 from .loopback import ServerThread
-from .pairing import ClaimKind, Refusal
+from .pairing import ClaimKind, HopRequest, Refusal
 from .relay import GatewayStats, Relay
 from .streams import EARLY_FRAMES, STREAM_KINDS, StreamKind, route_of
 
@@ -62,6 +81,7 @@ __all__ = [
     "CALL_UNKNOWN",
     "RECEIVED_HEADER",
     "RESUME_FROM_HEADER",
+    "SESSION_FENCED",
     "GatewayStats",
     "MediaGateway",
 ]
@@ -72,6 +92,7 @@ logger = logging.getLogger(__name__)
 # restarted, or forgot the call long ago): the call cannot be resumed, so redialling would not
 # help. Re-exported here, where the gateway's users have always found it.
 CALL_UNKNOWN: Final = int(CloseCode.CALL_UNKNOWN)
+SESSION_FENCED: Final = int(CloseCode.SESSION_FENCED)
 _INVALID_DATA: Final = int(CloseCode.INVALID_PAYLOAD)
 _INTERNAL_ERROR: Final = int(CloseCode.INTERNAL_ERROR)
 _SESSIONS_SEGMENT: Final = SESSIONS_PATH.strip("/")
@@ -83,10 +104,14 @@ _Connection = GatewayConnection
 
 class MediaGateway(Startable):
     """The gateway server. ``start()`` runs it on a thread of its own (embedded in a
-    service, or standalone under ``transport-actors gateway``); ``stop()`` ends it."""
+    service, or standalone under ``transport-actors gateway``); ``stop()`` ends it.
+    ``gateway_id``: its id in a cluster (a stream nonce naming another gateway is refused)."""
 
-    def __init__(self, config: GatewayConfig, *, secret: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, secret: str | None = None, gateway_id: str | None = None
+    ) -> None:
         self.config = config
+        self.gateway_id = gateway_id
         secret = secret or config.secret
         if not secret:
             if not config.embedded:
@@ -131,6 +156,21 @@ class MediaGateway(Startable):
 
     def stop(self, timeout: float = 5.0) -> None:
         self._server.stop(timeout)
+
+    def drain(self) -> None:
+        """Take no new call from now on (a provider stream for a call not held here is
+        refused); the calls held go on to their end. Callable from any thread."""
+        self._relay.calls.draining = True
+        logger.info("media gateway draining: no new call; %d go on", self.calls_active)
+
+    @property
+    def draining(self) -> bool:
+        return self._relay.calls.draining
+
+    @property
+    def calls_active(self) -> int:
+        """The calls held right now (a gateway's load in a cluster)."""
+        return len(self._relay.calls)
 
     @property
     def secret(self) -> str:
@@ -211,15 +251,16 @@ class MediaGateway(Startable):
                     connection, 403, "bad_token", f"session {name}: invalid or missing token"
                 )
             self._admission.authenticate(connection)
-            try:
-                resume_from = int(request.headers.get(RESUME_FROM_HEADER, "0"))
-                if resume_from < 0:
-                    raise ValueError
-            except ValueError:
-                return self._reject(
-                    connection, 400, "bad_request", f"{RESUME_FROM_HEADER} must be an integer >= 0"
-                )
-            connection.hop_request = (name, resume_from)
+            numbers: dict[str, int | None] = {}
+            for header in (RESUME_FROM_HEADER, EPOCH_HEADER, SENT_HEADER):
+                text = request.headers.get(header)
+                numbers[header] = None if text is None else _count(text)
+                if text is not None and numbers[header] is None:
+                    why = f"{header} must be an integer >= 0"
+                    return self._reject(connection, 400, "bad_request", why)
+            connection.hop_request = HopRequest(
+                name, numbers[RESUME_FROM_HEADER] or 0, numbers[EPOCH_HEADER], numbers[SENT_HEADER]
+            )
             return None
         return self._reject(connection, 404, "unknown_path", "no such route")
 
@@ -233,15 +274,25 @@ class MediaGateway(Startable):
         assert isinstance(connection, _Connection)
         if connection.hop_request is None or response.status_code != 101:
             return
-        session_id, resume_from = connection.hop_request
-        claim = self._relay.calls.claim(session_id, connection, resume_from)
+        asked = connection.hop_request
+        session_id, resume_from = asked.session_id, asked.resume_from
+        claim = self._relay.calls.claim(
+            session_id, connection, resume_from, epoch=asked.epoch, sent=asked.sent
+        )
         if claim.kind is ClaimKind.UNKNOWN:
             self._admission.count("unknown_call")
             logger.warning("session %s: resumes a call this gateway has no record of", session_id)
+        elif claim.kind is ClaimKind.STALE:
+            self._admission.count("stale_epoch")
+            logger.warning(
+                "session %s: refused a hop of lease epoch %s: a newer one holds the call",
+                session_id,
+                asked.epoch,
+            )
         elif claim.call is not None:
             if claim.replaced is not None:
                 claim.replaced.connection.ready.set()  # wake its writer so that it notices
-            sent = claim.call.ring.received
+            sent = claim.call.sent_to_session
             if resume_from > sent:
                 logger.error(
                     "session %s: hop says it received %d frames, only %d were sent; resending all",
@@ -266,6 +317,8 @@ class MediaGateway(Startable):
                 elif claim.kind is ClaimKind.UNKNOWN:
                     why = "the gateway has no record of this call (restarted?)"
                     await connection.close(CALL_UNKNOWN, why)
+                elif claim.kind is ClaimKind.STALE:
+                    await connection.close(SESSION_FENCED, "a newer lease epoch holds the call")
                 elif claim.call is None or claim.call.ended:  # it ended before this hop came
                     await connection.close(NORMAL, "call ended")
                 else:
@@ -322,15 +375,20 @@ class MediaGateway(Startable):
     async def _pair(self, ws: _Connection, parameters: dict[str, str]) -> Call[_Connection] | None:
         """The call the stream's parameters name, now holding ``ws``; or refuse."""
         route = route_of(parameters)
-        session_id, token = route.session_id, route.token
+        session_id, token, nonce = route.session_id, route.token, route.nonce
         if session_id is None or token is None:
             await self._refuse(ws, "unknown_session", "start names no session and token")
             return None
         if not _SESSION_ID.fullmatch(session_id):
             await self._refuse(ws, "bad_session_id", "start names no valid session id")
             return None
-        if not verify_stream_token(self._secret, session_id, token):
+        if not verify_stream_token(self._secret, session_id, token, nonce):
             await self._refuse(ws, "bad_token", f"session {session_id}: invalid token")
+            return None
+        named = nonce_gateway(nonce)
+        if named is not None and self.gateway_id is not None and named != self.gateway_id:
+            # A credential minted for another gateway (replayed here after a redirect).
+            await self._refuse(ws, "wrong_gateway", f"session {session_id}: not for this gateway")
             return None
         call = self._relay.pair(session_id, ws)
         if isinstance(call, Refusal):
@@ -364,6 +422,12 @@ def _basic_auth_ok(header: str | None, expected: tuple[str, str]) -> bool:
         return False
     wanted = f"{expected[0]}:{expected[1]}".encode()
     return hmac.compare_digest(given, wanted)
+
+
+def _count(text: str) -> int | None:
+    """A header's count: decimal digits only (no sign, no spaces), else ``None``."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def _route_of(path: str) -> tuple[str, str]:

@@ -30,6 +30,7 @@ from ..routing import decode_client_state, decode_extra_headers
 
 __all__ = [
     "EARLY_FRAMES",
+    "NONCE_PARAMETER",
     "SESSION_PARAMETER",
     "STREAM_KINDS",
     "TOKEN_PARAMETER",
@@ -42,6 +43,8 @@ __all__ = [
 #: gateway (the Twilio provider puts them in the TwiML's ``<Parameter>`` elements).
 SESSION_PARAMETER: Final = "session"
 TOKEN_PARAMETER: Final = "token"  # noqa: S105 (the name of a parameter)
+#: The nonce the token covers, if any (:func:`actors.signing.stream_nonce`).
+NONCE_PARAMETER: Final = "nonce"
 
 #: Frames a provider stream may send before the one that names its call.
 EARLY_FRAMES: Final = 8
@@ -71,10 +74,12 @@ class StreamKind:
 
 @dataclass(frozen=True, slots=True)
 class StreamRoute:
-    """Where a stream belongs: either value is ``None`` when the parameters lack it."""
+    """Where a stream belongs: either value is ``None`` when the parameters lack it; the
+    ``nonce`` its token covers is ``""`` when there is none."""
 
     session_id: str | None
     token: str | None
+    nonce: str = ""
 
 
 def _twilio_parameters(frame: Frame) -> Mapping[str, str] | None:
@@ -173,5 +178,9 @@ STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
 
 
 def route_of(parameters: Mapping[str, str]) -> StreamRoute:
-    """The session and token a stream's custom parameters name."""
-    return StreamRoute(parameters.get(SESSION_PARAMETER), parameters.get(TOKEN_PARAMETER))
+    """The session, token and nonce a stream's custom parameters name."""
+    return StreamRoute(
+        parameters.get(SESSION_PARAMETER),
+        parameters.get(TOKEN_PARAMETER),
+        parameters.get(NONCE_PARAMETER, ""),
+    )

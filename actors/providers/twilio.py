@@ -29,7 +29,7 @@ from ..config import RuntimeConfig, TwilioProviderConfig
 from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..signing import hop_token, stream_token
+from ..signing import hop_token, stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
@@ -418,9 +418,11 @@ class TwilioProvider:
                 f"or providers.{self.name}.from_number in the config"
             )
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
+        nonce = stream_nonce()  # a credential of this TwiML's own (actors.signing)
+        token = stream_token(gateway.secret, session_id, nonce)
         # The application's own parameters come back in Started.parameters; ours win.
-        parameters = {**dict(request.parameters or {}), "session": session_id, "token": token}
+        ours = {"session": session_id, "token": token, "nonce": nonce}
+        parameters = {**dict(request.parameters or {}), **ours}
         twiml = build_stream_twiml(gateway.public_url.rstrip("/") + "/twilio", parameters)
         progress = self._infrastructure.progress_urls(self.config)
         extra = _amd_form(request.machine_detection, progress)
@@ -481,7 +483,7 @@ class TwilioProvider:
             close_timeout_s=runtime.shutdown_timeout_s,
             resume_frames=gateway.resume_frames,
         )
-        codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
+        codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:

@@ -14,8 +14,10 @@ import re
 __all__ = [
     "ACCOUNT_SID",
     "CALL_SID",
+    "EPOCH_HEADER",
     "RECEIVED_HEADER",
     "RESUME_FROM_HEADER",
+    "SENT_HEADER",
     "SESSIONS_PATH",
     "CloseCode",
     "is_sendable",
@@ -49,6 +51,9 @@ class CloseCode(enum.IntEnum):
     #: The gateway has no record of the call a session tries to resume (it restarted, or
     #: forgot the call long ago): the call cannot be resumed, so redialling would not help.
     CALL_UNKNOWN = 4404
+    #: A hop of the same session that names a newer lease epoch holds the call (another
+    #: runtime node took the session over): this connection's node has lost it for good.
+    SESSION_FENCED = 4409
 
 
 # RFC 6455 7.4.1-7.4.2 and the IANA registry: the codes an endpoint may put in a close frame.
@@ -74,6 +79,12 @@ def is_sendable(code: int) -> bool:
 #: hands response headers back with lowercased names, so look ``RECEIVED_HEADER.lower()`` up.
 RESUME_FROM_HEADER = "X-Resume-From"
 RECEIVED_HEADER = "X-Gateway-Received"
+#: Optional on a session hop's handshake, for a cluster's sessions: the session's lease epoch
+#: (the gateway admits only the newest connector of a call: see actors.gateway.pairing), and
+#: how many frames the session has sent (so that a gateway a call was redirected to, after
+#: another died, neither asks for them again nor numbers later ones from 0).
+EPOCH_HEADER = "X-Session-Epoch"
+SENT_HEADER = "X-Session-Sent"
 
 #: Sessions dial the gateway at ``{gateway url}{SESSIONS_PATH}/{session id}``.
 SESSIONS_PATH = "/sessions"

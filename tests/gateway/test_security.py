@@ -70,15 +70,14 @@ def hop(url: str, session_id: str, token: str, resume_from: int = 0) -> wsc.WebS
 
 @contextlib.contextmanager
 def provider(
-    url: str, session_id: str, token: str
+    url: str, session_id: str, token: str, nonce: str | None = None
 ) -> Iterator[tuple[ClientConnection, TwilioStream]]:
-    """Twilio's side of a stream: connected, then start with the session and ``token``."""
-    stream = TwilioStream(
-        new_sid("MZ"),
-        new_sid("CA"),
-        ACCOUNT,
-        custom_parameters={"session": session_id, "token": token},
-    )
+    """Twilio's side of a stream: connected, then start with the session and ``token``
+    (and the ``nonce`` the token covers, if any)."""
+    parameters = {"session": session_id, "token": token}
+    if nonce is not None:
+        parameters["nonce"] = nonce
+    stream = TwilioStream(new_sid("MZ"), new_sid("CA"), ACCOUNT, custom_parameters=parameters)
     with connect(url + "/twilio", open_timeout=5, close_timeout=1) as ws:
         ws.send(stream.connected())
         ws.send(stream.start())
@@ -124,14 +123,16 @@ def test_no_value_in_a_calls_twiml_opens_its_session_hop() -> None:
         twiml = emulator.api.call(info.call_id).twiml
         assert twiml is not None
         values = twiml_values(twiml)
-        assert stream_token(gateway.secret, sid) in values  # what the TwiML does carry
+        nonce = values[values.index("nonce") + 1]  # <Parameter name="nonce" value="...">
+        token = stream_token(gateway.secret, sid, nonce)
+        assert token in values  # what the TwiML does carry
         assert hop_token(gateway.secret, sid) not in twiml
         for value in values:
             with pytest.raises(wsc.WebSocketBadStatusException) as refused:
                 hop(gateway.url, sid, value).close()
             assert refused.value.status_code == 403, value
         # The TwiML's stream, replayed: that stream token has paired its one stream.
-        with provider(gateway.url, sid, stream_token(gateway.secret, sid)) as (replay, _):
+        with provider(gateway.url, sid, token, nonce) as (replay, _):
             code, reason = closed_with(replay)
         assert (code, "already has a provider stream" in reason) == (1008, True)
         stats = gateway.stats()

@@ -164,7 +164,14 @@ def test_the_contract_stands_below_its_implementations() -> None:
 
 # -- one spelling of each wire constant ------------------------------------------------------
 
-SPELLINGS = ("X-Resume-From", "X-Gateway-Received", "AC[0-9a-fA-F]{32}", "CA[0-9a-fA-F]{32}")
+SPELLINGS = (
+    "X-Resume-From",
+    "X-Gateway-Received",
+    "X-Session-Epoch",
+    "X-Session-Sent",
+    "AC[0-9a-fA-F]{32}",
+    "CA[0-9a-fA-F]{32}",
+)
 MAY_SPELL = ("wire/constants.py",)
 
 
