@@ -646,6 +646,16 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
         )
     else:
         cpu_line = "- CPU per call: no N is held by both, so no ratio at a held load"
+    lossless = [o for o, p in rows if o.lost == 0 == p.lost and not o.errors and not p.errors]
+    if lossless:
+        at = max(lossless, key=lambda row: row.sessions)
+        pipecat_at = next(p for o, p in rows if o is at)
+        cpu_line += (
+            f"; at the largest N both echo every frame ({at.sessions}): ours "
+            f"{at.cpu_per_call:.2f} ms/s, Pipecat {pipecat_at.cpu_per_call:.2f} ms/s, ratio "
+            f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (above it one side is "
+            "saturated and CPU per call says little)"
+        )
     ours_name = rows[0][0].impl if rows else STAND_IN
     return "\n".join(
         [
@@ -679,13 +689,13 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
 
 
 def _with_pipecat_block(notes: str, block: str) -> str:
-    """The notes with the Pipecat block replaced (or put first, after the notes marker)."""
+    """The notes with the Pipecat block replaced in place (or added at their end)."""
     if PIPECAT_BEGIN in notes and PIPECAT_END in notes:
         head, rest = notes.split(PIPECAT_BEGIN, 1)
         return head + block + rest.split(PIPECAT_END, 1)[1]
-    if notes.startswith(NOTES_MARKER):
-        return NOTES_MARKER + "\n" + block + "\n" + notes[len(NOTES_MARKER) :]
-    return NOTES_MARKER + "\n" + block + "\n" + notes
+    if not notes.startswith(NOTES_MARKER):
+        notes = NOTES_MARKER + "\n" + notes
+    return notes.rstrip("\n") + "\n\n" + block + "\n"
 
 
 # -- the report -------------------------------------------------------------------------------
