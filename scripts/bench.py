@@ -653,8 +653,8 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
         cpu_line += (
             f"; at the largest N both echo every frame ({at.sessions}): ours "
             f"{at.cpu_per_call:.2f} ms/s, Pipecat {pipecat_at.cpu_per_call:.2f} ms/s, ratio "
-            f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (above it one side is "
-            "saturated and CPU per call says little)"
+            f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (where a side is "
+            "saturated, CPU per call says little)"
         )
     ours_name = rows[0][0].impl if rows else STAND_IN
     return "\n".join(
