@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import multiprocessing as mp
 import os
 import platform
-import resource
-import struct
+import select
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,9 +42,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import requests  # noqa: E402  (the naive baseline's REST calls)
 import websocket  # noqa: E402  (the naive baseline and the raw throughput reference)
+
+# The frame clock, tags and helper processes, shared with the dial-in peer (scripts/_peer.py).
+from _peer import (  # noqa: E402
+    FRAME_S,
+    LATE_MS,
+    CallSpec,
+    DialResult,
+    Helper,
+    serve_dialer,
+)
+from _peer import cpu_s as _cpu_s  # noqa: E402
+from _peer import frame as _frame  # noqa: E402
+from _peer import pct as _pct  # noqa: E402
+from _peer import report_cpu_until_stopped as _report_cpu_until_stopped  # noqa: E402
+from _peer import rss_mb as _rss_mb  # noqa: E402
+from _peer import rtt_ms as _rtt_ms  # noqa: E402
 
 from actors import Audio, Binary, Started, Text, TransportService  # noqa: E402
 from actors.config import (  # noqa: E402
@@ -60,36 +77,11 @@ from actors.gateway import ServerThread, echo  # noqa: E402
 from actors.gateway.server import MediaGateway  # noqa: E402
 from actors.signing import hop_token, stream_token  # noqa: E402
 
-FRAME_S = 0.020
-FRAME_BYTES = 160
-LATE_MS = 100.0
 NOTES_MARKER = "<!-- notes: kept across runs -->"
 ACCOUNT = "AC" + "be" * 16
 AUTH = "bench-auth-token"
 SECRET = "bench-gateway-secret"
 TO, FROM = "+15550100", "+15550199"
-_HEADER = struct.Struct(">IQ")  # sequence, perf_counter_ns at send
-_FILLER = b"\xff" * (FRAME_BYTES - _HEADER.size)
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- helper processes: the gateway and the peer -----------------------------------------------
@@ -107,30 +99,6 @@ def _serve_peer(conn: Connection) -> None:
     conn.send(emulator.url)
     _report_cpu_until_stopped(conn)
     emulator.stop()
-
-
-def _report_cpu_until_stopped(conn: Connection) -> None:
-    while conn.recv() == "cpu":
-        conn.send(_cpu_s())
-
-
-class Helper:
-    """A child process serving something; reports its CPU time on request."""
-
-    def __init__(self, target: Callable[[Connection], None]) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=target, args=(child,), daemon=True)
-        self._process.start()
-        self.url: str = self._conn.recv()
-
-    def cpu_s(self) -> float:
-        self._conn.send("cpu")
-        return float(self._conn.recv())
-
-    def stop(self) -> None:
-        self._conn.send("stop")
-        self._process.join(10)
 
 
 # -- one load step ----------------------------------------------------------------------------
@@ -151,6 +119,8 @@ class Step:
     peer_pct: float = 0.0
     rss_per_session_mb: float = 0.0
     threads: int = 0
+    rss_mb: float = 0.0  # this process's RSS at the window's end
+    gateway_rss_mb: float = 0.0  # the gateway process's, likewise
 
     @property
     def received(self) -> int:
@@ -201,16 +171,9 @@ def _run_load(
     step.gateway_pct = 100 * (gateway.cpu_s() - g0) / wall
     step.peer_pct = 100 * (peer.cpu_s() - p0) / wall
     step.threads = threading.active_count()
+    step.rss_mb, step.gateway_rss_mb = _rss_mb(), _rss_mb(gateway.pid)
     for reader in readers:
         reader.join(LATE_MS / 1000 * 20)
-
-
-def _frame(tick: int) -> bytes:
-    return _HEADER.pack(tick, time.perf_counter_ns()) + _FILLER
-
-
-def _rtt_ms(payload: bytes) -> float:
-    return (time.perf_counter_ns() - _HEADER.unpack_from(payload)[1]) / 1e6
 
 
 def load_ours(n: int, seconds: float, gateway: Helper, peer: Helper) -> Step:
@@ -442,6 +405,299 @@ def idle(n: int) -> tuple[float, int, float]:
     return per_session, threads, opened
 
 
+# -- a real peer side by side: Pipecat --------------------------------------------------------
+
+PIPECAT_VENV = ROOT / ".cache" / "pipecat-venv"
+# What was measured (BENCHMARKS.md names it). The venv is made on first use of --pipecat, and
+# made again when this list changes; it is never a dependency of the project.
+PIPECAT_REQUIREMENTS = (
+    "pipecat-ai[websocket]==1.14.0",
+    "fastapi==0.165.0",
+    "uvicorn[standard]==0.54.0",
+)
+PIPECAT_SWEEP = [50, 100, 150, 200, 250]
+PIPECAT_BEGIN = "<!-- pipecat: begin (written by bench.py --pipecat) -->"
+PIPECAT_END = "<!-- pipecat: end -->"
+STAND_IN = "ours: outbound (stand-in until inbound lands)"
+
+
+def pipecat_python() -> Path:
+    """The Pipecat venv's interpreter, the venv made and Pipecat installed into it if need be."""
+    python = PIPECAT_VENV / "bin" / "python"
+    stamp = PIPECAT_VENV / "bench-requirements.txt"
+    wanted = "\n".join(PIPECAT_REQUIREMENTS) + "\n"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(
+        f"bench: installing {', '.join(PIPECAT_REQUIREMENTS)} into {PIPECAT_VENV}", file=sys.stderr
+    )
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PIPECAT_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PIPECAT_REQUIREMENTS], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+class PipecatServer:
+    """``scripts/pipecat_echo_server.py`` in a process of its own, in the Pipecat venv."""
+
+    def __init__(self, python: Path, log: Path) -> None:
+        self._log = log.open("w")
+        self._process = subprocess.Popen(
+            [str(python), str(ROOT / "scripts" / "pipecat_echo_server.py")],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], 120)
+        line = self._process.stdout.readline() if ready else ""
+        if not line.startswith("pipecat-echo ready"):
+            self.stop()
+            raise RuntimeError(f"the Pipecat server did not start (see {log}): {line!r}")
+        fields = dict(item.split("=") for item in line.split()[2:])
+        self.pid = self._process.pid
+        self.base = f"127.0.0.1:{fields['port']}"
+        self.url = f"ws://{self.base}/ws"
+
+    def active(self) -> int:
+        with urllib.request.urlopen(f"http://{self.base}/active", timeout=5) as reply:
+            return int(json.load(reply)["pipelines"])
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until the last step's pipelines have all ended."""
+        deadline = time.monotonic() + timeout
+        waiter = threading.Event()
+        while self.active() and time.monotonic() < deadline:
+            waiter.wait(0.1)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
+        self._log.close()
+
+
+@dataclass
+class PeerRow:
+    """One implementation at one N, as the table beside Pipecat shows it."""
+
+    impl: str
+    sessions: int
+    sent: int
+    rtts_ms: list[float]
+    late: int
+    errors: list[str]
+    cpu_pct: dict[str, float]  # by process, % of one core over the window
+    rss_mb: float  # of those processes, at the window's end
+    rss_per_call_mb: float  # their growth from idle, per call
+    peer_pct: float
+    setup_ms: list[float] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - len(self.rtts_ms)
+
+    @property
+    def cpu_total(self) -> float:
+        return sum(self.cpu_pct.values())
+
+    @property
+    def cpu_per_call(self) -> float:
+        """CPU time per second of call, in ms (10x the % of a core, over N)."""
+        return 10 * self.cpu_total / self.sessions
+
+
+def _row_from_dial(impl: str, n: int, result: DialResult, idle_rss: dict[str, float]) -> PeerRow:
+    """A dial-in peer's load step as a row; ``idle_rss`` is each process's RSS when idle."""
+    return PeerRow(
+        impl,
+        n,
+        result.sent,
+        result.rtts_ms,
+        result.late,
+        result.errors + [f"{n - result.ready} calls never ready"] * (result.ready < n),
+        result.cpu_pct,
+        sum(result.rss_mb.values()),
+        sum(result.rss_mb[name] - idle_rss[name] for name in result.rss_mb) / n,
+        result.peer_pct,
+        result.setup_ms,
+    )
+
+
+def load_pipecat(
+    n: int, seconds: float, server: PipecatServer, dialer: Helper, idle_rss: float
+) -> PeerRow:
+    """N Twilio calls dialled into the Pipecat echo bot by the dial-in peer."""
+    server.wait_idle()
+    specs = [CallSpec(server.url)] * n
+    result: DialResult = dialer.request(("load", specs, seconds, {"pipecat": server.pid}))
+    return _row_from_dial("pipecat", n, result, {"pipecat": idle_rss})
+
+
+def load_ours_inbound(n: int, seconds: float, gateway: Helper, dialer: Helper) -> PeerRow | None:
+    """Ours measured as Pipecat is: N calls dialled in by the same dial-in peer, accepted by
+    application threads that echo what they read. None until inbound calls are on main (then
+    the outbound stand-in takes its place).
+
+    To be filled in once ``TransportService.accept_session`` lands: a ``TransportService`` on
+    the external gateway (``gateway.url``, as :func:`load_ours` configures it) with N application
+    threads, each accepting a session and writing back every ``Audio`` it reads (the dial-in
+    peer's tags survive mu-law and PCM alike); then
+    ``result = dialer.request(("load", specs, seconds, {"runtime": os.getpid(), "gateway":
+    gateway.pid}))`` with one ``CallSpec(f"{gateway.url}/twilio", parameters)`` per call (the
+    custom parameters the gateway's inbound route takes), and
+    ``return _row_from_dial("ours: inbound", n, result, idle_rss)`` with ``idle_rss`` the two
+    processes' RSS before the service started.
+    """
+    return None
+
+
+def _stand_in(step: Step, gateway_idle_rss: float) -> PeerRow:
+    """The outbound path (:func:`load_ours`) as a row beside Pipecat's: runtime + gateway."""
+    n = step.sessions
+    return PeerRow(
+        STAND_IN,
+        n,
+        step.sent,
+        step.rtts_ms,
+        step.late,
+        step.errors,
+        {"runtime": step.cpu_pct, "gateway": step.gateway_pct},
+        step.rss_mb + step.gateway_rss_mb,
+        step.rss_per_session_mb + (step.gateway_rss_mb - gateway_idle_rss) / n,
+        step.peer_pct,
+        step.setup_ms,
+    )
+
+
+def pipecat_sweep(
+    sweep: list[int], seconds: float, gateway: Helper, peer: Helper, gateway_idle_rss: float
+) -> list[tuple[PeerRow, PeerRow]]:
+    """Per N: ours (inbound, or the outbound stand-in until then), then Pipecat, same load."""
+    python = pipecat_python()
+    server = PipecatServer(python, ROOT / ".cache" / "pipecat-server.log")
+    dialer = Helper(serve_dialer)
+    rows: list[tuple[PeerRow, PeerRow]] = []
+    try:
+        server_idle_rss = _rss_mb(server.pid)
+        for n in sweep:
+            ours = load_ours_inbound(n, seconds, gateway, dialer)
+            if ours is None:
+                ours = _stand_in(load_ours(n, seconds, gateway, peer), gateway_idle_rss)
+            pipecat = load_pipecat(n, seconds, server, dialer, server_idle_rss)
+            rows.append((ours, pipecat))
+            print(*_pipecat_table([(ours, pipecat)])[2:], sep="\n", file=sys.stderr, flush=True)
+    finally:
+        dialer.stop()
+        server.stop()
+    return rows
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def _pipecat_table(rows: list[tuple[PeerRow, PeerRow]]) -> list[str]:
+    lines = [
+        "| N | impl | p50 ms | p99 ms | p99.9 ms | sent | lost | late | errors "
+        "| CPU % by process | CPU % | CPU ms/s per call | RSS MB | RSS MB/call | peer % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for ours, pipecat in rows:
+        for r in (ours, pipecat):
+            by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in r.cpu_pct.items())
+            lines.append(
+                f"| {r.sessions} | {r.impl} | {_pct(r.rtts_ms, 0.5):.2f} | "
+                f"{_pct(r.rtts_ms, 0.99):.2f} | {_pct(r.rtts_ms, 0.999):.2f} | {r.sent} | "
+                f"{r.lost} | {r.late} | {len(r.errors)} | {by_process} | {r.cpu_total:.0f} | "
+                f"{r.cpu_per_call:.2f} | {r.rss_mb:.0f} | {r.rss_per_call_mb:.3f} | "
+                f"{r.peer_pct:.0f} |"
+            )
+        lines.append(
+            f"| {ours.sessions} | ours/pipecat | "
+            f"{_ratio(_pct(ours.rtts_ms, 0.5), _pct(pipecat.rtts_ms, 0.5))} | "
+            f"{_ratio(_pct(ours.rtts_ms, 0.99), _pct(pipecat.rtts_ms, 0.99))} | "
+            f"{_ratio(_pct(ours.rtts_ms, 0.999), _pct(pipecat.rtts_ms, 0.999))} | | | | | | "
+            f"{_ratio(ours.cpu_total, pipecat.cpu_total)} | "
+            f"{_ratio(ours.cpu_per_call, pipecat.cpu_per_call)} | | "
+            f"{_ratio(ours.rss_per_call_mb, pipecat.rss_per_call_mb)} | |"
+        )
+    return lines
+
+
+def _row_holds(row: PeerRow) -> bool:
+    return row.lost == 0 and not row.errors and _pct(row.rtts_ms, 0.99) <= 20.0
+
+
+def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command: str) -> str:
+    ours_held = [ours.sessions for ours, _ in rows if _row_holds(ours)]
+    pipecat_held = [pipecat.sessions for _, pipecat in rows if _row_holds(pipecat)]
+    both = [ours for ours, pipecat in rows if _row_holds(ours) and _row_holds(pipecat)]
+    if both:
+        at = max(both, key=lambda row: row.sessions)
+        pipecat_at = next(p for o, p in rows if o is at)
+        cpu_line = (
+            f"- CPU per call at the largest N both hold ({at.sessions}): ours "
+            f"{at.cpu_per_call:.2f} ms/s, Pipecat {pipecat_at.cpu_per_call:.2f} ms/s, ratio "
+            f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (target <= 0.3x)"
+        )
+    else:
+        cpu_line = "- CPU per call: no N is held by both, so no ratio at a held load"
+    lossless = [o for o, p in rows if o.lost == 0 == p.lost and not o.errors and not p.errors]
+    if lossless:
+        at = max(lossless, key=lambda row: row.sessions)
+        pipecat_at = next(p for o, p in rows if o is at)
+        cpu_line += (
+            f"; at the largest N both echo every frame ({at.sessions}): ours "
+            f"{at.cpu_per_call:.2f} ms/s, Pipecat {pipecat_at.cpu_per_call:.2f} ms/s, ratio "
+            f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (where a side is "
+            "saturated, CPU per call says little)"
+        )
+    ours_name = rows[0][0].impl if rows else STAND_IN
+    return "\n".join(
+        [
+            PIPECAT_BEGIN,
+            "## Beside a real peer: Pipecat",
+            "",
+            f"Command: `{command}`  ",
+            f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
+            f"Pipecat venv: {', '.join(PIPECAT_REQUIREMENTS)} (`.cache/pipecat-venv`)",
+            "",
+            f"Per N, {seconds:.0f} s of load, one 20 ms mu-law frame every 20 ms per call, "
+            "each echoed by the application. *pipecat*: the dial-in peer (its own process) "
+            "opens N Twilio Media Streams to `scripts/pipecat_echo_server.py` (one uvicorn "
+            "worker) and times each echo; CPU and RSS are of the server process. "
+            f"*{ours_name}*: what `load_ours` measures above (the application's writes through "
+            "the facade, connector and gateway process to the reflecting Twilio peer and "
+            "back), CPU of the runtime and the gateway; its round trip crosses the gateway "
+            "twice, Pipecat's crosses no relay. *peer %* is the load's own process (the "
+            "reflecting emulator for ours, the dial-in peer for Pipecat). CPU ms/s per call: "
+            "CPU time per second of call.",
+            "",
+            *_pipecat_table(rows),
+            "",
+            f"- real time held (p99 <= 20 ms, nothing lost): ours up to "
+            f"**{max(ours_held, default=0)}** calls, Pipecat up to "
+            f"**{max(pipecat_held, default=0)}**",
+            cpu_line,
+            PIPECAT_END,
+        ]
+    )
+
+
+def _with_pipecat_block(notes: str, block: str) -> str:
+    """The notes with the Pipecat block replaced in place (or added at their end)."""
+    if PIPECAT_BEGIN in notes and PIPECAT_END in notes:
+        head, rest = notes.split(PIPECAT_BEGIN, 1)
+        return head + block + rest.split(PIPECAT_END, 1)[1]
+    if not notes.startswith(NOTES_MARKER):
+        notes = NOTES_MARKER + "\n" + notes
+    return notes.rstrip("\n") + "\n\n" + block + "\n"
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -490,7 +746,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, help="messages for the throughput test")
     parser.add_argument("--idle", type=int, help="idle sessions to hold (0: skip)")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="report file")
+    parser.add_argument(
+        "--pipecat",
+        action="store_true",
+        help="also run Pipecat side by side (installs it into .cache/pipecat-venv on first use)",
+    )
+    parser.add_argument(
+        "--pipecat-only",
+        action="store_true",
+        help="only the Pipecat comparison: rewrites that section of the report, nothing else",
+    )
+    parser.add_argument("--pipecat-sessions", type=int, nargs="*", help="N for the Pipecat sweep")
     args = parser.parse_args(argv)
+    pipecat = args.pipecat or args.pipecat_only
+    pipecat_n = args.pipecat_sessions or ([5] if args.quick else PIPECAT_SWEEP)
     sweep = args.sessions or ([5] if args.quick else [50, 100, 150, 200, 250, 300])
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     count = args.messages or (2_000 if args.quick else 20_000)
@@ -498,16 +767,40 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     gateway, peer = Helper(_serve_gateway), Helper(_serve_peer)
+    gateway_idle_rss = _rss_mb(gateway.pid)
     rows: list[tuple[Step, Step]] = []
+    pipecat_rows: list[tuple[PeerRow, PeerRow]] = []
     try:
-        for n in sweep:
+        for n in [] if args.pipecat_only else sweep:
             ours = load_ours(n, seconds, gateway, peer)
             naive = load_naive(n, seconds, gateway, peer)
             rows.append((ours, naive))
             print(*_table([(ours, naive)])[2:], sep="\n", file=sys.stderr, flush=True)
+        if pipecat:
+            pipecat_rows = pipecat_sweep(pipecat_n, seconds, gateway, peer, gateway_idle_rss)
     finally:
         gateway.stop()
         peer.stop()
+    flags = " --quick" * args.quick
+    if pipecat:
+        pipecat_command = "python scripts/bench.py" + flags
+        if args.seconds:
+            pipecat_command += f" --seconds {args.seconds:g}"
+        pipecat_command += " --pipecat-only" if args.pipecat_only else " --pipecat"
+        if args.pipecat_sessions:
+            pipecat_command += " --pipecat-sessions " + " ".join(map(str, args.pipecat_sessions))
+        block = pipecat_report(pipecat_rows, seconds, pipecat_command)
+    out = Path(args.output)
+    written = not args.quick or args.output != str(ROOT / "BENCHMARKS.md")
+    if args.pipecat_only:
+        print(block)
+        if written:
+            old = out.read_text() if out.exists() else ""
+            head, notes = old, ""
+            if NOTES_MARKER in old:
+                head, notes = old[: old.index(NOTES_MARKER)], old[old.index(NOTES_MARKER) :]
+            out.write_text(head + _with_pipecat_block(notes, block))
+        return 0
     ours_tp, raw_tp = throughput(count)
     ws_create = create_latency(50 if not args.quick else 5)
     idle_rss, idle_threads, idle_s = idle(idle_n) if idle_n else (float("nan"), 0, 0.0)
@@ -530,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{idle_threads} threads, opened in {idle_s:.1f} s",
         f"- the whole run took {time.perf_counter() - began:.0f} s",
     ]
-    command = "python scripts/bench.py" + (" --quick" if args.quick else "")
+    command = "python scripts/bench.py" + flags + " --pipecat" * args.pipecat
     report = "\n".join(
         [
             "# Benchmarks",
@@ -555,11 +848,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(report)
-    if not args.quick or args.output != str(ROOT / "BENCHMARKS.md"):
-        out = Path(args.output)
-        # Written notes (history, profiles) below the marker survive a new run.
+    if pipecat:
+        print(block)
+    if written:
+        # Written notes (history, profiles) below the marker survive a new run; so does the
+        # Pipecat section, unless this run measured it anew.
         old = out.read_text() if out.exists() else ""
         notes = old[old.index(NOTES_MARKER) :] if NOTES_MARKER in old else ""
+        if pipecat:
+            notes = _with_pipecat_block(notes, block)
         out.write_text(report + ("\n" + notes if notes else ""))
     return 0
 

@@ -1,12 +1,23 @@
-"""The benchmark script keeps working: one --quick run, its report checked (not its speed)."""
+"""The benchmark script keeps working: one --quick run, its report checked (not its speed); and
+the dial-in peer of its Pipecat row (scripts/_peer.py) works, without Pipecat."""
 
 from __future__ import annotations
 
+import base64
+import functools
+import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from actors.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from actors.gateway import ServerThread
+from actors.gateway._ws import ServerConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,3 +39,72 @@ def test_bench_quick_runs_and_reports(tmp_path: Path) -> None:
         cells = [cell.strip() for cell in row.split("|")]
         lost, errors = cells[6], cells[8]
         assert (lost, errors) == ("0", "0"), row
+
+
+@functools.cache
+def _peer_module() -> ModuleType:
+    """scripts/_peer.py (the scripts are not a package): the bench's shared peer code."""
+    spec = importlib.util.spec_from_file_location("_peer", ROOT / "scripts" / "_peer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_peer"] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ulaw_tag_survives_a_round_trip_through_pcm() -> None:
+    """Pipecat's serializer decodes mu-law to PCM and encodes it back: the tag must come
+    through (a raw struct tag would not: 0x7F comes back as 0xFF)."""
+    peer = _peer_module()
+    for tick in (0, 1, 0x7F7F7F7F, peer.PROBE):
+        sent = peer.ulaw_frame(tick)
+        assert len(sent) == 160
+        back = pcm16_to_ulaw(ulaw_to_pcm16(sent))
+        tag = peer.ulaw_tag(back)
+        assert tag is not None and tag[0] == tick
+        assert tag == peer.ulaw_tag(sent)
+    assert peer.ulaw_tag(b"\xff" * 160) is None  # the server's own silence is not an echo
+
+
+async def _twilio_echo_app(connection: ServerConnection) -> None:
+    """An application behind Twilio Media Streams that plays back what it hears, in 40 ms
+    chunks after the first frame (as Pipecat does by default): the peer cuts them apart."""
+    stream_sid = ""
+    held = b""
+    async for message in connection:
+        event = json.loads(message)
+        if event["event"] == "start":
+            stream_sid = event["start"]["streamSid"]
+        elif event["event"] == "media":
+            audio = base64.b64decode(event["media"]["payload"])
+            first = _is_probe(audio)
+            held += audio
+            if first or len(held) >= 320:
+                payload = base64.b64encode(held).decode()
+                held = b""
+                reply = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
+                await connection.send(json.dumps(reply))
+
+
+def _is_probe(audio: bytes) -> bool:
+    peer = _peer_module()
+    tag = peer.ulaw_tag(audio)
+    return tag is not None and tag[0] == peer.PROBE
+
+
+@pytest.mark.timeout(60)
+def test_dial_in_peer_times_every_echo() -> None:
+    """The dial-in peer (the Pipecat row's load) against a Twilio echo app on loopback: every
+    call ready, every frame sent comes back and is timed, CPU sampled for the named process."""
+    peer = _peer_module()
+    server = ServerThread(_twilio_echo_app, name="bench-twilio-echo").start()
+    try:
+        specs = [peer.CallSpec(f"{server.url}/ws", {"n": str(i)}) for i in range(4)]
+        result = peer.run_dial(specs, 0.4, {"app": os.getpid()})
+    finally:
+        server.stop()
+    assert result.errors == []
+    assert (result.ready, result.sent) == (4, 4 * 20)
+    assert result.lost == 0 and len(result.rtts_ms) == 80
+    assert all(0 < rtt < 2000 for rtt in result.rtts_ms)
+    assert set(result.cpu_pct) == {"app"} and result.rss_mb["app"] > 0

@@ -1,0 +1,348 @@
+"""What the benchmark's processes share: the frame clock, frame tags, helper processes, and the
+dial-in peer (a Twilio stand-in that opens Media Streams to a server, as Twilio does).
+
+``scripts/bench.py`` imports it; so do the helper processes it spawns (``multiprocessing``'s
+spawn gives them the parent's ``sys.path``).
+
+Two kinds of tag put a frame's sequence number and send time (``perf_counter_ns`` of the process
+that sent it) in its first bytes:
+- :func:`frame` / :func:`rtt_ms`: 12 raw bytes (the outbound path and the naive baseline carry
+  the payload untouched);
+- :func:`ulaw_frame` / :func:`ulaw_tag`: survives a decode to 16-bit PCM and an encode back to
+  mu-law, as in an application that works on PCM (Pipecat's Twilio serializer does exactly that):
+  ``lin2ulaw(ulaw2lin(b))`` is ``b`` for every byte but 0x7F (mu-law's negative zero, which comes
+  back as 0xFF), so the tag is written in hex digits (ASCII) behind a marker, 0xFF after it.
+
+The dial-in peer (:func:`serve_dialer`, run by :class:`Helper`): on ``("load", specs, seconds,
+pids)`` it opens one WebSocket per :class:`CallSpec`, sends ``connected`` and ``start`` (a
+stream sid, a call sid, the spec's custom parameters, mu-law 8000 Hz), waits until every call
+echoes a probe frame, then for ``seconds`` sends every call a tagged 20 ms frame every 20 ms
+from one loop on absolute deadlines, and reads the echoes; a frame not echoed within
+:data:`DEADLINE_S` of the last send is lost. It samples the CPU time of the processes named in
+``pids`` (``/proc/<pid>/stat``) and its own at the window's two ends, and their RSS at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import resource
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+FRAME_S = 0.020
+FRAME_BYTES = 160
+LATE_MS = 100.0
+DEADLINE_S = 2.0  # an echo later than this after the last send is counted lost
+ACCOUNT = "AC" + "be" * 16
+
+
+# -- this process and others ------------------------------------------------------------------
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+_CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from ``/proc``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces: count fields after its closing paren.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime: fields 14, 15
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Helper:
+    """A child process serving something; answers requests (its CPU time: ``"cpu"``)."""
+
+    def __init__(self, target: Callable[[Connection], None]) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=target, args=(child,), daemon=True)
+        self._process.start()
+        self.url: str = self._conn.recv()
+
+    @property
+    def pid(self) -> int:
+        pid = self._process.pid
+        assert pid is not None
+        return pid
+
+    def cpu_s(self) -> float:
+        return float(self.request("cpu"))
+
+    def request(self, message: object) -> Any:
+        self._conn.send(message)
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        self._conn.send("stop")
+        self._process.join(10)
+
+
+def report_cpu_until_stopped(conn: Connection) -> None:
+    while conn.recv() == "cpu":
+        conn.send(cpu_s())
+
+
+# -- frame tags -------------------------------------------------------------------------------
+
+_HEADER = struct.Struct(">IQ")  # sequence, perf_counter_ns at send
+_FILLER = b"\xff" * (FRAME_BYTES - _HEADER.size)
+
+
+def frame(tick: int) -> bytes:
+    return _HEADER.pack(tick, time.perf_counter_ns()) + _FILLER
+
+
+def rtt_ms(payload: bytes) -> float:
+    return (time.perf_counter_ns() - _HEADER.unpack_from(payload)[1]) / 1e6
+
+
+_MARK = b"\x5a\xa5"  # neither is 0x7F, nor a hex digit
+_HEX = 2 * _HEADER.size
+_ULAW_TAG = len(_MARK) + _HEX
+_ULAW_FILLER = b"\xff" * (FRAME_BYTES - _ULAW_TAG)
+PROBE = 0xFFFFFFFF  # the sequence number of the readiness probe
+
+
+def ulaw_frame(tick: int) -> bytes:
+    """A 20 ms mu-law frame tagged with ``tick`` and the time now, safe through PCM and back."""
+    return _MARK + _HEADER.pack(tick, time.perf_counter_ns()).hex().encode() + _ULAW_FILLER
+
+
+def ulaw_tag(segment: bytes | bytearray) -> tuple[int, int] | None:
+    """``(tick, sent_ns)`` of a frame made by :func:`ulaw_frame`; None for any other audio."""
+    if segment[:2] != _MARK:
+        return None
+    try:
+        raw = bytes.fromhex(segment[2:_ULAW_TAG].decode("ascii"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if len(raw) != _HEADER.size:
+        return None
+    tick, sent_ns = _HEADER.unpack(raw)
+    return tick, sent_ns
+
+
+# -- the dial-in peer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """Where one call dials its Media Stream, and the ``customParameters`` of its ``start``."""
+
+    url: str
+    custom_parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DialResult:
+    """One load step of the dial-in peer; CPU % is of one core over the sending window."""
+
+    calls: int
+    ready: int = 0
+    sent: int = 0
+    rtts_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    setup_ms: list[float] = field(default_factory=list)  # dial until the probe's echo
+    window_s: float = 0.0
+    cpu_pct: dict[str, float] = field(default_factory=dict)  # by the names given in pids
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    peer_pct: float = 0.0
+
+    @property
+    def received(self) -> int:
+        return len(self.rtts_ms)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+    @property
+    def late(self) -> int:
+        return sum(rtt > LATE_MS for rtt in self.rtts_ms)
+
+
+class _Call:
+    def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
+        self.ws = ws
+        self.stream = stream
+        self.seen = bytearray(ticks)
+        self.rtts: list[float] = []
+        self.buffer = bytearray()
+        self.ready = asyncio.Event()
+        self.errors = 0
+
+    def take(self, payload: bytes) -> None:
+        """Echoed audio, in whatever chunks the server sends it: cut back into frames."""
+        buffer = self.buffer
+        buffer += payload
+        while len(buffer) >= FRAME_BYTES:
+            tag = ulaw_tag(buffer[:FRAME_BYTES])
+            del buffer[:FRAME_BYTES]
+            if tag is None:
+                continue  # audio of the server's own (silence)
+            tick, sent_ns = tag
+            if tick == PROBE:
+                self.ready.set()
+            elif tick < len(self.seen) and not self.seen[tick]:
+                self.seen[tick] = 1
+                self.rtts.append((time.perf_counter_ns() - sent_ns) / 1e6)
+
+
+async def _read(call: _Call) -> None:
+    from actors.codecs.twilio import MediaOut  # noqa: PLC0415  (the helper process only)
+
+    with contextlib.suppress(Exception):  # the connection closing ends the reader
+        async for message in call.ws:
+            try:
+                event = call.stream.parse(message)
+            except ValueError:
+                call.errors += 1
+                continue
+            if isinstance(event, MediaOut):
+                call.take(event.payload)
+
+
+async def _dial(
+    specs: list[CallSpec], seconds: float, pids: Mapping[str, int], result: DialResult
+) -> None:
+    from websockets.asyncio.client import connect  # noqa: PLC0415
+
+    from actors.codecs.twilio import TwilioStream, new_sid  # noqa: PLC0415
+
+    ticks = int(seconds / FRAME_S)
+    calls: list[_Call] = []
+    readers: list[asyncio.Task[None]] = []
+    opening = asyncio.Semaphore(8)  # as the outbound sweep: eight call set-ups at a time
+
+    async def open_call(spec: CallSpec) -> None:
+        async with opening:
+            t0 = time.perf_counter()
+            try:
+                ws = await connect(
+                    spec.url,
+                    compression=None,  # as Twilio: Media Streams are not compressed
+                    open_timeout=10,
+                    ping_interval=None,
+                    max_size=None,
+                )
+            except Exception as exc:
+                result.errors.append(f"dial {spec.url}: {type(exc).__name__}: {exc}")
+                return
+            stream = TwilioStream(
+                new_sid("MZ"), new_sid("CA"), ACCOUNT, custom_parameters=spec.custom_parameters
+            )
+            call = _Call(ws, stream, ticks)
+            calls.append(call)
+            readers.append(asyncio.create_task(_read(call)))
+            await ws.send(stream.connected())
+            await ws.send(stream.start())
+        # The server may drop audio until its pipeline runs: probe until one comes back.
+        deadline = time.perf_counter() + 30
+        while not call.ready.is_set() and time.perf_counter() < deadline:
+            await ws.send(stream.media(ulaw_frame(PROBE), 0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.ready.wait(), 0.2)
+        if call.ready.is_set():
+            result.setup_ms.append((time.perf_counter() - t0) * 1000)
+        else:
+            result.errors.append(f"{stream.call_sid}: no echo of the probe within 30 s")
+
+    await asyncio.gather(*(open_call(spec) for spec in specs))
+    live = [call for call in calls if call.ready.is_set()]
+    result.ready = len(live)
+    loop = asyncio.get_running_loop()
+    cpu0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
+    self0, wall0 = cpu_s(), time.perf_counter()
+    start = loop.time()
+    for tick in range(ticks):
+        delay = start + tick * FRAME_S - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        timestamp = tick * 20
+        for call in list(live):
+            try:
+                await call.ws.send(call.stream.media(ulaw_frame(tick), timestamp))
+                result.sent += 1
+            except Exception as exc:
+                result.errors.append(f"{call.stream.call_sid}: send: {exc}")
+                live.remove(call)
+    wall = time.perf_counter() - wall0
+    result.window_s = wall
+    result.cpu_pct = {
+        name: 100 * (proc_cpu_s(pid) - cpu0[name]) / wall for name, pid in pids.items()
+    }
+    result.peer_pct = 100 * (cpu_s() - self0) / wall
+    result.rss_mb = {name: rss_mb(pid) for name, pid in pids.items()}
+    deadline = time.perf_counter() + DEADLINE_S
+    while time.perf_counter() < deadline and sum(len(c.rtts) for c in calls) < result.sent:
+        await asyncio.sleep(0.05)
+    for call in calls:
+        result.rtts_ms.extend(call.rtts)
+        if call.errors:
+            result.errors.append(f"{call.stream.call_sid}: {call.errors} frames not understood")
+
+    async def hang_up(call: _Call) -> None:
+        with contextlib.suppress(Exception):
+            await call.ws.send(call.stream.stop())
+            await asyncio.wait_for(call.ws.close(), 5)
+
+    await asyncio.gather(*(hang_up(call) for call in calls))
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+def run_dial(specs: list[CallSpec], seconds: float, pids: Mapping[str, int]) -> DialResult:
+    """One load step (see the module docstring), on a new event loop (uvloop's if installed)."""
+    try:
+        import uvloop  # noqa: PLC0415
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    result = DialResult(calls=len(specs))
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_dial(specs, seconds, pids, result))
+    return result
+
+
+def serve_dialer(conn: Connection) -> None:
+    """:class:`Helper` target: ``("load", specs, seconds, pids)`` -> :class:`DialResult`."""
+    conn.send("")  # no URL: it dials, nobody dials it
+    while True:
+        message = conn.recv()
+        if message == "cpu":
+            conn.send(cpu_s())
+        elif isinstance(message, tuple) and message[0] == "load":
+            _, specs, seconds, pids = message
+            conn.send(run_dial(specs, seconds, pids))
+        else:
+            return
