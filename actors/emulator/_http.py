@@ -23,6 +23,7 @@ import logging
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -289,15 +290,15 @@ class HTTPApiServer(Startable):
         with self._lock:
             self._requests.append(request)
 
+    @abstractmethod
     def _handle(
         self, method: str, target: str, authorization: str, body: bytes
     ) -> tuple[Reply, str | None]:
         """Route and answer one request; returns the reply and the operation's name (called
         on the connection's thread)."""
-        raise NotImplementedError
 
 
-class ApiRequestHandler(BaseHTTPRequestHandler):
+class ApiRequestHandler(BaseHTTPRequestHandler, ABC):
     """Reads one request, has the API answer it, writes the answer as JSON.
 
     A subclass per provider sets ``server_version`` and the hooks that word its refusals;
@@ -313,21 +314,21 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
     # -- the provider's words ----------------------------------------------------------------
 
+    @abstractmethod
     def _length_required(self) -> Reply:
         """The answer to a body sent without a Content-Length (chunked)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _bad_length(self) -> Reply:
         """The answer to a Content-Length that is not a length."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _too_large(self, length: int, limit: int) -> Reply:
         """The answer to a body over the API's ``max_body``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _internal_error(self) -> Reply:
         """The answer when answering failed (a bug in the emulator)."""
-        raise NotImplementedError
 
     def _extra_headers(self) -> list[tuple[str, str]]:
         """Headers every answer carries."""
