@@ -283,12 +283,11 @@ class CallFlows:
                     self._note(sid, lambda c: setattr(c, "answered_by", verdict))
             self.api.transition(sid, "in-progress")
             actions: Iterable[Action] | None = ()
-            if flow.pending is not None:
-                pass  # updated while it rang: the new document replaces the first
-            elif call.twiml:
+            # Updated while it rang (flow.pending): the new document replaces the first.
+            if flow.pending is None and call.twiml:
                 self._document(sid, call.twiml)
                 actions = self._parsed(sid, call.twiml)
-            else:
+            elif flow.pending is None:
                 actions = await self._fetch(sid, call.url or "", call.method)
             await self._obey(flow, actions or (), call.url or "")
 
