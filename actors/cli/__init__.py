@@ -4,7 +4,7 @@
 
     transport-actors [--log-level LEVEL] [--log-format text|json] COMMAND ...
     transport-actors demo    [-c FILE] [--provider NAME] [--sessions N] [--seconds S]
-                             [--frame-ms MS] [--no-progress]
+                             [--frame-ms MS] [--inbound] [--no-progress]
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
     transport-actors gateway -c FILE
@@ -144,6 +144,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default=20,
         metavar="MS",
         help="frame period; a frame is MS x 8 bytes of 8 kHz mu-law (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--inbound",
+        action="store_true",
+        help=(
+            "callers dial in instead: N emulated calls to the voice webhook, each taken by a "
+            "worker thread with accept_session, then the same traffic; adds accept latency "
+            "(dial_in to accept_session returned)"
+        ),
     )
     demo.add_argument(
         "--no-progress",

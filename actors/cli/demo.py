@@ -317,6 +317,9 @@ class _Demo(_Traffic):
 
     # -- output ------------------------------------------------------------------------------
 
+    def _path_label(self) -> str:
+        return "calls via " if self.calls else "echo at "
+
     def _summary_rows(self) -> list[tuple[str, str]]:
         return _latency_rows("create_session", self.create_ns)
 
@@ -331,7 +334,7 @@ class _Demo(_Traffic):
         print(
             f"{PROG} demo: {opts.sessions} sessions x {opts.seconds:g} s, one "
             f"{self.frame_bytes}-byte frame every {opts.frame_ms} ms, "
-            + ("calls via " if self.calls else "echo at ")
+            + self._path_label()
             + (self.server_url or "(not started)"),
             file=self.out,
         )
@@ -361,6 +364,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if calls and args.frame_ms != 20:
         print("error: --frame-ms must be 20 for calls (Twilio plays 20 ms frames)", file=sys.stderr)
         return EXIT_USAGE
+    inbound: bool = getattr(args, "inbound", False)
+    if inbound:
+        problem = _inbound_problem(config, args.provider, args.sessions, calls)
+        if problem is not None:
+            print(f"error: --inbound: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     options = _DemoOptions(
         config=config,
         provider=args.provider,
@@ -369,7 +378,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         frame_ms=args.frame_ms,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
+    if inbound:
+        # Here, not at the top: demo_inbound builds on this module.
+        from .demo_inbound import _InboundDemo  # noqa: PLC0415
+
+        return _InboundDemo(options, sys.stdout, sys.stderr).run()
     return _Demo(options, sys.stdout, sys.stderr).run()
+
+
+def _inbound_problem(
+    config: TransportConfig, provider: str, sessions: int, calls: bool
+) -> str | None:
+    """Why ``demo --inbound`` cannot run with this config, if it cannot."""
+    if not calls:
+        return f"callers dial a twilio provider's webhook; {provider!r} is not one"
+    if not config.inbound.enabled:
+        return "inbound.enabled is false: there is no webhook to dial"
+    if sessions > config.inbound.max_sessions:
+        return (
+            f"--sessions {sessions} is more than inbound.max_sessions "
+            f"({config.inbound.max_sessions}): the rest would be answered busy"
+        )
+    return None
 
 
 def _frame_ms(text: str) -> int:
