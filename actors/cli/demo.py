@@ -366,6 +366,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     inbound: bool = getattr(args, "inbound", False)
     if inbound:
+        # Here, not at the top: demo_inbound builds on this module.
+        from .demo_inbound import _inbound_problem, _InboundDemo  # noqa: PLC0415
+
         problem = _inbound_problem(config, args.provider, args.sessions, calls)
         if problem is not None:
             print(f"error: --inbound: {problem}", file=sys.stderr)
@@ -379,27 +382,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     if inbound:
-        # Here, not at the top: demo_inbound builds on this module.
-        from .demo_inbound import _InboundDemo  # noqa: PLC0415
-
         return _InboundDemo(options, sys.stdout, sys.stderr).run()
     return _Demo(options, sys.stdout, sys.stderr).run()
-
-
-def _inbound_problem(
-    config: TransportConfig, provider: str, sessions: int, calls: bool
-) -> str | None:
-    """Why ``demo --inbound`` cannot run with this config, if it cannot."""
-    if not calls:
-        return f"callers dial a twilio provider's webhook; {provider!r} is not one"
-    if not config.inbound.enabled:
-        return "inbound.enabled is false: there is no webhook to dial"
-    if sessions > config.inbound.max_sessions:
-        return (
-            f"--sessions {sessions} is more than inbound.max_sessions "
-            f"({config.inbound.max_sessions}): the rest would be answered busy"
-        )
-    return None
 
 
 def _frame_ms(text: str) -> int:

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TextIO
 
+from ..config import TransportConfig
 from ..errors import AcceptTimeout, TransportError
 from ..service import TransportService
 from ._common import _DEMO_TO, _START_S, PROG
@@ -120,3 +121,19 @@ class _InboundDemo(_Demo):
             ("calls accepted", str(len(self.lanes))),
             *_latency_rows("accept", waits),
         ]
+
+
+def _inbound_problem(
+    config: TransportConfig, provider: str, sessions: int, calls: bool
+) -> str | None:
+    """Why ``demo --inbound`` cannot run with this config, if it cannot."""
+    if not calls:
+        return f"callers dial a twilio provider's webhook; {provider!r} is not one"
+    if not config.inbound.enabled:
+        return "inbound.enabled is false: there is no webhook to dial"
+    if sessions > config.inbound.max_sessions:
+        return (
+            f"--sessions {sessions} is more than inbound.max_sessions "
+            f"({config.inbound.max_sessions}): the rest would be answered busy"
+        )
+    return None
