@@ -7,6 +7,8 @@
                              [--frame-ms MS] [--inbound] [--no-progress]
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
+    transport-actors answer  [-c FILE] [--wav FILE] [--record DIR] [--seconds S]
+                             [--max-calls N] [--dial-in N]
     transport-actors gateway -c FILE
     transport-actors emulator [-c FILE] [--dial-in N]
     transport-actors check   -c FILE
@@ -65,6 +67,7 @@ from ._common import (
     _positive,
     _start_logging,
 )
+from .answer import _cmd_answer
 from .call import _cmd_call
 from .check import _cmd_check
 from .demo import _cmd_demo, _frame_ms
@@ -209,6 +212,58 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     call.set_defaults(func=_cmd_call)
+
+    answer = commands.add_parser(
+        "answer",
+        help="answer inbound calls: play a WAV file into each, record each caller",
+        description=(
+            "Print the voice webhook's URL (configure it as the number's voice URL), then "
+            "answer calls until --max-calls or Ctrl-C / SIGTERM: play --wav (a PCM WAV file, "
+            "any rate: converted to the call's format) into each at real time in 20 ms "
+            "frames, record the caller to DIR/<call sid>.wav, and hang up once the file has "
+            "played and a final mark has come back (after --seconds if given; with neither, "
+            "when the caller hangs up). A summary per call. --dial-in N has the embedded "
+            "emulator call the webhook N times (no account needed). Exit status: 0 every call "
+            "answered without error (a caller may hang up first), 1 a problem, 2 usage, 130 "
+            "Ctrl-C, 143 SIGTERM; every call is hung up and its recording written in every case."
+        ),
+    )
+    answer.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: the embedded default configuration)",
+    )
+    answer.add_argument(
+        "--provider",
+        metavar="NAME",
+        help="answer only this configured twilio provider's calls (default: any)",
+    )
+    answer.add_argument("--wav", metavar="FILE", help="the WAV file to play into each call")
+    answer.add_argument(
+        "--record", metavar="DIR", help="write each caller's audio to DIR/<call sid>.wav"
+    )
+    answer.add_argument(
+        "--seconds",
+        type=_positive(float),
+        metavar="S",
+        help="each call lasts S seconds: the file is cut off, or recording goes on (default: "
+        "the file's length)",
+    )
+    answer.add_argument(
+        "--max-calls",
+        type=_positive(int),
+        metavar="N",
+        help="stop after N calls have been answered and hung up (default: until a signal)",
+    )
+    answer.add_argument(
+        "--dial-in",
+        type=_positive(int, -1),
+        default=0,
+        metavar="N",
+        help="the embedded emulator places N calls (+15550177 -> +15550100) to this webhook",
+    )
+    answer.set_defaults(func=_cmd_answer)
 
     gateway = commands.add_parser(
         "gateway",
