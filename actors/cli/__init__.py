@@ -29,6 +29,15 @@ WAV file, and hangs up once the file has played (after a final mark comes back, 
 tail is recorded), after ``--seconds``, or on Ctrl-C or SIGTERM; then prints a summary. With
 the embedded default configuration it calls the local emulator, which echoes what it hears.
 
+``demo --inbound`` has N emulated callers dial the service's voice webhook instead; N worker
+threads take them with ``accept_session``, and the traffic and checks are the same, plus the
+accept latency (``dial_in`` to ``accept_session`` returned).
+
+``answer`` prints the voice webhook's URL, answers calls until ``--max-calls`` or a signal,
+plays a WAV file into each as ``call`` does, records each caller to ``DIR/<call sid>.wav``
+and hangs up at the end of the file; ``--dial-in N`` has the embedded emulator call it N
+times, so that it runs with no account.
+
 ``gateway`` runs the media gateway standalone (and serves ``/metrics`` for it when
 ``metrics.listen`` is set); ``emulator`` runs the Twilio emulator standalone (its REST API URL
 and account are printed).
@@ -38,15 +47,19 @@ and account are printed).
 
 ``check`` validates a config file and prints it with every secret masked.
 
-Exit codes: 0 success, 1 the demo saw errors or lost frames, the call did not play out (or a
-transport error), 2 a usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM) during ``demo`` or ``call`` (``gateway`` and ``emulator`` exit 0 on either: stopping
-is how they end). Every session is ended before the command exits, whatever stopped it.
+Exit codes: 0 success, 1 the demo saw errors or lost frames, the call did not play out, an
+answered call had an error (or a transport error), 2 a usage or configuration error, 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM) during ``demo``, ``call`` or ``answer``
+(``gateway`` and ``emulator`` exit 0 on either: stopping is how they end). Every session is
+ended before the command exits, whatever stopped it.
 
-One module per command: :mod:`~actors.cli.demo`, :mod:`~actors.cli.call`,
-:mod:`~actors.cli.servers` (``gateway`` and ``emulator``) and :mod:`~actors.cli.check`;
-:mod:`~actors.cli._common` holds what they share (exit codes, signal handling, the config
-lookup, logging set-up). This module assembles the parser and runs :func:`main`.
+One module per command: :mod:`~actors.cli.demo` (and :mod:`~actors.cli.demo_inbound`),
+:mod:`~actors.cli.call`, :mod:`~actors.cli.answer`, :mod:`~actors.cli.servers` (``gateway``
+and ``emulator``) and :mod:`~actors.cli.check`; :mod:`~actors.cli._common` holds what they
+share (exit codes, signal handling, the config lookup, logging set-up),
+:mod:`~actors.cli._measure` what both demos count and print, and :mod:`~actors.cli._leg` how
+``call`` and ``answer`` play and record one session. This module assembles the parser and
+runs :func:`main`.
 """
 
 from __future__ import annotations
