@@ -45,8 +45,11 @@ class _InboundDemo(_Demo):
 
     def _open_sessions(self, service: TransportService) -> None:
         opts = self.options
-        # Asked before the clock starts: it starts the webhook server.
+        # Started before the clock: the webhook server (voice_url) and the emulated Twilio
+        # that places the calls (a real caller's Twilio is up already). The gateway starts on
+        # the first call, inside the figure, as in the outbound demo's create_session.
         print(f"{PROG} demo: callers dial {service.voice_url}", file=self.out, flush=True)
+        service.infrastructure.twilio_emulator()
         for n in range(opts.sessions):
             worker = threading.Thread(target=self._work, args=(service,), name=f"demo-worker-{n}")
             self.threads.append(worker)
