@@ -4,9 +4,11 @@
 
     transport-actors [--log-level LEVEL] [--log-format text|json] COMMAND ...
     transport-actors demo    [-c FILE] [--provider NAME] [--sessions N] [--seconds S]
-                             [--frame-ms MS] [--no-progress]
+                             [--frame-ms MS] [--inbound] [--no-progress]
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
+    transport-actors answer  [-c FILE] [--wav FILE] [--record DIR] [--seconds S]
+                             [--max-calls N] [--dial-in N]
     transport-actors gateway -c FILE [--drain-timeout S]
     transport-actors cluster status -c FILE [--json]
     transport-actors drain   -c FILE --node ID [--wait S]
@@ -29,6 +31,15 @@ WAV file, and hangs up once the file has played (after a final mark comes back, 
 tail is recorded), after ``--seconds``, or on Ctrl-C or SIGTERM; then prints a summary. With
 the embedded default configuration it calls the local emulator, which echoes what it hears.
 
+``demo --inbound`` has N emulated callers dial the service's voice webhook instead; N worker
+threads take them with ``accept_session``, and the traffic and checks are the same, plus the
+accept latency (``dial_in`` to ``accept_session`` returned).
+
+``answer`` prints the voice webhook's URL, answers calls until ``--max-calls`` or a signal,
+plays a WAV file into each as ``call`` does, records each caller to ``DIR/<call sid>.wav``
+and hangs up at the end of the file; ``--dial-in N`` has the embedded emulator call it N
+times, so that it runs with no account.
+
 ``gateway`` runs the media gateway standalone (and serves ``/metrics`` for it when
 ``metrics.listen`` is set); ``emulator`` runs the Twilio emulator standalone (its REST API URL
 and account are printed).
@@ -43,15 +54,19 @@ unreachable.
 
 ``check`` validates a config file and prints it with every secret masked.
 
-Exit codes: 0 success, 1 the demo saw errors or lost frames, the call did not play out (or a
-transport error), 2 a usage or configuration error, 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM) during ``demo`` or ``call`` (``gateway`` and ``emulator`` exit 0 on either: stopping
-is how they end). Every session is ended before the command exits, whatever stopped it.
+Exit codes: 0 success, 1 the demo saw errors or lost frames, the call did not play out, an
+answered call had an error (or a transport error), 2 a usage or configuration error, 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM) during ``demo``, ``call`` or ``answer``
+(``gateway`` and ``emulator`` exit 0 on either: stopping is how they end). Every session is
+ended before the command exits, whatever stopped it.
 
-One module per command: :mod:`~actors.cli.demo`, :mod:`~actors.cli.call`,
-:mod:`~actors.cli.servers` (``gateway`` and ``emulator``) and :mod:`~actors.cli.check`;
-:mod:`~actors.cli._common` holds what they share (exit codes, signal handling, the config
-lookup, logging set-up). This module assembles the parser and runs :func:`main`.
+One module per command: :mod:`~actors.cli.demo` (and :mod:`~actors.cli.demo_inbound`),
+:mod:`~actors.cli.call`, :mod:`~actors.cli.answer`, :mod:`~actors.cli.servers` (``gateway``
+and ``emulator``) and :mod:`~actors.cli.check`; :mod:`~actors.cli._common` holds what they
+share (exit codes, signal handling, the config lookup, logging set-up),
+:mod:`~actors.cli._measure` what both demos count and print, and :mod:`~actors.cli._leg` how
+``call`` and ``answer`` play and record one session. This module assembles the parser and
+runs :func:`main`.
 """
 
 from __future__ import annotations
@@ -72,6 +87,7 @@ from ._common import (
     _positive,
     _start_logging,
 )
+from .answer import _cmd_answer
 from .call import _cmd_call
 from .check import _cmd_check
 from .cluster import _cmd_cluster_status, _cmd_drain
@@ -154,6 +170,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="frame period; a frame is MS x 8 bytes of 8 kHz mu-law (default: %(default)s)",
     )
     demo.add_argument(
+        "--inbound",
+        action="store_true",
+        help=(
+            "callers dial in instead: N emulated calls to the voice webhook, each taken by a "
+            "worker thread with accept_session, then the same traffic; adds accept latency "
+            "(dial_in to accept_session returned)"
+        ),
+    )
+    demo.add_argument(
         "--no-progress",
         action="store_true",
         help="no live progress line on stderr (it is shown only when stderr is a terminal)",
@@ -208,6 +233,58 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     call.set_defaults(func=_cmd_call)
+
+    answer = commands.add_parser(
+        "answer",
+        help="answer inbound calls: play a WAV file into each, record each caller",
+        description=(
+            "Print the voice webhook's URL (configure it as the number's voice URL), then "
+            "answer calls until --max-calls or Ctrl-C / SIGTERM: play --wav (a PCM WAV file, "
+            "any rate: converted to the call's format) into each at real time in 20 ms "
+            "frames, record the caller to DIR/<call sid>.wav, and hang up once the file has "
+            "played and a final mark has come back (after --seconds if given; with neither, "
+            "when the caller hangs up). A summary per call. --dial-in N has the embedded "
+            "emulator call the webhook N times (no account needed). Exit status: 0 every call "
+            "answered without error (a caller may hang up first), 1 a problem, 2 usage, 130 "
+            "Ctrl-C, 143 SIGTERM; every call is hung up and its recording written in every case."
+        ),
+    )
+    answer.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: the embedded default configuration)",
+    )
+    answer.add_argument(
+        "--provider",
+        metavar="NAME",
+        help="answer only this configured twilio provider's calls (default: any)",
+    )
+    answer.add_argument("--wav", metavar="FILE", help="the WAV file to play into each call")
+    answer.add_argument(
+        "--record", metavar="DIR", help="write each caller's audio to DIR/<call sid>.wav"
+    )
+    answer.add_argument(
+        "--seconds",
+        type=_positive(float),
+        metavar="S",
+        help="each call lasts S seconds: the file is cut off, or recording goes on (default: "
+        "the file's length)",
+    )
+    answer.add_argument(
+        "--max-calls",
+        type=_positive(int),
+        metavar="N",
+        help="stop after N calls have been answered and hung up (default: until a signal)",
+    )
+    answer.add_argument(
+        "--dial-in",
+        type=_positive(int, -1),
+        default=0,
+        metavar="N",
+        help="the embedded emulator places N calls (+15550177 -> +15550100) to this webhook",
+    )
+    answer.set_defaults(func=_cmd_answer)
 
     gateway = commands.add_parser(
         "gateway",

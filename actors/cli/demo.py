@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
-import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TextIO
 
@@ -43,30 +41,17 @@ from ._common import (
     _positive,
     _Signals,
 )
+from ._measure import (
+    _BYTES_PER_MS,
+    _DRAIN_S,
+    _HEADER,
+    _PROGRESS_S,
+    _Lane,
+    _latency_rows,
+    _Traffic,
+)
 
 logger = logging.getLogger(__name__)
-
-_BYTES_PER_MS = 8  # 8 kHz mu-law: one byte per sample
-_HEADER = struct.Struct(">IQ")  # sequence number, perf_counter_ns at send: 12 bytes
-_DRAIN_S = 2.0  # how long to wait for echoes still in flight once sending has stopped
-_PROGRESS_S = 0.25  # progress line refresh period
-
-
-@dataclass(slots=True)
-class _Lane:
-    """One session's traffic. ``sent`` is written only by the sender thread; the rest only by
-    the session's reader thread (the main thread merely reads them for the progress line)."""
-
-    session_id: str
-    sent: int = 0
-    received: int = 0
-    expected: int = 0  # the next sequence number due
-    rtts_ns: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    writable: bool = True
-    marks_sent: int = 0
-    marks_back: int = 0
-    started: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +64,21 @@ class _DemoOptions:
     progress: bool
 
 
-class _Demo:
+class _Demo(_Traffic):
+    """Sessions streaming stamped frames, echoed back and checked. This class places them
+    (``create_session``); :class:`~actors.cli.demo_inbound._InboundDemo` accepts them
+    instead: :meth:`_open_sessions`, :meth:`_start_readers` and :meth:`_summary_rows` are
+    what differs."""
+
     def __init__(self, options: _DemoOptions, out: TextIO, err: TextIO) -> None:
+        super().__init__(options.frame_ms, out, err)
         self.options = options
-        self.out = out
-        self.err = err
         self.frame_bytes = options.frame_ms * _BYTES_PER_MS
         # A 440 Hz tone after the header: what a listener on the call would hear.
         audio = pcm16_to_ulaw(tone(440.0, 1.0, 8000, 0.3))
         self.filler = audio[: self.frame_bytes - _HEADER.size]
         self.calls = isinstance(options.config.provider(options.provider), TwilioProviderConfig)
-        self.lanes: list[_Lane] = []
         self.create_ns: list[int] = []
-        self.other_errors: list[str] = []
         self.sending_done = threading.Event()
         self.abort = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -99,7 +86,6 @@ class _Demo:
         self.server_url = ""
         self.interrupted = False
         self.terminated = False
-        self._progress_shown = False
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -129,18 +115,7 @@ class _Demo:
             if not self.calls:
                 server.start()
                 self.server_url = server.url
-            for _ in range(opts.sessions):
-                if self.abort.is_set():
-                    break
-                t0 = time.perf_counter_ns()
-                if self.calls:
-                    info = service.create_session(
-                        provider=opts.provider, to=_DEMO_TO, from_=_DEMO_FROM
-                    )
-                else:
-                    info = service.create_session(provider=opts.provider, url=server.url)
-                self.create_ns.append(time.perf_counter_ns() - t0)
-                self.lanes.append(_Lane(info.session_id))
+            self._open_sessions(service)
             if self.calls:
                 self.server_url = self._describe_path(service)
             if not self.abort.is_set():
@@ -157,6 +132,29 @@ class _Demo:
             self._clear_progress()
             self._shut_down(service, server)
 
+    def _open_sessions(self, service: TransportService) -> None:
+        """Place the sessions, one lane each (timing ``create_session``)."""
+        opts = self.options
+        for _ in range(opts.sessions):
+            if self.abort.is_set():
+                break
+            t0 = time.perf_counter_ns()
+            if self.calls:
+                info = service.create_session(provider=opts.provider, to=_DEMO_TO, from_=_DEMO_FROM)
+            else:
+                info = service.create_session(provider=opts.provider, url=self.server_url)
+            self.create_ns.append(time.perf_counter_ns() - t0)
+            self.lanes.append(_Lane(info.session_id))
+
+    def _start_readers(self, service: TransportService) -> None:
+        """One reader thread per lane, reading its echoes."""
+        for lane in self.lanes:
+            reader = threading.Thread(
+                target=self._read, args=(service, lane), name=f"demo-reader-{lane.session_id[:6]}"
+            )
+            self.threads.append(reader)
+            reader.start()
+
     @staticmethod
     def _describe_path(service: TransportService) -> str:
         running = service.infrastructure.running
@@ -164,12 +162,7 @@ class _Demo:
         return ", ".join(parts) or "a standalone gateway"
 
     def _stream(self, service: TransportService) -> None:
-        for lane in self.lanes:
-            reader = threading.Thread(
-                target=self._read, args=(service, lane), name=f"demo-reader-{lane.session_id[:6]}"
-            )
-            self.threads.append(reader)
-            reader.start()
+        self._start_readers(service)
         sender = threading.Thread(target=self._send, args=(service,), name="demo-sender")
         self.threads.append(sender)
         started = time.perf_counter()
@@ -322,90 +315,37 @@ class _Demo:
         except TransportError as exc:
             self.other_errors.append(f"session {lane.session_id}: end failed: {exc}")
 
-    # -- numbers -----------------------------------------------------------------------------
-
-    @property
-    def sent(self) -> int:
-        return sum(lane.sent for lane in self.lanes)
-
-    @property
-    def received(self) -> int:
-        return sum(lane.received for lane in self.lanes)
-
-    @property
-    def lost(self) -> int:
-        marks = sum(max(0, lane.marks_sent - lane.marks_back) for lane in self.lanes)
-        return max(0, self.sent - self.received) + marks
-
-    @property
-    def errors(self) -> int:
-        return len(self.other_errors) + sum(len(lane.errors) for lane in self.lanes)
-
-    def _recent_p99_ms(self) -> float:
-        window = max(1, 1000 // self.options.frame_ms)  # about the last second of each session
-        recent: list[int] = []
-        for lane in self.lanes:
-            recent.extend(lane.rtts_ns[-window:])
-        return _percentile(recent, 99) / 1e6
-
     # -- output ------------------------------------------------------------------------------
 
-    def _show_progress(self, elapsed: float, rate: float) -> None:
-        line = (
-            f"{elapsed:6.1f} s  {len(self.lanes)} sessions  out {self.sent}  in {self.received}"
-            f"  {rate:7.0f} frames/s  p99 {self._recent_p99_ms():6.2f} ms"
-        )
-        self.err.write(f"\r{line}\x1b[K")
-        self.err.flush()
-        self._progress_shown = True
+    def _path_label(self) -> str:
+        return "calls via " if self.calls else "echo at "
 
-    def _clear_progress(self) -> None:
-        if self._progress_shown:
-            self.err.write("\r\x1b[K")
-            self.err.flush()
-            self._progress_shown = False
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        return _latency_rows("create_session", self.create_ns)
 
     def _print_summary(self) -> None:
-        rtts = sorted(rtt for lane in self.lanes for rtt in lane.rtts_ns)
-        creates = sorted(self.create_ns)
         opts = self.options
         rows: list[tuple[str, str]] = [
             ("sessions", str(len(self.lanes))),
             ("seconds", f"{self.ticks * opts.frame_ms / 1000:.2f}"),
-            ("frames sent", str(self.sent)),
-            ("frames received", str(self.received)),
-            ("lost", str(self.lost)),
-            *self._mark_rows(),
-            ("errors", str(self.errors)),
-            ("round trip p50 ms", _ms(_percentile(rtts, 50, presorted=True), bool(rtts))),
-            ("round trip p99 ms", _ms(_percentile(rtts, 99, presorted=True), bool(rtts))),
-            ("round trip max ms", _ms(rtts[-1] if rtts else 0, bool(rtts))),
-            ("create_session p50 ms", _ms(_percentile(creates, 50, presorted=True), bool(creates))),
-            ("create_session p99 ms", _ms(_percentile(creates, 99, presorted=True), bool(creates))),
+            *self._traffic_rows(marks=self.calls),
+            *self._summary_rows(),
         ]
-        width = max(len(name) for name, _ in rows)
         print(
             f"{PROG} demo: {opts.sessions} sessions x {opts.seconds:g} s, one "
             f"{self.frame_bytes}-byte frame every {opts.frame_ms} ms, "
-            + ("calls via " if self.calls else "echo at ")
+            + self._path_label()
             + (self.server_url or "(not started)"),
             file=self.out,
         )
-        for name, value in rows:
-            print(f"  {name:<{width}}  {value:>10}", file=self.out)
+        self._print_table(rows)
         if self.calls:
             print(
                 "  (a call's round trip includes the phone playing each frame at real time:"
                 f" up to {opts.frame_ms} ms)",
                 file=self.out,
             )
-        problems = list(self.other_errors)
-        for lane in self.lanes:
-            problems.extend(f"session {lane.session_id}: {e}" for e in lane.errors)
-        for problem in problems[:10]:
-            print(f"error: {problem}", file=self.err)
-        if len(problems) > 10:
-            print(f"error: ... and {len(problems) - 10} more", file=self.err)
+        self._print_problems()
         if self.terminated:
             verdict = "TERMINATED"
         elif self.interrupted:
@@ -417,26 +357,6 @@ class _Demo:
         print(f"result: {verdict}", file=self.out)
         self.out.flush()
 
-    def _mark_rows(self) -> list[tuple[str, str]]:
-        if not self.calls:
-            return []
-        sent = sum(lane.marks_sent for lane in self.lanes)
-        back = sum(lane.marks_back for lane in self.lanes)
-        return [("marks sent", str(sent)), ("marks played back", str(back))]
-
-
-def _percentile(values: Sequence[int], pct: float, *, presorted: bool = False) -> int:
-    """The nearest-rank percentile of ``values`` (0 when empty)."""
-    if not values:
-        return 0
-    ordered = values if presorted else sorted(values)
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _ms(ns: int, present: bool) -> str:
-    return f"{ns / 1e6:.3f}" if present else "-"
-
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     config = _config(args)
@@ -444,6 +364,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if calls and args.frame_ms != 20:
         print("error: --frame-ms must be 20 for calls (Twilio plays 20 ms frames)", file=sys.stderr)
         return EXIT_USAGE
+    inbound: bool = getattr(args, "inbound", False)
+    if inbound:
+        # Here, not at the top: demo_inbound builds on this module.
+        from .demo_inbound import _inbound_problem, _InboundDemo  # noqa: PLC0415
+
+        problem = _inbound_problem(config, args.provider, args.sessions, calls)
+        if problem is not None:
+            print(f"error: --inbound: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     options = _DemoOptions(
         config=config,
         provider=args.provider,
@@ -452,6 +381,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         frame_ms=args.frame_ms,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
+    if inbound:
+        return _InboundDemo(options, sys.stdout, sys.stderr).run()
     return _Demo(options, sys.stdout, sys.stderr).run()
 
 
