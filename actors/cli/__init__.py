@@ -97,6 +97,46 @@ from .servers import _cmd_emulator, _cmd_gateway
 __all__ = ["main"]
 
 
+def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cluster status`` and ``drain``: the commands that read or mark the registry."""
+    cluster = commands.add_parser(
+        "cluster",
+        help="the cluster's registry: nodes and gateways",
+        description="Read the cluster's registry in its Redis (the config's cluster section).",
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_commands.add_parser(
+        "status",
+        help="list the healthy nodes and gateways with their load",
+        description=(
+            "List the healthy runtime nodes and gateways: load/capacity, draining, the age of "
+            "the last heartbeat, URLs. Exit 0; 2 when Redis is unreachable."
+        ),
+    )
+    status.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    status.set_defaults(func=_cmd_cluster_status)
+
+    drain = commands.add_parser(
+        "drain",
+        help="mark a node (or gateway) draining: no new call, its calls go on",
+        description=(
+            "Mark the runtime node or gateway ID draining in the cluster's registry: it takes "
+            "no new call from now on and its calls go on (for rolling deploys). Exit 0; 1 no "
+            "such healthy member (or, with --wait, calls left); 2 Redis unreachable."
+        ),
+    )
+    drain.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
+    drain.add_argument("--node", required=True, metavar="ID", help="the node's or gateway's id")
+    drain.add_argument(
+        "--wait",
+        type=_positive(float),
+        metavar="S",
+        help="then wait up to S seconds for its calls to end (exit 1 if some are left)",
+    )
+    drain.set_defaults(func=_cmd_drain)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -307,42 +347,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     gateway.set_defaults(func=_cmd_gateway)
 
-    cluster = commands.add_parser(
-        "cluster",
-        help="the cluster's registry: nodes and gateways",
-        description="Read the cluster's registry in its Redis (the config's cluster section).",
-    )
-    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
-    status = cluster_commands.add_parser(
-        "status",
-        help="list the healthy nodes and gateways with their load",
-        description=(
-            "List the healthy runtime nodes and gateways: load/capacity, draining, the age of "
-            "the last heartbeat, URLs. Exit 0; 2 when Redis is unreachable."
-        ),
-    )
-    status.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
-    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    status.set_defaults(func=_cmd_cluster_status)
-
-    drain = commands.add_parser(
-        "drain",
-        help="mark a node (or gateway) draining: no new call, its calls go on",
-        description=(
-            "Mark the runtime node or gateway ID draining in the cluster's registry: it takes "
-            "no new call from now on and its calls go on (for rolling deploys). Exit 0; 1 no "
-            "such healthy member (or, with --wait, calls left); 2 Redis unreachable."
-        ),
-    )
-    drain.add_argument("-c", "--config", metavar="FILE", required=True, help="YAML config file")
-    drain.add_argument("--node", required=True, metavar="ID", help="the node's or gateway's id")
-    drain.add_argument(
-        "--wait",
-        type=_positive(float),
-        metavar="S",
-        help="then wait up to S seconds for its calls to end (exit 1 if some are left)",
-    )
-    drain.set_defaults(func=_cmd_drain)
+    _add_cluster_commands(commands)
 
     emulator = commands.add_parser(
         "emulator",
