@@ -224,6 +224,10 @@ class CallPlane:
         self._early.setdefault(event.call_id, _Early(now)).events.append(event)
 
     def _deliver(self, route: _Route, event: StatusEvent) -> None:
+        if event.session_id is not None and event.session_id != route.record.session_id:
+            # Exotel's capability URL names one session: it may not speak for another call.
+            logger.warning("a status event for call %s named another session", event.call_id)
+            return
         inbox = route.record.inbox
         answered_by = event.fields.get("AnsweredBy") or None
         if event.status == "amd":

@@ -16,9 +16,18 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from .config import TransportConfig, TwilioProviderConfig
+from .config import (
+    ExotelProviderConfig,
+    PlivoProviderConfig,
+    ProviderConfig,
+    TelnyxProviderConfig,
+    TransportConfig,
+    TwilioProviderConfig,
+    VonageProviderConfig,
+)
 from .errors import ConfigError
 from .providers import (
     DailyEndpoint,
@@ -37,6 +46,7 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.telnyx import TelnyxEmulator
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
+    from .webhooks.calls import ProviderKeys
     from .webhooks.server import WebhookServer
     from .webhooks.twilio import InboundCall, StatusEvent
 
@@ -69,7 +79,112 @@ logger = logging.getLogger(__name__)
 EMULATOR_ACCOUNT_SID = "AC" + "0" * 32  # the emulator's only account; not a real one
 
 
-class EmbeddedInfrastructure:
+# -- issues 15/16: the other providers' webhooks ------------------------------------------------
+
+
+def _provider_keys(config: TransportConfig) -> ProviderKeys:
+    """The keys of configured accounts (the emulators' are added as they start), and a
+    random secret per Exotel provider that its status URLs are minted under."""
+    from .webhooks.calls import ProviderKeys  # noqa: PLC0415
+
+    keys = ProviderKeys(telnyx={}, plivo={}, vonage={}, exotel={})
+    for name, provider in config.providers.items():
+        real = getattr(provider, "api_base_url", "emulator") != "emulator"
+        if isinstance(provider, TelnyxProviderConfig) and real and provider.public_key:
+            keys.telnyx[name] = provider.public_key  # type: ignore[index]
+        elif isinstance(provider, PlivoProviderConfig) and real and provider.auth_token:
+            keys.plivo[name] = provider.auth_token  # type: ignore[index]
+        elif isinstance(provider, VonageProviderConfig) and real and provider.signature_secret:
+            keys.vonage[name] = provider.signature_secret  # type: ignore[index]
+        elif isinstance(provider, ExotelProviderConfig):
+            keys.exotel[name] = secrets.token_urlsafe(32)  # type: ignore[index]
+    return keys
+
+
+class _ProviderWebhooks:
+    """What the providers ask of the webhook (mixed into :class:`EmbeddedInfrastructure`)."""
+
+    config: TransportConfig
+    _keys: ProviderKeys
+
+    def webhook(self) -> WebhookServer:
+        raise NotImplementedError  # EmbeddedInfrastructure's own
+
+    def webhook_route(self, provider: ProviderConfig, path: str) -> str | None:
+        """The public URL of the runtime webhook's ``path`` for calls of ``provider``, when
+        the webhook is on and the provider can reach it (its emulator always can; the real one
+        through ``inbound.public_url``); the webhook starts if need be."""
+        inbound = self.config.inbound
+        if not inbound.enabled:
+            return None
+        if getattr(provider, "api_base_url", None) != "emulator" and inbound.public_url is None:
+            return None
+        return self.webhook().public_url + path
+
+    def expect_answer(self, session_id: str, document: str) -> None:
+        """``document`` answers ``/plivo/answer?session=<session_id>`` (a call we place)."""
+        self.webhook().routes.expect_answer(session_id, document)
+
+    def forget_answer(self, session_id: str) -> None:
+        webhook = getattr(self, "_webhook", None)
+        if webhook is not None:
+            webhook.routes.forget_answer(session_id)
+
+    def exotel_status_url(self, provider: ExotelProviderConfig, session_id: str) -> str | None:
+        """The StatusCallback of an Exotel call: our ``/exotel/status`` with the session and its
+        capability, or ``None`` when Exotel could not reach the webhook."""
+        from .webhooks.calls import exotel_capability  # noqa: PLC0415
+
+        base = self.webhook_route(provider, "/exotel/status")
+        secret = self._keys.exotel.get(provider.name)
+        if base is None or secret is None:
+            return None
+        return f"{base}?session={session_id}&sig={exotel_capability(secret, session_id)}"
+
+    def place_inbound(self, provider: str, to: str = "+15550100", from_: str = "+15550177") -> str:
+        """Place an emulated inbound call from ``provider``'s emulator (a ``telnyx``,
+        ``plivo`` or ``vonage`` provider with ``api_base_url: emulator``) to this service's
+        webhook, as that provider would; the call's id (for demos and tests)."""
+        config = self.config.provider(provider)
+        base = self.webhook().public_url
+        if isinstance(config, TelnyxProviderConfig):
+            self.telnyx_emulator()
+            telnyx = getattr(self, "_telnyx", None)
+            assert telnyx is not None
+            return str(telnyx.place_inbound_call(base + "/telnyx/voice", to, from_).call_control_id)
+        if isinstance(config, PlivoProviderConfig):
+            self.plivo_emulator()
+            plivo = getattr(self, "_plivo", None)
+            assert plivo is not None
+            return str(plivo.place_inbound_call(base + "/plivo/answer", to, from_).call_uuid)
+        if isinstance(config, VonageProviderConfig):
+            self.vonage_emulator()
+            vonage = getattr(self, "_vonage", None)
+            assert vonage is not None
+            event_url = base + "/vonage/event"
+            return str(
+                vonage.place_inbound_call(
+                    base + "/vonage/answer", to, from_, event_url=event_url
+                ).uuid
+            )
+        raise ValueError(f"provider {provider!r} places no emulated inbound calls here")
+
+    def telnyx_emulator(self) -> RestEndpoint:
+        raise NotImplementedError  # EmbeddedInfrastructure's own
+
+    def plivo_emulator(self) -> RestEndpoint:
+        raise NotImplementedError
+
+    def vonage_emulator(self) -> VonageEndpoint:
+        raise NotImplementedError
+
+    def _emulated_key(self, kind: type, keys: Mapping[str, str], key: str) -> None:
+        for name, provider in self.config.providers.items():
+            if isinstance(provider, kind) and getattr(provider, "api_base_url", "") == "emulator":
+                keys[name] = key  # type: ignore[index]
+
+
+class EmbeddedInfrastructure(_ProviderWebhooks):
     """The gateway and emulator of one service: started lazily, stopped by :meth:`stop`."""
 
     def __init__(self, config: TransportConfig) -> None:
@@ -94,6 +209,7 @@ class EmbeddedInfrastructure:
         self._webhook: WebhookServer | None = None
         self.hooks: WebhookHooks | None = None  # set by the service before the webhook starts
         self._stopped = False
+        self._keys = _provider_keys(config)  # issues 15/16: filled as emulators start
 
     def gateway(self) -> GatewayEndpoint:
         with self._lock:
@@ -135,6 +251,7 @@ class EmbeddedInfrastructure:
 
         vonage = VonageEmulator(self.config.emulator, host=self._emulator_host()).start()
         self._vonage = vonage
+        self._emulated_key(VonageProviderConfig, self._keys.vonage, vonage.signature_secret)
         return VonageEndpoint(
             vonage.url, vonage.application_id, vonage.private_key, vonage.signature_secret
         )
@@ -156,6 +273,7 @@ class EmbeddedInfrastructure:
 
                 telnyx = TelnyxEmulator(self.config.emulator).start()
                 self._telnyx = telnyx
+                self._emulated_key(TelnyxProviderConfig, self._keys.telnyx, telnyx.public_key)
                 self._telnyx_endpoint = RestEndpoint(
                     telnyx.url, telnyx.connection_id, telnyx.api_key
                 )
@@ -169,6 +287,7 @@ class EmbeddedInfrastructure:
 
                 plivo = PlivoEmulator(self.config.emulator).start()
                 self._plivo = plivo
+                self._emulated_key(PlivoProviderConfig, self._keys.plivo, plivo.auth_token)
                 self._plivo_endpoint = RestEndpoint(plivo.url, plivo.auth_id, plivo.auth_token)
             return self._plivo_endpoint
 
@@ -372,6 +491,7 @@ class EmbeddedInfrastructure:
             max_connections=inbound.max_connections,
             request_timeout_s=inbound.request_timeout_s,
             refusal_twiml=inbound.refusal_twiml,
+            keys=self._keys,
         )
         hooks = self.hooks
         webhook = WebhookServer(

@@ -38,7 +38,7 @@ import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "TOKEN_TTL_S",
@@ -46,9 +46,11 @@ __all__ = [
     "TokenRefused",
     "application_token",
     "load_ed25519_public_key",
+    "new_ed25519_key",
     "new_private_key",
     "payload_hash",
     "public_key_of",
+    "sign_ed25519",
     "verify_application_token",
     "verify_ed25519",
     "verify_webhook_token",
@@ -178,3 +180,21 @@ def verify_ed25519(key: Ed25519PublicKey, signature: bytes, message: bytes) -> b
     except InvalidSignature:
         return False
     return True
+
+
+def new_ed25519_key() -> tuple[bytes, str]:
+    """A new Ed25519 key pair: the private key's 32 raw bytes, and the public key as Telnyx's
+    portal shows it (base64 of 32 bytes). The emulator's own, for signing its webhooks."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return private, base64.b64encode(public).decode("ascii")
+
+
+def sign_ed25519(private_key: bytes, message: bytes) -> bytes:
+    """The Ed25519 signature of ``message`` under a private key of 32 raw bytes."""
+    return Ed25519PrivateKey.from_private_bytes(private_key).sign(message)

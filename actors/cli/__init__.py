@@ -184,7 +184,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default="twilio",
         metavar="NAME",
         help=(
-            "the configured provider to use: a twilio one (calls through the gateway) or a "
+            "the configured provider to use: a twilio, telnyx, plivo, vonage or exotel one "
+            "(calls through the gateway; PCM16 frames for vonage and exotel) or a "
             "websocket one (straight to a local echo server) (default: %(default)s)"
         ),
     )

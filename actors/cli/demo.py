@@ -19,7 +19,15 @@ from functools import partial
 from typing import TextIO
 
 from ..audio import pcm16_to_ulaw, tone
-from ..config import TransportConfig, TwilioProviderConfig
+from ..config import (
+    ExotelProviderConfig,
+    PlivoProviderConfig,
+    ProviderConfig,
+    TelnyxProviderConfig,
+    TransportConfig,
+    TwilioProviderConfig,
+    VonageProviderConfig,
+)
 from ..errors import ReadTimeout, TransportError
 from ..gateway import ServerThread, echo
 from ..messages import Binary, CallStatus, MachineDetected, Mark, Started
@@ -73,11 +81,16 @@ class _Demo(_Traffic):
     def __init__(self, options: _DemoOptions, out: TextIO, err: TextIO) -> None:
         super().__init__(options.frame_ms, out, err)
         self.options = options
-        self.frame_bytes = options.frame_ms * _BYTES_PER_MS
-        # A 440 Hz tone after the header: what a listener on the call would hear.
-        audio = pcm16_to_ulaw(tone(440.0, 1.0, 8000, 0.3))
+        provider = options.config.provider(options.provider)
+        self.pcm_rate = _pcm_rate(provider)
+        per_ms = _BYTES_PER_MS if self.pcm_rate is None else self.pcm_rate * 2 // 1000
+        self.frame_bytes = options.frame_ms * per_ms
+        # A 440 Hz tone after the header: what a listener on the call would hear (mu-law, or
+        # the provider's own PCM16 for Vonage and Exotel).
+        pcm = tone(440.0, 1.0, self.pcm_rate or 8000, 0.3)
+        audio = pcm if self.pcm_rate is not None else pcm16_to_ulaw(pcm)
         self.filler = audio[: self.frame_bytes - _HEADER.size]
-        self.calls = isinstance(options.config.provider(options.provider), TwilioProviderConfig)
+        self.calls = _is_call(provider)
         self.create_ns: list[int] = []
         self.sending_done = threading.Event()
         self.abort = threading.Event()
@@ -268,6 +281,8 @@ class _Demo(_Traffic):
                 lane.errors.append(f"unexpected {type(message).__name__}: {message!r}")
                 continue
             data = message.data
+            if self.pcm_rate is not None and not any(data):
+                continue  # silence a PCM codec or phone padded a partial frame with: not ours
             if len(data) != self.frame_bytes or data[_HEADER.size :] != self.filler:
                 lane.errors.append(f"corrupt frame of {len(data)} bytes")
                 continue
@@ -358,11 +373,40 @@ class _Demo(_Traffic):
         self.out.flush()
 
 
+def _is_call(config: ProviderConfig) -> bool:
+    """Whether sessions of ``config`` are phone calls through the media gateway."""
+    kinds = (
+        TwilioProviderConfig,
+        TelnyxProviderConfig,
+        PlivoProviderConfig,
+        VonageProviderConfig,
+        ExotelProviderConfig,
+    )
+    return isinstance(config, kinds)
+
+
+def _pcm_rate(config: ProviderConfig) -> int | None:
+    """The PCM16 rate a Vonage or Exotel call carries (``None``: 8 kHz mu-law, or no call)."""
+    if isinstance(config, VonageProviderConfig | ExotelProviderConfig):
+        return config.sample_rate
+    return None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     config = _config(args)
-    calls = isinstance(config.provider(args.provider), TwilioProviderConfig)
+    provider = config.provider(args.provider)
+    calls = _is_call(provider)
     if calls and args.frame_ms != 20:
-        print("error: --frame-ms must be 20 for calls (Twilio plays 20 ms frames)", file=sys.stderr)
+        print("error: --frame-ms must be 20 for calls (phones play 20 ms frames)", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(provider, VonageProviderConfig | ExotelProviderConfig) and (
+        provider.audio_encoding != "provider"
+    ):
+        # Converted audio does not come back byte for byte: the echo check needs the wire's.
+        print(
+            f"error: the demo needs providers.{args.provider}.audio_encoding: provider",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     inbound: bool = getattr(args, "inbound", False)
     if inbound:

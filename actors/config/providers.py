@@ -347,4 +347,6 @@ def _default_providers() -> Mapping[str, ProviderConfig]:
         "daily": DailyProviderConfig(name="daily", api_base_url="emulator"),
         "telnyx": TelnyxProviderConfig(name="telnyx", api_base_url="emulator"),
         "plivo": PlivoProviderConfig(name="plivo", api_base_url="emulator"),
+        "vonage": VonageProviderConfig(name="vonage", api_base_url="emulator"),
+        "exotel": ExotelProviderConfig(name="exotel", api_base_url="emulator"),
     }

@@ -15,6 +15,10 @@ query's custom parameters as ``custom_parameters``, ``media_format`` at ``?sampl
 then base64 PCM16 ``media`` every 100 ms (five 20 ms frames), refuses outbound chunks that
 break Exotel's size rules (recorded as errors), echoes each ``mark`` once the audio before it
 has played, empties its queue on ``clear``, and ends with ``stop`` on hang-up.
+
+A call's ``StatusCallback`` gets its end as Exotel posts it (a form: ``CallSid``, ``Status``
+``completed``, or ``busy``, ``no-answer``, ``failed`` for the numbers ``emulator.behaviours``
+makes busy, unanswered or failed, ``EventType=terminal``); Exotel signs nothing.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..codecs import Frame
 from ..codecs.exotel import ExotelStream
@@ -38,6 +42,7 @@ from ..codecs.twilio import MarkOut, new_sid
 from ..config import EmulatorConfig
 from ..startable import Startable
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
+from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
 from .pcm_phone import PcmCallMedia, PcmDialer
 
 __all__ = ["ExotelApiServer", "ExotelCall", "ExotelEmulator", "ExotelWire"]
@@ -103,6 +108,8 @@ class ExotelCall:
     authorization: str | None  # what the phone sends: the URL's user:password, as Basic
     status: str = "in-progress"
     media: PcmCallMedia | None = None
+    status_callback: str | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 def _exception(status: int, message: str, code: str) -> Reply:
@@ -202,6 +209,7 @@ class ExotelApiServer(HTTPApiServer):
             int(rate),
             query,
             authorization,
+            status_callback=form.get("statuscallback") or None,
         )
         with self._lock:
             self.calls[call.sid] = call
@@ -252,6 +260,8 @@ class ExotelEmulator(Startable):
         self.api = ExotelApiServer(self.account_sid, self.api_key, self.api_token, host=host)
         self.api.on_create = self._created
         self._lock = threading.Lock()
+        self.hooks = HookSender("exotel-emulator-hooks")
+        self.later = Later("exotel-emulator-timer")
 
     @property
     def url(self) -> str:
@@ -259,17 +269,46 @@ class ExotelEmulator(Startable):
 
     def start(self, timeout: float = 5.0) -> Self:
         self.media.start(timeout)
+        self.hooks.start()
         try:
             self.api.start()
         except BaseException:
+            self.hooks.stop()
             self.media.stop(timeout)
             raise
         logger.info("Exotel emulator listening on %s", self.url)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.later.stop(timeout)
         self.api.stop(timeout)
         self.media.stop(timeout)
+        self.hooks.stop(timeout)
+
+    def wait_ended(self, sid: str, timeout: float | None = None) -> ExotelCall:
+        """Block until the call is over; the call (``status`` says how)."""
+        call = self.call(sid)
+        if not call.ended.wait(timeout):
+            raise TimeoutError(f"call {sid} has not ended within {timeout} s")
+        return call
+
+    def _finish(self, call: ExotelCall, status: str) -> None:
+        if call.ended.is_set():
+            return
+        call.status = status
+        if call.status_callback is not None:
+            form = {
+                "CallSid": call.sid,
+                "Status": status,
+                "EventType": "terminal",
+                "From": call.to,
+                "To": call.caller_id,
+                "DateUpdated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            self.hooks.post(call.sid, call.status_callback, urlencode(form).encode(), headers)
+        logger.info("emulated call %s ended (%s)", call.sid, status)
+        call.ended.set()
 
     def call(self, sid: str) -> ExotelCall:
         with self._lock:
@@ -286,8 +325,15 @@ class ExotelEmulator(Startable):
         self.media.hang_up(sid)
 
     def _created(self, call: ExotelCall) -> None:
+        behaviour = behaviour_for(self.config.behaviours, call.to)
+        unanswered = unanswered_outcome(behaviour, self.config.answer_after_s, None)
+        if unanswered is not None:
+            outcome, after = unanswered
+            self.later.call(after, lambda: self._finish(call, outcome))
+            return
+
         def ended() -> None:
-            call.status = "completed"
+            self._finish(call, "completed")
 
         stream = ExotelStream(
             new_sid("ST"),

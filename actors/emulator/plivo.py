@@ -15,6 +15,11 @@ The answer's ``<Stream>`` is obeyed: its URL is dialled speaking Plivo's frames
 ``clearAudio`` (a cleared checkpoint is not answered: Plivo's pages say nothing of one),
 ``dtmf`` when keys are pressed; ``sendDTMF`` is recorded. Only ``audio/x-mulaw;rate=8000`` is
 played.
+
+A call's ``hangup_url`` gets its end, signed V3 (``CallStatus`` ``completed``, or ``busy``,
+``timeout``, ``failed`` for the numbers ``emulator.behaviours`` makes busy, unanswered or
+failed, with ``RequestUUID``). :meth:`PlivoEmulator.place_inbound_call` makes it a caller: it
+posts the answer URL, signed, and obeys the ``<Stream>`` (or ``<Hangup>``) it answers.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..safexml import parse_xml
 from ..startable import Startable
 from ..webhooks.plivo import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
+from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
 from .media import CallMedia, MediaDialer
 from .phones import DtmfIn, PhoneEvent
 
@@ -67,6 +73,10 @@ class PlivoCall:
     alive: bool = True
     media: CallMedia | None = None
     dialled: threading.Event = field(default_factory=threading.Event)  # answer read, media on
+    hangup_url: str | None = None
+    direction: str = "outbound"
+    outcome: str = ""  # how it ended: completed, busy, timeout, failed, cancel
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 def read_answer(document: str) -> tuple[str, dict[str, str], str]:
@@ -181,6 +191,7 @@ class PlivoApiServer(HTTPApiServer):
         if method not in ("GET", "POST"):
             return _error(400, "answer_method must be GET or POST")
         xml = data.get("answer_xml")
+        hangup = data.get("hangup_url")
         call = PlivoCall(
             str(uuid.uuid4()),
             str(uuid.uuid4()),
@@ -189,6 +200,7 @@ class PlivoApiServer(HTTPApiServer):
             data["answer_url"],
             method,
             xml if isinstance(xml, str) else None,
+            hangup_url=hangup if isinstance(hangup, str) else None,
         )
         with self._lock:
             self.calls[call.request_uuid] = self.calls[call.call_uuid] = call
@@ -251,6 +263,8 @@ class PlivoEmulator(Startable):
         self.api.on_create = self._fired
         self.api.on_hang_up = lambda call: self.media.hang_up(call.request_uuid)
         self._lock = threading.Lock()
+        self.hooks = HookSender("plivo-emulator-hooks")
+        self.later = Later("plivo-emulator-timer")
 
     @property
     def url(self) -> str:
@@ -258,16 +272,78 @@ class PlivoEmulator(Startable):
 
     def start(self) -> Self:
         self.media.start()
+        self.hooks.start()
         try:
             self.api.start()
         except BaseException:
+            self.hooks.stop()
             self.media.stop()
             raise
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.later.stop(timeout)
         self.api.stop(timeout)
         self.media.stop(timeout)
+        self.hooks.stop(timeout)
+
+    def wait_ended(self, uuid_: str, timeout: float | None = None) -> PlivoCall:
+        """Block until the call is over; the call (``outcome`` says how)."""
+        call = self.call(uuid_)
+        if not call.ended.wait(timeout):
+            raise TimeoutError(f"call {uuid_} has not ended within {timeout} s")
+        return call
+
+    def place_inbound_call(self, answer_url: str, to: str, from_: str) -> PlivoCall:
+        """Call ``to`` from ``from_``: post the answer URL (signed V3) and obey its answer.
+        Returns at once; :meth:`wait_ended` tells how it went."""
+        call_uuid = str(uuid.uuid4())
+        call = PlivoCall(call_uuid, call_uuid, to, from_, answer_url, "POST", None)
+        call.direction, call.answered = "inbound", True
+        with self.api._lock:
+            self.api.calls[call_uuid] = call
+
+        def ask() -> None:
+            try:
+                url, headers, _ = read_answer(self.answer(call))
+            except (OSError, ValueError) as exc:
+                logger.info("plivo emulator: inbound call %s not streamed: %s", call_uuid, exc)
+                self._finish(call, "busy")
+                return
+            self._dial(call, url, headers)
+
+        self.hooks.call(call_uuid, ask)
+        return call
+
+    def _finish(self, call: PlivoCall, outcome: str) -> None:
+        if call.ended.is_set():
+            return
+        call.outcome = outcome
+        self.api.ended(call)
+        call.dialled.set()
+        if call.hangup_url is not None:
+            form = [
+                ("CallUUID", call.call_uuid),
+                ("RequestUUID", call.request_uuid),
+                ("Direction", call.direction),
+                ("From", call.from_),
+                ("To", call.to),
+                ("CallStatus", outcome),
+                ("HangupCause", "NORMAL_CLEARING" if outcome == "completed" else outcome.upper()),
+            ]
+            body, headers = self._signed(call.hangup_url, form)
+            self.hooks.post(call.request_uuid, call.hangup_url, body, headers)
+        logger.info("emulated call %s ended (%s)", call.request_uuid, outcome)
+        call.ended.set()
+
+    def _signed(self, url: str, form: list[tuple[str, str]]) -> tuple[bytes, dict[str, str]]:
+        nonce = str(secrets.randbelow(10**20))
+        headers = {
+            SIGNATURE_HEADER: signature_v3(self.auth_token, "POST", url, nonce, form),
+            NONCE_HEADER: nonce,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        return urlencode(form).encode(), headers
 
     def call(self, request_uuid: str) -> PlivoCall:
         return self.api.calls[request_uuid]
@@ -277,6 +353,17 @@ class PlivoEmulator(Startable):
         self.media.send_dtmf(request_uuid, digits)
 
     def _fired(self, call: PlivoCall) -> None:
+        behaviour = behaviour_for(self.config.behaviours, call.to)
+        unanswered = unanswered_outcome(behaviour, self.config.answer_after_s, None)
+        if unanswered is not None:  # never answered: its answer URL is never asked
+            outcome, after = unanswered
+            words = {"no-answer": "timeout"}
+
+            def ring_out() -> None:
+                self._finish(call, words.get(outcome, outcome) if call.alive else "cancel")
+
+            self.later.call(after, ring_out)
+            return
         # The answer is read when the call is fired (on the API's request thread, never on
         # the media loop), before it rings: Plivo asks it once the callee answers.
         try:
@@ -285,9 +372,11 @@ class PlivoEmulator(Startable):
                 raise ValueError(f"the emulator plays {_MULAW} only, not {content_type[:40]!r}")
         except (OSError, ValueError) as exc:
             logger.warning("plivo emulator: call %s has no answer to obey: %s", call.call_uuid, exc)
-            self.api.ended(call)
-            call.dialled.set()
+            self._finish(call, "failed")
             return
+        self._dial(call, url, headers)
+
+    def _dial(self, call: PlivoCall, url: str, headers: dict[str, str]) -> None:
         stream = PlivoStream(str(uuid.uuid4()), call.call_uuid, self.auth_id, extra_headers=headers)
         # The media runs under the request uuid (what the runtime knows the call by first).
         call.media = self.media.dial(
@@ -296,7 +385,7 @@ class PlivoEmulator(Startable):
             to=call.to,
             url=url,
             parameters={},
-            on_end=lambda: self.api.ended(call),
+            on_end=lambda: self._finish(call, "completed"),
             on_answer=lambda: setattr(call, "answered", True),
             phone=_PlivoPhone(stream),
         )
@@ -308,10 +397,11 @@ class PlivoEmulator(Startable):
             return call.answer_xml
         form = [
             ("CallUUID", call.call_uuid),
+            ("RequestUUID", call.request_uuid),
             ("From", call.from_),
             ("To", call.to),
-            ("Direction", "outbound"),
-            ("CallStatus", "in-progress"),
+            ("Direction", call.direction),
+            ("CallStatus", "ringing" if call.direction == "inbound" else "in-progress"),
         ]
         url, data = call.answer_url, None
         if call.answer_method == "GET":

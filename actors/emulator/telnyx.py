@@ -14,6 +14,13 @@ frames (:class:`~actors.codecs.telnyx.TelnyxStream`): ``connected``, ``start`` w
 ``client_state``, 20 ms ``media`` per the call's ``emulator.media``, ``mark`` once the audio
 before it has played, the queued marks on ``clear``, ``dtmf`` when keys are pressed
 (:meth:`TelnyxEmulator.press`), ``stop`` at hang-up.
+
+A dial's ``webhook_url`` gets Call Control's webhooks, signed with Ed25519 under the
+emulator's own key (:attr:`TelnyxEmulator.public_key` verifies them): ``call.initiated``,
+``call.answered``, ``call.hangup`` with its ``hangup_cause`` (``user_busy``, ``timeout``,
+``not_found`` for the numbers ``emulator.behaviours`` makes busy, unanswered or failed).
+:meth:`TelnyxEmulator.place_inbound_call` makes it a caller: it posts a TeXML voice webhook,
+signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers.
 """
 
 from __future__ import annotations
@@ -24,16 +31,22 @@ import json
 import logging
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ..codecs.telnyx import TelnyxStream
 from ..config import EmulatorConfig
+from ..pubkey import new_ed25519_key, sign_ed25519
+from ..safexml import parse_xml
 from ..startable import Startable
+from ..webhooks.telnyx import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
+from .callbacks import HttpResult
+from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
 from .media import CallMedia, MediaDialer
 from .phones import PhoneEvent
 
@@ -63,6 +76,8 @@ class TelnyxCall:
     media: CallMedia | None = None
     hung_up_by_api: bool = False
     request: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 class _TelnyxPhone:
@@ -263,6 +278,9 @@ class TelnyxEmulator(Startable):
         self.api.on_dial = self._dialled
         self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
         self._lock = threading.Lock()
+        self._signing_key, self.public_key = new_ed25519_key()
+        self.hooks = HookSender("telnyx-emulator-hooks")
+        self.later = Later("telnyx-emulator-timer")
 
     @property
     def url(self) -> str:
@@ -270,16 +288,20 @@ class TelnyxEmulator(Startable):
 
     def start(self) -> Self:
         self.media.start()
+        self.hooks.start()
         try:
             self.api.start()
         except BaseException:
+            self.hooks.stop()
             self.media.stop()
             raise
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.later.stop(timeout)
         self.api.stop(timeout)
         self.media.stop(timeout)
+        self.hooks.stop(timeout)
 
     def call(self, call_control_id: str) -> TelnyxCall:
         return self.api.calls[call_control_id]
@@ -288,7 +310,116 @@ class TelnyxEmulator(Startable):
         """The callee presses keys: each becomes a ``dtmf`` frame."""
         self.media.send_dtmf(call_control_id, digits)
 
+    def wait_ended(self, call_control_id: str, timeout: float | None = None) -> TelnyxCall:
+        """Block until the call is over; the call (``outcome`` says how)."""
+        call = self.call(call_control_id)
+        if not call.ended.wait(timeout):
+            raise TimeoutError(f"call {call_control_id} has not ended within {timeout} s")
+        return call
+
+    def place_inbound_call(self, voice_url: str, to: str, from_: str) -> TelnyxCall:
+        """Call ``to`` from ``from_``: post TeXML's voice webhook to ``voice_url`` (signed) and
+        obey its answer. Returns at once; :meth:`wait_ended` tells how it went."""
+        call = TelnyxCall("v3:" + secrets.token_urlsafe(24), to, from_, "", None)
+        with self.api._lock:
+            self.api.calls[call.call_control_id] = call
+        fields = {
+            "AccountSid": "emulated-account",
+            "CallSid": call.call_control_id,
+            "ConnectionId": self.connection_id,
+            "From": from_,
+            "To": to,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+        }
+        body = urlencode(fields).encode()
+        headers = {**self._signed(body), "Content-Type": "application/x-www-form-urlencoded"}
+
+        def ask() -> None:
+            self._obey(call, send(voice_url, body, headers))
+
+        self.hooks.call(call.call_control_id, ask)
+        logger.info("telnyx emulator: inbound call %s: %s -> %s", call.call_control_id, from_, to)
+        return call
+
+    def _obey(self, call: TelnyxCall, result: HttpResult) -> None:
+        try:
+            root = parse_xml(result.body) if result.ok else None
+        except ValueError:
+            root = None
+        stream = root.find("Connect/Stream") if root is not None else None
+        url = stream.get("url") if stream is not None else None
+        if root is None or stream is None or not url:
+            refused = root is not None and root.find("Reject") is not None
+            self._finish(call, "busy" if refused else "failed")
+            return
+        parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        call.stream_url = url
+        self._stream(
+            call,
+            TelnyxStream(
+                str(uuid.uuid4()),
+                call.call_control_id,
+                custom_parameters=parameters,
+                from_=call.from_,
+                to=call.to,
+            ),
+            None,
+            None,
+        )
+
+    def _signed(self, body: bytes) -> dict[str, str]:
+        stamp = str(int(time.time()))
+        signature = sign_ed25519(self._signing_key, stamp.encode() + b"|" + body)
+        return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: base64.b64encode(signature).decode()}
+
+    def _event(self, call: TelnyxCall, kind: str, **extra: str) -> None:
+        url = call.request.get("webhook_url")
+        if not isinstance(url, str):
+            return
+        payload = {
+            "call_control_id": call.call_control_id,
+            "connection_id": self.connection_id,
+            "client_state": call.client_state,
+            "from": call.from_,
+            "to": call.to,
+            **extra,
+        }
+        event = {
+            "record_type": "event",
+            "event_type": kind,
+            "id": str(uuid.uuid4()),
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "payload": payload,
+        }
+        body = json.dumps({"data": event}).encode()
+        headers = {**self._signed(body), "Content-Type": "application/json"}
+        self.hooks.post(call.call_control_id, url, body, headers)
+
+    def _finish(self, call: TelnyxCall, outcome: str) -> None:
+        if call.ended.is_set():
+            return
+        call.outcome = outcome
+        self.api.ended(call.call_control_id)
+        cause = {"busy": "user_busy", "no-answer": "timeout", "failed": "not_found"}
+        self._event(call, "call.hangup", hangup_cause=cause.get(outcome, "normal_clearing"))
+        logger.info("emulated call %s ended (%s)", call.call_control_id, outcome)
+        call.ended.set()
+
     def _dialled(self, call: TelnyxCall) -> None:
+        self._event(call, "call.initiated", state="parked")
+        timeout = call.request.get("timeout_secs")
+        ring_timeout = float(timeout) if isinstance(timeout, int) else None
+        behaviour = behaviour_for(self.config.behaviours, call.to)
+        unanswered = unanswered_outcome(behaviour, self.config.answer_after_s, ring_timeout)
+        if unanswered is not None:
+            outcome, after = unanswered
+
+            def ring_out() -> None:
+                self._finish(call, outcome if call.alive else "canceled")
+
+            self.later.call(after, ring_out)
+            return
         stream = TelnyxStream(
             str(uuid.uuid4()),
             call.call_control_id,
@@ -296,14 +427,24 @@ class TelnyxEmulator(Startable):
             from_=call.from_,
             to=call.to,
         )
-        timeout = call.request.get("timeout_secs")
+        self._stream(call, stream, ring_timeout, behaviour.ring_s)
+
+    def _stream(
+        self,
+        call: TelnyxCall,
+        stream: TelnyxStream,
+        ring_timeout: float | None,
+        ring_s: float | None,
+    ) -> None:
         call.media = self.media.dial(
             call_sid=call.call_control_id,
             account_sid="",
             to=call.to,
             url=call.stream_url,
             parameters={},
-            on_end=lambda: self.api.ended(call.call_control_id),
-            ring_timeout_s=float(timeout) if isinstance(timeout, int) else None,
+            on_end=lambda: self._finish(call, "completed"),
+            on_answer=lambda: self._event(call, "call.answered"),
+            answer_after_s=ring_s,
+            ring_timeout_s=ring_timeout,
             phone=_TelnyxPhone(stream),
         )

@@ -12,6 +12,12 @@ bytes at 8 kHz, 640 at 16 kHz) both ways at real time, answers each ``notify`` o
 before it has played, empties its queue on ``clear`` (``websocket:cleared``), and buffers at
 most 1024 frames (Vonage's limit: the rest is dropped and counted). Vonage ends a stream by
 closing the socket: a hang-up closes it.
+
+A call's ``event_url`` gets its events, signed as Vonage signs callbacks (a JWT under the
+signature secret with the body's ``payload_hash``): ``started``, ``ringing``, ``answered``,
+``completed``, or ``busy``, ``timeout``, ``failed`` for the numbers ``emulator.behaviours``
+makes busy, unanswered or failed. :meth:`VonageEmulator.place_inbound_call` makes it a caller:
+it posts the answer URL, signed, and obeys the NCCO it answers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,9 +35,16 @@ from typing import Any, Self
 from ..codecs import Frame
 from ..codecs.vonage import NotifyOut, VonageSocket
 from ..config import EmulatorConfig
-from ..pubkey import TokenRefused, new_private_key, public_key_of, verify_application_token
+from ..pubkey import (
+    TokenRefused,
+    new_private_key,
+    public_key_of,
+    verify_application_token,
+    webhook_token,
+)
 from ..startable import Startable
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, RecordedRequest, Reply
+from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
 from .pcm_phone import PcmCallMedia, PcmDialer
 
 __all__ = ["VonageApiServer", "VonageCall", "VonageEmulator", "VonageWire"]
@@ -94,6 +108,11 @@ class VonageCall:
     conversation_uuid: str = field(default_factory=lambda: "CON-" + str(uuidlib.uuid4()))
     status: str = "started"
     media: PcmCallMedia | None = None
+    event_url: str | None = None
+    ringing_timer: float | None = None
+    direction: str = "outbound"
+    ncco: Any = None  # an inbound call's answer, as it came
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 def _problem(status: int, kind: str, title: str, detail: str) -> Reply:
@@ -208,6 +227,10 @@ class VonageApiServer(HTTPApiServer):
             return _problem(400, "validation", "Bad Request", "headers must be an object")
         assert isinstance(number, str) and isinstance(from_, str)
         call = VonageCall(str(uuidlib.uuid4()), number, from_, uri, int(matched.group(1)), headers)
+        events, timer = data.get("event_url"), data.get("ringing_timer")
+        if isinstance(events, list) and events and isinstance(events[0], str):
+            call.event_url = events[0]
+        call.ringing_timer = float(timer) if isinstance(timer, int | float) else None
         with self._lock:
             self.calls[call.uuid] = call
         payload = {
@@ -275,6 +298,8 @@ class VonageEmulator(Startable):
         self.api.on_create = self._created
         self.api.on_hang_up = self._hung_up
         self._lock = threading.Lock()
+        self.hooks = HookSender("vonage-emulator-hooks")
+        self.later = Later("vonage-emulator-timer")
 
     @property
     def url(self) -> str:
@@ -282,17 +307,91 @@ class VonageEmulator(Startable):
 
     def start(self, timeout: float = 5.0) -> Self:
         self.media.start(timeout)
+        self.hooks.start()
         try:
             self.api.start()
         except BaseException:
+            self.hooks.stop()
             self.media.stop(timeout)
             raise
         logger.info("Vonage emulator listening on %s", self.url)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.later.stop(timeout)
         self.api.stop(timeout)
         self.media.stop(timeout)
+        self.hooks.stop(timeout)
+
+    def wait_ended(self, uuid: str, timeout: float | None = None) -> VonageCall:
+        """Block until the call is over; the call (``status`` says how)."""
+        call = self.call(uuid)
+        if not call.ended.wait(timeout):
+            raise TimeoutError(f"call {uuid} has not ended within {timeout} s")
+        return call
+
+    def place_inbound_call(
+        self, answer_url: str, to: str, from_: str, *, event_url: str | None = None
+    ) -> VonageCall:
+        """Call ``to`` from ``from_``: post the answer URL (signed) and obey the NCCO it
+        answers. Returns at once; :meth:`wait_ended` tells how it went."""
+        call = VonageCall(str(uuidlib.uuid4()), to.lstrip("+"), from_.lstrip("+"), "", 16000, {})
+        call.direction, call.event_url = "inbound", event_url
+        with self.api._lock:
+            self.api.calls[call.uuid] = call
+        payload = {
+            "uuid": call.uuid,
+            "conversation_uuid": call.conversation_uuid,
+            "from": call.from_,
+            "to": call.to,
+        }
+
+        def ask() -> None:
+            body = json.dumps(payload).encode()
+            result = send(answer_url, body, self._signed(body))
+            try:
+                call.ncco = json.loads(result.body) if result.ok else None
+            except ValueError:
+                call.ncco = None
+            endpoint = _endpoint({"ncco": call.ncco})
+            if isinstance(endpoint, str):  # no websocket to connect: the NCCO ends the call
+                self._finish(call, "completed" if result.ok else "failed")
+                return
+            kind = str(endpoint.get("content-type", ""))
+            matched = _CONTENT_TYPE.fullmatch(kind)
+            call.uri, call.headers = str(endpoint.get("uri", "")), endpoint.get("headers") or {}
+            call.rate = int(matched.group(1)) if matched else 16000
+            self._dial(call)
+
+        self.hooks.call(call.uuid, ask)
+        return call
+
+    def _signed(self, body: bytes) -> dict[str, str]:
+        token = webhook_token(self.signature_secret, body, {"application_id": self.application_id})
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def _event(self, call: VonageCall, status: str) -> None:
+        call.status = status
+        if call.event_url is None:
+            return
+        payload = {
+            "uuid": call.uuid,
+            "conversation_uuid": call.conversation_uuid,
+            "status": status,
+            "direction": call.direction,
+            "from": call.from_,
+            "to": call.to,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
+        body = json.dumps(payload).encode()
+        self.hooks.post(call.uuid, call.event_url, body, self._signed(body))
+
+    def _finish(self, call: VonageCall, status: str) -> None:
+        if call.ended.is_set():
+            return
+        self._event(call, status)
+        logger.info("emulated call %s ended (%s)", call.uuid, status)
+        call.ended.set()
 
     def call(self, uuid: str) -> VonageCall:
         with self._lock:
@@ -309,12 +408,32 @@ class VonageEmulator(Startable):
         self.media.hang_up(uuid)
 
     def _created(self, call: VonageCall) -> None:
-        def ended() -> None:
-            call.status = "completed"
+        self._event(call, "started")
+        behaviour = behaviour_for(self.config.behaviours, "+" + call.to)
+        unanswered = unanswered_outcome(
+            behaviour, self.config.answer_after_s, call.ringing_timer or 60.0
+        )
+        if unanswered is not None:
+            outcome, after = unanswered
+            if outcome == "no-answer":
+                self._event(call, "ringing")
+            words = {"no-answer": "timeout"}
 
+            def ring_out() -> None:
+                gone = call.status == "completed"  # hung up over REST while it rang
+                self._finish(call, "cancelled" if gone else words.get(outcome, outcome))
+
+            self.later.call(after, ring_out)
+            return
+        self._event(call, "ringing")
+        self._event(call, "answered")
+        self._dial(call)
+
+    def _dial(self, call: VonageCall) -> None:
         wire = VonageWire(call.rate, call.headers)
         call.status = "answered"
-        call.media = self.media.dial(call.uuid, call.uri, wire, to="+" + call.to, on_end=ended)
+        end = lambda: self._finish(call, "completed")  # noqa: E731
+        call.media = self.media.dial(call.uuid, call.uri, wire, to="+" + call.to, on_end=end)
 
     def _hung_up(self, call: VonageCall) -> None:
         self.media.hang_up(call.uuid)

@@ -286,8 +286,10 @@ class ExotelProvider:
             to=to,
             caller_id=caller_id,
             stream_url=url,
-            status_callback=c.status_callback,
-            status_callback_events=c.status_callback_events,
+            # The runtime's webhook takes the call's progress, unless you name your own.
+            status_callback=c.status_callback
+            or self._infrastructure.exotel_status_url(c, session_id),
+            status_callback_events=c.status_callback_events or ("terminal",),
             time_limit_s=c.time_limit_s,
         )
         sid = str(call["sid"])

@@ -8,9 +8,10 @@ publishes no OpenAPI description, so there is no contract test: see the README):
   (the call's own ``CallUUID`` comes to the answer URL, and in the stream's ``start`` as
   ``callId``). The answer URL must answer the ``<Stream>`` XML
   (:func:`actors.webhooks.plivo.stream_xml`); the runtime appends the ``session`` and its
-  stream ``token`` to it as query values for that server. The embedded emulator takes the
-  answer inline instead (``answer_xml``, an emulator extension: the runtime's own webhook
-  server does not serve Plivo yet).
+  stream ``token`` to it as query values for that server. Without one, the runtime's own
+  webhook answers (``/plivo/answer?session=``, whenever Plivo can reach it: the emulator
+  always, a real account once ``inbound.public_url`` is set); the emulator with the webhook
+  off takes the answer inline (``answer_xml``, an emulator extension).
 - ``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/`` hangs up (``204``); a ``404`` means
   the call is already over. Before the stream has told the call's uuid, the queued or ringing
   call is cancelled instead: ``DELETE /v1/Account/{auth_id}/Request/{request_uuid}/``.
@@ -27,7 +28,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -44,7 +45,7 @@ from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
 from ..webhooks.plivo import stream_xml
 from ..wire.constants import SESSIONS_PATH
-from . import Infrastructure, RequestObserver, SessionPlan
+from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -222,6 +223,7 @@ class PlivoProvider:
         self._client: PlivoRestClient | None = None
         self._emulated = config.api_base_url == "emulator"
         self._requests: dict[str, str] = {}  # session id -> request_uuid, until hung up
+        self._inbound: set[str] = set()  # sessions of inbound calls (their id is the CallUUID)
         self._lock = threading.Lock()
 
     def _rest(self) -> PlivoRestClient:
@@ -239,11 +241,6 @@ class PlivoProvider:
             if not c.auth_id or not c.auth_token:
                 missing = "auth_id" if not c.auth_id else "auth_token"
                 raise ConfigError("required for Plivo's API", key_path=f"{where}.{missing}")
-            if not c.answer_url:
-                raise ConfigError(
-                    "required for Plivo's API: a URL answering the <Stream> XML",
-                    key_path=f"{where}.answer_url",
-                )
             auth_id, token, base = c.auth_id, c.auth_token, c.api_base_url
         try:
             return PlivoRestClient(
@@ -283,22 +280,63 @@ class PlivoProvider:
             {**dict(request.parameters or {}), **routing},
             content_type=self.config.content_type,
         )
-        if self._emulated:
+        infra = self._infrastructure
+        ours = infra.webhook_route(self.config, "/plivo/answer")
+        hangup_url = self.config.hangup_url or infra.webhook_route(self.config, "/plivo/hangup")
+        answer_xml = None
+        if self.config.answer_url is not None:  # your server answers (see stream_xml)
+            answer_url = _with_query(self.config.answer_url, routing)
+        elif ours is not None:  # the runtime's webhook answers, and hears it was answered
+            infra.expect_answer(session_id, xml)
+            answer_url = _with_query(ours, {"session": session_id})
+        elif self._emulated:  # no webhook: the emulator takes the answer inline
             answer_url, answer_xml = "http://emulator.invalid/answer", xml
         else:
-            assert self.config.answer_url is not None  # checked when the client was made
-            answer_url, answer_xml = _with_query(self.config.answer_url, routing), None
-        call = client.create_call(
-            to=to,
-            from_=from_,
-            answer_url=answer_url,
-            hangup_url=self.config.hangup_url,
-            answer_xml=answer_xml,
-        )
+            raise ConfigError(
+                "required for Plivo's API when the webhook is off or has no inbound.public_url:"
+                " a URL answering the <Stream> XML",
+                key_path=f"providers.{self.name}.answer_url",
+            )
+        try:
+            call = client.create_call(
+                to=to,
+                from_=from_,
+                answer_url=answer_url,
+                hangup_url=hangup_url,
+                answer_xml=answer_xml,
+            )
+        except BaseException:
+            infra.forget_answer(session_id)
+            raise
         request_uuid = str(call["request_uuid"])
         with self._lock:
             self._requests[session_id] = request_uuid
         logger.info("session %s: Plivo call %s placed to %s", session_id, request_uuid, to)
+        return self._plan(session_id, gateway, request_uuid)
+
+    def answer(
+        self,
+        session_id: str,
+        call_uuid: str,
+        parameters: Mapping[str, str],
+        redirect_url: str | None = None,
+    ) -> tuple[SessionPlan, str]:
+        """Inbound call ``call_uuid`` accepted as ``session_id``: the plan, and the answer
+        (:func:`~actors.webhooks.plivo.stream_xml` to the gateway's ``/plivo`` with the session
+        and its stream token). ``redirect_url`` is Twilio's."""
+        self._rest()  # the REST client exists: end_session hangs up with it
+        gateway = self._infrastructure.gateway()
+        routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
+        xml = stream_xml(
+            gateway.public_url.rstrip("/") + "/plivo",
+            {**dict(parameters), **routing},
+            content_type=self.config.content_type,
+        )
+        with self._lock:
+            self._inbound.add(session_id)
+        return self._plan(session_id, gateway, call_uuid), xml
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(
             url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
@@ -311,16 +349,19 @@ class PlivoProvider:
             resume_frames=gateway.resume_frames,
         )
         codec = _RoutedPlivoCodec(session_id=session_id)
-        return SessionPlan(
-            codec=codec, dial=dial, connect=websocket_connection, call_id=request_uuid
-        )
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         """Hang the call up by its uuid once the stream has told it (``start.callId``), else
         cancel its request (it is still queued or ringing)."""
+        self._infrastructure.forget_answer(session_id)
         with self._lock:
             request_uuid = self._requests.pop(session_id, plan.call_id)
+            inbound = session_id in self._inbound
+            self._inbound.discard(session_id)
         call_uuid = getattr(plan.codec, "call_id", None)
+        if inbound:  # its call id is the call's uuid already
+            call_uuid = call_uuid or plan.call_id
         client = self._rest()
         if isinstance(call_uuid, str) and call_uuid:
             ended = client.hang_up(call_uuid)

@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
@@ -40,8 +40,9 @@ from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
+from ..webhooks.telnyx import stream_texml
 from ..wire.constants import SESSIONS_PATH
-from . import Infrastructure, RequestObserver, SessionPlan
+from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
 
@@ -272,10 +273,35 @@ class TelnyxProvider:
             client_state=encode_client_state(state),
             codec=self.config.codec,
             timeout_secs=self.config.ring_timeout_s,
-            webhook_url=self.config.webhook_url,
+            # The runtime's webhook takes the call's progress, unless you name your own.
+            webhook_url=self.config.webhook_url
+            or self._infrastructure.webhook_route(self.config, "/telnyx/events"),
         )
         call_id = str(call["call_control_id"])
         logger.info("session %s: Telnyx call %s placed to %s", session_id, call_id, to)
+        return self._plan(session_id, gateway, call_id)
+
+    def answer(
+        self,
+        session_id: str,
+        call_id: str,
+        parameters: Mapping[str, str],
+        redirect_url: str | None = None,
+    ) -> tuple[SessionPlan, str]:
+        """Inbound call ``call_id`` (TeXML's ``CallSid``) accepted as ``session_id``: the plan,
+        and the TeXML answer (``<Connect><Stream>`` to the gateway's ``/telnyx`` with the
+        session and its stream token as ``<Parameter>``s). ``redirect_url`` is Twilio's."""
+        self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
+        gateway = self._infrastructure.gateway()
+        token = stream_token(gateway.secret, session_id)
+        texml = stream_texml(
+            gateway.public_url.rstrip("/") + "/telnyx",
+            {**dict(parameters), "session": session_id, "token": token},
+            codec=self.config.codec,
+        )
+        return self._plan(session_id, gateway, call_id), texml
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(
             url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",

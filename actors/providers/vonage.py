@@ -40,7 +40,7 @@ from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..pubkey import application_token
 from ..transport import websocket_connection
-from . import Infrastructure, RequestObserver, SessionPlan
+from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
 from ._streamed import audio_policy, call_parameters, hop_dial
@@ -327,11 +327,35 @@ class VonageProvider:
             to=to,
             from_=from_,
             ncco=ncco,
-            event_url=self.config.event_url,
+            # The runtime's webhook takes the call's progress, unless you name your own.
+            event_url=self.config.event_url
+            or self._infrastructure.webhook_route(self.config, "/vonage/event"),
             ringing_timer=self.config.ring_timeout_s,
         )
         uuid = str(call["uuid"])
         logger.info("session %s: Vonage call %s placed to %s", session_id, uuid, to)
+        return self._plan(session_id, gateway, uuid)
+
+    def answer(
+        self,
+        session_id: str,
+        uuid: str,
+        parameters: Mapping[str, str],
+        redirect_url: str | None = None,
+    ) -> tuple[SessionPlan, str]:
+        """Inbound call ``uuid`` accepted as ``session_id``: the plan, and the answer webhook's
+        NCCO (JSON: :func:`websocket_ncco` to the gateway's ``/vonage`` with the session and its
+        stream token as headers). ``redirect_url`` is Twilio's."""
+        self._rest()  # the REST client exists: end_session hangs up with it
+        gateway = self._infrastructure.gateway()
+        ncco = websocket_ncco(
+            gateway.public_url.rstrip("/") + "/vonage",
+            rate=self.config.sample_rate,
+            headers=call_parameters(gateway, session_id, parameters),
+        )
+        return self._plan(session_id, gateway, uuid), json.dumps(ncco)
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, uuid: str) -> SessionPlan:
         c = self.config
         codec = VonageCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),

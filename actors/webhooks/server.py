@@ -41,7 +41,10 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from ..startable import Startable
+from .calls import ProviderKeys
 from .inbound import InboundQueue
+from .routes import PATHS as ROUTE_PATHS
+from .routes import ProviderRoutes
 from .twilio import (
     MAX_BODY,
     InboundCall,
@@ -97,6 +100,8 @@ class WebhookConfig:
     max_connections: int = 64
     request_timeout_s: float = 5.0
     refusal_twiml: str = field(default_factory=reject_twiml)
+    # What authenticates Telnyx's, Plivo's, Vonage's and Exotel's webhooks (routes.py).
+    keys: ProviderKeys = field(default_factory=ProviderKeys, repr=False)
 
 
 class _Server(ThreadingHTTPServer):
@@ -213,11 +218,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("webhook %s: %s", self.address_string(), format % args)
 
-    def reply(self, status: int, body: str = "", *, xml: bool = False) -> None:
+    def reply(
+        self, status: int, body: str = "", *, xml: bool = False, content_type: str | None = None
+    ) -> None:
         data = body.encode()
         self.send_response(status)
         if xml:
-            self.send_header("Content-Type", "text/xml; charset=utf-8")
+            content_type = "text/xml; charset=utf-8"
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()
@@ -254,6 +263,7 @@ class WebhookServer(Startable):
         self._on_status = on_status
         self._on_amd = on_amd
         self._on_reattach = on_reattach
+        self.routes = ProviderRoutes(config.keys)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._unknown_logged: OrderedDict[str, None] = OrderedDict()
@@ -313,6 +323,8 @@ class WebhookServer(Startable):
         arrived = time.monotonic()
         route = request.path.split("?", 1)[0]
         headers = dict(request.headers.items())
+        if route in ROUTE_PATHS:
+            return self.routes.handle(self, request, route, arrived)
         if route not in (VOICE_PATH, STATUS_PATH, AMD_PATH):
             return self._refuse(request, Refusal(404, "not_found", f"path {route[:60]!r}"))
         early = precheck(request.command, headers, max_body=self.config.max_body)
@@ -388,6 +400,12 @@ class WebhookServer(Startable):
         request.reply(answer.status, answer.body, xml=True)
 
     def _status(self, request: _Handler, event: StatusEvent) -> None:
+        self.deliver(event)
+        request.reply(200, _EMPTY_TWIML, xml=True)
+
+    def deliver(self, event: StatusEvent) -> bool:
+        """A verified status event (any provider's): a final one tells the queue the call is
+        over; ``on_status`` gets every one. Whether the call is known."""
         self.counters.add("status")
         known = event.status in FINAL_STATUSES and self.queue.ended(event.call_id)
         if self.queue.session_of(event.call_id) is not None:
@@ -406,7 +424,7 @@ class WebhookServer(Startable):
                     self._unknown_logged.popitem(last=False)
             log = logger.warning if first else logger.debug
             log("status callback %r for unknown call %s", event.status, event.call_id)
-        request.reply(200, _EMPTY_TWIML, xml=True)
+        return known
 
     def _refuse(self, request: _Handler, refusal: Refusal) -> None:
         self.counters.add(refusal.reason)

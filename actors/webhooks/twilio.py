@@ -103,6 +103,8 @@ class InboundCall:
     ``fields`` holds every form field Twilio sent (the first value of a repeated name), e.g.
     ``CallerName``, ``ForwardedFrom``, ``CallToken``. ``reattach`` is set when the request is
     our own ``<Redirect>`` coming back after a stream ended: it names that session.
+    ``provider`` is the provider type whose webhook brought it (``twilio``, ``telnyx``,
+    ``plivo``, ``vonage``: :mod:`actors.webhooks.calls`).
     """
 
     direction: str
@@ -112,6 +114,7 @@ class InboundCall:
     account_sid: str
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     reattach: str | None = None
+    provider: str = "twilio"
 
     @property
     def call_status(self) -> str:
@@ -123,13 +126,15 @@ class InboundCall:
 class StatusEvent:
     """A verified status callback: ``status`` is Twilio's ``CallStatus`` (``initiated``,
     ``ringing``, ``in-progress``, ``completed``, ``busy``, ``no-answer``, ``failed``,
-    ``canceled``); ``sequence`` is its ``SequenceNumber`` (callbacks may arrive out of order)."""
+    ``canceled``); ``sequence`` is its ``SequenceNumber`` (callbacks may arrive out of order).
+    ``session_id``: the only session it may be delivered to (Exotel's capability URLs)."""
 
     call_id: str
     account_sid: str
     status: str
     sequence: int | None
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    session_id: str | None = None
 
 
 # -- the signature ---------------------------------------------------------------------------
@@ -224,9 +229,14 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def precheck(
-    method: str, headers: Mapping[str, str], *, max_body: int = MAX_BODY
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    max_body: int = MAX_BODY,
+    signature_header: str | None = SIGNATURE_HEADER,
 ) -> Refusal | None:
-    """What can be refused before a byte of the body is read (``None``: read it)."""
+    """What can be refused before a byte of the body is read (``None``: read it); a request
+    without ``signature_header`` (Twilio's by default; ``None``: not checked here) too."""
     if method != "POST":
         return Refusal(405, "bad_method", f"method {method[:16]!r}")
     if _header(headers, "Transfer-Encoding") is not None:
@@ -240,8 +250,8 @@ def precheck(
         return Refusal(411, "bad_request", "no valid Content-Length")
     if length > max_body:
         return Refusal(413, "too_large", f"a body of {length} bytes (limit {max_body})")
-    if not _header(headers, SIGNATURE_HEADER):
-        return Refusal(403, "bad_signature", f"no {SIGNATURE_HEADER} header")
+    if signature_header is not None and not _header(headers, signature_header):
+        return Refusal(403, "bad_signature", f"no {signature_header} header")
     return None
 
 

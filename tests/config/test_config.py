@@ -65,7 +65,15 @@ def test_default_values() -> None:
     assert config.runtime.max_message_bytes == 1_048_576
     assert config.runtime.ping_interval_s == 10.0
     assert config.supervisor.max_restarts == 3
-    assert list(config.providers) == ["websocket", "twilio", "daily", "telnyx", "plivo"]
+    assert list(config.providers) == [
+        "websocket",
+        "twilio",
+        "daily",
+        "telnyx",
+        "plivo",
+        "vonage",
+        "exotel",
+    ]
     twilio = config.provider("twilio")
     assert isinstance(twilio, TwilioProviderConfig)
     assert twilio.api_base_url == "emulator"  # no credentials by default

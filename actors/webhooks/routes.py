@@ -1,0 +1,216 @@
+"""The webhook server's routes for Telnyx, Plivo, Vonage and Exotel (Twilio's are the server's
+own): :class:`ProviderRoutes`.
+
+====================  =====================================================================
+``/telnyx/voice``     TeXML voice URL: an inbound call, answered ``<Connect><Stream>``
+``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress
+``/plivo/answer``     answer URL: an inbound call; or (``?session=``) one we placed
+``/plivo/hangup``     hang-up (and ring) URL: call progress
+``/vonage/answer``    answer URL (GET or POST): an inbound call, answered with the NCCO
+``/vonage/event``     event URL: call progress
+``/exotel/status``    StatusCallback of a call we placed (a capability URL per session)
+====================  =====================================================================
+
+Each request is read as the server reads Twilio's (method, length, at most ``max_body``
+bytes), then authenticated (:mod:`actors.webhooks.calls`) before anything in it is used. An
+inbound call goes through the same :class:`~actors.webhooks.inbound.InboundQueue` as
+Twilio's, under the name of the provider whose key verified it, so ``accept_session(provider=)``
+takes it; refused calls get the provider's own refusal (TeXML ``<Reject reason="busy"/>``,
+Plivo ``<Hangup reason="busy"/>``, a Vonage NCCO that says so and ends).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from . import calls as decide
+from .twilio import InboundCall, Refusal, StatusEvent, precheck
+
+if TYPE_CHECKING:
+    from .server import WebhookServer, _Handler
+
+__all__ = ["PATHS", "ProviderRoutes"]
+
+logger = logging.getLogger(__name__)
+
+TELNYX_VOICE, TELNYX_EVENTS = "/telnyx/voice", "/telnyx/events"
+PLIVO_ANSWER, PLIVO_HANGUP = "/plivo/answer", "/plivo/hangup"
+VONAGE_ANSWER, VONAGE_EVENT = "/vonage/answer", "/vonage/event"
+EXOTEL_STATUS = "/exotel/status"
+PATHS = frozenset(
+    {TELNYX_VOICE, TELNYX_EVENTS, PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT}
+    | {EXOTEL_STATUS}
+)
+_GET_OK = frozenset({PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT})
+_XML, _JSON = "text/xml; charset=utf-8", "application/json"
+_KEPT = 10_000  # answers of calls we placed, and answered Telnyx calls, remembered at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A call we placed was picked up: its answer document, and that news as an event."""
+
+    document: str
+    event: StatusEvent
+
+
+class ProviderRoutes:
+    """The non-Twilio routes of one :class:`~actors.webhooks.server.WebhookServer`; thread-safe.
+
+    :meth:`expect_answer` registers the document that answers a call *we* place (Plivo asks
+    its answer URL when the callee picks up): ``/plivo/answer?session=<key>`` gets it.
+    """
+
+    def __init__(self, keys: decide.ProviderKeys) -> None:
+        self.keys = keys
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[str, str] = OrderedDict()
+        self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
+
+    def expect_answer(self, key: str, document: str) -> None:
+        with self._lock:
+            self._answers[key] = document
+            while len(self._answers) > _KEPT:
+                self._answers.popitem(last=False)
+
+    def forget_answer(self, key: str) -> None:
+        with self._lock:
+            self._answers.pop(key, None)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def handle(self, server: WebhookServer, request: _Handler, route: str, arrived: float) -> None:
+        method = request.command
+        if method == "GET" and route in _GET_OK:
+            body = b""
+        else:
+            early = precheck(
+                method,
+                dict(request.headers.items()),
+                max_body=server.config.max_body,
+                signature_header=None,
+            )
+            if early is not None:
+                return server._refuse(request, early)
+            length = int(request.headers.get("Content-Length") or 0)
+            body = request.rfile.read(length) if length else b""
+            if len(body) < length:
+                server.counters.add("bad_request")
+                request.close_connection = True
+                return None
+        headers = dict(request.headers.items())
+        query = urlsplit(request.path).query
+        url = server.public_url + request.path
+        outcome = self._decide(route, method, url, headers, body, query)
+        if isinstance(outcome, Refusal):
+            return server._refuse(request, outcome)
+        name, decided = outcome
+        if isinstance(decided, InboundCall):
+            return self._offer(server, request, name, decided, arrived)
+        if isinstance(decided, _Answered):  # a call we placed was answered
+            server.deliver(decided.event)
+            return request.reply(200, decided.document, content_type=_XML)
+        if decided is not None:
+            server.deliver(decided)
+        else:
+            server.counters.add("status")
+        reply = "[]" if route.startswith("/vonage") else ""
+        request.reply(200, reply, content_type=_JSON if reply else None)
+
+    def _decide(  # noqa: PLR0917 (the request's parts, each read once by handle)
+        self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, query: str
+    ) -> tuple[str, InboundCall | StatusEvent | _Answered | None] | Refusal:
+        keys = self.keys
+        if route == TELNYX_VOICE:
+            return decide.telnyx_voice(keys, headers, body)
+        if route == TELNYX_EVENTS:
+            return self._telnyx_event(headers, body)
+        if route in (PLIVO_ANSWER, PLIVO_HANGUP):
+            verified = decide.verify_plivo(keys, method, url, headers, body)
+            if isinstance(verified, Refusal):
+                return verified
+            name, fields = verified
+            if method == "GET":
+                fields = dict(parse_qsl(query, keep_blank_values=True))
+            if route == PLIVO_HANGUP:
+                event = decide.plivo_status(fields)
+                return event if isinstance(event, Refusal) else (name, event)
+            return self._plivo_answer(name, fields, query)
+        if route in (VONAGE_ANSWER, VONAGE_EVENT):
+            signed = decide.verify_vonage(keys, headers, body, method, query)
+            if isinstance(signed, Refusal):
+                return signed
+            name, webhook = signed
+            found = (
+                decide.vonage_call(webhook.payload)
+                if route == VONAGE_ANSWER
+                else decide.vonage_event(webhook.payload)
+            )
+            return found if isinstance(found, Refusal) else (name, found)
+        named = decide.exotel_status(keys, query, body)
+        return named
+
+    def _telnyx_event(
+        self, headers: dict[str, str], body: bytes
+    ) -> tuple[str, StatusEvent | None] | Refusal:
+        # Whether the call was answered decides what a hang-up means: peek at the id first.
+        probe = decide.telnyx_event(self.keys, headers, body)
+        if isinstance(probe, Refusal) or probe[1] is None:
+            return probe
+        name, event = probe
+        assert event is not None
+        with self._lock:
+            answered = event.call_id in self._answered
+            if event.status == "in-progress":
+                self._answered[event.call_id] = None
+                while len(self._answered) > _KEPT:
+                    self._answered.popitem(last=False)
+            elif event.fields.get("event_type") == "call.hangup":
+                self._answered.pop(event.call_id, None)
+        if answered and event.fields.get("event_type") == "call.hangup":
+            return decide.telnyx_event(self.keys, headers, body, answered=True)
+        return name, event
+
+    def _plivo_answer(
+        self, name: str, fields: dict[str, str], query: str
+    ) -> tuple[str, InboundCall | _Answered] | Refusal:
+        session = dict(parse_qsl(query)).get("session")
+        if session is not None:  # a call we placed: its answer, and it was answered
+            with self._lock:
+                document = self._answers.get(session)
+            if document is None:
+                return Refusal(404, "not_found", "no answer for that session")
+            call_id = fields.get("RequestUUID") or fields.get("CallUUID", "")
+            event = StatusEvent(call_id, "", "in-progress", None, MappingProxyType(fields))
+            return name, _Answered(document, event)
+        call = decide.plivo_call(fields)
+        return call if isinstance(call, Refusal) else (name, call)
+
+    def _offer(
+        self, server: WebhookServer, request: _Handler, name: str, call: InboundCall, arrived: float
+    ) -> None:
+        refusal, kind = {
+            "telnyx": (decide.telnyx_refusal(), _XML),
+            "plivo": (decide.plivo_refusal(), _XML),
+            "vonage": (decide.vonage_refusal(), _JSON),
+        }[call.provider]
+        answer = server.queue.offer(call, refusal, provider=name, arrived_at=arrived)
+        took = (time.monotonic() - arrived) * 1000
+        if answer.outcome == "accepted":
+            logger.info(
+                "%s call %s answered: session %s (%.0f ms)",
+                name,
+                call.call_id,
+                answer.session_id,
+                took,
+            )
+        elif answer.session_id is None and answer.outcome != "duplicate":
+            logger.warning("%s call %s refused: %s", name, call.call_id, answer.outcome)
+        request.reply(answer.status, answer.body, content_type=kind)
