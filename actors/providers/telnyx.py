@@ -1,7 +1,7 @@
 """Telnyx's REST control plane (Call Control v2): place a call that streams to us, hang it up.
 
-Checked against Telnyx's OpenAPI (``../shared/contracts/telnyx/spec3.yml``: ``DialCall``,
-``HangupCall``, ``CallRequest``; the contract test runs the client against it with Prism):
+Checked against Telnyx's OpenAPI (``DialCall``, ``HangupCall``, ``CallRequest``; the contract
+test, ``tests/providers/test_telnyx_contract.py``, runs the client against it with Prism):
 
 - ``POST /calls`` (below ``https://api.telnyx.com/v2``), Bearer auth, JSON with the required
   ``connection_id``, ``to``, ``from``, and the stream: ``stream_url``, ``stream_track``

@@ -1,9 +1,10 @@
 """Vonage's Voice API control plane: create a call whose NCCO connects it to our websocket, and
 hang it up.
 
-Checked against Vonage's OpenAPI description of the Voice API (``../shared/contracts/vonage/
-voice.yml``, v1.3.7, MIT) and its pages (developer.vonage.com: "Making an outbound call",
-"WebSockets", "NCCO reference", "Authentication"):
+Checked against Vonage's OpenAPI description of the Voice API (v1.3.7, MIT; the contract
+test, ``tests/providers/test_vonage_contract.py``, runs the client against it) and its pages
+(developer.vonage.com: "Making an outbound call", "WebSockets", "NCCO reference",
+"Authentication"):
 
 - ``POST /v1/calls`` with ``to: [{type: phone, number}]``, ``from: {type: phone, number}``
   (E.164 digits, no ``+``: the spec's ``AddressE164``), ``ncco``, and optionally
