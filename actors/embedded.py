@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 from .config import TransportConfig, TwilioProviderConfig
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.telnyx import TelnyxEmulator
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
+    from .webhooks.inbound import Answer
     from .webhooks.server import WebhookServer
     from .webhooks.twilio import InboundCall, StatusEvent
 
@@ -61,12 +64,21 @@ class WebhookHooks(Protocol):
 
     def on_reattach(self, call: InboundCall) -> str | None: ...
 
+    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
+
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
 logger = logging.getLogger(__name__)
 
 EMULATOR_ACCOUNT_SID = "AC" + "0" * 32  # the emulator's only account; not a real one
+
+#: The gateway chosen for the session being set up on this thread (a cluster picks one per
+#: session, :mod:`actors.clustering`): asked by :meth:`EmbeddedInfrastructure.gateway` first,
+#: and only when the provider needs a gateway at all. ``None``: the configured gateway.
+GATEWAY_CHOICE: ContextVar[Callable[[], GatewayEndpoint | None] | None] = ContextVar(
+    "gateway_choice", default=None
+)
 
 
 class EmbeddedInfrastructure:
@@ -96,6 +108,10 @@ class EmbeddedInfrastructure:
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
+        choose = GATEWAY_CHOICE.get()
+        chosen = choose() if choose is not None else None
+        if chosen is not None:
+            return chosen
         with self._lock:
             if self._gateway_endpoint is None:
                 self._gateway_endpoint = self._start_gateway()
@@ -380,6 +396,7 @@ class EmbeddedInfrastructure:
             on_status=hooks.on_status if hooks else None,
             on_amd=hooks.on_amd if hooks else None,
             on_reattach=hooks.on_reattach if hooks else None,
+            on_voice=hooks.on_voice if hooks else None,
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,
         )

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from ..startable import Startable
-from .inbound import InboundQueue
+from .inbound import Answer, InboundQueue
 from .twilio import (
     MAX_BODY,
     InboundCall,
@@ -245,8 +245,12 @@ class WebhookServer(Startable):
         provider: str = "twilio",
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
+        on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
     ) -> None:
         self.config = config
+        # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
+        # one of its nodes), calling local() for the queue's answer on this node.
+        self._on_voice = on_voice
         self.queue = queue
         self.counters = queue.counters
         self.provider = provider
@@ -365,9 +369,13 @@ class WebhookServer(Startable):
             )
             return request.reply(200, twiml or hangup_twiml(), xml=True)
         provider = self._providers.get(call.account_sid, self.provider)
-        answer = self.queue.offer(
-            call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
-        )
+
+        def local() -> Answer:
+            return self.queue.offer(
+                call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
+            )
+
+        answer = local() if self._on_voice is None else self._on_voice(call, local)
         if answer.outcome == "accepted":
             logger.info(
                 "call %s from %s answered: session %s (%.0f ms)",
