@@ -70,3 +70,77 @@ def test_inbound_calls_spread_and_a_killed_node_s_calls_resume_elsewhere(tmp_pat
         for call in calls:  # every call is still up on the emulator
             media = c.emulator.call_media(call)
             assert media is not None and not media.ended.is_set()
+
+
+def _frames_grow(node: NodeProcess, sid: str, by: int, timeout: float = 10.0) -> None:
+    start = len(node.frames(sid))
+    node.wait_for(flowing(sid, start + by), timeout, f"{by} more frames on {sid}")
+
+
+def test_redis_down_running_calls_go_on_new_calls_fail_fast_then_resume(tmp_path: Path) -> None:
+    with cluster(tmp_path, nodes=2, gateways=1, capacity=4) as c:
+        call = c.dial_in(c.nodes[0])
+        node, sid = wait_owner(c, call)
+        node.wait_for(flowing(sid, 10), 10, "audio")
+        c.redis.kill()
+        _frames_grow(node, sid, 50)  # a second of audio with no Redis at all
+        # New calls: outbound fails fast with ClusterUnavailable, inbound gets the busy answer.
+        node.command("call +15550111")
+        node.wait_for(lambda log: any(e["op"] == "call" for e in log.errors), 5, "refused")
+        with node.changed:
+            error = next(e for e in node.log.errors if e["op"] == "call")["error"]
+        assert error.startswith("ClusterUnavailable"), error
+        refused = c.dial_in(c.nodes[1])
+        ended = c.emulator.wait_ended(refused, 10)
+        assert ended.status == "busy"
+        c.redis.start()  # empty: the nodes register again and restore their leases
+        _frames_grow(node, sid, 25)
+        again = c.dial_in(c.nodes[1])
+        owner, new_sid = wait_owner(c, again, 15)
+        owner.wait_for(flowing(new_sid, 10), 10, "audio on the call after Redis came back")
+        _frames_grow(node, sid, 10)
+        assert c.owner_of(call) == (node, sid)  # never taken over meanwhile
+
+
+def test_a_drained_node_finishes_its_calls_and_takes_no_new_one(tmp_path: Path) -> None:
+    with cluster(tmp_path, nodes=2, gateways=1, capacity=4) as c:
+        first = [c.dial_in(c.nodes[0]) for _ in range(2)]
+        owners = [wait_owner(c, call) for call in first]
+        drained = c.nodes[1]
+        assert any(node is drained for node, _ in owners)
+        drained.command("drain")
+        drained.wait_for(lambda log: any(e["e"] == "draining" for e in log.events), 5, "draining")
+        later = [c.dial_in(c.nodes[1]) for _ in range(3)]  # its own webhook, too
+        for call in later:
+            node, _ = wait_owner(c, call)
+            assert node is not drained
+        for node, sid in owners:  # the drained node's call goes on
+            _frames_grow(node, sid, 25)
+        drained.command("call +15550112")
+        drained.wait_for(lambda log: any(e["op"] == "call" for e in log.errors), 5, "refused")
+        assert "Draining" in drained.log.errors[-1]["error"]
+
+
+def test_outbound_calls_are_leased_and_spread_over_the_gateways(tmp_path: Path) -> None:
+    with cluster(tmp_path, nodes=2, gateways=2, capacity=4) as c:
+        node = c.nodes[0]
+        sids: list[str] = []
+        for i in range(4):
+            node.command(f"call +1555012{i}")
+            node.wait_for(lambda log: len(log.sessions) > i, 10, f"outbound call {i}")
+            sid = list(sessions_of(node))[-1]
+            node.wait_for(flowing(sid, 5), 10, "audio")
+            sids.append(sid)
+        streams = set()
+        for info in sessions_of(node).values():
+            call = c.emulator.api.call(str(info["call"]))
+            assert call is not None and call.twiml is not None
+            streams.add(call.twiml.split('url="', 1)[1].split('"', 1)[0])
+        assert len(streams) == 2, streams  # the least-loaded gateway each time
+        node.kill()  # outbound calls are taken over like inbound ones
+        for sid in sids:
+            other = c.nodes[1]
+            other.wait_for(lambda log, s=sid: s in log.sessions, 10, f"takeover of {sid}")
+            assert sessions_of(other)[sid]["resumed"] is True
+            assert sessions_of(other)[sid]["dir"] == "outbound"
+            other.wait_for(flowing(sid, 10), 10, "audio after the takeover")
