@@ -153,6 +153,7 @@ class NodeCluster:
         self._stopping = threading.Event()
         self.takeovers = 0
         webhook = infrastructure.webhook() if config.inbound.enabled else None
+        infrastructure.reattach = webhook is not None  # outbound calls come back too
         urls = {"webhook": webhook.voice_url} if webhook is not None else {}
         self.member = ClusterMember(
             cluster,

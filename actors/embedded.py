@@ -105,6 +105,7 @@ class EmbeddedInfrastructure:
         self._plivo_endpoint: RestEndpoint | None = None
         self._webhook: WebhookServer | None = None
         self.hooks: WebhookHooks | None = None  # set by the service before the webhook starts
+        self.reattach = False  # a cluster's: outbound TwiML comes back (see reattach_url)
         self._stopped = False
 
     def gateway(self) -> GatewayEndpoint:
@@ -202,6 +203,13 @@ class EmbeddedInfrastructure:
                 self._check_running()
                 self._webhook = self._start_webhook(accounts, providers)
             return self._webhook
+
+    def reattach_url(self, session_id: str) -> str | None:
+        """The webhook's ``?reattach=`` URL for the session, when a cluster wants outbound
+        calls back after their stream ends (``reattach``); else ``None``."""
+        if not self.reattach:
+            return None
+        return f"{self.webhook().voice_url}?reattach={session_id}"
 
     def webhook_started(self) -> WebhookServer | None:
         """The webhook server if it runs (for metrics: never starts it)."""

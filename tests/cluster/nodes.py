@@ -1,4 +1,4 @@
-"""A whole cluster on loopback for the tests (and the demo's figures): a Redis of its own, standalone
+"""A whole cluster on loopback for the tests (and the figures): a Redis of its own, standalone
 gateways (``transport-actors gateway -c FILE``), runtime nodes (``scripts/cluster_node.py``) and
 the Twilio emulator, in this process, that places the calls.
 
@@ -168,8 +168,15 @@ def _cluster_yaml(redis: RedisServer, prefix: str, member_id: str, **extra: obje
 class Cluster:
     """Redis, ``gateways`` gateways, ``nodes`` nodes and the emulator (see the module doc)."""
 
-    def __init__(self, workdir: Path, *, nodes: int = 3, gateways: int = 2, capacity: int = 4,
-                 on_redis_down: str = "fail") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        nodes: int = 3,
+        gateways: int = 2,
+        capacity: int = 4,
+        on_redis_down: str = "fail",
+    ) -> None:
         self.workdir = workdir
         self.redis = RedisServer()
         self.prefix = f"ta:{{n{uuid.uuid4().hex[:8]}}}"
@@ -208,12 +215,12 @@ class Cluster:
             self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
         )
         path.write_text(
-            "gateway: {embedded: false, url: \"ws://127.0.0.1:9\", "
+            'gateway: {embedded: false, url: "ws://127.0.0.1:9", '
             f'secret: "{SECRET}"}}\n'
             "providers:\n"
-            f"  twilio: {{type: twilio, api_base_url: \"{self.emulator.url}\", "
+            f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
             f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
-            "inbound: {listen: \"127.0.0.1:0\", max_sessions: 32, queue_timeout_s: 3, "
+            'inbound: {listen: "127.0.0.1:0", max_sessions: 32, queue_timeout_s: 3, '
             "answer_timeout_s: 3}\n"
             f"cluster: {{{cluster}}}\n"
         )

@@ -4,6 +4,7 @@ SIGKILLed node's calls go on elsewhere (``resumed``), Redis down and back, a dra
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_outbound_calls_are_leased_and_spread_over_the_gateways(tmp_path: Path) 
         sids: list[str] = []
         for i in range(4):
             node.command(f"call +1555012{i}")
-            node.wait_for(lambda log: len(log.sessions) > i, 10, f"outbound call {i}")
+            node.wait_for(lambda log, i=i: len(log.sessions) > i, 10, f"outbound call {i}")
             sid = list(sessions_of(node))[-1]
             node.wait_for(flowing(sid, 5), 10, "audio")
             sids.append(sid)
@@ -144,3 +145,45 @@ def test_outbound_calls_are_leased_and_spread_over_the_gateways(tmp_path: Path) 
             assert sessions_of(other)[sid]["resumed"] is True
             assert sessions_of(other)[sid]["dir"] == "outbound"
             other.wait_for(flowing(sid, 10), 10, "audio after the takeover")
+
+
+def test_a_killed_gateway_s_calls_go_on_through_the_other(tmp_path: Path) -> None:
+    with cluster(tmp_path, nodes=2, gateways=2, capacity=4) as c:
+        calls = [c.dial_in(c.nodes[0]) for _ in range(4)]
+        owners = {call: wait_owner(c, call) for call in calls}
+        for node, sid in owners.values():
+            node.wait_for(flowing(sid, 10), 10, "audio")
+        victim = c.gateways[0]
+        victim_url = victim.output[1].split()[4].split("/sessions")[0]
+        on_victim = [
+            call
+            for call in calls
+            if victim_url.replace("ws://", "") in (c.emulator.api.call(call).documents[-1])
+        ]
+        assert on_victim, "the calls went to one gateway only"
+        killed_at = time.monotonic()
+        victim.kill()
+        for call in calls:
+            node, sid = owners[call]
+            _frames_grow(node, sid, 25, 15)
+            frames = node.frames(sid)
+            gap = max(b.t - a.t for a, b in itertools.pairwise(frames))
+            print(
+                f"call {call}: longest gap {gap * 1000:.0f} ms (gateway killed at {killed_at:.1f})"
+            )
+        for call in on_victim:
+            assert len(c.emulator.api.call(call).documents) >= 2  # streamed again
+
+
+def test_an_outbound_call_survives_its_gateway(tmp_path: Path) -> None:
+    with cluster(tmp_path, nodes=1, gateways=2, capacity=4) as c:
+        node = c.nodes[0]
+        node.command("call +15550130")
+        node.wait_for(lambda log: len(log.sessions) == 1, 10, "the outbound call")
+        sid, info = next(iter(sessions_of(node).items()))
+        node.wait_for(flowing(sid, 10), 10, "audio")
+        twiml = c.emulator.api.call(str(info["call"])).twiml or ""
+        assert "reattach=" in twiml
+        victim = next(g for g in c.gateways if g.output[2].split()[4].rsplit("/", 1)[0] in twiml)
+        victim.kill()
+        _frames_grow(node, sid, 25, 15)
