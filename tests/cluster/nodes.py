@@ -193,7 +193,7 @@ class Cluster:
             for i in range(gateways):
                 self.gateways.append(self._gateway(f"gw{i}"))
             for i in range(nodes):
-                self.nodes.append(self._node(f"node{i}", capacity, on_redis_down))
+                self.nodes.append(self.start_node(f"node{i}", capacity, on_redis_down))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -209,7 +209,7 @@ class Cluster:
         gateway.start()
         return gateway
 
-    def _node(self, name: str, capacity: int, on_redis_down: str) -> NodeProcess:
+    def start_node(self, name: str, capacity: int, on_redis_down: str = "fail") -> NodeProcess:
         path = self.workdir / f"{name}.yaml"
         cluster = _cluster_yaml(
             self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
