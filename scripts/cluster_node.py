@@ -11,7 +11,8 @@ small state blob (``save_state``) every 50 frames.
 On stdout, one line per event (flushed: a reader sees each line as it is written, and a SIGKILL
 loses nothing already printed), for tests and the demo:
 
-- ``ready {"node": ..., "voice_url": ...}`` once the node is registered;
+- ``ready {"node": ..., "voice_url": ..., "listen": ...}`` once the node is registered
+  (``listen``: where its webhook is; ``voice_url``: its public URL, a load balancer's);
 - ``{"e": "session", "sid", "call", "dir", "resumed", "state", "t"}`` per session accepted or
   created (``t``: ``time.monotonic()``, comparable across processes on one Linux host);
 - ``a <sid> <sequence> <t>`` per audio frame received (Twilio's ``sequenceNumber``);
@@ -162,7 +163,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         status = service.cluster_status() or {}
-        say("ready " + json.dumps({"node": status.get("node_id"), "voice_url": service.voice_url}))
+        listen = service.infrastructure.webhook().url  # voice_url may be a load balancer's
+        ready = {"node": status.get("node_id"), "voice_url": service.voice_url, "listen": listen}
+        say("ready " + json.dumps(ready))
         for _ in range(args.acceptors):
             node.spawn(node.accept_loop)
         reader = threading.Thread(target=_read_commands, args=(node, terms), daemon=True)

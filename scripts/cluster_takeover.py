@@ -47,7 +47,7 @@ def main() -> int:
         tempfile.TemporaryDirectory() as tmp,
         harness.Cluster(Path(tmp), nodes=3, gateways=2, capacity=capacity) as c,
     ):
-        calls = [c.dial_in(c.nodes[i % 3]) for i in range(args.calls)]
+        calls = [c.dial_in() for _ in range(args.calls)]
         deadline = time.monotonic() + 20
         while any(c.owner_of(call) is None for call in calls) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -89,9 +89,13 @@ def main() -> int:
         )
         time.sleep(0.5)
         owners = {call: c.owner_of(call) for call in calls}
-        gateway = c.gateways[0]
-        base = gateway.output[2].split()[4].rsplit("/", 1)[0]
-        on_it = [call for call in calls if base in c.emulator.api.call(call).documents[-1]]
+
+        def calls_on(gateway: harness.GatewayProcess) -> list[str]:
+            base = gateway.output[2].split()[4].rsplit("/", 1)[0]
+            return [call for call in calls if base in c.emulator.api.call(call).documents[-1]]
+
+        gateway = max(c.gateways, key=lambda g: len(calls_on(g)))
+        on_it = calls_on(gateway)
         killed_at = time.monotonic()
         gateway.kill()
         time.sleep(3)

@@ -15,9 +15,12 @@ import select
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +69,13 @@ class NodeProcess(_Child):
         self.log = NodeLog()
         self.changed = threading.Condition()
         self._reader: threading.Thread | None = None
-        self.voice_url = ""
+        self.voice_url = self.listen_url = ""
 
     def start(self) -> None:
         self.log = NodeLog()
         super().start()
-        self.voice_url = json.loads(self.ready_line.split(" ", 1)[1])["voice_url"]
+        ready = json.loads(self.ready_line.split(" ", 1)[1])
+        self.voice_url, self.listen_url = ready["voice_url"], ready["listen"]
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
@@ -151,6 +155,64 @@ class NodeProcess(_Child):
             self._reader.join(5)
 
 
+class Balancer:
+    """A load balancer in front of the nodes' webhooks (every node's ``inbound.public_url``):
+    each request goes to the next node that answers, round robin, as Twilio's would reach
+    whichever node is up. Forwards the body and Twilio's headers; the answer back."""
+
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+        self._next = 0
+        self._lock = threading.Lock()
+        balancer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = balancer.forward(self.path, dict(self.headers.items()), body)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.voice_url = self.url + "/twilio/voice"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        self._thread.start()
+
+    def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        keep = {
+            k: v for k, v in headers.items() if k.lower() in ("content-type", "x-twilio-signature")
+        }
+        for _ in range(2 * max(1, len(self.nodes))):
+            with self._lock:
+                alive = [n for n in self.nodes if n.running and n.listen_url]
+                if not alive:
+                    break
+                node = alive[self._next % len(alive)]
+                self._next += 1
+            request = urllib.request.Request(node.listen_url + path, body, keep, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+            except OSError:
+                continue  # that node is down: the next
+        return 503, b""
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
 class GatewayProcess(_Child):
     """``transport-actors gateway -c FILE`` with a cluster section."""
 
@@ -183,6 +245,7 @@ class Cluster:
         self.emulator = TwilioEmulator(EmulatorConfig(media="tone"), {ACCOUNT: TOKEN})
         self.gateways: list[GatewayProcess] = []
         self.nodes: list[NodeProcess] = []
+        self.balancer = Balancer(self.nodes)
         self._sizes = (nodes, gateways, capacity, on_redis_down)
 
     def __enter__(self) -> Cluster:
@@ -220,7 +283,8 @@ class Cluster:
             "providers:\n"
             f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
             f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
-            'inbound: {listen: "127.0.0.1:0", max_sessions: 32, queue_timeout_s: 3, '
+            f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
+            "max_sessions: 32, queue_timeout_s: 3, "
             "answer_timeout_s: 3}\n"
             f"cluster: {{{cluster}}}\n"
         )
@@ -228,9 +292,9 @@ class Cluster:
         node.start()
         return node
 
-    def dial_in(self, node: NodeProcess, to: str = "+15550100", from_: str = "+15550177") -> str:
-        """An inbound call, its webhook sent to ``node`` (a load balancer's choice)."""
-        return self.emulator.place_inbound_call(to, from_, voice_url=node.voice_url).sid
+    def dial_in(self, to: str = "+15550100", from_: str = "+15550177") -> str:
+        """An inbound call, its webhook sent through the balancer (to any node up)."""
+        return self.emulator.place_inbound_call(to, from_, voice_url=self.balancer.voice_url).sid
 
     def owner_of(self, call_sid: str) -> tuple[NodeProcess, str] | None:
         """The node (alive) that last announced a session for the call, and the session."""
@@ -250,6 +314,7 @@ class Cluster:
         for gateway in self.gateways:
             gateway.stop()
         self.emulator.stop()
+        self.balancer.stop()
         self.redis.__exit__(None, None, None)
 
 

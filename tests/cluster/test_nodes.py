@@ -44,7 +44,7 @@ def wait_owner(c: Cluster, call: str, timeout: float = 10.0) -> tuple[NodeProces
 
 def test_inbound_calls_spread_and_a_killed_node_s_calls_resume_elsewhere(tmp_path: Path) -> None:
     with cluster(tmp_path, nodes=3, gateways=2, capacity=4) as c:
-        calls = [c.dial_in(c.nodes[0]) for _ in range(6)]  # one load balancer target
+        calls = [c.dial_in() for _ in range(6)]  # through the balancer, to any node
         owners = {call: wait_owner(c, call) for call in calls}
         per_node = {n.node_id: sum(1 for o, _ in owners.values() if o is n) for n in c.nodes}
         assert sorted(per_node.values()) == [2, 2, 2], per_node  # least loaded first
@@ -80,7 +80,7 @@ def _frames_grow(node: NodeProcess, sid: str, by: int, timeout: float = 10.0) ->
 
 def test_redis_down_running_calls_go_on_new_calls_fail_fast_then_resume(tmp_path: Path) -> None:
     with cluster(tmp_path, nodes=2, gateways=1, capacity=4) as c:
-        call = c.dial_in(c.nodes[0])
+        call = c.dial_in()
         node, sid = wait_owner(c, call)
         node.wait_for(flowing(sid, 10), 10, "audio")
         c.redis.kill()
@@ -91,12 +91,12 @@ def test_redis_down_running_calls_go_on_new_calls_fail_fast_then_resume(tmp_path
         with node.changed:
             error = next(e for e in node.log.errors if e["op"] == "call")["error"]
         assert error.startswith("ClusterUnavailable"), error
-        refused = c.dial_in(c.nodes[1])
+        refused = c.dial_in()
         ended = c.emulator.wait_ended(refused, 10)
         assert ended.status == "busy"
         c.redis.start()  # empty: the nodes register again and restore their leases
         _frames_grow(node, sid, 25)
-        again = c.dial_in(c.nodes[1])
+        again = c.dial_in()
         owner, new_sid = wait_owner(c, again, 15)
         owner.wait_for(flowing(new_sid, 10), 10, "audio on the call after Redis came back")
         _frames_grow(node, sid, 10)
@@ -105,13 +105,13 @@ def test_redis_down_running_calls_go_on_new_calls_fail_fast_then_resume(tmp_path
 
 def test_a_drained_node_finishes_its_calls_and_takes_no_new_one(tmp_path: Path) -> None:
     with cluster(tmp_path, nodes=2, gateways=1, capacity=4) as c:
-        first = [c.dial_in(c.nodes[0]) for _ in range(2)]
+        first = [c.dial_in() for _ in range(2)]
         owners = [wait_owner(c, call) for call in first]
         drained = c.nodes[1]
         assert any(node is drained for node, _ in owners)
         drained.command("drain")
         drained.wait_for(lambda log: any(e["e"] == "draining" for e in log.events), 5, "draining")
-        later = [c.dial_in(c.nodes[1]) for _ in range(3)]  # its own webhook, too
+        later = [c.dial_in() for _ in range(3)]  # its own webhook gets some of them
         for call in later:
             node, _ = wait_owner(c, call)
             assert node is not drained
@@ -149,7 +149,7 @@ def test_outbound_calls_are_leased_and_spread_over_the_gateways(tmp_path: Path) 
 
 def test_a_killed_gateway_s_calls_go_on_through_the_other(tmp_path: Path) -> None:
     with cluster(tmp_path, nodes=2, gateways=2, capacity=4) as c:
-        calls = [c.dial_in(c.nodes[0]) for _ in range(4)]
+        calls = [c.dial_in() for _ in range(4)]
         owners = {call: wait_owner(c, call) for call in calls}
         for node, sid in owners.values():
             node.wait_for(flowing(sid, 10), 10, "audio")
