@@ -49,18 +49,25 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .cluster import ClusterMember, Lease, Member, least_loaded
 from .embedded import GATEWAY_CHOICE
 from .errors import ClusterUnavailable, ConfigError, TransportError
 from .lifecycle import SessionState
-from .providers import GatewayEndpoint, SessionPlan
-from .signing import stream_nonce, stream_token
+from .placement import (
+    Placed,
+    endpoint_of_member,
+    endpoint_of_meta,
+    gateway_meta,
+    offer_of,
+    stream_twiml,
+    with_epoch,
+)
+from .providers import GatewayEndpoint
 from .webhooks.inbound import Answer
-from .webhooks.twilio import InboundCall, connect_twiml
-from .wire.constants import EPOCH_HEADER, SESSIONS_PATH, CloseCode
+from .webhooks.twilio import InboundCall
+from .wire.constants import SESSIONS_PATH, CloseCode
 
 if TYPE_CHECKING:
     from .config import TransportConfig
@@ -68,59 +75,12 @@ if TYPE_CHECKING:
     from .providers import Provider
     from .session import SessionRecord
 
-__all__ = ["NodeCluster", "Placed"]
+__all__ = ["NodeCluster", "Placed", "with_epoch"]
 
 logger = logging.getLogger(__name__)
 
 _FENCED = int(CloseCode.SESSION_FENCED)
 _NOT_TAKEN = frozenset({"refused_timeout", "refused_failed", "refused_busy", "replayed"})
-
-
-@dataclasses.dataclass(slots=True)
-class Placed:
-    """A call the cluster placed on this node, as ``accept_session`` sets it up: its session
-    id, gateway, lease epoch and, for a takeover, where to resume."""
-
-    session_id: str
-    endpoint: GatewayEndpoint | None
-    epoch: int = 1
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
-    resume_in: int = 0  # provider frames the previous node had reported receiving
-    stream_sid: str | None = None
-    track: Callable[[SessionRecord], None] | None = None  # told of the session's record
-
-    @contextlib.contextmanager
-    def gateway(self) -> Iterator[None]:
-        """While set up: the provider's ``gateway()`` is this call's gateway."""
-        endpoint = self.endpoint
-        token = GATEWAY_CHOICE.set(lambda: endpoint)
-        try:
-            yield
-        finally:
-            GATEWAY_CHOICE.reset(token)
-
-    def plan(self, plan: SessionPlan) -> SessionPlan:
-        return with_epoch(plan, self.epoch)
-
-    def prepare(self, record: SessionRecord) -> None:
-        """Before the first dial: resume where the previous node was (a takeover)."""
-        if self.track is not None:
-            self.track(record)
-        if not self.details.get("resumed"):
-            return
-        record.traffic.frames_in = self.resume_in
-        if record.sent_log is not None:
-            record.sent_log.adopt = True  # number our frames from the gateway's count
-        if self.stream_sid and hasattr(record.codec, "stream_sid"):
-            record.codec.stream_sid = self.stream_sid  # the stream started on the other node
-
-
-def with_epoch(plan: SessionPlan, epoch: int) -> SessionPlan:
-    """``plan`` whose hop names the lease epoch (the gateway fences older ones off)."""
-    if plan.dial.resume_frames <= 0:
-        return plan
-    headers = {**plan.dial.headers, EPOCH_HEADER: str(epoch)}
-    return dataclasses.replace(plan, dial=dataclasses.replace(plan.dial, headers=headers))
 
 
 class NodeCluster:
@@ -196,29 +156,20 @@ class NodeCluster:
     ) -> None:
         """A session created here through ``endpoint`` is live: lease it (queued)."""
         fields = {k: v for k, v in meta.items() if v is not None}
-        fields.update(self._gateway_meta(endpoint), provider=provider, call=record.call_id or "")
+        fields.update(gateway_meta(endpoint), provider=provider, call=record.call_id or "")
         self.member.register_session(record.session_id, fields, call_id=record.call_id)
         with self._lock:
             self._tracked[record.session_id] = record
 
     def _gateway_for(self, member: Member | None) -> GatewayEndpoint:
-        if member is not None and "session" in member.urls:
-            gw = self.config.gateway
-            return GatewayEndpoint(
-                url=member.urls["session"],
-                public_url=member.urls.get("public", member.urls["session"]),
-                secret=gw.secret or "",
-                resume_frames=gw.buffer_frames,
-                exotel_auth=gw.exotel_basic_auth,
-            )
+        found = endpoint_of_member(self.config.gateway, member)
+        if found is not None:
+            return found
         token = GATEWAY_CHOICE.set(None)  # none registered: the configured gateway
         try:
             return self._infra.gateway()
         finally:
             GATEWAY_CHOICE.reset(token)
-
-    def _gateway_meta(self, endpoint: GatewayEndpoint) -> dict[str, str]:
-        return {"gw_url": endpoint.url, "gw_public": endpoint.public_url}
 
     # -- a gateway died: the call comes back to a webhook ---------------------------------------
 
@@ -237,7 +188,7 @@ class NodeCluster:
             # The dead one may still be listed (until its TTL): another, if there is one.
             member = least_loaded(g for g in gateways if g.urls.get("session") != old)
             endpoint = self._gateway_for(member or least_loaded(gateways))
-            self.member.merge_meta(sid, self._gateway_meta(endpoint))
+            self.member.merge_meta(sid, gateway_meta(endpoint))
         except ClusterUnavailable as exc:
             logger.warning("session %s: cannot reattach its call: %s", sid, exc.reason)
             return None
@@ -245,7 +196,7 @@ class NodeCluster:
         logger.info("session %s: call %s streamed again to %s", sid, call.call_id, endpoint.url)
         if lease.node_id == self.node_id:
             self._move(sid, endpoint)
-        return self._twiml(sid, endpoint)
+        return stream_twiml(endpoint, sid, self._infra.webhook().voice_url)
 
     def _move(self, session_id: str, endpoint: GatewayEndpoint) -> None:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""
@@ -257,7 +208,7 @@ class NodeCluster:
         record.dial = dataclasses.replace(
             record.dial, url=endpoint.url.rstrip("/") + SESSIONS_PATH + path
         )
-        self.member.update_meta(session_id, self._gateway_meta(endpoint))
+        self.member.update_meta(session_id, gateway_meta(endpoint))
         logger.info("session %s: its gateway is now %s", session_id, endpoint.url)
 
     def _follow_moves(self, tracked: list[tuple[str, SessionRecord]]) -> None:
@@ -269,22 +220,13 @@ class NodeCluster:
                 lease = self.member.lease(sid)
             except ClusterUnavailable:
                 return
-            endpoint = None if lease is None else self._endpoint_of(lease.meta)
+            endpoint = None if lease is None else self._endpoint_from(lease.meta)
             if endpoint is not None:
                 self._move(sid, endpoint)
 
-    def _endpoint_of(self, meta: Mapping[str, str]) -> GatewayEndpoint | None:
-        url = meta.get("gw_url")
-        if not url:
-            return None
-        gw = self.config.gateway
-        return GatewayEndpoint(
-            url=url,
-            public_url=meta.get("gw_public", url),
-            secret=gw.secret or self._infra.gateway().secret,
-            resume_frames=gw.buffer_frames,
-            exotel_auth=gw.exotel_basic_auth,
-        )
+    def _endpoint_from(self, meta: Mapping[str, str]) -> GatewayEndpoint | None:
+        secret = self.config.gateway.secret or self._infra.gateway().secret
+        return endpoint_of_meta(self.config.gateway, meta, secret)
 
     # -- inbound: the webhook of any node ------------------------------------------------------
 
@@ -295,7 +237,7 @@ class NodeCluster:
         try:
             endpoint = self._gateway_for(self.member.pick_gateway())
             meta = {
-                **self._gateway_meta(endpoint),
+                **gateway_meta(endpoint),
                 "provider": self._provider_name(call),
                 "direction": "inbound",
                 "from": call.from_,
@@ -324,14 +266,19 @@ class NodeCluster:
                 return Answer(200, refusal, "replayed")
             if claim.node_id == self.node_id:
                 return local()  # our queue knows the call: its answer again
-            endpoint = self._endpoint_of(claim.meta) or endpoint
+            endpoint = self._endpoint_from(claim.meta) or endpoint
             return Answer(
-                200, self._twiml(claim.session_id, endpoint), "duplicate", claim.session_id
+                200,
+                stream_twiml(endpoint, claim.session_id, self._infra.webhook().voice_url),
+                "duplicate",
+                claim.session_id,
             )
         if not mine:
             self._count("claimed_remote")
             logger.info("call %s claimed for node %s: session %s", call.call_id, claim.node_id, sid)
-            return Answer(200, self._twiml(sid, endpoint), "accepted", sid)
+            return Answer(
+                200, stream_twiml(endpoint, sid, self._infra.webhook().voice_url), "accepted", sid
+            )
         with self._lock:
             self._placed[call.call_id] = Placed(sid, endpoint, track=self.started)
         answer = local()
@@ -340,17 +287,6 @@ class NodeCluster:
                 self._placed.pop(call.call_id, None)
             self._ended_local(sid)
         return answer
-
-    def _twiml(self, session_id: str, endpoint: GatewayEndpoint) -> str:
-        """The answer that streams the call to ``endpoint`` for ``session_id``, then comes back
-        here (``?reattach=``) if the stream ends while the caller stays on."""
-        webhook = self._infra.webhook()
-        nonce = stream_nonce()  # the one place a cluster mints a stream credential
-        token = stream_token(endpoint.secret, session_id, nonce)
-        parameters = {"session": session_id, "token": token, "nonce": nonce}
-        stream_url = endpoint.public_url.rstrip("/") + "/twilio"
-        redirect = f"{webhook.voice_url}?reattach={session_id}"
-        return connect_twiml(stream_url, parameters, redirect_url=redirect)
 
     def _provider_name(self, call: InboundCall) -> str:
         webhook = self._infra.webhook()
@@ -393,37 +329,14 @@ class NodeCluster:
         """On a thread of its own: through the local queue to an ``accept_session``."""
         meta = lease.meta
         call_id = lease.call_id or meta.get("call", "")
-        endpoint = self._endpoint_of(meta)
+        endpoint = self._endpoint_from(meta)
         if not call_id or endpoint is None:
             logger.warning(
                 "session %s: its lease names no call or gateway; released", lease.session_id
             )
             self.member.release(lease.session_id)
             return
-        details: dict[str, Any] = {
-            "direction": meta.get("direction", "outbound"),
-            "from_": meta.get("from") or None,
-            "to": meta.get("to") or None,
-        }
-        if resumed:
-            details.update(resumed=True, state=lease.state)
-        placed = Placed(
-            lease.session_id,
-            endpoint,
-            lease.epoch,
-            details,
-            resume_in=int(meta.get("in", "0") or 0),
-            stream_sid=meta.get("stream") or None,
-            track=self.started,
-        )
-        call = InboundCall(
-            direction=details["direction"],
-            from_=meta.get("from", ""),
-            to=meta.get("to", ""),
-            call_id=call_id,
-            account_sid=meta.get("account", ""),
-            fields=MappingProxyType({}),
-        )
+        placed, call = offer_of(lease, call_id, endpoint, resumed, self.started)
         with self._lock:
             self._placed[call_id] = placed
         webhook = self._infra.webhook()
