@@ -5,6 +5,8 @@ SIGKILLed node's calls go on elsewhere (``resumed``), Redis down and back, a dra
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -187,3 +189,24 @@ def test_an_outbound_call_survives_its_gateway(tmp_path: Path) -> None:
         victim = next(g for g in c.gateways if g.output[2].split()[4].rsplit("/", 1)[0] in twiml)
         victim.kill()
         _frames_grow(node, sid, 25, 15)
+
+
+def test_a_frozen_node_loses_its_call_to_another_and_lets_it_go_without_hanging_up(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path, nodes=2, gateways=1, capacity=4) as c:
+        call = c.dial_in()
+        frozen, sid = wait_owner(c, call)
+        frozen.wait_for(flowing(sid, 10), 10, "audio")
+        other = next(n for n in c.nodes if n is not frozen)
+        assert frozen.pid is not None
+        os.kill(frozen.pid, signal.SIGSTOP)  # alive, but silent: its lease expires
+        try:
+            other.wait_for(lambda log: sid in log.sessions, 10, "the takeover")
+            other.wait_for(flowing(sid, 10), 10, "audio on the new node")
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        frozen.wait_for(lambda log: sid in log.ends, 10, "the quiet end on the old node")
+        _frames_grow(other, sid, 25)  # the call goes on: the old node did not hang it up
+        emulated = c.emulator.api.call(call)
+        assert emulated is not None and emulated.status == "in-progress"
