@@ -14,8 +14,10 @@
 from .config import TransportConfig, default_config, load_config
 from .errors import (
     AcceptTimeout,
+    ClusterUnavailable,
     ConfigError,
     ConnectionFailed,
+    Draining,
     ProviderError,
     QueueFull,
     ReadTimeout,
@@ -55,8 +57,10 @@ __all__ = [
     "CallStatus",
     "Clear",
     "Close",
+    "ClusterUnavailable",
     "ConfigError",
     "ConnectionFailed",
+    "Draining",
     "Dtmf",
     "MachineDetected",
     "Mark",

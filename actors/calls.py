@@ -46,9 +46,11 @@ from .messages import CallStatus, Close, MachineDetected, SessionInfo
 from .signing import twilio_signature
 
 if TYPE_CHECKING:
+    from .clustering import NodeCluster
     from .embedded import EmbeddedInfrastructure
     from .providers import Provider
     from .session import SessionRecord
+    from .webhooks.inbound import Answer
     from .webhooks.twilio import InboundCall, StatusEvent
 
 __all__ = ["CallPlane", "dial_twiml", "dtmf_twiml"]
@@ -102,6 +104,8 @@ class CallPlane:
         self._forward: queue.Queue[tuple[str, str, dict[str, str]] | None] | None = None
         self._forwarder: threading.Thread | None = None
         self.forward_dropped = 0
+        self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
+        self.draining = False  # TransportService.drain(): new calls are refused
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -154,13 +158,16 @@ class CallPlane:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             pending = webhook.queue.accept(remaining, provider)
             call = pending.call
-            session_id = secrets.token_urlsafe(16)
+            # A cluster's call: its session id and gateway were chosen when it was claimed.
+            placed = self.cluster.placed(call.call_id) if self.cluster is not None else None
+            session_id = secrets.token_urlsafe(16) if placed is None else placed.session_id
             try:
                 answering = provider_of(pending.provider)
                 redirect = f"{webhook.voice_url}?reattach={session_id}"
-                plan, twiml = answering.answer(  # type: ignore[attr-defined]
-                    session_id, call.call_id, {"direction": "inbound"}, redirect
-                )
+                with contextlib.nullcontext() if placed is None else placed.gateway():
+                    plan, twiml = answering.answer(  # type: ignore[attr-defined]
+                        session_id, call.call_id, {"direction": "inbound"}, redirect
+                    )
             except BaseException:
                 pending.refuse()
                 raise
@@ -170,6 +177,9 @@ class CallPlane:
                 "to": call.to,
                 "fields": call.fields,
             }
+            if placed is not None:
+                plan = placed.plan(plan)
+                details.update(placed.details)
             info = start(
                 pending.provider,
                 answering,
@@ -177,6 +187,7 @@ class CallPlane:
                 plan,
                 details=details,
                 registered=functools.partial(pending.answer, twiml, session_id),
+                prepare=None if placed is None else placed.prepare,
             )
             if info is not None:
                 return info
@@ -188,8 +199,22 @@ class CallPlane:
         return None if webhook is None else f"{webhook.voice_url}?reattach={session_id}"
 
     def on_reattach(self, call: InboundCall) -> str | None:
-        """Our ``<Redirect>`` after a stream ended: hang up (a reattach is the cluster's)."""
-        return None
+        """Our ``<Redirect>`` after a stream ended: hang up, or (a cluster) stream the call
+        again to a healthy gateway."""
+        return None if self.cluster is None else self.cluster.on_reattach(call)
+
+    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
+        """A new call at the webhook: the local queue's answer (``local()``), or a cluster's
+        (it claims the call for one of its nodes); refused while the service drains."""
+        if self.cluster is not None:
+            return self.cluster.on_voice(call, local)
+        if self.draining:
+            from .webhooks.inbound import Answer  # noqa: PLC0415 (as the webhook: on first use)
+
+            webhook = self._infra.webhook()
+            webhook.counters.add("refused_busy")
+            return Answer(200, webhook.config.refusal_twiml, "refused_busy")
+        return local()
 
     # -- progress (webhook threads) ------------------------------------------------------------
 

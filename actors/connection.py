@@ -116,11 +116,14 @@ class SentLog:
     Only the writer thread of the session's current connection touches it.
     """
 
-    __slots__ = ("count", "frames")
+    __slots__ = ("adopt", "count", "frames")
 
     def __init__(self, size: int) -> None:
         self.frames: deque[Frame] = deque(maxlen=size)
         self.count = 0  # frames sent so far; the next frame's number
+        # A session taken over from another runtime node (a cluster's): its first resume
+        # adopts the gateway's count of frames received as the number of frames sent.
+        self.adopt = False
 
     def record(self, frame: Frame) -> None:
         self.frames.append(frame)

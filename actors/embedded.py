@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 from .config import (
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
     from .webhooks.calls import ProviderKeys
+    from .webhooks.inbound import Answer
     from .webhooks.server import WebhookServer
     from .webhooks.twilio import InboundCall, StatusEvent
 
@@ -71,12 +73,21 @@ class WebhookHooks(Protocol):
 
     def on_reattach(self, call: InboundCall) -> str | None: ...
 
+    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
+
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
 logger = logging.getLogger(__name__)
 
 EMULATOR_ACCOUNT_SID = "AC" + "0" * 32  # the emulator's only account; not a real one
+
+#: The gateway chosen for the session being set up on this thread (a cluster picks one per
+#: session, :mod:`actors.clustering`): asked by :meth:`EmbeddedInfrastructure.gateway` first,
+#: and only when the provider needs a gateway at all. ``None``: the configured gateway.
+GATEWAY_CHOICE: ContextVar[Callable[[], GatewayEndpoint | None] | None] = ContextVar(
+    "gateway_choice", default=None
+)
 
 
 # -- issues 15/16: the other providers' webhooks ------------------------------------------------
@@ -208,10 +219,15 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
         self._plivo_endpoint: RestEndpoint | None = None
         self._webhook: WebhookServer | None = None
         self.hooks: WebhookHooks | None = None  # set by the service before the webhook starts
+        self.reattach = False  # a cluster's: outbound TwiML comes back (see reattach_url)
         self._stopped = False
         self._keys = _provider_keys(config)  # issues 15/16: filled as emulators start
 
     def gateway(self) -> GatewayEndpoint:
+        choose = GATEWAY_CHOICE.get()
+        chosen = choose() if choose is not None else None
+        if chosen is not None:
+            return chosen
         with self._lock:
             if self._gateway_endpoint is None:
                 self._gateway_endpoint = self._start_gateway()
@@ -305,6 +321,13 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
                 self._check_running()
                 self._webhook = self._start_webhook(accounts, providers)
             return self._webhook
+
+    def reattach_url(self, session_id: str) -> str | None:
+        """The webhook's ``?reattach=`` URL for the session, when a cluster wants outbound
+        calls back after their stream ends (``reattach``); else ``None``."""
+        if not self.reattach:
+            return None
+        return f"{self.webhook().voice_url}?reattach={session_id}"
 
     def webhook_started(self) -> WebhookServer | None:
         """The webhook server if it runs (for metrics: never starts it)."""
@@ -500,6 +523,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             on_status=hooks.on_status if hooks else None,
             on_amd=hooks.on_amd if hooks else None,
             on_reattach=hooks.on_reattach if hooks else None,
+            on_voice=hooks.on_voice if hooks else None,
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,
         )

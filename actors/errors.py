@@ -15,6 +15,7 @@ The tree::
     ├── ProviderError          a provider's REST API said no: provider, HTTP status, code, message
     ├── ConnectionFailed       a WebSocket could not be opened (or was lost): URL, reason
     ├── ServiceClosed          a method was called on a closed ``TransportService``
+    ├── Draining               ``create_session`` on a service that ``drain()`` stopped taking calls
     ├── ClusterUnavailable     the cluster's Redis cannot be reached (or timed out): what failed
     ├── IllegalTransition      a session lifecycle change that the state table forbids (a bug)
     └── WireError              the WebSocket protocol cannot go on (actors.wire.exceptions): a
@@ -32,6 +33,7 @@ __all__ = [
     "ClusterUnavailable",
     "ConfigError",
     "ConnectionFailed",
+    "Draining",
     "IllegalTransition",
     "ProviderError",
     "QueueFull",
@@ -210,6 +212,13 @@ class ClusterUnavailable(TransportError):
         self.operation = operation
         self.reason = reason
         super().__init__(f"cluster unavailable ({operation}): {reason}")
+
+
+class Draining(TransportError):
+    """The service is draining (``TransportService.drain``): it takes no new session."""
+
+    def __init__(self) -> None:
+        super().__init__("the transport service is draining: it takes no new session")
 
 
 class ServiceClosed(TransportError):

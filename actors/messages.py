@@ -279,7 +279,8 @@ class SessionInfo:
     """What ``create_session`` and ``accept_session`` return: who the session is, where it is
     connected, and its call: ``direction`` (``"outbound"``, or ``"inbound"`` for a call
     accepted from the voice webhook), ``from_`` and ``to`` where known, and for an inbound call
-    every field of the webhook (``CallerName``, ``ForwardedFrom``...; read-only)."""
+    every field of the webhook (``CallerName``, ``ForwardedFrom``...; read-only). In a cluster,
+    ``resumed`` marks a call taken over from a node that died, with its ``state``."""
 
     session_id: str
     provider: str
@@ -290,6 +291,10 @@ class SessionInfo:
     from_: str | None = None
     to: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    # A cluster's takeover (accept_session): the call was carried by a node that died, and
+    # goes on here; ``state`` is what its application last saved (save_state), if anything.
+    resumed: bool = False
+    state: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))

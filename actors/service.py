@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -75,6 +75,7 @@ from .embedded import EmbeddedInfrastructure
 from .errors import (
     ConfigError,
     ConnectionFailed,
+    Draining,
     ReadTimeout,
     ServiceClosed,
     SessionClosed,
@@ -85,11 +86,14 @@ from .lifecycle import SessionState
 from .messages import Message, SessionInfo, SessionRequest, SessionStatus
 from .metrics import MetricsServer, ServiceMetrics
 from .policy import IntensityPolicy
-from .providers import Provider, SessionPlan, provider_for
+from .providers import GatewayEndpoint, Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
 from .webhooks.twilio import validate_twiml
+
+if TYPE_CHECKING:
+    from .clustering import NodeCluster
 
 __all__ = ["TransportService"]
 
@@ -167,6 +171,9 @@ class TransportService:
         self._closing = False  # close() has begun: no new session
         self._closed = False  # close() is done: every method raises ServiceClosed
         self._closed_event = threading.Event()
+        self._draining = False  # drain(): no new session
+        self._cluster: NodeCluster | None = None
+        self._cluster = _join_cluster(self)  # a runtime node of a cluster (cluster:), or None
 
     def _policy_for(self, config: SupervisorConfig, behind_gateway: bool) -> IntensityPolicy:
         """The restart policy of a session (one per provider and kind, built once)."""
@@ -217,12 +224,22 @@ class TransportService:
         req = _make_request(request, fields)
         name = req.provider or self._default_provider()
         provider = self._provider(name)
+        if self._draining:
+            raise Draining
         session_id = secrets.token_urlsafe(16)
-        plan = provider.open(session_id, req)
+        chosen: list[GatewayEndpoint] = []
+        if self._cluster is None:
+            plan = provider.open(session_id, req)
+        else:  # a gateway from the registry; the hop names the lease's epoch
+            with self._cluster.placing(chosen):
+                plan = provider.open(session_id, req)
+            plan = _with_epoch(plan, 1) if chosen else plan
         details = {"from_": req.from_, "to": req.to}
         info = self._start(name, provider, session_id, plan, details=details)
         handle = self._sessions.get(session_id)
         assert info is not None
+        if self._cluster is not None and chosen and handle is not None:
+            self._cluster.leased(handle.record, name, chosen[0], to=req.to, **{"from": req.from_})
         outcome = None if handle is None else self._calls.ended_before_stream(handle.record)
         if outcome is not None:  # Twilio said busy (...) before we returned: say so
             self.end_session(session_id)
@@ -268,6 +285,38 @@ class TransportService:
         after = self._calls.reattach_url(session_id)
         self._calls.control(handle.record, handle.provider, dtmf_twiml(digits, after), "dtmf")
 
+    def save_state(self, session_id: str, data: bytes) -> None:
+        """Keep ``data`` (at most ``cluster.max_state_bytes``) with the session's lease: a node
+        that takes the session over after this one died gets the last saved blob in
+        ``accept_session(...).state`` (``resumed=True``). Queued, never waits on Redis; a
+        later save replaces an unwritten one. Without a cluster it only checks the session."""
+        handle = self._handle(session_id, ended_ok=False)
+        assert handle is not None
+        if self._cluster is not None and session_id in self._cluster.member.sessions():
+            self._cluster.member.save_state(session_id, bytes(data))
+
+    def drain(self, timeout: float | None = 0.0) -> bool:
+        """Take no new call from now on (``create_session`` raises ``Draining``, inbound calls
+        go to other nodes, or are refused), and wait up to ``timeout`` seconds (``None``: as
+        long as it takes) for the sessions in progress to end. Whether none is left."""
+        _check_timeout(timeout)
+        self._check_open()
+        self._draining = True
+        self._calls.draining = True
+        if self._cluster is not None:
+            self._cluster.drain()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._sessions:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._closed_event.wait(0.05)
+        return True
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """This node's view of itself in the cluster (connection, sessions, counters, renew
+        latency), or ``None`` without a ``cluster`` section."""
+        return None if self._cluster is None else self._cluster.status()
+
     @property
     def voice_url(self) -> str:
         """The URL of the voice webhook (``inbound:``; started if need be): point a Twilio
@@ -289,6 +338,7 @@ class TransportService:
         *,
         details: Mapping[str, Any],
         registered: Callable[[], bool] | None = None,
+        prepare: Callable[[SessionRecord], None] | None = None,
     ) -> SessionInfo | None:
         """Register a session set up by its provider, wait for its connection; its info.
         ``registered`` runs once the connector is dialling (an inbound call is answered
@@ -311,6 +361,8 @@ class TransportService:
             policy=self._policy_for(own, behind_gateway),
         )
         handle = _Handle(record, provider, plan, details=details)
+        if prepare is not None:  # before the first dial (a cluster's takeover resumes)
+            prepare(record)
         self._metrics.track(record)
         self._calls.track(record, name)
         with self._lock:
@@ -480,6 +532,8 @@ class TransportService:
         if not first:  # another thread is closing it: wait for that, bounded
             self._closed_event.wait(self._end_bound_s() * 2)
             return
+        if self._cluster is not None:
+            self._cluster.drain()  # no call is placed here meanwhile
         try:
             self._teardown(handles)
         finally:
@@ -498,6 +552,8 @@ class TransportService:
                     logger.exception("closing provider %s failed", provider.name)
             try:
                 self._infrastructure.stop()
+                if self._cluster is not None:
+                    self._cluster.close()
             finally:
                 if self._metrics_server is not None:
                     self._metrics_server.stop()
@@ -528,6 +584,11 @@ class TransportService:
     def _check_open(self, *, creating: bool = False) -> None:
         if self._closed or (creating and self._closing):
             raise ServiceClosed
+
+    def _end_quietly(self, session_id: str) -> None:
+        """End a session another node took over (its call goes on there)."""
+        with contextlib.suppress(TransportError):
+            self.end_session(session_id)
 
     def _handle(self, session_id: str, *, ended_ok: bool) -> _Handle | None:
         self._check_open()
@@ -629,10 +690,13 @@ class TransportService:
             if handle.created:
                 self._metrics.session_ended(record.provider)
             try:
-                handle.provider.hang_up(record.session_id, handle.plan)
+                if self._cluster is None or not self._cluster.keeps_call(record):
+                    handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)
             self._calls.ended(record)
+            if self._cluster is not None:
+                self._cluster.ended(record)
             final = record.status(connected=False)
             with self._lock:
                 self._ended[record.session_id] = final
@@ -652,6 +716,33 @@ class TransportService:
             )
         if errors:
             raise errors[0]
+
+
+def _join_cluster(service: TransportService) -> NodeCluster | None:
+    """The service's node in the cluster (``cluster:``), started; ``None`` without one (no
+    Redis then: the module that imports it is never loaded)."""
+    if service.config.cluster is None:
+        return None
+    from .clustering import NodeCluster  # noqa: PLC0415 (redis only with a cluster section)
+
+    try:
+        cluster = NodeCluster(
+            service.config,
+            service._infrastructure,
+            provider_of=service._provider,
+            end_quietly=service._end_quietly,
+        )
+    except BaseException:
+        service.close()
+        raise
+    service._calls.cluster = cluster
+    return cluster
+
+
+def _with_epoch(plan: SessionPlan, epoch: int) -> SessionPlan:
+    from .clustering import with_epoch  # noqa: PLC0415
+
+    return with_epoch(plan, epoch)
 
 
 def _policy(

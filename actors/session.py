@@ -79,7 +79,8 @@ class SessionRecord:
         self.provider: Final = provider
         # Set once here; a test may swap it on a live session to inject a fault.
         self.codec = codec
-        self.dial: Final = dial
+        # Re-pointed only by a cluster whose call moved to another gateway (its next redial).
+        self.dial = dial
         self.safe_url: Final = redact_url(dial.url)  # for logs, errors and SessionInfo
         # isinstance() wants a tuple; built once here rather than on every write.
         self.writable: Final[tuple[type[Message], ...]] = tuple(codec.outbound_types)

@@ -16,6 +16,7 @@ from actors.errors import (
     ClusterUnavailable,
     ConfigError,
     ConnectionFailed,
+    Draining,
     IllegalTransition,
     ProviderError,
     QueueFull,
@@ -182,6 +183,7 @@ ALL_ERRORS = [
     IllegalTransition("s", "OPEN", "CONNECTING"),
     ClusterUnavailable("claim_inbound", "connection refused"),
     StateTooLarge("s", 70_000, 65_536),
+    Draining(),
 ]
 
 

@@ -211,3 +211,25 @@ redis.call('SADD', P .. ':nl:' .. ARGV[3], ARGV[2])
 redis.call('PEXPIRE', P .. ':nl:' .. ARGV[3], keep)
 return {'ok', h[1], tostring(epoch), h[4] or '{}', h[5] or '', h[6] or ''}
 """
+
+# ARGV: P, owner ('' = whoever holds it), sid, fields (JSON object), sid, fields... -> {1 | 0...}
+# Merges the fields into each lease's meta (a session's progress, written by its node; or its
+# gateway, moved by whichever node answered the call's redirect). 0: no such lease, or (owner
+# given) not that node's.
+MERGE_META = """
+local out = {}
+for i = 3, #ARGV, 2 do
+  local lk = P .. ':l:' .. ARGV[i]
+  local owner = redis.call('HGET', lk, 'node')
+  if owner and (ARGV[2] == '' or owner == ARGV[2]) then
+    local ok, meta = pcall(cjson.decode, redis.call('HGET', lk, 'meta') or '{}')
+    if not ok or type(meta) ~= 'table' then meta = {} end
+    for k, v in pairs(cjson.decode(ARGV[i + 1])) do meta[k] = v end
+    redis.call('HSET', lk, 'meta', cjson.encode(meta))
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""

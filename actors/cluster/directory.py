@@ -195,6 +195,15 @@ class Directory(Protocol):
         is not ``node_id``'s (any more)."""
         ...
 
+    def merge_meta(
+        self, owner: str | None, updates: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[bool]:
+        """Merge fields into the meta of leases (one result per update): a node's progress
+        on its own sessions (``owner``: only if still its), or a session's new gateway, written
+        by whichever node answered the call (``owner=None``). ``False``: no such lease, or
+        not ``owner``'s."""
+        ...
+
     def release(self, node_id: str, session_id: str) -> bool:
         """End the lease (the session ended). ``False``: it was not ``node_id``'s."""
         ...

@@ -30,6 +30,7 @@ class _Held:
     restore: bool = False  # the directory lost it: the next acquire restores it
     state_version: int = 0  # bumped by each save_state
     written_version: int = 0  # the version the directory has
+    meta_changes: dict[str, str] = field(default_factory=dict)  # merged since the last write
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Writes:
     releases: tuple[str, ...] = ()
     acquires: tuple[tuple[Lease, int], ...] = ()
     states: tuple[tuple[str, bytes, int], ...] = ()
+    metas: tuple[tuple[str, Mapping[str, str]], ...] = ()  # fields to merge into the meta
     _tokens: dict[str, object] = field(default_factory=dict, repr=False)
 
 
@@ -79,6 +81,24 @@ class LeaseBook:
                 raise SessionNotFound(session_id)
             held.state = bytes(data)
             held.state_version += 1
+
+    def update_meta(self, session_id: str, fields: Mapping[str, str]) -> bool:
+        """Merge ``fields`` into the session's meta (here now, in the directory at the next
+        write); ``False`` for a session not held."""
+        with self._lock:
+            held = self._held.get(session_id)
+            if held is None:
+                return False
+            changed = {k: v for k, v in fields.items() if held.meta.get(k) != v}
+            if changed:
+                held.meta = frozen_meta({**held.meta, **changed})
+                held.meta_changes.update(changed)
+            return True
+
+    def meta(self, session_id: str) -> Mapping[str, str] | None:
+        with self._lock:
+            held = self._held.get(session_id)
+            return None if held is None else held.meta
 
     def release(self, session_id: str) -> bool:
         with self._lock:
@@ -133,7 +153,13 @@ class LeaseBook:
                 for sid, h in self._held.items()
                 if h.in_directory and h.state_version != h.written_version
             )
-            return Writes(tuple(self._releases), tuple(acquires), states, tokens)
+            metas = []
+            for sid, h in self._held.items():
+                if h.meta_changes:
+                    if h.in_directory:  # an acquire writes the whole meta anyway
+                        metas.append((sid, frozen_meta(h.meta_changes)))
+                    h.meta_changes = {}
+            return Writes(tuple(self._releases), tuple(acquires), states, tuple(metas), tokens)
 
     def released(self, session_id: str) -> None:
         with self._lock:

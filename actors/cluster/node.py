@@ -174,6 +174,19 @@ class ClusterMember:
         self._book.save_state(session_id, data)
         self._wake.set()
 
+    def update_meta(self, session_id: str, fields: Mapping[str, str]) -> bool:
+        """Merge ``fields`` into the meta of a session this node leases (queued, like
+        :meth:`save_state`: a session's progress, for the node that would take it over);
+        ``False`` for a session it does not lease."""
+        if not self._book.update_meta(session_id, fields):
+            return False
+        self._wake.set()
+        return True
+
+    def meta(self, session_id: str) -> Mapping[str, str] | None:
+        """This node's copy of a session's meta (``None``: not leased here)."""
+        return self._book.meta(session_id)
+
     def release(self, session_id: str) -> None:
         """The session ended: give up its lease (queued)."""
         if self._book.release(session_id):
@@ -219,6 +232,17 @@ class ClusterMember:
             elif not claimed.duplicate:
                 self._counts["claims"] += 1
         return claimed
+
+    def lease(self, session_id: str) -> Lease | None:
+        """The session's lease as the directory holds it (``ClusterUnavailable`` when Redis is
+        down)."""
+        return self._ask("lease", lambda: self._directory.lease(session_id), None)
+
+    def merge_meta(self, session_id: str, fields: Mapping[str, str]) -> bool:
+        """Merge ``fields`` into any node's lease of ``session_id`` now (a call's new gateway,
+        by the node that answered its redirect); ``False``: no such lease."""
+        update = [(session_id, frozen_meta(fields))]
+        return self._ask("merge_meta", lambda: self._directory.merge_meta(None, update), None)[0]
 
     def members(self, kind: Kind) -> list[Member]:
         """The healthy members of that kind (``ClusterUnavailable`` when Redis is down)."""
@@ -374,6 +398,8 @@ class ClusterMember:
         for sid, data, version in writes.states:
             ok = self._directory.save_state(self.node_id, sid, data)
             self._book.state_written(sid, version, ok)
+        if writes.metas:  # progress: lost if Redis fails now; the next change writes again
+            self._directory.merge_meta(self.node_id, writes.metas)
 
     def _take_orphans(self) -> None:
         with self._lock:

@@ -138,6 +138,7 @@ class RedisDirectory:
         self._renew = register(_lua.PRELUDE + _lua.RENEW)
         self._save_state = register(_lua.PRELUDE + _lua.SAVE_STATE)
         self._release = register(_lua.PRELUDE + _lua.RELEASE)
+        self._merge_meta = register(_lua.PRELUDE + _lua.MERGE_META)
         self._orphans = register(_lua.PRELUDE + _lua.ORPHANS)
         self._claim_orphan = register(_lua.PRELUDE + _lua.CLAIM_ORPHAN)
 
@@ -285,6 +286,19 @@ class RedisDirectory:
 
     def save_state(self, node_id: str, session_id: str, data: bytes) -> bool:
         return int(self._run("save_state", self._save_state, session_id, node_id, data)) == 1
+
+    def merge_meta(
+        self, owner: str | None, updates: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[bool]:
+        results: list[bool] = []
+        items = list(updates)
+        for start in range(0, len(items), _RENEW_BATCH):
+            args: list[str] = []
+            for sid, fields in items[start : start + _RENEW_BATCH]:
+                args += [sid, json.dumps(dict(fields), sort_keys=True)]
+            got = self._run("merge_meta", self._merge_meta, owner or "", *args)
+            results.extend(int(r) == 1 for r in got)
+        return results
 
     def release(self, node_id: str, session_id: str) -> bool:
         return int(self._run("release", self._release, session_id, node_id)) == 1

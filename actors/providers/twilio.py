@@ -423,7 +423,14 @@ class TwilioProvider:
         # The application's own parameters come back in Started.parameters; ours win.
         ours = {"session": session_id, "token": token, "nonce": nonce}
         parameters = {**dict(request.parameters or {}), **ours}
-        twiml = build_stream_twiml(gateway.public_url.rstrip("/") + "/twilio", parameters)
+        stream_url = gateway.public_url.rstrip("/") + "/twilio"
+        redirect = self._infrastructure.reattach_url(session_id)
+        if redirect is None:
+            twiml = build_stream_twiml(stream_url, parameters)
+        else:  # a cluster's: back to a webhook if the gateway dies, to another gateway
+            from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
+
+            twiml = connect_twiml(stream_url, parameters, redirect_url=redirect)
         progress = self._infrastructure.progress_urls(self.config)
         extra = _amd_form(request.machine_detection, progress)
         status_callback = self.config.status_callback

@@ -21,7 +21,7 @@ import websocket as wsc
 from ..connection import DialOptions
 from ..exits import Exit, ExitKind
 from ..redaction import redact_url
-from ..wire.constants import RESUME_FROM_HEADER
+from ..wire.constants import RESUME_FROM_HEADER, SENT_HEADER
 
 __all__ = ["Handshake", "Opened", "describe", "dial"]
 
@@ -127,6 +127,7 @@ def dial(
     session_id: str,
     stopping: threading.Event,
     resume_from: int | None = None,
+    sent: int | None = None,
 ) -> Opened | Exit:
     """Dial ``options.url`` with ``handshake`` (blocks, within ``connect_timeout_s``): the
     open connection, or the exit that says why not (``stopping`` set: we stopped it). With
@@ -134,6 +135,8 @@ def dial(
     header = [f"{k}: {v}" for k, v in options.headers.items()]
     if resume_from is not None:
         header.append(f"{RESUME_FROM_HEADER}: {resume_from}")
+    if sent:  # a gateway the call was redirected to numbers on from there (a cluster's)
+        header.append(f"{SENT_HEADER}: {sent}")
     try:
         return handshake.run(
             options.url,

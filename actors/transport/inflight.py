@@ -148,6 +148,11 @@ def plan_resend(
         )
         traffic.frames_lost += unsettled
         return []
+    if log.adopt:  # taken over from another node: it sent those; we number on from there
+        log.adopt = False
+        if received > log.count:
+            log.count = received
+            return []
     if received > log.count:
         logger.error(
             "session %s: the gateway counts %d frames received, only %d were sent",

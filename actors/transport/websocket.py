@@ -223,6 +223,7 @@ class WebSocketConnection(BoundedClose):
                 session_id=self.session_id,
                 stopping=self._stopping,
                 resume_from=resume_from,
+                sent=None if log is None else log.count,
             )
             if isinstance(opened, Exit):
                 exit = opened

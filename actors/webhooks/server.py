@@ -42,7 +42,7 @@ from typing import Any, Self
 
 from ..startable import Startable
 from .calls import ProviderKeys
-from .inbound import InboundQueue
+from .inbound import Answer, InboundQueue
 from .routes import PATHS as ROUTE_PATHS
 from .routes import ProviderRoutes
 from .twilio import (
@@ -254,8 +254,12 @@ class WebhookServer(Startable):
         provider: str = "twilio",
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
+        on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
     ) -> None:
         self.config = config
+        # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
+        # one of its nodes), calling local() for the queue's answer on this node.
+        self._on_voice = on_voice
         self.queue = queue
         self.counters = queue.counters
         self.provider = provider
@@ -377,9 +381,13 @@ class WebhookServer(Startable):
             )
             return request.reply(200, twiml or hangup_twiml(), xml=True)
         provider = self._providers.get(call.account_sid, self.provider)
-        answer = self.queue.offer(
-            call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
-        )
+
+        def local() -> Answer:
+            return self.queue.offer(
+                call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
+            )
+
+        answer = local() if self._on_voice is None else self._on_voice(call, local)
         if answer.outcome == "accepted":
             logger.info(
                 "call %s from %s answered: session %s (%.0f ms)",

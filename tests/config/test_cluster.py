@@ -88,6 +88,7 @@ def test_the_runtime_never_imports_redis_without_a_cluster() -> None:
         "from actors import TransportService\n"
         "TransportService().close()\n"
         "assert 'redis' not in sys.modules, 'redis imported'\n"
+        "assert 'actors.clustering' not in sys.modules, 'the node side imported'\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

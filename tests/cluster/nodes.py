@@ -1,0 +1,324 @@
+"""A whole cluster on loopback for the tests (and the figures): a Redis of its own, standalone
+gateways (``transport-actors gateway -c FILE``), runtime nodes (``scripts/cluster_node.py``) and
+the Twilio emulator, in this process, that places the calls.
+
+:class:`NodeProcess` reads its node's stdout on a thread of its own into :class:`NodeLog`
+(sessions, audio frames by session, ends), and waits on it by condition, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from actors.config import EmulatorConfig
+from actors.emulator.phone import TwilioEmulator
+
+from ..processes import ROOT, _Child
+from .redis_server import RedisServer
+
+SECRET = "cluster-node-process-secret-0123"
+ACCOUNT = "AC" + "5" * 32
+TOKEN = "cluster-emulator-auth-token"
+FAST = {
+    "heartbeat_s": 0.1,
+    "ttl_s": 0.5,
+    "lease_s": 0.5,
+    "lease_renew_s": 0.1,
+    "redis_timeout_s": 0.3,
+}
+NODE_SCRIPT = ROOT / "scripts" / "cluster_node.py"
+
+
+@dataclass
+class Frame:
+    seq: int
+    t: float
+
+
+@dataclass
+class NodeLog:
+    """What one node said, as parsed from its stdout."""
+
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frames: dict[str, list[Frame]] = field(default_factory=dict)
+    ends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NodeProcess(_Child):
+    """``scripts/cluster_node.py -c FILE``, its stdout parsed on a thread of its own."""
+
+    def __init__(self, path: Path, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__([sys.executable, str(NODE_SCRIPT), "-c", str(path)], stdin=True)
+        self.log = NodeLog()
+        self.changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self.voice_url = self.listen_url = ""
+
+    def start(self) -> None:
+        self.log = NodeLog()
+        super().start()
+        ready = json.loads(self.ready_line.split(" ", 1)[1])
+        self.voice_url, self.listen_url = ready["voice_url"], ready["listen"]
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._reader.start()
+
+    def _read(self, proc: Any) -> None:
+        fd = proc.stdout.fileno()
+        buffer = b""
+        while True:
+            try:
+                readable, _, _ = select.select([fd], [], [], 0.2)
+                chunk = os.read(fd, 65536) if readable else b""
+            except (OSError, ValueError):
+                return
+            if readable and not chunk:
+                return
+            buffer += chunk
+            lines = buffer.split(b"\n")
+            buffer = lines.pop()
+            with self.changed:
+                for raw in lines:
+                    self._parse(raw.decode(errors="replace"))
+                self.changed.notify_all()
+
+    def _parse(self, line: str) -> None:
+        log = self.log
+        if line.startswith("a "):
+            _, sid, seq, t = line.split()
+            log.frames.setdefault(sid, []).append(Frame(int(seq), float(t)))
+            return
+        try:
+            found = json.loads(line)
+        except ValueError:
+            return
+        log.events.append(found)
+        kind = found.get("e")
+        if kind == "session":
+            log.sessions[found["sid"]] = found
+        elif kind == "end":
+            log.ends[found["sid"]] = found
+        elif kind == "error":
+            log.errors.append(found)
+
+    def command(self, line: str) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        proc.stdin.write((line + "\n").encode())
+        proc.stdin.flush()
+
+    def wait_for(self, check: Callable[[NodeLog], bool], timeout: float, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not check(self.log):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"node {self.node_id}: not {what} in {timeout} s")
+                self.changed.wait(min(left, 0.2))
+
+    def frames(self, sid: str) -> list[Frame]:
+        with self.changed:
+            return list(self.log.frames.get(sid, ()))
+
+    def kill(self) -> None:
+        super().kill()
+        if self._reader is not None:
+            self._reader.join(5)
+
+    def _ask_to_stop(self, proc: Any) -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(b"quit\n")
+            proc.stdin.close()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._reader is not None:
+            self._reader.join(5)
+
+
+class Balancer:
+    """A load balancer in front of the nodes' webhooks (every node's ``inbound.public_url``):
+    each request goes to the next node that answers, round robin, as Twilio's would reach
+    whichever node is up. Forwards the body and Twilio's headers; the answer back."""
+
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+        self._next = 0
+        self._lock = threading.Lock()
+        balancer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = balancer.forward(self.path, dict(self.headers.items()), body)
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.voice_url = self.url + "/twilio/voice"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        self._thread.start()
+
+    def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        keep = {
+            k: v for k, v in headers.items() if k.lower() in ("content-type", "x-twilio-signature")
+        }
+        for _ in range(2 * max(1, len(self.nodes))):
+            with self._lock:
+                alive = [n for n in self.nodes if n.running and n.listen_url]
+                if not alive:
+                    break
+                node = alive[self._next % len(alive)]
+                self._next += 1
+            request = urllib.request.Request(node.listen_url + path, body, keep, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+            except OSError:
+                continue  # that node is down: the next
+        return 503, b""
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class GatewayProcess(_Child):
+    """``transport-actors gateway -c FILE`` with a cluster section."""
+
+    def __init__(self, path: Path, member_id: str) -> None:
+        self.member_id = member_id
+        argv = [sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
+        super().__init__([*argv, "--drain-timeout", "0"], stdin=False)
+
+
+def _cluster_yaml(redis: RedisServer, prefix: str, member_id: str, **extra: object) -> str:
+    fields = {**FAST, "redis_url": redis.url, "key_prefix": prefix, "node_id": member_id, **extra}
+    return ", ".join(f"{k}: {json.dumps(v)}" for k, v in fields.items())
+
+
+class Cluster:
+    """Redis, ``gateways`` gateways, ``nodes`` nodes and the emulator (see the module doc)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        nodes: int = 3,
+        gateways: int = 2,
+        capacity: int = 4,
+        on_redis_down: str = "fail",
+    ) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer()
+        self.prefix = f"ta:{{n{uuid.uuid4().hex[:8]}}}"
+        self.emulator = TwilioEmulator(EmulatorConfig(media="tone"), {ACCOUNT: TOKEN})
+        self.gateways: list[GatewayProcess] = []
+        self.nodes: list[NodeProcess] = []
+        self.balancer = Balancer(self.nodes)
+        self._sizes = (nodes, gateways, capacity, on_redis_down)
+
+    def __enter__(self) -> Cluster:
+        nodes, gateways, capacity, on_redis_down = self._sizes
+        try:
+            self.redis.__enter__()
+            self.emulator.start()
+            for i in range(gateways):
+                self.gateways.append(self._gateway(f"gw{i}"))
+            for i in range(nodes):
+                self.nodes.append(self.start_node(f"node{i}", capacity, on_redis_down))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _gateway(self, name: str) -> GatewayProcess:
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(
+            f'gateway: {{listen: "127.0.0.1:0", secret: "{SECRET}", resume_window_s: 10}}\n'
+            f"cluster: {{{_cluster_yaml(self.redis, self.prefix, name)}}}\n"
+        )
+        gateway = GatewayProcess(path, name)
+        gateway.start()
+        return gateway
+
+    def start_node(self, name: str, capacity: int, on_redis_down: str = "fail") -> NodeProcess:
+        path = self.workdir / f"{name}.yaml"
+        cluster = _cluster_yaml(
+            self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
+        )
+        path.write_text(
+            'gateway: {embedded: false, url: "ws://127.0.0.1:9", '
+            f'secret: "{SECRET}"}}\n'
+            "providers:\n"
+            f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
+            f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
+            f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
+            "max_sessions: 32, queue_timeout_s: 3, "
+            "answer_timeout_s: 3}\n"
+            f"cluster: {{{cluster}}}\n"
+        )
+        node = NodeProcess(path, name)
+        node.start()
+        return node
+
+    def dial_in(self, to: str = "+15550100", from_: str = "+15550177") -> str:
+        """An inbound call, its webhook sent through the balancer (to any node up)."""
+        return self.emulator.place_inbound_call(to, from_, voice_url=self.balancer.voice_url).sid
+
+    def owner_of(self, call_sid: str) -> tuple[NodeProcess, str] | None:
+        """The node (alive) that last announced a session for the call, and the session."""
+        found = None
+        for node in self.nodes:
+            if not node.running:
+                continue
+            with node.changed:
+                for sid, info in node.log.sessions.items():
+                    if info.get("call") == call_sid and sid not in node.log.ends:
+                        found = (node, sid)
+        return found
+
+    def __exit__(self, *exc: object) -> None:
+        for node in self.nodes:
+            node.stop()
+        for gateway in self.gateways:
+            gateway.stop()
+        self.emulator.stop()
+        self.balancer.stop()
+        self.redis.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def cluster(workdir: Path, **sizes: Any) -> Iterator[Cluster]:
+    with Cluster(workdir, **sizes) as found:
+        yield found
