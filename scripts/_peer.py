@@ -14,7 +14,9 @@ that sent it) in its first bytes:
   back as 0xFF), so the tag is written in hex digits (ASCII) behind a marker, 0xFF after it.
 
 The dial-in peer (:func:`serve_dialer`, run by :class:`Helper`): on ``("load", specs, seconds,
-pids)`` it opens one WebSocket per :class:`CallSpec`, sends ``connected`` and ``start`` (a
+pids)`` it opens one WebSocket per :class:`CallSpec` (first asking the spec's voice webhook, if
+it names one, where to stream, as Twilio does for an inbound call), sends ``connected`` and
+``start`` (a
 stream sid, a call sid, the spec's custom parameters, mu-law 8000 Hz), waits until every call
 echoes a probe frame, then for ``seconds`` sends every call a tagged 20 ms frame every 20 ms
 from one loop on absolute deadlines, and reads the echoes; a frame not echoed within
