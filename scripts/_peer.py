@@ -14,7 +14,9 @@ that sent it) in its first bytes:
   back as 0xFF), so the tag is written in hex digits (ASCII) behind a marker, 0xFF after it.
 
 The dial-in peer (:func:`serve_dialer`, run by :class:`Helper`): on ``("load", specs, seconds,
-pids)`` it opens one WebSocket per :class:`CallSpec`, sends ``connected`` and ``start`` (a
+pids)`` it opens one WebSocket per :class:`CallSpec` (first asking the spec's voice webhook, if
+it names one, where to stream, as Twilio does for an inbound call), sends ``connected`` and
+``start`` (a
 stream sid, a call sid, the spec's custom parameters, mu-law 8000 Hz), waits until every call
 echoes a probe frame, then for ``seconds`` sends every call a tagged 20 ms frame every 20 ms
 from one loop on absolute deadlines, and reads the echoes; a frame not echoed within
@@ -155,10 +157,20 @@ def ulaw_tag(segment: bytes | bytearray) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class CallSpec:
-    """Where one call dials its Media Stream, and the ``customParameters`` of its ``start``."""
+    """Where one call dials its Media Stream, and the ``customParameters`` of its ``start``.
+
+    With ``voice_url``, the call first asks that voice webhook what to do, as Twilio does for
+    an inbound call (a signed ``POST`` with the call's fields, under ``auth_token``), and
+    dials the ``<Connect><Stream>`` of its answer with that stream's ``<Parameter>``s (``url``
+    and ``custom_parameters`` are then not used).
+    """
 
     url: str
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
+    voice_url: str | None = None
+    auth_token: str = ""
+    to: str = "+15550100"
+    from_: str = "+15550177"
 
 
 @dataclass
@@ -230,6 +242,35 @@ async def _read(call: _Call) -> None:
                 call.take(event.payload)
 
 
+def _ask_voice_webhook(spec: CallSpec, call_sid: str) -> tuple[str, dict[str, str]]:
+    """The stream URL and custom parameters a voice webhook answers for a new inbound call
+    (blocking: run off the event loop). Raises ``RuntimeError`` for anything else."""
+    from actors.emulator.callbacks import http_request  # noqa: PLC0415
+    from actors.emulator.twiml import parse_stream_target  # noqa: PLC0415
+
+    assert spec.voice_url is not None
+    fields = {
+        "AccountSid": ACCOUNT,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": spec.to,
+        "Caller": spec.from_,
+        "Direction": "inbound",
+        "From": spec.from_,
+        "To": spec.to,
+        "CallerName": "",
+        "ForwardedFrom": "",
+    }
+    answer = http_request(spec.voice_url, fields, spec.auth_token, timeout=30)
+    if not answer.ok:
+        raise RuntimeError(f"voice webhook: {answer.error or answer.status}")
+    target = parse_stream_target(answer.body)
+    if target is None:
+        raise RuntimeError(f"voice webhook answered no <Connect><Stream>: {answer.body[:200]}")
+    return target.url, dict(target.parameters)
+
+
 async def _dial(
     specs: list[CallSpec], seconds: float, pids: Mapping[str, int], result: DialResult
 ) -> None:
@@ -245,20 +286,22 @@ async def _dial(
     async def open_call(spec: CallSpec) -> None:
         async with opening:
             t0 = time.perf_counter()
+            call_sid = new_sid("CA")
+            url, parameters = spec.url, spec.custom_parameters
             try:
+                if spec.voice_url is not None:
+                    url, parameters = await asyncio.to_thread(_ask_voice_webhook, spec, call_sid)
                 ws = await connect(
-                    spec.url,
+                    url,
                     compression=None,  # as Twilio: Media Streams are not compressed
                     open_timeout=10,
                     ping_interval=None,
                     max_size=None,
                 )
             except Exception as exc:
-                result.errors.append(f"dial {spec.url}: {type(exc).__name__}: {exc}")
+                result.errors.append(f"dial {url}: {type(exc).__name__}: {exc}")
                 return
-            stream = TwilioStream(
-                new_sid("MZ"), new_sid("CA"), ACCOUNT, custom_parameters=spec.custom_parameters
-            )
+            stream = TwilioStream(new_sid("MZ"), call_sid, ACCOUNT, custom_parameters=parameters)
             call = _Call(ws, stream, ticks)
             calls.append(call)
             readers.append(asyncio.create_task(_read(call)))

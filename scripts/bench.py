@@ -67,6 +67,7 @@ from actors import Audio, Binary, Started, Text, TransportService  # noqa: E402
 from actors.config import (  # noqa: E402
     EmulatorConfig,
     GatewayConfig,
+    InboundConfig,
     RuntimeConfig,
     TransportConfig,
     TwilioProviderConfig,
@@ -418,7 +419,7 @@ PIPECAT_REQUIREMENTS = (
 PIPECAT_SWEEP = [50, 100, 150, 200, 250]
 PIPECAT_BEGIN = "<!-- pipecat: begin (written by bench.py --pipecat) -->"
 PIPECAT_END = "<!-- pipecat: end -->"
-STAND_IN = "ours: outbound (stand-in until inbound lands)"
+INBOUND = "ours: inbound"
 
 
 def pipecat_python() -> Path:
@@ -537,46 +538,80 @@ def load_pipecat(
     return _row_from_dial("pipecat", n, result, {"pipecat": idle_rss})
 
 
-def load_ours_inbound(n: int, seconds: float, gateway: Helper, dialer: Helper) -> PeerRow | None:
-    """Ours measured as Pipecat is: N calls dialled in by the same dial-in peer, accepted by
-    application threads that echo what they read. None until inbound calls are on main (then
-    the outbound stand-in takes its place).
+def load_ours_inbound(
+    n: int, seconds: float, gateway: Helper, rest: Helper, dialer: Helper
+) -> PeerRow:
+    """Ours measured as Pipecat is: N inbound calls dialled in by the same dial-in peer.
 
-    To be filled in once ``TransportService.accept_session`` lands: a ``TransportService`` on
-    the external gateway (``gateway.url``, as :func:`load_ours` configures it) with N application
-    threads, each accepting a session and writing back every ``Audio`` it reads (the dial-in
-    peer's tags survive mu-law and PCM alike); then
-    ``result = dialer.request(("load", specs, seconds, {"runtime": os.getpid(), "gateway":
-    gateway.pid}))`` with one ``CallSpec(f"{gateway.url}/twilio", parameters)`` per call (the
-    custom parameters the gateway's inbound route takes), and
-    ``return _row_from_dial("ours: inbound", n, result, idle_rss)`` with ``idle_rss`` the two
-    processes' RSS before the service started.
+    The runtime is this process: a ``TransportService`` on the external gateway process with a
+    Twilio provider whose account the peer signs for, and N application threads, each taking a
+    call with ``accept_session`` and writing back every ``Binary`` it reads (the mu-law tags
+    come back untouched; ``Started``, ``CallStatus`` and the like are skipped). Per call the
+    peer posts the voice webhook as Twilio would (signed), reads the ``<Connect><Stream>`` it
+    answers, and dials that stream at the gateway with its parameters. CPU and RSS: runtime +
+    gateway; the peer's CPU is its own column. ``rest`` is the Twilio REST API (the emulator):
+    a session's end hangs its call up there, as on Twilio (the call is already over: 404).
     """
-    return None
-
-
-def _stand_in(step: Step, gateway_idle_rss: float) -> PeerRow:
-    """The outbound path (:func:`load_ours`) as a row beside Pipecat's: runtime + gateway."""
-    n = step.sessions
-    return PeerRow(
-        STAND_IN,
-        n,
-        step.sent,
-        step.rtts_ms,
-        step.late,
-        step.errors,
-        {"runtime": step.cpu_pct, "gateway": step.gateway_pct},
-        step.rss_mb + step.gateway_rss_mb,
-        step.rss_per_session_mb + (step.gateway_rss_mb - gateway_idle_rss) / n,
-        step.peer_pct,
-        step.setup_ms,
+    config = TransportConfig(
+        runtime=RuntimeConfig(ping_interval_s=10.0, ping_timeout_s=10.0),
+        providers={
+            "twilio": TwilioProviderConfig(
+                name="twilio", account_sid=ACCOUNT, auth_token=AUTH, api_base_url=rest.url
+            )
+        },
+        gateway=GatewayConfig(embedded=False, url=gateway.url, secret=SECRET),
+        inbound=InboundConfig(max_sessions=max(16, 2 * n), max_connections=64),
     )
+    idle_rss = {"runtime": _rss_mb(), "gateway": _rss_mb(gateway.pid)}
+    errors: list[str] = []
+    with TransportService(config) as service:
+        voice_url = service.voice_url
+
+        def answer_calls() -> None:
+            try:
+                sid = service.accept_session(timeout=60).session_id
+            except Exception as exc:
+                errors.append(f"accept: {type(exc).__name__}: {exc}")
+                return
+            read, write = service.read_websocket_message, service.write_websocket_message
+            try:
+                while (message := read(sid, timeout=60)) is not None:
+                    if isinstance(message, Binary):
+                        write(sid, message)
+            except Exception as exc:
+                errors.append(f"{sid}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=answer_calls, name="bench-app") for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        spec = CallSpec("", voice_url=voice_url, auth_token=AUTH, to=TO, from_=FROM)
+        try:
+            pids = {"runtime": os.getpid(), "gateway": gateway.pid}
+            result: DialResult = dialer.request(("load", [spec] * n, seconds, pids))
+        finally:
+            for thread in threads:
+                thread.join(10)
+    result.errors.extend(errors)
+    return _row_from_dial(INBOUND, n, result, idle_rss)
+
+
+def inbound_sweep(sweep: list[int], seconds: float, gateway: Helper, rest: Helper) -> list[PeerRow]:
+    """Ours alone, inbound calls from the dial-in peer (no Pipecat: nothing to install)."""
+    dialer = Helper(serve_dialer)
+    rows: list[PeerRow] = []
+    try:
+        for n in sweep:
+            rows.append(load_ours_inbound(n, seconds, gateway, rest, dialer))
+            print(_peer_row(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        dialer.stop()
+    return rows
 
 
 def pipecat_sweep(
-    sweep: list[int], seconds: float, gateway: Helper, peer: Helper, gateway_idle_rss: float
+    sweep: list[int], seconds: float, gateway: Helper, rest: Helper
 ) -> list[tuple[PeerRow, PeerRow]]:
-    """Per N: ours (inbound, or the outbound stand-in until then), then Pipecat, same load."""
+    """Per N: ours (inbound calls), then Pipecat, same load from the same dial-in peer."""
     python = pipecat_python()
     server = PipecatServer(python, ROOT / ".cache" / "pipecat-server.log")
     dialer = Helper(serve_dialer)
@@ -584,9 +619,7 @@ def pipecat_sweep(
     try:
         server_idle_rss = _rss_mb(server.pid)
         for n in sweep:
-            ours = load_ours_inbound(n, seconds, gateway, dialer)
-            if ours is None:
-                ours = _stand_in(load_ours(n, seconds, gateway, peer), gateway_idle_rss)
+            ours = load_ours_inbound(n, seconds, gateway, rest, dialer)
             pipecat = load_pipecat(n, seconds, server, dialer, server_idle_rss)
             rows.append((ours, pipecat))
             print(*_pipecat_table([(ours, pipecat)])[2:], sep="\n", file=sys.stderr, flush=True)
@@ -600,22 +633,28 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
+PEER_HEADER = [
+    "| N | impl | p50 ms | p99 ms | p99.9 ms | sent | lost | late | errors "
+    "| CPU % by process | CPU % | CPU ms/s per call | RSS MB | RSS MB/call | peer % |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+]
+
+
+def _peer_row(r: PeerRow) -> str:
+    by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in r.cpu_pct.items())
+    return (
+        f"| {r.sessions} | {r.impl} | {_pct(r.rtts_ms, 0.5):.2f} | "
+        f"{_pct(r.rtts_ms, 0.99):.2f} | {_pct(r.rtts_ms, 0.999):.2f} | {r.sent} | "
+        f"{r.lost} | {r.late} | {len(r.errors)} | {by_process} | {r.cpu_total:.0f} | "
+        f"{r.cpu_per_call:.2f} | {r.rss_mb:.0f} | {r.rss_per_call_mb:.3f} | "
+        f"{r.peer_pct:.0f} |"
+    )
+
+
 def _pipecat_table(rows: list[tuple[PeerRow, PeerRow]]) -> list[str]:
-    lines = [
-        "| N | impl | p50 ms | p99 ms | p99.9 ms | sent | lost | late | errors "
-        "| CPU % by process | CPU % | CPU ms/s per call | RSS MB | RSS MB/call | peer % |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = list(PEER_HEADER)
     for ours, pipecat in rows:
-        for r in (ours, pipecat):
-            by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in r.cpu_pct.items())
-            lines.append(
-                f"| {r.sessions} | {r.impl} | {_pct(r.rtts_ms, 0.5):.2f} | "
-                f"{_pct(r.rtts_ms, 0.99):.2f} | {_pct(r.rtts_ms, 0.999):.2f} | {r.sent} | "
-                f"{r.lost} | {r.late} | {len(r.errors)} | {by_process} | {r.cpu_total:.0f} | "
-                f"{r.cpu_per_call:.2f} | {r.rss_mb:.0f} | {r.rss_per_call_mb:.3f} | "
-                f"{r.peer_pct:.0f} |"
-            )
+        lines += [_peer_row(ours), _peer_row(pipecat)]
         lines.append(
             f"| {ours.sessions} | ours/pipecat | "
             f"{_ratio(_pct(ours.rtts_ms, 0.5), _pct(pipecat.rtts_ms, 0.5))} | "
@@ -656,7 +695,6 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
             f"**{_ratio(at.cpu_per_call, pipecat_at.cpu_per_call)}** (where a side is "
             "saturated, CPU per call says little)"
         )
-    ours_name = rows[0][0].impl if rows else STAND_IN
     return "\n".join(
         [
             PIPECAT_BEGIN,
@@ -670,12 +708,14 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
             "each echoed by the application. *pipecat*: the dial-in peer (its own process) "
             "opens N Twilio Media Streams to `scripts/pipecat_echo_server.py` (one uvicorn "
             "worker) and times each echo; CPU and RSS are of the server process. "
-            f"*{ours_name}*: what `load_ours` measures above (the application's writes through "
-            "the facade, connector and gateway process to the reflecting Twilio peer and "
-            "back), CPU of the runtime and the gateway; its round trip crosses the gateway "
-            "twice, Pipecat's crosses no relay. *peer %* is the load's own process (the "
-            "reflecting emulator for ours, the dial-in peer for Pipecat). CPU ms/s per call: "
-            "CPU time per second of call.",
+            "*ours: inbound*: the same peer posts our voice webhook for each call as Twilio "
+            "would (signed), dials the `<Connect><Stream>` it answers at our gateway process, "
+            "and the runtime (the bench process: `TransportService`, one application thread per "
+            "call that takes it with `accept_session` and writes back every `Binary` it reads) "
+            "echoes; CPU and RSS are of the runtime and the gateway. Each round trip crosses "
+            "the gateway's relay twice; Pipecat's crosses no relay. *peer %* is the dial-in "
+            "peer's own CPU (not counted in CPU %). CPU ms/s per call: CPU time per second "
+            "of call.",
             "",
             *_pipecat_table(rows),
             "",
@@ -756,6 +796,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the Pipecat comparison: rewrites that section of the report, nothing else",
     )
+    parser.add_argument(
+        "--inbound-only",
+        action="store_true",
+        help="only ours on inbound calls from the dial-in peer (the Pipecat sweep's N, no "
+        "Pipecat): prints the rows; writes --output only if it is given",
+    )
     parser.add_argument("--pipecat-sessions", type=int, nargs="*", help="N for the Pipecat sweep")
     args = parser.parse_args(argv)
     pipecat = args.pipecat or args.pipecat_only
@@ -767,9 +813,22 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     gateway, peer = Helper(_serve_gateway), Helper(_serve_peer)
-    gateway_idle_rss = _rss_mb(gateway.pid)
     rows: list[tuple[Step, Step]] = []
     pipecat_rows: list[tuple[PeerRow, PeerRow]] = []
+    if args.inbound_only:
+        try:
+            inbound = inbound_sweep(pipecat_n, seconds, gateway, peer)
+        finally:
+            gateway.stop()
+            peer.stop()
+        table = "\n".join([*PEER_HEADER, *map(_peer_row, inbound)])
+        print(table)
+        for row in inbound:
+            for error in row.errors[:5]:
+                print(f"N={row.sessions}: {error}", file=sys.stderr)
+        if "--output" in (argv if argv is not None else sys.argv):
+            Path(args.output).write_text(table + "\n")
+        return 0
     try:
         for n in [] if args.pipecat_only else sweep:
             ours = load_ours(n, seconds, gateway, peer)
@@ -777,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((ours, naive))
             print(*_table([(ours, naive)])[2:], sep="\n", file=sys.stderr, flush=True)
         if pipecat:
-            pipecat_rows = pipecat_sweep(pipecat_n, seconds, gateway, peer, gateway_idle_rss)
+            pipecat_rows = pipecat_sweep(pipecat_n, seconds, gateway, peer)
     finally:
         gateway.stop()
         peer.stop()

@@ -1,5 +1,6 @@
-"""The benchmark script keeps working: one --quick run, its report checked (not its speed); and
-the dial-in peer of its Pipecat row (scripts/_peer.py) works, without Pipecat."""
+"""The benchmark script keeps working: one --quick run, its report checked (not its speed); its
+inbound row (our runtime answering calls the dial-in peer places through the voice webhook) in a
+short run; and the dial-in peer of its Pipecat row (scripts/_peer.py) works, without Pipecat."""
 
 from __future__ import annotations
 
@@ -39,6 +40,33 @@ def test_bench_quick_runs_and_reports(tmp_path: Path) -> None:
         cells = [cell.strip() for cell in row.split("|")]
         lost, errors = cells[6], cells[8]
         assert (lost, errors) == ("0", "0"), row
+
+
+@pytest.mark.timeout(90)
+def test_bench_inbound_row_echoes_every_frame(tmp_path: Path) -> None:
+    """``--inbound-only``: the dial-in peer posts our voice webhook (signed), dials the stream
+    it answers, and application threads that accept_session echo every frame back."""
+    report = tmp_path / "inbound.md"
+    command = [
+        sys.executable,
+        "scripts/bench.py",
+        "--inbound-only",
+        "--pipecat-sessions",
+        "3",
+        "--seconds",
+        "0.5",
+        "--output",
+        str(report),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=80, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in report.read_text().splitlines() if "| ours: inbound |" in line)
+    cells = [cell.strip() for cell in row.split("|")]
+    sent, lost, errors = cells[6], cells[7], cells[9]
+    assert (sent, lost, errors) == ("75", "0", "0"), row
+    assert "runtime" in cells[10] and "gateway" in cells[10], row
 
 
 @functools.cache
