@@ -26,6 +26,7 @@ baseline came before it. Every counted session comes after the baseline, so a le
 them shows. The baseline itself is taken once no TCP connection is left open but the pooled
 ones, and no socket whose connection is over still holds its fd (the far ends of the
 warm-up's sessions close asynchronously, on the gateway's and the emulator's event loops),
+and no webhook request is still being answered (the warm-up calls' last status callbacks),
 polled for at most ``SETTLE_S``; after the last wave, threads,
 sockets and actors are polled for at most ``SETTLE_S`` until they equal the baseline exactly.
 
@@ -95,6 +96,8 @@ SETTLE_POLL_S = 0.05
 # adapter (it has two: creating, hanging up); the emulator serves each on a thread so named.
 POOL_CONNECTIONS_MAX = 2 * DEFAULT_POOLSIZE
 POOL_THREAD_PREFIX = "twilio-emulator-api-conn"
+# A thread per webhook request (a call's status callbacks, after the call): over once answered.
+REQUEST_THREAD = "webhook-request"
 
 T = TypeVar("T")
 
@@ -233,8 +236,9 @@ class Snapshot:
 
     @property
     def quiet(self) -> bool:
-        """No TCP connection open but the pooled ones."""
-        return self.connections == 0 and self.unlisted == 0
+        """No TCP connection open but the pooled ones, and no webhook request in progress."""
+        busy = REQUEST_THREAD in self.thread_names
+        return self.connections == 0 and self.unlisted == 0 and not busy
 
     def counts(self) -> tuple[int, int, int]:
         return self.threads, self.sockets, self.actors
