@@ -56,7 +56,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -89,6 +88,7 @@ from .policy import IntensityPolicy
 from .providers import GatewayEndpoint, Provider, SessionPlan, provider_for
 from .queues import Empty
 from .session import SessionRecord
+from .startable import Closable
 from .supervisor import EndSession, Register, SessionStatusOf, Supervisor
 from .webhooks.twilio import validate_twiml
 
@@ -118,7 +118,7 @@ class _Handle:
         return dataclasses.replace(self.record.info(), **self.details)
 
 
-class TransportService:
+class TransportService(Closable):
     """Create, read, write, inspect and end sessions; one connector actor per session.
 
     Use it as a context manager, or call :meth:`close`, so that every session is ended and
@@ -193,17 +193,6 @@ class TransportService:
     def from_yaml(cls, path: str | PathLike[str]) -> TransportService:
         """A service configured from a YAML file (see :mod:`actors.config`)."""
         return cls(load_config(path))
-
-    def __enter__(self) -> TransportService:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- the contract --------------------------------------------------------------------------
 
