@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
@@ -112,14 +113,15 @@ def _provider_keys(config: TransportConfig) -> ProviderKeys:
     return keys
 
 
-class _ProviderWebhooks:
-    """What the providers ask of the webhook (mixed into :class:`EmbeddedInfrastructure`)."""
+class _ProviderWebhooks(ABC):
+    """What the providers ask of the webhook (mixed into :class:`EmbeddedInfrastructure`,
+    which supplies the abstract methods)."""
 
     config: TransportConfig
     _keys: ProviderKeys
 
-    def webhook(self) -> WebhookServer:
-        raise NotImplementedError  # EmbeddedInfrastructure's own
+    @abstractmethod
+    def webhook(self) -> WebhookServer: ...
 
     def webhook_route(self, provider: ProviderConfig, path: str) -> str | None:
         """The public URL of the runtime webhook's ``path`` for calls of ``provider``, when
@@ -180,14 +182,14 @@ class _ProviderWebhooks:
             )
         raise ValueError(f"provider {provider!r} places no emulated inbound calls here")
 
-    def telnyx_emulator(self) -> RestEndpoint:
-        raise NotImplementedError  # EmbeddedInfrastructure's own
+    @abstractmethod
+    def telnyx_emulator(self) -> RestEndpoint: ...
 
-    def plivo_emulator(self) -> RestEndpoint:
-        raise NotImplementedError
+    @abstractmethod
+    def plivo_emulator(self) -> RestEndpoint: ...
 
-    def vonage_emulator(self) -> VonageEndpoint:
-        raise NotImplementedError
+    @abstractmethod
+    def vonage_emulator(self) -> VonageEndpoint: ...
 
     def _emulated_key(self, kind: type, keys: Mapping[str, str], key: str) -> None:
         for name, provider in self.config.providers.items():
