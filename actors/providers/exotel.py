@@ -43,6 +43,7 @@ from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..transport import websocket_connection
 from . import Infrastructure, RequestObserver, SessionPlan
+from ._gateway import call_ends
 from ._http import AT_MOST_ONCE, clip, reason_phrase
 from ._rest import RestClient
 from ._streamed import audio_policy, call_parameters, hop_dial
@@ -261,19 +262,15 @@ class ExotelProvider:
             raise ConfigError(str(exc), key_path=where) from None
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
-        for field_name in ("url", "headers", "subprotocols"):
-            if getattr(request, field_name) is not None:
-                raise TypeError(
-                    f"the exotel provider takes no {field_name!r}: it dials the media gateway"
-                )
-        to, caller_id = request.to, request.from_ or self.config.caller_id
-        if not to:
-            raise ValueError("create_session(provider='exotel') needs to='+91...'")
-        if not caller_id:
-            raise ValueError(
-                "create_session(provider='exotel') needs from_= (your ExoPhone), "
-                f"or providers.{self.name}.caller_id in the config"
-            )
+        to, caller_id = call_ends(
+            "exotel",
+            self.name,
+            request,
+            configured_from=self.config.caller_id,
+            from_key="caller_id",
+            to_example="+91...",
+            from_hint=" (your ExoPhone)",
+        )
         gateway = self._infrastructure.gateway()
         c = self.config
         url = stream_url(

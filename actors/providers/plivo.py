@@ -46,6 +46,7 @@ from ..transport import websocket_connection
 from ..webhooks.plivo import stream_xml
 from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from ._gateway import call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -256,19 +257,7 @@ class PlivoProvider:
             raise ConfigError(str(exc), key_path=where) from None
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
-        for field_name in ("url", "headers", "subprotocols"):
-            if getattr(request, field_name) is not None:
-                raise TypeError(
-                    f"the plivo provider takes no {field_name!r}: it dials the media gateway"
-                )
-        to, from_ = request.to, request.from_ or self.config.from_number
-        if not to:
-            raise ValueError("create_session(provider='plivo') needs to='+1...'")
-        if not from_:
-            raise ValueError(
-                "create_session(provider='plivo') needs from_='+1...', "
-                f"or providers.{self.name}.from_number in the config"
-            )
+        to, from_ = call_ends("plivo", self.name, request, configured_from=self.config.from_number)
         client = self._rest()
         gateway = self._infrastructure.gateway()
         token = stream_token(gateway.secret, session_id)

@@ -35,6 +35,7 @@ from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
 from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint, Infrastructure, ProgressUrls, RequestObserver, SessionPlan
+from ._gateway import call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -403,20 +404,7 @@ class TwilioProvider:
             raise ConfigError(str(exc), key_path=where) from None
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
-        for field_name in ("url", "headers", "subprotocols"):
-            if getattr(request, field_name) is not None:
-                raise TypeError(
-                    f"the twilio provider takes no {field_name!r}: it dials the media gateway"
-                )
-        to = request.to
-        from_ = request.from_ or self.config.from_number
-        if not to:
-            raise ValueError("create_session(provider='twilio') needs to='+1...'")
-        if not from_:
-            raise ValueError(
-                f"create_session(provider='twilio') needs from_='+1...', "
-                f"or providers.{self.name}.from_number in the config"
-            )
+        to, from_ = call_ends("twilio", self.name, request, configured_from=self.config.from_number)
         gateway = self._infrastructure.gateway()
         nonce = stream_nonce()  # a credential of this TwiML's own (actors.signing)
         token = stream_token(gateway.secret, session_id, nonce)

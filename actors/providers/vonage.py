@@ -42,6 +42,7 @@ from ..messages import SessionRequest
 from ..pubkey import application_token
 from ..transport import websocket_connection
 from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from ._gateway import call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
 from ._streamed import audio_policy, call_parameters, hop_dial
@@ -304,19 +305,14 @@ class VonageProvider:
             raise ConfigError(str(exc), key_path=where) from None
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
-        for field_name in ("url", "headers", "subprotocols"):
-            if getattr(request, field_name) is not None:
-                raise TypeError(
-                    f"the vonage provider takes no {field_name!r}: it dials the media gateway"
-                )
-        to, from_ = request.to, request.from_ or self.config.from_number
-        if not to:
-            raise ValueError("create_session(provider='vonage') needs to='+44...'")
-        if not from_:
-            raise ValueError(
-                f"create_session(provider='vonage') needs from_=, "
-                f"or providers.{self.name}.from_number in the config"
-            )
+        to, from_ = call_ends(
+            "vonage",
+            self.name,
+            request,
+            configured_from=self.config.from_number,
+            to_example="+44...",
+            from_hint="",
+        )
         gateway = self._infrastructure.gateway()
         headers = call_parameters(gateway, session_id, request.parameters)
         ncco = websocket_ncco(
