@@ -1,10 +1,61 @@
-"""What every provider whose media comes through the gateway checks of a request."""
+"""What the providers whose media comes through the gateway share: how a provider holds its
+REST client (:class:`GatewayProvider`) and what it checks of a request (:func:`call_ends`)."""
 
 from __future__ import annotations
 
-from ..messages import SessionRequest
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
 
-__all__ = ["call_ends"]
+from ..config import RuntimeConfig
+from ..messages import SessionRequest
+from . import Infrastructure, RequestObserver
+from ._rest import RestClient
+
+__all__ = ["GatewayProvider", "call_ends"]
+
+ConfigT = TypeVar("ConfigT")
+ClientT = TypeVar("ClientT", bound=RestClient)
+
+
+class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
+    """A provider entry's control plane: its REST client is made on first use (the config may
+    name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
+    thread."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        entry: Any = config  # every provider config has its entry's name
+        self.name: str = entry.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._on_request = on_request
+        self._client: ClientT | None = None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _make_client(self) -> ClientT:
+        """The REST client this entry's config says (called once, under the lock)."""
+
+    def _rest(self) -> ClientT:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def close(self) -> None:
+        """Release the REST client's connections (a new one is made if used again)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def call_ends(

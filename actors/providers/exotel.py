@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -38,12 +37,12 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import requests
 
 from ..codecs.exotel import ExotelCodec
-from ..config import ExotelProviderConfig, RuntimeConfig
+from ..config import ExotelProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..transport import websocket_connection
-from . import Infrastructure, RequestObserver, SessionPlan
-from ._gateway import call_ends
+from . import RequestObserver, SessionPlan
+from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, clip, reason_phrase
 from ._rest import RestClient
 from ._streamed import audio_policy, call_parameters, hop_dial
@@ -207,32 +206,10 @@ class ExotelRestClient(RestClient):
         )
 
 
-class ExotelProvider:
+class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
     """The ``exotel`` provider: a call per session (Calls/connect with a bidirectional
     stream to the gateway's ``/exotel``), its audio through the media gateway. Hanging up is
     closing the stream: the session's end does it (Exotel has no REST hang-up for it)."""
-
-    def __init__(
-        self,
-        config: ExotelProviderConfig,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: ExotelRestClient | None = None
-        self._lock = threading.Lock()
-
-    def _rest(self) -> ExotelRestClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> ExotelRestClient:
         c = self.config
@@ -307,9 +284,3 @@ class ExotelProvider:
             session_id,
             plan.call_id,
         )
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -46,7 +45,7 @@ from ..transport import websocket_connection
 from ..webhooks.plivo import stream_xml
 from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
-from ._gateway import call_ends
+from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -200,7 +199,7 @@ class _RoutedPlivoCodec(PlivoCodec):
         return messages
 
 
-class PlivoProvider:
+class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
     """The ``plivo`` provider: a call per session, its audio through the media gateway.
 
     ``open`` places the call with an answer that streams it to the gateway's ``/plivo``, the
@@ -216,22 +215,10 @@ class PlivoProvider:
         *,
         on_request: RequestObserver | None = None,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: PlivoRestClient | None = None
+        super().__init__(config, runtime, infrastructure, on_request=on_request)
         self._emulated = config.api_base_url == "emulator"
         self._requests: dict[str, str] = {}  # session id -> request_uuid, until hung up
         self._inbound: set[str] = set()  # sessions of inbound calls (their id is the CallUUID)
-        self._lock = threading.Lock()
-
-    def _rest(self) -> PlivoRestClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> PlivoRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -360,12 +347,6 @@ class PlivoProvider:
             return
         what = "hung up" if ended else "had already ended"
         logger.info("session %s: Plivo call %s %s", session_id, call_uuid or request_uuid, what)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 def _with_query(url: str, values: dict[str, str]) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,7 +42,7 @@ from ..transport import websocket_connection
 from ..webhooks.telnyx import stream_texml
 from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
-from ._gateway import call_ends
+from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
 
@@ -194,7 +193,7 @@ class _StateCodec(TelnyxCodec):
         return (dataclasses.replace(started, parameters={**state, **parameters}),)
 
 
-class TelnyxProvider:
+class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
     """The ``telnyx`` provider: a call per session, its audio through the media gateway.
 
     ``open`` dials with the gateway's ``/telnyx`` as ``stream_url`` and the session id and its
@@ -211,20 +210,8 @@ class TelnyxProvider:
         *,
         on_request: RequestObserver | None = None,
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: TelnyxRestClient | None = None
+        super().__init__(config, runtime, infrastructure, on_request=on_request)
         self._connection_id = config.connection_id
-        self._lock = threading.Lock()
-
-    def _rest(self) -> TelnyxRestClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> TelnyxRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -311,9 +298,3 @@ class TelnyxProvider:
         ended = self._rest().hang_up(plan.call_id)
         what = "hung up" if ended else "had already ended"
         logger.info("session %s: Telnyx call %s %s", session_id, plan.call_id, what)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

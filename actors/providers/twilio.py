@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import requests
 
 from ..codecs.twilio import TwilioCodec
-from ..config import RuntimeConfig, TwilioProviderConfig
+from ..config import TwilioProviderConfig
 from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
@@ -34,8 +33,8 @@ from ..transport import websocket_connection
 from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
 from ..wire.constants import SESSIONS_PATH
-from . import GatewayEndpoint, Infrastructure, ProgressUrls, RequestObserver, SessionPlan
-from ._gateway import call_ends
+from . import GatewayEndpoint, ProgressUrls, RequestObserver, SessionPlan
+from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
 
@@ -334,7 +333,7 @@ class TwilioRestClient(RestClient):
         return self._request(operation, "POST", path, what=name, form=form)
 
 
-class TwilioProvider:
+class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
     """The ``twilio`` provider: a call per session, its audio through the media gateway.
 
     ``open`` places the call (ringing at most ``ring_timeout_s``) with TwiML that streams it
@@ -345,28 +344,6 @@ class TwilioProvider:
     The REST client is made on first use, so that an embedded emulator starts only when a
     Twilio session is created.
     """
-
-    def __init__(
-        self,
-        config: TwilioProviderConfig,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: TwilioRestClient | None = None
-        self._lock = threading.Lock()
-
-    def _rest(self) -> TwilioRestClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> TwilioRestClient:
         c = self.config
@@ -488,12 +465,6 @@ class TwilioProvider:
             logger.info("session %s: Twilio call %s hung up", session_id, plan.call_id)
         else:
             logger.info("session %s: Twilio call %s had already ended", session_id, plan.call_id)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 #: The status callback events a call subscribes to when the runtime takes its progress.

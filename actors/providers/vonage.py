@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,13 @@ from typing import Any
 import requests
 
 from ..codecs.vonage import VonageCodec, content_type
-from ..config import RuntimeConfig, VonageProviderConfig
+from ..config import VonageProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..pubkey import application_token
 from ..transport import websocket_connection
-from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
-from ._gateway import call_ends
+from . import GatewayEndpoint, RequestObserver, SessionPlan
+from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
 from ._streamed import audio_policy, call_parameters, hop_dial
@@ -245,7 +244,7 @@ class VonageRestClient(RestClient):
         )
 
 
-class VonageProvider:
+class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
     """The ``vonage`` provider: a call per session, its audio through the media gateway.
 
     ``open`` places the call with an NCCO that connects it to the gateway's ``/vonage`` with
@@ -253,28 +252,6 @@ class VonageProvider:
     the gateway's ``/sessions/{id}`` with the hop token. The application reads and writes
     ``audio_encoding`` at ``audio_sample_rate`` (or the wire's own PCM16), 20 ms at a time.
     """
-
-    def __init__(
-        self,
-        config: VonageProviderConfig,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: VonageRestClient | None = None
-        self._lock = threading.Lock()
-
-    def _rest(self) -> VonageRestClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
 
     def _make_client(self) -> VonageRestClient:
         c = self.config
@@ -369,12 +346,6 @@ class VonageProvider:
             logger.info("session %s: Vonage call %s hung up", session_id, plan.call_id)
         else:
             logger.info("session %s: Vonage call %s had already ended", session_id, plan.call_id)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 def _read_key(path: str | None, where: str) -> str:
