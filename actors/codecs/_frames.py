@@ -1,4 +1,4 @@
-"""Helpers shared by the JSON-over-WebSocket codecs (Telnyx, Plivo): typed field access that
+"""Helpers shared by the JSON-over-WebSocket codecs (Twilio, Telnyx, Plivo): typed field access that
 names the bad field, rate-limited problem logging, and base64 both ways.
 
 Internal: the public surface is each provider's codec and stream classes.

@@ -38,19 +38,15 @@ from typing import Any, Final
 
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started, Stopped
 from . import Frame
+from ._frames import Malformed as _Malformed
+from ._frames import int_field as _int
+from ._frames import label as _label
+from ._frames import obj_field as _object
+from ._frames import opt_int as _opt_int
+from ._frames import should_log as _should_log
+from ._frames import str_field as _string
 from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
-from .twilio import (
-    ClearOut,
-    MarkOut,
-    MediaOut,
-    _int,
-    _label,
-    _Malformed,
-    _object,
-    _opt_int,
-    _should_log,
-    _string,
-)
+from .twilio import ClearOut, MarkOut, MediaOut
 
 __all__ = ["CHUNK_UNIT", "MAX_CHUNK", "MIN_CHUNK", "ExotelCodec", "ExotelStream"]
 

@@ -37,6 +37,14 @@ from ..messages import (
     Stopped,
 )
 from . import Frame
+from ._frames import Malformed as _Malformed
+from ._frames import dumps as _dumps
+from ._frames import int_field as _int
+from ._frames import label as _label
+from ._frames import obj_field as _object
+from ._frames import opt_int as _opt_int
+from ._frames import should_log as _should_log
+from ._frames import str_field as _string
 
 __all__ = [
     "AppEvent",
@@ -52,67 +60,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Log the first few problems of a kind, then every ``_LOG_EVERY``-th: a broken peer sending
-#: garbage every 20 ms must not flood the log, but must stay visible.
-_LOG_FIRST: Final = 3
-_LOG_EVERY: Final = 100
-
 _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
 _loads = json.loads
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 _DEFAULT_FORMAT: Final = MediaFormat()
-
-
-class _Malformed(Exception):
-    """Internal: a frame does not have the shape Twilio documents; the text says what is wrong."""
-
-
-def _should_log(count: int) -> bool:
-    return count <= _LOG_FIRST or count % _LOG_EVERY == 0
-
-
-def _label(event: object) -> str:
-    # Event names come from the peer: bounded and repr'd so a hostile one cannot mangle the log.
-    if isinstance(event, str):
-        return repr(event[:32])
-    return f"<{type(event).__name__}>"
-
-
-def _object(container: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
-    value = container.get(key)
-    if type(value) is not dict:
-        raise _Malformed(f"{path} is missing or not an object")
-    return value
-
-
-def _string(container: Mapping[str, Any], key: str, path: str) -> str:
-    value = container.get(key)
-    if type(value) is not str:
-        raise _Malformed(f"{path} is missing or not a string")
-    return value
-
-
-def _opt_int(container: Mapping[str, Any], key: str, path: str) -> int | None:
-    value = container.get(key)
-    if value is None:
-        return None
-    # bool is an int subclass; ``type(...) is`` keeps true/false out.
-    if type(value) is int:
-        return value
-    if type(value) is str:
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    raise _Malformed(f"{path} is not an integer")
-
-
-def _int(container: Mapping[str, Any], key: str, path: str) -> int:
-    value = _opt_int(container, key, path)
-    if value is None:
-        raise _Malformed(f"{path} is missing")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,10 +364,6 @@ def new_sid(prefix: str, rng: Random | None = None) -> str:
     """
     digits = secrets.token_hex(16) if rng is None else f"{rng.getrandbits(128):032x}"
     return prefix + digits
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 class TwilioStream:

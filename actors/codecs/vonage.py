@@ -35,8 +35,10 @@ from typing import Any, Final
 
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
+from ._frames import label as _label
+from ._frames import should_log as _should_log
 from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
-from .twilio import ClearOut, MediaOut, _label, _should_log
+from .twilio import ClearOut, MediaOut
 
 __all__ = ["ClearOut", "MediaOut", "NotifyOut", "VonageCodec", "VonageSocket", "content_type"]
 
