@@ -16,6 +16,7 @@ __all__ = [
     "CALL_SID",
     "EPOCH_HEADER",
     "RECEIVED_HEADER",
+    "RESTREAM_HEADER",
     "RESUME_FROM_HEADER",
     "SENT_HEADER",
     "SESSIONS_PATH",
@@ -85,6 +86,10 @@ RECEIVED_HEADER = "X-Gateway-Received"
 #: another died, neither asks for them again nor numbers later ones from 0).
 EPOCH_HEADER = "X-Session-Epoch"
 SENT_HEADER = "X-Session-Sent"
+#: Optional on a session hop's handshake: the session expects its call to stream again
+#: within this many milliseconds (a call update, e.g. DTMF, ended the stream). The gateway
+#: then re-opens the call if it has ended, and waits that long for the new provider stream.
+RESTREAM_HEADER = "X-Restream-Within"
 
 #: Sessions dial the gateway at ``{gateway url}{SESSIONS_PATH}/{session id}``.
 SESSIONS_PATH = "/sessions"
