@@ -70,6 +70,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60  # Twilio's Timeout when a create gives none
 AMD_S = 0.1  # how long the emulated machine detection takes
+#: How long ``<Play digits>`` takes per key: a short tone each; ``w`` and ``W`` are
+#: Twilio's half-second and one-second pauses.
+KEY_S = 0.05
+PAUSE_S = {"w": 0.5, "W": 1.0}
 _MAX_DOCUMENTS = 100  # TwiML documents one call may fetch (a <Redirect> loop ends there)
 _DONE_KEPT = 10_000
 
@@ -397,8 +401,11 @@ class CallFlows:
         elif isinstance(action, Play):
             if action.digits is not None:
                 digits = action.digits
-                self._note(sid, lambda c: c.dtmf_played.append(digits))
                 logger.info("emulator: call %s <Play digits=%r>", sid, digits)
+                with contextlib.suppress(TimeoutError):  # the keys take their time to play
+                    async with asyncio.timeout(sum(PAUSE_S.get(k, KEY_S) for k in digits)):
+                        await flow.wake.wait()  # unless an update cuts them short
+                self._note(sid, lambda c: c.dtmf_played.append(digits))
             else:
                 logger.info("emulator: call %s <Play> %.80s (not played)", sid, action.url)
         elif isinstance(action, Pause):

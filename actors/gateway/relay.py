@@ -35,7 +35,7 @@ from typing import Any
 
 from ..codecs import Frame
 from ..config import GatewayConfig
-from ..wire.constants import CloseCode
+from ..wire.constants import STREAM_ENDED, CloseCode
 from ._ws import ConnectionClosed, ServerConnection
 from .admission import GatewayConnection, peer
 from .calls import NORMAL, POLICY, Call, Deadline, Ending, Hop
@@ -219,7 +219,7 @@ class Relay:
                     continue
                 if call.stream_ended:
                     hop.stream_closed = True
-                    await ws.close(NORMAL, "call ended")
+                    await ws.close(NORMAL, STREAM_ENDED)
                     return
                 ready.clear()
                 await ready.wait()

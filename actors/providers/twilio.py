@@ -437,6 +437,18 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         twiml = connect_twiml(stream_url, params, redirect_url=redirect_url)
         return self._plan(session_id, gateway, call_sid), twiml
 
+    def restream_twiml(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """``<Response><Connect><Stream>`` that streams a live call again to the gateway for
+        ``session_id`` (after a call update: ``send_dtmf``), with a stream credential of its
+        own (a fresh nonce: the gateway pairs each once) and the application's
+        ``parameters`` again."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        token = stream_token(gateway.secret, session_id, nonce)
+        ours = {"session": session_id, "token": token, "nonce": nonce}
+        stream_url = gateway.public_url.rstrip("/") + "/twilio"
+        return build_stream_twiml(stream_url, {**dict(parameters), **ours})
+
     def update_call(
         self, call_sid: str, *, twiml: str | None = None, url: str | None = None
     ) -> bool:

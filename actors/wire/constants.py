@@ -20,6 +20,7 @@ __all__ = [
     "RESUME_FROM_HEADER",
     "SENT_HEADER",
     "SESSIONS_PATH",
+    "STREAM_ENDED",
     "CloseCode",
     "is_sendable",
 ]
@@ -90,6 +91,10 @@ SENT_HEADER = "X-Session-Sent"
 #: within this many milliseconds (a call update, e.g. DTMF, ended the stream). The gateway
 #: then re-opens the call if it has ended, and waits that long for the new provider stream.
 RESTREAM_HEADER = "X-Restream-Within"
+
+#: The reason of the gateway's 1000 that closes a session hop once the provider stream ended
+#: and the hop had all of it (a session expecting a re-stream redials on it).
+STREAM_ENDED = "call ended"
 
 #: Sessions dial the gateway at ``{gateway url}{SESSIONS_PATH}/{session id}``.
 SESSIONS_PATH = "/sessions"

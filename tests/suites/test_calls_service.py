@@ -4,11 +4,14 @@ webhook, gateway and embedded Twilio emulator (the caller, and the callee of out
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import statistics
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,14 +25,21 @@ from actors import (
     Close,
     MachineDetected,
     SessionClosed,
+    SessionState,
     Started,
+    Stopped,
     TransportService,
     default_config,
 )
-from actors.config import EmulatorConfig, InboundConfig, TwilioProviderConfig
+from actors.calls import restream_window_s
+from actors.config import EmulatorConfig, GatewayConfig, InboundConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
-from actors.signing import twilio_signature
+from actors.gateway.server import MediaGateway
+from actors.signing import stream_nonce, stream_token, twilio_signature
+from tests.conftest import eventually
+from tests.gateway.test_security import closed_with, provider
 from tests.hooks import Recorder
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -381,16 +391,141 @@ def test_redirect_runs_the_given_twiml_and_ends_the_session_redirected(
     service.end_session(sid)
 
 
-def test_send_dtmf_plays_the_digits_into_the_call(service: TransportService) -> None:
+def _echoed(service: TransportService, sid: str, frames: list[bytes]) -> list[Any]:
+    """Write ``frames`` and read until the emulator's echo of the last has come back."""
+    for frame in frames:
+        service.write_websocket_message(sid, Binary(frame))
+    seen: list[Any] = []
+    echoed = b""
+    while frames[-1] not in echoed:  # the emulator echoes what it hears, in order
+        message = service.read_websocket_message(sid, timeout=5)
+        assert message is not None and not isinstance(message, Close), seen[-5:]
+        seen.append(message)
+        if isinstance(message, Binary):
+            echoed += message.data
+    assert b"".join(frames) in echoed
+    return seen
+
+
+def test_send_dtmf_plays_the_digits_and_the_session_streams_on(
+    service: TransportService,
+) -> None:
     sid, call_sid = _live_call(service)
+    emulator = emulator_of(service)
+    first = emulator.call_media(call_sid)
+    assert first is not None
+    _echoed(service, sid, [b"\x01" * 160])
     with pytest.raises(ValueError):
         service.send_dtmf(sid, "12x")
+    began = time.monotonic()
     service.send_dtmf(sid, "12w#")
-    assert events(read_until(service, sid, Close))[-1] == Close(1000, "dtmf")
-    assert emulator_of(service).wait_ended(call_sid, 5).dtmf_played == ["12w#"]
+    seen = read_until(service, sid, (Started, Close), timeout=10)
+    assert Stopped() in seen and isinstance(seen[-1], Started), events(seen)
+    restarted = seen[-1]
+    assert (restarted.call_id, restarted.stream_id != first.stream_sid) == (call_sid, True)
+    print(f"\nsend_dtmf('12w#') -> new Started: {(time.monotonic() - began) * 1000:.0f} ms")
+    assert emulator.api.call(call_sid).dtmf_played == ["12w#"]  # played before the stream
+    # Audio both ways after the digits, on the same session.
+    frames = [bytes([n]) * 160 for n in range(2, 12)]
+    _echoed(service, sid, frames)
+    second = emulator.call_media(call_sid)
+    assert second is not None and second is not first and second.frames_received >= 10
+    assert service.is_websocket_connected(sid) and service.status(sid).state is SessionState.OPEN
+    # Again: every DTMF streams the call anew, with a credential of its own.
+    service.send_dtmf(sid, "9")
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    _echoed(service, sid, [b"\x33" * 160])
+    assert emulator.api.call(call_sid).dtmf_played == ["12w#", "9"]
     service.end_session(sid)
+    assert emulator.wait_ended(call_sid, 5).status == "completed"
     with pytest.raises(SessionClosed):
         service.send_dtmf(sid, "1")
+
+
+def test_a_hang_up_ends_a_session_at_once_even_after_a_dtmf(service: TransportService) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "5")
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    emulator = emulator_of(service)
+    began = time.monotonic()
+    emulator.media.hang_up(call_sid)  # the callee hangs up: the stream ends, so does the call
+    seen = read_until(service, sid, Close, timeout=5)
+    took = time.monotonic() - began
+    assert seen[-1] == Close(1000, "call ended") and service.read_websocket_message(sid) is None
+    print(f"\nhang-up after a DTMF -> Close: {took * 1000:.0f} ms")
+    assert took < 1.0
+    service.end_session(sid)
+
+
+_SECRET = "dtmf-test-gateway-secret-0123"
+
+
+@contextlib.contextmanager
+def _unreachable_after_dtmf() -> Iterator[tuple[TransportService, MediaGateway, TcpProxy]]:
+    """A service whose gateway Twilio (the emulator) reaches through a proxy the test can
+    close to new connections; no webhook (no status callback, no ``<Redirect>``)."""
+    with (
+        MediaGateway(GatewayConfig(embedded=False, secret=_SECRET)) as gateway,
+        TcpProxy(gateway._server.port) as proxy,
+    ):
+        config = dataclasses.replace(
+            default_config(),
+            gateway=GatewayConfig(
+                embedded=False, url=gateway.url, public_url=proxy.url, secret=_SECRET
+            ),
+            inbound=InboundConfig(enabled=False),
+        )
+        with TransportService(config) as svc:
+            yield svc, gateway, proxy
+
+
+def test_a_dtmf_whose_call_never_streams_again_ends_the_session_by_the_deadline() -> None:
+    with _unreachable_after_dtmf() as (svc, _, proxy):
+        sid, call_sid = _live_call(svc)
+        proxy.reject_new = True  # Twilio cannot reach the gateway any more
+        began = time.monotonic()
+        svc.send_dtmf(sid, "1")
+        seen = read_until(svc, sid, Close, timeout=15)
+        took = time.monotonic() - began
+        close = seen[-1]
+        assert close.code == 1008 and "re-stream" in close.reason, close
+        assert Stopped() in seen and svc.read_websocket_message(sid) is None
+        window = restream_window_s("1")
+        assert window - 1.0 < took < window + 2.0, took
+        assert emulator_of(svc).api.call(call_sid).dtmf_played == ["1"]
+        svc.end_session(sid)
+
+
+def test_after_a_dtmf_an_old_stream_credential_is_refused_and_only_a_fresh_one_pairs() -> None:
+    with _unreachable_after_dtmf() as (svc, gateway, proxy):
+        sid, call_sid = _live_call(svc)
+        first_twiml = emulator_of(svc).api.call(call_sid).documents[0]
+        proxy.reject_new = True  # the emulator's re-stream never arrives: we play Twilio
+        svc.send_dtmf(sid, "1")
+        assert Stopped() in read_until(svc, sid, Stopped, timeout=5)
+        # The session's redial has re-opened the call: it waits for a new stream.
+        eventually(lambda: gateway.stats().session_hops == 2 and gateway.calls_active == 1)
+        parameters = {
+            p.get("name"): p.get("value") or ""
+            for p in ET.fromstring(first_twiml).iter("Parameter")
+        }
+        assert parameters["nonce"]
+        with provider(gateway.url, sid, parameters["token"], parameters["nonce"]) as (ws, _):
+            code, reason = closed_with(ws)
+        assert (code, "used already" in reason) == (1008, True)
+        assert gateway.stats().rejected["duplicate_stream"] == 1
+        nonce = stream_nonce()  # what the TwiML of a re-stream carries: a nonce of its own
+        with provider(gateway.url, sid, stream_token(_SECRET, sid, nonce), nonce) as (ws, tw):
+            started = read_until(svc, sid, (Started, Close), timeout=5)[-1]
+            assert isinstance(started, Started) and started.stream_id == tw.stream_sid
+            ws.send(tw.media(b"\x55" * 160, 0))
+            audio = read_until(svc, sid, Binary, timeout=5)[-1]
+            assert audio.data == b"\x55" * 160
+            svc.write_websocket_message(sid, Binary(b"\x66" * 160))
+            frame = json.loads(ws.recv(timeout=5))
+            assert frame["event"] == "media" and frame["streamSid"] == tw.stream_sid
+            assert svc.status(sid).state is SessionState.OPEN
+        svc.end_session(sid)
 
 
 # -- figures ---------------------------------------------------------------------------------
