@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 
 from .config import TransportConfig, TwilioProviderConfig
 from .errors import SessionClosed, TransportError
-from .messages import CallStatus, Close, MachineDetected, SessionInfo
+from .messages import CallStatus, Close, MachineDetected, SessionInfo, StreamError
 from .safexml import parse_xml
 from .signing import twilio_signature
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from .providers import Provider
     from .session import SessionRecord
     from .webhooks.inbound import Answer
-    from .webhooks.twilio import InboundCall, StatusEvent
+    from .webhooks.twilio import InboundCall, StatusEvent, StreamEvent
 
 __all__ = ["CallPlane", "dial_twiml", "dtmf_twiml", "restream_window_s"]
 
@@ -117,6 +117,7 @@ class CallPlane:
         # Calls whose session ended: their late callbacks (completed) are routine, not unknown.
         self._gone: OrderedDict[str, None] = OrderedDict()
         self.statuses: Counter[str] = Counter()  # call-status callbacks delivered, by status
+        self.stream_events: Counter[str] = Counter()  # <Stream statusCallback>s, by event
         self._forward: queue.Queue[tuple[str, str, dict[str, str]] | None] | None = None
         self._forwarder: threading.Thread | None = None
         self.forward_dropped = 0
@@ -253,6 +254,33 @@ class CallPlane:
                 self._keep_early(event)
                 return False
         self._deliver(route, event)
+        return True
+
+    def on_stream(self, event: StreamEvent) -> bool:
+        """A ``<Stream statusCallback>``: counted; a ``stream-error`` is logged, given to the
+        session as :class:`StreamError`, and ends it (unless it names another stream than
+        the one the session is on now)."""
+        with self._lock:
+            self.stream_events[event.event] += 1
+            route = self._routes.get(event.call_id)
+        if route is None:
+            return False
+        record = route.record
+        if event.event != "stream-error":
+            logger.debug("session %s: %s %s", record.session_id, event.event, event.stream_sid)
+            return True
+        logger.warning(
+            "session %s: Twilio could not stream call %s (stream %s): %.120s",
+            record.session_id,
+            event.call_id,
+            event.stream_sid,
+            event.error or "no StreamError given",
+        )
+        record.inbox.put(StreamError(event.stream_sid, event.error, event.fields))
+        current = getattr(record.codec, "stream_sid", None)
+        if current is None or current == event.stream_sid:
+            record.expect_restream(None)  # that stream was the re-stream, if one was expected
+            end_now(record, f"stream error: {event.error[:80] or event.stream_sid}")
         return True
 
     def _keep_early(self, event: StatusEvent) -> None:
@@ -404,13 +432,15 @@ class CallPlane:
             raise SessionClosed(record.session_id, why)
         return update
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(inbound counters, call statuses delivered) for metrics, read at scrape time."""
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(inbound counters, call statuses delivered, stream events) for metrics, read at
+        scrape time."""
         webhook = self._infra.webhook_started()
         inbound = webhook.counters.snapshot() if webhook is not None else {}
         with self._lock:
             statuses = dict(self.statuses)
-        return inbound, statuses
+            streams = dict(self.stream_events)
+        return inbound, statuses, streams
 
 
 def end_now(record: SessionRecord, reason: str) -> None:

@@ -253,11 +253,11 @@ class CallFlows:
     def _document(self, sid: str, document: str) -> None:
         self.api.mutate(sid, lambda c: c.documents.append(document))
 
-    def _stream_event(self, sid: str, stream: StreamTarget, event: str) -> None:
+    def _stream_event(self, sid: str, stream: StreamTarget, event: str, error: str = "") -> None:
         media = self.media.media(sid)
         call = self.api.mutate(sid, lambda c: None)
         if media is not None and call is not None:
-            self.progress.stream(call, stream, media.stream_sid, event)
+            self.progress.stream(call, stream, media.stream_sid, event, error)
 
     def _ring_s(self, behaviour: Behaviour) -> float:
         return self.config.answer_after_s if behaviour.ring_s is None else behaviour.ring_s
@@ -460,6 +460,8 @@ class CallFlows:
             flow.in_stream = False
         if media.started.is_set():
             self._stream_event(sid, stream, "stream-stopped")
+        elif media.errors:  # it could not be dialled: Twilio says so, then goes on
+            self._stream_event(sid, stream, "stream-error", media.errors[-1])
         if flow.leaving:
             flow.leaving = False
             return "left"

@@ -28,6 +28,7 @@ from actors import (
     SessionState,
     Started,
     Stopped,
+    StreamError,
     TransportService,
     default_config,
 )
@@ -461,9 +462,12 @@ _SECRET = "dtmf-test-gateway-secret-0123"
 
 
 @contextlib.contextmanager
-def _unreachable_after_dtmf() -> Iterator[tuple[TransportService, MediaGateway, TcpProxy]]:
+def _unreachable_after_dtmf(
+    *, webhook: bool = False
+) -> Iterator[tuple[TransportService, MediaGateway, TcpProxy]]:
     """A service whose gateway Twilio (the emulator) reaches through a proxy the test can
-    close to new connections; no webhook (no status callback, no ``<Redirect>``)."""
+    close to new connections; by default no webhook (no status callback, no
+    ``<Redirect>``, no stream status callback)."""
     with (
         MediaGateway(GatewayConfig(embedded=False, secret=_SECRET)) as gateway,
         TcpProxy(gateway._server.port) as proxy,
@@ -473,7 +477,7 @@ def _unreachable_after_dtmf() -> Iterator[tuple[TransportService, MediaGateway, 
             gateway=GatewayConfig(
                 embedded=False, url=gateway.url, public_url=proxy.url, secret=_SECRET
             ),
-            inbound=InboundConfig(enabled=False),
+            inbound=InboundConfig(enabled=webhook),
         )
         with TransportService(config) as svc:
             yield svc, gateway, proxy
@@ -525,6 +529,66 @@ def test_after_a_dtmf_an_old_stream_credential_is_refused_and_only_a_fresh_one_p
             frame = json.loads(ws.recv(timeout=5))
             assert frame["event"] == "media" and frame["streamSid"] == tw.stream_sid
             assert svc.status(sid).state is SessionState.OPEN
+        svc.end_session(sid)
+
+
+# -- <Stream statusCallback> ------------------------------------------------------------------
+
+
+def test_our_streams_report_to_our_webhook_signed_and_a_forged_report_is_refused(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    emulator = emulator_of(service)
+    stream_url = service.voice_url.replace("/twilio/voice", "/twilio/stream")
+    (stream,) = ET.fromstring(emulator.api.call(call_sid).documents[0]).iter("Stream")
+    assert (stream.get("statusCallback"), stream.get("statusCallbackMethod")) == (
+        stream_url,
+        "POST",
+    )
+    started = 'transport_stream_events_total{event="stream-started"}'
+    assert eventually(lambda: service.metrics().get(started) == 1)
+    service.send_dtmf(sid, "1")  # the re-stream reports too
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    (restream,) = ET.fromstring(emulator.api.call(call_sid).twiml or "").iter("Stream")
+    assert restream.get("statusCallback") == stream_url
+    stopped = 'transport_stream_events_total{event="stream-stopped"}'
+    assert eventually(lambda: service.metrics().get(started) == 2)
+    assert service.metrics().get(stopped) == 1
+    forged = {
+        "AccountSid": service.infrastructure.twilio_emulator().account_sid,
+        "CallSid": call_sid,
+        "StreamSid": "MZ" + "2" * 32,
+        "StreamEvent": "stream-error",
+        "StreamError": "forged",
+    }
+    signature = twilio_signature("not-the-auth-token", stream_url, forged)
+    response = requests.post(
+        stream_url, data=forged, headers={"X-Twilio-Signature": signature}, timeout=5
+    )
+    assert response.status_code == 403
+    assert service.metrics()['transport_inbound_webhooks_total{outcome="bad_signature"}'] == 1
+    _echoed(service, sid, [b"\x12" * 160])  # no StreamError, no end: the session goes on
+    assert 'transport_stream_events_total{event="stream-error"}' not in service.metrics()
+    service.end_session(sid)
+
+
+def test_a_stream_error_reaches_the_application_and_ends_the_session_at_once() -> None:
+    with _unreachable_after_dtmf(webhook=True) as (svc, _, proxy):
+        sid, call_sid = _live_call(svc)
+        proxy.reject_new = True
+        began = time.monotonic()
+        svc.send_dtmf(sid, "1")
+        seen = read_until(svc, sid, Close, timeout=10)
+        took = time.monotonic() - began
+        errors = [m for m in seen if isinstance(m, StreamError)]
+        assert len(errors) == 1 and errors[0].fields["CallSid"] == call_sid
+        assert "dialling the stream failed" in errors[0].error
+        assert seen[-1].reason.startswith("stream error: dialling the stream failed"), seen[-1]
+        assert took < restream_window_s("1") - 2.0, took  # not the deadline: at once
+        print(f"\nsend_dtmf -> StreamError -> Close: {took * 1000:.0f} ms")
+        metric = 'transport_stream_events_total{event="stream-error"}'
+        assert svc.metrics()[metric] == 1
         svc.end_session(sid)
 
 
