@@ -27,7 +27,9 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   ``stream_sid``, the same ``call_id``), and the audio goes on; writes made in between wait
   for the new stream. If no new stream comes by the deadline, the gateway closes the hop
   with 1008 and the session ends with ``Close(1008, "no provider stream again (re-stream)
-  within N s")``.
+  within N s")``; a ``completed`` status callback meanwhile (the call was hung up during the
+  digits) ends it at once with ``Close(1000, "completed")``, and a ``stream-error`` with
+  ``Close(1000, "stream error: ...")``.
 """
 
 from __future__ import annotations
@@ -321,6 +323,13 @@ class CallPlane:
             route.ended_why = event.status
             logger.info("session %s: the call ended %s", route.record.session_id, event.status)
             end_now(route.record, event.status)
+        elif (
+            event.status == "completed" and route.record.restream_left(time.monotonic()) is not None
+        ):
+            # Between two streams (send_dtmf) no stream can end the session: this does.
+            route.record.expect_restream(None)
+            logger.info("session %s: the call ended between two streams", route.record.session_id)
+            end_now(route.record, "completed")
 
     # -- forwarding ----------------------------------------------------------------------------
 

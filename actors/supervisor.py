@@ -58,6 +58,9 @@ __all__ = ["EndSession", "Register", "SessionStatusOf", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
+_RESTREAM_STEADY_S = 1.0  # a hop up this long before "call ended" is redialled at once
+_RESTREAM_RETRY_S = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class Register:
@@ -205,7 +208,10 @@ class Supervisor(pykka.ThreadingActor):
                 record.session_id,
                 restream,
             )
-            self._spawn(record, message.generation + 1, 0.0, now + restream)
+            # At once after a stream that lasted; a hop that keeps being told "call ended"
+            # (the gateway would not re-open the call) redials no faster than 10 times a second.
+            delay = 0.0 if up_for >= _RESTREAM_STEADY_S else _RESTREAM_RETRY_S
+            self._spawn(record, message.generation + 1, delay, now + restream)
         elif policy.ends_session(exit):
             record.lifecycle.move(SessionState.CLOSING, str(exit))
             record.lifecycle.move(SessionState.CLOSED, str(exit))

@@ -36,6 +36,7 @@ from actors.calls import restream_window_s
 from actors.config import EmulatorConfig, GatewayConfig, InboundConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
+from actors.providers.twilio import TwilioRestClient
 from actors.signing import stream_nonce, stream_token, twilio_signature
 from tests.conftest import eventually
 from tests.gateway.test_security import closed_with, provider
@@ -455,6 +456,28 @@ def test_a_hang_up_ends_a_session_at_once_even_after_a_dtmf(service: TransportSe
     assert seen[-1] == Close(1000, "call ended") and service.read_websocket_message(sid) is None
     print(f"\nhang-up after a DTMF -> Close: {took * 1000:.0f} ms")
     assert took < 1.0
+    service.end_session(sid)
+
+
+def test_a_call_hung_up_during_the_digits_ends_its_session_at_once(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "WW1")  # two seconds of pauses: the call is between two streams
+    assert Stopped() in read_until(service, sid, Stopped, timeout=5)
+    endpoint = service.infrastructure.twilio_emulator()
+    other = TwilioRestClient(  # someone else ends the call (a supervisor's console...)
+        account_sid=endpoint.account_sid,
+        auth_token=endpoint.auth_token,
+        api_base_url=endpoint.base_url,
+    )
+    with other:
+        began = time.monotonic()
+        assert other.hang_up(call_sid)
+    seen = read_until(service, sid, Close, timeout=10)
+    took = time.monotonic() - began
+    assert seen[-1] == Close(1000, "completed") and took < 1.0, (seen[-1], took)
+    assert emulator_of(service).wait_ended(call_sid, 5).dtmf_played == []  # cut short
     service.end_session(sid)
 
 
