@@ -459,6 +459,20 @@ def test_a_hang_up_ends_a_session_at_once_even_after_a_dtmf(service: TransportSe
     service.end_session(sid)
 
 
+def test_send_dtmf_on_an_inbound_call_keeps_its_session_too(service: TransportService) -> None:
+    call_sid = service.infrastructure.dial_in(OURS, CALLER)
+    info = service.accept_session(timeout=5)
+    sid = info.session_id
+    first = read_until(service, sid, Started)[-1]
+    service.send_dtmf(sid, "#")
+    again = read_until(service, sid, (Started, Close), timeout=10)[-1]
+    assert isinstance(again, Started) and again.parameters == first.parameters
+    assert again.parameters["direction"] == "inbound" and again.call_id == call_sid
+    _echoed(service, sid, [b"\x21" * 160])
+    assert emulator_of(service).api.call(call_sid).dtmf_played == ["#"]
+    service.end_session(sid)
+
+
 def test_a_call_hung_up_during_the_digits_ends_its_session_at_once(
     service: TransportService,
 ) -> None:
