@@ -419,7 +419,9 @@ class CallPlane:
         codec_parameters = getattr(record.codec, "parameters", {})
         twiml = dtmf_twiml(digits, after, restream(record.session_id, dict(codec_parameters)))
         # Set before the update: the stream may end before Twilio's REST answer comes back.
-        record.expect_restream(time.monotonic() + restream_window_s(digits))
+        # An update between two streams (a DTMF during the last one's digits) ends none.
+        between = getattr(record.codec, "stream_sid", "") is None
+        record.expect_restream(time.monotonic() + restream_window_s(digits), stopped=between)
         try:
             updated = update(record.call_id, twiml=twiml)
         except BaseException:

@@ -24,8 +24,8 @@ Who writes what (one owner per piece of state):
 - the **re-stream mark** (the call's stream is expected to end and a new one to come, until a
   deadline: ``send_dtmf`` on Twilio) is set by the call plane (:meth:`~SessionRecord.
   expect_restream`), cleared by the decoding thread when the new stream has started
-  (:meth:`~SessionRecord.saw_stream`); the supervisor and the connector read it. Each change
-  is one attribute assignment.
+  (:meth:`~SessionRecord.saw_stream`), both under a lock of its own; the supervisor and the
+  connector read it (one attribute read).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class SessionRecord:
         self._unsent_at_end = 0  # frames discarded when the session ended unsent
         # (deadline (monotonic), whether the old stream's Stopped came yet), or None
         self._restream: tuple[float, bool] | None = None
+        self._restream_lock = threading.Lock()
 
     # -- reads, from any thread ----------------------------------------------------------------
 
@@ -209,21 +210,31 @@ class SessionRecord:
             return None
         return mark[0] - now
 
-    def expect_restream(self, deadline: float | None) -> None:
+    @property
+    def restream_marked(self) -> bool:
+        """Whether a re-stream is expected (its deadline may have passed)."""
+        return self._restream is not None
+
+    def expect_restream(self, deadline: float | None, *, stopped: bool = False) -> None:
         """The call's stream is about to end and the call to stream again for this session
-        (a call update), by ``deadline`` (``time.monotonic()``); ``None``: not any more."""
-        self._restream = None if deadline is None else (deadline, False)
+        (a call update), by ``deadline`` (``time.monotonic()``); ``None``: not any more.
+        ``stopped``: the stream has ended already (an update between two streams)."""
+        with self._restream_lock:
+            self._restream = None if deadline is None else (deadline, stopped)
 
     def saw_stream(self, message: Message) -> None:
         """The decoding thread saw ``Stopped`` or ``Started``: the old stream's end, then the
         new one's start, is the expected re-stream come (the mark is cleared)."""
-        mark = self._restream
-        if mark is None:
+        if not self.restream_marked:  # all but always: no lock on the decoding thread
             return
-        if type(message) is Stopped:
-            self._restream = (mark[0], True)
-        elif type(message) is Started and mark[1]:
-            self._restream = None
+        with self._restream_lock:
+            mark = self._restream
+            if mark is None:
+                return
+            if type(message) is Stopped:
+                self._restream = (mark[0], True)
+            elif type(message) is Started and mark[1]:
+                self._restream = None
 
     def closed_why(self) -> str:
         """Why the session takes no more writes, for ``SessionClosed``."""

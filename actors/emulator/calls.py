@@ -402,10 +402,12 @@ class CallFlows:
             if action.digits is not None:
                 digits = action.digits
                 logger.info("emulator: call %s <Play digits=%r>", sid, digits)
-                with contextlib.suppress(TimeoutError):  # the keys take their time to play
+                try:  # the keys take their time to play, unless an update cuts them short
                     async with asyncio.timeout(sum(PAUSE_S.get(k, KEY_S) for k in digits)):
-                        await flow.wake.wait()  # unless an update cuts them short
-                self._note(sid, lambda c: c.dtmf_played.append(digits))
+                        await flow.wake.wait()
+                    logger.info("emulator: call %s: <Play digits> cut short", sid)
+                except TimeoutError:
+                    self._note(sid, lambda c: c.dtmf_played.append(digits))
             else:
                 logger.info("emulator: call %s <Play> %.80s (not played)", sid, action.url)
         elif isinstance(action, Pause):

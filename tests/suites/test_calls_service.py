@@ -473,6 +473,24 @@ def test_send_dtmf_on_an_inbound_call_keeps_its_session_too(service: TransportSe
     service.end_session(sid)
 
 
+def test_a_dtmf_during_the_last_ones_digits_streams_once_and_a_hang_up_still_ends_at_once(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "WW1")
+    assert Stopped() in read_until(service, sid, Stopped, timeout=5)
+    service.send_dtmf(sid, "2")  # between two streams: the digits cut short, one stream
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    _echoed(service, sid, [b"\x31" * 160])
+    emulator = emulator_of(service)
+    assert emulator.api.call(call_sid).dtmf_played == ["2"]
+    began = time.monotonic()
+    emulator.media.hang_up(call_sid)
+    assert read_until(service, sid, Close, timeout=10)[-1] == Close(1000, "call ended")
+    assert time.monotonic() - began < 1.0
+    service.end_session(sid)
+
+
 def test_a_call_hung_up_during_the_digits_ends_its_session_at_once(
     service: TransportService,
 ) -> None:
