@@ -284,7 +284,7 @@ class Cluster:
             f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
             f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
             f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
-            "max_sessions: 32, queue_timeout_s: 3, "
+            f"max_sessions: {max(32, capacity)}, queue_timeout_s: 3, "
             "answer_timeout_s: 3}\n"
             f"cluster: {{{cluster}}}\n"
         )
