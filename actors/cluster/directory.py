@@ -212,6 +212,18 @@ class Directory(Protocol):
         """Up to ``limit`` sessions whose lease has expired (their node stopped renewing)."""
         ...
 
+    def take_orphans(self, node_id: str, limit: int) -> list[Lease]:
+        """Take over, for ``node_id``, at most ``limit`` expired leases: its share of them.
+
+        The orphans are split (on paper) over the healthy nodes with room that are not
+        draining and own no orphan, each to the one with the smallest share of its capacity
+        once it has it (``node_id`` on a tie); ``node_id`` takes the ones that fall to it and
+        leaves the others to their nodes' own scans, which split what is left the same way.
+        An orphan expired longer than a grace period (two heartbeats) is taken by whichever
+        node asks: its candidate did not scan. The leases as :meth:`claim_orphan` returns
+        them; nothing if ``node_id`` is unregistered, draining or full."""
+        ...
+
     def claim_orphan(self, node_id: str, session_id: str) -> Lease | None:
         """Take over an expired lease for ``node_id``, if it still is expired and ``node_id``
         is registered, not draining and has free capacity: the new lease (epoch + 1, the

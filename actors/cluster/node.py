@@ -5,7 +5,9 @@ from threads of its own, so that no caller ever waits on Redis for that:
 
 - ``cluster-<id>``: heartbeats every ``heartbeat_s``, renews every lease it holds every
   ``renew_s``, writes the sessions, states and releases queued by the API, and every
-  ``heartbeat_s`` looks for orphans to take over (a node with free room and ``on_orphan``).
+  ``heartbeat_s`` takes over its share of the orphans (a node with free room and
+  ``on_orphan``: :meth:`~actors.cluster.directory.Directory.take_orphans`), so that a dead
+  node's calls spread over the survivors by free capacity.
   When Redis cannot be reached it retries with a backoff (50 ms doubling, at most
   ``2 * heartbeat_s``); once Redis answers again it re-registers and renews every lease,
   restoring those Redis lost (a restart without persistence) from its own copy (meta, last
@@ -407,17 +409,13 @@ class ClusterMember:
         room = self.config.capacity - len(self._book)
         if draining or room <= 0:
             return
-        for sid in self._directory.orphans(limit=room):
-            if sid in self._book:
-                continue  # expired while this node could not renew: renewed next round
-            lease = self._directory.claim_orphan(self.node_id, sid)
-            if lease is None:
-                continue  # another node was faster, or this one is full now
+        # Only this node's share: the other survivors take theirs at their own scans.
+        for lease in self._directory.take_orphans(self.node_id, room):
             self._book.add(lease, in_directory=True)
             self._count("takeovers")
             logger.info(
                 "session %s: taken over from node %s (epoch %d)",
-                sid,
+                lease.session_id,
                 lease.previous_node,
                 lease.epoch,
             )
