@@ -221,6 +221,20 @@ class GatewayProcess(_Child):
         argv = [sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
         super().__init__([*argv, "--drain-timeout", "0"], stdin=False)
 
+    def _said(self, prefix: str, suffix: str) -> str:
+        line = next(line for line in self.output if line.startswith(prefix))
+        return line.removeprefix(prefix).strip().removesuffix(suffix)
+
+    @property
+    def session_url(self) -> str:
+        """Where sessions dial it (``gateway.url``), as it printed."""
+        return self._said("media gateway: sessions dial", "/sessions/<id>")
+
+    @property
+    def public_url(self) -> str:
+        """Where providers dial it (``gateway.public_url``), as it printed."""
+        return self._said("media gateway: providers dial", "/twilio")
+
 
 def _cluster_yaml(redis: RedisServer, prefix: str, member_id: str, **extra: object) -> str:
     fields = {**FAST, "redis_url": redis.url, "key_prefix": prefix, "node_id": member_id, **extra}
@@ -277,8 +291,13 @@ class Cluster:
         cluster = _cluster_yaml(
             self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
         )
+        # The configured gateway is used only without the registry (Redis down, `local`): a
+        # dead port otherwise, so that a node that used it by mistake would show it.
+        url = public = "ws://127.0.0.1:9"
+        if on_redis_down == "local" and self.gateways:
+            url, public = self.gateways[0].session_url, self.gateways[0].public_url
         path.write_text(
-            'gateway: {embedded: false, url: "ws://127.0.0.1:9", '
+            f'gateway: {{embedded: false, url: "{url}", public_url: "{public}", '
             f'secret: "{SECRET}"}}\n'
             "providers:\n"
             f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
