@@ -43,6 +43,12 @@ FAST = {
 NODE_SCRIPT = ROOT / "scripts" / "cluster_node.py"
 
 
+def _on_host(netns: str | None) -> list[str]:
+    """The argv prefix that runs a command in a network namespace (another host's), if any:
+    ``ip netns exec`` execs the command, so its pid is the command's own."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
 @dataclass
 class Frame:
     seq: int
@@ -63,9 +69,10 @@ class NodeLog:
 class NodeProcess(_Child):
     """``scripts/cluster_node.py -c FILE``, its stdout parsed on a thread of its own."""
 
-    def __init__(self, path: Path, node_id: str) -> None:
+    def __init__(self, path: Path, node_id: str, *, netns: str | None = None) -> None:
         self.node_id = node_id
-        super().__init__([sys.executable, str(NODE_SCRIPT), "-c", str(path)], stdin=True)
+        argv = [*_on_host(netns), sys.executable, str(NODE_SCRIPT), "-c", str(path)]
+        super().__init__(argv, stdin=True)
         self.log = NodeLog()
         self.changed = threading.Condition()
         self._reader: threading.Thread | None = None
@@ -216,9 +223,9 @@ class Balancer:
 class GatewayProcess(_Child):
     """``transport-actors gateway -c FILE`` with a cluster section."""
 
-    def __init__(self, path: Path, member_id: str) -> None:
+    def __init__(self, path: Path, member_id: str, *, netns: str | None = None) -> None:
         self.member_id = member_id
-        argv = [sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
+        argv = [*_on_host(netns), sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
         super().__init__([*argv, "--drain-timeout", "0"], stdin=False)
 
     def _said(self, prefix: str, suffix: str) -> str:
