@@ -294,8 +294,13 @@ class ClusterMember:
         lease = lease_for(sid, self.node_id, meta, call_id)
         with self._lock:
             draining = self._draining
-        if draining or not self._book.add_if_room(lease, self.config.capacity):
+        if draining:
             return None
+        held = self._book.add_if_room(lease, self.config.capacity)
+        if held is None:
+            return None
+        if held != sid:  # the webhook came twice (Redis, which would say so, is down)
+            return Claim(call_id, held, self.node_id, self._book.meta(held) or lease.meta, True)
         self._wake.set()
         self._callback(self._on_offer, lease)
         return Claim(call_id, sid, self.node_id, lease.meta)

@@ -171,6 +171,7 @@ class Balancer:
         self.nodes = nodes
         self._next = 0
         self._lock = threading.Lock()
+        self.voice_requests: list[tuple[str, dict[str, str], bytes]] = []  # for replay
         balancer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -197,6 +198,9 @@ class Balancer:
         keep = {
             k: v for k, v in headers.items() if k.lower() in ("content-type", "x-twilio-signature")
         }
+        if path == "/twilio/voice":
+            with self._lock:
+                self.voice_requests.append((path, keep, body))
         for _ in range(2 * max(1, len(self.nodes))):
             with self._lock:
                 alive = [n for n in self.nodes if n.running and n.listen_url]
@@ -213,6 +217,17 @@ class Balancer:
             except OSError:
                 continue  # that node is down: the next
         return 503, b""
+
+    def replay_voice(self, call_sid: str, node: NodeProcess) -> tuple[int, bytes]:
+        """Deliver the call's voice webhook again, as sent (signed), to ``node``: Twilio
+        retrying it."""
+        with self._lock:
+            path, headers, body = next(
+                r for r in self.voice_requests if f"CallSid={call_sid}".encode() in r[2]
+            )
+        request = urllib.request.Request(node.listen_url + path, body, headers, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
 
     def stop(self) -> None:
         self._server.shutdown()

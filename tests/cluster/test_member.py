@@ -323,3 +323,26 @@ def test_on_redis_down_local_runs_calls_on_this_node(
                 assert lease is not None and lease.node_id == "n1"
         finally:
             observer.close()
+
+
+def test_on_redis_down_local_a_repeated_webhook_is_the_same_call(
+    cluster_config: ConfigFactory, redis_server: RedisServer
+) -> None:
+    recorder = Recorder()
+    config = cluster_config(node_id="n1", capacity=3, on_redis_down="local")
+    with ClusterMember(config, on_offer=recorder.lease) as member:
+        redis_server.kill()
+        first = member.claim_inbound("CA1", {"i": "1"})
+        again = member.claim_inbound("CA1", {"i": "1"})  # Twilio delivered it twice
+        assert first is not None and not first.duplicate
+        assert again is not None and again.duplicate
+        assert (again.session_id, again.node_id) == (first.session_id, "n1")
+        assert member.sessions() == [first.session_id]  # no second lease for one call
+        assert recorder.ids() == [first.session_id]  # offered once
+        redis_server.start()
+        observer = RedisDirectory(config)
+        try:
+            assert member.flush(5)
+            assert observer.members("node")[0].load == 1  # what Redis counts once back
+        finally:
+            observer.close()

@@ -55,6 +55,27 @@ def _new_session(node: NodeProcess, known: set[str], timeout: float = 10.0) -> s
     return found[0]
 
 
+def _live(node: NodeProcess) -> int:
+    with node.changed:
+        return len(set(node.log.sessions) - set(node.log.ends))
+
+
+def _leased(node: NodeProcess) -> int:
+    """The sessions the node's cluster member holds, as its ``status`` says."""
+    with node.changed:
+        seen = len(node.log.events)
+    node.command("status")
+    found: list[int] = []
+
+    def check(log: object) -> bool:
+        with_status = [e for e in node.log.events[seen:] if e.get("e") == "status"]
+        found[:] = [int(e["sessions"]) for e in with_status]
+        return bool(found)
+
+    node.wait_for(check, 5, "its status")
+    return found[0]
+
+
 @pytest.mark.parametrize("mode", ["fail", "local"])
 def test_new_calls_while_redis_is_down(tmp_path: Path, mode: str) -> None:
     with cluster(tmp_path, nodes=2, gateways=1, capacity=4, on_redis_down=mode) as c:
@@ -85,6 +106,10 @@ def test_new_calls_while_redis_is_down(tmp_path: Path, mode: str) -> None:
             made["inbound"] = wait_owner(c, inbound)
             node, in_sid = made["inbound"]
             node.wait_for(flowing(in_sid, 10), 10, "audio on the inbound call")
+            # Twilio retries the webhook: the same session, no second lease for the call.
+            status, answer = c.balancer.replay_voice(inbound, node)
+            assert status == 200 and in_sid.encode() in answer, answer
+            assert _leased(node) == _live(node), (_leased(node), _live(node))
             assert not any(e["op"] == "call" for e in caller.log.errors), caller.log.errors
 
         c.redis.start()  # empty: the nodes register again and write their leases back
