@@ -10,8 +10,9 @@ exactly one of them "yours".
 :class:`~actors.cluster.redis.RedisDirectory` is the engine today. The operations are chosen so
 that NATS JetStream could implement them too: members and leases as key-value entries with a
 TTL and compare-and-set on their revision (a claim is a CAS from the revision read as
-expired), the per-node offers as a work-queue stream with one subject per node. Nothing here
-names Redis.
+expired), the per-node offers as a work-queue stream with one subject per node; a node's share
+of the orphans (:meth:`Directory.take_orphans`) is the same split computed from the entries
+read, each of its own then taken by CAS. Nothing here names Redis.
 
 Every method is synchronous and may wait up to the engine's timeout (a second by default):
 the caller runs it on a thread of its own (:class:`~actors.cluster.node.ClusterMember`), or on
