@@ -21,8 +21,9 @@ media path may call them); :meth:`pick_gateway`, :meth:`claim_inbound` and :meth
 Redis at once and may wait up to ``redis_timeout_s`` (call them from a webhook or application
 thread). While Redis is known to be down they answer at once: ``ClusterUnavailable`` with
 ``on_redis_down: fail``; with ``local``, no gateway (use the configured one) and the call for
-this node if it has room. Callbacks run on the member's threads and must return quickly
-(hand the lease to a queue); an exception in one is logged and ignored.
+this node if it has room (a call it holds already, its webhook delivered again, is a
+``duplicate`` claim of the same session). Callbacks run on the member's threads and must
+return quickly (hand the lease to a queue); an exception in one is logged and ignored.
 """
 
 from __future__ import annotations
