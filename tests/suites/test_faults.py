@@ -742,9 +742,18 @@ def test_a_restarted_gateway_ends_the_call_with_4404(
             status = service.status(sid)
             assert status.state is SessionState.CLOSED
             assert status.restarts >= 1
-            assert status.exit_reasons[0].startswith(str(ExitKind.CONNECTION_LOST))
-            assert status.exit_reasons[-1].startswith(str(ExitKind.PEER_CLOSED))
-            assert "4404" in status.exit_reasons[-1]
+            # The status keeps the last 16 exits: the lost connection is the first of them,
+            # unless a slow restart (a loaded machine) had more refused redials than that.
+            first, *between, last = status.exit_reasons
+            if len(status.exit_reasons) < 16:
+                assert first.startswith(str(ExitKind.CONNECTION_LOST)), status.exit_reasons
+            else:
+                assert first.startswith(
+                    (str(ExitKind.CONNECTION_LOST), str(ExitKind.HANDSHAKE_FAILED))
+                ), status.exit_reasons
+            assert all(r.startswith(str(ExitKind.HANDSHAKE_FAILED)) for r in between), between
+            assert last.startswith(str(ExitKind.PEER_CLOSED)), last
+            assert "4404" in last
             assert info.call_id is not None
             media = emulator_of(service).call_media(info.call_id)
             assert media is not None and media.ended.wait(5)  # the phone side is over too
