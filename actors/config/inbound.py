@@ -53,7 +53,7 @@ class InboundConfig:
     # What Twilio is configured to call (and signs), up to the path: https://voice.example.com.
     # null: the listening address (reachable by the embedded emulator only).
     public_url: str | None = field(default=None, metadata={"check": _optional_http_url})
-    max_sessions: int = field(default=16, metadata=_limit(">=", 1))
+    max_sessions: int = field(default=100, metadata=_limit(">=", 1))
     queue_timeout_s: float = field(default=5.0, metadata=_POSITIVE)
     answer_timeout_s: float = field(default=5.0, metadata=_POSITIVE)
     refusal_twiml: str = field(default=DEFAULT_REFUSAL_TWIML, metadata={"check": _twiml})

@@ -86,7 +86,7 @@ class Counters:
 class InboundSettings:
     """The ``inbound:`` section: capacity, the two waits, and how long call ids are kept."""
 
-    max_sessions: int = 16
+    max_sessions: int = 100
     queue_timeout_s: float = 5.0
     answer_timeout_s: float = 5.0
     recent_ttl_s: float = 3600.0

@@ -119,7 +119,7 @@ def test_demo_inbound_interrupted_ends_every_session(
     ("argv", "words"),
     [
         (["--provider", "websocket"], "'websocket' is not one"),
-        (["--sessions", "17"], "more than inbound.max_sessions (16)"),
+        (["--sessions", "101"], "more than inbound.max_sessions (100)"),
     ],
 )
 def test_demo_inbound_usage_errors(
@@ -224,7 +224,7 @@ def test_answer_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no such directory" in capsys.readouterr().err
     assert cli.main(["answer", "--wav", str(tmp_path / "missing.wav")]) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert cli.main(["answer", "--dial-in", "17"]) == 2
+    assert cli.main(["answer", "--dial-in", "101"]) == 2
     assert "more than inbound.max_sessions" in capsys.readouterr().err
 
 

@@ -121,7 +121,15 @@ def test_a_node_s_inbound_queue_must_hold_its_cluster_capacity() -> None:
 def test_a_node_whose_queue_is_smaller_than_its_capacity_does_not_start() -> None:
     from actors import TransportService  # noqa: PLC0415
 
-    # The defaults disagree (capacity 100, max_sessions 16): refused before Redis is reached.
-    config = parse_config({"cluster": {"redis_url": "redis://127.0.0.1:9/0"}})
+    # Refused before Redis is reached (nothing listens on port 9).
+    config = parse_config(
+        {"cluster": {"redis_url": "redis://127.0.0.1:9/0"}, "inbound": {"max_sessions": 16}}
+    )
     with pytest.raises(ConfigError, match=r"max_sessions \(16\).*cluster.capacity \(100\)"):
         TransportService(config)
+
+
+def test_the_defaults_make_a_node_that_starts() -> None:
+    """A bare ``cluster:`` section with the other defaults passes the node check: the default
+    inbound queue holds the default capacity."""
+    parse_config({"cluster": {"redis_url": "redis://127.0.0.1:9/0"}}).check_cluster_node()
