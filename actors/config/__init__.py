@@ -49,7 +49,8 @@ The schema (every key optional; an empty file, or a null section, means the defa
                                     # private_key | private_key_file, signature_secret,
                                     # api_base_url (or emulator), from_number, event_url,
                                     # sample_rate (8000|16000), audio_encoding (provider |
-                                    # pcm16 | audio/x-mulaw), audio_sample_rate, ring_timeout_s
+                                    # pcm16 | audio/x-mulaw), audio_sample_rate, ring_timeout_s,
+                                    # max_lead_ms (audio sent ahead of real time, 1000; 0: unpaced)
       exotel:                       # ExotelProviderConfig (type: exotel): account_sid, api_key,
                                     # api_token, api_base_url (or emulator), caller_id,
                                     # status_callback(_events), sample_rate, audio_encoding,
