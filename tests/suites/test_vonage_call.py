@@ -9,11 +9,22 @@ connector and relays the frames unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
-from actors import Audio, Binary, Clear, Dtmf, Mark, ProviderError, Started, TransportService
+from actors import (
+    Audio,
+    Binary,
+    Clear,
+    Dtmf,
+    Mark,
+    ProviderError,
+    QueueFull,
+    Started,
+    TransportService,
+)
 from actors.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
 from actors.config import GatewayConfig, VonageProviderConfig
 from actors.emulator.vonage import VonageEmulator
@@ -190,6 +201,32 @@ def test_a_clear_empties_the_pacers_backlog_too(service: TransportService) -> No
     assert media.clears == 1 and media.frames_received < 200  # the lead and a tick or two
     assert service.status(sid).dropped_out == 0  # a clear is no drop
     service.end_session(sid)
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "raise"])
+def test_the_pacers_backlog_is_bounded_by_the_outbound_queue(overflow: str) -> None:
+    cfg = config(vonage())
+    cfg = dataclasses.replace(
+        cfg, runtime=dataclasses.replace(cfg.runtime, outbound_max=200, outbound_overflow=overflow)
+    )
+    with TransportService(cfg) as service:
+        info = service.create_session(provider="vonage", to=TO)
+        sid = info.session_id
+        read_until(service, sid, Started)
+        refused = 0
+        for frame in pcm_frames(500.0, 10.0, 16000):  # 500 frames at once
+            try:
+                service.write_websocket_message(sid, Binary(frame))
+            except QueueFull:
+                refused += 1
+        status = service.status(sid)
+        assert status.queued_out <= 200
+        if overflow == "raise":
+            assert refused >= 200 and status.dropped_out == 0
+        else:  # the oldest waiting audio went, counted
+            assert refused == 0 and status.dropped_out >= 200
+        assert status.dropped_out + refused + status.queued_out + status.frames_out == 500
+        service.end_session(sid)
 
 
 def test_an_idle_tail_is_padded_and_sent_on_the_connectors_timer(
