@@ -11,6 +11,10 @@ purpose by a label in the HMAC input, so that one can never stand in for the oth
   then carries a credential of its own, and a nonce that names a gateway
   (``<gateway id>/<random>``) is accepted by that gateway alone, so an old credential
   replayed to the gateway a call was redirected to is refused there;
+- the **inbound token** (label ``inbound-stream``) is a standing credential of one provider
+  entry (not of a session): an Exotel Voicebot applet's URL carries it (``?inbound=<entry>
+  &inbound_token=...``) so that a stream arriving with no session is admitted as a new
+  inbound call of that entry, and nothing else (it pairs no session, opens no hop);
 - the **hop token** (label ``session-hop``) is what a connector sends as
   ``Authorization: Bearer`` on ``/sessions/{id}``. It never leaves the runtime: it is not in
   the TwiML, nor in anything sent to a provider.
@@ -40,18 +44,21 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "hop_token",
+    "inbound_token",
     "nonce_gateway",
     "stream_nonce",
     "stream_token",
     "twilio_signature",
     "twilio_url_variants",
     "verify_hop_token",
+    "verify_inbound_token",
     "verify_stream_token",
     "verify_twilio_signature",
 ]
 
 _STREAM_LABEL = b"provider-stream\0"
 _HOP_LABEL = b"session-hop\0"
+_INBOUND_LABEL = b"inbound-stream\0"
 _DEFAULT_PORTS = {"wss": 443, "https": 443, "ws": 80, "http": 80}
 
 
@@ -111,6 +118,17 @@ def verify_stream_token(secret: str, session_id: str, token: str | None, nonce: 
 def verify_hop_token(secret: str, session_id: str, token: str | None) -> bool:
     """Whether ``token`` is ``session_id``'s hop token under ``secret``."""
     return _verify(secret, _HOP_LABEL, session_id, token)
+
+
+def inbound_token(secret: str, entry: str) -> str:
+    """The standing credential of provider entry ``entry``'s inbound streams (an Exotel
+    applet's URL carries it): it admits a stream with no session as a new call of ``entry``."""
+    return _token(secret, _INBOUND_LABEL, entry)
+
+
+def verify_inbound_token(secret: str, entry: str, token: str | None) -> bool:
+    """Whether ``token`` is ``entry``'s inbound token under ``secret``."""
+    return _verify(secret, _INBOUND_LABEL, entry, token)
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:

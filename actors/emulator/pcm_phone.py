@@ -247,10 +247,14 @@ class PcmDialer(Startable):
                 logger=WIRE_LOGGER,
                 compression=None,
             ) as ws:
-                for opening in wire.opening():
-                    await ws.send(opening)
-                media.started.set()
-                await self._stream(call, ws)
+                try:
+                    for opening in wire.opening():
+                        await ws.send(opening)
+                except ConnectionClosed:  # refused at once (the gateway closed it): say how
+                    await ws.wait_closed()
+                else:
+                    media.started.set()
+                    await self._stream(call, ws)
                 media.close_code = ws.close_code
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             media.errors.append(f"dialling the stream failed: {exc}")
