@@ -484,9 +484,11 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             exotel_auth=gw.exotel_basic_auth,  # issue 16
         )
 
-    def _stream_desk(self) -> StreamDesk:
-        """Where the embedded gateway hands calls that dial it with no session (Exotel's
-        applet): the webhook's inbound queue, as a webhook's call (issue 16)."""
+    def _stream_desk(self, queue_of: Callable[[], InboundQueue | None] | None = None) -> StreamDesk:
+        """Where calls that dial the gateway with no session (Exotel's applet) go: the
+        webhook's inbound queue, as a webhook's call (issue 16). The embedded gateway's desk
+        starts the webhook if need be; the webhook's own (``/exotel/inbound``, a standalone
+        gateway's) passes ``queue_of``."""
         from .webhooks.streamed import StreamDesk  # noqa: PLC0415
 
         entries = {
@@ -495,13 +497,17 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             if isinstance(provider, ExotelProviderConfig)
         }
 
-        def queue_of() -> InboundQueue | None:
+        def started_queue() -> InboundQueue | None:
             try:
                 return self.webhook().queue
             except (ConfigError, RuntimeError):  # the webhook is off, or the service stopped
                 return None
 
-        return StreamDesk(queue_of, entries, lambda: bool(getattr(self.hooks, "draining", False)))
+        return StreamDesk(
+            queue_of or started_queue,
+            entries,
+            lambda: bool(getattr(self.hooks, "draining", False)),
+        )
 
     def _start_emulator(self) -> RestEndpoint:
         self._check_running()
@@ -581,6 +587,11 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,
         )
+        gateway = self.config.gateway
+        if not gateway.embedded and gateway.secret:
+            # A standalone gateway posts the inbound streams it admits here, signed.
+            webhook.routes.gateway_secret = gateway.secret
+            webhook.routes.stream_desk = self._stream_desk(lambda: webhook.queue)
         try:
             return webhook.start()
         except OSError as exc:

@@ -66,6 +66,9 @@ The schema (every key optional; an empty file, or a null section, means the defa
                                     # unset: the auth_token of the file's Twilio providers)
       handshake_timeout_s: 5.0, start_timeout_s: 5.0, pending_max_bytes: 8192,
       max_connections: 4000, max_pending: 1000, max_pending_per_address: 32
+      exotel_username: null, exotel_password: null  # /exotel streams' Basic auth (unset: none)
+      inbound_url: null             # standalone: the runtime webhook Exotel's inbound streams
+                                    # are posted to (<url>/exotel/inbound, signed)
     emulator:                       # EmulatorConfig: the local Twilio
       listen: 127.0.0.1:0
       media: echo                   # echo | tone | wav | silence | reflect: what each call plays

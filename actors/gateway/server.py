@@ -78,7 +78,7 @@ from ..wire.constants import (
 from ._ws import ConnectionClosed, Request, Response, ServerConnection
 from .admission import Admission, GatewayConnection, peer
 from .calls import GOING_AWAY, NORMAL, POLICY, Call
-from .inbound import InboundDesk, InboundStream
+from .inbound import HttpDesk, InboundDesk, InboundStream
 from .loopback import ServerThread
 from .pairing import ClaimKind, HopRequest, Refusal
 from .relay import GatewayStats, Relay
@@ -133,14 +133,17 @@ class MediaGateway(Startable):
         self.config = config
         self.gateway_id = gateway_id
         # Where streams that arrive with no session go (an Exotel applet's inbound call):
-        # the embedded gateway's runtime; without one, such a stream is refused.
-        self._inbound = inbound
+        # the embedded gateway's runtime, or (standalone) the runtime's webhook at
+        # inbound_url; with neither, such a stream is refused.
         secret = secret or config.secret
         if not secret:
             if not config.embedded:
                 raise ValueError("gateway.secret is required when the gateway runs standalone")
             secret = secrets.token_urlsafe(32)  # embedded: the service is the only client
         self._secret = secret
+        if inbound is None and config.inbound_url is not None:
+            inbound = HttpDesk(config.inbound_url, secret)
+        self._inbound = inbound
         self._signature_tokens = config.signature_tokens
         self._exotel_auth = config.exotel_basic_auth
         host, _, port = config.listen.rpartition(":")

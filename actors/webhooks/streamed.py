@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .twilio import InboundCall
 
 if TYPE_CHECKING:
-    from ..gateway.inbound import InboundStream
+    from ..streamed_calls import InboundStream
     from .inbound import InboundQueue
 
 __all__ = ["StreamDesk"]
@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class StreamDesk:
-    """The embedded gateway's :class:`~actors.gateway.inbound.InboundDesk`: ``queue_of()``
+    """The runtime's :class:`~actors.streamed_calls.InboundDesk` (the embedded gateway's
+    in-process, a standalone one's through ``/exotel/inbound``): ``queue_of()``
     is the webhook's inbound queue (``None`` when the webhook is off), ``entries`` the
     provider entries that take inbound streams (name -> type), ``draining()`` whether the
     service takes no new call."""

@@ -11,18 +11,23 @@ takes it, and the waiting stream pairs with the new session. Nothing here is moc
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
 
 from actors import AcceptTimeout, Audio, Binary, Dtmf, Mark, Started, TransportService
 from actors.config import ExotelProviderConfig, GatewayConfig, InboundConfig, TransportConfig
 from actors.emulator.exotel import ExotelEmulator
+from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.redaction import redact_url
+from actors.streamed_calls import SIGNATURE_HEADER, InboundStream, desk_request
 from tests.conftest import eventually
 from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
+from tests.processes import free_port
 
 EXOPHONE, CALLER = "08047491899", "+919876543210"
 BASIC = GatewayConfig(exotel_username="exotel", exotel_password="pw-of-the-test")
@@ -182,3 +187,46 @@ def test_a_forged_applet_url_is_refused_before_anything_is_offered(
     assert webhook is None or webhook.counters.snapshot()["accepted"] == 0
     with pytest.raises(AcceptTimeout):
         service.accept_session(timeout=0.2, provider="exotel")
+
+
+def test_a_standalone_gateway_posts_its_inbound_streams_to_the_runtime_signed() -> None:
+    secret = "shared-secret-of-the-test"
+    port = free_port()  # the runtime's webhook, which the gateway must know beforehand
+    webhook = f"http://127.0.0.1:{port}"
+    standalone = dataclasses.replace(BASIC, embedded=False, secret=secret, inbound_url=webhook)
+    with MediaGateway(standalone) as gateway:
+        hop = dataclasses.replace(BASIC, embedded=False, url=gateway.url, secret=secret)
+        cfg = dataclasses.replace(
+            config(exotel(), hop), inbound=InboundConfig(listen=f"127.0.0.1:{port}")
+        )
+        with TransportService(cfg) as service:
+            call_sid = service.infrastructure.place_inbound("exotel", EXOPHONE, CALLER)
+            info = service.accept_session(timeout=5, provider="exotel")
+            assert (info.call_id, info.from_, info.to) == (call_sid, CALLER, EXOPHONE)
+            sid = info.session_id
+            read_until(service, sid, Started)
+            for frame in pcm_frames(500.0, 0.5, 8000):
+                service.write_websocket_message(sid, Binary(frame))
+            service.write_websocket_message(sid, Mark("m"))
+            assert read_until(service, sid, Mark)[-1] == Mark("m")
+            assert gateway.stats().pairings == 1
+            # What the gateway posts is signed with the shared secret: a forgery is refused.
+            call = InboundStream("exotel", "exotel", "forged-call", CALLER, EXOPHONE)
+            body, _ = desk_request("another-secret-entirely", "offer", call, time.time())
+            forged = requests.post(
+                webhook + "/exotel/inbound",
+                data=body,
+                headers={SIGNATURE_HEADER: desk_request(secret, "offer", call, 0.0)[1]},
+                timeout=5,
+            )
+            assert forged.status_code == 403
+            stale_body, stale_signature = desk_request(secret, "offer", call, time.time() - 3600)
+            stale = requests.post(
+                webhook + "/exotel/inbound",
+                data=stale_body,
+                headers={SIGNATURE_HEADER: stale_signature},
+                timeout=5,
+            )
+            assert stale.status_code == 403  # a replay of an old request
+            assert counters(service)["bad_signature"] == 2 and counters(service)["accepted"] == 1
+            service.end_session(sid)
