@@ -19,8 +19,9 @@ Provenance (every field below was checked against these; no code was copied):
 
 Where sources disagree: Vonage's guide names only 8000 and 16000 Hz; several third-party
 integrations use ``audio/l16;rate=24000`` (960-byte frames), so 24000 is accepted too. The
-guide gives a buffer of 1024 frames; one third-party README cites 3072: the lower is kept in
-:attr:`VonageCodec.max_buffered_frames`.
+WebSockets guide gives a buffer of 1024 frames ("around 20 seconds"); Vonage's own "play audio
+into a WebSocket" tutorial says 3072 ("around 60 seconds"): the lower is kept in
+:attr:`VonageCodec.max_buffered_frames`, and the pacer's lead stays far under it.
 """
 
 from __future__ import annotations

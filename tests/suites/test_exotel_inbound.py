@@ -28,6 +28,7 @@ from actors.streamed_calls import SIGNATURE_HEADER, InboundStream, desk_request
 from tests.conftest import eventually
 from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
 from tests.processes import free_port
+from tests.proxy import TcpProxy
 
 EXOPHONE, CALLER = "08047491899", "+919876543210"
 BASIC = GatewayConfig(exotel_username="exotel", exotel_password="pw-of-the-test")
@@ -229,4 +230,35 @@ def test_a_standalone_gateway_posts_its_inbound_streams_to_the_runtime_signed() 
             )
             assert stale.status_code == 403  # a replay of an old request
             assert counters(service)["bad_signature"] == 2 and counters(service)["accepted"] == 1
+            service.end_session(sid)
+
+
+def test_an_inbound_calls_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
+    secret = "shared-secret-of-the-test"
+    port = free_port()
+    webhook = f"http://127.0.0.1:{port}"
+    standalone = GatewayConfig(embedded=False, secret=secret, inbound_url=webhook)
+    with MediaGateway(standalone) as gateway, TcpProxy(gateway._server.port) as proxy:
+        hop = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=secret)
+        cfg = dataclasses.replace(
+            config(exotel(), hop), inbound=InboundConfig(listen=f"127.0.0.1:{port}")
+        )
+        with TransportService(cfg) as service:
+            call_sid = service.infrastructure.place_inbound("exotel", EXOPHONE, CALLER)
+            info = service.accept_session(timeout=5, provider="exotel")
+            sid = info.session_id
+            read_until(service, sid, Started)
+            sent = [bytes([i, 0]) * 160 for i in range(100)]  # each 20 ms frame its own
+            for frame in sent[:50]:
+                service.write_websocket_message(sid, Binary(frame))
+            proxy.cut()  # a reset mid-call: no close frame, frames in flight are gone
+            for frame in sent[50:]:
+                service.write_websocket_message(sid, Binary(frame))
+            service.write_websocket_message(sid, Mark("all"))
+            back = read_until(service, sid, Mark)
+            assert [m.data for m in back if isinstance(m, Audio)] == sent  # both ways, once
+            assert service.status(sid).restarts == 1 and proxy.connections == 2
+            media = emulator_of(service).call_media(call_sid)
+            assert media is not None and bytes(media.recording) == b"".join(sent)
+            assert gateway.stats().resumes == 1
             service.end_session(sid)
