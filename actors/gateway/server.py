@@ -531,8 +531,9 @@ class MediaGateway(Startable):
             while True:
                 frame = await ws.recv()
                 if isinstance(frame, str) and '"stop"' in frame:
-                    with contextlib.suppress(ValueError):
-                        if json.loads(frame).get("event") == "stop":
+                    with contextlib.suppress(ValueError, RecursionError):
+                        event = json.loads(frame)
+                        if isinstance(event, dict) and event.get("event") == "stop":
                             return
 
     async def _refuse(self, ws: _Connection, reason: str, why: str, *, code: int = POLICY) -> None:
