@@ -300,7 +300,9 @@ class PcmDialer(Startable):
             pass
         finally:
             receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A stream closed with an error code (a gateway's refusal) ends the call: said
+            # by close_code, not a failure of the phone.
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await receiver
 
     async def _tick(self, call: _Call, ws: ClientConnection, timestamp: int) -> None:

@@ -183,6 +183,11 @@ def test_a_forged_applet_url_is_refused_before_anything_is_offered(
     emulator = emulator_of(service)
     call = emulator.place_inbound_call(url, EXOPHONE, CALLER)
     assert emulator.wait_ended(call.sid, 5) is call
+    assert call.media is not None
+    if reason == "bad_token":  # the stream opened, and was closed on its start
+        assert call.media.close_code == 1008
+    else:  # refused at the handshake: the phone never streamed
+        assert call.media.close_code is None and "401" in " ".join(call.media.errors)
     assert eventually(lambda: rejected(service).get(reason) == 1, 5)
     webhook = service.infrastructure.webhook_started()
     assert webhook is None or webhook.counters.snapshot()["accepted"] == 0
@@ -262,3 +267,16 @@ def test_an_inbound_calls_dropped_session_hop_resumes_with_nothing_lost_or_doubl
             assert media is not None and bytes(media.recording) == b"".join(sent)
             assert gateway.stats().resumes == 1
             service.end_session(sid)
+
+
+def test_a_standalone_gateway_without_inbound_url_refuses_inbound_streams() -> None:
+    secret = "shared-secret-of-the-test"
+    with MediaGateway(GatewayConfig(embedded=False, secret=secret)) as gateway:
+        hop = GatewayConfig(embedded=False, url=gateway.url, secret=secret)
+        with TransportService(config(exotel(), hop)) as service:
+            call_sid = service.infrastructure.place_inbound("exotel", EXOPHONE, CALLER)
+            ended = emulator_of(service).wait_ended(call_sid, 5)
+            assert ended.media is not None, ended
+            assert ended.media.close_code == 1008, ended.media.errors
+            assert gateway.stats().rejected.get("inbound_off") == 1
+            assert counters(service)["accepted"] == 0  # nothing reached the queue
