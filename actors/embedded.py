@@ -49,8 +49,9 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .emulator.vonage import VonageEmulator
     from .gateway.server import GatewayStats, MediaGateway
     from .webhooks.calls import ProviderKeys
-    from .webhooks.inbound import Answer
+    from .webhooks.inbound import Answer, InboundQueue
     from .webhooks.server import WebhookServer
+    from .webhooks.streamed import StreamDesk
     from .webhooks.twilio import InboundCall, StatusEvent, StreamEvent
 
     Running = (
@@ -156,12 +157,38 @@ class _ProviderWebhooks(ABC):
             return None
         return f"{base}?session={session_id}&sig={exotel_capability(secret, session_id)}"
 
+    def exotel_applet_url(self, provider: str, parameters: Mapping[str, str] | None = None) -> str:
+        """The URL to give the Voicebot applet of the flow that Exotel provider entry
+        ``provider``'s numbers run: the gateway's ``/exotel`` with the sample rate, the
+        entry's inbound token and the gateway's Basic credentials (``parameters``: at most
+        one custom parameter of your own). A credential: never log it (``redact_url``)."""
+        from .providers.exotel import applet_url  # noqa: PLC0415
+
+        config = self.config.provider(provider)
+        if not isinstance(config, ExotelProviderConfig):
+            raise ValueError(f"provider {provider!r} is not an exotel provider")
+        gateway = self.gateway()
+        return applet_url(
+            gateway.public_url,
+            provider,
+            gateway.secret,
+            sample_rate=config.sample_rate,
+            basic_auth=gateway.exotel_auth,
+            parameters=parameters,
+        )
+
     def place_inbound(self, provider: str, to: str = "+15550100", from_: str = "+15550177") -> str:
         """Place an emulated inbound call from ``provider``'s emulator (a ``telnyx``,
-        ``plivo`` or ``vonage`` provider with ``api_base_url: emulator``) to this service's
-        webhook, as that provider would; the call's id (for demos and tests)."""
+        ``plivo``, ``vonage`` or ``exotel`` provider with ``api_base_url: emulator``) to this
+        service, as that provider would (Exotel's applet dials the gateway itself); the
+        call's id (for demos and tests)."""
         config = self.config.provider(provider)
         base = self.webhook().public_url
+        if isinstance(config, ExotelProviderConfig):
+            self.exotel_emulator()
+            exotel = getattr(self, "_exotel", None)
+            assert exotel is not None
+            return str(exotel.place_inbound_call(self.exotel_applet_url(provider), to, from_).sid)
         if isinstance(config, TelnyxProviderConfig):
             self.telnyx_emulator()
             telnyx = getattr(self, "_telnyx", None)
@@ -192,6 +219,12 @@ class _ProviderWebhooks(ABC):
 
     @abstractmethod
     def vonage_emulator(self) -> VonageEndpoint: ...
+
+    @abstractmethod
+    def exotel_emulator(self) -> ExotelEndpoint: ...
+
+    @abstractmethod
+    def gateway(self) -> GatewayEndpoint: ...
 
     def _emulated_key(self, kind: type, keys: Mapping[str, str], key: str) -> None:
         for name, provider in self.config.providers.items():
@@ -444,7 +477,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             )
         from .gateway.server import MediaGateway  # noqa: PLC0415 (websockets only when needed)
 
-        gateway = MediaGateway(gw).start()
+        gateway = MediaGateway(gw, inbound=self._stream_desk()).start()
         self._gateway = gateway
         return GatewayEndpoint(
             url=gateway.url,
@@ -452,6 +485,31 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             secret=gateway.secret,
             resume_frames=gw.buffer_frames,
             exotel_auth=gw.exotel_basic_auth,  # issue 16
+        )
+
+    def _stream_desk(self, queue_of: Callable[[], InboundQueue | None] | None = None) -> StreamDesk:
+        """Where calls that dial the gateway with no session (Exotel's applet) go: the
+        webhook's inbound queue, as a webhook's call (issue 16). The embedded gateway's desk
+        starts the webhook if need be; the webhook's own (``/exotel/inbound``, a standalone
+        gateway's) passes ``queue_of``."""
+        from .webhooks.streamed import StreamDesk  # noqa: PLC0415
+
+        entries = {
+            name: "exotel"
+            for name, provider in self.config.providers.items()
+            if isinstance(provider, ExotelProviderConfig)
+        }
+
+        def started_queue() -> InboundQueue | None:
+            try:
+                return self.webhook().queue
+            except (ConfigError, RuntimeError):  # the webhook is off, or the service stopped
+                return None
+
+        return StreamDesk(
+            queue_of or started_queue,
+            entries,
+            lambda: bool(getattr(self.hooks, "draining", False)),
         )
 
     def _start_emulator(self) -> RestEndpoint:
@@ -533,6 +591,11 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,
         )
+        gateway = self.config.gateway
+        if not gateway.embedded and gateway.secret:
+            # A standalone gateway posts the inbound streams it admits here, signed.
+            webhook.routes.gateway_secret = gateway.secret
+            webhook.routes.stream_desk = self._stream_desk(lambda: webhook.queue)
         try:
             return webhook.start()
         except OSError as exc:

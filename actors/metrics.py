@@ -105,7 +105,7 @@ def _session_counts(record: SessionRecord) -> dict[_Key, int]:
         (_RESENT, ()): t.frames_resent,
         (_DROPPED, ("in", "inbox_full")): record.inbox.dropped,
         (_DROPPED, ("in", "malformed")): codec.malformed + getattr(codec, "unknown", 0),
-        (_DROPPED, ("out", "outbox_full")): record.outbox.dropped,
+        (_DROPPED, ("out", "outbox_full")): record.dropped_overflow_out,
         (_DROPPED, ("out", "unsent_at_end")): record.unsent_at_end,
         (_LOST, ()): record.lost_in_flight(),
     }

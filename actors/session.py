@@ -26,6 +26,13 @@ Who writes what (one owner per piece of state):
   expect_restream`), cleared by the decoding thread when the new stream has started
   (:meth:`~SessionRecord.saw_stream`), both under a lock of its own; the supervisor and the
   connector read it (one attribute read).
+- a paced codec's backlog (its ``pacer``, :mod:`actors.codecs.pacing`) is the codec's state,
+  driven by the record under its lock with the time (a codec has no clock): after every
+  encode and every ``flush`` the record takes what the pacer lets go into the outbox. The
+  backlog is part of the outbound queue: it counts in ``queued_out``, a write past the
+  bound raises ``QueueFull`` (``outbound_overflow: raise``) or drops the backlog's oldest
+  audio (counted as ``outbox_full``), and what is left of it when the session ends counts
+  as ``unsent_at_end``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .codecs import Codec, Frame
+from .codecs.pacing import Pacer
 from .connection import ConnectionFactory, DialOptions, SentLog, Traffic
 from .errors import (
     ConnectionFailed,
@@ -136,9 +144,25 @@ class SessionRecord:
         return self._ending
 
     @property
+    def pacer(self) -> Pacer | None:
+        """The codec's pacer, if it paces its frames (Vonage)."""
+        pacer = getattr(self.codec, "pacer", None)
+        return pacer if isinstance(pacer, Pacer) else None
+
+    @property
     def queued_out(self) -> int:
-        """Frames in the outbox and writes held for the next connector."""
-        return len(self.outbox) + len(self._backlog)
+        """Frames in the outbox (and a paced codec's backlog) and writes held for the next
+        connector."""
+        pacer = self.pacer
+        paced = pacer.backlog if pacer is not None else 0
+        return len(self.outbox) + len(self._backlog) + paced
+
+    @property
+    def dropped_overflow_out(self) -> int:
+        """Outbound audio frames dropped because the outbound queue was full (the outbox's,
+        and a paced codec's backlog's)."""
+        pacer = self.pacer
+        return self.outbox.dropped + (pacer.dropped if pacer is not None else 0)
 
     @property
     def unsent_at_end(self) -> int:
@@ -184,7 +208,7 @@ class SessionRecord:
             bytes_in=t.bytes_in,
             bytes_out=t.bytes_out,
             dropped_in=self.inbox.dropped,
-            dropped_out=self.outbox.dropped + self._unsent_at_end,
+            dropped_out=self.dropped_overflow_out + self._unsent_at_end,
             queued_out=self.queued_out,
             last_error=history.last_error,
             exit_reasons=tuple(str(e) for e in history.exits),
@@ -315,11 +339,15 @@ class SessionRecord:
             self._encode(message)
 
     def flush_codec(self) -> None:
-        """Queue what the codec held until its stream started (never dropped)."""
+        """Queue what the codec held until its stream started (never dropped), and what its
+        pacer lets go by now (on the connection's timer tick)."""
         with self._lock:  # ordered with the writers' encodes
             frames = self.codec.flush()
             if frames:  # on a timer tick (Vonage, Exotel) mostly nothing: no pump for it
                 self.outbox.put_many(frames, droppable=False)
+            pacer = self.pacer
+            if pacer is not None and pacer.backlog:
+                self._release(pacer)
 
     def detach(self, connector: pykka.ActorRef[Any], rescue: Callable[[], list[Message]]) -> None:
         """A connector stops: no more ``Close`` writes for it. ``rescue`` takes the writes
@@ -337,7 +365,9 @@ class SessionRecord:
     def discard_unsent(self) -> None:
         """The session is over: count what will never be sent, and let it go."""
         with self._lock:
-            unsent = len(self.outbox.take()) + len(self._backlog)
+            pacer = self.pacer
+            paced = pacer.discard() if pacer is not None else 0
+            unsent = len(self.outbox.take()) + len(self._backlog) + paced
             self._backlog.clear()
             self._unsent_at_end += unsent
 
@@ -350,4 +380,21 @@ class SessionRecord:
         # Only audio may be dropped on overflow; a single frame is this message's own (more
         # are frames the codec held until now, whatever their kind: kept to be safe).
         droppable = isinstance(message, Binary) and len(frames) == 1
-        self.outbox.put_many(frames, droppable=droppable)
+        if frames:
+            self.outbox.put_many(frames, droppable=droppable)
+        pacer = self.pacer
+        if pacer is not None and pacer.backlog:
+            self._release(pacer)
+            excess = len(self.outbox) + pacer.backlog - self.outbox.maxsize
+            if excess > 0 and not self._refuse_when_full:
+                pacer.drop_oldest(excess)  # counted by the pacer: dropped_overflow_out
+
+    def _release(self, pacer: Pacer) -> None:
+        """Queue what the pacer lets go now (the caller holds the lock): audio may be dropped
+        on overflow like any audio frame, a notify is kept."""
+        frames = pacer.release(time.monotonic())
+        start = 0
+        for i in range(1, len(frames) + 1):
+            if i == len(frames) or type(frames[i]) is not type(frames[start]):
+                self.outbox.put_many(frames[start:i], droppable=isinstance(frames[start], bytes))
+                start = i

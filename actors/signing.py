@@ -1,6 +1,6 @@
 """Signatures shared by the runtime and the media gateway: pure functions, no I/O.
 
-Two credentials are derived from the gateway's secret for every session, each bound to its
+The credentials below are derived from the gateway's secret, each bound to its
 purpose by a label in the HMAC input, so that one can never stand in for the other:
 
 - the **stream token** (label ``provider-stream``) goes into the call's TwiML, so the
@@ -11,6 +11,12 @@ purpose by a label in the HMAC input, so that one can never stand in for the oth
   then carries a credential of its own, and a nonce that names a gateway
   (``<gateway id>/<random>``) is accepted by that gateway alone, so an old credential
   replayed to the gateway a call was redirected to is refused there;
+- the **inbound token** (label ``inbound-stream``) is a standing credential of one provider
+  entry (not of a session): an Exotel Voicebot applet's URL carries it (``?inbound=<entry>
+  &inbound_token=...``) so that a stream arriving with no session is admitted as a new
+  inbound call of that entry, and nothing else (it pairs no session, opens no hop);
+- the **gateway request signature** (label ``gateway-request``) is on what a standalone
+  gateway posts to the runtime (an inbound stream's offer, :mod:`actors.streamed_calls`);
 - the **hop token** (label ``session-hop``) is what a connector sends as
   ``Authorization: Bearer`` on ``/sessions/{id}``. It never leaves the runtime: it is not in
   the TwiML, nor in anything sent to a provider.
@@ -39,19 +45,25 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "gateway_request_signature",
     "hop_token",
+    "inbound_token",
     "nonce_gateway",
     "stream_nonce",
     "stream_token",
     "twilio_signature",
     "twilio_url_variants",
+    "verify_gateway_request",
     "verify_hop_token",
+    "verify_inbound_token",
     "verify_stream_token",
     "verify_twilio_signature",
 ]
 
 _STREAM_LABEL = b"provider-stream\0"
 _HOP_LABEL = b"session-hop\0"
+_INBOUND_LABEL = b"inbound-stream\0"
+_REQUEST_LABEL = b"gateway-request\0"
 _DEFAULT_PORTS = {"wss": 443, "https": 443, "ws": 80, "http": 80}
 
 
@@ -113,6 +125,17 @@ def verify_hop_token(secret: str, session_id: str, token: str | None) -> bool:
     return _verify(secret, _HOP_LABEL, session_id, token)
 
 
+def inbound_token(secret: str, entry: str) -> str:
+    """The standing credential of provider entry ``entry``'s inbound streams (an Exotel
+    applet's URL carries it): it admits a stream with no session as a new call of ``entry``."""
+    return _token(secret, _INBOUND_LABEL, entry)
+
+
+def verify_inbound_token(secret: str, entry: str, token: str | None) -> bool:
+    """Whether ``token`` is ``entry``'s inbound token under ``secret``."""
+    return _verify(secret, _INBOUND_LABEL, entry, token)
+
+
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
     """What Twilio sends as ``X-Twilio-Signature`` for a request to ``url`` with ``params``."""
     fields = params or {}
@@ -160,3 +183,18 @@ def verify_twilio_signature(
             # No early exit: every candidate is computed, whatever matches.
             ok |= hmac.compare_digest(twilio_signature(token, variant, params).encode(), given)
     return ok
+
+
+def gateway_request_signature(secret: str, body: bytes) -> str:
+    """The signature a standalone gateway puts on a request to the runtime (an inbound
+    stream's offer): HMAC-SHA256 under ``secret`` of a purpose label and ``body``."""
+    digest = hmac.new(_encode(secret), _REQUEST_LABEL + body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def verify_gateway_request(secret: str, body: bytes, signature: str | None) -> bool:
+    """Whether ``signature`` is the gateway's on ``body`` under ``secret``."""
+    if not signature:
+        return False
+    expected = gateway_request_signature(secret, body)
+    return hmac.compare_digest(expected.encode(), _encode(signature))

@@ -7,8 +7,9 @@
                              [--frame-ms MS] [--inbound] [--no-progress]
     transport-actors call    [-c FILE] [--provider NAME] --to NUMBER [--from NUMBER]
                              [--play IN.wav] [--record OUT.wav] [--seconds S]
-    transport-actors answer  [-c FILE] [--wav FILE] [--record DIR] [--seconds S]
-                             [--max-calls N] [--dial-in N]
+    transport-actors answer  [-c FILE] [--provider NAME] [--wav FILE] [--record DIR]
+                             [--seconds S] [--max-calls N] [--dial-in N]
+                             [--applet-url-file FILE]
     transport-actors gateway -c FILE [--drain-timeout S]
     transport-actors cluster status -c FILE [--json]
     transport-actors drain   -c FILE --node ID [--wait S]
@@ -299,7 +300,7 @@ def _build_parser() -> argparse.ArgumentParser:
     answer.add_argument(
         "--provider",
         metavar="NAME",
-        help="answer only this configured twilio provider's calls (default: any)",
+        help="answer only this configured provider's calls (default: any)",
     )
     answer.add_argument("--wav", metavar="FILE", help="the WAV file to play into each call")
     answer.add_argument(
@@ -323,7 +324,14 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_positive(int, -1),
         default=0,
         metavar="N",
-        help="the embedded emulator places N calls (+15550177 -> +15550100) to this webhook",
+        help="the embedded emulator places N calls (+15550177 -> +15550100) to this webhook "
+        "(with --provider: that provider's emulator, as that provider would)",
+    )
+    answer.add_argument(
+        "--applet-url-file",
+        metavar="FILE",
+        help="with an exotel --provider: write the Voicebot applet's URL (a credential) to "
+        "FILE, owner-only; it is printed masked",
     )
     answer.set_defaults(func=_cmd_answer)
 

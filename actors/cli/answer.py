@@ -22,6 +22,7 @@ from ..audio import read_wav
 from ..config import TransportConfig
 from ..errors import AcceptTimeout, TransportError
 from ..messages import SessionInfo
+from ..redaction import redact_url
 from ..service import TransportService
 from ._common import (
     _JOIN_S,
@@ -53,6 +54,7 @@ class _AnswerOptions:
     seconds: float | None
     max_calls: int | None
     dial_in: int
+    applet_url_file: str | None = None  # exotel: where the applet's whole URL is written
 
 
 @dataclass(slots=True)
@@ -105,14 +107,26 @@ class _Answer:
 
     def _answer(self, service: TransportService) -> None:
         opts = self.options
-        print(
-            f"{PROG} answer: voice URL {service.voice_url} (the number's 'a call comes in' "
-            "webhook, HTTP POST)",
-            file=self.out,
-            flush=True,
-        )
+        kind = opts.config.provider(opts.provider).type if opts.provider else "twilio"
+        if kind == "exotel":  # no voice webhook: the number's applet dials the gateway
+            assert opts.provider is not None
+            url = service.infrastructure.exotel_applet_url(opts.provider)
+            self._applet_url(url)
+        else:
+            print(
+                f"{PROG} answer: voice URL {service.voice_url} (the number's 'a call comes "
+                "in' webhook, HTTP POST)",
+                file=self.out,
+                flush=True,
+            )
         for _ in range(opts.dial_in):
-            sid = service.infrastructure.dial_in(to=_DIAL_IN_TO, from_=_DIAL_IN_FROM)
+            if kind == "twilio":
+                sid = service.infrastructure.dial_in(to=_DIAL_IN_TO, from_=_DIAL_IN_FROM)
+            else:  # that provider's emulator places the call, as that provider would
+                assert opts.provider is not None
+                sid = service.infrastructure.place_inbound(
+                    opts.provider, to=_DIAL_IN_TO, from_=_DIAL_IN_FROM
+                )
             self._say(f"{PROG} answer: emulated call {sid} dials in from {_DIAL_IN_FROM}")
         self._say(f"{PROG} answer: answering; Ctrl-C or SIGTERM hangs up and stops")
         while not self.stop.is_set():
@@ -129,6 +143,21 @@ class _Answer:
         # Done accepting (or told to stop): the calls in progress play out (or are halted).
         while not self.stop.is_set() and any(call.thread.is_alive() for call in self.calls):
             self.stop.wait(_WAIT_S)
+
+    def _applet_url(self, url: str) -> None:
+        """Say where Exotel's Voicebot applet must point; the URL itself is a credential
+        (Basic password, inbound token): printed masked, written whole only to
+        ``--applet-url-file`` (created owner-only)."""
+        where = self.options.applet_url_file
+        if where is not None:
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(url + "\n")
+        note = f"the whole URL is in {where}" if where else "--applet-url-file FILE writes it whole"
+        self._say(
+            f"{PROG} answer: Voicebot applet URL {redact_url(url)} (the number's flow "
+            f"streams to it; {note})"
+        )
 
     def _take(self, service: TransportService, info: SessionInfo) -> None:
         leg = _Leg(self.options.audio, self.options.seconds, threading.Event())
@@ -243,5 +272,6 @@ def _cmd_answer(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         max_calls=args.max_calls,
         dial_in=args.dial_in,
+        applet_url_file=args.applet_url_file,
     )
     return _Answer(options, sys.stdout, sys.stderr).run()

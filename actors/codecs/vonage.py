@@ -19,8 +19,9 @@ Provenance (every field below was checked against these; no code was copied):
 
 Where sources disagree: Vonage's guide names only 8000 and 16000 Hz; several third-party
 integrations use ``audio/l16;rate=24000`` (960-byte frames), so 24000 is accepted too. The
-guide gives a buffer of 1024 frames; one third-party README cites 3072: the lower is kept in
-:attr:`VonageCodec.max_buffered_frames`.
+WebSockets guide gives a buffer of 1024 frames ("around 20 seconds"); Vonage's own "play audio
+into a WebSocket" tutorial says 3072 ("around 60 seconds"): the lower is kept in
+:attr:`VonageCodec.max_buffered_frames`, and the pacer's lead stays far under it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
 from ._frames import label as _label
 from ._frames import should_log as _should_log
+from .pacing import Pacer
 from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
 from .twilio import ClearOut, MediaOut
 
@@ -95,8 +97,16 @@ class VonageCodec:
     messages go out once the stream has started; a remainder is padded and sent only if no
     ``Binary`` was encoded since the previous ``flush`` (the stream went idle for a whole tick),
     so continuous audio is never cut by padding and a tail written without a mark waits at most
-    two ticks. Pacing is the connector's: :attr:`frame_ms` per frame, and at most
-    :attr:`max_buffered_frames` sent ahead of real time.
+    two ticks.
+
+    Pacing (``lead_frames``): Vonage plays what it buffers and drops what is past
+    :attr:`max_buffered_frames`. With ``lead_frames`` set, every outbound frame goes through
+    :attr:`pacer` (:class:`~actors.codecs.pacing.Pacer`) instead of being returned: ``encode``
+    and ``flush`` return only what needs no pacing (a ``clear`` and the marks it overtook), and
+    the session record, which owns the time, takes what may go with ``pacer.release(now)``
+    after each call: audio at most ``lead_frames`` ahead of real time, a ``notify`` right after
+    the audio before it. A ``Clear`` drops the pacer's audio too (counted in
+    ``cleared_frames``). Without ``lead_frames`` (the default) frames are returned as encoded.
     """
 
     provider = "vonage"
@@ -116,7 +126,13 @@ class VonageCodec:
         max_held: int = 10_000,
         session_id: str = "-",
         hidden_parameters: frozenset[str] = frozenset(),
+        lead_frames: int | None = None,
     ) -> None:
+        if lead_frames is not None and not 0 < lead_frames < self.max_buffered_frames:
+            raise ValueError(
+                f"lead_frames must be between 1 and {self.max_buffered_frames - 1}, "
+                f"not {lead_frames!r}"
+            )
         self.audio = audio
         self.stream_id = stream_id or "VS" + secrets.token_hex(16)
         self.call_id_keys = tuple(call_id_keys)
@@ -136,6 +152,9 @@ class VonageCodec:
         self._held = HeldMessages(max_held, self.provider, session_id)
         self._wrote = False  # a Binary was encoded since the last flush()
         self._pending = False  # audio was encoded since the last boundary
+        #: Paces outbound frames (``lead_frames``); ``None``: frames are returned as encoded.
+        self.pacer = Pacer(FRAME_MS / 1000, lead_frames) if lead_frames else None
+        self.cleared_frames = 0  # paced audio a Clear dropped before it was sent
 
     @property
     def frame_bytes(self) -> int:
@@ -251,7 +270,7 @@ class VonageCodec:
             return ()
         frames: list[Frame] = self._drain(wire) if self._held else []
         frames.extend(self._frames(message, wire))
-        return frames
+        return self._paced(frames, clear=isinstance(message, Clear))
 
     def flush(self) -> Sequence[Frame]:
         """Held messages once started; an idle stream's remainder (see the class docstring)."""
@@ -262,7 +281,22 @@ class VonageCodec:
         if self._pending and not self._wrote:
             frames.extend(self._boundary(wire))
         self._wrote = False
-        return frames
+        return self._paced(frames, clear=False)
+
+    def _paced(self, frames: list[Frame], *, clear: bool) -> list[Frame]:
+        """``frames`` as returned to the caller: all of them, unpaced; with a pacer, none but
+        a clear (which is last: what it drops of the pacer's audio was before it) and the
+        marks it overtook, which Vonage answers at once."""
+        pacer = self.pacer
+        if pacer is None:
+            return frames
+        if not clear:
+            pacer.push(frames)
+            return []
+        pacer.push(frames[:-1])
+        kept, dropped = pacer.clear()
+        self.cleared_frames += dropped
+        return [frames[-1], *kept]
 
     @property
     def dropped_held(self) -> int:

@@ -49,7 +49,8 @@ The schema (every key optional; an empty file, or a null section, means the defa
                                     # private_key | private_key_file, signature_secret,
                                     # api_base_url (or emulator), from_number, event_url,
                                     # sample_rate (8000|16000), audio_encoding (provider |
-                                    # pcm16 | audio/x-mulaw), audio_sample_rate, ring_timeout_s
+                                    # pcm16 | audio/x-mulaw), audio_sample_rate, ring_timeout_s,
+                                    # max_lead_ms (audio sent ahead of real time, 1000; 0: unpaced)
       exotel:                       # ExotelProviderConfig (type: exotel): account_sid, api_key,
                                     # api_token, api_base_url (or emulator), caller_id,
                                     # status_callback(_events), sample_rate, audio_encoding,
@@ -65,6 +66,9 @@ The schema (every key optional; an empty file, or a null section, means the defa
                                     # unset: the auth_token of the file's Twilio providers)
       handshake_timeout_s: 5.0, start_timeout_s: 5.0, pending_max_bytes: 8192,
       max_connections: 4000, max_pending: 1000, max_pending_per_address: 32
+      exotel_username: null, exotel_password: null  # /exotel streams' Basic auth (unset: none)
+      inbound_url: null             # standalone: the runtime webhook Exotel's inbound streams
+                                    # are posted to (<url>/exotel/inbound, signed)
     emulator:                       # EmulatorConfig: the local Twilio
       listen: 127.0.0.1:0
       media: echo                   # echo | tone | wav | silence | reflect: what each call plays

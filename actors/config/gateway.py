@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ._fields import _CODE_ONLY, _POSITIVE, _host_port, _limit, _ws_url
+from ._fields import _CODE_ONLY, _POSITIVE, _host_port, _http_url_or, _limit, _ws_url
 from ._redacted import _safe_repr
 
 __all__ = [
@@ -37,6 +37,10 @@ def _gateway_url(value: str | None) -> str | None:
 
 
 #: How much longer than the longest ring timeout the gateway waits for a provider stream.
+def _optional_http_url(value: str | None) -> str | None:
+    return None if value is None else _http_url_or()(value)
+
+
 RING_MARGIN_S = 15.0
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -78,6 +82,10 @@ class GatewayConfig:
     # Auth" option: the applet's URL is wss://user:password@host/...); unset: not checked.
     exotel_username: str | None = None
     exotel_password: str | None = field(default=None, repr=False)
+    # A standalone gateway posts the inbound streams it admits (Exotel's applet calls: no
+    # session) to the runtime's webhook here (<inbound_url>/exotel/inbound, signed with the
+    # secret); unset: a standalone gateway refuses them. The embedded one needs none.
+    inbound_url: str | None = field(default=None, metadata={"check": _optional_http_url})
     # Filled in by TransportConfig from the providers of the same file (not YAML keys).
     inherited_auth_tokens: tuple[str, ...] = field(
         default=(), repr=False, compare=False, metadata=_CODE_ONLY

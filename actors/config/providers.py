@@ -166,6 +166,13 @@ def _ringing_timer(value: int) -> str | None:
     return None if 1 <= value <= 120 else "must be between 1 and 120 (Vonage's ringing_timer)"
 
 
+def _vonage_lead(value: int) -> str | None:
+    # Vonage buffers 1024 frames (about 20 s); the lead stays well under it.
+    if value == 0 or 20 <= value <= 10_000:
+        return None
+    return "must be 0 (no pacing) or between 20 and 10000 (Vonage buffers about 20 s)"
+
+
 def _check_audio(where: str, encoding: str, rate: int) -> None:
     if encoding == "audio/x-mulaw" and rate != 8000:
         raise ConfigError("mu-law is 8000 Hz only", key_path=f"{where}.audio_sample_rate")
@@ -195,6 +202,8 @@ class VonageProviderConfig:
     audio_encoding: str = field(default="provider", metadata={"check": _one_of(*_PCM_ENCODINGS)})
     audio_sample_rate: int = field(default=16000, metadata={"check": _pcm_rate})
     ring_timeout_s: int = field(default=60, metadata={"check": _ringing_timer})
+    # Outbound audio goes at most this far ahead of real time (ms; 0: as written, unpaced).
+    max_lead_ms: int = field(default=1000, metadata={"check": _vonage_lead})
     timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
     retries: int = field(default=3, metadata=_limit(">=", 0))
     backoff_s: float = field(default=0.5, metadata=_POSITIVE)

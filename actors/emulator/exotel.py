@@ -16,6 +16,10 @@ then base64 PCM16 ``media`` every 100 ms (five 20 ms frames), refuses outbound c
 break Exotel's size rules (recorded as errors), echoes each ``mark`` once the audio before it
 has played, empties its queue on ``clear``, and ends with ``stop`` on hang-up.
 
+An inbound call (:meth:`ExotelEmulator.place_inbound_call`) is a caller dialling an ExoPhone
+whose flow's Voicebot applet holds the gateway's URL: the phone dials that URL itself, as
+above, with no webhook before it.
+
 A call's ``StatusCallback`` gets its end as Exotel posts it (a form: ``CallSid``, ``Status``
 ``completed``, or ``busy``, ``no-answer``, ``failed`` for the numbers ``emulator.behaviours``
 makes busy, unanswered or failed, ``EventType=terminal``); Exotel signs nothing.
@@ -45,7 +49,7 @@ from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
 from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
 from .pcm_phone import PcmCallMedia, PcmDialer
 
-__all__ = ["ExotelApiServer", "ExotelCall", "ExotelEmulator", "ExotelWire"]
+__all__ = ["ExotelApiServer", "ExotelCall", "ExotelEmulator", "ExotelWire", "stream_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,8 @@ class ExotelWire:
 
 @dataclass(slots=True)
 class ExotelCall:
-    """A call the emulator was asked to make."""
+    """A call the emulator was asked to make (``to`` the number dialled, ``caller_id`` the
+    ExoPhone), or an inbound one (``to`` the ExoPhone dialled, ``caller_id`` the caller)."""
 
     sid: str
     to: str
@@ -110,6 +115,27 @@ class ExotelCall:
     media: PcmCallMedia | None = None
     status_callback: str | None = None
     ended: threading.Event = field(default_factory=threading.Event)
+    inbound: bool = False  # a caller dialled an ExoPhone whose applet streams to us
+
+
+def stream_target(url: str) -> tuple[str, int, dict[str, str], str | None] | str:
+    """What Exotel makes of a stream URL (a StreamUrl, or a Voicebot applet's URL): the URL
+    it dials (no userinfo), the sample rate, the custom parameters, and the ``Authorization:
+    Basic`` its ``user:password@`` becomes; or why Exotel would refuse it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or len(url) > 600:
+        return "streamurl must be a ws(s):// URL of 600 characters at most"
+    query = dict(parse_qsl(parts.query))
+    rate = query.pop("sample-rate", "8000")
+    if rate not in _RATES or len(query) > 3 or len(parts.query) > 256 + 20:
+        return "sample-rate or custom parameters out of range"
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    host = parts.netloc.rpartition("@")[2]
+    plain = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    return plain, int(rate), query, authorization
 
 
 def _exception(status: int, message: str, code: str) -> Reply:
@@ -181,32 +207,16 @@ class ExotelApiServer(HTTPApiServer):
                 return _exception(400, f"{key} is required", "MISSING_PARAMETER")
         if form["streamtype"] != "bidirectional":
             return _exception(400, "streamtype must be bidirectional", "INVALID_PARAMETER")
-        url = form["streamurl"]
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname or len(url) > 600:
-            return _exception(
-                400,
-                "streamurl must be a ws(s):// URL of 600 characters at most",
-                "INVALID_PARAMETER",
-            )
-        query = dict(parse_qsl(parts.query))
-        rate = query.pop("sample-rate", "8000")
-        if rate not in _RATES or len(query) > 3 or len(parts.query) > 256 + 20:
-            return _exception(
-                400, "sample-rate or custom parameters out of range", "INVALID_PARAMETER"
-            )
-        authorization = None
-        if parts.username is not None:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
-        host = parts.netloc.rpartition("@")[2]
-        plain = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+        target = stream_target(form["streamurl"])
+        if isinstance(target, str):
+            return _exception(400, target, "INVALID_PARAMETER")
+        plain, rate, query, authorization = target
         call = ExotelCall(
             secrets.token_hex(16),
             form["from"],
             form["callerid"],
             plain,
-            int(rate),
+            rate,
             query,
             authorization,
             status_callback=form.get("statuscallback") or None,
@@ -323,6 +333,43 @@ class ExotelEmulator(Startable):
     def hang_up(self, sid: str) -> None:
         """The caller hangs up: ``stop``, then the stream closes."""
         self.media.hang_up(sid)
+
+    def place_inbound_call(self, applet_url: str, to: str, from_: str) -> ExotelCall:
+        """``from_`` calls ExoPhone ``to``, whose flow's Voicebot applet holds ``applet_url``:
+        as Exotel does, the phone dials that URL itself (its ``user:password@`` as Basic
+        auth) and streams ``connected``, ``start`` (``from``, ``to``, the URL's custom
+        parameters) and media, with no webhook before it. The call ends with its stream (a
+        gateway that refuses it closes the stream: :attr:`PcmCallMedia.close_code`);
+        :meth:`hang_up` is the caller hanging up. ``ValueError`` for a URL Exotel refuses."""
+        target = stream_target(applet_url)
+        if isinstance(target, str):
+            raise ValueError(target)
+        plain, rate, query, authorization = target
+        call = ExotelCall(
+            secrets.token_hex(16), to, from_, plain, rate, query, authorization, inbound=True
+        )
+        with self._lock:
+            self.api.calls[call.sid] = call
+        stream = ExotelStream(
+            new_sid("ST"),
+            call.sid,
+            self.account_sid,
+            from_=from_,
+            to=to,
+            custom_parameters=query,
+            sample_rate=rate,
+        )
+        headers = {"Authorization": authorization} if authorization else {}
+        call.media = self.media.dial(
+            call.sid,
+            plain,
+            ExotelWire(stream),
+            to=to,
+            headers=headers,
+            on_end=lambda: self._finish(call, "completed"),
+        )
+        logger.info("emulated inbound call %s from %s to %s", call.sid, from_, to)
+        return call
 
     def _created(self, call: ExotelCall) -> None:
         behaviour = behaviour_for(self.config.behaviours, call.to)

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ class PcmCallMedia:
     clears: int = 0
     dtmf_sent: int = 0
     overflowed: int = 0  # bytes of received audio dropped: the playout queue was full
+    peak_queued_ms: int = 0  # the most audio that waited in the playout queue (sent ahead)
+    first_audio_at: float | None = None  # time.monotonic() of the first media frame received
+    last_audio_at: float | None = None  # ... and of the last one
     recording: bytearray = field(default_factory=bytearray)  # PCM16 as played
     errors: list[str] = field(default_factory=list)
     close_code: int | None = None
@@ -243,10 +247,14 @@ class PcmDialer(Startable):
                 logger=WIRE_LOGGER,
                 compression=None,
             ) as ws:
-                for opening in wire.opening():
-                    await ws.send(opening)
-                media.started.set()
-                await self._stream(call, ws)
+                try:
+                    for opening in wire.opening():
+                        await ws.send(opening)
+                except ConnectionClosed:  # refused at once (the gateway closed it): say how
+                    await ws.wait_closed()
+                else:
+                    media.started.set()
+                    await self._stream(call, ws)
                 media.close_code = ws.close_code
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             media.errors.append(f"dialling the stream failed: {exc}")
@@ -292,7 +300,9 @@ class PcmDialer(Startable):
             pass
         finally:
             receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A stream closed with an error code (a gateway's refusal) ends the call: said
+            # by close_code, not a failure of the phone.
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await receiver
 
     async def _tick(self, call: _Call, ws: ClientConnection, timestamp: int) -> None:
@@ -342,6 +352,9 @@ class PcmDialer(Startable):
                 logger.warning("%s emulator: call %s: %s", self.name, media.call_id, exc)
                 continue
             if isinstance(event, MediaOut):
+                media.last_audio_at = time.monotonic()
+                if media.first_audio_at is None:
+                    media.first_audio_at = media.last_audio_at
                 media.frames_received += 1
                 media.received_sizes[len(event.payload)] += 1
                 room = limit - call.queued
@@ -351,6 +364,8 @@ class PcmDialer(Startable):
                 if payload:
                     queue.append(payload)
                     call.queued += len(payload)
+                    queued_ms = call.queued * FRAME_MS // call.frame
+                    media.peak_queued_ms = max(media.peak_queued_ms, queued_ms)
             elif isinstance(event, ClearOut):
                 media.clears += 1
                 pending = [item for item in queue if not isinstance(item, bytes)]

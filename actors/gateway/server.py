@@ -47,10 +47,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
+import json
 import logging
 import re
 import secrets
+import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -59,6 +64,7 @@ from ..config import GatewayConfig
 from ..signing import (
     nonce_gateway,
     verify_hop_token,
+    verify_inbound_token,
     verify_stream_token,
     verify_twilio_signature,
 )
@@ -75,10 +81,19 @@ from ..wire.constants import (
 from ._ws import ConnectionClosed, Request, Response, ServerConnection
 from .admission import Admission, GatewayConnection, peer
 from .calls import GOING_AWAY, NORMAL, POLICY, Call
+from .inbound import HttpDesk, InboundDesk, InboundStream
 from .loopback import ServerThread
 from .pairing import ClaimKind, HopRequest, Refusal
 from .relay import GatewayStats, Relay
-from .streams import EARLY_FRAMES, STREAM_KINDS, StreamKind, route_of
+from .streams import (
+    EARLY_FRAMES,
+    INBOUND_PARAMETER,
+    INBOUND_TOKEN_PARAMETER,
+    SESSION_PARAMETER,
+    STREAM_KINDS,
+    StreamKind,
+    route_of,
+)
 
 __all__ = [
     "CALL_UNKNOWN",
@@ -111,16 +126,27 @@ class MediaGateway(Startable):
     ``gateway_id``: its id in a cluster (a stream nonce naming another gateway is refused)."""
 
     def __init__(
-        self, config: GatewayConfig, *, secret: str | None = None, gateway_id: str | None = None
+        self,
+        config: GatewayConfig,
+        *,
+        secret: str | None = None,
+        gateway_id: str | None = None,
+        inbound: InboundDesk | None = None,
     ) -> None:
         self.config = config
         self.gateway_id = gateway_id
+        # Where streams that arrive with no session go (an Exotel applet's inbound call):
+        # the embedded gateway's runtime, or (standalone) the runtime's webhook at
+        # inbound_url; with neither, such a stream is refused.
         secret = secret or config.secret
         if not secret:
             if not config.embedded:
                 raise ValueError("gateway.secret is required when the gateway runs standalone")
             secret = secrets.token_urlsafe(32)  # embedded: the service is the only client
         self._secret = secret
+        if inbound is None and config.inbound_url is not None:
+            inbound = HttpDesk(config.inbound_url, secret)
+        self._inbound = inbound
         self._signature_tokens = config.signature_tokens
         self._exotel_auth = config.exotel_basic_auth
         host, _, port = config.listen.rpartition(":")
@@ -354,6 +380,17 @@ class MediaGateway(Startable):
             return
         if stream.query_parameters:  # Exotel: the applet's URL carries custom parameters
             parameters = {**dict(parse_qsl(urlsplit(path).query)), **parameters}
+        if (
+            stream.inbound_call is not None
+            and SESSION_PARAMETER not in parameters
+            and INBOUND_PARAMETER in parameters
+        ):
+            # A call that dialled us itself (Exotel's applet): admitted, then offered.
+            name = _route_of(path)[1]
+            routing = await self._admit_inbound(ws, name, stream, parameters, early[-1])
+            if routing is None:
+                return
+            parameters = {**parameters, **routing}
         call = await self._pair(ws, parameters)
         if call is None:
             return
@@ -415,6 +452,107 @@ class MediaGateway(Startable):
         self._admission.authenticate(ws)
         logger.info("session %s: provider stream paired (%s)", session_id, peer(ws))
         return call
+
+    async def _admit_inbound(
+        self,
+        ws: _Connection,
+        provider: str,
+        stream: StreamKind,
+        parameters: dict[str, str],
+        start: Frame,
+    ) -> dict[str, str] | None:
+        """An inbound stream (no session, ``inbound=<entry>``): authenticate it by its
+        entry's inbound token, offer its call to the desk, and drop its audio until the desk
+        answers; the session's routing parameters, or ``None`` once it is refused (see
+        :mod:`actors.gateway.inbound`)."""
+        entry = parameters[INBOUND_PARAMETER]
+        token = parameters.get(INBOUND_TOKEN_PARAMETER)
+        if not verify_inbound_token(self._secret, entry, token):
+            await self._refuse(ws, "bad_token", f"inbound {entry!a}: invalid inbound token")
+            return None
+        desk = self._inbound
+        if desk is None:
+            await self._refuse(ws, "inbound_off", "this gateway takes no inbound calls")
+            return None
+        if self.draining:
+            await self._refuse(ws, "draining", "the gateway is draining: it takes no new call")
+            return None
+        assert stream.inbound_call is not None
+        fields = stream.inbound_call(start)
+        if not fields["call_id"]:
+            await self._refuse(ws, "bad_frame", "an inbound start without its call_sid")
+            return None
+        self._admission.authenticate(ws)  # Basic auth and the inbound token: it is Exotel
+        hidden = (INBOUND_TOKEN_PARAMETER, "sample-rate")
+        call = InboundStream(
+            provider,
+            entry,
+            fields["call_id"],
+            fields["from"],
+            fields["to"],
+            fields["account_sid"],
+            fields["stream_id"],
+            MappingProxyType({k: v for k, v in parameters.items() if k not in hidden}),
+        )
+        logger.info("inbound %s call %s: offered (%s)", entry, call.call_id, peer(ws))
+        routing = await self._offered(ws, desk, call)
+        if routing is None:
+            self._admission.count("inbound_refused")
+            await ws.close(NORMAL, "no session took the call")  # back to Exotel's flow
+            return None
+        return dict(routing)
+
+    async def _offered(
+        self, ws: _Connection, desk: InboundDesk, call: InboundStream
+    ) -> Mapping[str, str] | None:
+        """The desk's answer for ``call`` (on a thread of its own), reading and dropping the
+        stream's frames meanwhile; ``None`` if refused, or if the stream ended first."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Mapping[str, str] | None] = loop.create_future()
+
+        def settle(result: Mapping[str, str] | None) -> None:
+            if not answered.done():
+                answered.set_result(result)
+
+        def ask() -> None:
+            try:
+                result = desk.offer(call)
+            except Exception:
+                logger.exception("inbound call %s: the desk failed", call.call_id)
+                result = None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, result)
+
+        threading.Thread(
+            target=ask, name=f"gateway-inbound-{call.call_id[:8]}", daemon=True
+        ).start()
+        reader: asyncio.Future[None] = asyncio.create_task(self._drop_until_stop(ws))
+        try:
+            await asyncio.wait((answered, reader), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reader.done():
+                reader.cancel()  # recv() is cancellation-safe: nothing is lost
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if not answered.done():  # the caller hung up first
+            logger.info("inbound call %s: the caller left before an answer", call.call_id)
+            await asyncio.to_thread(desk.abandon, call)
+            answered.cancel()
+            return None
+        return answered.result()
+
+    @staticmethod
+    async def _drop_until_stop(ws: _Connection) -> None:
+        """Read the stream, dropping its frames (audio no one answered yet), until it ends
+        (``stop``, or closed)."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await ws.recv()
+                if isinstance(frame, str) and '"stop"' in frame:
+                    with contextlib.suppress(ValueError, RecursionError):
+                        event = json.loads(frame)
+                        if isinstance(event, dict) and event.get("event") == "stop":
+                            return
 
     async def _refuse(self, ws: _Connection, reason: str, why: str, *, code: int = POLICY) -> None:
         self._refused(ws, reason, "gateway: closed provider stream %s: %s", why)

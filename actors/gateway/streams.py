@@ -30,6 +30,8 @@ from ..routing import decode_client_state, decode_extra_headers
 
 __all__ = [
     "EARLY_FRAMES",
+    "INBOUND_PARAMETER",
+    "INBOUND_TOKEN_PARAMETER",
     "NONCE_PARAMETER",
     "SESSION_PARAMETER",
     "STREAM_KINDS",
@@ -45,6 +47,10 @@ SESSION_PARAMETER: Final = "session"
 TOKEN_PARAMETER: Final = "token"  # noqa: S105 (the name of a parameter)
 #: The nonce the token covers, if any (:func:`actors.signing.stream_nonce`).
 NONCE_PARAMETER: Final = "nonce"
+#: An inbound stream's (one that arrives with no session: an Exotel applet's URL): the
+#: provider entry whose call it is, and that entry's standing inbound token.
+INBOUND_PARAMETER: Final = "inbound"
+INBOUND_TOKEN_PARAMETER: Final = "inbound_token"  # noqa: S105 (the name of a parameter)
 
 #: Frames a provider stream may send before the one that names its call.
 EARLY_FRAMES: Final = 8
@@ -53,6 +59,9 @@ EARLY_FRAMES: Final = 8
 #: that carries them, ``None`` while it is not; raises ``ValueError`` (the text is a close
 #: reason) for a frame this provider does not send.
 ParameterReader = Callable[[Frame], Mapping[str, str] | None]
+#: Reads the frame that named the call (``start``): the call's own fields (``call_id``,
+#: ``from``, ``to``, ``account_sid``, ``stream_id``; ``""`` where the frame lacks one).
+CallReader = Callable[[Frame], Mapping[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +73,15 @@ class StreamKind:
     (Exotel's custom parameters ride there); the frame's win where both name one.
     ``exotel_basic_auth``: the handshake must carry ``Authorization: Basic`` of the gateway's
     Exotel credentials, when it has them.
+    ``inbound_call``: a stream of this provider may arrive with no session (an inbound call
+    that dialled the gateway itself: Exotel's Voicebot applet); this reads its call's fields.
     """
 
     parameters: ParameterReader
     twilio_signature: bool = False
     query_parameters: bool = False
     exotel_basic_auth: bool = False
+    inbound_call: CallReader | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,19 @@ def _exotel_parameters(frame: Frame) -> Mapping[str, str] | None:
     return _strings(start.get("custom_parameters"))
 
 
+def _exotel_call(frame: Frame) -> Mapping[str, str]:
+    """The call an Exotel ``start`` describes (already read by :func:`_exotel_parameters`)."""
+    start = _json_event(frame, "Exotel").get("start")
+    fields = _strings(start)
+    return {
+        "call_id": fields.get("call_sid", ""),
+        "from": fields.get("from", ""),
+        "to": fields.get("to", ""),
+        "account_sid": fields.get("account_sid", ""),
+        "stream_id": fields.get("stream_sid", ""),
+    }
+
+
 def _telnyx_parameters(frame: Frame) -> Mapping[str, str] | None:
     """Telnyx: ``start.custom_parameters`` (TeXML's ``<Parameter>``), else the routing values
     in ``start.client_state`` (Call Control, :func:`actors.routing.encode_client_state`)."""
@@ -167,7 +192,12 @@ STREAM_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
         "twilio": StreamKind(_twilio_parameters, twilio_signature=True),
         # -- issue 16 --
         "vonage": StreamKind(_vonage_parameters),
-        "exotel": StreamKind(_exotel_parameters, query_parameters=True, exotel_basic_auth=True),
+        "exotel": StreamKind(
+            _exotel_parameters,
+            query_parameters=True,
+            exotel_basic_auth=True,
+            inbound_call=_exotel_call,
+        ),
         # -- end issue 16 --
         # Neither signs its stream's upgrade in a way checked here: the single-use stream
         # token is what authenticates them.

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -40,8 +40,9 @@ from ..codecs.exotel import ExotelCodec
 from ..config import ExotelProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
+from ..signing import inbound_token
 from ..transport import websocket_connection
-from . import RequestObserver, SessionPlan
+from . import GatewayEndpoint, RequestObserver, SessionPlan
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, clip, reason_phrase
 from ._rest import RestClient
@@ -50,6 +51,7 @@ from ._streamed import audio_policy, call_parameters, hop_dial
 __all__ = [
     "ExotelProvider",
     "ExotelRestClient",
+    "applet_url",
     "parse_error_response",
     "stream_url",
 ]
@@ -61,6 +63,8 @@ MAX_CUSTOM_PARAMETERS: Final = 3
 MAX_CUSTOM_CHARS: Final = 256
 MAX_STREAM_URL: Final = 600
 _SID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+#: Stream parameters that are ours, not the application's: never in ``Started.parameters``.
+_HIDDEN: Final = frozenset({"token", "sample-rate", "inbound_token"})
 
 
 def stream_url(
@@ -91,6 +95,30 @@ def stream_url(
     if len(url) > MAX_STREAM_URL:
         raise ValueError(f"Exotel's StreamUrl is at most {MAX_STREAM_URL} characters")
     return url
+
+
+def applet_url(
+    public_url: str,
+    entry: str,
+    secret: str,
+    *,
+    sample_rate: int,
+    basic_auth: tuple[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
+) -> str:
+    """The URL a Voicebot applet holds for inbound calls of provider entry ``entry``: the
+    gateway's ``/exotel`` with ``?sample-rate=``, ``inbound=<entry>`` and the entry's standing
+    inbound token under the gateway's ``secret`` (two of Exotel's three custom parameters:
+    ``parameters`` may add one), and ``user:password@`` when the gateway checks Basic auth.
+    It is a credential: keep it as secret as the gateway's. ``ValueError`` past Exotel's
+    limits."""
+    routing = {"inbound": entry, "inbound_token": inbound_token(secret, entry)}
+    return stream_url(
+        public_url,
+        {**dict(parameters or {}), **routing},
+        sample_rate=sample_rate,
+        basic_auth=basic_auth,
+    )
 
 
 def parse_error_response(status: int, body: bytes | str, *, reason: str = "") -> ProviderError:
@@ -268,14 +296,33 @@ class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
         )
         sid = str(call["sid"])
         logger.info("session %s: Exotel call %s placed to %s", session_id, sid, to)
+        return self._plan(session_id, gateway, sid)
+
+    def answer(
+        self,
+        session_id: str,
+        call_sid: str,
+        parameters: Mapping[str, str],
+        redirect_url: str | None = None,
+    ) -> tuple[SessionPlan, str]:
+        """Inbound call ``call_sid`` (a stream an applet dialled, waiting at the gateway)
+        accepted as ``session_id``: the plan, and the gateway's answer (JSON: the session and
+        its stream token, with which the waiting stream pairs). ``parameters`` and
+        ``redirect_url`` are other providers'."""
+        gateway = self._infrastructure.gateway()
+        routing = call_parameters(gateway, session_id, None)
+        return self._plan(session_id, gateway, call_sid), json.dumps(routing)
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str) -> SessionPlan:
+        c = self.config
         codec = ExotelCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             min_chunk_ms=c.min_chunk_ms,
             session_id=session_id,
-            hidden_parameters=frozenset({"token", "sample-rate"}),
+            hidden_parameters=_HIDDEN,
         )
         dial = hop_dial(gateway, session_id, self.runtime)
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=sid)
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         # Nothing over REST: the session's end closes its stream, and that ends the call.

@@ -34,6 +34,7 @@ from typing import Any
 
 import requests
 
+from ..codecs.pcm import FRAME_MS
 from ..codecs.vonage import VonageCodec, content_type
 from ..config import VonageProviderConfig
 from ..errors import ConfigError, ProviderError
@@ -335,6 +336,8 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             session_id=session_id,
             hidden_parameters=frozenset({"token"}),
+            # Vonage drops what is past its buffer: written faster than real time, audio waits.
+            lead_frames=c.max_lead_ms // FRAME_MS or None,
         )
         dial = hop_dial(gateway, session_id, self.runtime)
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=uuid)

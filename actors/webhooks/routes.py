@@ -9,6 +9,8 @@ own): :class:`ProviderRoutes`.
 ``/vonage/answer``    answer URL (GET or POST): an inbound call, answered with the NCCO
 ``/vonage/event``     event URL: call progress
 ``/exotel/status``    StatusCallback of a call we placed (a capability URL per session)
+``/exotel/inbound``   a standalone gateway's inbound stream (Exotel's applet): offered to
+                      the queue; signed with the gateway's secret (``X-Gateway-Signature``)
 ====================  =====================================================================
 
 Each request is read as the server reads Twilio's (method, length, at most ``max_body``
@@ -21,6 +23,7 @@ Plivo ``<Hangup reason="busy"/>``, a Vonage NCCO that says so and ends).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -30,11 +33,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+from ..streamed_calls import SIGNATURE_HEADER, read_desk_request
 from . import calls as decide
 from .twilio import InboundCall, Refusal, StatusEvent, precheck
 
 if TYPE_CHECKING:
     from .server import WebhookServer, _Handler
+    from .streamed import StreamDesk
 
 __all__ = ["PATHS", "ProviderRoutes"]
 
@@ -43,10 +48,10 @@ logger = logging.getLogger(__name__)
 TELNYX_VOICE, TELNYX_EVENTS = "/telnyx/voice", "/telnyx/events"
 PLIVO_ANSWER, PLIVO_HANGUP = "/plivo/answer", "/plivo/hangup"
 VONAGE_ANSWER, VONAGE_EVENT = "/vonage/answer", "/vonage/event"
-EXOTEL_STATUS = "/exotel/status"
+EXOTEL_STATUS, EXOTEL_INBOUND = "/exotel/status", "/exotel/inbound"
 PATHS = frozenset(
     {TELNYX_VOICE, TELNYX_EVENTS, PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT}
-    | {EXOTEL_STATUS}
+    | {EXOTEL_STATUS, EXOTEL_INBOUND}
 )
 _GET_OK = frozenset({PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT})
 _XML, _JSON = "text/xml; charset=utf-8", "application/json"
@@ -70,6 +75,11 @@ class ProviderRoutes:
 
     def __init__(self, keys: decide.ProviderKeys) -> None:
         self.keys = keys
+        # A standalone gateway's inbound streams (/exotel/inbound): the desk that offers
+        # them, and the gateway secret they are signed with; set before the server starts
+        # (unset: the route answers 404).
+        self.stream_desk: StreamDesk | None = None
+        self.gateway_secret: str | None = None
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
@@ -106,6 +116,8 @@ class ProviderRoutes:
                 request.close_connection = True
                 return None
         headers = dict(request.headers.items())
+        if route == EXOTEL_INBOUND:
+            return self._stream_offer(server, request, headers, body)
         query = urlsplit(request.path).query
         url = server.public_url + request.path
         outcome = self._decide(route, method, url, headers, body, query)
@@ -192,6 +204,31 @@ class ProviderRoutes:
             return name, _Answered(document, event)
         call = decide.plivo_call(fields)
         return call if isinstance(call, Refusal) else (name, call)
+
+    def _stream_offer(
+        self, server: WebhookServer, request: _Handler, headers: dict[str, str], body: bytes
+    ) -> None:
+        """A standalone gateway's inbound stream: verified, then offered (blocking, as a
+        voice webhook); ``200`` and the session's routing JSON, or ``409`` refused."""
+        desk, secret = self.stream_desk, self.gateway_secret
+        if desk is None or secret is None:
+            return server._refuse(request, Refusal(404, "not_found", "no inbound streams here"))
+        signature = next(
+            (v for k, v in headers.items() if k.lower() == SIGNATURE_HEADER.lower()), None
+        )
+        read = read_desk_request(secret, body, signature, time.time())
+        if isinstance(read, str):
+            status = 403 if read in ("bad_signature", "stale") else 400
+            reason = "bad_signature" if status == 403 else "bad_request"
+            return server._refuse(request, Refusal(status, reason, f"gateway request: {read}"))
+        action, call = read
+        if action == "abandon":
+            desk.abandon(call)
+            return request.reply(200, "{}", content_type=_JSON)
+        routing = desk.offer(call)
+        if routing is None:
+            return request.reply(409, '{"refused":true}', content_type=_JSON)
+        return request.reply(200, json.dumps(routing), content_type=_JSON)
 
     def _offer(
         self, server: WebhookServer, request: _Handler, name: str, call: InboundCall, arrived: float

@@ -235,3 +235,30 @@ def test_answer_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: transport-actors answer")
     assert "--dial-in" in out and "143 SIGTERM" in out
+
+
+def test_answer_takes_exotel_calls_that_its_applet_url_streams(tmp_path: Path) -> None:
+    """Exotel has no voice webhook: ``answer --provider exotel`` prints the Voicebot applet's
+    URL masked, writes it whole to an owner-only file, and the emulated applet dials it."""
+    config = tmp_path / "tone.yaml"  # the emulated caller plays a 600 Hz tone
+    config.write_text(f"emulator: {{numbers: {{'{OURS}': tone}}, tone_hz: 600.0}}\n")
+    played = tmp_path / "in.wav"
+    write_wav(played, tone(440.0, 1.0, 16000, 0.5), 16000)  # resampled to 8 kHz PCM16
+    recordings = tmp_path / "rec"
+    recordings.mkdir()
+    url_file = tmp_path / "applet.url"
+    argv = ["answer", "-c", str(config), "--provider", "exotel", "--dial-in", "1"]
+    argv += ["--max-calls", "1", "--wav", str(played), "--record", str(recordings)]
+    code, out, err = _run([*argv, "--applet-url-file", str(url_file)])
+    assert code == 0, out + err
+    whole = url_file.read_text(encoding="utf-8").strip()
+    assert os.stat(url_file).st_mode & 0o777 == 0o600
+    token = re.search(r"inbound_token=([^&]+)", whole)
+    assert token is not None and token.group(1) not in out + err  # printed masked only
+    assert re.search(r"applet URL ws://127\.0\.0\.1:\d+/exotel\?sample-rate=8000&", out)
+    assert "inbound_token=***" in out
+    assert _rows(out, "frames sent") == ["50"] and _rows(out, "marks played back") == ["1"]
+    assert "result: OK" in out
+    (recording,) = recordings.iterdir()
+    pcm, rate = read_wav(recording)
+    assert rate == 8000 and _peak_hz(pcm, rate) == pytest.approx(600.0, abs=3.0)

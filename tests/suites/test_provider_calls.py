@@ -1,4 +1,5 @@
-"""Issues 15 and 16 through the facade: inbound calls of Telnyx, Plivo and Vonage accepted with
+"""Issues 15 and 16 through the facade: inbound calls of Telnyx, Plivo, Vonage and Exotel (its
+applet dials the gateway itself) accepted with
 ``accept_session(provider=...)``, and the call progress of all four providers (Exotel too) as
 ``CallStatus``. Real servers on loopback: the service's webhook, gateway and each provider's
 embedded emulator (the caller, or the callee of outbound calls)."""
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 OURS, CALLER, FROM = "+15550100", "+15550177", "+15550199"
 BEHAVIOURS = {"+15550101": "busy:0.2", "+15550102": "no-answer:0.3", "+15550103": "failed:0.2"}
 #: The bytes of 20 ms of each provider's own audio (mu-law 8 kHz; Vonage's PCM16 at 16 kHz).
-FRAME = {"telnyx": 160, "plivo": 160, "vonage": 640}
+FRAME = {"telnyx": 160, "plivo": 160, "vonage": 640, "exotel": 320}  # Exotel: PCM16 at 8 kHz
 
 
 def make_service(**inbound: Any) -> TransportService:
@@ -73,7 +74,7 @@ def read_until(service: TransportService, sid: str, kind: type, timeout: float =
 # -- inbound ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider", ["telnyx", "plivo", "vonage"])
+@pytest.mark.parametrize("provider", ["telnyx", "plivo", "vonage", "exotel"])
 def test_an_inbound_call_is_accepted_streamed_both_ways_and_ended(
     service: TransportService, provider: str
 ) -> None:
@@ -105,13 +106,15 @@ def test_an_inbound_call_is_accepted_streamed_both_ways_and_ended(
     assert counts['transport_inbound_webhooks_total{outcome="accepted"}'] == 1
 
 
-@pytest.mark.parametrize("provider", ["telnyx", "plivo", "vonage"])
+@pytest.mark.parametrize("provider", ["telnyx", "plivo", "vonage", "exotel"])
 def test_an_inbound_call_nobody_accepts_is_refused_the_providers_way(provider: str) -> None:
     with make_service(queue_timeout_s=0.2) as svc:
         call_id = svc.infrastructure.place_inbound(provider, OURS, CALLER)
         call = emulator(svc, provider).wait_ended(call_id, 5)
         if provider == "vonage":  # no reject action: a talk, then the NCCO ends the call
             assert [action["action"] for action in call.ncco] == ["talk"]
+        elif provider == "exotel":  # the applet's stream is closed: back to Exotel's flow
+            assert call.media is not None and call.media.close_code == 1000
         else:  # TeXML <Reject reason="busy"/>, Plivo <Hangup reason="busy"/>
             assert call.outcome == "busy"
         assert svc.metrics()['transport_inbound_webhooks_total{outcome="refused_timeout"}'] == 1

@@ -9,11 +9,22 @@ connector and relays the frames unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
-from actors import Audio, Binary, Clear, Dtmf, Mark, ProviderError, Started, TransportService
+from actors import (
+    Audio,
+    Binary,
+    Clear,
+    Dtmf,
+    Mark,
+    ProviderError,
+    QueueFull,
+    Started,
+    TransportService,
+)
 from actors.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
 from actors.config import GatewayConfig, VonageProviderConfig
 from actors.emulator.vonage import VonageEmulator
@@ -139,6 +150,83 @@ def test_clear_empties_the_phones_queue_and_dtmf_comes_in(service: TransportServ
     digits += [m.digit for m in read_until(service, sid, Dtmf)]
     assert digits == ["5", "#"]
     service.end_session(sid)
+
+
+@pytest.mark.slow
+def test_thirty_seconds_written_at_once_all_play_at_real_time(service: TransportService) -> None:
+    """Past Vonage's 1,024-frame buffer, unpaced, 474 of these 1,500 frames were lost: paced,
+    they go 1 s ahead of the phone's playout, then one per 20 ms, and every one plays."""
+    info = service.create_session(provider="vonage", to=TO)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    sent = [bytes([i % 251, i // 251]) * 320 for i in range(1500)]  # 30 s, each frame its own
+    for frame in sent:
+        service.write_websocket_message(sid, Binary(frame))
+    service.write_websocket_message(sid, Mark("end"))
+    status = service.status(sid)
+    assert status.queued_out >= 1400  # waiting in the pacer, part of the outbound queue
+    back = read_until(service, sid, Mark)
+    assert back[-1] == Mark("end")
+    assert info.call_id is not None
+    media = emulator_of(service).call_media(info.call_id)
+    assert media is not None
+    assert media.frames_received == 1500 and media.overflowed == 0
+    assert bytes(media.recording).startswith(b"".join(sent))  # all of it, in order
+    assert media.peak_queued_ms <= 1100  # the lead (1 s), far under Vonage's ~20 s
+    assert media.first_audio_at is not None and media.last_audio_at is not None
+    spread = media.last_audio_at - media.first_audio_at
+    print(f"\nvonage paced: 1500/1500 frames in {spread:.2f} s, peak {media.peak_queued_ms} ms")
+    assert 28.0 < spread < 30.5  # real time: 30 s less the 1 s sent ahead
+    assert service.status(sid).queued_out == 0 and service.status(sid).dropped_out == 0
+    service.end_session(sid)
+
+
+def test_a_clear_empties_the_pacers_backlog_too(service: TransportService) -> None:
+    info = service.create_session(provider="vonage", to=TO)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    for frame in pcm_frames(500.0, 30.0, 16000):  # 30 s at once: most of it waits to be paced
+        service.write_websocket_message(sid, Binary(frame))
+    service.write_websocket_message(sid, Mark("before-clear"))  # waits behind the audio
+    assert service.status(sid).queued_out > 1000
+    service.write_websocket_message(sid, Clear())
+    assert service.status(sid).queued_out == 0  # the backlog is gone with the clear
+    marks = [m for m in read_until(service, sid, Mark) if isinstance(m, Mark)]
+    assert marks == [Mark("before-clear")]  # answered at once: nothing is before it now
+    service.write_websocket_message(sid, Mark("after"))
+    read_until(service, sid, Mark)
+    assert info.call_id is not None
+    media = emulator_of(service).call_media(info.call_id)
+    assert media is not None
+    assert media.clears == 1 and media.frames_received < 200  # the lead and a tick or two
+    assert service.status(sid).dropped_out == 0  # a clear is no drop
+    service.end_session(sid)
+
+
+@pytest.mark.parametrize("overflow", ["drop_oldest", "raise"])
+def test_the_pacers_backlog_is_bounded_by_the_outbound_queue(overflow: str) -> None:
+    cfg = config(vonage())
+    cfg = dataclasses.replace(
+        cfg, runtime=dataclasses.replace(cfg.runtime, outbound_max=200, outbound_overflow=overflow)
+    )
+    with TransportService(cfg) as service:
+        info = service.create_session(provider="vonage", to=TO)
+        sid = info.session_id
+        read_until(service, sid, Started)
+        refused = 0
+        for frame in pcm_frames(500.0, 10.0, 16000):  # 500 frames at once
+            try:
+                service.write_websocket_message(sid, Binary(frame))
+            except QueueFull:
+                refused += 1
+        status = service.status(sid)
+        assert status.queued_out <= 200
+        if overflow == "raise":
+            assert refused >= 200 and status.dropped_out == 0
+        else:  # the oldest waiting audio went, counted
+            assert refused == 0 and status.dropped_out >= 200
+        assert status.dropped_out + refused + status.queued_out + status.frames_out == 500
+        service.end_session(sid)
 
 
 def test_an_idle_tail_is_padded_and_sent_on_the_connectors_timer(
