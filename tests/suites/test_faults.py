@@ -430,9 +430,13 @@ def test_a_peer_killed_and_restarted_is_redialled_and_gets_what_was_written_mean
         assert read(service, sid) == Text("after")
         status = service.status(sid)
         assert status.state is SessionState.OPEN and status.restarts >= 1
-        assert status.exit_reasons[0].startswith(str(ExitKind.CONNECTION_LOST))
+        # The status keeps the last 16 exits: the lost connection is the first of them, unless
+        # a slow restart (a loaded machine) had more refused redials than that.
+        first, *refused = status.exit_reasons
+        if len(status.exit_reasons) < 16:
+            assert first.startswith(str(ExitKind.CONNECTION_LOST)), status.exit_reasons
         # While nothing listened, redials were refused and retried after a backoff.
-        assert any("connection refused" in reason for reason in status.exit_reasons[1:])
+        assert any("connection refused" in reason for reason in refused), refused
         neighbour.check()
         service.end_session(sid)
 
