@@ -44,6 +44,7 @@ from .messages import (
     SessionStatus,
     Started,
     Stopped,
+    StreamError,
     Text,
 )
 from .service import TransportService
@@ -78,6 +79,7 @@ __all__ = [
     "SessionStatus",
     "Started",
     "Stopped",
+    "StreamError",
     "Text",
     "TransportConfig",
     "TransportError",

@@ -15,11 +15,21 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   provider's own ``status_callback`` still gets every callback: re-posted from one bounded
   worker thread (at most :data:`FORWARD_QUEUE` waiting, then dropped and counted), signed
   under the account's auth token exactly as Twilio signs, so the receiver's validation passes.
-- **Control.** ``transfer``, ``redirect`` and ``send_dtmf`` give the live call new TwiML over
-  REST: the call leaves its stream, and the session ends with ``Close(1000, "transferred" |
-  "redirected" | "dtmf")``. The gateway pairs a session's stream once (the stream credential
-  is single-use), so a call cannot stream into the same session again after ``<Play digits>``:
-  the digits are played, then the call goes on to the webhook's ``<Redirect>`` (and is hung up).
+- **Control.** ``transfer`` and ``redirect`` give the live call new TwiML over REST: the call
+  leaves its stream, and the session ends with ``Close(1000, "transferred" | "redirected")``.
+  ``send_dtmf`` keeps the session: a call update always ends the stream (Twilio's), so its
+  TwiML is ``<Play digits>`` then ``<Connect><Stream>`` again for the *same* session, with a
+  stream credential of its own (a fresh nonce: the gateway pairs each credential once), then
+  the usual ``<Redirect>``. The session is marked to expect that re-stream for
+  :func:`restream_window_s` seconds: when the gateway closes its hop with "call ended" the
+  supervisor redials at once, saying so (``X-Restream-Within``), and the gateway re-opens the
+  call and pairs the new stream. The reader sees ``Stopped``, then a new ``Started`` (a new
+  ``stream_sid``, the same ``call_id``), and the audio goes on; writes made in between wait
+  for the new stream. If no new stream comes by the deadline, the gateway closes the hop
+  with 1008 and the session ends with ``Close(1008, "no provider stream again (re-stream)
+  within N s")``; a ``completed`` status callback meanwhile (the call was hung up during the
+  digits) ends it at once with ``Close(1000, "completed")``, and a ``stream-error`` with
+  ``Close(1000, "stream error: ...")``.
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ from urllib.parse import urlencode
 
 from .config import TransportConfig, TwilioProviderConfig
 from .errors import SessionClosed, TransportError
-from .messages import CallStatus, Close, MachineDetected, SessionInfo
+from .messages import CallStatus, Close, MachineDetected, SessionInfo, StreamError
+from .safexml import parse_xml
 from .signing import twilio_signature
 
 if TYPE_CHECKING:
@@ -51,9 +62,9 @@ if TYPE_CHECKING:
     from .providers import Provider
     from .session import SessionRecord
     from .webhooks.inbound import Answer
-    from .webhooks.twilio import InboundCall, StatusEvent
+    from .webhooks.twilio import InboundCall, StatusEvent, StreamEvent
 
-__all__ = ["CallPlane", "dial_twiml", "dtmf_twiml"]
+__all__ = ["CallPlane", "dial_twiml", "dtmf_twiml", "restream_window_s"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +77,13 @@ _EARLY_KEPT_S = 10.0  # callbacks for a call not yet known wait this long for it
 _EARLY_MAX = 1000
 _GONE_KEPT = 10_000
 _DIGITS = re.compile(r"[0-9*#wW]{1,64}")
+#: How long a re-stream after ``send_dtmf`` may take beyond playing the digits: Twilio
+#: runs the new TwiML and dials the stream (a fraction of a second, a WebSocket handshake).
+RESTREAM_BASE_S = 5.0
+#: What each key takes to play, at most: a tone and its gap (``w`` and ``W`` are Twilio's
+#: documented half-second and one-second pauses).
+_KEY_S = {"w": 0.5, "W": 1.0}
+_TONE_S = 0.25
 _E164 = re.compile(r"\+?[1-9][0-9]{1,14}")
 _SIP = re.compile(r"sips?:[^\s<>\"']{1,250}")
 
@@ -101,6 +119,7 @@ class CallPlane:
         # Calls whose session ended: their late callbacks (completed) are routine, not unknown.
         self._gone: OrderedDict[str, None] = OrderedDict()
         self.statuses: Counter[str] = Counter()  # call-status callbacks delivered, by status
+        self.stream_events: Counter[str] = Counter()  # <Stream statusCallback>s, by event
         self._forward: queue.Queue[tuple[str, str, dict[str, str]] | None] | None = None
         self._forwarder: threading.Thread | None = None
         self.forward_dropped = 0
@@ -239,6 +258,33 @@ class CallPlane:
         self._deliver(route, event)
         return True
 
+    def on_stream(self, event: StreamEvent) -> bool:
+        """A ``<Stream statusCallback>``: counted; a ``stream-error`` is logged, given to the
+        session as :class:`StreamError`, and ends it (unless it names another stream than
+        the one the session is on now)."""
+        with self._lock:
+            self.stream_events[event.event] += 1
+            route = self._routes.get(event.call_id)
+        if route is None:
+            return False
+        record = route.record
+        if event.event != "stream-error":
+            logger.debug("session %s: %s %s", record.session_id, event.event, event.stream_sid)
+            return True
+        logger.warning(
+            "session %s: Twilio could not stream call %s (stream %s): %.120s",
+            record.session_id,
+            event.call_id,
+            event.stream_sid,
+            event.error or "no StreamError given",
+        )
+        record.inbox.put(StreamError(event.stream_sid, event.error, event.fields))
+        current = getattr(record.codec, "stream_sid", None)
+        if current is None or current == event.stream_sid:
+            record.expect_restream(None)  # that stream was the re-stream, if one was expected
+            end_now(record, f"stream error: {event.error[:80] or event.stream_sid}")
+        return True
+
     def _keep_early(self, event: StatusEvent) -> None:
         now = time.monotonic()
         while self._early:
@@ -277,6 +323,13 @@ class CallPlane:
             route.ended_why = event.status
             logger.info("session %s: the call ended %s", route.record.session_id, event.status)
             end_now(route.record, event.status)
+        elif (
+            event.status == "completed" and route.record.restream_left(time.monotonic()) is not None
+        ):
+            # Between two streams (send_dtmf) no stream can end the session: this does.
+            route.record.expect_restream(None)
+            logger.info("session %s: the call ended between two streams", route.record.session_id)
+            end_now(route.record, "completed")
 
     # -- forwarding ----------------------------------------------------------------------------
 
@@ -349,24 +402,56 @@ class CallPlane:
 
     def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
         """Give the session's live call ``twiml``; the session ends with ``reason``."""
-        update = getattr(provider, "update_call", None)
+        update = self._updater(record, provider)
+        assert record.call_id is not None
+        if not update(record.call_id, twiml=twiml):
+            raise SessionClosed(record.session_id, "the call has ended")
+        end_now(record, reason)
+
+    def dtmf(
+        self, record: SessionRecord, provider: Provider, digits: str, after: str | None
+    ) -> None:
+        """Play ``digits`` into the session's call and stream it again to the same session
+        (see the module's *Control*); the session goes on."""
+        restream = getattr(provider, "restream_twiml", None)
+        update = self._updater(record, provider)
+        assert record.call_id is not None and restream is not None
+        codec_parameters = getattr(record.codec, "parameters", {})
+        twiml = dtmf_twiml(digits, after, restream(record.session_id, dict(codec_parameters)))
+        # Set before the update: the stream may end before Twilio's REST answer comes back.
+        # An update between two streams (a DTMF during the last one's digits) ends none.
+        between = getattr(record.codec, "stream_sid", "") is None
+        record.expect_restream(time.monotonic() + restream_window_s(digits), stopped=between)
+        try:
+            updated = update(record.call_id, twiml=twiml)
+        except BaseException:
+            record.expect_restream(None)
+            raise
+        if not updated:
+            record.expect_restream(None)
+            raise SessionClosed(record.session_id, "the call has ended")
+        logger.info("session %s: DTMF %r played; the call streams again", record.session_id, digits)
+
+    @staticmethod
+    def _updater(record: SessionRecord, provider: Provider) -> Callable[..., bool]:
+        update: Callable[..., bool] | None = getattr(provider, "update_call", None)
         if update is None:
             raise TransportError(f"provider {record.provider!r} has no call control")
         if record.inbox.closed or record.ending or record.call_id is None:
             # The inbox closes with the session's end (ours, the call's, or the connection's).
             why = record.closed_why() if record.state.is_final or record.ending else "ended"
             raise SessionClosed(record.session_id, why)
-        if not update(record.call_id, twiml=twiml):
-            raise SessionClosed(record.session_id, "the call has ended")
-        end_now(record, reason)
+        return update
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(inbound counters, call statuses delivered) for metrics, read at scrape time."""
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(inbound counters, call statuses delivered, stream events) for metrics, read at
+        scrape time."""
         webhook = self._infra.webhook_started()
         inbound = webhook.counters.snapshot() if webhook is not None else {}
         with self._lock:
             statuses = dict(self.statuses)
-        return inbound, statuses
+            streams = dict(self.stream_events)
+        return inbound, statuses, streams
 
 
 def end_now(record: SessionRecord, reason: str) -> None:
@@ -400,15 +485,29 @@ def dial_twiml(to: str, caller_id: str | None = None) -> str:
     return ET.tostring(response, encoding="unicode")
 
 
-def dtmf_twiml(digits: str, after: str | None) -> str:
-    """``<Response><Play digits/>[<Redirect>after</Redirect>]</Response>``; ``digits`` are
-    0-9, ``*``, ``#``, and ``w``/``W`` (a half-second / one-second pause), 1 to 64 of them."""
+def dtmf_twiml(digits: str, after: str | None, stream: str | None = None) -> str:
+    """``<Response><Play digits/>[<Connect>...][<Redirect>after</Redirect>]</Response>``;
+    ``digits`` are 0-9, ``*``, ``#``, and ``w``/``W`` (a half-second / one-second pause), 1
+    to 64 of them; ``stream`` is a ``<Response><Connect><Stream>`` document whose verbs come
+    after the digits (the re-stream)."""
+    _check_digits(digits)
+    response = ET.Element("Response")
+    ET.SubElement(response, "Play", digits=digits)
+    if stream is not None:
+        response.extend(list(parse_xml(stream)))
+    if after is not None:
+        ET.SubElement(response, "Redirect", method="POST").text = after
+    return ET.tostring(response, encoding="unicode")
+
+
+def restream_window_s(digits: str) -> float:
+    """How long after ``send_dtmf(digits)`` the call's new stream may take, at most."""
+    _check_digits(digits)
+    return RESTREAM_BASE_S + sum(_KEY_S.get(key, _TONE_S) for key in digits)
+
+
+def _check_digits(digits: str) -> None:
     if not isinstance(digits, str):
         raise TypeError(f"digits must be a str, not {type(digits).__name__}")
     if not _DIGITS.fullmatch(digits):
         raise ValueError("digits must be 1 to 64 of 0-9, *, #, w, W")
-    response = ET.Element("Response")
-    ET.SubElement(response, "Play", digits=digits)
-    if after is not None:
-        ET.SubElement(response, "Redirect", method="POST").text = after
-    return ET.tostring(response, encoding="unicode")

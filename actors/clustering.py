@@ -96,6 +96,7 @@ class NodeCluster:
     ) -> None:
         cluster = config.cluster
         assert cluster is not None
+        config.check_cluster_node()
         if not config.gateway.secret and not config.gateway.embedded:
             raise ConfigError(
                 "a cluster's nodes share it with its gateways", key_path="gateway.secret"

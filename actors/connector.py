@@ -41,8 +41,9 @@ import pykka
 from .codecs import Frame
 from .connection import Connection, ConnectionContext, DialOptions, SharedIo
 from .exits import Exit, ExitKind
-from .messages import INTERNAL_ERROR, Close, Message, Started
+from .messages import INTERNAL_ERROR, Close, Message, Started, Stopped
 from .session import SessionRecord
+from .wire.constants import RESTREAM_HEADER
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -237,9 +238,13 @@ class Connector(pykka.ThreadingActor):
         put = record.inbox.put
         for message in record.codec.decode(frame):
             put(message)
-            if type(message) is Started:
+            kind = type(message)
+            if kind is Started:
+                record.saw_stream(message)
                 # Encoding happens on the actor's thread; let it send what the codec held.
                 self._tell_self(_StreamStarted())
+            elif kind is Stopped:
+                record.saw_stream(message)
 
     def _on_exit(self, exit: Exit) -> None:
         self._tell_self(_Ended(exit))
@@ -263,7 +268,12 @@ class Connector(pykka.ThreadingActor):
         """The session's dial options, with a dial timeout that ends by the reconnect
         window's deadline: a peer that drips its handshake cannot outlast the window."""
         dial = self.record.dial
-        left = self.dial_deadline - time.monotonic() - self.dial_delay_s
+        now = time.monotonic()
+        restream = self.record.restream_left(now + self.dial_delay_s)
+        if restream is not None:  # the gateway re-opens the call and waits that long for it
+            headers = {**dial.headers, RESTREAM_HEADER: str(max(1, int(restream * 1000)))}
+            dial = dataclasses.replace(dial, headers=headers)
+        left = self.dial_deadline - now - self.dial_delay_s
         if left >= dial.connect_timeout_s:
             return dial
         return dataclasses.replace(dial, connect_timeout_s=max(_MIN_DIAL_S, left))

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # both import websockets: loaded only when a Twilio session n
     from .webhooks.calls import ProviderKeys
     from .webhooks.inbound import Answer
     from .webhooks.server import WebhookServer
-    from .webhooks.twilio import InboundCall, StatusEvent
+    from .webhooks.twilio import InboundCall, StatusEvent, StreamEvent
 
     Running = (
         MediaGateway
@@ -71,6 +71,8 @@ class WebhookHooks(Protocol):
     def on_status(self, event: StatusEvent) -> bool: ...
 
     def on_amd(self, event: StatusEvent) -> bool: ...
+
+    def on_stream(self, event: StreamEvent) -> bool: ...
 
     def on_reattach(self, call: InboundCall) -> str | None: ...
 
@@ -343,10 +345,11 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             return None
         if config.api_base_url != "emulator" and inbound.public_url is None:
             return None
-        from .webhooks.server import AMD_PATH  # noqa: PLC0415
+        from .webhooks.server import AMD_PATH, STREAM_PATH  # noqa: PLC0415
 
         webhook = self.webhook()
-        return ProgressUrls(webhook.status_url, webhook.public_url + AMD_PATH)
+        public = webhook.public_url
+        return ProgressUrls(webhook.status_url, public + AMD_PATH, public + STREAM_PATH)
 
     def dial_in(
         self,
@@ -524,6 +527,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             InboundQueue(settings),
             on_status=hooks.on_status if hooks else None,
             on_amd=hooks.on_amd if hooks else None,
+            on_stream=hooks.on_stream if hooks else None,
             on_reattach=hooks.on_reattach if hooks else None,
             on_voice=hooks.on_voice if hooks else None,
             provider=next(iter(providers.values()), "twilio"),

@@ -36,6 +36,7 @@ __all__ = [
     "SessionStatus",
     "Started",
     "Stopped",
+    "StreamError",
     "Text",
 ]
 
@@ -248,6 +249,22 @@ class CallStatus(Message):
 
 #: The statuses after which a call is over; all but ``completed`` mean it never streamed.
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError(Message):
+    """The provider could not stream the call (Twilio's ``<Stream statusCallback>`` said
+    ``stream-error``): ``stream_sid`` is the stream's ``StreamSid``, ``error`` its
+    ``StreamError``, ``fields`` every field of the callback (read-only). Read in order with
+    the media; the session then ends (its ``Close`` says ``stream error: ...``) unless the
+    error names a stream other than the one the session is on."""
+
+    stream_sid: str
+    error: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,7 @@ class ServiceMetrics(_Registry):
     def __init__(
         self,
         gateway_stats: Callable[[], GatewayStats | None] | None = None,
-        calls: Callable[[], tuple[dict[str, int], dict[str, int]]] | None = None,
+        calls: Callable[[], tuple[dict[str, int], dict[str, int], dict[str, int]]] | None = None,
     ) -> None:
         super().__init__()
         r = self.registry
@@ -371,13 +371,16 @@ class _SessionCollector:
 
 
 class _CallsCollector:
-    """The webhook's inbound counters and the call statuses delivered, read when scraped."""
+    """The webhook's inbound counters, the call statuses delivered and the streams' events,
+    read when scraped."""
 
-    def __init__(self, source: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
+    def __init__(
+        self, source: Callable[[], tuple[dict[str, int], dict[str, int], dict[str, int]]]
+    ) -> None:
         self._source = source
 
     def collect(self) -> Iterable[Metric]:
-        inbound, statuses = self._source()
+        inbound, statuses, streams = self._source()
         webhooks = CounterMetricFamily(
             "transport_inbound_webhooks",
             "voice webhooks and callbacks by outcome (accepted, refused_busy, refused_timeout, "
@@ -393,7 +396,15 @@ class _CallsCollector:
         )
         for status, count in sorted(statuses.items()):
             progress.add_metric([status], count)
-        return [webhooks, progress]
+        stream_events = CounterMetricFamily(
+            "transport_stream_events",
+            "<Stream statusCallback>s of the runtime's calls, by StreamEvent (stream-started, "
+            "stream-stopped, stream-error)",
+            labels=["event"],
+        )
+        for event, count in sorted(streams.items()):
+            stream_events.add_metric([event], count)
+        return [webhooks, progress, stream_events]
 
 
 class _GatewayCollector:

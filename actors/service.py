@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from .calls import CallPlane, dial_twiml, dtmf_twiml
+from .calls import CallPlane, dial_twiml, restream_window_s
 from .config import (
     DEFAULT_RECONNECT_WINDOW_S,
     SupervisorConfig,
@@ -267,12 +267,17 @@ class TransportService(Closable):
 
     def send_dtmf(self, session_id: str, digits: str) -> None:
         """Play ``digits`` (0-9, ``*``, ``#``; ``w``/``W`` pause) into the call with
-        ``<Play digits>``. On Twilio this leaves the stream (a call update always does), so
-        the session ends with ``Close(1000, "dtmf")`` and the call then goes to the webhook's
-        ``<Redirect>``. ``SessionClosed`` if the call has ended."""
+        ``<Play digits>``; the session stays open. On Twilio a call update always ends the
+        stream, so the update streams the call again to the same session after the digits:
+        the reader sees ``Stopped``, then a new ``Started`` (a new ``stream_sid``), and audio
+        goes on both ways; writes made in between wait for the new stream. If the call does
+        not stream again in time (a few seconds plus the digits' length), the session ends
+        with ``Close(1008, ...)`` saying so. ``ValueError`` for other keys;
+        ``SessionClosed`` if the call has ended."""
+        restream_window_s(digits)  # checks the digits before anything is done
         handle = self._control(session_id)
         after = self._calls.reattach_url(session_id)
-        self._calls.control(handle.record, handle.provider, dtmf_twiml(digits, after), "dtmf")
+        self._calls.dtmf(handle.record, handle.provider, digits, after)
 
     def save_state(self, session_id: str, data: bytes) -> None:
         """Keep ``data`` (at most ``cluster.max_state_bytes``) with the session's lease: a node

@@ -20,7 +20,12 @@ Who writes what (one owner per piece of state):
 - the supervision history (restarts, exits, the outage, the last error, why it failed) is a
   :class:`~actors.policy.Supervision` written by the supervisor only;
 - the queues and the traffic counters keep their own invariants (:mod:`actors.queues`); the
-  counters are written by whichever thread moves the traffic, and only ever grow.
+  counters are written by whichever thread moves the traffic, and only ever grow;
+- the **re-stream mark** (the call's stream is expected to end and a new one to come, until a
+  deadline: ``send_dtmf`` on Twilio) is set by the call plane (:meth:`~SessionRecord.
+  expect_restream`), cleared by the decoding thread when the new stream has started
+  (:meth:`~SessionRecord.saw_stream`), both under a lock of its own; the supervisor and the
+  connector read it (one attribute read).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .errors import (
 )
 from .exits import Exit
 from .lifecycle import SessionLifecycle, SessionState
-from .messages import Binary, Close, Message, SessionInfo, SessionStatus
+from .messages import Binary, Close, Message, SessionInfo, SessionStatus, Started, Stopped
 from .policy import Supervision
 from .queues import Inbox, Keep, Outbox
 from .redaction import redact_url
@@ -105,6 +110,9 @@ class SessionRecord:
         self._backlog: deque[Message] = deque()  # writes that found no connector
         self._ending = False  # end_session (or close) has taken the session
         self._unsent_at_end = 0  # frames discarded when the session ended unsent
+        # (deadline (monotonic), whether the old stream's Stopped came yet), or None
+        self._restream: tuple[float, bool] | None = None
+        self._restream_lock = threading.Lock()
 
     # -- reads, from any thread ----------------------------------------------------------------
 
@@ -193,6 +201,40 @@ class SessionRecord:
         if self.lifecycle.state.is_final:
             return t.frames_lost + t.frames_unsettled
         return t.frames_lost
+
+    def restream_left(self, now: float) -> float | None:
+        """Seconds left for the expected re-stream (see :meth:`expect_restream`), or ``None``
+        when none is expected (or its deadline has passed)."""
+        mark = self._restream
+        if mark is None or mark[0] <= now:
+            return None
+        return mark[0] - now
+
+    @property
+    def restream_marked(self) -> bool:
+        """Whether a re-stream is expected (its deadline may have passed)."""
+        return self._restream is not None
+
+    def expect_restream(self, deadline: float | None, *, stopped: bool = False) -> None:
+        """The call's stream is about to end and the call to stream again for this session
+        (a call update), by ``deadline`` (``time.monotonic()``); ``None``: not any more.
+        ``stopped``: the stream has ended already (an update between two streams)."""
+        with self._restream_lock:
+            self._restream = None if deadline is None else (deadline, stopped)
+
+    def saw_stream(self, message: Message) -> None:
+        """The decoding thread saw ``Stopped`` or ``Started``: the old stream's end, then the
+        new one's start, is the expected re-stream come (the mark is cleared)."""
+        if not self.restream_marked:  # all but always: no lock on the decoding thread
+            return
+        with self._restream_lock:
+            mark = self._restream
+            if mark is None:
+                return
+            if type(message) is Stopped:
+                self._restream = (mark[0], True)
+            elif type(message) is Started and mark[1]:
+                self._restream = None
 
     def closed_why(self) -> str:
         """Why the session takes no more writes, for ``SessionClosed``."""

@@ -8,6 +8,9 @@ decision table, in order:
 the session is ...              then
 ==============================  ===========================================================
 ``CLOSING`` (being ended)       ``CLOSED``; the session is forgotten
+a re-stream is expected and     ``RECONNECTING``; a new connector redials at once (its
+the stream ended ("call         handshake says so: the gateway waits for the call's new
+ended")                         stream until the mark's deadline); no budget is spent
 the policy says it ends it      ``CLOSING`` -> ``CLOSED``; the reader gets ``Close`` + ``None``
 ``CONNECTING`` (first dial)     ``FAILED``; ``create_session`` raises ``ConnectionFailed``
 policy says restart             ``RECONNECTING``; a new connector dials after the backoff
@@ -41,11 +44,12 @@ import pykka
 from .connection import SharedIo
 from .connector import Connector, ConnectorExited, ConnectorOpened
 from .errors import ConnectionFailed
-from .exits import Exit
+from .exits import Exit, ExitKind
 from .lifecycle import SessionState
 from .messages import INTERNAL_ERROR, MAX_CLOSE_CODE, MIN_CLOSE_CODE, PROTOCOL_ERROR, Close
 from .policy import RestartPolicy
 from .session import SessionRecord
+from .wire.constants import STREAM_ENDED
 
 if TYPE_CHECKING:
     from .metrics import ServiceMetrics
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["EndSession", "Register", "SessionStatusOf", "Supervisor"]
 
 logger = logging.getLogger(__name__)
+
+_RESTREAM_STEADY_S = 1.0  # a hop up this long before "call ended" is redialled at once
+_RESTREAM_RETRY_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +194,24 @@ class Supervisor(pykka.ThreadingActor):
         up_for = history.exited(exit, now)
         policy = history.policy or self.policy
         state = record.state
+        restream = record.restream_left(now)
         if state is SessionState.CLOSING:
             record.lifecycle.move(SessionState.CLOSED, str(exit))
             self._forget(record)
+        elif restream is not None and _stream_ended(exit) and state is not SessionState.CONNECTING:
+            # The call's stream ended for a call update that streams it again (send_dtmf):
+            # redial at once; the gateway waits for the new stream until the mark's deadline.
+            if state is SessionState.OPEN:
+                record.lifecycle.move(SessionState.RECONNECTING, "the call streams again")
+            logger.info(
+                "session %s: the call's stream ended for a re-stream; redialling (%.1f s left)",
+                record.session_id,
+                restream,
+            )
+            # At once after a stream that lasted; a hop that keeps being told "call ended"
+            # (the gateway would not re-open the call) redials no faster than 10 times a second.
+            delay = 0.0 if up_for >= _RESTREAM_STEADY_S else _RESTREAM_RETRY_S
+            self._spawn(record, message.generation + 1, delay, now + restream)
         elif policy.ends_session(exit):
             record.lifecycle.move(SessionState.CLOSING, str(exit))
             record.lifecycle.move(SessionState.CLOSED, str(exit))
@@ -261,6 +283,15 @@ class Supervisor(pykka.ThreadingActor):
         """The session is over: count what will never be sent, and drop it from the registry."""
         record.discard_unsent()
         self.sessions.pop(record.session_id, None)
+
+
+def _stream_ended(exit: Exit) -> bool:
+    """Whether the gateway closed the hop because the provider stream had ended."""
+    return (
+        exit.kind is ExitKind.PEER_CLOSED
+        and exit.close_code == 1000
+        and exit.reason == STREAM_ENDED
+    )
 
 
 def _reader_close(exit: Exit) -> Close:

@@ -8,7 +8,8 @@ loopback. ``--calls`` inbound calls are placed; then, round after round, the nod
 most calls is SIGKILLed (and a fresh node started in its place) until ``--calls`` takeovers
 were seen. For each: the time from the kill to the first audio frame on the node that took the
 call over, and the frames lost (sequence numbers skipped) or delivered twice, from the
-frames each node printed. Then the gateway carrying the most calls is SIGKILLed once: for each
+frames each node printed, and which nodes took each round's calls (the survivors share
+them by free capacity). Then the gateway carrying the most calls is SIGKILLed once: for each
 of its calls, the gap in the audio the node received (kill -> the first frame of the stream to
 the other gateway); audio is 20 ms a frame, so the gap is the audio lost.
 
@@ -66,11 +67,13 @@ def main() -> int:
             last = {sid: victim.frames(sid)[-1].seq for sid in theirs.values()}
             c.nodes.remove(victim)
             c.nodes.append(c.start_node(f"node-r{rounds}", capacity, "fail"))
+            spread: dict[str, int] = {}
             for call, sid in theirs.items():
                 end = time.monotonic() + 10
                 while time.monotonic() < end:
                     owner = c.owner_of(call)
                     if owner is not None and owner[0].frames(sid):
+                        spread[owner[0].node_id] = spread.get(owner[0].node_id, 0) + 1
                         first = owner[0].frames(sid)[0]
                         takeovers.append(first.t - killed_at)
                         lost.append(max(0, first.seq - last[sid] - 1))
@@ -79,6 +82,7 @@ def main() -> int:
                     time.sleep(0.01)
                 else:
                     print(f"call {call}: not taken over within 10 s")
+            print(f"round {rounds}: {victim.node_id}'s {len(theirs)} calls taken by {spread}")
         ms = [t * 1000 for t in takeovers]
         print(
             f"node loss, {len(ms)} takeovers (lease_s {args.lease:g}): audio again after "

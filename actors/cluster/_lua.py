@@ -187,6 +187,78 @@ end
 return out
 """
 
+# ARGV: P, node, room, scan, lease_ms, keep_ms, grace_ms -> {{sid, old node, epoch, meta, state,
+# call}...}: the orphans this node takes over now, at most `room`. Of the oldest `scan` orphans,
+# each goes (on paper) to the candidate with the smallest share of its capacity once it has it
+# (this node on a tie): the healthy nodes with room, not draining, that own no orphan (a node
+# whose lease expired is not renewing). This node takes the ones that fall to it; the others'
+# shares are left to their own scans, which compute the same split of what is left. An orphan
+# expired over `grace_ms` ago is taken by whoever scans (its candidate did not: frozen, cut off).
+TAKE_ORPHANS = """
+local me, keep = ARGV[2], ARGV[6]
+local mine = redis.call('HMGET', P .. ':m:node:' .. me, 'capacity', 'draining')
+local mycap = tonumber(mine[1])
+if not mycap or mine[2] == '1' then return {} end
+local myload = redis.call('SCARD', P .. ':nl:' .. me)
+local room = math.min(tonumber(ARGV[3]), mycap - myload)
+if room <= 0 then return {} end
+local found, owners = {}, {}
+local scan = redis.call('ZRANGEBYSCORE', P .. ':lz', '-inf', now, 'LIMIT', 0, ARGV[4])
+for _, sid in ipairs(scan) do
+  local h = redis.call('HMGET', P .. ':l:' .. sid, 'node', 'deadline')
+  if not h[1] then redis.call('ZREM', P .. ':lz', sid)
+  elseif h[1] ~= me and tonumber(h[2]) <= now then
+    found[#found + 1] = {sid, now - tonumber(h[2])}
+    owners[h[1]] = true
+  end
+end
+if #found == 0 then return {} end
+local z = P .. ':mz:node'
+redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+local ids, loads, caps = {}, {}, {}
+for _, id in ipairs(redis.call('ZRANGE', z, 0, -1)) do
+  local h = redis.call('HMGET', P .. ':m:node:' .. id, 'capacity', 'draining')
+  local cap = tonumber(h[1])
+  if id ~= me and cap and cap > 0 and h[2] ~= '1' and not owners[id] then
+    ids[#ids + 1] = id
+    loads[id], caps[id] = redis.call('SCARD', P .. ':nl:' .. id), cap
+  end
+end
+local out, grace = {}, tonumber(ARGV[7])
+for _, orphan in ipairs(found) do
+  if #out >= room then break end
+  local best, bshare = me, (myload + 1) / mycap
+  if orphan[2] <= grace then
+    for _, id in ipairs(ids) do
+      if loads[id] < caps[id] then
+        local share = (loads[id] + 1) / caps[id]
+        if share < bshare or (share == bshare and best ~= me and id < best) then
+          best, bshare = id, share
+        end
+      end
+    end
+  end
+  if best ~= me then
+    loads[best] = loads[best] + 1
+  else
+    myload = myload + 1
+    local sid = orphan[1]
+    local lk = P .. ':l:' .. sid
+    local h = redis.call('HMGET', lk, 'node', 'epoch', 'meta', 'state', 'call')
+    local epoch = tonumber(h[2]) + 1
+    local deadline = now + tonumber(ARGV[5])
+    redis.call('HSET', lk, 'node', me, 'epoch', epoch, 'deadline', deadline)
+    redis.call('PEXPIRE', lk, keep)
+    redis.call('ZADD', P .. ':lz', deadline, sid)
+    redis.call('SREM', P .. ':nl:' .. h[1], sid)
+    redis.call('SADD', P .. ':nl:' .. me, sid)
+    out[#out + 1] = {sid, h[1], tostring(epoch), h[3] or '{}', h[4] or '', h[5] or ''}
+  end
+end
+if #out > 0 then redis.call('PEXPIRE', P .. ':nl:' .. me, keep) end
+return out
+"""
+
 # ARGV: P, sid, node, lease_ms, keep_ms -> {'ok', old node, epoch, meta, state, call} | {why}
 CLAIM_ORPHAN = """
 local me = redis.call('HMGET', P .. ':m:node:' .. ARGV[3], 'capacity', 'draining')

@@ -10,8 +10,9 @@ exactly one of them "yours".
 :class:`~actors.cluster.redis.RedisDirectory` is the engine today. The operations are chosen so
 that NATS JetStream could implement them too: members and leases as key-value entries with a
 TTL and compare-and-set on their revision (a claim is a CAS from the revision read as
-expired), the per-node offers as a work-queue stream with one subject per node. Nothing here
-names Redis.
+expired), the per-node offers as a work-queue stream with one subject per node; a node's share
+of the orphans (:meth:`Directory.take_orphans`) is the same split computed from the entries
+read, each of its own then taken by CAS. Nothing here names Redis.
 
 Every method is synchronous and may wait up to the engine's timeout (a second by default):
 the caller runs it on a thread of its own (:class:`~actors.cluster.node.ClusterMember`), or on
@@ -210,6 +211,18 @@ class Directory(Protocol):
 
     def orphans(self, limit: int) -> list[str]:
         """Up to ``limit`` sessions whose lease has expired (their node stopped renewing)."""
+        ...
+
+    def take_orphans(self, node_id: str, limit: int) -> list[Lease]:
+        """Take over, for ``node_id``, at most ``limit`` expired leases: its share of them.
+
+        The orphans are split (on paper) over the healthy nodes with room that are not
+        draining and own no orphan, each to the one with the smallest share of its capacity
+        once it has it (``node_id`` on a tie); ``node_id`` takes the ones that fall to it and
+        leaves the others to their nodes' own scans, which split what is left the same way.
+        An orphan expired longer than a grace period (two heartbeats) is taken by whichever
+        node asks: its candidate did not scan. The leases as :meth:`claim_orphan` returns
+        them; nothing if ``node_id`` is unregistered, draining or full."""
         ...
 
     def claim_orphan(self, node_id: str, session_id: str) -> Lease | None:

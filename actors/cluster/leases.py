@@ -64,15 +64,21 @@ class LeaseBook:
             self._releases.discard(lease.session_id)
             self._held[lease.session_id] = held
 
-    def add_if_room(self, lease: Lease, capacity: int) -> bool:
-        """:meth:`add` (not yet in the directory) unless ``capacity`` sessions are held."""
+    def add_if_room(self, lease: Lease, capacity: int) -> str | None:
+        """:meth:`add` (not yet in the directory) unless ``capacity`` sessions are held: the
+        id of the session that holds ``lease.call_id`` now (``lease.session_id``, or the one
+        already held for that call: it is not added twice), or ``None`` (no room)."""
         with self._lock:
+            if lease.call_id is not None:
+                for sid, held in self._held.items():
+                    if held.call_id == lease.call_id:
+                        return sid
             if len(self._held) >= capacity:
-                return False
+                return None
             self._held[lease.session_id] = _Held(
                 lease.meta, lease.state, lease.epoch, lease.call_id, False
             )
-            return True
+            return lease.session_id
 
     def save_state(self, session_id: str, data: bytes) -> None:
         with self._lock:

@@ -5,7 +5,9 @@ from threads of its own, so that no caller ever waits on Redis for that:
 
 - ``cluster-<id>``: heartbeats every ``heartbeat_s``, renews every lease it holds every
   ``renew_s``, writes the sessions, states and releases queued by the API, and every
-  ``heartbeat_s`` looks for orphans to take over (a node with free room and ``on_orphan``).
+  ``heartbeat_s`` takes over its share of the orphans (a node with free room and
+  ``on_orphan``: :meth:`~actors.cluster.directory.Directory.take_orphans`), so that a dead
+  node's calls spread over the survivors by free capacity.
   When Redis cannot be reached it retries with a backoff (50 ms doubling, at most
   ``2 * heartbeat_s``); once Redis answers again it re-registers and renews every lease,
   restoring those Redis lost (a restart without persistence) from its own copy (meta, last
@@ -19,8 +21,9 @@ media path may call them); :meth:`pick_gateway`, :meth:`claim_inbound` and :meth
 Redis at once and may wait up to ``redis_timeout_s`` (call them from a webhook or application
 thread). While Redis is known to be down they answer at once: ``ClusterUnavailable`` with
 ``on_redis_down: fail``; with ``local``, no gateway (use the configured one) and the call for
-this node if it has room. Callbacks run on the member's threads and must return quickly
-(hand the lease to a queue); an exception in one is logged and ignored.
+this node if it has room (a call it holds already, its webhook delivered again, is a
+``duplicate`` claim of the same session). Callbacks run on the member's threads and must
+return quickly (hand the lease to a queue); an exception in one is logged and ignored.
 """
 
 from __future__ import annotations
@@ -292,8 +295,13 @@ class ClusterMember:
         lease = lease_for(sid, self.node_id, meta, call_id)
         with self._lock:
             draining = self._draining
-        if draining or not self._book.add_if_room(lease, self.config.capacity):
+        if draining:
             return None
+        held = self._book.add_if_room(lease, self.config.capacity)
+        if held is None:
+            return None
+        if held != sid:  # the webhook came twice (Redis, which would say so, is down)
+            return Claim(call_id, held, self.node_id, self._book.meta(held) or lease.meta, True)
         self._wake.set()
         self._callback(self._on_offer, lease)
         return Claim(call_id, sid, self.node_id, lease.meta)
@@ -407,17 +415,13 @@ class ClusterMember:
         room = self.config.capacity - len(self._book)
         if draining or room <= 0:
             return
-        for sid in self._directory.orphans(limit=room):
-            if sid in self._book:
-                continue  # expired while this node could not renew: renewed next round
-            lease = self._directory.claim_orphan(self.node_id, sid)
-            if lease is None:
-                continue  # another node was faster, or this one is full now
+        # Only this node's share: the other survivors take theirs at their own scans.
+        for lease in self._directory.take_orphans(self.node_id, room):
             self._book.add(lease, in_directory=True)
             self._count("takeovers")
             logger.info(
                 "session %s: taken over from node %s (epoch %d)",
-                sid,
+                lease.session_id,
                 lease.previous_node,
                 lease.epoch,
             )

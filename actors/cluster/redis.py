@@ -38,6 +38,15 @@ session id to that node's offers list, on which the node waits in BLPOP (a block
 idle node learns within a round trip). A list, not pub/sub: an offer made while the node is
 reconnecting waits for it instead of being lost.
 
+**Takeovers: each survivor takes its share.** Every node scans for expired leases each
+heartbeat; the first to scan after a node died used to take all its calls (up to its room).
+The takeover script splits the orphans over the candidates (healthy, with room, not draining,
+owning no orphan) as the claim script places an inbound call, each to the smallest share of
+capacity, and the scanning node takes only what falls to it; each other survivor's scan, within
+a heartbeat, takes its own share of what is left. The cost is up to one heartbeat more for the
+calls that wait for a later scan; an orphan its candidate leaves for two heartbeats (a node
+frozen but not yet out of the registry) goes to whichever node scans next.
+
 **Key layout** (``P`` is ``cluster.key_prefix``, by default ``ta:{default}``: the braces are a
 Redis Cluster hash tag, which keeps every key in one slot as multi-key scripts need)::
 
@@ -81,6 +90,7 @@ __all__ = ["KEEP_S", "RedisDirectory"]
 KEEP_S = 600.0
 _OFFERS_BATCH = 100
 _RENEW_BATCH = 500
+_ORPHAN_SCAN = 1000  # the orphans a takeover splits at once (the oldest first)
 T = TypeVar("T")
 
 
@@ -102,6 +112,20 @@ def _meta(raw: Any) -> Mapping[str, str]:
     return frozen_meta(data if isinstance(data, dict) else None)
 
 
+def _taken(node_id: str, session_id: str, row: Sequence[Any]) -> Lease:
+    """A lease taken over, from a script's row: old node, epoch, meta, state, call."""
+    previous, epoch, meta, state, call = row
+    return Lease(
+        session_id=session_id,
+        node_id=node_id,
+        epoch=int(epoch),
+        meta=_meta(meta),
+        state=_bytes(state),
+        previous_node=_text(previous),
+        call_id=_text(call) or None,
+    )
+
+
 class RedisDirectory:
     """:class:`~actors.cluster.directory.Directory` on one Redis server (see the module
     docstring for the scripts, the key layout and why). Thread-safe: redis-py's connection
@@ -113,6 +137,9 @@ class RedisDirectory:
         self._ttl_ms = str(max(1, round(config.ttl_s * 1000)))
         self._lease_ms = str(max(1, round(config.lease_s * 1000)))
         self._keep_ms = str(round(max(KEEP_S, 10 * config.lease_s) * 1000))
+        # Every node scans for orphans each heartbeat: one not taken by its candidate within
+        # two is taken by whoever scans next.
+        self._grace_ms = str(max(1, round(2 * config.heartbeat_s * 1000)))
         timeout = config.redis_timeout_s
         try:
             self._client: redis.Redis = redis.Redis.from_url(
@@ -141,6 +168,7 @@ class RedisDirectory:
         self._merge_meta = register(_lua.PRELUDE + _lua.MERGE_META)
         self._orphans = register(_lua.PRELUDE + _lua.ORPHANS)
         self._claim_orphan = register(_lua.PRELUDE + _lua.CLAIM_ORPHAN)
+        self._take_orphans = register(_lua.PRELUDE + _lua.TAKE_ORPHANS)
 
     # -- the edge: every redis error becomes ClusterUnavailable --------------------------------
 
@@ -306,21 +334,19 @@ class RedisDirectory:
     def orphans(self, limit: int) -> list[str]:
         return [_text(s) for s in self._run("orphans", self._orphans, str(limit))]
 
+    def take_orphans(self, node_id: str, limit: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+        args = (str(limit), str(_ORPHAN_SCAN), self._lease_ms, self._keep_ms, self._grace_ms)
+        rows = self._run("take_orphans", self._take_orphans, node_id, *args)
+        return [_taken(node_id, _text(row[0]), row[1:]) for row in rows]
+
     def claim_orphan(self, node_id: str, session_id: str) -> Lease | None:
         args = (session_id, node_id, self._lease_ms, self._keep_ms)
         reply = self._run("claim_orphan", self._claim_orphan, *args)
         if _text(reply[0]) != "ok":
             return None
-        _, previous, epoch, meta, state, call = reply
-        return Lease(
-            session_id=session_id,
-            node_id=node_id,
-            epoch=int(epoch),
-            meta=_meta(meta),
-            state=_bytes(state),
-            previous_node=_text(previous),
-            call_id=_text(call) or None,
-        )
+        return _taken(node_id, session_id, reply[1:])
 
     def close(self) -> None:
         # Close every pooled socket now: the client's own close leaves idle ones to the GC.

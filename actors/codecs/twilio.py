@@ -125,7 +125,8 @@ class TwilioCodec:
 
     Inbound: ``connected`` yields nothing (its ``version`` is kept); ``start`` yields
     :class:`Started` and makes ``stream_sid``/``call_sid`` known; ``media`` yields :class:`Audio`;
-    ``dtmf`` :class:`Dtmf`; ``mark`` :class:`Mark`; ``stop`` :class:`Stopped`. A malformed frame
+    ``dtmf`` :class:`Dtmf`; ``mark`` :class:`Mark`; ``stop`` :class:`Stopped` (and writes are
+    held again, until the next ``start``: a call may stream again). A malformed frame
     (not JSON, not an object, a binary frame, a missing or ill-typed field, bad base64) is counted
     in ``malformed``, an unknown event in ``unknown``; both are logged (rate-limited) and yield
     nothing. ``decode`` never raises.
@@ -140,7 +141,8 @@ class TwilioCodec:
 
     Threads: ``decode`` runs on the connection's reader thread, ``encode`` and ``flush`` on the
     actor's thread. The only state that crosses is ``stream_sid``, published by one attribute
-    assignment (after ``call_sid``); the held messages are touched by ``encode``/``flush`` only.
+    assignment (after ``call_sid`` and ``parameters``, which the facade reads for a
+    re-stream's TwiML); the held messages are touched by ``encode``/``flush`` only.
     """
 
     provider = "twilio"
@@ -164,6 +166,7 @@ class TwilioCodec:
         self.session_id = session_id
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
+        self.parameters: Mapping[str, str] = _EMPTY  # the last start's (hidden ones left out)
         self.version: str | None = None
         self.malformed = 0
         self.unknown = 0
@@ -222,6 +225,9 @@ class TwilioCodec:
             if event == "mark":
                 return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
             if event == "stop":
+                # Writes wait for the next start from now on: a call update may stream the
+                # call again (a new streamSid), and media for this one would go nowhere.
+                self.stream_sid = None
                 return (Stopped(),)
             if event == "connected":
                 version = obj.get("version")
@@ -264,6 +270,7 @@ class TwilioCodec:
         if self.hidden_parameters:
             params = {k: v for k, v in params.items() if k not in self.hidden_parameters}
         self.call_sid = call_sid
+        self.parameters = MappingProxyType(dict(params))
         self.stream_sid = stream_sid  # last: this publishes the stream to the encoding thread
         return Started(stream_sid, call_sid, media_format, params, tuple(tracks))
 

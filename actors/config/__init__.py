@@ -86,7 +86,8 @@ The schema (every key optional; an empty file, or a null section, means the defa
       enabled: true                 # start it on first use (accept_session, a Twilio call)
       listen: 127.0.0.1:0           # where it binds; port 0 = any free port
       public_url: null              # https:// URL Twilio calls (and signs), up to the path
-      max_sessions: 16              # inbound calls waiting, being accepted or live (int >= 1)
+      max_sessions: 16              # inbound calls waiting, being accepted or live (int >= 1;
+                                    # a cluster node: >= cluster.capacity)
       queue_timeout_s: 5.0, answer_timeout_s: 5.0   # then refused; together < 14 s
       refusal_twiml: '<Response><Reject reason="busy" /></Response>'
       max_connections: 64, request_timeout_s: 5.0, max_body_bytes: 65536,

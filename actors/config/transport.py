@@ -67,6 +67,25 @@ class TransportConfig:
                 why += f"; did you mean {close[0]!r}?"
             raise ConfigError(why, file=self.source, key_path=f"providers.{name}") from None
 
+    def check_cluster_node(self) -> None:
+        """Refuse (:class:`ConfigError`) a config that cannot run a runtime node of its cluster.
+
+        The cluster places up to ``cluster.capacity`` calls on a node (inbound claims and
+        takeovers), and each reaches ``accept_session`` through the node's inbound queue, which
+        answers busy past ``inbound.max_sessions``: the queue must hold the whole capacity.
+        Not checked for a gateway, which reads the same sections but has no inbound queue.
+        """
+        cluster, inbound = self.cluster, self.inbound
+        if cluster is None or not inbound.enabled or inbound.max_sessions >= cluster.capacity:
+            return
+        why = (
+            f"inbound.max_sessions ({inbound.max_sessions}) must be at least cluster.capacity "
+            f"({cluster.capacity}): the cluster places up to cluster.capacity calls on this "
+            "node, and its inbound queue would answer the rest busy; raise "
+            "inbound.max_sessions or lower cluster.capacity"
+        )
+        raise ConfigError(why, file=self.source, key_path="inbound.max_sessions")
+
     def redacted(self) -> dict[str, Any]:
         """The config as plain nested dicts (the YAML shape) with every secret as ``"***"``."""
         result: dict[str, Any] = _plain(self, "", "", self.templates)

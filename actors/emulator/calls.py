@@ -70,6 +70,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60  # Twilio's Timeout when a create gives none
 AMD_S = 0.1  # how long the emulated machine detection takes
+#: How long ``<Play digits>`` takes per key: a short tone each; ``w`` and ``W`` are
+#: Twilio's half-second and one-second pauses.
+KEY_S = 0.05
+PAUSE_S = {"w": 0.5, "W": 1.0}
 _MAX_DOCUMENTS = 100  # TwiML documents one call may fetch (a <Redirect> loop ends there)
 _DONE_KEPT = 10_000
 
@@ -249,11 +253,11 @@ class CallFlows:
     def _document(self, sid: str, document: str) -> None:
         self.api.mutate(sid, lambda c: c.documents.append(document))
 
-    def _stream_event(self, sid: str, stream: StreamTarget, event: str) -> None:
+    def _stream_event(self, sid: str, stream: StreamTarget, event: str, error: str = "") -> None:
         media = self.media.media(sid)
         call = self.api.mutate(sid, lambda c: None)
         if media is not None and call is not None:
-            self.progress.stream(call, stream, media.stream_sid, event)
+            self.progress.stream(call, stream, media.stream_sid, event, error)
 
     def _ring_s(self, behaviour: Behaviour) -> float:
         return self.config.answer_after_s if behaviour.ring_s is None else behaviour.ring_s
@@ -397,8 +401,13 @@ class CallFlows:
         elif isinstance(action, Play):
             if action.digits is not None:
                 digits = action.digits
-                self._note(sid, lambda c: c.dtmf_played.append(digits))
                 logger.info("emulator: call %s <Play digits=%r>", sid, digits)
+                try:  # the keys take their time to play, unless an update cuts them short
+                    async with asyncio.timeout(sum(PAUSE_S.get(k, KEY_S) for k in digits)):
+                        await flow.wake.wait()
+                    logger.info("emulator: call %s: <Play digits> cut short", sid)
+                except TimeoutError:
+                    self._note(sid, lambda c: c.dtmf_played.append(digits))
             else:
                 logger.info("emulator: call %s <Play> %.80s (not played)", sid, action.url)
         elif isinstance(action, Pause):
@@ -453,6 +462,8 @@ class CallFlows:
             flow.in_stream = False
         if media.started.is_set():
             self._stream_event(sid, stream, "stream-stopped")
+        elif media.errors:  # it could not be dialled: Twilio says so, then goes on
+            self._stream_event(sid, stream, "stream-error", media.errors[-1])
         if flow.leaving:
             flow.leaving = False
             return "left"

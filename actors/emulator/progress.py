@@ -12,7 +12,9 @@
 - **Machine detection** with ``AsyncAmd=true``: ``AsyncAmdStatusCallback`` gets ``CallSid``,
   ``AccountSid``, ``AnsweredBy`` and ``MachineDetectionDuration`` (ms).
 - **Stream events** to ``<Stream statusCallback>``: ``StreamEvent`` ``stream-started`` /
-  ``stream-stopped``, with ``StreamSid``, ``StreamName`` (the name, else the sid), ``Timestamp``.
+  ``stream-stopped``, or ``stream-error`` (the stream could not be dialled; its
+  ``StreamError`` says why), with ``StreamSid``, ``StreamName`` (the name, else the sid),
+  ``Timestamp``.
 
 All go through the :class:`~actors.emulator.callbacks.CallbackSender`, in order per call.
 """
@@ -95,8 +97,11 @@ class Progress:
             method=call.async_amd_callback_method,
         )
 
-    def stream(self, call: EmulatedCall, stream: StreamTarget, stream_sid: str, event: str) -> None:
-        """A ``<Stream>`` started or stopped: tell its ``statusCallback``, if it has one."""
+    def stream(
+        self, call: EmulatedCall, stream: StreamTarget, stream_sid: str, event: str, error: str = ""
+    ) -> None:
+        """A ``<Stream>`` started, stopped or failed (``error``): tell its
+        ``statusCallback``, if it has one."""
         if stream.status_callback is None:
             return
         fields = {
@@ -107,6 +112,8 @@ class Progress:
             "StreamEvent": event,
             "Timestamp": _timestamp(),
         }
+        if event == "stream-error":
+            fields["StreamError"] = error
         self.sender.notify(
             "stream",
             call.sid,

@@ -11,7 +11,7 @@ does in the emulator:
   ``reason="busy"``, ``no-answer`` for ``rejected`` (the default), as Twilio documents;
 - ``<Say>``, ``<Play>`` (:class:`Say`, :class:`Play`): nothing but a log line, except that
   ``<Play digits="ww123">`` is recorded as DTMF played into the call (how a REST update sends
-  digits on Twilio);
+  digits on Twilio), once played: each key takes a moment, ``w``/``W`` half a second / one;
 - ``<Pause length>`` (:class:`Pause`): waits;
 - ``<Redirect>`` (:class:`Redirect`): fetch that URL (signed) and obey it instead;
 - ``<Dial>`` (:class:`Dial`) to a number, ``<Number>``, ``<Sip>`` or ``<Client>``: recorded as a

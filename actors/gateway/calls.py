@@ -10,9 +10,13 @@ Which call a new connection belongs to is :mod:`actors.gateway.pairing`.
 **States.** Each side of a call has its own state, and the whole table of their legal moves is
 :data:`TRANSITIONS` (as in h11's ``_state.py``: one table, one part per role)::
 
-    provider:  NOT_YET --attach--> OPEN --detach--> GONE         (a stream never comes back)
+    provider:  NOT_YET --attach--> OPEN --detach--> GONE --attach--> OPEN ...
     hop:       NOT_YET --attach--> OPEN --detach--> ABSENT --attach--> OPEN ...
     both:      any --end--> CLOSED; CLOSED --detach--> CLOSED    (a connection winding down)
+
+A provider stream that ended is followed by another only with a stream credential the call
+has not used (a **re-stream**: the call's TwiML was updated, e.g. to play DTMF, and streams
+the call again; :mod:`actors.gateway.pairing` checks the credential).
 
 Anything else raises :class:`~actors.errors.IllegalTransition` (a bug in the driver). The
 call's :class:`CallState` (new, awaiting hop, awaiting provider, paired, draining, hop absent,
@@ -20,9 +24,11 @@ ended) follows from the two.
 
 **Deadlines.** A call waits for at most one thing at a time, and :attr:`Call.deadline` says
 until when: a provider stream with no hop yet waits ``pair_timeout_s`` for one; a hop with no
-provider stream ``provider_wait_s`` for one; a call whose hop is gone ``resume_window_s`` for
-it to come back. The driver runs a timer for the current :class:`Deadline` and calls
-:meth:`Call.expire` with it when it fires; a deadline replaced meanwhile is ignored.
+provider stream ``provider_wait_s`` for one (a call re-opened by a hop that expects a
+re-stream: :attr:`Call.restream_wait_s`, what the hop asked for); a call whose hop is gone
+``resume_window_s`` for it to come back. The driver runs a timer for the current
+:class:`Deadline` and calls :meth:`Call.expire` with it when it fires; a deadline replaced
+meanwhile is ignored.
 
 **Buffers and resume.** Frames are numbered per direction from 0. :class:`Ring` keeps the last
 ``buffer_frames`` provider frames, sent or not (a dying hop may not have delivered them); a
@@ -100,7 +106,7 @@ TRANSITIONS: Final[dict[Role, dict[Side, dict[Event, Side]]]] = {
     _P: {
         Side.NOT_YET: {_A: Side.OPEN, _E: Side.CLOSED},
         Side.OPEN: {_D: Side.GONE, _E: Side.CLOSED},
-        Side.GONE: {_E: Side.CLOSED},
+        Side.GONE: {_A: Side.OPEN, _E: Side.CLOSED},  # attach: a re-stream
         Side.CLOSED: {_D: Side.CLOSED},
     },
     _H: {
@@ -183,13 +189,16 @@ class Ring:
 class Hop(Generic[C]):
     """One session-side connection, and where it is in the provider stream."""
 
-    __slots__ = ("connection", "cursor", "fenced", "superseded")
+    __slots__ = ("connection", "cursor", "fenced", "stream_closed", "superseded")
 
     def __init__(self, connection: C, cursor: int) -> None:
         self.connection = connection
         self.cursor = cursor  # the number of the next provider frame to send it
         self.superseded = False  # a newer hop claimed the call: stop reading and writing
         self.fenced = False  # ... and that hop named a newer lease epoch (close it 4409)
+        # The gateway closed it ("call ended") because the provider stream had ended and it
+        # had every frame: its 1000 echoed back is not the session ending the call.
+        self.stream_closed = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +221,11 @@ class Call(Generic[C]):
         "from_session",
         "had_hop",
         "hop",
+        "nonces",
         "outgoing",
         "provider",
+        "reopened",
+        "restream_wait_s",
         "ring",
         "session_id",
         "stream_ended",
@@ -236,6 +248,9 @@ class Call(Generic[C]):
         # provider frame n is our ring's n - base.
         self.base = 0
         self.epoch = 0  # the highest lease epoch a hop of this call has named (fencing)
+        self.nonces: set[str] = set()  # the stream credentials' nonces used (pairing's)
+        self.reopened = False  # an ended call streamed again (pairing's *Re-streams*)
+        self.restream_wait_s: float | None = None  # how long a re-opening hop waits
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -276,9 +291,10 @@ class Call(Generic[C]):
     # -- the provider side ---------------------------------------------------------------------
 
     def pair(self, stream: C, now: float) -> None:
-        """``stream`` is the call's provider stream (a call has one, once)."""
+        """``stream`` is the call's provider stream (the first, or a re-stream after the
+        last one ended: the caller has checked its credential)."""
         self._move(Role.PROVIDER, Event.ATTACH)
-        self.provider = stream
+        self.provider, self.stream_ended = stream, False
         if self.hop is not None:
             self.deadline = None  # the pairing wait is over
         elif self.deadline is None:
@@ -337,7 +353,10 @@ class Call(Generic[C]):
         old, self.hop, self.had_hop = self.hop, hop, True
         self.deadline = None
         if self._sides[Role.PROVIDER] is Side.NOT_YET:
-            self._arm(now, self.timeouts.provider_wait_s, "no provider stream")
+            if self.restream_wait_s is not None:
+                self._arm(now, self.restream_wait_s, "no provider stream again (re-stream)")
+            else:
+                self._arm(now, self.timeouts.provider_wait_s, "no provider stream")
         return old
 
     def hop_lost(self, hop: Hop[C], now: float, *, closed_normally: bool) -> Ending | None:
@@ -348,9 +367,15 @@ class Call(Generic[C]):
             return None
         self._move(Role.HOP, Event.DETACH)
         self.hop = None
-        if closed_normally:
+        if closed_normally and not hop.stream_closed:
             return Ending(NORMAL, "session ended", "ended by the session")
-        provider_gone = self._sides[Role.PROVIDER] is Side.GONE
+        provider = self._sides[Role.PROVIDER]
+        if hop.stream_closed and provider is Side.OPEN:
+            # A re-stream paired while we closed the hop: its session redials (it expects
+            # the re-stream), and resumes where it left off.
+            self.arm_resume(now)
+            return None
+        provider_gone = provider is Side.GONE
         if provider_gone and hop.cursor >= self.ring.received:
             return Ending(NORMAL, "call ended", "call ended")  # it had every frame
         if not self.ended:
@@ -390,7 +415,7 @@ class Call(Generic[C]):
         hop, provider = self._sides[Role.HOP], self._sides[Role.PROVIDER]
         if hop is Side.OPEN and provider is Side.NOT_YET:
             # A session waited for a provider stream that never came.
-            why = f"no provider stream within {deadline.delay:g} s"
+            why = f"{deadline.why} within {deadline.delay:g} s"
             return Ending(POLICY, why, "pair timeout")
         if self.hop is None:
             reason = f"{deadline.why} within {deadline.delay:g} s"

@@ -31,8 +31,22 @@ never seen here and names no epoch is :attr:`ClaimKind.UNKNOWN` (the gateway res
 stream is coming back); one that names an epoch (a cluster's session, whose call may be
 redirected here) creates the call, to wait for its stream like a new one.
 
+**Re-streams.** A call whose TwiML is updated (``send_dtmf``: ``<Play digits>`` then
+``<Connect><Stream>`` again) loses its provider stream, and the call then streams again for
+the same session with a stream credential of its own (a fresh nonce). Every call remembers the
+nonces of the credentials that paired its streams (kept with the ended calls, at most
+:data:`MAX_STREAMS` per call), and :meth:`Calls.pair` pairs a stream only with a nonce the
+call has not used: an old credential replayed is refused, as before. Such a stream re-opens
+the call if it has ended meanwhile after its stream did (its hop was closed with "call
+ended"; never a call the session ended while it streamed, nor one whose hop stayed away),
+and so does a hop that says it expects a re-stream (``X-Restream-Within``: how long to wait
+for it); the
+re-opened call numbers on from where the ended one stopped, both ways, so the session's hop
+resumes exactly. A hop that does not say so is told the call has ended, as before.
+
 **Draining.** While :attr:`Calls.draining`, a provider stream for a call not held here is
-refused: the calls held go on, no new one starts.
+refused: the calls held go on, no new one starts (a re-stream of a call held here moments ago
+is one of those that go on).
 """
 
 from __future__ import annotations
@@ -45,10 +59,25 @@ from typing import Final, Generic
 
 from .calls import C, Call, Hop, Role, Side, Timeouts
 
-__all__ = ["ENDED_KEPT", "Calls", "Claim", "ClaimKind", "HopRequest", "Refusal"]
+__all__ = ["ENDED_KEPT", "MAX_STREAMS", "Calls", "Claim", "ClaimKind", "HopRequest", "Refusal"]
 
 #: How many ended calls are remembered (to refuse a stream replayed after its call ended).
 ENDED_KEPT: Final = 10_000
+#: Provider streams one call may pair in all (each re-stream spends one credential): past
+#: this, a re-stream is refused rather than an old nonce forgotten.
+MAX_STREAMS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """What is remembered of an ended call: why, the nonces it used, where it stopped."""
+
+    why: str
+    nonces: frozenset[str]
+    sent: int  # provider frames, numbered as the session counts them
+    received: int  # session frames received
+    epoch: int
+    restreamable: bool  # its provider stream had ended: the call itself may go on
 
 
 class ClaimKind(enum.Enum):
@@ -88,6 +117,7 @@ class HopRequest:
     resume_from: int = 0
     epoch: int | None = None
     sent: int | None = None
+    restream_s: float | None = None  # X-Restream-Within: the hop expects a re-stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +146,7 @@ class Calls(Generic[C]):
         self._timeouts = Timeouts(pair_timeout_s, provider_wait_s, resume_window_s)
         self._ended_kept = ended_kept
         self._calls: dict[str, Call[C]] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()  # session id -> how it ended
+        self._ended: OrderedDict[str, _Ended] = OrderedDict()  # by session id
         self.draining = False  # refuse provider streams for calls not held here
 
     def __len__(self) -> int:
@@ -130,25 +160,49 @@ class Calls(Generic[C]):
 
     def how_ended(self, session_id: str) -> str | None:
         """Why the call of ``session_id`` ended, if it did (and is still remembered)."""
-        return self._ended.get(session_id)
+        ended = self._ended.get(session_id)
+        return None if ended is None else ended.why
 
     def _new(self, session_id: str) -> Call[C]:
         call = self._calls[session_id] = Call(session_id, self.buffer_frames, self._timeouts)
         return call
 
-    def pair(self, session_id: str, stream: C, now: float) -> Call[C] | Refusal:
-        """A provider stream with a valid token for ``session_id``: its call, now holding
-        ``stream``; or why it is refused (its call ended, or already has its stream)."""
-        if session_id in self._ended:
-            return Refusal("ended", f"session {session_id} has ended")
+    def _reopen(self, session_id: str, ended: _Ended, wait_s: float | None) -> Call[C]:
+        """An ended call streams again (see *Re-streams*): numbered on from where it
+        stopped, with the nonces it used."""
+        del self._ended[session_id]
+        call = self._new(session_id)
+        call.base, call.from_session, call.epoch = ended.sent, ended.received, ended.epoch
+        call.had_hop = call.reopened = True
+        call.nonces = set(ended.nonces)
+        call.restream_wait_s = wait_s
+        return call
+
+    def pair(self, session_id: str, stream: C, now: float, nonce: str = "") -> Call[C] | Refusal:
+        """A provider stream with a valid token (covering ``nonce``) for ``session_id``: its
+        call, now holding ``stream``; or why it is refused (its credential was used already,
+        its call holds a stream now, or a new call while draining). See *Re-streams*."""
+        ended = self._ended.get(session_id)
         call = self._calls.get(session_id)
-        if call is None:
+        if call is not None and call.side(Role.PROVIDER) is Side.OPEN:
+            why = f"session {session_id} already has a provider stream"
+            return Refusal("duplicate_stream", why)
+        used = ended.nonces if ended is not None else call.nonces if call is not None else ()
+        if nonce in used or (ended is not None and not ended.restreamable):
+            if ended is not None:
+                return Refusal("ended", f"session {session_id} has ended")
+            why = f"session {session_id}: that stream credential was used already"
+            return Refusal("duplicate_stream", why)
+        if len(used) >= MAX_STREAMS:
+            why = f"session {session_id}: {MAX_STREAMS} streams already"
+            return Refusal("too_many_streams", why)
+        if ended is not None:
+            call = self._reopen(session_id, ended, None)
+        elif call is None:
             if self.draining:
                 return Refusal("draining", "the gateway is draining: it takes no new call")
             call = self._new(session_id)
-        if call.side(Role.PROVIDER) is not Side.NOT_YET:
-            why = f"session {session_id} already has a provider stream"
-            return Refusal("duplicate_stream", why)
+        call.nonces.add(nonce)
         call.pair(stream, now)
         return call
 
@@ -160,11 +214,14 @@ class Calls(Generic[C]):
         *,
         epoch: int | None = None,
         sent: int | None = None,
+        restream_s: float | None = None,
     ) -> Claim[C]:
         """A session hop's handshake is being accepted: claim its call. ``epoch``: the lease
         epoch the hop named, if any; ``sent``: how many frames it says it has sent, if it
-        does. A hop that resumes (``resume_from`` > 0) a call never seen here, naming no
-        epoch, is :attr:`ClaimKind.UNKNOWN`; one for an ended call :attr:`ClaimKind.ENDED`;
+        does; ``restream_s``: it expects a re-stream, for that long. A hop that resumes
+        (``resume_from`` > 0) a call never seen here, naming no epoch, is
+        :attr:`ClaimKind.UNKNOWN`; one for an ended call :attr:`ClaimKind.ENDED` (unless it
+        expects a re-stream: it re-opens the call, see *Re-streams*);
         one naming an older epoch than an earlier hop :attr:`ClaimKind.STALE` (see the
         module's *Fencing*). Otherwise the current hop (if any) is marked superseded from
         now on, and the new one resumes at ``resume_from`` (or, if it claims more than was
@@ -172,11 +229,15 @@ class Calls(Generic[C]):
         it: see *Failover*)."""
         call = self._calls.get(session_id)
         if call is None:
-            if session_id in self._ended:
+            ended = self._ended.get(session_id)
+            if ended is not None and (restream_s is None or not ended.restreamable):
                 return Claim(ClaimKind.ENDED, session_id, Hop(connection, 0))
-            if resume_from > 0 and epoch is None:  # through a gateway that is gone
+            if ended is not None:
+                call, created = self._reopen(session_id, ended, restream_s), True
+            elif resume_from > 0 and epoch is None:  # through a gateway that is gone
                 return Claim(ClaimKind.UNKNOWN, session_id, Hop(connection, -1), asked=resume_from)
-            call, created = self._new(session_id), True
+            else:
+                call, created = self._new(session_id), True
         else:
             created = False
         named = 0 if epoch is None else epoch
@@ -204,7 +265,10 @@ class Calls(Generic[C]):
             old.superseded = old.fenced = False  # the hop it would have replaced goes on
             return
         if claim.created and call.side(Role.PROVIDER) is Side.NOT_YET:
-            del self._calls[call.session_id]  # nothing of this call ever existed
+            if call.reopened:  # as it was: ended
+                self.end(call, "ended")
+            else:
+                del self._calls[call.session_id]  # nothing of this call ever existed
         elif call.deadline is None:
             call.arm_resume(now)
 
@@ -215,7 +279,14 @@ class Calls(Generic[C]):
             return 0
         dropped = call.end()
         self._calls.pop(call.session_id, None)
-        self._ended[call.session_id] = why
+        self._ended[call.session_id] = _Ended(
+            why,
+            frozenset(call.nonces),
+            call.sent_to_session,
+            call.from_session,
+            call.epoch,
+            restreamable=call.stream_ended,
+        )
         while len(self._ended) > self._ended_kept:
             self._ended.popitem(last=False)
         return dropped

@@ -16,7 +16,9 @@ still waiting when the call ends.
 other end of a session hop (a crash, a reset, a silent peer) starts the resume window; a hop
 that does not come back within ``resume_window_s`` ends the provider stream with 1001. A
 provider stream that ends is relayed to the session to its last frame, then the hop is closed
-with 1000. A session hop that waits :attr:`~actors.config.GatewayConfig.provider_wait_s` for
+with 1000 ``call ended``, unless a re-stream of the call pairs first (then the hop goes on
+with the new stream's frames; see :mod:`actors.gateway.pairing`'s *Re-streams*).
+A session hop that waits :attr:`~actors.config.GatewayConfig.provider_wait_s` for
 its provider (longer than a call may ring) is closed with 1008.
 
 Everything runs on one asyncio event loop, so a call's state needs no lock.
@@ -33,7 +35,7 @@ from typing import Any
 
 from ..codecs import Frame
 from ..config import GatewayConfig
-from ..wire.constants import CloseCode
+from ..wire.constants import STREAM_ENDED, CloseCode
 from ._ws import ConnectionClosed, ServerConnection
 from .admission import GatewayConnection, peer
 from .calls import NORMAL, POLICY, Call, Deadline, Ending, Hop
@@ -85,9 +87,10 @@ class Relay:
         self._timers: dict[_Call, tuple[Deadline, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def pair(self, session_id: str, ws: _Connection) -> _Call | Refusal:
-        """A provider stream with a valid token: its call, now holding it; or a refusal."""
-        call = self.calls.pair(session_id, ws, self._now())
+    def pair(self, session_id: str, ws: _Connection, nonce: str = "") -> _Call | Refusal:
+        """A provider stream with a valid token (for ``nonce``): its call, now holding it;
+        or a refusal."""
+        call = self.calls.pair(session_id, ws, self._now(), nonce)
         if not isinstance(call, Refusal):
             self._sync_timer(call)
             self.stats.pairings += 1
@@ -237,7 +240,8 @@ class Relay:
                     await ws.writable()
                     continue
                 if call.stream_ended:
-                    await ws.close(NORMAL, "call ended")
+                    hop.stream_closed = True
+                    await ws.close(NORMAL, STREAM_ENDED)
                     return
                 ready.clear()
                 await ready.wait()

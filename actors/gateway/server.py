@@ -8,6 +8,8 @@ Two kinds of WebSocket arrive:
   ``session`` and carry its **stream token**; from then on frames are relayed unchanged,
   never parsed. A stream token pairs one provider stream with its session, once (a second
   stream, or the same one replayed after the call ended, is refused), and admits nothing else.
+  A call may stream again, for the same session, with a fresh credential (a re-stream after
+  a call update: :mod:`actors.gateway.pairing`'s *Re-streams*).
 - a **session hop** on ``/sessions/{session_id}``: a connector, authenticated by
   ``Authorization: Bearer <hop token>``. Both tokens are HMACs of the session id under the
   gateway's secret with distinct purpose labels (:mod:`actors.signing`), so the one the TwiML
@@ -64,6 +66,7 @@ from ..startable import Startable
 from ..wire.constants import (
     EPOCH_HEADER,
     RECEIVED_HEADER,
+    RESTREAM_HEADER,
     RESUME_FROM_HEADER,
     SENT_HEADER,
     SESSIONS_PATH,
@@ -252,14 +255,24 @@ class MediaGateway(Startable):
                 )
             self._admission.authenticate(connection)
             numbers: dict[str, int | None] = {}
-            for header in (RESUME_FROM_HEADER, EPOCH_HEADER, SENT_HEADER):
+            for header in (RESUME_FROM_HEADER, EPOCH_HEADER, SENT_HEADER, RESTREAM_HEADER):
                 text = request.headers.get(header)
                 numbers[header] = None if text is None else _count(text)
                 if text is not None and numbers[header] is None:
                     why = f"{header} must be an integer >= 0"
                     return self._reject(connection, 400, "bad_request", why)
+            within_ms = numbers[RESTREAM_HEADER]
+            restream_s = (
+                None
+                if within_ms is None
+                else min(within_ms / 1000, self.config.provider_wait_s)  # bounded by ours
+            )
             connection.hop_request = HopRequest(
-                name, numbers[RESUME_FROM_HEADER] or 0, numbers[EPOCH_HEADER], numbers[SENT_HEADER]
+                name,
+                numbers[RESUME_FROM_HEADER] or 0,
+                numbers[EPOCH_HEADER],
+                numbers[SENT_HEADER],
+                restream_s,
             )
             return None
         return self._reject(connection, 404, "unknown_path", "no such route")
@@ -277,7 +290,12 @@ class MediaGateway(Startable):
         asked = connection.hop_request
         session_id, resume_from = asked.session_id, asked.resume_from
         claim = self._relay.calls.claim(
-            session_id, connection, resume_from, epoch=asked.epoch, sent=asked.sent
+            session_id,
+            connection,
+            resume_from,
+            epoch=asked.epoch,
+            sent=asked.sent,
+            restream_s=asked.restream_s,
         )
         if claim.kind is ClaimKind.UNKNOWN:
             self._admission.count("unknown_call")
@@ -390,7 +408,7 @@ class MediaGateway(Startable):
             # A credential minted for another gateway (replayed here after a redirect).
             await self._refuse(ws, "wrong_gateway", f"session {session_id}: not for this gateway")
             return None
-        call = self._relay.pair(session_id, ws)
+        call = self._relay.pair(session_id, ws, nonce)
         if isinstance(call, Refusal):
             await self._refuse(ws, call.reason, call.why)
             return None

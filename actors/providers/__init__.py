@@ -123,11 +123,12 @@ class ExotelEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class ProgressUrls:
-    """Where the runtime's webhook takes a call's progress: its status callbacks and
-    (``AsyncAmd``) machine detection's verdict."""
+    """Where the runtime's webhook takes a call's progress: its status callbacks,
+    (``AsyncAmd``) machine detection's verdict, and its ``<Stream statusCallback>``."""
 
     status_url: str
     amd_url: str
+    stream_url: str | None = None
 
 
 class Infrastructure(Protocol):

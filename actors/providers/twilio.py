@@ -60,11 +60,15 @@ _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff
 _TRAILING_DIGITS = re.compile(r"(\d+)/?$")
 
 
-def build_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
+def build_stream_twiml(
+    stream_url: str, parameters: Mapping[str, str], *, status_callback: str | None = None
+) -> str:
     """TwiML that connects the call's audio to a bidirectional Media Stream at ``stream_url``.
 
     ``parameters`` become ``<Parameter name=".." value=".."/>`` children, which Twilio hands
-    back in the stream's ``start`` message. The document is built with ElementTree, so quotes,
+    back in the stream's ``start`` message. ``status_callback``: the ``<Stream
+    statusCallback>`` (``POST``) Twilio tells of the stream's ``stream-started``,
+    ``stream-stopped`` and ``stream-error``. The document is built with ElementTree, so quotes,
     ``<``, ``&``, ``]]>``, newlines and any Unicode come through as the same values; characters
     that XML 1.0 cannot carry at all (most C0 controls) raise :class:`ValueError`.
     """
@@ -72,6 +76,10 @@ def build_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     response = ET.Element("Response")
     connect = ET.SubElement(response, "Connect")
     stream = ET.SubElement(connect, "Stream", url=stream_url)
+    if status_callback is not None:
+        _check_xml_text("status_callback", status_callback)
+        stream.set("statusCallback", status_callback)
+        stream.set("statusCallbackMethod", "POST")
     for name, value in parameters.items():
         _check_xml_text("parameter name", name)
         _check_xml_text(f"parameter {name!r}", value)
@@ -390,13 +398,16 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         parameters = {**dict(request.parameters or {}), **ours}
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
         redirect = self._infrastructure.reattach_url(session_id)
+        progress = self._infrastructure.progress_urls(self.config)
+        told = progress.stream_url if progress is not None else None
         if redirect is None:
-            twiml = build_stream_twiml(stream_url, parameters)
+            twiml = build_stream_twiml(stream_url, parameters, status_callback=told)
         else:  # a cluster's: back to a webhook if the gateway dies, to another gateway
             from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
 
-            twiml = connect_twiml(stream_url, parameters, redirect_url=redirect)
-        progress = self._infrastructure.progress_urls(self.config)
+            twiml = connect_twiml(
+                stream_url, parameters, redirect_url=redirect, status_callback=told
+            )
         extra = _amd_form(request.machine_detection, progress)
         status_callback = self.config.status_callback
         events: tuple[str, ...] = self.config.status_callback_events
@@ -434,8 +445,29 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         token = stream_token(gateway.secret, session_id)
         params = {**dict(parameters), "session": session_id, "token": token}
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
-        twiml = connect_twiml(stream_url, params, redirect_url=redirect_url)
+        twiml = connect_twiml(
+            stream_url, params, redirect_url=redirect_url, status_callback=self._stream_status()
+        )
         return self._plan(session_id, gateway, call_sid), twiml
+
+    def restream_twiml(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """``<Response><Connect><Stream>`` that streams a live call again to the gateway for
+        ``session_id`` (after a call update: ``send_dtmf``), with a stream credential of its
+        own (a fresh nonce: the gateway pairs each once) and the application's
+        ``parameters`` again."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        token = stream_token(gateway.secret, session_id, nonce)
+        ours = {"session": session_id, "token": token, "nonce": nonce}
+        stream_url = gateway.public_url.rstrip("/") + "/twilio"
+        return build_stream_twiml(
+            stream_url, {**dict(parameters), **ours}, status_callback=self._stream_status()
+        )
+
+    def _stream_status(self) -> str | None:
+        """The runtime webhook's ``<Stream statusCallback>``, when it takes progress."""
+        progress = self._infrastructure.progress_urls(self.config)
+        return None if progress is None else progress.stream_url
 
     def update_call(
         self, call_sid: str, *, twiml: str | None = None, url: str | None = None

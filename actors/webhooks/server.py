@@ -8,6 +8,10 @@ configured refusal (by default ``<Reject reason="busy"/>``). A request that is o
 ``<Redirect>`` after a stream ended (``?reattach=<session>``) goes to ``on_reattach`` instead,
 which may answer TwiML to stream the call again; without one, the call is hung up.
 
+``POST /twilio/stream``: a ``<Stream statusCallback>`` (``stream-started``,
+``stream-stopped``, ``stream-error``), checked like the others and handed to ``on_stream``;
+answered ``200`` whether or not the call is known.
+
 ``POST /twilio/status``: a status callback. A final status (``completed``, ``busy``,
 ``no-answer``, ``failed``, ``canceled``) tells the queue the call is over; every event goes to
 ``on_status``, which says whether it knows the call. A callback for a call that neither knows
@@ -50,8 +54,10 @@ from .twilio import (
     InboundCall,
     Refusal,
     StatusEvent,
+    StreamEvent,
     decide_amd,
     decide_status,
+    decide_stream,
     decide_voice,
     hangup_twiml,
     precheck,
@@ -62,6 +68,7 @@ __all__ = [
     "AMD_PATH",
     "FINAL_STATUSES",
     "STATUS_PATH",
+    "STREAM_PATH",
     "VOICE_PATH",
     "WebhookConfig",
     "WebhookServer",
@@ -72,6 +79,7 @@ logger = logging.getLogger(__name__)
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
 AMD_PATH = "/twilio/amd"  # AsyncAmdStatusCallback: machine detection's verdict, later
+STREAM_PATH = "/twilio/stream"  # <Stream statusCallback>: the stream's own events
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 _EMPTY_TWIML = "<Response />"
 _OVERLOADED = (
@@ -255,6 +263,7 @@ class WebhookServer(Startable):
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
         on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
+        on_stream: Callable[[StreamEvent], bool] | None = None,
     ) -> None:
         self.config = config
         # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
@@ -266,6 +275,7 @@ class WebhookServer(Startable):
         self._providers = dict(providers or {})  # AccountSid -> provider name (else provider)
         self._on_status = on_status
         self._on_amd = on_amd
+        self._on_stream = on_stream
         self._on_reattach = on_reattach
         self.routes = ProviderRoutes(config.keys)
         self._httpd: _Server | None = None
@@ -329,7 +339,7 @@ class WebhookServer(Startable):
         headers = dict(request.headers.items())
         if route in ROUTE_PATHS:
             return self.routes.handle(self, request, route, arrived)
-        if route not in (VOICE_PATH, STATUS_PATH, AMD_PATH):
+        if route not in (VOICE_PATH, STATUS_PATH, AMD_PATH, STREAM_PATH):
             return self._refuse(request, Refusal(404, "not_found", f"path {route[:60]!r}"))
         early = precheck(request.command, headers, max_body=self.config.max_body)
         if early is not None:
@@ -346,6 +356,11 @@ class WebhookServer(Startable):
             if isinstance(call, Refusal):
                 return self._refuse(request, call)
             return self._voice(request, call, arrived)
+        if route == STREAM_PATH:
+            told = decide_stream(url, headers, body, self.config.accounts)
+            if isinstance(told, Refusal):
+                return self._refuse(request, told)
+            return self._stream(request, told)
         if route == AMD_PATH:
             verdict = decide_amd(url, headers, body, self.config.accounts)
             if isinstance(verdict, Refusal):
@@ -367,6 +382,19 @@ class WebhookServer(Startable):
         if not known:
             self.counters.add("status_unknown")
             logger.debug("machine detection callback for unknown call %s", event.call_id)
+        request.reply(200, _EMPTY_TWIML, xml=True)
+
+    def _stream(self, request: _Handler, event: StreamEvent) -> None:
+        self.counters.add("stream")
+        known = False
+        if self._on_stream is not None:
+            try:
+                known = self._on_stream(event)
+            except Exception:
+                logger.exception("call %s: the stream status hook failed", event.call_id)
+        if not known:
+            self.counters.add("stream_unknown")
+            logger.debug("stream callback %s for unknown call %s", event.event, event.call_id)
         request.reply(200, _EMPTY_TWIML, xml=True)
 
     def _voice(self, request: _Handler, call: InboundCall, arrived: float) -> None:

@@ -54,10 +54,12 @@ __all__ = [
     "InboundCall",
     "Refusal",
     "StatusEvent",
+    "StreamEvent",
     "body_sha256",
     "connect_twiml",
     "decide_amd",
     "decide_status",
+    "decide_stream",
     "decide_voice",
     "hangup_twiml",
     "precheck",
@@ -79,6 +81,9 @@ REATTACH_PARAM = "reattach"
 VOICE_FIELDS = ("CallSid", "AccountSid", "From", "To", "CallStatus", "Direction")
 STATUS_FIELDS = ("CallSid", "AccountSid", "CallStatus")
 AMD_FIELDS = ("CallSid", "AccountSid", "AnsweredBy")
+STREAM_FIELDS = ("CallSid", "AccountSid", "StreamSid", "StreamEvent")
+#: What a ``<Stream statusCallback>`` says (Twilio's ``StreamEvent``).
+STREAM_EVENTS = frozenset({"stream-started", "stream-stopped", "stream-error"})
 REJECT_REASONS = frozenset({"busy", "rejected"})  # what <Reject reason=...> accepts
 
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -135,6 +140,20 @@ class StatusEvent:
     sequence: int | None
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A verified ``<Stream statusCallback>``: ``event`` is Twilio's ``StreamEvent``
+    (``stream-started``, ``stream-stopped``, ``stream-error``), ``stream_sid`` its
+    ``StreamSid``, ``error`` its ``StreamError`` (a stream-error's description, else "")."""
+
+    call_id: str
+    account_sid: str
+    stream_sid: str
+    event: str
+    error: str = ""
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # -- the signature ---------------------------------------------------------------------------
@@ -366,13 +385,38 @@ def decide_amd(
     )
 
 
+def decide_stream(
+    url: str, headers: Mapping[str, str], body: bytes, accounts: Mapping[str, str]
+) -> StreamEvent | Refusal:
+    """A ``<Stream statusCallback>`` request: the stream's event, or why it is refused (as
+    :func:`decide_voice`: our account, Twilio's signature, then the fields)."""
+    fields = _verified(url, headers, body, accounts, STREAM_FIELDS)
+    if isinstance(fields, Refusal):
+        return fields
+    if fields["StreamEvent"] not in STREAM_EVENTS:
+        return Refusal(400, "bad_request", f"StreamEvent {fields['StreamEvent'][:24]!r}")
+    return StreamEvent(
+        call_id=fields["CallSid"],
+        account_sid=fields["AccountSid"],
+        stream_sid=fields["StreamSid"],
+        event=fields["StreamEvent"],
+        error=fields.get("StreamError", ""),
+        fields=MappingProxyType(fields),
+    )
+
+
 # -- TwiML -----------------------------------------------------------------------------------
 
 
 def connect_twiml(
-    stream_url: str, parameters: Mapping[str, str], *, redirect_url: str | None = None
+    stream_url: str,
+    parameters: Mapping[str, str],
+    *,
+    redirect_url: str | None = None,
+    status_callback: str | None = None,
 ) -> str:
-    """``<Response><Connect><Stream url><Parameter/>...</Stream></Connect>[<Redirect>]``.
+    """``<Response><Connect><Stream url><Parameter/>...</Stream></Connect>[<Redirect>]``
+    (``status_callback``: the stream's ``statusCallback``, see ``build_stream_twiml``).
 
     With no ``action`` on ``<Connect>``, Twilio goes on to the next verb when the stream ends
     (https://www.twilio.com/docs/voice/twiml/connect) and hangs up when there is none. A
@@ -382,7 +426,9 @@ def connect_twiml(
     cluster issue) instead of the call ending. When the caller hangs up, or we end the call
     over REST, no TwiML runs after the stream, so the marker never fires for those.
     """
-    response = parse_xml(build_stream_twiml(stream_url, parameters))
+    response = parse_xml(
+        build_stream_twiml(stream_url, parameters, status_callback=status_callback)
+    )
     if redirect_url is not None:
         _check_xml_text("redirect_url", redirect_url)
         redirect = ET.SubElement(response, "Redirect", method="POST")

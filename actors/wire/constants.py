@@ -16,9 +16,11 @@ __all__ = [
     "CALL_SID",
     "EPOCH_HEADER",
     "RECEIVED_HEADER",
+    "RESTREAM_HEADER",
     "RESUME_FROM_HEADER",
     "SENT_HEADER",
     "SESSIONS_PATH",
+    "STREAM_ENDED",
     "CloseCode",
     "is_sendable",
 ]
@@ -85,6 +87,14 @@ RECEIVED_HEADER = "X-Gateway-Received"
 #: another died, neither asks for them again nor numbers later ones from 0).
 EPOCH_HEADER = "X-Session-Epoch"
 SENT_HEADER = "X-Session-Sent"
+#: Optional on a session hop's handshake: the session expects its call to stream again
+#: within this many milliseconds (a call update, e.g. DTMF, ended the stream). The gateway
+#: then re-opens the call if it has ended, and waits that long for the new provider stream.
+RESTREAM_HEADER = "X-Restream-Within"
+
+#: The reason of the gateway's 1000 that closes a session hop once the provider stream ended
+#: and the hop had all of it (a session expecting a re-stream redials on it).
+STREAM_ENDED = "call ended"
 
 #: Sessions dial the gateway at ``{gateway url}{SESSIONS_PATH}/{session id}``.
 SESSIONS_PATH = "/sessions"

@@ -43,6 +43,12 @@ FAST = {
 NODE_SCRIPT = ROOT / "scripts" / "cluster_node.py"
 
 
+def _on_host(netns: str | None) -> list[str]:
+    """The argv prefix that runs a command in a network namespace (another host's), if any:
+    ``ip netns exec`` execs the command, so its pid is the command's own."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
 @dataclass
 class Frame:
     seq: int
@@ -63,9 +69,10 @@ class NodeLog:
 class NodeProcess(_Child):
     """``scripts/cluster_node.py -c FILE``, its stdout parsed on a thread of its own."""
 
-    def __init__(self, path: Path, node_id: str) -> None:
+    def __init__(self, path: Path, node_id: str, *, netns: str | None = None) -> None:
         self.node_id = node_id
-        super().__init__([sys.executable, str(NODE_SCRIPT), "-c", str(path)], stdin=True)
+        argv = [*_on_host(netns), sys.executable, str(NODE_SCRIPT), "-c", str(path)]
+        super().__init__(argv, stdin=True)
         self.log = NodeLog()
         self.changed = threading.Condition()
         self._reader: threading.Thread | None = None
@@ -164,6 +171,7 @@ class Balancer:
         self.nodes = nodes
         self._next = 0
         self._lock = threading.Lock()
+        self.voice_requests: list[tuple[str, dict[str, str], bytes]] = []  # for replay
         balancer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -190,6 +198,9 @@ class Balancer:
         keep = {
             k: v for k, v in headers.items() if k.lower() in ("content-type", "x-twilio-signature")
         }
+        if path == "/twilio/voice":
+            with self._lock:
+                self.voice_requests.append((path, keep, body))
         for _ in range(2 * max(1, len(self.nodes))):
             with self._lock:
                 alive = [n for n in self.nodes if n.running and n.listen_url]
@@ -207,6 +218,17 @@ class Balancer:
                 continue  # that node is down: the next
         return 503, b""
 
+    def replay_voice(self, call_sid: str, node: NodeProcess) -> tuple[int, bytes]:
+        """Deliver the call's voice webhook again, as sent (signed), to ``node``: Twilio
+        retrying it."""
+        with self._lock:
+            path, headers, body = next(
+                r for r in self.voice_requests if f"CallSid={call_sid}".encode() in r[2]
+            )
+        request = urllib.request.Request(node.listen_url + path, body, headers, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -216,10 +238,24 @@ class Balancer:
 class GatewayProcess(_Child):
     """``transport-actors gateway -c FILE`` with a cluster section."""
 
-    def __init__(self, path: Path, member_id: str) -> None:
+    def __init__(self, path: Path, member_id: str, *, netns: str | None = None) -> None:
         self.member_id = member_id
-        argv = [sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
+        argv = [*_on_host(netns), sys.executable, "-m", "actors.cli", "gateway", "-c", str(path)]
         super().__init__([*argv, "--drain-timeout", "0"], stdin=False)
+
+    def _said(self, prefix: str, suffix: str) -> str:
+        line = next(line for line in self.output if line.startswith(prefix))
+        return line.removeprefix(prefix).strip().removesuffix(suffix)
+
+    @property
+    def session_url(self) -> str:
+        """Where sessions dial it (``gateway.url``), as it printed."""
+        return self._said("media gateway: sessions dial", "/sessions/<id>")
+
+    @property
+    def public_url(self) -> str:
+        """Where providers dial it (``gateway.public_url``), as it printed."""
+        return self._said("media gateway: providers dial", "/twilio")
 
 
 def _cluster_yaml(redis: RedisServer, prefix: str, member_id: str, **extra: object) -> str:
@@ -277,14 +313,19 @@ class Cluster:
         cluster = _cluster_yaml(
             self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
         )
+        # The configured gateway is used only without the registry (Redis down, `local`): a
+        # dead port otherwise, so that a node that used it by mistake would show it.
+        url = public = "ws://127.0.0.1:9"
+        if on_redis_down == "local" and self.gateways:
+            url, public = self.gateways[0].session_url, self.gateways[0].public_url
         path.write_text(
-            'gateway: {embedded: false, url: "ws://127.0.0.1:9", '
+            f'gateway: {{embedded: false, url: "{url}", public_url: "{public}", '
             f'secret: "{SECRET}"}}\n'
             "providers:\n"
             f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
             f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
             f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
-            "max_sessions: 32, queue_timeout_s: 3, "
+            f"max_sessions: {max(32, capacity)}, queue_timeout_s: 3, "
             "answer_timeout_s: 3}\n"
             f"cluster: {{{cluster}}}\n"
         )

@@ -1,4 +1,5 @@
-"""A real ``redis-server`` of the test's own, on a free loopback port: never the machine's 6379.
+"""A real ``redis-server`` of the test's own, on a free loopback port (or another host's
+address, in a network namespace: ``host``, ``netns``): never the machine's 6379.
 
 :class:`RedisServer` starts ``redis-server --port N --save '' --appendonly no --bind
 127.0.0.1`` (nothing persisted: a restart comes back empty, as a Redis without persistence
@@ -28,10 +29,10 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """Whether a Redis answers PING on 127.0.0.1:port within ``timeout`` (RESP by hand)."""
+def ping(port: int, timeout: float = 0.5, host: str = "127.0.0.1") -> bool:
+    """Whether a Redis answers PING on host:port within ``timeout`` (RESP by hand)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
@@ -41,11 +42,15 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """One ``redis-server`` child process (see the module docstring)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, host: str = "127.0.0.1", netns: str | None = None
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not installed (.ci/run installs it)")
         self._binary = binary
+        self.host = host
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []  # another host's
         self.port = port if port is not None else free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +58,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -62,11 +67,12 @@ class RedisServer:
     def start(self) -> RedisServer:
         assert self._proc is None, "already running"
         argv = [
+            *self._prefix,
             self._binary,
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
             "--save",
             "",
             "--appendonly",
@@ -75,13 +81,17 @@ class RedisServer:
             self._dir.name,
             "--loglevel",
             "warning",
+            # Bound to another host's address (a namespace of the test's), Redis would refuse
+            # every client without a password.
+            "--protected-mode",
+            "no" if self._prefix else "yes",
         ]
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         pause = threading.Event()
-        while not ping(self.port):
+        while not ping(self.port, host=self.host):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")

@@ -227,6 +227,67 @@ def test_orphan_is_not_taken_by_a_full_or_draining_node(directory: RedisDirector
     assert taken is not None and taken.node_id == "free"
 
 
+def _orphans_of_dead(directory: RedisDirectory, count: int) -> list[str]:
+    sids = [f"s-dead-{i}" for i in range(count)]
+    for sid in sids:
+        assert directory.acquire(Lease(sid, "dead", meta={"call_id": sid}))
+    assert eventually(lambda: len(directory.orphans(100)) == count, 3)
+    return sids
+
+
+def test_orphans_are_split_over_the_survivors_by_free_capacity(
+    directory: RedisDirectory,
+) -> None:
+    sids = _orphans_of_dead(directory, 8)
+    # Registered after the wait (it outlived the TTL); "dead" too, as if its TTL had not run
+    # out yet: owning orphans, it is no candidate. Draining "d" is none either.
+    for member in (node("a", 10), node("b", 10), node("dead", 10), node("d", 10, draining=True)):
+        directory.heartbeat(member)
+    for i in range(4):
+        assert directory.acquire(Lease(f"s-b-{i}", "b"))
+    # a catches up with b (4), then they alternate: a's share is 6 of the 8, b's is 2.
+    first = directory.take_orphans("a", 100)
+    assert len(first) == 6 and {lease.node_id for lease in first} == {"a"}
+    assert all(lease.previous_node == "dead" and lease.epoch == 2 for lease in first)
+    assert directory.take_orphans("a", 100) == []  # the rest is b's share
+    second = directory.take_orphans("b", 100)
+    assert len(second) == 2
+    assert sorted(lease.session_id for lease in first + second) == sorted(sids)  # each once
+    assert directory.take_orphans("a", 100) == directory.orphans(100) == []
+    assert directory.take_orphans("d", 100) == []  # draining: never
+    loads = {m.id: m.load for m in directory.members("node")}
+    assert (loads["a"], loads["b"], loads["dead"]) == (6, 6, 0)
+
+
+def test_a_share_its_candidate_leaves_is_taken_by_whoever_scans_after_the_grace(
+    directory: RedisDirectory, cluster_config: ConfigFactory
+) -> None:
+    grace = 2 * cluster_config().heartbeat_s
+    sids = _orphans_of_dead(directory, 4)
+    directory.heartbeat(node("a", 10))
+    directory.heartbeat(node("silent", 10))  # registered, but it never scans
+    beat = time.monotonic()
+    assert len(directory.take_orphans("a", 100)) == 2
+    assert directory.take_orphans("a", 1) == []
+    rest: list[Lease] = []
+    assert eventually(lambda: len(rest.extend(directory.take_orphans("a", 100)) or rest) >= 2, 3)
+    assert len(rest) == 2 and {lease.session_id for lease in rest} <= set(sids)
+    waited = time.monotonic() - beat
+    assert "silent" in {m.id for m in directory.members("node")}  # a candidate all along
+    assert waited < grace + 0.25, waited  # and not long after the grace
+
+
+def test_a_limited_take_never_exceeds_its_limit_nor_the_capacity(
+    directory: RedisDirectory,
+) -> None:
+    _orphans_of_dead(directory, 5)
+    directory.heartbeat(node("small", 2))
+    assert len(directory.take_orphans("small", 1)) == 1
+    assert len(directory.take_orphans("small", 100)) == 1  # full now: capacity 2
+    assert directory.take_orphans("small", 100) == []
+    assert directory.take_orphans("unregistered", 100) == []
+
+
 def test_a_dead_redis_fails_fast_with_cluster_unavailable(
     redis_server: RedisServer, cluster_config: ConfigFactory
 ) -> None:

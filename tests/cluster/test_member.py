@@ -323,3 +323,61 @@ def test_on_redis_down_local_runs_calls_on_this_node(
                 assert lease is not None and lease.node_id == "n1"
         finally:
             observer.close()
+
+
+def test_on_redis_down_local_a_repeated_webhook_is_the_same_call(
+    cluster_config: ConfigFactory, redis_server: RedisServer
+) -> None:
+    recorder = Recorder()
+    config = cluster_config(node_id="n1", capacity=3, on_redis_down="local")
+    with ClusterMember(config, on_offer=recorder.lease) as member:
+        redis_server.kill()
+        first = member.claim_inbound("CA1", {"i": "1"})
+        again = member.claim_inbound("CA1", {"i": "1"})  # Twilio delivered it twice
+        assert first is not None and not first.duplicate
+        assert again is not None and again.duplicate
+        assert (again.session_id, again.node_id) == (first.session_id, "n1")
+        assert member.sessions() == [first.session_id]  # no second lease for one call
+        assert recorder.ids() == [first.session_id]  # offered once
+        redis_server.start()
+        observer = RedisDirectory(config)
+        try:
+            assert member.flush(5)
+            assert observer.members("node")[0].load == 1  # what Redis counts once back
+        finally:
+            observer.close()
+
+
+def test_a_dead_node_s_sessions_even_out_the_survivors_loads(
+    cluster_config: ConfigFactory, redis_server: RedisServer, directory: RedisDirectory
+) -> None:
+    count, before = 30, {"n0": 0, "n1": 5, "n2": 10}
+    config = cluster_config()
+    argv = [sys.executable, "-c", _NODE_PROCESS, redis_server.url, config.key_prefix]
+    child = _Child([*argv, "doomed", str(count)], stdin=True)
+    recorders = {name: Recorder() for name in before}
+    made = [
+        ClusterMember(cluster_config(node_id=name, capacity=20), on_orphan=recorders[name].lease)
+        for name in before
+    ]
+    with members(*made):
+        for member in made:
+            for i in range(before[member.node_id]):
+                member.register_session(f"{member.node_id}-own-{i}", {})
+            assert member.flush(5)
+        child.start()
+        try:
+            child.kill()
+            taken = lambda: sum(len(r.ids()) for r in recorders.values())  # noqa: E731
+            assert eventually(lambda: taken() == count, 10), {
+                n: r.ids() for n, r in recorders.items()
+            }
+        finally:
+            child.stop()
+        ids = [sid for r in recorders.values() for sid in r.ids()]
+        assert sorted(ids) == sorted(f"doomed-s{i}" for i in range(count))  # each once
+        loads = {m.node_id: len(m.sessions()) for m in made}
+        shares = {name: len(r.ids()) for name, r in recorders.items()}
+        print(f"takeovers {shares}: loads {before} -> {loads}")
+        # 45 sessions over three nodes of capacity 20: 15 each, give or take the odd one.
+        assert max(loads.values()) - min(loads.values()) <= 1, (shares, loads)

@@ -99,3 +99,29 @@ def test_the_runtime_never_imports_redis_without_a_cluster() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_node_s_inbound_queue_must_hold_its_cluster_capacity() -> None:
+    config = parse_config(
+        {"cluster": {"capacity": 40}, "inbound": {"max_sessions": 16}}, source="node.yaml"
+    )  # a gateway reads the same file: parsing it is fine
+    with pytest.raises(ConfigError) as info:
+        config.check_cluster_node()
+    assert info.value.key_path == "inbound.max_sessions" and info.value.file == "node.yaml"
+    assert "inbound.max_sessions (16)" in info.value.why
+    assert "cluster.capacity (40)" in info.value.why
+    for fine in (
+        {"cluster": {"capacity": 16}, "inbound": {"max_sessions": 16}},
+        {"cluster": {"capacity": 40}, "inbound": {"enabled": False}},
+        {"inbound": {"max_sessions": 1}},
+    ):
+        parse_config(fine).check_cluster_node()
+
+
+def test_a_node_whose_queue_is_smaller_than_its_capacity_does_not_start() -> None:
+    from actors import TransportService  # noqa: PLC0415
+
+    # The defaults disagree (capacity 100, max_sessions 16): refused before Redis is reached.
+    config = parse_config({"cluster": {"redis_url": "redis://127.0.0.1:9/0"}})
+    with pytest.raises(ConfigError, match=r"max_sessions \(16\).*cluster.capacity \(100\)"):
+        TransportService(config)

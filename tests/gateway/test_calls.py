@@ -381,3 +381,97 @@ def test_an_undone_claim_on_a_call_with_a_stream_opens_the_resume_window() -> No
 def test_hops_are_plain_records() -> None:
     hop = Hop("h", 3)
     assert (hop.connection, hop.cursor, hop.superseded) == ("h", 3, False)
+
+
+# -- re-streams (a call update streams the call again: DTMF) ---------------------------------
+
+
+def _stream_ended_call(registry: Calls[str], frames: int = 3) -> Call[str]:
+    """A call (stream nonce "n1") whose stream ended after ``frames`` frames, all of them
+    sent to its hop, which the gateway then closed: ended "call ended"."""
+    claim = registry.claim("s1", "h", 0)
+    assert claim.call is not None
+    call = claim.call
+    call.attach(claim.hop, 0.0)
+    assert registry.pair("s1", "p", 0.0, "n1") is call
+    hop = claim.hop
+    for n in range(frames):
+        assert call.provider_frame(f"f{n}") is hop
+        hop.cursor += 1
+    call.session_frame()
+    call.provider_ended(1.0)
+    hop.stream_closed = True  # the relay closed it "call ended"; its 1000 came back
+    ending = call.hop_lost(hop, 1.0, closed_normally=True)
+    assert ending is not None and ending.why == "call ended"
+    registry.end(call, ending.why)
+    return call
+
+
+def test_a_fresh_credential_reopens_a_call_whose_stream_ended_numbered_on() -> None:
+    registry = calls()
+    _stream_ended_call(registry)
+    replayed = registry.pair("s1", "p", 2.0, "n1")  # the old credential: refused
+    assert isinstance(replayed, Refusal) and replayed.reason == "ended"
+    call = registry.pair("s1", "p2", 2.0, "n2")
+    assert isinstance(call, Call) and call.state is CallState.AWAITING_HOP
+    claim = registry.claim("s1", "h2", 3)  # the session's redial: it had 3 frames
+    assert claim.kind is ClaimKind.ATTACH and claim.call is call and claim.resumed
+    assert (claim.hop.cursor, claim.received) == (0, 1)  # exact, both ways
+    call.attach(claim.hop, 3.0)
+    assert call.provider_frame("g0") is claim.hop and call.sent_to_session == 4
+    again = registry.pair("s1", "p3", 4.0, "n1")  # an old credential, while it lives
+    assert isinstance(again, Refusal) and again.reason == "duplicate_stream"
+    registry.end(call, "ended by the session")
+    for nonce in ("n1", "n2", "n3"):  # a call the session ended never streams again
+        after = registry.pair("s1", "p4", 5.0, nonce)
+        assert isinstance(after, Refusal) and after.reason == "ended"
+
+
+def test_a_hop_that_expects_a_restream_reopens_the_call_and_waits_what_it_asked() -> None:
+    registry = calls()
+    _stream_ended_call(registry)
+    assert registry.claim("s1", "h2", 3).kind is ClaimKind.ENDED  # not asked: ended
+    claim = registry.claim("s1", "h2", 3, sent=1, restream_s=2.5)
+    assert claim.kind is ClaimKind.ATTACH and claim.call is not None and claim.received == 1
+    call = claim.call
+    call.attach(claim.hop, 3.0)
+    assert call.deadline is not None and call.deadline.delay == 2.5
+    assert isinstance(registry.pair("s1", "p", 4.0, "n1"), Refusal)  # replay: still refused
+    ending = call.expire(call.deadline)
+    assert ending is not None and ending.code == POLICY
+    assert ending.reason == "no provider stream again (re-stream) within 2.5 s"
+
+
+def test_a_call_ended_while_it_streamed_is_never_reopened() -> None:
+    registry = calls()
+    call = registry.claim("s1", "h", 0).call
+    assert call is not None
+    assert registry.pair("s1", "p", 0.0, "n1") is call
+    registry.end(call, "ended by the session")
+    refused = registry.pair("s1", "p2", 1.0, "n2")
+    assert isinstance(refused, Refusal) and refused.reason == "ended"
+    assert registry.claim("s1", "h2", 0, restream_s=5.0).kind is ClaimKind.ENDED
+
+
+def test_a_restream_that_pairs_while_the_hop_drains_keeps_the_hop() -> None:
+    registry = calls()
+    call = paired(registry)
+    hop = call.hop
+    assert hop is not None
+    call.provider_ended(1.0)
+    assert call.state is CallState.DRAINING
+    assert registry.pair("s1", "p2", 1.5, "n2") is call  # fresh credential: the same call
+    assert call.state is CallState.PAIRED and not call.stream_ended
+    # Had the relay closed the hop meanwhile, its echoed 1000 would not end the call:
+    hop.stream_closed = True
+    assert call.hop_lost(hop, 2.0, closed_normally=True) is None
+    assert call.deadline is not None and call.deadline.why == "session did not return"
+
+
+def test_an_undone_reopening_claim_leaves_the_call_ended() -> None:
+    registry = calls()
+    _stream_ended_call(registry)
+    claim = registry.claim("s1", "h2", 3, restream_s=2.0)
+    registry.undo(claim, 3.0)
+    assert len(registry) == 0 and registry.how_ended("s1") is not None
+    assert isinstance(registry.pair("s1", "p", 4.0, "n1"), Refusal)

@@ -4,11 +4,14 @@ webhook, gateway and embedded Twilio emulator (the caller, and the callee of out
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import statistics
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,14 +25,23 @@ from actors import (
     Close,
     MachineDetected,
     SessionClosed,
+    SessionState,
     Started,
+    Stopped,
+    StreamError,
     TransportService,
     default_config,
 )
-from actors.config import EmulatorConfig, InboundConfig, TwilioProviderConfig
+from actors.calls import restream_window_s
+from actors.config import EmulatorConfig, GatewayConfig, InboundConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
-from actors.signing import twilio_signature
+from actors.gateway.server import MediaGateway
+from actors.providers.twilio import TwilioRestClient
+from actors.signing import stream_nonce, stream_token, twilio_signature
+from tests.conftest import eventually
+from tests.gateway.test_security import closed_with, provider
 from tests.hooks import Recorder
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -381,16 +393,258 @@ def test_redirect_runs_the_given_twiml_and_ends_the_session_redirected(
     service.end_session(sid)
 
 
-def test_send_dtmf_plays_the_digits_into_the_call(service: TransportService) -> None:
+def _echoed(service: TransportService, sid: str, frames: list[bytes]) -> list[Any]:
+    """Write ``frames`` and read until the emulator's echo of the last has come back."""
+    for frame in frames:
+        service.write_websocket_message(sid, Binary(frame))
+    seen: list[Any] = []
+    echoed = b""
+    while frames[-1] not in echoed:  # the emulator echoes what it hears, in order
+        message = service.read_websocket_message(sid, timeout=5)
+        assert message is not None and not isinstance(message, Close), seen[-5:]
+        seen.append(message)
+        if isinstance(message, Binary):
+            echoed += message.data
+    assert b"".join(frames) in echoed
+    return seen
+
+
+def test_send_dtmf_plays_the_digits_and_the_session_streams_on(
+    service: TransportService,
+) -> None:
     sid, call_sid = _live_call(service)
+    emulator = emulator_of(service)
+    first = emulator.call_media(call_sid)
+    assert first is not None
+    _echoed(service, sid, [b"\x01" * 160])
     with pytest.raises(ValueError):
         service.send_dtmf(sid, "12x")
+    began = time.monotonic()
     service.send_dtmf(sid, "12w#")
-    assert events(read_until(service, sid, Close))[-1] == Close(1000, "dtmf")
-    assert emulator_of(service).wait_ended(call_sid, 5).dtmf_played == ["12w#"]
+    seen = read_until(service, sid, (Started, Close), timeout=10)
+    assert Stopped() in seen and isinstance(seen[-1], Started), events(seen)
+    restarted = seen[-1]
+    assert (restarted.call_id, restarted.stream_id != first.stream_sid) == (call_sid, True)
+    print(f"\nsend_dtmf('12w#') -> new Started: {(time.monotonic() - began) * 1000:.0f} ms")
+    assert emulator.api.call(call_sid).dtmf_played == ["12w#"]  # played before the stream
+    # Audio both ways after the digits, on the same session.
+    frames = [bytes([n]) * 160 for n in range(2, 12)]
+    _echoed(service, sid, frames)
+    second = emulator.call_media(call_sid)
+    assert second is not None and second is not first and second.frames_received >= 10
+    assert service.is_websocket_connected(sid) and service.status(sid).state is SessionState.OPEN
+    # Again: every DTMF streams the call anew, with a credential of its own.
+    service.send_dtmf(sid, "9")
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    _echoed(service, sid, [b"\x33" * 160])
+    assert emulator.api.call(call_sid).dtmf_played == ["12w#", "9"]
     service.end_session(sid)
+    assert emulator.wait_ended(call_sid, 5).status == "completed"
     with pytest.raises(SessionClosed):
         service.send_dtmf(sid, "1")
+
+
+def test_a_hang_up_ends_a_session_at_once_even_after_a_dtmf(service: TransportService) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "5")
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    emulator = emulator_of(service)
+    began = time.monotonic()
+    emulator.media.hang_up(call_sid)  # the callee hangs up: the stream ends, so does the call
+    seen = read_until(service, sid, Close, timeout=5)
+    took = time.monotonic() - began
+    assert seen[-1] == Close(1000, "call ended") and service.read_websocket_message(sid) is None
+    print(f"\nhang-up after a DTMF -> Close: {took * 1000:.0f} ms")
+    assert took < 1.0
+    service.end_session(sid)
+
+
+def test_send_dtmf_on_an_inbound_call_keeps_its_session_too(service: TransportService) -> None:
+    call_sid = service.infrastructure.dial_in(OURS, CALLER)
+    info = service.accept_session(timeout=5)
+    sid = info.session_id
+    first = read_until(service, sid, Started)[-1]
+    service.send_dtmf(sid, "#")
+    again = read_until(service, sid, (Started, Close), timeout=10)[-1]
+    assert isinstance(again, Started) and again.parameters == first.parameters
+    assert again.parameters["direction"] == "inbound" and again.call_id == call_sid
+    _echoed(service, sid, [b"\x21" * 160])
+    assert emulator_of(service).api.call(call_sid).dtmf_played == ["#"]
+    service.end_session(sid)
+
+
+def test_a_dtmf_during_the_last_ones_digits_streams_once_and_a_hang_up_still_ends_at_once(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "WW1")
+    assert Stopped() in read_until(service, sid, Stopped, timeout=5)
+    service.send_dtmf(sid, "2")  # between two streams: the digits cut short, one stream
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    _echoed(service, sid, [b"\x31" * 160])
+    emulator = emulator_of(service)
+    assert emulator.api.call(call_sid).dtmf_played == ["2"]
+    began = time.monotonic()
+    emulator.media.hang_up(call_sid)
+    assert read_until(service, sid, Close, timeout=10)[-1] == Close(1000, "call ended")
+    assert time.monotonic() - began < 1.0
+    service.end_session(sid)
+
+
+def test_a_call_hung_up_during_the_digits_ends_its_session_at_once(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    service.send_dtmf(sid, "WW1")  # two seconds of pauses: the call is between two streams
+    assert Stopped() in read_until(service, sid, Stopped, timeout=5)
+    endpoint = service.infrastructure.twilio_emulator()
+    other = TwilioRestClient(  # someone else ends the call (a supervisor's console...)
+        account_sid=endpoint.account_sid,
+        auth_token=endpoint.auth_token,
+        api_base_url=endpoint.base_url,
+    )
+    with other:
+        began = time.monotonic()
+        assert other.hang_up(call_sid)
+    seen = read_until(service, sid, Close, timeout=10)
+    took = time.monotonic() - began
+    assert seen[-1] == Close(1000, "completed") and took < 1.0, (seen[-1], took)
+    assert emulator_of(service).wait_ended(call_sid, 5).dtmf_played == []  # cut short
+    service.end_session(sid)
+
+
+_SECRET = "dtmf-test-gateway-secret-0123"
+
+
+@contextlib.contextmanager
+def _unreachable_after_dtmf(
+    *, webhook: bool = False
+) -> Iterator[tuple[TransportService, MediaGateway, TcpProxy]]:
+    """A service whose gateway Twilio (the emulator) reaches through a proxy the test can
+    close to new connections; by default no webhook (no status callback, no
+    ``<Redirect>``, no stream status callback)."""
+    with (
+        MediaGateway(GatewayConfig(embedded=False, secret=_SECRET)) as gateway,
+        TcpProxy(gateway._server.port) as proxy,
+    ):
+        config = dataclasses.replace(
+            default_config(),
+            gateway=GatewayConfig(
+                embedded=False, url=gateway.url, public_url=proxy.url, secret=_SECRET
+            ),
+            inbound=InboundConfig(enabled=webhook),
+        )
+        with TransportService(config) as svc:
+            yield svc, gateway, proxy
+
+
+def test_a_dtmf_whose_call_never_streams_again_ends_the_session_by_the_deadline() -> None:
+    with _unreachable_after_dtmf() as (svc, _, proxy):
+        sid, call_sid = _live_call(svc)
+        proxy.reject_new = True  # Twilio cannot reach the gateway any more
+        began = time.monotonic()
+        svc.send_dtmf(sid, "1")
+        seen = read_until(svc, sid, Close, timeout=15)
+        took = time.monotonic() - began
+        close = seen[-1]
+        assert close.code == 1008 and "re-stream" in close.reason, close
+        assert Stopped() in seen and svc.read_websocket_message(sid) is None
+        window = restream_window_s("1")
+        assert window - 1.0 < took < window + 2.0, took
+        assert emulator_of(svc).api.call(call_sid).dtmf_played == ["1"]
+        svc.end_session(sid)
+
+
+def test_after_a_dtmf_an_old_stream_credential_is_refused_and_only_a_fresh_one_pairs() -> None:
+    with _unreachable_after_dtmf() as (svc, gateway, proxy):
+        sid, call_sid = _live_call(svc)
+        first_twiml = emulator_of(svc).api.call(call_sid).documents[0]
+        proxy.reject_new = True  # the emulator's re-stream never arrives: we play Twilio
+        svc.send_dtmf(sid, "1")
+        assert Stopped() in read_until(svc, sid, Stopped, timeout=5)
+        # The session's redial has re-opened the call: it waits for a new stream.
+        eventually(lambda: gateway.stats().session_hops == 2 and gateway.calls_active == 1)
+        parameters = {
+            p.get("name"): p.get("value") or ""
+            for p in ET.fromstring(first_twiml).iter("Parameter")
+        }
+        assert parameters["nonce"]
+        with provider(gateway.url, sid, parameters["token"], parameters["nonce"]) as (ws, _):
+            code, reason = closed_with(ws)
+        assert (code, "used already" in reason) == (1008, True)
+        assert gateway.stats().rejected["duplicate_stream"] == 1
+        nonce = stream_nonce()  # what the TwiML of a re-stream carries: a nonce of its own
+        with provider(gateway.url, sid, stream_token(_SECRET, sid, nonce), nonce) as (ws, tw):
+            started = read_until(svc, sid, (Started, Close), timeout=5)[-1]
+            assert isinstance(started, Started) and started.stream_id == tw.stream_sid
+            ws.send(tw.media(b"\x55" * 160, 0))
+            audio = read_until(svc, sid, Binary, timeout=5)[-1]
+            assert audio.data == b"\x55" * 160
+            svc.write_websocket_message(sid, Binary(b"\x66" * 160))
+            frame = json.loads(ws.recv(timeout=5))
+            assert frame["event"] == "media" and frame["streamSid"] == tw.stream_sid
+            assert svc.status(sid).state is SessionState.OPEN
+        svc.end_session(sid)
+
+
+# -- <Stream statusCallback> ------------------------------------------------------------------
+
+
+def test_our_streams_report_to_our_webhook_signed_and_a_forged_report_is_refused(
+    service: TransportService,
+) -> None:
+    sid, call_sid = _live_call(service)
+    emulator = emulator_of(service)
+    stream_url = service.voice_url.replace("/twilio/voice", "/twilio/stream")
+    (stream,) = ET.fromstring(emulator.api.call(call_sid).documents[0]).iter("Stream")
+    assert (stream.get("statusCallback"), stream.get("statusCallbackMethod")) == (
+        stream_url,
+        "POST",
+    )
+    started = 'transport_stream_events_total{event="stream-started"}'
+    assert eventually(lambda: service.metrics().get(started) == 1)
+    service.send_dtmf(sid, "1")  # the re-stream reports too
+    assert isinstance(read_until(service, sid, (Started, Close), timeout=10)[-1], Started)
+    (restream,) = ET.fromstring(emulator.api.call(call_sid).twiml or "").iter("Stream")
+    assert restream.get("statusCallback") == stream_url
+    stopped = 'transport_stream_events_total{event="stream-stopped"}'
+    assert eventually(lambda: service.metrics().get(started) == 2)
+    assert service.metrics().get(stopped) == 1
+    forged = {
+        "AccountSid": service.infrastructure.twilio_emulator().account_sid,
+        "CallSid": call_sid,
+        "StreamSid": "MZ" + "2" * 32,
+        "StreamEvent": "stream-error",
+        "StreamError": "forged",
+    }
+    signature = twilio_signature("not-the-auth-token", stream_url, forged)
+    response = requests.post(
+        stream_url, data=forged, headers={"X-Twilio-Signature": signature}, timeout=5
+    )
+    assert response.status_code == 403
+    assert service.metrics()['transport_inbound_webhooks_total{outcome="bad_signature"}'] == 1
+    _echoed(service, sid, [b"\x12" * 160])  # no StreamError, no end: the session goes on
+    assert 'transport_stream_events_total{event="stream-error"}' not in service.metrics()
+    service.end_session(sid)
+
+
+def test_a_stream_error_reaches_the_application_and_ends_the_session_at_once() -> None:
+    with _unreachable_after_dtmf(webhook=True) as (svc, _, proxy):
+        sid, call_sid = _live_call(svc)
+        proxy.reject_new = True
+        began = time.monotonic()
+        svc.send_dtmf(sid, "1")
+        seen = read_until(svc, sid, Close, timeout=10)
+        took = time.monotonic() - began
+        errors = [m for m in seen if isinstance(m, StreamError)]
+        assert len(errors) == 1 and errors[0].fields["CallSid"] == call_sid
+        assert "dialling the stream failed" in errors[0].error
+        assert seen[-1].reason.startswith("stream error: dialling the stream failed"), seen[-1]
+        assert took < restream_window_s("1") - 2.0, took  # not the deadline: at once
+        print(f"\nsend_dtmf -> StreamError -> Close: {took * 1000:.0f} ms")
+        metric = 'transport_stream_events_total{event="stream-error"}'
+        assert svc.metrics()[metric] == 1
+        svc.end_session(sid)
 
 
 # -- figures ---------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import json
@@ -39,6 +38,10 @@ from actors.lifecycle import SessionState
 from actors.metrics import sample_key
 from actors.session import SessionRecord
 from tests.conftest import eventually, fast_config
+from tests.netns import dotted as _dotted
+from tests.netns import ip as _ip
+from tests.netns import join
+from tests.netns import namespaces_unavailable as _namespaces_unavailable
 from tests.peers import server_frame
 from tests.suites.test_faults import (
     FROM,
@@ -53,7 +56,6 @@ from tests.suites.test_faults import (
 
 pytestmark = pytest.mark.timeout(60)
 
-_CLONE_NEWNET = 0x40000000
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PING_INTERVAL_S = 0.25
 PING_TIMEOUT_S = 1.0
@@ -66,10 +68,6 @@ def _config() -> TransportConfig:
             max_restarts=3, within_s=10.0, backoff_initial_s=0.02, backoff_max_s=0.2
         ),
     )
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 class Namespace:
@@ -161,14 +159,11 @@ class Namespace:
         failed: list[str] = []
 
         def make() -> None:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
             try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    failed.append(os.strerror(ctypes.get_errno()))
-                    return
-            finally:
-                os.close(fd)
+                join(self.name)
+            except OSError as exc:
+                failed.append(str(exc))
+                return
             made.append(socket.create_server((self.peer_ip, 0)))
 
         thread = threading.Thread(target=make, name="netns-listen")
@@ -177,18 +172,6 @@ class Namespace:
         if not made:
             raise RuntimeError(f"setns failed: {failed}")
         return made[0]
-
-
-def _dotted(address: int) -> str:
-    return socket.inet_ntoa(address.to_bytes(4, "big"))
-
-
-def _namespaces_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2's `ip` is not installed"
-    return None
 
 
 @pytest.fixture

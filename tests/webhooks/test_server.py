@@ -20,8 +20,14 @@ import requests
 from actors.errors import AcceptTimeout
 from actors.signing import twilio_signature
 from actors.webhooks.inbound import InboundQueue, InboundSettings, PendingCall
-from actors.webhooks.server import STATUS_PATH, VOICE_PATH, WebhookConfig, WebhookServer
-from actors.webhooks.twilio import StatusEvent, connect_twiml
+from actors.webhooks.server import (
+    STATUS_PATH,
+    STREAM_PATH,
+    VOICE_PATH,
+    WebhookConfig,
+    WebhookServer,
+)
+from actors.webhooks.twilio import StatusEvent, StreamEvent, connect_twiml
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -336,3 +342,37 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         event.wait(0.01)
+
+
+def test_stream_status_callbacks_are_verified_and_reach_the_hook() -> None:
+    events: list[StreamEvent] = []
+
+    def on_stream(event: StreamEvent) -> bool:
+        events.append(event)
+        return True
+
+    config = WebhookConfig(accounts={ACCOUNT: TOKEN}, request_timeout_s=2.0)
+    with WebhookServer(config, InboundQueue(InboundSettings()), on_stream=on_stream) as server:
+        fields = {
+            "AccountSid": ACCOUNT,
+            "CallSid": call_sid(40),
+            "StreamSid": "MZ" + "1" * 32,
+            "StreamName": "MZ" + "1" * 32,
+            "StreamEvent": "stream-error",
+            "StreamError": "Stream - WebSocket - Connection Refused",
+            "Timestamp": "Tue, 01 Dec 2026 23:00:00 +0000",
+        }
+        assert post(server, fields, path=STREAM_PATH).status_code == 200
+        (event,) = events
+        assert (event.event, event.stream_sid, event.call_id) == (
+            "stream-error",
+            "MZ" + "1" * 32,
+            call_sid(40),
+        )
+        assert event.error == "Stream - WebSocket - Connection Refused"
+        forged = post(server, fields, path=STREAM_PATH, token="not-the-token")
+        unsigned = post(server, fields, path=STREAM_PATH, signature="")
+        odd = post(server, {**fields, "StreamEvent": "stream-exploded"}, path=STREAM_PATH)
+        assert (forged.status_code, unsigned.status_code, odd.status_code) == (403, 403, 400)
+        assert len(events) == 1
+        assert server.counters.snapshot()["bad_signature"] == 2
