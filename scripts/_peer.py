@@ -187,6 +187,10 @@ class DialResult:
     cpu_pct: dict[str, float] = field(default_factory=dict)  # by the names given in pids
     rss_mb: dict[str, float] = field(default_factory=dict)
     peer_pct: float = 0.0
+    # CPU seconds from the window's start until the last echo came in (or the deadline), by
+    # the names in pids and "peer": divided by the echoes, the CPU per frame even of a step
+    # whose echoes came in late (its window's CPU % then misses what it spent after).
+    cpu_until_drained_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def received(self) -> int:
@@ -204,6 +208,7 @@ class DialResult:
 class _Call:
     def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
         self.ws = ws
+        self.wire: _Wire | None = None  # set when the call's socket was taken off websockets
         self.stream = stream
         self.seen = bytearray(ticks)
         self.rtts: list[float] = []
@@ -227,19 +232,110 @@ class _Call:
                 self.seen[tick] = 1
                 self.rtts.append((time.perf_counter_ns() - sent_ns) / 1e6)
 
+    def on_message(self, message: str | bytes) -> None:
+        """One message from the server: its audio, if it is Twilio's ``media``."""
+        try:
+            event = self.stream.parse(message)
+        except ValueError:
+            self.errors += 1
+            return
+        if type(event) is _MEDIA_OUT[0]:
+            self.take(event.payload)
+
+    async def send(self, text: str) -> None:
+        wire = self.wire
+        if wire is not None:
+            wire.send_text(text)
+        else:
+            await self.ws.send(text)
+
+    async def close(self, timeout: float) -> None:
+        wire = self.wire
+        if wire is not None:
+            await wire.close(timeout)
+        else:
+            await asyncio.wait_for(self.ws.close(), timeout)
+
+
+_MEDIA_OUT: list[type] = []  # actors.codecs.twilio.MediaOut, imported in the helper process only
+
+
+class _Wire(asyncio.Protocol):
+    """One call's socket once websockets has dialled it: RFC 6455 from here on by
+    :class:`actors.wire.ClientProtocol` (sans-I/O; it answers pings and the close), each
+    message straight to the call.
+
+    This process shares the two cores with what it measures, and websockets' reader costs a
+    generator-driven parse, a queue, a future and a task wake per message, its ``send`` a
+    coroutine, a context manager and an ``os.urandom`` call per frame: N calls times fifty a
+    second each way. The bytes on the wire are the same (a client's masked frames, as
+    Twilio's); nothing waits on a send: a peer that could not keep up shows as late frames.
+    """
+
+    def __init__(self, transport: Any, on_message: Callable[[str | bytes], None]) -> None:
+        from actors.wire import ClientProtocol, State  # noqa: PLC0415
+
+        self._open, self._closed_state = State.OPEN, State.CLOSED
+        self.protocol = ClientProtocol(max_message_bytes=None)
+        self.transport = transport
+        self.on_message = on_message
+        self.closed = asyncio.get_running_loop().create_future()
+        transport.set_protocol(self)
+
+    @staticmethod
+    def take_over(ws: Any, on_message: Callable[[str | bytes], None]) -> _Wire | None:
+        """The socket of ``ws`` (just opened), if websockets holds nothing read from it yet
+        (else it stays websockets': no half-parsed frame is lost)."""
+        if ws.protocol.reader.buffer or len(ws.recv_messages.frames):
+            return None
+        return _Wire(ws.transport, on_message)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        on_message = self.on_message
+        for event in protocol.events_received():
+            if type(event) is str or type(event) is bytes:
+                on_message(event)
+        out = protocol.data_to_send()  # pongs, the answer to a close
+        if out:
+            self.transport.write(out)
+        if protocol.state is self._closed_state:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self.protocol.state is not self._closed_state:
+            self.protocol.receive_eof()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send_text(self, text: str) -> None:
+        protocol = self.protocol
+        if protocol.state is not self._open:
+            raise ConnectionError(f"the connection is {protocol.state.value}")
+        protocol.send_text(text.encode())
+        self.transport.write(protocol.data_to_send())
+
+    async def close(self, timeout: float) -> None:
+        """The close handshake (our close frame, the server's), or an abort after ``timeout``."""
+        protocol = self.protocol
+        if protocol.state is self._open:
+            protocol.send_close()
+            self.transport.write(protocol.data_to_send())
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except TimeoutError:
+            self.transport.abort()
+
 
 async def _read(call: _Call) -> None:
-    from actors.codecs.twilio import MediaOut  # noqa: PLC0415  (the helper process only)
-
+    """websockets' reader, for a call whose socket could not be taken over."""
     with contextlib.suppress(Exception):  # the connection closing ends the reader
         async for message in call.ws:
-            try:
-                event = call.stream.parse(message)
-            except ValueError:
-                call.errors += 1
-                continue
-            if isinstance(event, MediaOut):
-                call.take(event.payload)
+            call.on_message(message)
 
 
 def _ask_voice_webhook(spec: CallSpec, call_sid: str) -> tuple[str, dict[str, str]]:
@@ -276,7 +372,9 @@ async def _dial(
 ) -> None:
     from websockets.asyncio.client import connect  # noqa: PLC0415
 
-    from actors.codecs.twilio import TwilioStream, new_sid  # noqa: PLC0415
+    from actors.codecs.twilio import MediaOut, TwilioStream, new_sid  # noqa: PLC0415
+
+    _MEDIA_OUT[:] = [MediaOut]
 
     ticks = int(seconds / FRAME_S)
     calls: list[_Call] = []
@@ -303,14 +401,16 @@ async def _dial(
                 return
             stream = TwilioStream(new_sid("MZ"), call_sid, ACCOUNT, custom_parameters=parameters)
             call = _Call(ws, stream, ticks)
+            call.wire = _Wire.take_over(ws, call.on_message)
             calls.append(call)
-            readers.append(asyncio.create_task(_read(call)))
-            await ws.send(stream.connected())
-            await ws.send(stream.start())
+            if call.wire is None:
+                readers.append(asyncio.create_task(_read(call)))
+            await call.send(stream.connected())
+            await call.send(stream.start())
         # The server may drop audio until its pipeline runs: probe until one comes back.
         deadline = time.perf_counter() + 30
         while not call.ready.is_set() and time.perf_counter() < deadline:
-            await ws.send(stream.media(ulaw_frame(PROBE), 0))
+            await call.send(stream.media(ulaw_frame(PROBE), 0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(call.ready.wait(), 0.2)
         if call.ready.is_set():
@@ -332,7 +432,12 @@ async def _dial(
         timestamp = tick * 20
         for call in list(live):
             try:
-                await call.ws.send(call.stream.media(ulaw_frame(tick), timestamp))
+                wire = call.wire
+                frame = call.stream.media(ulaw_frame(tick), timestamp)
+                if wire is not None:
+                    wire.send_text(frame)  # the common case: no coroutine per frame
+                else:
+                    await call.ws.send(frame)
                 result.sent += 1
             except Exception as exc:
                 result.errors.append(f"{call.stream.call_sid}: send: {exc}")
@@ -346,7 +451,10 @@ async def _dial(
     result.rss_mb = {name: rss_mb(pid) for name, pid in pids.items()}
     deadline = time.perf_counter() + DEADLINE_S
     while time.perf_counter() < deadline and sum(len(c.rtts) for c in calls) < result.sent:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
+    result.cpu_until_drained_s = {
+        name: proc_cpu_s(pid) - cpu0[name] for name, pid in pids.items()
+    } | {"peer": cpu_s() - self0}
     for call in calls:
         result.rtts_ms.extend(call.rtts)
         if call.errors:
@@ -354,8 +462,8 @@ async def _dial(
 
     async def hang_up(call: _Call) -> None:
         with contextlib.suppress(Exception):
-            await call.ws.send(call.stream.stop())
-            await asyncio.wait_for(call.ws.close(), 5)
+            await call.send(call.stream.stop())
+            await call.close(5)
 
     await asyncio.gather(*(hang_up(call) for call in calls))
     for reader in readers:

@@ -496,6 +496,7 @@ class PeerRow:
     rss_per_call_mb: float  # their growth from idle, per call
     peer_pct: float
     setup_ms: list[float] = field(default_factory=list)
+    cpu_until_drained_s: dict[str, float] = field(default_factory=dict)  # see DialResult
 
     @property
     def lost(self) -> int:
@@ -525,7 +526,18 @@ def _row_from_dial(impl: str, n: int, result: DialResult, idle_rss: dict[str, fl
         sum(result.rss_mb[name] - idle_rss[name] for name in result.rss_mb) / n,
         result.peer_pct,
         result.setup_ms,
+        result.cpu_until_drained_s,
     )
+
+
+def _cpu_per_frame(n: int, row: PeerRow) -> str:
+    """CPU microseconds per echoed frame by process, from the window's start until the last
+    echo (less noisy than latency on a shared machine, and true of a late step too)."""
+    echoed = max(1, len(row.rtts_ms))
+    parts = ", ".join(
+        f"{name} {1e6 * s / echoed:.1f}" for name, s in row.cpu_until_drained_s.items()
+    )
+    return f"N={n} {row.impl}: CPU us per echoed frame: {parts}"
 
 
 def load_pipecat(
@@ -603,6 +615,7 @@ def inbound_sweep(sweep: list[int], seconds: float, gateway: Helper, rest: Helpe
         for n in sweep:
             rows.append(load_ours_inbound(n, seconds, gateway, rest, dialer))
             print(_peer_row(rows[-1]), file=sys.stderr, flush=True)
+            print(_cpu_per_frame(n, rows[-1]), file=sys.stderr, flush=True)
     finally:
         dialer.stop()
     return rows

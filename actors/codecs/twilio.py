@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import re
 import secrets
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -63,6 +64,18 @@ logger = logging.getLogger(__name__)
 _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
 _loads = json.loads
+
+# A media event exactly as Twilio writes one (its documented field order, no whitespace, no
+# escapes): read by one regular expression instead of json.loads and the field checks, which
+# were the runtime's largest cost per inbound frame (one every 20 ms of every call). Anything
+# else, including a media event written any other way, takes the JSON path; both read the same
+# fields the same way (the digits here are what int() reads from the strings there).
+_STR = r'[^"\\\x00-\x1f]*'  # a JSON string's content without escapes (as json.loads reads it)
+_MEDIA_EVENT = re.compile(
+    r'\{"event":"media","sequenceNumber":"([0-9]{1,18})","media":\{"track":"(' + _STR + r')",'
+    r'"chunk":"([0-9]{1,18})","timestamp":"([0-9]{1,18})","payload":"(' + _STR + r')"\},'
+    r'"streamSid":"' + _STR + r'"\}'
+).fullmatch
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 _DEFAULT_FORMAT: Final = MediaFormat()
 
@@ -170,6 +183,14 @@ class TwilioCodec:
         """The messages one frame from Twilio carries: one, or none (see the class docstring)."""
         if not isinstance(frame, str):
             return self._reject(None, "binary frame (Twilio sends text frames)")
+        fast = _MEDIA_EVENT(frame)
+        if fast is not None:
+            sequence, track, chunk, timestamp, payload = fast.groups()
+            try:
+                data = _a2b(payload, strict_mode=True)
+            except ValueError:
+                return self._reject("media", "media.payload is not base64")
+            return (Audio(data, int(timestamp), int(sequence), track, int(chunk)),)
         try:
             obj = _loads(frame)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting

@@ -108,18 +108,25 @@ class Relay:
             call.provider_frame(frame)
         self._wake(call.hop)
         feeder = asyncio.create_task(self._feed_provider(call, ws))
+        stats = self.stats
+
+        def relay(frame: Frame) -> None:
+            hop = call.provider_frame(frame)
+            if hop is not None and hop.connection.write_nowait(frame):
+                # Caught up: sent from here, sparing the hop's sender a wake-up.
+                hop.cursor += 1
+                stats.frames_to_session += 1
+            else:
+                self._wake(call.hop)
+
+        ws.relay_messages(relay)  # most frames: as they arrive, no recv() per frame
         try:
-            async for frame in ws:
-                hop = call.provider_frame(frame)
-                if hop is not None and hop.connection.write_nowait(frame):
-                    # Caught up: sent from here, sparing the hop's sender a wake-up.
-                    hop.cursor += 1
-                    self.stats.frames_to_session += 1
-                else:
-                    self._wake(call.hop)
+            async for frame in ws:  # the others, in order with them; and the end
+                relay(frame)
         except ConnectionClosed:
             pass
         finally:
+            ws.relay_messages(None)
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
@@ -176,18 +183,33 @@ class Relay:
     async def _relay_from_session(self, ws: _Connection, call: _Call, hop: _Hop) -> None:
         """Count and pass on every frame of the session hop, until it ends or is replaced."""
         stats = self.stats
-        async for frame in ws:
+        replaced = False
+
+        def relay(frame: Frame) -> None:
+            nonlocal replaced
+            if replaced:
+                return
             if hop.superseded:
-                # Returning would close it with 1000, which reads as "session ended".
-                await ws.close(*_replaced(hop))
+                # Ending the hop's handler would close it with 1000, which reads as
+                # "session ended": close it as replaced; the loop below ends with it.
+                replaced = True
+                ws.relay_messages(None)
+                self._spawn(ws.close(*_replaced(hop)))
                 return
             provider = call.session_frame()
             if provider is not None and provider.write_nowait(frame):
                 stats.frames_to_provider += 1  # sent from here: no feeder wake-up
-                continue
+                return
             stats.dropped_to_provider += call.queue(frame)
             if call.provider is not None:
                 call.provider.ready.set()
+
+        ws.relay_messages(relay)  # most frames: as they arrive, no recv() per frame
+        try:
+            async for frame in ws:  # the others, in order with them; and the end
+                relay(frame)
+        finally:
+            ws.relay_messages(None)
 
     async def _feed_session(self, call: _Call, hop: _Hop) -> None:
         """Send the hop every provider frame from its cursor on, in order, then wait for more."""

@@ -4,6 +4,7 @@ short run; and the dial-in peer of its Pipecat row (scripts/_peer.py) works, wit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import importlib.util
@@ -103,6 +104,9 @@ async def _twilio_echo_app(connection: ServerConnection) -> None:
         event = json.loads(message)
         if event["event"] == "start":
             stream_sid = event["start"]["streamSid"]
+            # The peer's own wire (not websockets' reader once dialled) answers pings.
+            await asyncio.wait_for(await connection.ping(), 5)
+            _ECHO_APP_ENDS.append("ponged")
         elif event["event"] == "media":
             audio = base64.b64decode(event["media"]["payload"])
             first = _is_probe(audio)
@@ -112,6 +116,10 @@ async def _twilio_echo_app(connection: ServerConnection) -> None:
                 held = b""
                 reply = {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
                 await connection.send(json.dumps(reply))
+    _ECHO_APP_ENDS.append(f"closed {connection.close_code}")  # the peer's close handshake
+
+
+_ECHO_APP_ENDS: list[str] = []
 
 
 def _is_probe(audio: bytes) -> bool:
@@ -125,14 +133,19 @@ def test_dial_in_peer_times_every_echo() -> None:
     """The dial-in peer (the Pipecat row's load) against a Twilio echo app on loopback: every
     call ready, every frame sent comes back and is timed, CPU sampled for the named process."""
     peer = _peer_module()
+    _ECHO_APP_ENDS.clear()
     server = ServerThread(_twilio_echo_app, name="bench-twilio-echo").start()
     try:
         specs = [peer.CallSpec(f"{server.url}/ws", {"n": str(i)}) for i in range(4)]
         result = peer.run_dial(specs, 0.4, {"app": os.getpid()})
     finally:
         server.stop()
+    assert sorted(_ECHO_APP_ENDS) == ["closed 1000"] * 4 + ["ponged"] * 4
     assert result.errors == []
     assert (result.ready, result.sent) == (4, 4 * 20)
     assert result.lost == 0 and len(result.rtts_ms) == 80
     assert all(0 < rtt < 2000 for rtt in result.rtts_ms)
     assert set(result.cpu_pct) == {"app"} and result.rss_mb["app"] > 0
+    # CPU until the last echo, by process and the peer's own: what CPU per frame is made of.
+    assert set(result.cpu_until_drained_s) == {"app", "peer"}
+    assert all(seconds >= 0 for seconds in result.cpu_until_drained_s.values())
