@@ -15,11 +15,15 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   provider's own ``status_callback`` still gets every callback: re-posted from one bounded
   worker thread (at most :data:`FORWARD_QUEUE` waiting, then dropped and counted), signed
   under the account's auth token exactly as Twilio signs, so the receiver's validation passes.
-- **Control.** ``transfer``, ``redirect`` and ``send_dtmf`` give the live call new TwiML over
-  REST: the call leaves its stream, and the session ends with ``Close(1000, "transferred" |
-  "redirected" | "dtmf")``. The gateway pairs a session's stream once (the stream credential
-  is single-use), so a call cannot stream into the same session again after ``<Play digits>``:
-  the digits are played, then the call goes on to the webhook's ``<Redirect>`` (and is hung up).
+- **Control.** On Twilio, ``transfer``, ``redirect`` and ``send_dtmf`` give the live call new
+  TwiML over REST: the call leaves its stream, and the session ends with ``Close(1000,
+  "transferred" | "redirected" | "dtmf")``. The gateway pairs a session's stream once (the
+  stream credential is single-use), so a call cannot stream into the same session again after
+  ``<Play digits>``: the digits are played, then the call goes on to the webhook's
+  ``<Redirect>`` (and is hung up). Telnyx and Plivo take commands instead
+  (:class:`~actors.providers.CallControl`): a transfer or redirect ends the session the same
+  way, DTMF is played while the stream goes on. A session whose call was handed on is not hung
+  up when it ends. What a provider (or a call) cannot do raises ``UnsupportedMessage``.
 """
 
 from __future__ import annotations
@@ -41,14 +45,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .config import TransportConfig, TwilioProviderConfig
-from .errors import SessionClosed, TransportError
+from .errors import SessionClosed, UnsupportedMessage
 from .messages import CallStatus, Close, MachineDetected, SessionInfo
 from .signing import twilio_signature
 
 if TYPE_CHECKING:
     from .clustering import NodeCluster
     from .embedded import EmbeddedInfrastructure
-    from .providers import Provider
+    from .providers import CallControl, ControlCommand, Provider, SessionPlan
     from .session import SessionRecord
     from .webhooks.inbound import Answer
     from .webhooks.twilio import InboundCall, StatusEvent
@@ -106,6 +110,7 @@ class CallPlane:
         self.forward_dropped = 0
         self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
         self.draining = False  # TransportService.drain(): new calls are refused
+        self._released: dict[str, bool] = {}  # sessions whose call was handed on, by id
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -348,17 +353,51 @@ class CallPlane:
     # -- control -------------------------------------------------------------------------------
 
     def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
-        """Give the session's live call ``twiml``; the session ends with ``reason``."""
+        """Give the session's live call ``twiml`` (Twilio's ``update_call``); the session ends
+        with ``reason``, and its end no longer hangs the call up (the TwiML owns it now)."""
         update = getattr(provider, "update_call", None)
         if update is None:
-            raise TransportError(f"provider {record.provider!r} has no call control")
+            raise UnsupportedMessage(record.session_id, record.provider, "call control")
+        call_id = self._live_call(record)
+        if not update(call_id, twiml=twiml):
+            raise SessionClosed(record.session_id, "the call has ended")
+        self._release(record)
+        end_now(record, reason)
+
+    def command(
+        self,
+        record: SessionRecord,
+        provider: CallControl,
+        plan: SessionPlan,
+        command: ControlCommand,
+        reason: str | None,
+    ) -> None:
+        """Carry out ``command`` on the session's live call (Telnyx, Plivo). With a
+        ``reason`` the call has left its stream: the session ends with it (the provider knows
+        not to hang a call up that it handed on); without one (DTMF) the session goes on."""
+        self._live_call(record)
+        if not provider.control_call(record.session_id, plan, command):
+            raise SessionClosed(record.session_id, "the call has ended")
+        if reason is not None:
+            end_now(record, reason)
+
+    def released(self, record: SessionRecord) -> bool:
+        """Whether the session's call was handed on (transferred, redirected): ending the
+        session must not hang it up. Asked once, when the session ends."""
+        with self._lock:
+            return self._released.pop(record.session_id, False)
+
+    def _release(self, record: SessionRecord) -> None:
+        with self._lock:
+            self._released[record.session_id] = True
+
+    @staticmethod
+    def _live_call(record: SessionRecord) -> str:
         if record.inbox.closed or record.ending or record.call_id is None:
             # The inbox closes with the session's end (ours, the call's, or the connection's).
             why = record.closed_why() if record.state.is_final or record.ending else "ended"
             raise SessionClosed(record.session_id, why)
-        if not update(record.call_id, twiml=twiml):
-            raise SessionClosed(record.session_id, "the call has ended")
-        end_now(record, reason)
+        return record.call_id
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         """(inbound counters, call statuses delivered) for metrics, read at scrape time."""

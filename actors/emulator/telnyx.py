@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 _CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16")
 _RATES = (8000, 16000, 22050, 24000, 48000)
 _TRACKS = ("inbound_track", "outbound_track", "both_tracks")
+#: The Call Control commands the emulator takes (``/calls/{id}/actions/{name}``).
+_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer")
+_DIGITS = frozenset("0123456789ABCD*#wW")
+_AMD = ("premium", "detect", "detect_beep", "detect_words", "greeting_end", "disabled")
 
 
 def _errors(status: int, code: str, title: str, detail: str = "") -> Reply:
@@ -76,8 +80,11 @@ class TelnyxCall:
     media: CallMedia | None = None
     hung_up_by_api: bool = False
     request: dict[str, Any] = field(default_factory=dict)
-    outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled
+    outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled, transferred
     ended: threading.Event = field(default_factory=threading.Event)
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's body
+    dtmf_sent: list[str] = field(default_factory=list)  # each send_dtmf's digits
+    answered: bool = True  # an incoming Call Control call: False until actions/answer
 
 
 class _TelnyxPhone:
@@ -129,13 +136,14 @@ class TelnyxApiServer(HTTPApiServer):
             name="telnyx-emulator-api",
             handler=_Handler,
             max_body=64 * 1024,
-            fault_operations=("dial", "hangup"),
+            fault_operations=("dial", *_ACTIONS),
             requests_kept=10_000,
         )
         self._api_key = api_key
         self.calls: dict[str, TelnyxCall] = {}
         self.on_dial: Any = None
         self.on_hang_up: Any = None
+        self.on_action: Any = None  # (operation, call, body) after a command was taken
 
     def fail(
         self,
@@ -170,13 +178,10 @@ class TelnyxApiServer(HTTPApiServer):
             method == "POST"
             and len(parts) == 4
             and parts[0] == "calls"
-            and parts[2:]
-            == [
-                "actions",
-                "hangup",
-            ]
+            and parts[2] == "actions"
+            and parts[3] in _ACTIONS
         ):
-            operation = "hangup"
+            operation = parts[3]
         else:
             return _errors(404, "10005", "Resource not found", "No such route."), None
         try:
@@ -188,7 +193,12 @@ class TelnyxApiServer(HTTPApiServer):
         fault = self._take_fault(operation)
         if fault is not None and not fault.performed:
             return fault.reply(), operation
-        reply = self._dial(data) if operation == "dial" else self._hang_up(parts[1])
+        if operation == "dial":
+            reply = self._dial(data)
+        elif operation == "hangup":
+            reply = self._hang_up(parts[1])
+        else:
+            reply = self._action(operation, parts[1], data)
         return (fault.reply() if fault is not None else reply), operation
 
     def _dial(self, data: dict[str, Any]) -> Reply:
@@ -246,6 +256,59 @@ class TelnyxApiServer(HTTPApiServer):
         if self.on_hang_up is not None:
             reply.after = lambda: self.on_hang_up(call)
         return reply
+
+    def _action(self, operation: str, call_control_id: str, data: dict[str, Any]) -> Reply:
+        """``transfer`` (``to`` required), ``send_dtmf`` (``digits`` of 0-9, A-D, ``*``,
+        ``#``, ``w``, ``W``; ``duration_millis`` 100..500) and ``answer`` (of an incoming
+        call not yet answered, with the dial's stream parameters), on a live call."""
+        problem = _check_action(operation, data)
+        if problem is not None:
+            return _errors(422, "10015", "Invalid parameter", problem)
+        with self._lock:
+            call = self.calls.get(call_control_id)
+            alive = call is not None and call.alive
+            answering = operation == "answer" and call is not None and not call.answered
+            if alive and call is not None:
+                if operation == "transfer":
+                    call.transfers.append(dict(data))
+                elif operation == "send_dtmf":
+                    call.dtmf_sent.append(str(data["digits"]))
+                elif answering:
+                    call.answered = True
+        if call is None:
+            return _errors(404, "10005", "Resource not found", "No such call.")
+        if not alive:
+            detail = "This call is no longer active and can't receive commands."
+            return _errors(422, "90018", "Call has already ended", detail)
+        if operation == "answer" and not answering:
+            return _errors(422, "90015", "Call already answered", "The call was answered.")
+        reply = Reply(200, {"data": {"result": "ok"}})
+        if self.on_action is not None:
+            reply.after = lambda: self.on_action(operation, call, data)
+        return reply
+
+
+def _check_action(operation: str, data: dict[str, Any]) -> str | None:
+    if operation == "transfer":
+        to = data.get("to")
+        if not isinstance(to, str) or not to:
+            return "'to' is required."
+        if "from" in data and not isinstance(data["from"], str):
+            return "'from' must be a string."
+    elif operation == "send_dtmf":
+        digits = data.get("digits")
+        if not isinstance(digits, str) or not digits or not set(digits) <= _DIGITS:
+            return "'digits' must be 0-9, A-D, *, #, w or W."
+        duration = data.get("duration_millis", 250)
+        if not isinstance(duration, int) or not 100 <= duration <= 500:
+            return "'duration_millis' must be 100 to 500."
+    elif operation == "answer":
+        url = data.get("stream_url")
+        if url is not None and (
+            not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss")
+        ):
+            return "'stream_url' must be ws(s)://."
+    return None
 
 
 class _Handler(ApiRequestHandler):
@@ -398,6 +461,13 @@ class TelnyxEmulator(Startable):
 
     def _finish(self, call: TelnyxCall, outcome: str) -> None:
         if call.ended.is_set():
+            return
+        if outcome == "completed" and call.transfers and call.alive:
+            # The stream ended after a transfer: the call goes on, bridged to the transfer's
+            # target (leg B, not emulated), until someone hangs up.
+            call.outcome = "transferred"
+            logger.info("emulated call %s: stream over, transferred", call.call_control_id)
+            call.ended.set()
             return
         call.outcome = outcome
         self.api.ended(call.call_control_id)

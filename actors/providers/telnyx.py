@@ -34,14 +34,23 @@ from ..codecs import Frame
 from ..codecs.telnyx import TelnyxCodec
 from ..config import RuntimeConfig, TelnyxProviderConfig
 from ..connection import DialOptions
-from ..errors import ConfigError, ProviderError
+from ..errors import ConfigError, ProviderError, UnsupportedMessage
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
 from ..webhooks.telnyx import stream_texml
 from ..wire.constants import SESSIONS_PATH
-from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from . import (
+    ControlCommand,
+    GatewayEndpoint,
+    Infrastructure,
+    Redirect,
+    RequestObserver,
+    SendDigits,
+    SessionPlan,
+    Transfer,
+)
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
@@ -87,7 +96,15 @@ class TelnyxRestClient(RestClient):
     """
 
     provider = PROVIDER
-    retry_policies = {"create_call": AT_MOST_ONCE, "hang_up": IDEMPOTENT}
+    # A command's command_id makes Telnyx ignore its repeats ("Telnyx will ignore any command
+    # with the same command_id for the same call_control_id"), so all but a dial may be retried.
+    retry_policies = {
+        "create_call": AT_MOST_ONCE,
+        "hang_up": IDEMPOTENT,
+        "transfer": IDEMPOTENT,
+        "send_dtmf": IDEMPOTENT,
+        "answer": IDEMPOTENT,
+    }
 
     def __init__(
         self,
@@ -159,11 +176,61 @@ class TelnyxRestClient(RestClient):
     def hang_up(self, call_control_id: str) -> bool:
         """Hang up: True if this ended the call, False if it had already ended (422 with code
         90018, or 404). Anything else raises :class:`ProviderError`."""
+        # The command_id is the same for every retry of this hang-up: one command.
+        return self._command(
+            "hang_up", call_control_id, "hangup", {"command_id": str(uuid.uuid4())}
+        )
+
+    def transfer(self, call_control_id: str, to: str, from_: str | None = None) -> bool:
+        """``actions/transfer`` (``TransferCall``): the call leaves for ``to`` (a number or SIP
+        URI; ``from_``: the caller id shown there). True once Telnyx took the command, False
+        if the call had already ended."""
+        body: dict[str, Any] = {"to": to, "command_id": str(uuid.uuid4())}
+        if from_ is not None:
+            body["from"] = from_
+        return self._command("transfer", call_control_id, "transfer", body)
+
+    def send_dtmf(self, call_control_id: str, digits: str, duration_millis: int = 250) -> bool:
+        """``actions/send_dtmf`` (``SendDTMF``): play ``digits`` (0-9, A-D, ``*``, ``#``;
+        ``w``/``W`` pause) into the call; the stream goes on ("there are no webhooks
+        associated with this command"). False if the call had already ended."""
+        body = {"digits": digits, "duration_millis": duration_millis}
+        body["command_id"] = str(uuid.uuid4())
+        return self._command("send_dtmf", call_control_id, "send_dtmf", body)
+
+    def answer(
+        self,
+        call_control_id: str,
+        *,
+        stream_url: str,
+        client_state: str | None = None,
+        codec: str = "PCMU",
+        webhook_url: str | None = None,
+    ) -> bool:
+        """``actions/answer`` (``AnswerCall``) an incoming Call Control call, streaming it
+        both ways to ``stream_url`` (the same stream parameters as a dial). False if the call
+        had already ended (the caller gave up)."""
+        body: dict[str, Any] = {
+            "stream_url": stream_url,
+            "stream_track": "inbound_track",
+            "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": codec,
+            "stream_bidirectional_sampling_rate": 8000,
+            "command_id": str(uuid.uuid4()),
+        }
+        if client_state is not None:
+            body["client_state"] = client_state
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        return self._command("answer", call_control_id, "answer", body)
+
+    def _command(
+        self, operation: str, call_control_id: str, action: str, body: dict[str, Any]
+    ) -> bool:
         if not call_control_id or "/" in call_control_id:
             raise ValueError("call_control_id must be a non-empty id")
-        path = f"/calls/{call_control_id}/actions/hangup"
-        body = {"command_id": str(uuid.uuid4())}  # the same for every retry of this hang-up
-        response = self._request("hang_up", "POST", path, what="hangup", json=body)
+        path = f"/calls/{call_control_id}/actions/{action}"
+        response = self._request(operation, "POST", path, what=action, json=body)
         if response.ok:
             return True
         error = self.parse_error(response)
@@ -212,6 +279,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
     ) -> None:
         super().__init__(config, runtime, infrastructure, on_request=on_request)
         self._connection_id = config.connection_id
+        self._texml: set[str] = set()  # sessions of calls answered with TeXML (no commands)
+        self._handed_on: set[str] = set()  # sessions whose call was transferred
 
     def _make_client(self) -> TelnyxRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -275,6 +344,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             {**dict(parameters), "session": session_id, "token": token},
             codec=self.config.codec,
         )
+        with self._lock:
+            self._texml.add(session_id)
         return self._plan(session_id, gateway, call_id), texml
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
@@ -292,7 +363,47 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
+    def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
+        """Call Control commands: ``actions/transfer``, ``actions/send_dtmf`` (the stream goes
+        on). A Call Control call takes no document, so a :class:`Redirect` is
+        ``UnsupportedMessage``; so is every command on a call answered with TeXML (its
+        commands are TeXML's: answer with ``inbound: call_control`` to control it)."""
+        with self._lock:
+            texml = session_id in self._texml
+        kind = {Transfer: "transfer", Redirect: "redirect", SendDigits: "send_dtmf"}[type(command)]
+        if texml:
+            raise UnsupportedMessage(
+                session_id,
+                self.name,
+                f"{kind} on a call answered with TeXML (set providers.{self.name}.inbound: "
+                "call_control to answer with Call Control, which takes commands)",
+            )
+        if isinstance(command, Redirect):
+            raise UnsupportedMessage(
+                session_id,
+                self.name,
+                "redirect: a Call Control call takes commands, not a document "
+                "(transfer and send_dtmf are there)",
+            )
+        if plan.call_id is None:
+            return False
+        client = self._rest()
+        if isinstance(command, SendDigits):
+            return client.send_dtmf(plan.call_id, command.digits)
+        done = client.transfer(plan.call_id, command.to, command.caller_id)
+        if done:
+            with self._lock:
+                self._handed_on.add(session_id)
+        return done
+
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        """Hang the call up, unless it was transferred (it is the transfer's now)."""
+        with self._lock:
+            self._texml.discard(session_id)
+            if session_id in self._handed_on:
+                self._handed_on.discard(session_id)
+                logger.info("session %s: Telnyx call %s was transferred", session_id, plan.call_id)
+                return
         if plan.call_id is None:
             return
         ended = self._rest().hang_up(plan.call_id)

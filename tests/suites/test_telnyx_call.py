@@ -19,6 +19,7 @@ from actors import (
     Dtmf,
     Mark,
     ProviderError,
+    SessionClosed,
     Started,
     Stopped,
     TransportService,
@@ -145,3 +146,78 @@ def test_provider_error_bodies_become_provider_errors(service: TransportService)
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
     resume_after_a_dropped_hop("telnyx", media_of)
+
+
+# -- call control (Call Control commands) -----------------------------------------------------
+
+
+def _commands(service: TransportService, operation: str) -> list[int]:
+    return [r.status for r in emulator_of(service).api.requests if r.operation == operation]
+
+
+def test_transfer_leaves_the_stream_and_ending_the_session_does_not_hang_up(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    with pytest.raises(ValueError, match=r"E\.164"):
+        service.transfer(info.session_id, "+1 555 not a number")
+    service.transfer(info.session_id, "sip:desk@example.com", caller_id=FROM)
+    assert read_until(service, info.session_id, Close)[-1] == Close(1000, "transferred")
+    call = emulator_of(service).wait_ended(info.call_id, 5)
+    (transfer,) = call.transfers
+    assert (transfer["to"], transfer["from"]) == ("sip:desk@example.com", FROM)
+    assert call.outcome == "transferred" and call.alive  # bridged on, not hung up
+    with pytest.raises(SessionClosed):
+        service.transfer(info.session_id, "+15550111")
+    service.end_session(info.session_id)
+    assert _commands(service, "transfer") == [200]
+    assert _commands(service, "hangup") == []  # the call is the transfer's now
+    assert emulator_of(service).call(info.call_id).alive
+
+
+def test_send_dtmf_plays_the_digits_and_the_stream_goes_on(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    assert info.call_id is not None
+    with pytest.raises(ValueError):
+        service.send_dtmf(sid, "12x")
+    service.send_dtmf(sid, "12w#")
+    service.send_dtmf(sid, "*")
+    assert emulator_of(service).call(info.call_id).dtmf_sent == ["12w#", "*"]
+    # Still streaming both ways: the echo brings a mark back after the digits.
+    service.write_websocket_message(sid, Binary(b"\x07" * 160))
+    service.write_websocket_message(sid, Mark("after-dtmf"))
+    assert read_until(service, sid, Mark)[-1] == Mark("after-dtmf")
+    assert service.status(sid).state is SessionState.OPEN
+    service.end_session(sid)
+    assert _commands(service, "hangup") in ([200], [422])
+    with pytest.raises(SessionClosed):
+        service.send_dtmf(sid, "1")
+
+
+def test_redirect_is_unsupported_on_a_call_control_call_and_the_call_goes_on(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    with pytest.raises(UnsupportedMessage, match="takes commands, not a document"):
+        service.redirect(sid, "<Response><Hangup/></Response>")
+    service.write_websocket_message(sid, Mark("still-here"))
+    assert read_until(service, sid, Mark)[-1] == Mark("still-here")
+    service.end_session(sid)
+
+
+def test_a_command_on_a_call_that_has_ended_is_session_closed(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    # Telnyx ends the call between our check and the command: 422 / 90018 from the API.
+    emulator_of(service).api.ended(info.call_id)
+    with pytest.raises(SessionClosed, match="has ended"):
+        service.send_dtmf(info.session_id, "1")
+    assert _commands(service, "send_dtmf") == [422]
+    service.end_session(info.session_id)
