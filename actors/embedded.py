@@ -143,6 +143,16 @@ class _ProviderWebhooks(ABC):
         if webhook is not None:
             webhook.routes.forget_answer(session_id)
 
+    def control_document(self, provider: ProviderConfig, document: str) -> str | None:
+        """Our ``/plivo/control?doc=<key>`` serving ``document`` (``key`` unguessable; the
+        request must be signed as Plivo signs), or ``None`` when Plivo could not reach it."""
+        base = self.webhook_route(provider, "/plivo/control")
+        if base is None:
+            return None
+        key = secrets.token_urlsafe(16)
+        self.webhook().routes.serve_document(key, document)
+        return f"{base}?doc={key}"
+
     def exotel_status_url(self, provider: ExotelProviderConfig, session_id: str) -> str | None:
         """The StatusCallback of an Exotel call: our ``/exotel/status`` with the session and its
         capability, or ``None`` when Exotel could not reach the webhook."""

@@ -156,6 +156,12 @@ class Infrastructure(Protocol):
 
     def forget_answer(self, session_id: str) -> None: ...
 
+    def control_document(self, provider: ProviderConfig, document: str) -> str | None:
+        """A URL of the runtime's webhook that serves ``document`` to ``provider``'s signed
+        requests (Plivo's transfer fetches the call's next XML from one); ``None``: the
+        webhook is off or out of the provider's reach."""
+        ...
+
     def exotel_status_url(self, provider: ExotelProviderConfig, session_id: str) -> str | None:
         """An Exotel call's StatusCallback: the webhook's, with the session's capability."""
         ...

@@ -6,6 +6,8 @@ own): :class:`ProviderRoutes`.
 ``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress
 ``/plivo/answer``     answer URL: an inbound call; or (``?session=``) one we placed
 ``/plivo/hangup``     hang-up (and ring) URL: call progress
+``/plivo/control``    (``?doc=``) the XML a transfer or redirect gives a live call
+``/plivo/machine``    machine_detection_url: machine detection's verdict
 ``/vonage/answer``    answer URL (GET or POST): an inbound call, answered with the NCCO
 ``/vonage/event``     event URL: call progress
 ``/exotel/status``    StatusCallback of a call we placed (a capability URL per session)
@@ -42,15 +44,25 @@ logger = logging.getLogger(__name__)
 
 TELNYX_VOICE, TELNYX_EVENTS = "/telnyx/voice", "/telnyx/events"
 PLIVO_ANSWER, PLIVO_HANGUP = "/plivo/answer", "/plivo/hangup"
+PLIVO_CONTROL, PLIVO_MACHINE = "/plivo/control", "/plivo/machine"
 VONAGE_ANSWER, VONAGE_EVENT = "/vonage/answer", "/vonage/event"
 EXOTEL_STATUS = "/exotel/status"
 PATHS = frozenset(
     {TELNYX_VOICE, TELNYX_EVENTS, PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT}
-    | {EXOTEL_STATUS}
+    | {EXOTEL_STATUS, PLIVO_CONTROL, PLIVO_MACHINE}
 )
-_GET_OK = frozenset({PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT})
+_GET_OK = frozenset(
+    {PLIVO_ANSWER, PLIVO_HANGUP, PLIVO_CONTROL, PLIVO_MACHINE, VONAGE_ANSWER, VONAGE_EVENT}
+)
 _XML, _JSON = "text/xml; charset=utf-8", "application/json"
 _KEPT = 10_000  # answers of calls we placed, and answered Telnyx calls, remembered at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """A document we serve as it is (the XML a Plivo transfer fetches)."""
+
+    document: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,7 @@ class ProviderRoutes:
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
+        self._documents: OrderedDict[str, str] = OrderedDict()  # served at /plivo/control
 
     def expect_answer(self, key: str, document: str) -> None:
         with self._lock:
@@ -83,6 +96,14 @@ class ProviderRoutes:
     def forget_answer(self, key: str) -> None:
         with self._lock:
             self._answers.pop(key, None)
+
+    def serve_document(self, key: str, document: str) -> None:
+        """``/plivo/control?doc=<key>`` answers ``document`` (to every signed request: Plivo
+        may fetch it again on a retry) until :data:`_KEPT` newer ones push it out."""
+        with self._lock:
+            self._documents[key] = document
+            while len(self._documents) > _KEPT:
+                self._documents.popitem(last=False)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -114,6 +135,8 @@ class ProviderRoutes:
         name, decided = outcome
         if isinstance(decided, InboundCall):
             return self._offer(server, request, name, decided, arrived)
+        if isinstance(decided, _Document):
+            return request.reply(200, decided.document, content_type=_XML)
         if isinstance(decided, _Answered):  # a call we placed was answered
             server.deliver(decided.event)
             return request.reply(200, decided.document, content_type=_XML)
@@ -126,13 +149,13 @@ class ProviderRoutes:
 
     def _decide(  # noqa: PLR0917 (the request's parts, each read once by handle)
         self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, query: str
-    ) -> tuple[str, InboundCall | StatusEvent | _Answered | None] | Refusal:
+    ) -> tuple[str, InboundCall | StatusEvent | _Answered | _Document | None] | Refusal:
         keys = self.keys
         if route == TELNYX_VOICE:
             return decide.telnyx_voice(keys, headers, body)
         if route == TELNYX_EVENTS:
             return self._telnyx_event(headers, body)
-        if route in (PLIVO_ANSWER, PLIVO_HANGUP):
+        if route in (PLIVO_ANSWER, PLIVO_HANGUP, PLIVO_CONTROL, PLIVO_MACHINE):
             verified = decide.verify_plivo(keys, method, url, headers, body)
             if isinstance(verified, Refusal):
                 return verified
@@ -142,6 +165,15 @@ class ProviderRoutes:
             if route == PLIVO_HANGUP:
                 event = decide.plivo_status(fields)
                 return event if isinstance(event, Refusal) else (name, event)
+            if route == PLIVO_MACHINE:
+                event = decide.plivo_machine(fields)
+                return event if isinstance(event, Refusal) else (name, event)
+            if route == PLIVO_CONTROL:
+                with self._lock:
+                    document = self._documents.get(dict(parse_qsl(query)).get("doc", ""))
+                if document is None:
+                    return Refusal(404, "not_found", "no such document")
+                return name, _Document(document)
             return self._plivo_answer(name, fields, query)
         if route in (VONAGE_ANSWER, VONAGE_EVENT):
             signed = decide.verify_vonage(keys, headers, body, method, query)
