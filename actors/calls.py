@@ -82,7 +82,7 @@ class _Route:
     record: SessionRecord
     provider: str
     last_sequence: int = -1
-    amd_told: bool = False
+    amd_told: str | None = None  # the verdict told
     ended_why: str | None = None
 
 
@@ -271,8 +271,13 @@ class CallPlane:
                     route.last_sequence = event.sequence
                 self.statuses[event.status] += 1
             messages = [CallStatus(event.status, answered_by, event.sequence, event.fields)]
-        if answered_by is not None and not route.amd_told:
-            route.amd_told = True
+        # Once per call; but a machine_start may be followed by its greeting's end, where a
+        # provider tells both (Telnyx's greeting_end). Twilio tells one AnsweredBy a call.
+        greeting_end = route.amd_told == "machine_start" and (answered_by or "").startswith(
+            "machine_end"
+        )
+        if answered_by is not None and (route.amd_told is None or greeting_end):
+            route.amd_told = answered_by
             duration = event.fields.get("MachineDetectionDuration", "")
             ms = int(duration) if duration.isdigit() else None
             messages.append(MachineDetected(answered_by, ms, event.fields))

@@ -258,7 +258,11 @@ class MachineDetected(Message):
     ``machine_end_beep``, ``machine_end_silence``, ``machine_end_other``, ``fax`` or
     ``unknown``; ``duration_ms`` its ``MachineDetectionDuration`` where given. Comes once per
     call, in order with the media: with the answered ``CallStatus`` (``MachineDetection``
-    waits for the verdict before the call's TwiML runs), or later (``AsyncAmd``).
+    waits for the verdict before the call's TwiML runs), or later (``AsyncAmd``; Telnyx and
+    Plivo always: their verdicts are webhooks of their own). Where a provider tells a
+    machine first and the end of its greeting later (Telnyx with ``DetectMessageEnd``), a
+    ``machine_start`` is followed by one ``machine_end_*``. Telnyx's and Plivo's results are
+    given in Twilio's words (the README's table).
     """
 
     answered_by: str

@@ -48,6 +48,7 @@ from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
 from .callbacks import HttpResult
 from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
 from .media import CallMedia, MediaDialer
+from .numbers import Behaviour
 from .phones import PhoneEvent
 
 __all__ = ["TelnyxApiServer", "TelnyxCall", "TelnyxEmulator"]
@@ -213,6 +214,7 @@ class TelnyxApiServer(HTTPApiServer):
             ("stream_bidirectional_mode", ("mp3", "rtp")),
             ("stream_bidirectional_codec", _CODECS),
             ("stream_bidirectional_sampling_rate", _RATES),
+            ("answering_machine_detection", _AMD),
         )
         for name, allowed in checks:
             if name in data and data[name] not in allowed:
@@ -497,7 +499,33 @@ class TelnyxEmulator(Startable):
             from_=call.from_,
             to=call.to,
         )
-        self._stream(call, stream, ring_timeout, behaviour.ring_s)
+        self._stream(call, stream, ring_timeout, behaviour.ring_s, behaviour)
+
+    def _answered(self, call: TelnyxCall, behaviour: Behaviour | None) -> None:
+        """Picked up: ``call.answered``, then machine detection's webhooks if the dial asked
+        (Telnyx's OpenAPI, ``answering_machine_detection``): ``premium`` sends
+        ``call.machine.premium.detection.ended`` (``human_residence``, ``machine``,
+        ``fax_detected``) and, for a machine, ``call.machine.premium.greeting.ended``
+        (``beep_detected``); the others send ``call.machine.detection.ended`` (``human`` or
+        ``machine``), and for a machine under ``greeting_end``, ``detect_words`` or
+        ``detect_beep`` a ``call.machine.greeting.ended`` once its beep is heard."""
+        self._event(call, "call.answered")
+        mode = call.request.get("answering_machine_detection", "disabled")
+        if behaviour is None or mode == "disabled":
+            return
+        verdict = behaviour.answered_by("Enable")
+        if mode == "premium":
+            result = {"human": "human_residence", "fax": "fax_detected"}.get(
+                str(verdict), "machine"
+            )
+            self._event(call, "call.machine.premium.detection.ended", result=result)
+            if result == "machine":
+                self._event(call, "call.machine.premium.greeting.ended", result="beep_detected")
+            return
+        result = "human" if verdict == "human" else "machine"
+        self._event(call, "call.machine.detection.ended", result=result)
+        if result == "machine" and mode in ("greeting_end", "detect_words", "detect_beep"):
+            self._event(call, "call.machine.greeting.ended", result="beep_detected")
 
     def _stream(
         self,
@@ -505,6 +533,7 @@ class TelnyxEmulator(Startable):
         stream: TelnyxStream,
         ring_timeout: float | None,
         ring_s: float | None,
+        behaviour: Behaviour | None = None,
     ) -> None:
         call.media = self.media.dial(
             call_sid=call.call_control_id,
@@ -513,7 +542,7 @@ class TelnyxEmulator(Startable):
             url=call.stream_url,
             parameters={},
             on_end=lambda: self._finish(call, "completed"),
-            on_answer=lambda: self._event(call, "call.answered"),
+            on_answer=lambda: self._answered(call, behaviour),
             answer_after_s=ring_s,
             ring_timeout_s=ring_timeout,
             phone=_TelnyxPhone(stream),

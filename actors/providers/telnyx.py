@@ -143,9 +143,13 @@ class TelnyxRestClient(RestClient):
         codec: str = "PCMU",
         timeout_secs: int | None = None,
         webhook_url: str | None = None,
+        answering_machine_detection: str | None = None,
+        answering_machine_detection_config: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Dial ``to``, streaming both ways to ``stream_url``; Telnyx's call (``data``), with
-        at least ``call_control_id``. :class:`ProviderError` for a refusal or failure."""
+        at least ``call_control_id``. ``answering_machine_detection`` (``detect``,
+        ``greeting_end``, ``premium``...) asks for machine detection, whose results come as
+        webhooks (``call.machine.*``). :class:`ProviderError` for a refusal or failure."""
         body: dict[str, Any] = {
             "connection_id": connection_id,
             "to": to,
@@ -162,6 +166,10 @@ class TelnyxRestClient(RestClient):
             body["timeout_secs"] = timeout_secs
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
+        if answering_machine_detection is not None:
+            body["answering_machine_detection"] = answering_machine_detection
+        if answering_machine_detection_config:
+            body["answering_machine_detection_config"] = dict(answering_machine_detection_config)
         response = self._request("create_call", "POST", "/calls", json=body)
         if not response.ok:
             raise self.parse_error(response)
@@ -310,6 +318,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         token = stream_token(gateway.secret, session_id)
         state = {**dict(request.parameters or {}), "session": session_id, "token": token}
         assert self._connection_id is not None  # checked when the client was made
+        amd, amd_config = _amd(request.machine_detection)
         call = client.create_call(
             connection_id=self._connection_id,
             to=to,
@@ -321,6 +330,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             # The runtime's webhook takes the call's progress, unless you name your own.
             webhook_url=self.config.webhook_url
             or self._infrastructure.webhook_route(self.config, "/telnyx/events"),
+            answering_machine_detection=amd,
+            answering_machine_detection_config=amd_config,
         )
         call_id = str(call["call_control_id"])
         logger.info("session %s: Telnyx call %s placed to %s", session_id, call_id, to)
@@ -409,3 +420,31 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         ended = self._rest().hang_up(plan.call_id)
         what = "hung up" if ended else "had already ended"
         logger.info("session %s: Telnyx call %s %s", session_id, plan.call_id, what)
+
+
+def _amd(asked: str | Mapping[str, str] | None) -> tuple[str | None, dict[str, int]]:
+    """Telnyx's ``answering_machine_detection`` (and its config) for
+    ``create_session(machine_detection=...)``: ``Enable`` is ``detect`` (human or machine),
+    ``DetectMessageEnd`` is ``greeting_end`` (and then the greeting's end, its beep or
+    silence). Of Twilio's parameters, ``MachineDetectionTimeout`` (seconds) becomes
+    ``total_analysis_time_millis``; ``AsyncAmd`` changes nothing (Telnyx's detection is always
+    asynchronous); the others have no counterpart at Telnyx: a ``ValueError``."""
+    if asked is None:
+        return None, {}
+    options = {"MachineDetection": asked} if isinstance(asked, str) else dict(asked)
+    mode = {"Enable": "detect", "DetectMessageEnd": "greeting_end"}[
+        options.pop("MachineDetection", "Enable")
+    ]
+    options.pop("AsyncAmd", None)
+    config: dict[str, int] = {}
+    timeout = options.pop("MachineDetectionTimeout", None)
+    if timeout is not None:
+        if not timeout.isdigit():
+            raise ValueError("machine_detection's MachineDetectionTimeout must be whole seconds")
+        config["total_analysis_time_millis"] = int(timeout) * 1000
+    if options:
+        raise ValueError(
+            f"Telnyx has no counterpart of machine_detection's {', '.join(sorted(options))} "
+            "(MachineDetection, MachineDetectionTimeout and AsyncAmd are carried)"
+        )
+    return mode, config

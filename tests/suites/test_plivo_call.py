@@ -20,6 +20,7 @@ from actors import (
     Clear,
     Close,
     Dtmf,
+    MachineDetected,
     Mark,
     ProviderError,
     SessionClosed,
@@ -275,3 +276,42 @@ def test_a_control_document_is_served_only_to_plivo_signed_requests(
     response = requests.post(url, data={"CallUUID": "x"}, timeout=5)
     assert response.status_code == 403  # no X-Plivo-Signature-V3
     service.end_session(sid)
+
+
+# -- machine detection ---------------------------------------------------------------------------
+
+MACHINE, PERSON = "+15550105", "+15550106"
+
+
+@pytest.fixture
+def amd_service() -> Iterator[TransportService]:
+    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize(("to", "verdict"), [(MACHINE, "machine_start"), (PERSON, "human")])
+def test_machine_detection_verdict_comes_to_the_session(
+    amd_service: TransportService, to: str, verdict: str
+) -> None:
+    info = amd_service.create_session(
+        provider="plivo", to=to, from_=FROM, machine_detection="Enable"
+    )
+    assert info.call_id is not None
+    request = emulator_of(amd_service).call(info.call_id).request
+    assert request["machine_detection"] == "true"
+    assert request["machine_detection_url"].endswith("/plivo/machine")
+    told = read_until(amd_service, info.session_id, MachineDetected)[-1]
+    assert isinstance(told, MachineDetected)
+    assert told.answered_by == verdict and told.machine is (to == MACHINE)
+    assert told.fields["Machine"] == ("true" if to == MACHINE else "false")
+    amd_service.end_session(info.session_id)
+
+
+def test_machine_detection_plivo_cannot_do_is_refused_before_dialling(
+    amd_service: TransportService,
+) -> None:
+    with pytest.raises(ValueError, match="'Enable' only"):
+        amd_service.create_session(
+            provider="plivo", to=MACHINE, from_=FROM, machine_detection="DetectMessageEnd"
+        )
+    assert [r for r in emulator_of(amd_service).api.requests if r.operation == "create"] == []

@@ -17,6 +17,7 @@ from actors import (
     Clear,
     Close,
     Dtmf,
+    MachineDetected,
     Mark,
     ProviderError,
     SessionClosed,
@@ -221,3 +222,57 @@ def test_a_command_on_a_call_that_has_ended_is_session_closed(service: Transport
         service.send_dtmf(info.session_id, "1")
     assert _commands(service, "send_dtmf") == [422]
     service.end_session(info.session_id)
+
+
+# -- machine detection ---------------------------------------------------------------------------
+
+MACHINE, PERSON = "+15550105", "+15550106"
+
+
+@pytest.fixture
+def amd_service() -> Iterator[TransportService]:
+    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize(
+    ("to", "asked", "mode", "verdicts"),
+    [
+        (MACHINE, "Enable", "detect", ["machine_start"]),
+        (PERSON, "Enable", "detect", ["human"]),
+        (MACHINE, "DetectMessageEnd", "greeting_end", ["machine_start", "machine_end_beep"]),
+    ],
+)
+def test_machine_detection_results_arrive_in_twilios_words(
+    amd_service: TransportService, to: str, asked: str, mode: str, verdicts: list[str]
+) -> None:
+    info = amd_service.create_session(provider="telnyx", to=to, from_=FROM, machine_detection=asked)
+    assert info.call_id is not None
+    dial = emulator_of(amd_service).call(info.call_id).request
+    assert dial["answering_machine_detection"] == mode
+    told = [read_until(amd_service, info.session_id, MachineDetected)[-1] for _ in verdicts]
+    assert [m.answered_by for m in told] == verdicts
+    assert all(isinstance(m, MachineDetected) for m in told)
+    assert told[0].machine is (to == MACHINE)
+    assert told[0].fields["event_type"].startswith("call.machine.")
+    amd_service.end_session(info.session_id)
+
+
+def test_machine_detection_takes_the_timeout_and_refuses_what_telnyx_lacks(
+    amd_service: TransportService,
+) -> None:
+    asked = {"MachineDetection": "Enable", "MachineDetectionTimeout": "7", "AsyncAmd": "true"}
+    info = amd_service.create_session(
+        provider="telnyx", to=PERSON, from_=FROM, machine_detection=asked
+    )
+    assert info.call_id is not None
+    dial = emulator_of(amd_service).call(info.call_id).request
+    assert dial["answering_machine_detection_config"] == {"total_analysis_time_millis": 7000}
+    amd_service.end_session(info.session_id)
+    with pytest.raises(ValueError, match="MachineDetectionSpeechThreshold"):
+        amd_service.create_session(
+            provider="telnyx",
+            to=PERSON,
+            from_=FROM,
+            machine_detection={"MachineDetectionSpeechThreshold": "2400"},
+        )
