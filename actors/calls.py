@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .config import TransportConfig, TwilioProviderConfig
-from .errors import SessionClosed, UnsupportedMessage
+from .errors import SessionClosed, TransportError, UnsupportedMessage
 from .messages import CallStatus, Close, MachineDetected, SessionInfo
 from .signing import twilio_signature
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .embedded import EmbeddedInfrastructure
     from .providers import CallControl, ControlCommand, Provider, SessionPlan
     from .session import SessionRecord
-    from .webhooks.inbound import Answer
+    from .webhooks.inbound import Answer, PendingCall
     from .webhooks.twilio import InboundCall, StatusEvent
 
 __all__ = ["CallPlane", "dial_twiml", "dtmf_twiml"]
@@ -111,6 +111,7 @@ class CallPlane:
         self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
         self.draining = False  # TransportService.drain(): new calls are refused
         self._released: dict[str, bool] = {}  # sessions whose call was handed on, by id
+        self.provider_of: Callable[[str], Provider] | None = None  # set by the service
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class CallPlane:
                 session_id,
                 plan,
                 details=details,
-                registered=functools.partial(pending.answer, twiml, session_id),
+                registered=functools.partial(_answer, pending, answering, twiml, session_id),
                 prepare=None if placed is None else placed.prepare,
             )
             if info is not None:
@@ -220,6 +221,15 @@ class CallPlane:
             webhook.counters.add("refused_busy")
             return Answer(200, webhook.config.refusal_twiml, "refused_busy")
         return local()
+
+    def on_unanswered(self, provider: str, call: InboundCall) -> None:
+        """A call that answers with a command (Telnyx's Call Control) was refused by the queue
+        (capacity, no thread in time): reject it, so that the caller hears busy."""
+        if self.provider_of is None:
+            return
+        reject = getattr(self.provider_of(provider), "reject", None)
+        if reject is not None:
+            reject(call.call_id)
 
     # -- progress (webhook threads) ------------------------------------------------------------
 
@@ -411,6 +421,22 @@ class CallPlane:
         with self._lock:
             statuses = dict(self.statuses)
         return inbound, statuses
+
+
+def _answer(pending: PendingCall, provider: object, document: str, session_id: str) -> bool:
+    """The inbound call is answered: with ``document`` to its webhook, then (a provider that
+    answers with a command: Telnyx's Call Control) with its ``confirm_answer``. Whether it
+    was in time (``False``: the session is ended, the call goes unanswered or was over)."""
+    if not pending.answer(document, session_id):
+        return False
+    confirm = getattr(provider, "confirm_answer", None)
+    if confirm is None:
+        return True
+    try:
+        return bool(confirm(session_id))
+    except TransportError as exc:
+        logger.warning("session %s: answering the call failed: %s", session_id, exc)
+        return False
 
 
 def end_now(record: SessionRecord, reason: str) -> None:

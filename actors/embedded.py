@@ -76,6 +76,8 @@ class WebhookHooks(Protocol):
 
     def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
 
+    def on_unanswered(self, provider: str, call: InboundCall) -> None: ...
+
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
@@ -99,7 +101,12 @@ def _provider_keys(config: TransportConfig) -> ProviderKeys:
     random secret per Exotel provider that its status URLs are minted under."""
     from .webhooks.calls import ProviderKeys  # noqa: PLC0415
 
-    keys = ProviderKeys(telnyx={}, plivo={}, vonage={}, exotel={})
+    call_control = frozenset(
+        name
+        for name, provider in config.providers.items()
+        if isinstance(provider, TelnyxProviderConfig) and provider.inbound == "call_control"
+    )
+    keys = ProviderKeys(telnyx={}, plivo={}, vonage={}, exotel={}, telnyx_call_control=call_control)
     for name, provider in config.providers.items():
         real = getattr(provider, "api_base_url", "emulator") != "emulator"
         if isinstance(provider, TelnyxProviderConfig) and real and provider.public_key:
@@ -174,7 +181,11 @@ class _ProviderWebhooks(ABC):
             self.telnyx_emulator()
             telnyx = getattr(self, "_telnyx", None)
             assert telnyx is not None
-            return str(telnyx.place_inbound_call(base + "/telnyx/voice", to, from_).call_control_id)
+            if config.inbound == "call_control":  # a Call Control App: call.initiated
+                placed = telnyx.place_call_control_call(base + "/telnyx/events", to, from_)
+            else:  # a TeXML App: its voice URL
+                placed = telnyx.place_inbound_call(base + "/telnyx/voice", to, from_)
+            return str(placed.call_control_id)
         if isinstance(config, PlivoProviderConfig):
             self.plivo_emulator()
             plivo = getattr(self, "_plivo", None)
@@ -539,6 +550,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,
         )
+        webhook.routes.on_unanswered = hooks.on_unanswered if hooks else None
         try:
             return webhook.start()
         except OSError as exc:

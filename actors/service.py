@@ -140,6 +140,7 @@ class TransportService(Closable):
         sup = self.config.supervisor
         self._infrastructure = EmbeddedInfrastructure(self.config)
         self._calls = CallPlane(self.config, self._infrastructure)
+        self._calls.provider_of = self._provider  # rejects what the inbound queue refused
         self._metrics = ServiceMetrics(self._infrastructure.gateway_stats, self._calls.snapshot)
         # First, so that a port already taken fails before any thread has started.
         self._metrics_server: MetricsServer | None = None

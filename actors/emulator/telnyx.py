@@ -59,7 +59,8 @@ _CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16")
 _RATES = (8000, 16000, 22050, 24000, 48000)
 _TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 #: The Call Control commands the emulator takes (``/calls/{id}/actions/{name}``).
-_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer")
+_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer", "reject")
+_CALLER_PATIENCE_S = 30.0  # an incoming Call Control call neither answered nor rejected
 _DIGITS = frozenset("0123456789ABCD*#wW")
 _AMD = ("premium", "detect", "detect_beep", "detect_words", "greeting_end", "disabled")
 
@@ -266,24 +267,30 @@ class TelnyxApiServer(HTTPApiServer):
         problem = _check_action(operation, data)
         if problem is not None:
             return _errors(422, "10015", "Invalid parameter", problem)
+        # answer and reject are for an incoming call not yet answered, the others for one
+        # answered (the codes of these two refusals are the emulator's own).
+        before_answer = operation in ("answer", "reject")
         with self._lock:
             call = self.calls.get(call_control_id)
             alive = call is not None and call.alive
-            answering = operation == "answer" and call is not None and not call.answered
-            if alive and call is not None:
+            fits = call is not None and call.answered != before_answer
+            if alive and fits and call is not None:
                 if operation == "transfer":
                     call.transfers.append(dict(data))
                 elif operation == "send_dtmf":
                     call.dtmf_sent.append(str(data["digits"]))
-                elif answering:
+                elif operation == "answer":
                     call.answered = True
+                elif operation == "reject":
+                    call.alive = False
         if call is None:
             return _errors(404, "10005", "Resource not found", "No such call.")
         if not alive:
             detail = "This call is no longer active and can't receive commands."
             return _errors(422, "90018", "Call has already ended", detail)
-        if operation == "answer" and not answering:
-            return _errors(422, "90015", "Call already answered", "The call was answered.")
+        if not fits:
+            title = "Call already answered" if before_answer else "Call not answered"
+            return _errors(422, "90015", title, f"{operation} does not fit the call's state.")
         reply = Reply(200, {"data": {"result": "ok"}})
         if self.on_action is not None:
             reply.after = lambda: self.on_action(operation, call, data)
@@ -304,6 +311,9 @@ def _check_action(operation: str, data: dict[str, Any]) -> str | None:
         duration = data.get("duration_millis", 250)
         if not isinstance(duration, int) or not 100 <= duration <= 500:
             return "'duration_millis' must be 100 to 500."
+    elif operation == "reject":
+        if data.get("cause") not in ("CALL_REJECTED", "USER_BUSY"):
+            return "'cause' must be CALL_REJECTED or USER_BUSY."
     elif operation == "answer":
         url = data.get("stream_url")
         if url is not None and (
@@ -342,6 +352,7 @@ class TelnyxEmulator(Startable):
         self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
         self.api.on_dial = self._dialled
         self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
+        self.api.on_action = self._acted
         self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
         self.hooks = HookSender("telnyx-emulator-hooks")
@@ -406,6 +417,53 @@ class TelnyxEmulator(Startable):
         self.hooks.call(call.call_control_id, ask)
         logger.info("telnyx emulator: inbound call %s: %s -> %s", call.call_control_id, from_, to)
         return call
+
+    def place_call_control_call(self, events_url: str, to: str, from_: str) -> TelnyxCall:
+        """Call ``to`` from ``from_`` on a Call Control App whose webhook is ``events_url``:
+        post ``call.initiated`` (``direction: incoming``, ``state: parked``; signed) and wait
+        for a command: ``actions/answer`` streams the call where it says, ``actions/reject``
+        ends it ``busy``; neither within :data:`_CALLER_PATIENCE_S`: the caller hangs up."""
+        call = TelnyxCall(
+            "v3:" + secrets.token_urlsafe(24),
+            to,
+            from_,
+            "",
+            None,
+            request={"webhook_url": events_url},
+            answered=False,
+        )
+        with self.api._lock:
+            self.api.calls[call.call_control_id] = call
+        self._event(call, "call.initiated", direction="incoming", state="parked")
+
+        def give_up() -> None:
+            if not call.answered:
+                self._finish(call, "canceled")
+
+        self.later.call(_CALLER_PATIENCE_S, give_up)
+        logger.info("telnyx emulator: incoming call %s: %s -> %s", call.call_control_id, from_, to)
+        return call
+
+    def _acted(self, operation: str, call: TelnyxCall, data: dict[str, Any]) -> None:
+        """After a command was taken: ``answer`` dials the stream it names (with its
+        ``client_state``, which Telnyx puts in the stream's ``start`` and every later
+        webhook), ``reject`` ends the call (``call.hangup``, ``call_rejected``)."""
+        if operation == "answer":
+            call.stream_url = str(data.get("stream_url") or "")
+            state = data.get("client_state")
+            call.client_state = state if isinstance(state, str) else None
+            if isinstance(data.get("webhook_url"), str):
+                call.request["webhook_url"] = data["webhook_url"]
+            stream = TelnyxStream(
+                str(uuid.uuid4()),
+                call.call_control_id,
+                client_state=call.client_state,
+                from_=call.from_,
+                to=call.to,
+            )
+            self._stream(call, stream, None, 0.0)
+        elif operation == "reject":
+            self._finish(call, "busy")
 
     def _obey(self, call: TelnyxCall, result: HttpResult) -> None:
         try:

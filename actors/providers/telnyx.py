@@ -104,6 +104,7 @@ class TelnyxRestClient(RestClient):
         "transfer": IDEMPOTENT,
         "send_dtmf": IDEMPOTENT,
         "answer": IDEMPOTENT,
+        "reject": IDEMPOTENT,
     }
 
     def __init__(
@@ -232,6 +233,12 @@ class TelnyxRestClient(RestClient):
             body["webhook_url"] = webhook_url
         return self._command("answer", call_control_id, "answer", body)
 
+    def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> bool:
+        """``actions/reject`` (``RejectCall``) an incoming call not answered: ``cause``
+        ``USER_BUSY`` or ``CALL_REJECTED``. False if the call had already ended."""
+        body = {"cause": cause, "command_id": str(uuid.uuid4())}
+        return self._command("reject", call_control_id, "reject", body)
+
     def _command(
         self, operation: str, call_control_id: str, action: str, body: dict[str, Any]
     ) -> bool:
@@ -289,6 +296,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         self._connection_id = config.connection_id
         self._texml: set[str] = set()  # sessions of calls answered with TeXML (no commands)
         self._handed_on: set[str] = set()  # sessions whose call was transferred
+        # Inbound Call Control calls taken, until answered: session -> (call, stream, state).
+        self._to_answer: dict[str, tuple[str, str, str]] = {}
 
     def _make_client(self) -> TelnyxRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -344,12 +353,22 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         parameters: Mapping[str, str],
         redirect_url: str | None = None,
     ) -> tuple[SessionPlan, str]:
-        """Inbound call ``call_id`` (TeXML's ``CallSid``) accepted as ``session_id``: the plan,
-        and the TeXML answer (``<Connect><Stream>`` to the gateway's ``/telnyx`` with the
-        session and its stream token as ``<Parameter>``s). ``redirect_url`` is Twilio's."""
+        """Inbound call ``call_id`` accepted as ``session_id``: the plan, and the answer. With
+        ``inbound: texml`` (``call_id`` is TeXML's ``CallSid``), the TeXML answer:
+        ``<Connect><Stream>`` to the gateway's ``/telnyx`` with the session and its stream
+        token as ``<Parameter>``s. With ``inbound: call_control`` (``call_id`` is the
+        ``call_control_id``), no document: :meth:`confirm_answer` answers with
+        ``actions/answer`` and the same stream, the routing values in ``client_state``.
+        ``redirect_url`` is Twilio's."""
         self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
         token = stream_token(gateway.secret, session_id)
+        if self.config.inbound == "call_control":
+            state = {**dict(parameters), "session": session_id, "token": token}
+            stream_url = gateway.public_url.rstrip("/") + "/telnyx"
+            with self._lock:
+                self._to_answer[session_id] = (call_id, stream_url, encode_client_state(state))
+            return self._plan(session_id, gateway, call_id), ""
         texml = stream_texml(
             gateway.public_url.rstrip("/") + "/telnyx",
             {**dict(parameters), "session": session_id, "token": token},
@@ -358,6 +377,31 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         with self._lock:
             self._texml.add(session_id)
         return self._plan(session_id, gateway, call_id), texml
+
+    def confirm_answer(self, session_id: str) -> bool:
+        """Answer an inbound Call Control call taken as ``session_id`` (``actions/answer``,
+        streaming to the gateway); ``False`` if the caller had hung up meanwhile. A TeXML
+        call was answered by its document already: ``True``."""
+        with self._lock:
+            pending = self._to_answer.pop(session_id, None)
+        if pending is None:
+            return True
+        call_id, stream_url, state = pending
+        answered = self._rest().answer(
+            call_id,
+            stream_url=stream_url,
+            client_state=state,
+            codec=self.config.codec,
+            webhook_url=self.config.webhook_url,
+        )
+        logger.info("session %s: Telnyx call %s answered: %s", session_id, call_id, answered)
+        return answered
+
+    def reject(self, call_id: str) -> None:
+        """Refuse an inbound Call Control call no thread took (``actions/reject``, the cause
+        ``USER_BUSY``: the caller hears busy, not silence); one already over is fine."""
+        if not self._rest().reject(call_id):
+            logger.info("Telnyx call %s was over before it was rejected", call_id)
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
@@ -411,6 +455,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         """Hang the call up, unless it was transferred (it is the transfer's now)."""
         with self._lock:
             self._texml.discard(session_id)
+            self._to_answer.pop(session_id, None)
             if session_id in self._handed_on:
                 self._handed_on.discard(session_id)
                 logger.info("session %s: Telnyx call %s was transferred", session_id, plan.call_id)

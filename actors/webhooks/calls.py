@@ -151,6 +151,9 @@ class ProviderKeys:
     plivo: Mapping[str, str] = field(default_factory=dict, repr=False)
     vonage: Mapping[str, str] = field(default_factory=dict, repr=False)
     exotel: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Telnyx entries whose inbound calls come as Call Control's call.initiated (inbound:
+    # call_control), not to the TeXML voice URL.
+    telnyx_call_control: frozenset[str] = frozenset()
 
 
 def _form(body: bytes) -> dict[str, str] | Refusal:
@@ -211,10 +214,12 @@ def telnyx_voice(
 
 def telnyx_event(
     keys: ProviderKeys, headers: Mapping[str, str], body: bytes, *, answered: bool = False
-) -> tuple[str, StatusEvent | None] | Refusal:
+) -> tuple[str, StatusEvent | InboundCall | None] | Refusal:
     """A Call Control webhook (JSON ``{"data": {"event_type", "payload"}}``) or a TeXML
     status callback (a form with ``CallStatus``): the event, or ``None`` for one that is not
-    a call state. Machine detection's results are ``amd`` events with Twilio's
+    a call state; with ``inbound: call_control``, an incoming ``call.initiated`` is an
+    :class:`InboundCall` to answer with ``actions/answer``. Machine detection's results are
+    ``amd`` events with Twilio's
     ``AnsweredBy`` (:data:`TELNYX_AMD`). ``answered``: whether the call was answered (a
     hang-up is ``completed``)."""
     name = _telnyx_name(keys, headers, body)
@@ -249,6 +254,20 @@ def telnyx_event(
     # client_state holds the stream token (spent once paired, but a credential): not shown.
     flat = {k: v for k, v in payload.items() if isinstance(v, str) and k != "client_state"}
     flat["event_type"] = str(kind)
+    incoming = kind == "call.initiated" and payload.get("direction") == "incoming"
+    if incoming and name in keys.telnyx_call_control:  # a call to answer with actions/answer
+        from_, to = flat.get("from", ""), flat.get("to", "")
+        if not from_ or not to:
+            return Refusal(400, "bad_request", "missing payload.from or payload.to")
+        return name, InboundCall(
+            direction="inbound",
+            from_=from_,
+            to=to,
+            call_id=call_id,
+            account_sid=flat.get("connection_id", ""),
+            fields=MappingProxyType(flat),
+            provider="telnyx",
+        )
     if kind == "call.initiated":
         status = "initiated"
     elif kind == "call.answered":

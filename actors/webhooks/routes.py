@@ -3,7 +3,9 @@ own): :class:`ProviderRoutes`.
 
 ====================  =====================================================================
 ``/telnyx/voice``     TeXML voice URL: an inbound call, answered ``<Connect><Stream>``
-``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress
+``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress; with
+                      ``inbound: call_control``, an incoming ``call.initiated`` is an
+                      inbound call (answered 200 at once, then ``actions/answer``)
 ``/plivo/answer``     answer URL: an inbound call; or (``?session=``) one we placed
 ``/plivo/hangup``     hang-up (and ring) URL: call progress
 ``/plivo/control``    (``?doc=``) the XML a transfer or redirect gives a live call
@@ -27,6 +29,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -86,6 +89,8 @@ class ProviderRoutes:
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
         self._documents: OrderedDict[str, str] = OrderedDict()  # served at /plivo/control
+        # Told of a Call Control call the queue refused: (provider name, call) -> None.
+        self.on_unanswered: Callable[[str, InboundCall], None] | None = None
 
     def expect_answer(self, key: str, document: str) -> None:
         with self._lock:
@@ -133,6 +138,11 @@ class ProviderRoutes:
         if isinstance(outcome, Refusal):
             return server._refuse(request, outcome)
         name, decided = outcome
+        if isinstance(decided, InboundCall) and route == TELNYX_EVENTS:
+            # Call Control waits for no document: say 200 at once (Telnyx retries a webhook
+            # not answered soon), and answer the call with a command once a thread takes it.
+            request.reply(200, "")
+            return self._offer_call_control(server, name, decided, arrived)
         if isinstance(decided, InboundCall):
             return self._offer(server, request, name, decided, arrived)
         if isinstance(decided, _Document):
@@ -191,13 +201,14 @@ class ProviderRoutes:
 
     def _telnyx_event(
         self, headers: dict[str, str], body: bytes
-    ) -> tuple[str, StatusEvent | None] | Refusal:
+    ) -> tuple[str, StatusEvent | InboundCall | None] | Refusal:
         # Whether the call was answered decides what a hang-up means: peek at the id first.
         probe = decide.telnyx_event(self.keys, headers, body)
-        if isinstance(probe, Refusal) or probe[1] is None:
+        if isinstance(probe, Refusal):
             return probe
         name, event = probe
-        assert event is not None
+        if not isinstance(event, StatusEvent):
+            return name, event
         with self._lock:
             answered = event.call_id in self._answered
             if event.status == "in-progress":
@@ -224,6 +235,28 @@ class ProviderRoutes:
             return name, _Answered(document, event)
         call = decide.plivo_call(fields)
         return call if isinstance(call, Refusal) else (name, call)
+
+    def _offer_call_control(
+        self, server: WebhookServer, name: str, call: InboundCall, arrived: float
+    ) -> None:
+        """Offer a Call Control call from a thread of its own (it lives until a thread takes
+        the call, or the queue refuses it: ``queue_timeout_s`` at most); a call refused is
+        rejected with a command (``on_unanswered``), never left ringing in silence."""
+
+        def offer() -> None:
+            answer = server.queue.offer(call, "", provider=name, arrived_at=arrived)
+            if answer.outcome == "accepted":
+                logger.info("%s call %s taken: session %s", name, call.call_id, answer.session_id)
+            elif answer.session_id is None and answer.outcome != "duplicate":
+                logger.warning("%s call %s refused: %s", name, call.call_id, answer.outcome)
+                if self.on_unanswered is not None:
+                    try:
+                        self.on_unanswered(name, call)
+                    except Exception:  # the call rings out at Telnyx; this thread must end
+                        logger.exception("%s call %s: rejecting it failed", name, call.call_id)
+
+        thread = threading.Thread(target=offer, name="telnyx-offer", daemon=True)
+        thread.start()
 
     def _offer(
         self, server: WebhookServer, request: _Handler, name: str, call: InboundCall, arrived: float
