@@ -357,8 +357,9 @@ class SessionRequest:
     to: str | None = None
     from_: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
-    # Twilio: answering machine detection, "Enable" | "DetectMessageEnd" or a mapping of
-    # Twilio's AMD parameters (MachineDetection, AsyncAmd, MachineDetectionTimeout...).
+    # Answering machine detection, "Enable" | "DetectMessageEnd" or a mapping of Twilio's AMD
+    # parameters (MachineDetection, AsyncAmd, MachineDetectionTimeout...); Telnyx and Plivo
+    # take what they have a counterpart of (the README's table), ValueError for the rest.
     machine_detection: str | Mapping[str, str] | None = None
     timeout: int | None = None  # Twilio: how long this call rings, seconds (5..600)
 

@@ -20,6 +20,14 @@ A call's ``hangup_url`` gets its end, signed V3 (``CallStatus`` ``completed``, o
 ``timeout``, ``failed`` for the numbers ``emulator.behaviours`` makes busy, unanswered or
 failed, with ``RequestUUID``). :meth:`PlivoEmulator.place_inbound_call` makes it a caller: it
 posts the answer URL, signed, and obeys the ``<Stream>`` (or ``<Hangup>``) it answers.
+
+``POST Call/{call_uuid}/`` (a transfer, ``legs=aleg`` with ``aleg_url``) answers ``202 "call
+transferred"``, then fetches that URL signed V3 and runs its XML in place of the stream: a
+``<Dial>`` is recorded (``transfers``) and the call stays up, bridged on; other XML plays out
+and the call ends. ``POST Call/{call_uuid}/DTMF/`` records the digits (``dtmf_sent``), ``202
+"digits sent"``. A call created with ``machine_detection`` posts the verdict to its
+``machine_detection_url`` once answered (``Machine`` true or false, signed V3); ``hangup``
+ends a call a machine answered.
 """
 
 from __future__ import annotations

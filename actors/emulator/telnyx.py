@@ -1,4 +1,5 @@
-"""A local Telnyx: Call Control v2's dial and hang-up, and a phone that plays each call's stream.
+"""A local Telnyx: Call Control v2's dial, commands and hang-up, and a phone that plays each
+call's stream.
 
 The API (below the base URL, as Prism serves Telnyx's OpenAPI: ``POST /calls``,
 ``POST /calls/{call_control_id}/actions/hangup``) checks the Bearer key and what ``DialCall``
@@ -20,7 +21,17 @@ emulator's own key (:attr:`TelnyxEmulator.public_key` verifies them): ``call.ini
 ``call.answered``, ``call.hangup`` with its ``hangup_cause`` (``user_busy``, ``timeout``,
 ``not_found`` for the numbers ``emulator.behaviours`` makes busy, unanswered or failed).
 :meth:`TelnyxEmulator.place_inbound_call` makes it a caller: it posts a TeXML voice webhook,
-signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers.
+signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers;
+:meth:`TelnyxEmulator.place_call_control_call` is a caller on a Call Control App: it posts
+``call.initiated`` (``direction: incoming``) and waits for ``actions/answer`` (then streams
+where it says) or ``actions/reject``.
+
+Commands (``/calls/{id}/actions/...``, checked as ``TransferCall``, ``SendDTMF``,
+``AnswerCall`` and ``RejectCall`` require): ``transfer`` and ``send_dtmf`` are recorded on the
+call (``transfers``, ``dtmf_sent``); a transferred call stays up after its stream ends (it is
+bridged on; leg B is not emulated). A dial's ``answering_machine_detection`` makes the answer
+followed by ``call.machine.detection.ended`` (or the premium one) with the number's verdict,
+and by ``call.machine.greeting.ended`` for a machine where the mode waits for its greeting.
 """
 
 from __future__ import annotations

@@ -15,6 +15,14 @@ publishes no OpenAPI description, so there is no contract test: see the README):
 - ``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/`` hangs up (``204``); a ``404`` means
   the call is already over. Before the stream has told the call's uuid, the queued or ringing
   call is cancelled instead: ``DELETE /v1/Account/{auth_id}/Request/{request_uuid}/``.
+- ``POST /v1/Account/{auth_id}/Call/{call_uuid}/`` transfers a live call (``legs=aleg``,
+  ``aleg_url``: it fetches and runs that XML in place of its stream; ``202 "call
+  transferred"``): our ``transfer`` (a ``<Dial>``) and ``redirect`` (your XML), served by the
+  runtime's webhook (``/plivo/control``). ``POST .../Call/{call_uuid}/DTMF/`` (``digits``,
+  ``leg``; ``202 "digits sent"``) plays digits while the stream goes on. Neither is retried
+  past a lost answer (each would run twice); 404: the call is over.
+- ``machine_detection`` (``true``) with ``machine_detection_url`` (our ``/plivo/machine``):
+  the verdict is posted there in the background (``Machine`` true or false).
 - Error bodies ``{"api_id": ..., "error": "..."}`` (``error`` may be an object of field
   messages) become :class:`ProviderError`.
 

@@ -1,4 +1,5 @@
-"""Telnyx's REST control plane (Call Control v2): place a call that streams to us, hang it up.
+"""Telnyx's REST control plane (Call Control v2): place a call that streams to us, control it,
+answer an inbound one, hang it up.
 
 Checked against Telnyx's OpenAPI (``DialCall``, ``HangupCall``, ``CallRequest``; the contract
 test, ``tests/providers/test_telnyx_contract.py``, runs the client against it with Prism):
@@ -14,6 +15,15 @@ test, ``tests/providers/test_telnyx_contract.py``, runs the client against it wi
 - ``POST /calls/{call_control_id}/actions/hangup`` with a JSON body (required by the spec; a
   ``command_id`` makes a retried hang-up one command). "Already ended" is the 422 with code
   ``90018`` ("Call has already ended", the spec's example) and a 404 (the id is unknown).
+- Commands, each with a ``command_id`` ("Telnyx will ignore any command with the same
+  command_id for the same call_control_id"), so retried like a hang-up: ``actions/transfer``
+  (``TransferCall``: ``to``, ``from``), ``actions/send_dtmf`` (``SendDTMF``: ``digits``,
+  ``duration_millis``; "no webhooks associated": the stream goes on), ``actions/answer``
+  (``AnswerCall``, with the dial's stream parameters: an inbound call with ``inbound:
+  call_control``) and ``actions/reject`` (``RejectCall``, ``cause: USER_BUSY``). Ended: as
+  for a hang-up. A Call Control call takes no document: ``redirect`` is unsupported.
+- Machine detection: ``answering_machine_detection`` (``detect``, ``greeting_end``...) and its
+  config on the dial; the results come as webhooks (:mod:`actors.webhooks.calls`).
 - Error bodies ``{"errors": [{"code", "title", "detail"}]}`` become :class:`ProviderError`.
 
 Creating is retried only on 429 (a 5xx may mean the call exists); hanging up also on 5xx.

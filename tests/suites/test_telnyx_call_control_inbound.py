@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 import requests
 
-from actors import Binary, CallStatus, Close, Mark, Started, TransportService, default_config
+from actors import (
+    AcceptTimeout,
+    Binary,
+    CallStatus,
+    Close,
+    Mark,
+    Started,
+    TransportService,
+    default_config,
+)
 from actors.config import InboundConfig, TelnyxProviderConfig
 from actors.emulator.telnyx import TelnyxEmulator
 from actors.pubkey import new_ed25519_key, sign_ed25519
@@ -128,3 +137,14 @@ def test_a_forged_call_initiated_is_refused_and_queues_nothing(service: Transpor
     assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 403
     assert service.metrics()['transport_inbound_webhooks_total{outcome="bad_signature"}'] == 1
     assert service.infrastructure.webhook().queue.load() == 0
+
+
+def test_a_caller_gone_before_the_answer_is_passed_over(service: TransportService) -> None:
+    call_id = service.infrastructure.place_inbound("telnyx", OURS, CALLER)
+    # The caller hangs up at once: its call.initiated still comes (it is on its way), but the
+    # answer finds the call over (422 / 90018), and accept_session waits for the next call.
+    emulator_of(service).api.ended(call_id)
+    with pytest.raises(AcceptTimeout):
+        service.accept_session(timeout=2, provider="telnyx")
+    assert _commands(service, "answer") == [422]
+    assert service.sessions() == []
