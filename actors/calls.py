@@ -174,6 +174,9 @@ class CallPlane:
                     plan, twiml = answering.answer(  # type: ignore[attr-defined]
                         session_id, call.call_id, {"direction": "inbound"}, redirect
                     )
+                told = getattr(answering, "inbound_call", None)
+                if told is not None:  # what a provider keeps of the webhook's call (Telnyx)
+                    told(session_id, call)
             except BaseException:
                 pending.refuse()
                 raise

@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..codecs.telnyx import TelnyxStream
 from ..config import EmulatorConfig
@@ -72,6 +72,7 @@ _TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 #: The Call Control commands the emulator takes (``/calls/{id}/actions/{name}``).
 _ACTIONS = ("hangup", "transfer", "send_dtmf", "answer", "reject")
 _CALLER_PATIENCE_S = 30.0  # an incoming Call Control call neither answered nor rejected
+TEXML_ACCOUNT_SID = "emulated-account"  # the AccountSid of the emulator's TeXML calls
 _DIGITS = frozenset("0123456789ABCD*#wW")
 _AMD = ("premium", "detect", "detect_beep", "detect_words", "greeting_end", "disabled")
 
@@ -98,6 +99,8 @@ class TelnyxCall:
     transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's body
     dtmf_sent: list[str] = field(default_factory=list)  # each send_dtmf's digits
     answered: bool = True  # an incoming Call Control call: False until actions/answer
+    account_sid: str = ""  # a TeXML call's AccountSid (UpdateTexmlCall names it)
+    documents: list[str] = field(default_factory=list)  # TeXML given by UpdateTexmlCall
 
 
 class _TelnyxPhone:
@@ -149,7 +152,7 @@ class TelnyxApiServer(HTTPApiServer):
             name="telnyx-emulator-api",
             handler=_Handler,
             max_body=64 * 1024,
-            fault_operations=("dial", *_ACTIONS),
+            fault_operations=("dial", "update_texml", *_ACTIONS),
             requests_kept=10_000,
         )
         self._api_key = api_key
@@ -157,6 +160,7 @@ class TelnyxApiServer(HTTPApiServer):
         self.on_dial: Any = None
         self.on_hang_up: Any = None
         self.on_action: Any = None  # (operation, call, body) after a command was taken
+        self.on_texml: Any = None  # (call, texml) after a TeXML update was taken
 
     def fail(
         self,
@@ -185,6 +189,16 @@ class TelnyxApiServer(HTTPApiServer):
         if not secrets.compare_digest(authorization.encode(), f"Bearer {self._api_key}".encode()):
             return _errors(401, "10009", "Authentication failed", "The API key is wrong."), None
         parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
+        texml_call = len(parts) == 5 and (parts[0], parts[1], parts[3]) == (
+            "texml",
+            "Accounts",
+            "Calls",
+        )
+        if method == "POST" and texml_call:
+            fault = self._take_fault("update_texml")
+            if fault is not None:
+                return fault.reply(), "update_texml"
+            return self._update_texml(parts[2], parts[4], body), "update_texml"
         if method == "POST" and parts == ["calls"]:
             operation = "dial"
         elif (
@@ -271,6 +285,36 @@ class TelnyxApiServer(HTTPApiServer):
             reply.after = lambda: self.on_hang_up(call)
         return reply
 
+    def _update_texml(self, account_sid: str, call_sid: str, body: bytes) -> Reply:
+        """``UpdateTexmlCall``: a form (TeXML's CamelCase) whose ``Texml`` replaces the
+        live TeXML call's current instructions (``Url`` is not fetched here: the runtime sends
+        ``Texml``). Answers the call resource's JSON; 404 for no such live call."""
+        try:
+            form = dict(
+                parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+            )
+        except (UnicodeDecodeError, ValueError):
+            return _errors(422, "10015", "Invalid parameter", "The body is not a form.")
+        texml = form.get("Texml")
+        if texml is None:
+            return _errors(422, "10015", "Invalid parameter", "This emulator takes 'Texml'.")
+        problem = _texml_problem(texml)
+        if problem is not None:
+            return _errors(422, "10015", "Invalid parameter", problem)
+        with self._lock:
+            call = self.calls.get(call_sid)
+            live = call is not None and call.alive and call.account_sid == account_sid
+            if live and call is not None:
+                call.documents.append(texml)
+        if not live or call is None:
+            return _errors(404, "10005", "Resource not found", "No such call in progress.")
+        payload = {"account_sid": account_sid, "call_sid": call_sid, "status": "in-progress"}
+        reply = Reply(200, payload)
+        if self.on_texml is not None:
+            on_texml = self.on_texml
+            reply.after = lambda: on_texml(call, texml)
+        return reply
+
     def _action(self, operation: str, call_control_id: str, data: dict[str, Any]) -> Reply:
         """``transfer`` (``to`` required), ``send_dtmf`` (``digits`` of 0-9, A-D, ``*``,
         ``#``, ``w``, ``W``; ``duration_millis`` 100..500) and ``answer`` (of an incoming
@@ -306,6 +350,14 @@ class TelnyxApiServer(HTTPApiServer):
         if self.on_action is not None:
             reply.after = lambda: self.on_action(operation, call, data)
         return reply
+
+
+def _texml_problem(texml: str) -> str | None:
+    try:
+        root = parse_xml(texml)
+    except ValueError:
+        return "'Texml' is not well-formed XML."
+    return None if root.tag == "Response" else "'Texml' must have <Response> at its root."
 
 
 def _check_action(operation: str, data: dict[str, Any]) -> str | None:
@@ -364,6 +416,7 @@ class TelnyxEmulator(Startable):
         self.api.on_dial = self._dialled
         self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
         self.api.on_action = self._acted
+        self.api.on_texml = self._new_texml
         self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
         self.hooks = HookSender("telnyx-emulator-hooks")
@@ -408,10 +461,11 @@ class TelnyxEmulator(Startable):
         """Call ``to`` from ``from_``: post TeXML's voice webhook to ``voice_url`` (signed) and
         obey its answer. Returns at once; :meth:`wait_ended` tells how it went."""
         call = TelnyxCall("v3:" + secrets.token_urlsafe(24), to, from_, "", None)
+        call.account_sid = TEXML_ACCOUNT_SID
         with self.api._lock:
             self.api.calls[call.call_control_id] = call
         fields = {
-            "AccountSid": "emulated-account",
+            "AccountSid": TEXML_ACCOUNT_SID,
             "CallSid": call.call_control_id,
             "ConnectionId": self.connection_id,
             "From": from_,
@@ -454,6 +508,21 @@ class TelnyxEmulator(Startable):
         self.later.call(_CALLER_PATIENCE_S, give_up)
         logger.info("telnyx emulator: incoming call %s: %s -> %s", call.call_control_id, from_, to)
         return call
+
+    def _new_texml(self, call: TelnyxCall, texml: str) -> None:
+        """New TeXML replaced the call's ``<Connect><Stream>``: the stream ends; a ``<Dial>``
+        is recorded as a transfer (the call stays up, bridged on), anything else plays out
+        (no-ops) and the call ends after it."""
+        root = parse_xml(texml)
+        targets = [
+            {"to": (noun.text or "").strip(), "noun": noun.tag, **dial.attrib}
+            for dial in root.iter("Dial")
+            for noun in dial
+            if noun.tag in ("Number", "Sip")
+        ]
+        with self.api._lock:
+            call.transfers.extend(targets)
+        self.media.hang_up(call.call_control_id)
 
     def _acted(self, operation: str, call: TelnyxCall, data: dict[str, Any]) -> None:
         """After a command was taken: ``answer`` dials the stream it names (with its

@@ -22,6 +22,9 @@ test, ``tests/providers/test_telnyx_contract.py``, runs the client against it wi
   (``AnswerCall``, with the dial's stream parameters: an inbound call with ``inbound:
   call_control``) and ``actions/reject`` (``RejectCall``, ``cause: USER_BUSY``). Ended: as
   for a hang-up. A Call Control call takes no document: ``redirect`` is unsupported.
+- A call answered with TeXML takes new TeXML: ``POST /texml/Accounts/{account_sid}/Calls/
+  {call_sid}`` (``UpdateTexmlCall``, a form with ``Texml``; 404: over), for ``transfer`` (a
+  ``<Dial>``) and ``redirect``.
 - Machine detection: ``answering_machine_detection`` (``detect``, ``greeting_end``...) and its
   config on the dial; the results come as webhooks (:mod:`actors.webhooks.calls`).
 - Error bodies ``{"errors": [{"code", "title", "detail"}]}`` become :class:`ProviderError`.
@@ -49,7 +52,8 @@ from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
-from ..webhooks.telnyx import stream_texml
+from ..webhooks.telnyx import dial_texml, stream_texml
+from ..webhooks.twilio import InboundCall
 from ..wire.constants import SESSIONS_PATH
 from . import (
     ControlCommand,
@@ -115,6 +119,8 @@ class TelnyxRestClient(RestClient):
         "send_dtmf": IDEMPOTENT,
         "answer": IDEMPOTENT,
         "reject": IDEMPOTENT,
+        # New TeXML twice would run it twice; a TeXML update has no command_id.
+        "update_texml_call": AT_MOST_ONCE,
     }
 
     def __init__(
@@ -243,6 +249,23 @@ class TelnyxRestClient(RestClient):
             body["webhook_url"] = webhook_url
         return self._command("answer", call_control_id, "answer", body)
 
+    def update_texml_call(self, account_sid: str, call_sid: str, texml: str) -> bool:
+        """``POST /texml/Accounts/{account_sid}/Calls/{call_sid}`` (``UpdateTexmlCall``, a form
+        in TeXML's CamelCase): ``Texml`` replaces the call's current TeXML (its ``<Connect>
+        <Stream>``). True once taken, False if the call is over (404)."""
+        for value in (account_sid, call_sid):
+            if not value or "/" in value:
+                raise ValueError("account_sid and call_sid must be non-empty ids")
+        path = f"/texml/Accounts/{account_sid}/Calls/{call_sid}"
+        response = self._request(
+            "update_texml_call", "POST", path, what="texml update", form=[("Texml", texml)]
+        )
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
+
     def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> bool:
         """``actions/reject`` (``RejectCall``) an incoming call not answered: ``cause``
         ``USER_BUSY`` or ``CALL_REJECTED``. False if the call had already ended."""
@@ -304,7 +327,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
     ) -> None:
         super().__init__(config, runtime, infrastructure, on_request=on_request)
         self._connection_id = config.connection_id
-        self._texml: set[str] = set()  # sessions of calls answered with TeXML (no commands)
+        # Sessions of calls answered with TeXML -> the call's AccountSid (for UpdateTexmlCall).
+        self._texml: dict[str, str] = {}
         self._handed_on: set[str] = set()  # sessions whose call was transferred
         # Inbound Call Control calls taken, until answered: session -> (call, stream, state).
         self._to_answer: dict[str, tuple[str, str, str]] = {}
@@ -385,8 +409,15 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             codec=self.config.codec,
         )
         with self._lock:
-            self._texml.add(session_id)
+            self._texml[session_id] = ""  # its AccountSid comes with inbound_call
         return self._plan(session_id, gateway, call_id), texml
+
+    def inbound_call(self, session_id: str, call: InboundCall) -> None:
+        """The webhook's call that ``session_id`` answers: a TeXML call's ``AccountSid`` is
+        what :meth:`TelnyxRestClient.update_texml_call` names it by."""
+        with self._lock:
+            if session_id in self._texml:
+                self._texml[session_id] = call.account_sid
 
     def confirm_answer(self, session_id: str) -> bool:
         """Answer an inbound Call Control call taken as ``session_id`` (``actions/answer``,
@@ -429,33 +460,46 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
     def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
-        """Call Control commands: ``actions/transfer``, ``actions/send_dtmf`` (the stream goes
-        on). A Call Control call takes no document, so a :class:`Redirect` is
-        ``UnsupportedMessage``; so is every command on a call answered with TeXML (its
-        commands are TeXML's: answer with ``inbound: call_control`` to control it)."""
+        """A Call Control call takes commands: ``actions/transfer``, ``actions/send_dtmf``
+        (the stream goes on); it takes no document, so a :class:`Redirect` is
+        ``UnsupportedMessage``. A call answered with TeXML takes new TeXML instead
+        (``UpdateTexmlCall``): a ``<Dial>`` for a :class:`Transfer`, your TeXML for a
+        :class:`Redirect`; DTMF would need new TeXML too, leaving the stream, so
+        :class:`SendDigits` is ``UnsupportedMessage`` there."""
         with self._lock:
-            texml = session_id in self._texml
-        kind = {Transfer: "transfer", Redirect: "redirect", SendDigits: "send_dtmf"}[type(command)]
-        if texml:
-            raise UnsupportedMessage(
-                session_id,
-                self.name,
-                f"{kind} on a call answered with TeXML (set providers.{self.name}.inbound: "
-                "call_control to answer with Call Control, which takes commands)",
+            account = self._texml.get(session_id)
+        if plan.call_id is None:
+            return False
+        client = self._rest()
+        if account is not None:  # a TeXML call
+            if isinstance(command, SendDigits):
+                raise UnsupportedMessage(
+                    session_id,
+                    self.name,
+                    "send_dtmf on a call answered with TeXML (new TeXML would end its stream;"
+                    f" set providers.{self.name}.inbound: call_control to keep it)",
+                )
+            if not account:
+                raise UnsupportedMessage(
+                    session_id, self.name, f"{type(command).__name__} (no AccountSid came)"
+                )
+            texml = (
+                dial_texml(command.to, command.caller_id)
+                if isinstance(command, Transfer)
+                else command.document
             )
-        if isinstance(command, Redirect):
+            done = client.update_texml_call(account, plan.call_id, texml)
+        elif isinstance(command, Redirect):
             raise UnsupportedMessage(
                 session_id,
                 self.name,
                 "redirect: a Call Control call takes commands, not a document "
                 "(transfer and send_dtmf are there)",
             )
-        if plan.call_id is None:
-            return False
-        client = self._rest()
-        if isinstance(command, SendDigits):
+        elif isinstance(command, SendDigits):
             return client.send_dtmf(plan.call_id, command.digits)
-        done = client.transfer(plan.call_id, command.to, command.caller_id)
+        else:
+            done = client.transfer(plan.call_id, command.to, command.caller_id)
         if done:
             with self._lock:
                 self._handed_on.add(session_id)
@@ -464,7 +508,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         """Hang the call up, unless it was transferred (it is the transfer's now)."""
         with self._lock:
-            self._texml.discard(session_id)
+            self._texml.pop(session_id, None)
             self._to_answer.pop(session_id, None)
             if session_id in self._handed_on:
                 self._handed_on.discard(session_id)

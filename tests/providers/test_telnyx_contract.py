@@ -181,3 +181,21 @@ def test_the_emulator_takes_the_commands_the_spec_takes(prism: str) -> None:
             assert error.value.status == 422
             assert ours.hang_up(call) is True
             assert ours.send_dtmf(call, "1") is False  # over: 422 / 90018
+
+
+def test_a_texml_update_follows_the_spec(prism: str) -> None:
+    """UpdateTexmlCall: a form whose ``Texml`` replaces a TeXML call's instructions."""
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            done = client.update_texml_call(
+                "61bf923e-5e4d-4595-a110-56190ea18a1b",
+                CALL,
+                "<Response><Dial><Number>+18005550111</Number></Dial></Response>",
+            )
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert done is True
+    (response,) = responses
+    assert response.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert violations(responses) == []

@@ -212,6 +212,41 @@ def test_redirect_is_unsupported_on_a_call_control_call_and_the_call_goes_on(
     service.end_session(sid)
 
 
+def _texml_call(service: TransportService) -> tuple[str, str]:
+    """An inbound call answered with TeXML (the default ``inbound: texml``), streaming."""
+    call_id = service.infrastructure.place_inbound("telnyx", TO, "+15550177")
+    info = service.accept_session(timeout=5, provider="telnyx")
+    read_until(service, info.session_id, Started)
+    return info.session_id, call_id
+
+
+def test_a_texml_call_is_transferred_with_new_texml_and_takes_no_dtmf(
+    service: TransportService,
+) -> None:
+    sid, call_id = _texml_call(service)
+    with pytest.raises(UnsupportedMessage, match="inbound: call_control"):
+        service.send_dtmf(sid, "1")
+    service.transfer(sid, "+15550111", caller_id=FROM)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "transferred")
+    call = emulator_of(service).wait_ended(call_id, 5)
+    assert call.transfers == [{"to": "+15550111", "noun": "Number", "callerId": FROM}]
+    assert call.outcome == "transferred" and call.alive
+    service.end_session(sid)
+    assert _commands(service, "update_texml") == [200]
+    assert _commands(service, "hangup") == []
+
+
+def test_a_texml_call_is_redirected_to_the_given_texml(service: TransportService) -> None:
+    sid, call_id = _texml_call(service)
+    texml = "<Response><Say>goodbye</Say><Hangup/></Response>"
+    service.redirect(sid, texml)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "redirected")
+    call = emulator_of(service).wait_ended(call_id, 5)
+    assert call.documents == [texml] and call.outcome == "completed"
+    service.end_session(sid)
+    assert _commands(service, "hangup") == []
+
+
 def test_a_command_on_a_call_that_has_ended_is_session_closed(service: TransportService) -> None:
     info = service.create_session(provider="telnyx", to=TO, from_=FROM)
     read_until(service, info.session_id, Started)
