@@ -15,8 +15,9 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   provider's own ``status_callback`` still gets every callback: re-posted from one bounded
   worker thread (at most :data:`FORWARD_QUEUE` waiting, then dropped and counted), signed
   under the account's auth token exactly as Twilio signs, so the receiver's validation passes.
-- **Control.** ``transfer`` and ``redirect`` give the live call new TwiML over REST: the call
-  leaves its stream, and the session ends with ``Close(1000, "transferred" | "redirected")``.
+- **Control.** On Twilio, ``transfer`` and ``redirect`` give the live call new TwiML over REST:
+  the call leaves its stream, and the session ends with ``Close(1000, "transferred" |
+  "redirected")``; ending it then does not hang the call up (the TwiML owns it now).
   ``send_dtmf`` keeps the session: a call update always ends the stream (Twilio's), so its
   TwiML is ``<Play digits>`` then ``<Connect><Stream>`` again for the *same* session, with a
   stream credential of its own (a fresh nonce: the gateway pairs each credential once), then
@@ -29,7 +30,10 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   with 1008 and the session ends with ``Close(1008, "no provider stream again (re-stream)
   within N s")``; a ``completed`` status callback meanwhile (the call was hung up during the
   digits) ends it at once with ``Close(1000, "completed")``, and a ``stream-error`` with
-  ``Close(1000, "stream error: ...")``.
+  ``Close(1000, "stream error: ...")``. Telnyx and Plivo take commands instead
+  (:class:`~actors.providers.CallControl`): a transfer or redirect ends the session the same
+  way, DTMF is played while the stream goes on. What a provider (or a call) cannot do raises
+  ``UnsupportedMessage``.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from .config import TransportConfig, TwilioProviderConfig
-from .errors import SessionClosed, TransportError
+from .errors import SessionClosed, TransportError, UnsupportedMessage
 from .messages import CallStatus, Close, MachineDetected, SessionInfo, StreamError
 from .safexml import parse_xml
 from .signing import twilio_signature
@@ -59,9 +63,9 @@ from .signing import twilio_signature
 if TYPE_CHECKING:
     from .clustering import NodeCluster
     from .embedded import EmbeddedInfrastructure
-    from .providers import Provider
+    from .providers import CallControl, ControlCommand, Provider, SessionPlan
     from .session import SessionRecord
-    from .webhooks.inbound import Answer
+    from .webhooks.inbound import Answer, PendingCall
     from .webhooks.twilio import InboundCall, StatusEvent, StreamEvent
 
 __all__ = ["CallPlane", "dial_twiml", "dtmf_twiml", "restream_window_s"]
@@ -96,7 +100,7 @@ class _Route:
     record: SessionRecord
     provider: str
     last_sequence: int = -1
-    amd_told: bool = False
+    amd_told: str | None = None  # the verdict told
     ended_why: str | None = None
 
 
@@ -125,6 +129,8 @@ class CallPlane:
         self.forward_dropped = 0
         self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
         self.draining = False  # TransportService.drain(): new calls are refused
+        self._released: dict[str, bool] = {}  # sessions whose call was handed on, by id
+        self.provider_of: Callable[[str], Provider] | None = None  # set by the service
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -187,6 +193,9 @@ class CallPlane:
                     plan, twiml = answering.answer(  # type: ignore[attr-defined]
                         session_id, call.call_id, {"direction": "inbound"}, redirect
                     )
+                told = getattr(answering, "inbound_call", None)
+                if told is not None:  # what a provider keeps of the webhook's call (Telnyx)
+                    told(session_id, call)
             except BaseException:
                 pending.refuse()
                 raise
@@ -205,7 +214,7 @@ class CallPlane:
                 session_id,
                 plan,
                 details=details,
-                registered=functools.partial(pending.answer, twiml, session_id),
+                registered=functools.partial(_answer, pending, answering, twiml, session_id),
                 prepare=None if placed is None else placed.prepare,
             )
             if info is not None:
@@ -234,6 +243,15 @@ class CallPlane:
             webhook.counters.add("refused_busy")
             return Answer(200, webhook.config.refusal_twiml, "refused_busy")
         return local()
+
+    def on_unanswered(self, provider: str, call: InboundCall) -> None:
+        """A call that answers with a command (Telnyx's Call Control) was refused by the queue
+        (capacity, no thread in time): reject it, so that the caller hears busy."""
+        if self.provider_of is None:
+            return
+        reject = getattr(self.provider_of(provider), "reject", None)
+        if reject is not None:
+            reject(call.call_id)
 
     # -- progress (webhook threads) ------------------------------------------------------------
 
@@ -312,8 +330,13 @@ class CallPlane:
                     route.last_sequence = event.sequence
                 self.statuses[event.status] += 1
             messages = [CallStatus(event.status, answered_by, event.sequence, event.fields)]
-        if answered_by is not None and not route.amd_told:
-            route.amd_told = True
+        # Once per call; but a machine_start may be followed by its greeting's end, where a
+        # provider tells both (Telnyx's greeting_end). Twilio tells one AnsweredBy a call.
+        greeting_end = route.amd_told == "machine_start" and (answered_by or "").startswith(
+            "machine_end"
+        )
+        if answered_by is not None and (route.amd_told is None or greeting_end):
+            route.amd_told = answered_by
             duration = event.fields.get("MachineDetectionDuration", "")
             ms = int(duration) if duration.isdigit() else None
             messages.append(MachineDetected(answered_by, ms, event.fields))
@@ -401,11 +424,13 @@ class CallPlane:
     # -- control -------------------------------------------------------------------------------
 
     def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
-        """Give the session's live call ``twiml``; the session ends with ``reason``."""
+        """Give the session's live call ``twiml`` (Twilio's ``update_call``); the session ends
+        with ``reason``, and its end no longer hangs the call up (the TwiML owns it now)."""
         update = self._updater(record, provider)
-        assert record.call_id is not None
-        if not update(record.call_id, twiml=twiml):
+        call_id = self._live_call(record)
+        if not update(call_id, twiml=twiml):
             raise SessionClosed(record.session_id, "the call has ended")
+        self._release(record)
         end_now(record, reason)
 
     def dtmf(
@@ -413,9 +438,11 @@ class CallPlane:
     ) -> None:
         """Play ``digits`` into the session's call and stream it again to the same session
         (see the module's *Control*); the session goes on."""
-        restream = getattr(provider, "restream_twiml", None)
         update = self._updater(record, provider)
-        assert record.call_id is not None and restream is not None
+        restream = getattr(provider, "restream_twiml", None)
+        if restream is None:
+            raise UnsupportedMessage(record.session_id, record.provider, "DTMF")
+        call_id = self._live_call(record)
         codec_parameters = getattr(record.codec, "parameters", {})
         twiml = dtmf_twiml(digits, after, restream(record.session_id, dict(codec_parameters)))
         # Set before the update: the stream may end before Twilio's REST answer comes back.
@@ -423,7 +450,7 @@ class CallPlane:
         between = getattr(record.codec, "stream_sid", "") is None
         record.expect_restream(time.monotonic() + restream_window_s(digits), stopped=between)
         try:
-            updated = update(record.call_id, twiml=twiml)
+            updated = update(call_id, twiml=twiml)
         except BaseException:
             record.expect_restream(None)
             raise
@@ -436,12 +463,43 @@ class CallPlane:
     def _updater(record: SessionRecord, provider: Provider) -> Callable[..., bool]:
         update: Callable[..., bool] | None = getattr(provider, "update_call", None)
         if update is None:
-            raise TransportError(f"provider {record.provider!r} has no call control")
+            raise UnsupportedMessage(record.session_id, record.provider, "call control")
+        return update
+
+    def command(
+        self,
+        record: SessionRecord,
+        provider: CallControl,
+        plan: SessionPlan,
+        command: ControlCommand,
+        reason: str | None,
+    ) -> None:
+        """Carry out ``command`` on the session's live call (Telnyx, Plivo). With a
+        ``reason`` the call has left its stream: the session ends with it (the provider knows
+        not to hang a call up that it handed on); without one (DTMF) the session goes on."""
+        self._live_call(record)
+        if not provider.control_call(record.session_id, plan, command):
+            raise SessionClosed(record.session_id, "the call has ended")
+        if reason is not None:
+            end_now(record, reason)
+
+    def released(self, record: SessionRecord) -> bool:
+        """Whether the session's call was handed on (transferred, redirected): ending the
+        session must not hang it up. Asked once, when the session ends."""
+        with self._lock:
+            return self._released.pop(record.session_id, False)
+
+    def _release(self, record: SessionRecord) -> None:
+        with self._lock:
+            self._released[record.session_id] = True
+
+    @staticmethod
+    def _live_call(record: SessionRecord) -> str:
         if record.inbox.closed or record.ending or record.call_id is None:
             # The inbox closes with the session's end (ours, the call's, or the connection's).
             why = record.closed_why() if record.state.is_final or record.ending else "ended"
             raise SessionClosed(record.session_id, why)
-        return update
+        return record.call_id
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """(inbound counters, call statuses delivered, stream events) for metrics, read at
@@ -452,6 +510,22 @@ class CallPlane:
             statuses = dict(self.statuses)
             streams = dict(self.stream_events)
         return inbound, statuses, streams
+
+
+def _answer(pending: PendingCall, provider: object, document: str, session_id: str) -> bool:
+    """The inbound call is answered: with ``document`` to its webhook, then (a provider that
+    answers with a command: Telnyx's Call Control) with its ``confirm_answer``. Whether it
+    was in time (``False``: the session is ended, the call goes unanswered or was over)."""
+    if not pending.answer(document, session_id):
+        return False
+    confirm = getattr(provider, "confirm_answer", None)
+    if confirm is None:
+        return True
+    try:
+        return bool(confirm(session_id))
+    except TransportError as exc:
+        logger.warning("session %s: answering the call failed: %s", session_id, exc)
+        return False
 
 
 def end_now(record: SessionRecord, reason: str) -> None:

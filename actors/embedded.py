@@ -79,6 +79,8 @@ class WebhookHooks(Protocol):
 
     def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
 
+    def on_unanswered(self, provider: str, call: InboundCall) -> None: ...
+
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]
 
@@ -102,7 +104,12 @@ def _provider_keys(config: TransportConfig) -> ProviderKeys:
     random secret per Exotel provider that its status URLs are minted under."""
     from .webhooks.calls import ProviderKeys  # noqa: PLC0415
 
-    keys = ProviderKeys(telnyx={}, plivo={}, vonage={}, exotel={})
+    call_control = frozenset(
+        name
+        for name, provider in config.providers.items()
+        if isinstance(provider, TelnyxProviderConfig) and provider.inbound == "call_control"
+    )
+    keys = ProviderKeys(telnyx={}, plivo={}, vonage={}, exotel={}, telnyx_call_control=call_control)
     for name, provider in config.providers.items():
         real = getattr(provider, "api_base_url", "emulator") != "emulator"
         if isinstance(provider, TelnyxProviderConfig) and real and provider.public_key:
@@ -145,6 +152,16 @@ class _ProviderWebhooks(ABC):
         webhook = getattr(self, "_webhook", None)
         if webhook is not None:
             webhook.routes.forget_answer(session_id)
+
+    def control_document(self, provider: ProviderConfig, document: str) -> str | None:
+        """Our ``/plivo/control?doc=<key>`` serving ``document`` (``key`` unguessable; the
+        request must be signed as Plivo signs), or ``None`` when Plivo could not reach it."""
+        base = self.webhook_route(provider, "/plivo/control")
+        if base is None:
+            return None
+        key = secrets.token_urlsafe(16)
+        self.webhook().routes.serve_document(key, document)
+        return f"{base}?doc={key}"
 
     def exotel_status_url(self, provider: ExotelProviderConfig, session_id: str) -> str | None:
         """The StatusCallback of an Exotel call: our ``/exotel/status`` with the session and its
@@ -193,7 +210,11 @@ class _ProviderWebhooks(ABC):
             self.telnyx_emulator()
             telnyx = getattr(self, "_telnyx", None)
             assert telnyx is not None
-            return str(telnyx.place_inbound_call(base + "/telnyx/voice", to, from_).call_control_id)
+            if config.inbound == "call_control":  # a Call Control App: call.initiated
+                placed = telnyx.place_call_control_call(base + "/telnyx/events", to, from_)
+            else:  # a TeXML App: its voice URL
+                placed = telnyx.place_inbound_call(base + "/telnyx/voice", to, from_)
+            return str(placed.call_control_id)
         if isinstance(config, PlivoProviderConfig):
             self.plivo_emulator()
             plivo = getattr(self, "_plivo", None)
@@ -596,6 +617,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             # A standalone gateway posts the inbound streams it admits here, signed.
             webhook.routes.gateway_secret = gateway.secret
             webhook.routes.stream_desk = self._stream_desk(lambda: webhook.queue)
+        webhook.routes.on_unanswered = hooks.on_unanswered if hooks else None
         try:
             return webhook.start()
         except OSError as exc:

@@ -275,7 +275,11 @@ class MachineDetected(Message):
     ``machine_end_beep``, ``machine_end_silence``, ``machine_end_other``, ``fax`` or
     ``unknown``; ``duration_ms`` its ``MachineDetectionDuration`` where given. Comes once per
     call, in order with the media: with the answered ``CallStatus`` (``MachineDetection``
-    waits for the verdict before the call's TwiML runs), or later (``AsyncAmd``).
+    waits for the verdict before the call's TwiML runs), or later (``AsyncAmd``; Telnyx and
+    Plivo always: their verdicts are webhooks of their own). Where a provider tells a
+    machine first and the end of its greeting later (Telnyx with ``DetectMessageEnd``), a
+    ``machine_start`` is followed by one ``machine_end_*``. Telnyx's and Plivo's results are
+    given in Twilio's words (the README's table).
     """
 
     answered_by: str
@@ -370,8 +374,9 @@ class SessionRequest:
     to: str | None = None
     from_: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
-    # Twilio: answering machine detection, "Enable" | "DetectMessageEnd" or a mapping of
-    # Twilio's AMD parameters (MachineDetection, AsyncAmd, MachineDetectionTimeout...).
+    # Answering machine detection, "Enable" | "DetectMessageEnd" or a mapping of Twilio's AMD
+    # parameters (MachineDetection, AsyncAmd, MachineDetectionTimeout...); Telnyx and Plivo
+    # take what they have a counterpart of (the README's table), ValueError for the rest.
     machine_detection: str | Mapping[str, str] | None = None
     timeout: int | None = None  # Twilio: how long this call rings, seconds (5..600)
 

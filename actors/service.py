@@ -85,7 +85,16 @@ from .lifecycle import SessionState
 from .messages import Message, SessionInfo, SessionRequest, SessionStatus
 from .metrics import MetricsServer, ServiceMetrics
 from .policy import IntensityPolicy
-from .providers import GatewayEndpoint, Provider, SessionPlan, provider_for
+from .providers import (
+    CallControl,
+    GatewayEndpoint,
+    Provider,
+    Redirect,
+    SendDigits,
+    SessionPlan,
+    Transfer,
+    provider_for,
+)
 from .queues import Empty
 from .session import SessionRecord
 from .startable import Closable
@@ -131,6 +140,7 @@ class TransportService(Closable):
         sup = self.config.supervisor
         self._infrastructure = EmbeddedInfrastructure(self.config)
         self._calls = CallPlane(self.config, self._infrastructure)
+        self._calls.provider_of = self._provider  # rejects what the inbound queue refused
         self._metrics = ServiceMetrics(self._infrastructure.gateway_stats, self._calls.snapshot)
         # First, so that a port already taken fails before any thread has started.
         self._metrics_server: MetricsServer | None = None
@@ -250,32 +260,49 @@ class TransportService(Closable):
         return self._calls.accept(self._start, self._provider, timeout, provider)
 
     def transfer(self, session_id: str, to: str, *, caller_id: str | None = None) -> None:
-        """Move the session's call out of its stream into a ``<Dial>`` to ``to`` (an E.164
-        number or a ``sip:`` URI; ``caller_id``: the number shown). The session ends with
-        ``Close(1000, "transferred")``. ``SessionClosed`` if the call has ended."""
+        """Move the session's call out of its stream to ``to`` (an E.164 number or a ``sip:``
+        URI; ``caller_id``: the number shown): Twilio's ``<Dial>``, Telnyx's ``transfer``
+        command, Plivo's transfer to a ``<Dial>``. The session ends with ``Close(1000,
+        "transferred")``, and ending it does not hang the call up. ``SessionClosed`` if the
+        call has ended; ``UnsupportedMessage`` where the provider (or the call) cannot."""
+        dial = dial_twiml(to, caller_id)  # checks to and caller_id
         handle = self._control(session_id)
-        self._calls.control(
-            handle.record, handle.provider, dial_twiml(to, caller_id), "transferred"
-        )
+        if isinstance(handle.provider, CallControl):
+            command = Transfer(to, caller_id)
+            self._calls.command(handle.record, handle.provider, handle.plan, command, "transferred")
+        else:
+            self._calls.control(handle.record, handle.provider, dial, "transferred")
 
     def redirect(self, session_id: str, twiml: str) -> None:
-        """Give the session's call the TwiML document ``twiml`` (checked: well-formed, root
-        ``<Response>``); it leaves its stream, and the session ends with ``Close(1000,
-        "redirected")``. ``SessionClosed`` if the call has ended."""
+        """Give the session's call the document ``twiml`` (the provider's XML: TwiML, Plivo
+        XML; checked: well-formed, root ``<Response>``); it leaves its stream, and the session
+        ends with ``Close(1000, "redirected")``, without hanging the call up. ``SessionClosed``
+        if the call has ended; ``UnsupportedMessage`` where the provider (or the call) takes
+        no document (a Telnyx Call Control call)."""
+        document = validate_twiml(twiml)
         handle = self._control(session_id)
-        self._calls.control(handle.record, handle.provider, validate_twiml(twiml), "redirected")
+        if isinstance(handle.provider, CallControl):
+            command = Redirect(document)
+            self._calls.command(handle.record, handle.provider, handle.plan, command, "redirected")
+        else:
+            self._calls.control(handle.record, handle.provider, document, "redirected")
 
     def send_dtmf(self, session_id: str, digits: str) -> None:
-        """Play ``digits`` (0-9, ``*``, ``#``; ``w``/``W`` pause) into the call with
-        ``<Play digits>``; the session stays open. On Twilio a call update always ends the
-        stream, so the update streams the call again to the same session after the digits:
-        the reader sees ``Stopped``, then a new ``Started`` (a new ``stream_sid``), and audio
-        goes on both ways; writes made in between wait for the new stream. If the call does
-        not stream again in time (a few seconds plus the digits' length), the session ends
-        with ``Close(1008, ...)`` saying so. ``ValueError`` for other keys;
-        ``SessionClosed`` if the call has ended."""
+        """Play ``digits`` (0-9, ``*``, ``#``; ``w``/``W`` pause) into the call; the session
+        stays open. On Twilio, with ``<Play digits>``: a call update always ends the stream,
+        so the update streams the call again to the same session after the digits: the reader
+        sees ``Stopped``, then a new ``Started`` (a new ``stream_sid``), and audio goes on both
+        ways; writes made in between wait for the new stream. If the call does not stream
+        again in time (a few seconds plus the digits' length), the session ends with
+        ``Close(1008, ...)`` saying so. On Telnyx and Plivo, with their DTMF commands: the
+        stream goes on. ``ValueError`` for other keys; ``SessionClosed`` if the call has
+        ended; ``UnsupportedMessage`` where the provider (or the call) cannot."""
         restream_window_s(digits)  # checks the digits before anything is done
         handle = self._control(session_id)
+        if isinstance(handle.provider, CallControl):
+            command = SendDigits(digits)
+            self._calls.command(handle.record, handle.provider, handle.plan, command, None)
+            return
         after = self._calls.reattach_url(session_id)
         self._calls.dtmf(handle.record, handle.provider, digits, after)
 
@@ -684,7 +711,10 @@ class TransportService(Closable):
             if handle.created:
                 self._metrics.session_ended(record.provider)
             try:
-                if self._cluster is None or not self._cluster.keeps_call(record):
+                handed_on = self._calls.released(record)
+                if not handed_on and (
+                    self._cluster is None or not self._cluster.keeps_call(record)
+                ):
                     handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)

@@ -265,8 +265,9 @@ class TelnyxProviderConfig:
     """Telnyx: calls placed and hung up over Call Control v2 (``POST /v2/calls``, Bearer
     ``api_key``, from the Call Control App ``connection_id``), audio through the media gateway
     (``stream_bidirectional_mode: rtp`` in ``codec``). ``public_key`` (the portal's base64
-    Ed25519 key) verifies Telnyx's webhooks. ``api_base_url: emulator`` uses the embedded
-    emulator instead: no account."""
+    Ed25519 key) verifies Telnyx's webhooks. ``inbound`` says how inbound calls are answered
+    (``texml`` or ``call_control``). ``api_base_url: emulator`` uses the embedded emulator
+    instead: no account."""
 
     name: str = field(metadata=_CODE_ONLY)
     type: str = "telnyx"
@@ -279,6 +280,10 @@ class TelnyxProviderConfig:
     codec: str = field(default="PCMU", metadata={"check": _one_of("PCMU", "PCMA")})
     public_key: str | None = field(default=None, repr=False)  # webhooks' Ed25519 key (base64)
     webhook_url: str | None = None  # Telnyx posts this call's events here (else the App's)
+    # How inbound calls are answered: a TeXML voice URL (/telnyx/voice, answered with
+    # <Connect><Stream>), or Call Control (call.initiated at /telnyx/events, answered with
+    # actions/answer): only a Call Control call takes transfer and send_dtmf.
+    inbound: str = field(default="texml", metadata={"check": _one_of("texml", "call_control")})
     ring_timeout_s: int = field(default=30, metadata={"check": _telnyx_ring})  # timeout_secs
     timeout_s: float = field(default=10.0, metadata=_POSITIVE)  # every REST request
     retries: int = field(default=3, metadata=_limit(">=", 0))  # 429 (and 5xx on hang-up)

@@ -20,6 +20,14 @@ A call's ``hangup_url`` gets its end, signed V3 (``CallStatus`` ``completed``, o
 ``timeout``, ``failed`` for the numbers ``emulator.behaviours`` makes busy, unanswered or
 failed, with ``RequestUUID``). :meth:`PlivoEmulator.place_inbound_call` makes it a caller: it
 posts the answer URL, signed, and obeys the ``<Stream>`` (or ``<Hangup>``) it answers.
+
+``POST Call/{call_uuid}/`` (a transfer, ``legs=aleg`` with ``aleg_url``) answers ``202 "call
+transferred"``, then fetches that URL signed V3 and runs its XML in place of the stream: a
+``<Dial>`` is recorded (``transfers``) and the call stays up, bridged on; other XML plays out
+and the call ends. ``POST Call/{call_uuid}/DTMF/`` records the digits (``dtmf_sent``), ``202
+"digits sent"``. A call created with ``machine_detection`` posts the verdict to its
+``machine_detection_url`` once answered (``Machine`` true or false, signed V3); ``hangup``
+ends a call a machine answered.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from ..webhooks.plivo import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
 from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
 from .media import CallMedia, MediaDialer
+from .numbers import Behaviour
 from .phones import DtmfIn, PhoneEvent
 
 __all__ = ["EMULATOR_AUTH_ID", "PlivoApiServer", "PlivoCall", "PlivoEmulator", "read_answer"]
@@ -52,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 EMULATOR_AUTH_ID = "MA" + "EMULATOR" + "0" * 10  # the emulator's only account; not a real one
 _MULAW = "audio/x-mulaw;rate=8000"
+_DTMF_KEYS = frozenset("0123456789*#ABCDwW")
 
 
 def _error(status: int, message: str) -> Reply:
@@ -75,8 +85,12 @@ class PlivoCall:
     dialled: threading.Event = field(default_factory=threading.Event)  # answer read, media on
     hangup_url: str | None = None
     direction: str = "outbound"
-    outcome: str = ""  # how it ended: completed, busy, timeout, failed, cancel
+    outcome: str = ""  # how it ended: completed, busy, timeout, failed, cancel, transferred
     ended: threading.Event = field(default_factory=threading.Event)
+    request: dict[str, Any] = field(default_factory=dict)  # the create's body
+    documents: list[str] = field(default_factory=list)  # each XML a transfer fetched
+    transfers: list[list[tuple[str, str]]] = field(default_factory=list)  # each <Dial>'s targets
+    dtmf_sent: list[str] = field(default_factory=list)  # each DTMF request's digits
 
 
 def read_answer(document: str) -> tuple[str, dict[str, str], str]:
@@ -140,7 +154,7 @@ class PlivoApiServer(HTTPApiServer):
             name="plivo-emulator-api",
             handler=_Handler,
             max_body=64 * 1024,
-            fault_operations=("create", "hangup"),
+            fault_operations=("create", "hangup", "transfer", "dtmf"),
             requests_kept=10_000,
         )
         self.auth_id = auth_id
@@ -148,6 +162,7 @@ class PlivoApiServer(HTTPApiServer):
         self.calls: dict[str, PlivoCall] = {}  # by request_uuid and by call_uuid
         self.on_create: Any = None
         self.on_hang_up: Any = None
+        self.on_transfer: Any = None  # (call, aleg_url, aleg_method) after a transfer is taken
 
     def fail(self, operation: str, status: int, message: str = "injected", times: int = 1) -> None:
         """The next ``times`` ``operation`` requests get ``status`` with a Plivo error body."""
@@ -173,6 +188,12 @@ class PlivoApiServer(HTTPApiServer):
         if method == "DELETE" and len(rest) == 2 and rest[0] in ("Call", "Request"):
             fault = self._take_fault("hangup")
             return (fault.reply() if fault else self._delete(rest[0], rest[1])), "hangup"
+        if method == "POST" and len(rest) == 2 and rest[0] == "Call":
+            fault = self._take_fault("transfer")
+            return (fault.reply() if fault else self._transfer(rest[1], body)), "transfer"
+        if method == "POST" and len(rest) == 3 and rest[0] == "Call" and rest[2] == "DTMF":
+            fault = self._take_fault("dtmf")
+            return (fault.reply() if fault else self._dtmf(rest[1], body)), "dtmf"
         return _error(405, "method not allowed"), None
 
     def _create(self, body: bytes) -> Reply:
@@ -192,6 +213,12 @@ class PlivoApiServer(HTTPApiServer):
             return _error(400, "answer_method must be GET or POST")
         xml = data.get("answer_xml")
         hangup = data.get("hangup_url")
+        detection = data.get("machine_detection")
+        if detection is not None and detection not in ("true", "hangup"):
+            return _error(400, "machine_detection must be true or hangup")
+        amd_url = data.get("machine_detection_url")
+        if amd_url is not None and urlsplit(str(amd_url)).scheme not in ("http", "https"):
+            return _error(400, "machine_detection_url must be an http(s) URL")
         call = PlivoCall(
             str(uuid.uuid4()),
             str(uuid.uuid4()),
@@ -201,6 +228,7 @@ class PlivoApiServer(HTTPApiServer):
             method,
             xml if isinstance(xml, str) else None,
             hangup_url=hangup if isinstance(hangup, str) else None,
+            request=data,
         )
         with self._lock:
             self.calls[call.request_uuid] = self.calls[call.call_uuid] = call
@@ -232,6 +260,60 @@ class PlivoApiServer(HTTPApiServer):
             return Reply(204, {}, after=lambda: self.on_hang_up(call))
         return Reply(204, {})
 
+    def _live(self, call_uuid: str) -> PlivoCall | None:
+        """The answered, live call of ``call_uuid`` (a request uuid is not a call's)."""
+        with self._lock:
+            call = self.calls.get(call_uuid)
+            if call is None or call.call_uuid != call_uuid or not call.alive or not call.answered:
+                return None
+            return call
+
+    def _transfer(self, call_uuid: str, body: bytes) -> Reply:
+        data = _json_body(body)
+        if data is None:
+            return _error(400, "invalid JSON")
+        legs = data.get("legs", "aleg")
+        if legs not in ("aleg", "bleg", "both"):
+            return _error(400, "legs must be aleg, bleg or both")
+        if legs != "aleg":  # no call of the emulator is ever in a <Dial>: it has no B leg
+            return _error(400, "the call has no bridged leg (bleg) to transfer")
+        url, method = data.get("aleg_url"), data.get("aleg_method", "POST")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+            return _error(400, "aleg_url is required when legs is aleg or both")
+        if method not in ("GET", "POST"):
+            return _error(400, "aleg_method must be GET or POST")
+        call = self._live(call_uuid)
+        if call is None:
+            return _error(404, "call not found")
+        payload = {"api_id": str(uuid.uuid4()), "message": "call transferred"}
+        on_transfer = self.on_transfer
+        after = None if on_transfer is None else (lambda: on_transfer(call, url, method))
+        return Reply(202, payload, after=after)
+
+    def _dtmf(self, call_uuid: str, body: bytes) -> Reply:
+        data = _json_body(body)
+        if data is None:
+            return _error(400, "invalid JSON")
+        digits, leg = data.get("digits"), data.get("leg", "aleg")
+        if not isinstance(digits, str) or not digits or not set(digits) <= _DTMF_KEYS:
+            return _error(400, "digits must be 0-9, *, #, A-D, w or W")
+        if leg not in ("aleg", "bleg"):
+            return _error(400, "leg must be aleg or bleg")
+        call = self._live(call_uuid)
+        if call is None:
+            return _error(404, "call not found")
+        with self._lock:
+            call.dtmf_sent.append(digits)
+        return Reply(202, {"api_id": str(uuid.uuid4()), "message": "digits sent"})
+
+
+def _json_body(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
 
 class _Handler(ApiRequestHandler):
     server_version = "PlivoEmulator/1.0"
@@ -262,6 +344,7 @@ class PlivoEmulator(Startable):
         self.api = PlivoApiServer(self.auth_id, self.auth_token, host=host)
         self.api.on_create = self._fired
         self.api.on_hang_up = lambda call: self.media.hang_up(call.request_uuid)
+        self.api.on_transfer = self._transferred
         self._lock = threading.Lock()
         self.hooks = HookSender("plivo-emulator-hooks")
         self.later = Later("plivo-emulator-timer")
@@ -317,6 +400,14 @@ class PlivoEmulator(Startable):
 
     def _finish(self, call: PlivoCall, outcome: str) -> None:
         if call.ended.is_set():
+            return
+        if outcome == "completed" and call.transfers and call.alive:
+            # Its stream ended for a transfer's <Dial>: the call goes on, bridged to the
+            # dialled party (not emulated), until someone hangs up.
+            call.outcome = "transferred"
+            call.dialled.set()
+            logger.info("emulated call %s: stream over, transferred", call.request_uuid)
+            call.ended.set()
             return
         call.outcome = outcome
         self.api.ended(call)
@@ -374,9 +465,15 @@ class PlivoEmulator(Startable):
             logger.warning("plivo emulator: call %s has no answer to obey: %s", call.call_uuid, exc)
             self._finish(call, "failed")
             return
-        self._dial(call, url, headers)
+        self._dial(call, url, headers, behaviour)
 
-    def _dial(self, call: PlivoCall, url: str, headers: dict[str, str]) -> None:
+    def _dial(
+        self,
+        call: PlivoCall,
+        url: str,
+        headers: dict[str, str],
+        behaviour: Behaviour | None = None,
+    ) -> None:
         stream = PlivoStream(str(uuid.uuid4()), call.call_uuid, self.auth_id, extra_headers=headers)
         # The media runs under the request uuid (what the runtime knows the call by first).
         call.media = self.media.dial(
@@ -386,33 +483,91 @@ class PlivoEmulator(Startable):
             url=url,
             parameters={},
             on_end=lambda: self._finish(call, "completed"),
-            on_answer=lambda: setattr(call, "answered", True),
+            on_answer=lambda: self._answered(call, behaviour),
             phone=_PlivoPhone(stream),
         )
         call.dialled.set()
+
+    def _answered(self, call: PlivoCall, behaviour: Behaviour | None) -> None:
+        """Picked up (on the media loop): machine detection, if the call asked for it, posts
+        its verdict to ``machine_detection_url`` (Plivo's fields: ``Machine`` true or false,
+        ``Event`` MachineDetection, ``CallStatus`` in-progress); ``hangup`` ends a call a
+        machine answered."""
+        call.answered = True
+        detection = call.request.get("machine_detection")
+        if behaviour is None or detection is None:
+            return
+        machine = behaviour.answered_by("Enable") != "human"  # a fax is no person either
+        url = call.request.get("machine_detection_url")
+        if isinstance(url, str):
+            form = [
+                ("CallUUID", call.call_uuid),
+                ("RequestUUID", call.request_uuid),
+                ("ALegUUID", call.call_uuid),
+                ("ALegRequestUUID", call.request_uuid),
+                ("From", call.from_),
+                ("To", call.to),
+                ("Direction", "outbound"),
+                ("Machine", "true" if machine else "false"),
+                ("IfMachine", "hangup" if detection == "hangup" else "continue"),
+                ("Event", "MachineDetection"),
+                ("CallStatus", "in-progress"),
+            ]
+            body, headers = self._signed(url, form)
+            self.hooks.post(call.request_uuid, url, body, headers)
+        if machine and detection == "hangup":
+            self.later.call(0.0, lambda: self.media.hang_up(call.request_uuid))
+
+    def _transferred(self, call: PlivoCall, url: str, method: str) -> None:
+        """A transfer was taken (after its 202): fetch the call's next XML, signed, and run it
+        in place of the stream: a ``<Dial>`` is recorded as a transfer (the call stays up,
+        bridged), anything else is played out (no-ops) and the call ends after it."""
+        try:
+            document = self._fetch(call, url, method, "in-progress")
+            root = parse_xml(document)
+        except (OSError, ValueError) as exc:
+            logger.info("plivo emulator: call %s transfer fetch failed: %s", call.call_uuid, exc)
+            self.media.hang_up(call.request_uuid)
+            return
+        targets = [
+            ("sip" if noun.tag == "User" else "number", (noun.text or "").strip())
+            for dial in root.iter("Dial")
+            for noun in dial
+            if noun.tag in ("Number", "User")
+        ]
+        with self.api._lock:
+            call.documents.append(document)
+            if targets:
+                call.transfers.append(targets)
+        self.media.hang_up(call.request_uuid)  # the XML moved on: its <Stream> is over
 
     def answer(self, call: PlivoCall) -> str:
         """The answer document of ``call``: inline, or fetched from its answer URL (signed)."""
         if call.answer_xml is not None:
             return call.answer_xml
+        status = "ringing" if call.direction == "inbound" else "in-progress"
+        return self._fetch(call, call.answer_url, call.answer_method, status)
+
+    def _fetch(self, call: PlivoCall, url: str, method: str, status: str) -> str:
+        """An XML document of ``call`` from ``url``, requested as Plivo does (signed V3)."""
         form = [
             ("CallUUID", call.call_uuid),
             ("RequestUUID", call.request_uuid),
             ("From", call.from_),
             ("To", call.to),
             ("Direction", call.direction),
-            ("CallStatus", "ringing" if call.direction == "inbound" else "in-progress"),
+            ("CallStatus", status),
         ]
-        url, data = call.answer_url, None
-        if call.answer_method == "GET":
+        data = None
+        if method == "GET":
             url += ("&" if urlsplit(url).query else "?") + urlencode(form)
             form = []
         else:
             data = urlencode(form).encode()
         nonce = str(secrets.randbelow(10**20))
-        signature = signature_v3(self.auth_token, call.answer_method, url, nonce, form)
-        # answer_url was checked to be http(s):// when the call was created.
-        request = urllib.request.Request(url, data=data, method=call.answer_method)  # noqa: S310
+        signature = signature_v3(self.auth_token, method, url, nonce, form)
+        # Every URL was checked to be http(s):// when the API took it.
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         request.add_header(SIGNATURE_HEADER, signature)
         request.add_header(NONCE_HEADER, nonce)
         with urllib.request.urlopen(request, timeout=5.0) as response:  # noqa: S310 (http(s))

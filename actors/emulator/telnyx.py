@@ -1,4 +1,5 @@
-"""A local Telnyx: Call Control v2's dial and hang-up, and a phone that plays each call's stream.
+"""A local Telnyx: Call Control v2's dial, commands and hang-up, and a phone that plays each
+call's stream.
 
 The API (below the base URL, as Prism serves Telnyx's OpenAPI: ``POST /calls``,
 ``POST /calls/{call_control_id}/actions/hangup``) checks the Bearer key and what ``DialCall``
@@ -20,7 +21,17 @@ emulator's own key (:attr:`TelnyxEmulator.public_key` verifies them): ``call.ini
 ``call.answered``, ``call.hangup`` with its ``hangup_cause`` (``user_busy``, ``timeout``,
 ``not_found`` for the numbers ``emulator.behaviours`` makes busy, unanswered or failed).
 :meth:`TelnyxEmulator.place_inbound_call` makes it a caller: it posts a TeXML voice webhook,
-signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers.
+signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers;
+:meth:`TelnyxEmulator.place_call_control_call` is a caller on a Call Control App: it posts
+``call.initiated`` (``direction: incoming``) and waits for ``actions/answer`` (then streams
+where it says) or ``actions/reject``.
+
+Commands (``/calls/{id}/actions/...``, checked as ``TransferCall``, ``SendDTMF``,
+``AnswerCall`` and ``RejectCall`` require): ``transfer`` and ``send_dtmf`` are recorded on the
+call (``transfers``, ``dtmf_sent``); a transferred call stays up after its stream ends (it is
+bridged on; leg B is not emulated). A dial's ``answering_machine_detection`` makes the answer
+followed by ``call.machine.detection.ended`` (or the premium one) with the number's verdict,
+and by ``call.machine.greeting.ended`` for a machine where the mode waits for its greeting.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..codecs.telnyx import TelnyxStream
 from ..config import EmulatorConfig
@@ -48,6 +59,7 @@ from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
 from .callbacks import HttpResult
 from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
 from .media import CallMedia, MediaDialer
+from .numbers import Behaviour
 from .phones import PhoneEvent
 
 __all__ = ["TelnyxApiServer", "TelnyxCall", "TelnyxEmulator"]
@@ -57,6 +69,12 @@ logger = logging.getLogger(__name__)
 _CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16")
 _RATES = (8000, 16000, 22050, 24000, 48000)
 _TRACKS = ("inbound_track", "outbound_track", "both_tracks")
+#: The Call Control commands the emulator takes (``/calls/{id}/actions/{name}``).
+_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer", "reject")
+_CALLER_PATIENCE_S = 30.0  # an incoming Call Control call neither answered nor rejected
+TEXML_ACCOUNT_SID = "emulated-account"  # the AccountSid of the emulator's TeXML calls
+_DIGITS = frozenset("0123456789ABCD*#wW")
+_AMD = ("premium", "detect", "detect_beep", "detect_words", "greeting_end", "disabled")
 
 
 def _errors(status: int, code: str, title: str, detail: str = "") -> Reply:
@@ -76,8 +94,13 @@ class TelnyxCall:
     media: CallMedia | None = None
     hung_up_by_api: bool = False
     request: dict[str, Any] = field(default_factory=dict)
-    outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled
+    outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled, transferred
     ended: threading.Event = field(default_factory=threading.Event)
+    transfers: list[dict[str, Any]] = field(default_factory=list)  # each transfer's body
+    dtmf_sent: list[str] = field(default_factory=list)  # each send_dtmf's digits
+    answered: bool = True  # an incoming Call Control call: False until actions/answer
+    account_sid: str = ""  # a TeXML call's AccountSid (UpdateTexmlCall names it)
+    documents: list[str] = field(default_factory=list)  # TeXML given by UpdateTexmlCall
 
 
 class _TelnyxPhone:
@@ -129,13 +152,15 @@ class TelnyxApiServer(HTTPApiServer):
             name="telnyx-emulator-api",
             handler=_Handler,
             max_body=64 * 1024,
-            fault_operations=("dial", "hangup"),
+            fault_operations=("dial", "update_texml", *_ACTIONS),
             requests_kept=10_000,
         )
         self._api_key = api_key
         self.calls: dict[str, TelnyxCall] = {}
         self.on_dial: Any = None
         self.on_hang_up: Any = None
+        self.on_action: Any = None  # (operation, call, body) after a command was taken
+        self.on_texml: Any = None  # (call, texml) after a TeXML update was taken
 
     def fail(
         self,
@@ -164,19 +189,26 @@ class TelnyxApiServer(HTTPApiServer):
         if not secrets.compare_digest(authorization.encode(), f"Bearer {self._api_key}".encode()):
             return _errors(401, "10009", "Authentication failed", "The API key is wrong."), None
         parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
+        texml_call = len(parts) == 5 and (parts[0], parts[1], parts[3]) == (
+            "texml",
+            "Accounts",
+            "Calls",
+        )
+        if method == "POST" and texml_call:
+            fault = self._take_fault("update_texml")
+            if fault is not None:
+                return fault.reply(), "update_texml"
+            return self._update_texml(parts[2], parts[4], body), "update_texml"
         if method == "POST" and parts == ["calls"]:
             operation = "dial"
         elif (
             method == "POST"
             and len(parts) == 4
             and parts[0] == "calls"
-            and parts[2:]
-            == [
-                "actions",
-                "hangup",
-            ]
+            and parts[2] == "actions"
+            and parts[3] in _ACTIONS
         ):
-            operation = "hangup"
+            operation = parts[3]
         else:
             return _errors(404, "10005", "Resource not found", "No such route."), None
         try:
@@ -188,7 +220,12 @@ class TelnyxApiServer(HTTPApiServer):
         fault = self._take_fault(operation)
         if fault is not None and not fault.performed:
             return fault.reply(), operation
-        reply = self._dial(data) if operation == "dial" else self._hang_up(parts[1])
+        if operation == "dial":
+            reply = self._dial(data)
+        elif operation == "hangup":
+            reply = self._hang_up(parts[1])
+        else:
+            reply = self._action(operation, parts[1], data)
         return (fault.reply() if fault is not None else reply), operation
 
     def _dial(self, data: dict[str, Any]) -> Reply:
@@ -203,6 +240,7 @@ class TelnyxApiServer(HTTPApiServer):
             ("stream_bidirectional_mode", ("mp3", "rtp")),
             ("stream_bidirectional_codec", _CODECS),
             ("stream_bidirectional_sampling_rate", _RATES),
+            ("answering_machine_detection", _AMD),
         )
         for name, allowed in checks:
             if name in data and data[name] not in allowed:
@@ -247,6 +285,106 @@ class TelnyxApiServer(HTTPApiServer):
             reply.after = lambda: self.on_hang_up(call)
         return reply
 
+    def _update_texml(self, account_sid: str, call_sid: str, body: bytes) -> Reply:
+        """``UpdateTexmlCall``: a form (TeXML's CamelCase) whose ``Texml`` replaces the
+        live TeXML call's current instructions (``Url`` is not fetched here: the runtime sends
+        ``Texml``). Answers the call resource's JSON; 404 for no such live call."""
+        try:
+            form = dict(
+                parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+            )
+        except (UnicodeDecodeError, ValueError):
+            return _errors(422, "10015", "Invalid parameter", "The body is not a form.")
+        texml = form.get("Texml")
+        if texml is None:
+            return _errors(422, "10015", "Invalid parameter", "This emulator takes 'Texml'.")
+        problem = _texml_problem(texml)
+        if problem is not None:
+            return _errors(422, "10015", "Invalid parameter", problem)
+        with self._lock:
+            call = self.calls.get(call_sid)
+            live = call is not None and call.alive and call.account_sid == account_sid
+            if live and call is not None:
+                call.documents.append(texml)
+        if not live or call is None:
+            return _errors(404, "10005", "Resource not found", "No such call in progress.")
+        payload = {"account_sid": account_sid, "call_sid": call_sid, "status": "in-progress"}
+        reply = Reply(200, payload)
+        if self.on_texml is not None:
+            on_texml = self.on_texml
+            reply.after = lambda: on_texml(call, texml)
+        return reply
+
+    def _action(self, operation: str, call_control_id: str, data: dict[str, Any]) -> Reply:
+        """``transfer`` (``to`` required), ``send_dtmf`` (``digits`` of 0-9, A-D, ``*``,
+        ``#``, ``w``, ``W``; ``duration_millis`` 100..500) and ``answer`` (of an incoming
+        call not yet answered, with the dial's stream parameters), on a live call."""
+        problem = _check_action(operation, data)
+        if problem is not None:
+            return _errors(422, "10015", "Invalid parameter", problem)
+        # answer and reject are for an incoming call not yet answered, the others for one
+        # answered (the codes of these two refusals are the emulator's own).
+        before_answer = operation in ("answer", "reject")
+        with self._lock:
+            call = self.calls.get(call_control_id)
+            alive = call is not None and call.alive
+            fits = call is not None and call.answered != before_answer
+            if alive and fits and call is not None:
+                if operation == "transfer":
+                    call.transfers.append(dict(data))
+                elif operation == "send_dtmf":
+                    call.dtmf_sent.append(str(data["digits"]))
+                elif operation == "answer":
+                    call.answered = True
+                elif operation == "reject":
+                    call.alive = False
+        if call is None:
+            return _errors(404, "10005", "Resource not found", "No such call.")
+        if not alive:
+            detail = "This call is no longer active and can't receive commands."
+            return _errors(422, "90018", "Call has already ended", detail)
+        if not fits:
+            title = "Call already answered" if before_answer else "Call not answered"
+            return _errors(422, "90015", title, f"{operation} does not fit the call's state.")
+        reply = Reply(200, {"data": {"result": "ok"}})
+        if self.on_action is not None:
+            reply.after = lambda: self.on_action(operation, call, data)
+        return reply
+
+
+def _texml_problem(texml: str) -> str | None:
+    try:
+        root = parse_xml(texml)
+    except ValueError:
+        return "'Texml' is not well-formed XML."
+    return None if root.tag == "Response" else "'Texml' must have <Response> at its root."
+
+
+def _check_action(operation: str, data: dict[str, Any]) -> str | None:
+    if operation == "transfer":
+        to = data.get("to")
+        if not isinstance(to, str) or not to:
+            return "'to' is required."
+        if "from" in data and not isinstance(data["from"], str):
+            return "'from' must be a string."
+    elif operation == "send_dtmf":
+        digits = data.get("digits")
+        if not isinstance(digits, str) or not digits or not set(digits) <= _DIGITS:
+            return "'digits' must be 0-9, A-D, *, #, w or W."
+        duration = data.get("duration_millis", 250)
+        if not isinstance(duration, int) or not 100 <= duration <= 500:
+            return "'duration_millis' must be 100 to 500."
+    elif operation == "reject":
+        if data.get("cause") not in ("CALL_REJECTED", "USER_BUSY"):
+            return "'cause' must be CALL_REJECTED or USER_BUSY."
+    elif operation == "answer":
+        url = data.get("stream_url")
+        if url is not None and (
+            not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss")
+        ):
+            return "'stream_url' must be ws(s)://."
+    return None
+
 
 class _Handler(ApiRequestHandler):
     server_version = "TelnyxEmulator/1.0"
@@ -277,6 +415,8 @@ class TelnyxEmulator(Startable):
         self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
         self.api.on_dial = self._dialled
         self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
+        self.api.on_action = self._acted
+        self.api.on_texml = self._new_texml
         self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
         self.hooks = HookSender("telnyx-emulator-hooks")
@@ -321,10 +461,11 @@ class TelnyxEmulator(Startable):
         """Call ``to`` from ``from_``: post TeXML's voice webhook to ``voice_url`` (signed) and
         obey its answer. Returns at once; :meth:`wait_ended` tells how it went."""
         call = TelnyxCall("v3:" + secrets.token_urlsafe(24), to, from_, "", None)
+        call.account_sid = TEXML_ACCOUNT_SID
         with self.api._lock:
             self.api.calls[call.call_control_id] = call
         fields = {
-            "AccountSid": "emulated-account",
+            "AccountSid": TEXML_ACCOUNT_SID,
             "CallSid": call.call_control_id,
             "ConnectionId": self.connection_id,
             "From": from_,
@@ -341,6 +482,68 @@ class TelnyxEmulator(Startable):
         self.hooks.call(call.call_control_id, ask)
         logger.info("telnyx emulator: inbound call %s: %s -> %s", call.call_control_id, from_, to)
         return call
+
+    def place_call_control_call(self, events_url: str, to: str, from_: str) -> TelnyxCall:
+        """Call ``to`` from ``from_`` on a Call Control App whose webhook is ``events_url``:
+        post ``call.initiated`` (``direction: incoming``, ``state: parked``; signed) and wait
+        for a command: ``actions/answer`` streams the call where it says, ``actions/reject``
+        ends it ``busy``; neither within :data:`_CALLER_PATIENCE_S`: the caller hangs up."""
+        call = TelnyxCall(
+            "v3:" + secrets.token_urlsafe(24),
+            to,
+            from_,
+            "",
+            None,
+            request={"webhook_url": events_url},
+            answered=False,
+        )
+        with self.api._lock:
+            self.api.calls[call.call_control_id] = call
+        self._event(call, "call.initiated", direction="incoming", state="parked")
+
+        def give_up() -> None:
+            if not call.answered:
+                self._finish(call, "canceled")
+
+        self.later.call(_CALLER_PATIENCE_S, give_up)
+        logger.info("telnyx emulator: incoming call %s: %s -> %s", call.call_control_id, from_, to)
+        return call
+
+    def _new_texml(self, call: TelnyxCall, texml: str) -> None:
+        """New TeXML replaced the call's ``<Connect><Stream>``: the stream ends; a ``<Dial>``
+        is recorded as a transfer (the call stays up, bridged on), anything else plays out
+        (no-ops) and the call ends after it."""
+        root = parse_xml(texml)
+        targets = [
+            {"to": (noun.text or "").strip(), "noun": noun.tag, **dial.attrib}
+            for dial in root.iter("Dial")
+            for noun in dial
+            if noun.tag in ("Number", "Sip")
+        ]
+        with self.api._lock:
+            call.transfers.extend(targets)
+        self.media.hang_up(call.call_control_id)
+
+    def _acted(self, operation: str, call: TelnyxCall, data: dict[str, Any]) -> None:
+        """After a command was taken: ``answer`` dials the stream it names (with its
+        ``client_state``, which Telnyx puts in the stream's ``start`` and every later
+        webhook), ``reject`` ends the call (``call.hangup``, ``call_rejected``)."""
+        if operation == "answer":
+            call.stream_url = str(data.get("stream_url") or "")
+            state = data.get("client_state")
+            call.client_state = state if isinstance(state, str) else None
+            if isinstance(data.get("webhook_url"), str):
+                call.request["webhook_url"] = data["webhook_url"]
+            stream = TelnyxStream(
+                str(uuid.uuid4()),
+                call.call_control_id,
+                client_state=call.client_state,
+                from_=call.from_,
+                to=call.to,
+            )
+            self._stream(call, stream, None, 0.0)
+        elif operation == "reject":
+            self._finish(call, "busy")
 
     def _obey(self, call: TelnyxCall, result: HttpResult) -> None:
         try:
@@ -399,6 +602,13 @@ class TelnyxEmulator(Startable):
     def _finish(self, call: TelnyxCall, outcome: str) -> None:
         if call.ended.is_set():
             return
+        if outcome == "completed" and call.transfers and call.alive:
+            # The stream ended after a transfer: the call goes on, bridged to the transfer's
+            # target (leg B, not emulated), until someone hangs up.
+            call.outcome = "transferred"
+            logger.info("emulated call %s: stream over, transferred", call.call_control_id)
+            call.ended.set()
+            return
         call.outcome = outcome
         self.api.ended(call.call_control_id)
         cause = {"busy": "user_busy", "no-answer": "timeout", "failed": "not_found"}
@@ -427,7 +637,33 @@ class TelnyxEmulator(Startable):
             from_=call.from_,
             to=call.to,
         )
-        self._stream(call, stream, ring_timeout, behaviour.ring_s)
+        self._stream(call, stream, ring_timeout, behaviour.ring_s, behaviour)
+
+    def _answered(self, call: TelnyxCall, behaviour: Behaviour | None) -> None:
+        """Picked up: ``call.answered``, then machine detection's webhooks if the dial asked
+        (Telnyx's OpenAPI, ``answering_machine_detection``): ``premium`` sends
+        ``call.machine.premium.detection.ended`` (``human_residence``, ``machine``,
+        ``fax_detected``) and, for a machine, ``call.machine.premium.greeting.ended``
+        (``beep_detected``); the others send ``call.machine.detection.ended`` (``human`` or
+        ``machine``), and for a machine under ``greeting_end``, ``detect_words`` or
+        ``detect_beep`` a ``call.machine.greeting.ended`` once its beep is heard."""
+        self._event(call, "call.answered")
+        mode = call.request.get("answering_machine_detection", "disabled")
+        if behaviour is None or mode == "disabled":
+            return
+        verdict = behaviour.answered_by("Enable")
+        if mode == "premium":
+            result = {"human": "human_residence", "fax": "fax_detected"}.get(
+                str(verdict), "machine"
+            )
+            self._event(call, "call.machine.premium.detection.ended", result=result)
+            if result == "machine":
+                self._event(call, "call.machine.premium.greeting.ended", result="beep_detected")
+            return
+        result = "human" if verdict == "human" else "machine"
+        self._event(call, "call.machine.detection.ended", result=result)
+        if result == "machine" and mode in ("greeting_end", "detect_words", "detect_beep"):
+            self._event(call, "call.machine.greeting.ended", result="beep_detected")
 
     def _stream(
         self,
@@ -435,6 +671,7 @@ class TelnyxEmulator(Startable):
         stream: TelnyxStream,
         ring_timeout: float | None,
         ring_s: float | None,
+        behaviour: Behaviour | None = None,
     ) -> None:
         call.media = self.media.dial(
             call_sid=call.call_control_id,
@@ -443,7 +680,7 @@ class TelnyxEmulator(Startable):
             url=call.stream_url,
             parameters={},
             on_end=lambda: self._finish(call, "completed"),
-            on_answer=lambda: self._event(call, "call.answered"),
+            on_answer=lambda: self._answered(call, behaviour),
             answer_after_s=ring_s,
             ring_timeout_s=ring_timeout,
             phone=_TelnyxPhone(stream),

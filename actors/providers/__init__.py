@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..codecs import Codec
 from ..config import (
@@ -35,15 +35,20 @@ from ..connection import ConnectionFactory, DialOptions
 from ..messages import SessionRequest
 
 __all__ = [
+    "CallControl",
+    "ControlCommand",
     "DailyEndpoint",
     "ExotelEndpoint",
     "GatewayEndpoint",
     "Infrastructure",
     "ProgressUrls",
     "Provider",
+    "Redirect",
     "RequestObserver",
     "RestEndpoint",
+    "SendDigits",
     "SessionPlan",
+    "Transfer",
     "VonageEndpoint",
     "provider_for",
 ]
@@ -152,6 +157,12 @@ class Infrastructure(Protocol):
 
     def forget_answer(self, session_id: str) -> None: ...
 
+    def control_document(self, provider: ProviderConfig, document: str) -> str | None:
+        """A URL of the runtime's webhook that serves ``document`` to ``provider``'s signed
+        requests (Plivo's transfer fetches the call's next XML from one); ``None``: the
+        webhook is off or out of the provider's reach."""
+        ...
+
     def exotel_status_url(self, provider: ExotelProviderConfig, session_id: str) -> str | None:
         """An Exotel call's StatusCallback: the webhook's, with the session's capability."""
         ...
@@ -186,6 +197,48 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release what the provider holds (HTTP connections)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Move the call out of its stream to ``to`` (an E.164 number or a ``sip:`` URI, checked
+    by the facade), showing ``caller_id`` where given."""
+
+    to: str
+    caller_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Give the call ``document`` (the provider's own XML, checked well-formed with a
+    ``<Response>`` root by the facade) in place of its stream."""
+
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendDigits:
+    """Play ``digits`` (checked by the facade) into the call; its stream goes on."""
+
+    digits: str
+
+
+#: What :meth:`CallControl.control_call` is asked to do.
+ControlCommand = Transfer | Redirect | SendDigits
+
+
+@runtime_checkable
+class CallControl(Protocol):
+    """A provider that controls its calls mid-call through commands (Telnyx, Plivo; Twilio
+    gives its calls new TwiML instead, through ``update_call``)."""
+
+    def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
+        """Carry out ``command`` on the session's live call: ``True`` once the provider took
+        it, ``False`` if the call had already ended. ``UnsupportedMessage`` at once for a
+        command this call cannot take, ``ProviderError`` for a refusal. After a
+        :class:`Transfer` or :class:`Redirect` the call is no longer the session's:
+        :meth:`Provider.hang_up` then leaves it alone."""
         ...
 
 

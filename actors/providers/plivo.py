@@ -15,6 +15,14 @@ publishes no OpenAPI description, so there is no contract test: see the README):
 - ``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/`` hangs up (``204``); a ``404`` means
   the call is already over. Before the stream has told the call's uuid, the queued or ringing
   call is cancelled instead: ``DELETE /v1/Account/{auth_id}/Request/{request_uuid}/``.
+- ``POST /v1/Account/{auth_id}/Call/{call_uuid}/`` transfers a live call (``legs=aleg``,
+  ``aleg_url``: it fetches and runs that XML in place of its stream; ``202 "call
+  transferred"``): our ``transfer`` (a ``<Dial>``) and ``redirect`` (your XML), served by the
+  runtime's webhook (``/plivo/control``). ``POST .../Call/{call_uuid}/DTMF/`` (``digits``,
+  ``leg``; ``202 "digits sent"``) plays digits while the stream goes on. Neither is retried
+  past a lost answer (each would run twice); 404: the call is over.
+- ``machine_detection`` (``true``) with ``machine_detection_url`` (our ``/plivo/machine``):
+  the verdict is posted there in the background (``Machine`` true or false).
 - Error bodies ``{"api_id": ..., "error": "..."}`` (``error`` may be an object of field
   messages) become :class:`ProviderError`.
 
@@ -37,14 +45,22 @@ from ..codecs import Frame
 from ..codecs.plivo import PlivoCodec
 from ..config import PlivoProviderConfig, RuntimeConfig
 from ..connection import DialOptions
-from ..errors import ConfigError, ProviderError
+from ..errors import ConfigError, ProviderError, TransportError
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_extra_headers
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
-from ..webhooks.plivo import stream_xml
+from ..webhooks.plivo import dial_xml, stream_xml
 from ..wire.constants import SESSIONS_PATH
-from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from . import (
+    ControlCommand,
+    GatewayEndpoint,
+    Infrastructure,
+    RequestObserver,
+    SendDigits,
+    SessionPlan,
+    Transfer,
+)
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
@@ -85,7 +101,14 @@ class PlivoRestClient(RestClient):
     """Plivo's Call API for account ``auth_id`` (basic auth with ``auth_token``)."""
 
     provider = PROVIDER
-    retry_policies = {"create_call": AT_MOST_ONCE, "hang_up": IDEMPOTENT}
+    # A transfer runs its XML again, DTMF plays its digits again: neither is repeated after an
+    # unknown outcome (AT_MOST_ONCE).
+    retry_policies = {
+        "create_call": AT_MOST_ONCE,
+        "hang_up": IDEMPOTENT,
+        "transfer": AT_MOST_ONCE,
+        "send_digits": AT_MOST_ONCE,
+    }
 
     def __init__(
         self,
@@ -127,9 +150,13 @@ class PlivoRestClient(RestClient):
         answer_method: str = "POST",
         hangup_url: str | None = None,
         answer_xml: str | None = None,
+        machine_detection: str | None = None,
+        machine_detection_url: str | None = None,
     ) -> dict[str, Any]:
         """Place a call; Plivo's answer, with at least ``request_uuid``. ``answer_xml`` is
-        the emulator's extension (the answer inline). :class:`ProviderError` on refusal."""
+        the emulator's extension (the answer inline). ``machine_detection`` (``true``, or
+        ``hangup``: hang up on a machine) asks for machine detection, whose verdict goes to
+        ``machine_detection_url`` in the background. :class:`ProviderError` on refusal."""
         body: dict[str, Any] = {
             "from": from_,
             "to": to,
@@ -140,6 +167,11 @@ class PlivoRestClient(RestClient):
             body["hangup_url"] = hangup_url
         if answer_xml is not None:
             body["answer_xml"] = answer_xml
+        if machine_detection is not None:
+            body["machine_detection"] = machine_detection
+            if machine_detection_url is not None:
+                body["machine_detection_url"] = machine_detection_url
+                body["machine_detection_method"] = "POST"
         response = self._request(
             "create_call", "POST", f"{self._account}/Call/", what="Call/", json=body
         )
@@ -163,6 +195,29 @@ class PlivoRestClient(RestClient):
         """End call ``call_uuid``: True if this hung it up, False if it had already ended
         (404). Anything else raises :class:`ProviderError`."""
         return self._delete(f"Call/{self._checked(call_uuid)}/")
+
+    def transfer(self, call_uuid: str, aleg_url: str, aleg_method: str = "POST") -> bool:
+        """Transfer a call (``POST Call/{call_uuid}/`` with ``legs=aleg``): the call fetches
+        its next XML from ``aleg_url`` and runs it in place of its stream. True once Plivo
+        took it (``202 "call transferred"``), False if the call is over (404)."""
+        name = f"Call/{self._checked(call_uuid)}/"
+        body = {"legs": "aleg", "aleg_url": aleg_url, "aleg_method": aleg_method}
+        return self._post("transfer", name, body)
+
+    def send_digits(self, call_uuid: str, digits: str, leg: str = "aleg") -> bool:
+        """Send digits (``POST Call/{call_uuid}/DTMF/``): play ``digits`` into the call's
+        ``leg``; the call's XML (its stream) goes on. True once Plivo took them (``202
+        "digits sent"``), False if the call is over (404)."""
+        name = f"Call/{self._checked(call_uuid)}/DTMF/"
+        return self._post("send_digits", name, {"digits": digits, "leg": leg})
+
+    def _post(self, operation: str, name: str, body: dict[str, str]) -> bool:
+        response = self._request(operation, "POST", f"{self._account}/{name}", what=name, json=body)
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
 
     def cancel_request(self, request_uuid: str) -> bool:
         """Cancel a call not yet answered: True if this cancelled it, False if it was no
@@ -219,6 +274,7 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
         self._emulated = config.api_base_url == "emulator"
         self._requests: dict[str, str] = {}  # session id -> request_uuid, until hung up
         self._inbound: set[str] = set()  # sessions of inbound calls (their id is the CallUUID)
+        self._handed_on: set[str] = set()  # sessions whose call was transferred or redirected
 
     def _make_client(self) -> PlivoRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -246,6 +302,16 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, from_ = call_ends("plivo", self.name, request, configured_from=self.config.from_number)
         client = self._rest()
+        machine_detection = _machine_detection(request.machine_detection)
+        machine_url = None
+        if machine_detection is not None:
+            machine_url = self._infrastructure.webhook_route(self.config, "/plivo/machine")
+            if machine_url is None:
+                raise ConfigError(
+                    "machine detection's verdict comes to the runtime's webhook: enable it "
+                    "(inbound.enabled) with an inbound.public_url that Plivo can reach",
+                    key_path="inbound.public_url",
+                )
         gateway = self._infrastructure.gateway()
         token = stream_token(gateway.secret, session_id)
         routing = {"session": session_id, "token": token}
@@ -280,6 +346,8 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
                 answer_url=answer_url,
                 hangup_url=hangup_url,
                 answer_xml=answer_xml,
+                machine_detection=machine_detection,
+                machine_detection_url=machine_url,
             )
         except BaseException:
             infra.forget_answer(session_id)
@@ -327,14 +395,55 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
         codec = _RoutedPlivoCodec(session_id=session_id)
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
+    def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
+        """Send digits (``POST Call/{uuid}/DTMF/``: the stream goes on), or transfer the call
+        (``POST Call/{uuid}/``) to XML the runtime's webhook serves: a ``<Dial>`` for a
+        :class:`Transfer`, the given document for a :class:`Redirect`."""
+        with self._lock:
+            inbound = session_id in self._inbound
+        call_uuid = getattr(plan.codec, "call_id", None)
+        if inbound:
+            call_uuid = call_uuid or plan.call_id
+        if not isinstance(call_uuid, str) or not call_uuid:
+            # An outbound call's uuid comes with its stream's start: before that it rings.
+            raise TransportError(
+                f"session {session_id!r}: the Plivo call has not been answered yet (its "
+                "uuid comes with the stream's start); try again after Started"
+            )
+        client = self._rest()
+        if isinstance(command, SendDigits):
+            return client.send_digits(call_uuid, command.digits)
+        if isinstance(command, Transfer):
+            document = dial_xml(command.to, command.caller_id)
+        else:
+            document = command.document
+        url = self._infrastructure.control_document(self.config, document)
+        if url is None:
+            raise ConfigError(
+                "a Plivo transfer fetches the call's next XML from the runtime's webhook: "
+                "enable it (inbound.enabled) with an inbound.public_url that Plivo can reach",
+                key_path="inbound.public_url",
+            )
+        done = client.transfer(call_uuid, url)
+        if done:
+            with self._lock:
+                self._handed_on.add(session_id)
+        return done
+
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         """Hang the call up by its uuid once the stream has told it (``start.callId``), else
-        cancel its request (it is still queued or ringing)."""
+        cancel its request (it is still queued or ringing); a call transferred or redirected
+        is left alone (its new XML owns it)."""
         self._infrastructure.forget_answer(session_id)
         with self._lock:
             request_uuid = self._requests.pop(session_id, plan.call_id)
             inbound = session_id in self._inbound
             self._inbound.discard(session_id)
+            handed_on = session_id in self._handed_on
+            self._handed_on.discard(session_id)
+        if handed_on:
+            logger.info("session %s: Plivo call was transferred: not hung up", session_id)
+            return
         call_uuid = getattr(plan.codec, "call_id", None)
         if inbound:  # its call id is the call's uuid already
             call_uuid = call_uuid or plan.call_id
@@ -347,6 +456,22 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             return
         what = "hung up" if ended else "had already ended"
         logger.info("session %s: Plivo call %s %s", session_id, call_uuid or request_uuid, what)
+
+
+def _machine_detection(asked: str | Mapping[str, str] | None) -> str | None:
+    """Plivo's ``machine_detection`` for ``create_session(machine_detection=...)``: ``Enable``
+    is ``true`` (detect, and go on). Plivo detects a machine but not the end of its greeting,
+    and takes none of Twilio's tuning parameters: those are a ``ValueError``."""
+    if asked is None:
+        return None
+    if asked == "Enable" or (
+        isinstance(asked, Mapping) and dict(asked) == {"MachineDetection": "Enable"}
+    ):
+        return "true"
+    raise ValueError(
+        "Plivo's machine detection takes machine_detection='Enable' only (it tells a machine "
+        "from a person, not the end of a greeting, and has none of Twilio's tuning parameters)"
+    )
 
 
 def _with_query(url: str, values: dict[str, str]) -> str:

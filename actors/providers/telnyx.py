@@ -1,4 +1,5 @@
-"""Telnyx's REST control plane (Call Control v2): place a call that streams to us, hang it up.
+"""Telnyx's REST control plane (Call Control v2): place a call that streams to us, control it,
+answer an inbound one, hang it up.
 
 Checked against Telnyx's OpenAPI (``DialCall``, ``HangupCall``, ``CallRequest``; the contract
 test, ``tests/providers/test_telnyx_contract.py``, runs the client against it with Prism):
@@ -14,6 +15,18 @@ test, ``tests/providers/test_telnyx_contract.py``, runs the client against it wi
 - ``POST /calls/{call_control_id}/actions/hangup`` with a JSON body (required by the spec; a
   ``command_id`` makes a retried hang-up one command). "Already ended" is the 422 with code
   ``90018`` ("Call has already ended", the spec's example) and a 404 (the id is unknown).
+- Commands, each with a ``command_id`` ("Telnyx will ignore any command with the same
+  command_id for the same call_control_id"), so retried like a hang-up: ``actions/transfer``
+  (``TransferCall``: ``to``, ``from``), ``actions/send_dtmf`` (``SendDTMF``: ``digits``,
+  ``duration_millis``; "no webhooks associated": the stream goes on), ``actions/answer``
+  (``AnswerCall``, with the dial's stream parameters: an inbound call with ``inbound:
+  call_control``) and ``actions/reject`` (``RejectCall``, ``cause: USER_BUSY``). Ended: as
+  for a hang-up. A Call Control call takes no document: ``redirect`` is unsupported.
+- A call answered with TeXML takes new TeXML: ``POST /texml/Accounts/{account_sid}/Calls/
+  {call_sid}`` (``UpdateTexmlCall``, a form with ``Texml``; 404: over), for ``transfer`` (a
+  ``<Dial>``) and ``redirect``.
+- Machine detection: ``answering_machine_detection`` (``detect``, ``greeting_end``...) and its
+  config on the dial; the results come as webhooks (:mod:`actors.webhooks.calls`).
 - Error bodies ``{"errors": [{"code", "title", "detail"}]}`` become :class:`ProviderError`.
 
 Creating is retried only on 429 (a 5xx may mean the call exists); hanging up also on 5xx.
@@ -34,14 +47,24 @@ from ..codecs import Frame
 from ..codecs.telnyx import TelnyxCodec
 from ..config import RuntimeConfig, TelnyxProviderConfig
 from ..connection import DialOptions
-from ..errors import ConfigError, ProviderError
+from ..errors import ConfigError, ProviderError, UnsupportedMessage
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
 from ..signing import hop_token, stream_token
 from ..transport import websocket_connection
-from ..webhooks.telnyx import stream_texml
+from ..webhooks.telnyx import dial_texml, stream_texml
+from ..webhooks.twilio import InboundCall
 from ..wire.constants import SESSIONS_PATH
-from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from . import (
+    ControlCommand,
+    GatewayEndpoint,
+    Infrastructure,
+    Redirect,
+    RequestObserver,
+    SendDigits,
+    SessionPlan,
+    Transfer,
+)
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
@@ -87,7 +110,18 @@ class TelnyxRestClient(RestClient):
     """
 
     provider = PROVIDER
-    retry_policies = {"create_call": AT_MOST_ONCE, "hang_up": IDEMPOTENT}
+    # A command's command_id makes Telnyx ignore its repeats ("Telnyx will ignore any command
+    # with the same command_id for the same call_control_id"), so all but a dial may be retried.
+    retry_policies = {
+        "create_call": AT_MOST_ONCE,
+        "hang_up": IDEMPOTENT,
+        "transfer": IDEMPOTENT,
+        "send_dtmf": IDEMPOTENT,
+        "answer": IDEMPOTENT,
+        "reject": IDEMPOTENT,
+        # New TeXML twice would run it twice; a TeXML update has no command_id.
+        "update_texml_call": AT_MOST_ONCE,
+    }
 
     def __init__(
         self,
@@ -126,9 +160,13 @@ class TelnyxRestClient(RestClient):
         codec: str = "PCMU",
         timeout_secs: int | None = None,
         webhook_url: str | None = None,
+        answering_machine_detection: str | None = None,
+        answering_machine_detection_config: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         """Dial ``to``, streaming both ways to ``stream_url``; Telnyx's call (``data``), with
-        at least ``call_control_id``. :class:`ProviderError` for a refusal or failure."""
+        at least ``call_control_id``. ``answering_machine_detection`` (``detect``,
+        ``greeting_end``, ``premium``...) asks for machine detection, whose results come as
+        webhooks (``call.machine.*``). :class:`ProviderError` for a refusal or failure."""
         body: dict[str, Any] = {
             "connection_id": connection_id,
             "to": to,
@@ -145,6 +183,10 @@ class TelnyxRestClient(RestClient):
             body["timeout_secs"] = timeout_secs
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
+        if answering_machine_detection is not None:
+            body["answering_machine_detection"] = answering_machine_detection
+        if answering_machine_detection_config:
+            body["answering_machine_detection_config"] = dict(answering_machine_detection_config)
         response = self._request("create_call", "POST", "/calls", json=body)
         if not response.ok:
             raise self.parse_error(response)
@@ -159,11 +201,84 @@ class TelnyxRestClient(RestClient):
     def hang_up(self, call_control_id: str) -> bool:
         """Hang up: True if this ended the call, False if it had already ended (422 with code
         90018, or 404). Anything else raises :class:`ProviderError`."""
+        # The command_id is the same for every retry of this hang-up: one command.
+        return self._command(
+            "hang_up", call_control_id, "hangup", {"command_id": str(uuid.uuid4())}
+        )
+
+    def transfer(self, call_control_id: str, to: str, from_: str | None = None) -> bool:
+        """``actions/transfer`` (``TransferCall``): the call leaves for ``to`` (a number or SIP
+        URI; ``from_``: the caller id shown there). True once Telnyx took the command, False
+        if the call had already ended."""
+        body: dict[str, Any] = {"to": to, "command_id": str(uuid.uuid4())}
+        if from_ is not None:
+            body["from"] = from_
+        return self._command("transfer", call_control_id, "transfer", body)
+
+    def send_dtmf(self, call_control_id: str, digits: str, duration_millis: int = 250) -> bool:
+        """``actions/send_dtmf`` (``SendDTMF``): play ``digits`` (0-9, A-D, ``*``, ``#``;
+        ``w``/``W`` pause) into the call; the stream goes on ("there are no webhooks
+        associated with this command"). False if the call had already ended."""
+        body = {"digits": digits, "duration_millis": duration_millis}
+        body["command_id"] = str(uuid.uuid4())
+        return self._command("send_dtmf", call_control_id, "send_dtmf", body)
+
+    def answer(
+        self,
+        call_control_id: str,
+        *,
+        stream_url: str,
+        client_state: str | None = None,
+        codec: str = "PCMU",
+        webhook_url: str | None = None,
+    ) -> bool:
+        """``actions/answer`` (``AnswerCall``) an incoming Call Control call, streaming it
+        both ways to ``stream_url`` (the same stream parameters as a dial). False if the call
+        had already ended (the caller gave up)."""
+        body: dict[str, Any] = {
+            "stream_url": stream_url,
+            "stream_track": "inbound_track",
+            "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": codec,
+            "stream_bidirectional_sampling_rate": 8000,
+            "command_id": str(uuid.uuid4()),
+        }
+        if client_state is not None:
+            body["client_state"] = client_state
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        return self._command("answer", call_control_id, "answer", body)
+
+    def update_texml_call(self, account_sid: str, call_sid: str, texml: str) -> bool:
+        """``POST /texml/Accounts/{account_sid}/Calls/{call_sid}`` (``UpdateTexmlCall``, a form
+        in TeXML's CamelCase): ``Texml`` replaces the call's current TeXML (its ``<Connect>
+        <Stream>``). True once taken, False if the call is over (404)."""
+        for value in (account_sid, call_sid):
+            if not value or "/" in value:
+                raise ValueError("account_sid and call_sid must be non-empty ids")
+        path = f"/texml/Accounts/{account_sid}/Calls/{call_sid}"
+        response = self._request(
+            "update_texml_call", "POST", path, what="texml update", form=[("Texml", texml)]
+        )
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
+
+    def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> bool:
+        """``actions/reject`` (``RejectCall``) an incoming call not answered: ``cause``
+        ``USER_BUSY`` or ``CALL_REJECTED``. False if the call had already ended."""
+        body = {"cause": cause, "command_id": str(uuid.uuid4())}
+        return self._command("reject", call_control_id, "reject", body)
+
+    def _command(
+        self, operation: str, call_control_id: str, action: str, body: dict[str, Any]
+    ) -> bool:
         if not call_control_id or "/" in call_control_id:
             raise ValueError("call_control_id must be a non-empty id")
-        path = f"/calls/{call_control_id}/actions/hangup"
-        body = {"command_id": str(uuid.uuid4())}  # the same for every retry of this hang-up
-        response = self._request("hang_up", "POST", path, what="hangup", json=body)
+        path = f"/calls/{call_control_id}/actions/{action}"
+        response = self._request(operation, "POST", path, what=action, json=body)
         if response.ok:
             return True
         error = self.parse_error(response)
@@ -212,6 +327,11 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
     ) -> None:
         super().__init__(config, runtime, infrastructure, on_request=on_request)
         self._connection_id = config.connection_id
+        # Sessions of calls answered with TeXML -> the call's AccountSid (for UpdateTexmlCall).
+        self._texml: dict[str, str] = {}
+        self._handed_on: set[str] = set()  # sessions whose call was transferred
+        # Inbound Call Control calls taken, until answered: session -> (call, stream, state).
+        self._to_answer: dict[str, tuple[str, str, str]] = {}
 
     def _make_client(self) -> TelnyxRestClient:
         c, where = self.config, f"providers.{self.name}"
@@ -241,6 +361,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         token = stream_token(gateway.secret, session_id)
         state = {**dict(request.parameters or {}), "session": session_id, "token": token}
         assert self._connection_id is not None  # checked when the client was made
+        amd, amd_config = _amd(request.machine_detection)
         call = client.create_call(
             connection_id=self._connection_id,
             to=to,
@@ -252,6 +373,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             # The runtime's webhook takes the call's progress, unless you name your own.
             webhook_url=self.config.webhook_url
             or self._infrastructure.webhook_route(self.config, "/telnyx/events"),
+            answering_machine_detection=amd,
+            answering_machine_detection_config=amd_config,
         )
         call_id = str(call["call_control_id"])
         logger.info("session %s: Telnyx call %s placed to %s", session_id, call_id, to)
@@ -264,18 +387,62 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         parameters: Mapping[str, str],
         redirect_url: str | None = None,
     ) -> tuple[SessionPlan, str]:
-        """Inbound call ``call_id`` (TeXML's ``CallSid``) accepted as ``session_id``: the plan,
-        and the TeXML answer (``<Connect><Stream>`` to the gateway's ``/telnyx`` with the
-        session and its stream token as ``<Parameter>``s). ``redirect_url`` is Twilio's."""
+        """Inbound call ``call_id`` accepted as ``session_id``: the plan, and the answer. With
+        ``inbound: texml`` (``call_id`` is TeXML's ``CallSid``), the TeXML answer:
+        ``<Connect><Stream>`` to the gateway's ``/telnyx`` with the session and its stream
+        token as ``<Parameter>``s. With ``inbound: call_control`` (``call_id`` is the
+        ``call_control_id``), no document: :meth:`confirm_answer` answers with
+        ``actions/answer`` and the same stream, the routing values in ``client_state``.
+        ``redirect_url`` is Twilio's."""
         self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
         token = stream_token(gateway.secret, session_id)
+        if self.config.inbound == "call_control":
+            state = {**dict(parameters), "session": session_id, "token": token}
+            stream_url = gateway.public_url.rstrip("/") + "/telnyx"
+            with self._lock:
+                self._to_answer[session_id] = (call_id, stream_url, encode_client_state(state))
+            return self._plan(session_id, gateway, call_id), ""
         texml = stream_texml(
             gateway.public_url.rstrip("/") + "/telnyx",
             {**dict(parameters), "session": session_id, "token": token},
             codec=self.config.codec,
         )
+        with self._lock:
+            self._texml[session_id] = ""  # its AccountSid comes with inbound_call
         return self._plan(session_id, gateway, call_id), texml
+
+    def inbound_call(self, session_id: str, call: InboundCall) -> None:
+        """The webhook's call that ``session_id`` answers: a TeXML call's ``AccountSid`` is
+        what :meth:`TelnyxRestClient.update_texml_call` names it by."""
+        with self._lock:
+            if session_id in self._texml:
+                self._texml[session_id] = call.account_sid
+
+    def confirm_answer(self, session_id: str) -> bool:
+        """Answer an inbound Call Control call taken as ``session_id`` (``actions/answer``,
+        streaming to the gateway); ``False`` if the caller had hung up meanwhile. A TeXML
+        call was answered by its document already: ``True``."""
+        with self._lock:
+            pending = self._to_answer.pop(session_id, None)
+        if pending is None:
+            return True
+        call_id, stream_url, state = pending
+        answered = self._rest().answer(
+            call_id,
+            stream_url=stream_url,
+            client_state=state,
+            codec=self.config.codec,
+            webhook_url=self.config.webhook_url,
+        )
+        logger.info("session %s: Telnyx call %s answered: %s", session_id, call_id, answered)
+        return answered
+
+    def reject(self, call_id: str) -> None:
+        """Refuse an inbound Call Control call no thread took (``actions/reject``, the cause
+        ``USER_BUSY``: the caller hears busy, not silence); one already over is fine."""
+        if not self._rest().reject(call_id):
+            logger.info("Telnyx call %s was over before it was rejected", call_id)
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
@@ -292,9 +459,91 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
+    def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
+        """A Call Control call takes commands: ``actions/transfer``, ``actions/send_dtmf``
+        (the stream goes on); it takes no document, so a :class:`Redirect` is
+        ``UnsupportedMessage``. A call answered with TeXML takes new TeXML instead
+        (``UpdateTexmlCall``): a ``<Dial>`` for a :class:`Transfer`, your TeXML for a
+        :class:`Redirect`; DTMF would need new TeXML too, leaving the stream, so
+        :class:`SendDigits` is ``UnsupportedMessage`` there."""
+        with self._lock:
+            account = self._texml.get(session_id)
+        if plan.call_id is None:
+            return False
+        client = self._rest()
+        if account is not None:  # a TeXML call
+            if isinstance(command, SendDigits):
+                raise UnsupportedMessage(
+                    session_id,
+                    self.name,
+                    "send_dtmf on a call answered with TeXML (new TeXML would end its stream;"
+                    f" set providers.{self.name}.inbound: call_control to keep it)",
+                )
+            if not account:
+                raise UnsupportedMessage(
+                    session_id, self.name, f"{type(command).__name__} (no AccountSid came)"
+                )
+            texml = (
+                dial_texml(command.to, command.caller_id)
+                if isinstance(command, Transfer)
+                else command.document
+            )
+            done = client.update_texml_call(account, plan.call_id, texml)
+        elif isinstance(command, Redirect):
+            raise UnsupportedMessage(
+                session_id,
+                self.name,
+                "redirect: a Call Control call takes commands, not a document "
+                "(transfer and send_dtmf are there)",
+            )
+        elif isinstance(command, SendDigits):
+            return client.send_dtmf(plan.call_id, command.digits)
+        else:
+            done = client.transfer(plan.call_id, command.to, command.caller_id)
+        if done:
+            with self._lock:
+                self._handed_on.add(session_id)
+        return done
+
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
+        """Hang the call up, unless it was transferred (it is the transfer's now)."""
+        with self._lock:
+            self._texml.pop(session_id, None)
+            self._to_answer.pop(session_id, None)
+            if session_id in self._handed_on:
+                self._handed_on.discard(session_id)
+                logger.info("session %s: Telnyx call %s was transferred", session_id, plan.call_id)
+                return
         if plan.call_id is None:
             return
         ended = self._rest().hang_up(plan.call_id)
         what = "hung up" if ended else "had already ended"
         logger.info("session %s: Telnyx call %s %s", session_id, plan.call_id, what)
+
+
+def _amd(asked: str | Mapping[str, str] | None) -> tuple[str | None, dict[str, int]]:
+    """Telnyx's ``answering_machine_detection`` (and its config) for
+    ``create_session(machine_detection=...)``: ``Enable`` is ``detect`` (human or machine),
+    ``DetectMessageEnd`` is ``greeting_end`` (and then the greeting's end, its beep or
+    silence). Of Twilio's parameters, ``MachineDetectionTimeout`` (seconds) becomes
+    ``total_analysis_time_millis``; ``AsyncAmd`` changes nothing (Telnyx's detection is always
+    asynchronous); the others have no counterpart at Telnyx: a ``ValueError``."""
+    if asked is None:
+        return None, {}
+    options = {"MachineDetection": asked} if isinstance(asked, str) else dict(asked)
+    mode = {"Enable": "detect", "DetectMessageEnd": "greeting_end"}[
+        options.pop("MachineDetection", "Enable")
+    ]
+    options.pop("AsyncAmd", None)
+    config: dict[str, int] = {}
+    timeout = options.pop("MachineDetectionTimeout", None)
+    if timeout is not None:
+        if not timeout.isdigit():
+            raise ValueError("machine_detection's MachineDetectionTimeout must be whole seconds")
+        config["total_analysis_time_millis"] = int(timeout) * 1000
+    if options:
+        raise ValueError(
+            f"Telnyx has no counterpart of machine_detection's {', '.join(sorted(options))} "
+            "(MachineDetection, MachineDetectionTimeout and AsyncAmd are carried)"
+        )
+    return mode, config

@@ -37,12 +37,14 @@ from .vonage import VonageWebhook, verify_vonage_webhook
 __all__ = [
     "EXOTEL_STATUS",
     "PLIVO_STATUS",
+    "TELNYX_AMD",
     "TELNYX_CAUSES",
     "VONAGE_STATUS",
     "ProviderKeys",
     "exotel_capability",
     "exotel_status",
     "plivo_call",
+    "plivo_machine",
     "plivo_refusal",
     "plivo_status",
     "telnyx_event",
@@ -68,6 +70,31 @@ TELNYX_CAUSES = MappingProxyType(
         "originator_cancel": "canceled",
         "not_found": "failed",
         "unspecified": "failed",
+    }
+)
+#: Telnyx's machine detection results (``call.machine[.premium].detection.ended`` and
+#: ``...greeting.ended``, their ``payload.result`` enums in Telnyx's OpenAPI) -> Twilio's
+#: ``AnsweredBy``, so that ``MachineDetected`` reads the same for every provider.
+TELNYX_AMD = MappingProxyType(
+    {
+        "human": "human",
+        "human_residence": "human",
+        "human_business": "human",
+        "machine": "machine_start",
+        "fax_detected": "fax",
+        "silence": "unknown",
+        "not_sure": "unknown",
+        "beep_detected": "machine_end_beep",
+        "ended": "machine_end_other",
+        "no_beep_detected": "machine_end_other",
+    }
+)
+_TELNYX_AMD_EVENTS = frozenset(
+    {
+        "call.machine.detection.ended",
+        "call.machine.premium.detection.ended",
+        "call.machine.greeting.ended",
+        "call.machine.premium.greeting.ended",
     }
 )
 #: Plivo's ``CallStatus`` (answer, ring and hangup callbacks) -> the call's status.
@@ -124,6 +151,9 @@ class ProviderKeys:
     plivo: Mapping[str, str] = field(default_factory=dict, repr=False)
     vonage: Mapping[str, str] = field(default_factory=dict, repr=False)
     exotel: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Telnyx entries whose inbound calls come as Call Control's call.initiated (inbound:
+    # call_control), not to the TeXML voice URL.
+    telnyx_call_control: frozenset[str] = frozenset()
 
 
 def _form(body: bytes) -> dict[str, str] | Refusal:
@@ -184,10 +214,14 @@ def telnyx_voice(
 
 def telnyx_event(
     keys: ProviderKeys, headers: Mapping[str, str], body: bytes, *, answered: bool = False
-) -> tuple[str, StatusEvent | None] | Refusal:
+) -> tuple[str, StatusEvent | InboundCall | None] | Refusal:
     """A Call Control webhook (JSON ``{"data": {"event_type", "payload"}}``) or a TeXML
     status callback (a form with ``CallStatus``): the event, or ``None`` for one that is not
-    a call state. ``answered``: whether the call was answered (a hang-up is ``completed``)."""
+    a call state; with ``inbound: call_control``, an incoming ``call.initiated`` is an
+    :class:`InboundCall` to answer with ``actions/answer``. Machine detection's results are
+    ``amd`` events with Twilio's
+    ``AnsweredBy`` (:data:`TELNYX_AMD`). ``answered``: whether the call was answered (a
+    hang-up is ``completed``)."""
     name = _telnyx_name(keys, headers, body)
     if isinstance(name, Refusal):
         return name
@@ -220,6 +254,20 @@ def telnyx_event(
     # client_state holds the stream token (spent once paired, but a credential): not shown.
     flat = {k: v for k, v in payload.items() if isinstance(v, str) and k != "client_state"}
     flat["event_type"] = str(kind)
+    incoming = kind == "call.initiated" and payload.get("direction") == "incoming"
+    if incoming and name in keys.telnyx_call_control:  # a call to answer with actions/answer
+        from_, to = flat.get("from", ""), flat.get("to", "")
+        if not from_ or not to:
+            return Refusal(400, "bad_request", "missing payload.from or payload.to")
+        return name, InboundCall(
+            direction="inbound",
+            from_=from_,
+            to=to,
+            call_id=call_id,
+            account_sid=flat.get("connection_id", ""),
+            fields=MappingProxyType(flat),
+            provider="telnyx",
+        )
     if kind == "call.initiated":
         status = "initiated"
     elif kind == "call.answered":
@@ -227,6 +275,9 @@ def telnyx_event(
     elif kind == "call.hangup":
         cause = str(payload.get("hangup_cause", ""))
         status = "completed" if answered else TELNYX_CAUSES.get(cause, "completed")
+    elif kind in _TELNYX_AMD_EVENTS:
+        status = "amd"
+        flat["AnsweredBy"] = TELNYX_AMD.get(str(payload.get("result", "")), "unknown")
     else:
         return name, None
     return name, StatusEvent(call_id, "", status, None, MappingProxyType(flat))
@@ -280,6 +331,22 @@ def plivo_status(fields: Mapping[str, str]) -> StatusEvent | Refusal:
     call_id = fields["RequestUUID"] if outbound else fields["CallUUID"]
     status = PLIVO_STATUS.get(fields["CallStatus"], fields["CallStatus"])
     return StatusEvent(call_id, "", status, None, MappingProxyType(dict(fields)))
+
+
+def plivo_machine(fields: Mapping[str, str]) -> StatusEvent | Refusal:
+    """Machine detection's verdict at our ``machine_detection_url`` (``Machine``: ``true`` or
+    ``false``; routed as :func:`plivo_status` routes): an ``amd`` event whose ``AnsweredBy``
+    is Twilio's word (``machine_start`` or ``human``: Plivo tells no more than that)."""
+    if (missing := _missing(fields, "CallUUID", "Machine")) is not None:
+        return missing
+    machine = fields["Machine"].lower()
+    if machine not in ("true", "false"):
+        return Refusal(400, "bad_request", "Machine is neither true nor false")
+    outbound = fields.get("Direction", "outbound") == "outbound" and fields.get("RequestUUID")
+    call_id = fields["RequestUUID"] if outbound else fields["CallUUID"]
+    answered_by = "machine_start" if machine == "true" else "human"
+    flat = {**fields, "AnsweredBy": answered_by}
+    return StatusEvent(call_id, "", "amd", None, MappingProxyType(flat))
 
 
 def plivo_refusal() -> str:

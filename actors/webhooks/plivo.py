@@ -39,6 +39,7 @@ __all__ = [
     "CONTENT_TYPES",
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
+    "dial_xml",
     "signature_v3",
     "stream_xml",
     "verify_signature_v3",
@@ -143,4 +144,17 @@ def stream_xml(
         attributes["extraHeaders"] = encode_extra_headers(parameters)
     stream = ET.SubElement(response, "Stream", attributes)
     stream.text = _checked("stream_url", stream_url)
+    return ET.tostring(response, encoding="unicode")
+
+
+def dial_xml(to: str, caller_id: str | None = None) -> str:
+    """``<Response><Dial [callerId]><Number>|<User>to</...></Dial></Response>``: the Plivo XML
+    a transfer gives a call (docs.plivo.com/docs/voice/xml/dial: ``<Number>`` for a phone
+    number, ``<User>`` for a SIP endpoint). ``to`` is an E.164 number or a ``sip:`` URI, as
+    the facade checked it; built with ElementTree, so no value can break the document."""
+    attributes = {} if caller_id is None else {"callerId": _checked("caller_id", caller_id)}
+    response = ET.Element("Response")
+    dial = ET.SubElement(response, "Dial", attributes)
+    noun = "User" if to.startswith(("sip:", "sips:")) else "Number"
+    ET.SubElement(dial, noun).text = _checked("to", to)
     return ET.tostring(response, encoding="unicode")

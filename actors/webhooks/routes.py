@@ -3,9 +3,13 @@ own): :class:`ProviderRoutes`.
 
 ====================  =====================================================================
 ``/telnyx/voice``     TeXML voice URL: an inbound call, answered ``<Connect><Stream>``
-``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress
+``/telnyx/events``    Call Control webhooks and TeXML status callbacks: call progress; with
+                      ``inbound: call_control``, an incoming ``call.initiated`` is an
+                      inbound call (answered 200 at once, then ``actions/answer``)
 ``/plivo/answer``     answer URL: an inbound call; or (``?session=``) one we placed
 ``/plivo/hangup``     hang-up (and ring) URL: call progress
+``/plivo/control``    (``?doc=``) the XML a transfer or redirect gives a live call
+``/plivo/machine``    machine_detection_url: machine detection's verdict
 ``/vonage/answer``    answer URL (GET or POST): an inbound call, answered with the NCCO
 ``/vonage/event``     event URL: call progress
 ``/exotel/status``    StatusCallback of a call we placed (a capability URL per session)
@@ -28,6 +32,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -47,15 +52,25 @@ logger = logging.getLogger(__name__)
 
 TELNYX_VOICE, TELNYX_EVENTS = "/telnyx/voice", "/telnyx/events"
 PLIVO_ANSWER, PLIVO_HANGUP = "/plivo/answer", "/plivo/hangup"
+PLIVO_CONTROL, PLIVO_MACHINE = "/plivo/control", "/plivo/machine"
 VONAGE_ANSWER, VONAGE_EVENT = "/vonage/answer", "/vonage/event"
 EXOTEL_STATUS, EXOTEL_INBOUND = "/exotel/status", "/exotel/inbound"
 PATHS = frozenset(
     {TELNYX_VOICE, TELNYX_EVENTS, PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT}
-    | {EXOTEL_STATUS, EXOTEL_INBOUND}
+    | {EXOTEL_STATUS, EXOTEL_INBOUND, PLIVO_CONTROL, PLIVO_MACHINE}
 )
-_GET_OK = frozenset({PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT})
+_GET_OK = frozenset(
+    {PLIVO_ANSWER, PLIVO_HANGUP, PLIVO_CONTROL, PLIVO_MACHINE, VONAGE_ANSWER, VONAGE_EVENT}
+)
 _XML, _JSON = "text/xml; charset=utf-8", "application/json"
 _KEPT = 10_000  # answers of calls we placed, and answered Telnyx calls, remembered at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """A document we serve as it is (the XML a Plivo transfer fetches)."""
+
+    document: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,9 @@ class ProviderRoutes:
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
+        self._documents: OrderedDict[str, str] = OrderedDict()  # served at /plivo/control
+        # Told of a Call Control call the queue refused: (provider name, call) -> None.
+        self.on_unanswered: Callable[[str, InboundCall], None] | None = None
 
     def expect_answer(self, key: str, document: str) -> None:
         with self._lock:
@@ -93,6 +111,14 @@ class ProviderRoutes:
     def forget_answer(self, key: str) -> None:
         with self._lock:
             self._answers.pop(key, None)
+
+    def serve_document(self, key: str, document: str) -> None:
+        """``/plivo/control?doc=<key>`` answers ``document`` (to every signed request: Plivo
+        may fetch it again on a retry) until :data:`_KEPT` newer ones push it out."""
+        with self._lock:
+            self._documents[key] = document
+            while len(self._documents) > _KEPT:
+                self._documents.popitem(last=False)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -124,8 +150,15 @@ class ProviderRoutes:
         if isinstance(outcome, Refusal):
             return server._refuse(request, outcome)
         name, decided = outcome
+        if isinstance(decided, InboundCall) and route == TELNYX_EVENTS:
+            # Call Control waits for no document: say 200 at once (Telnyx retries a webhook
+            # not answered soon), and answer the call with a command once a thread takes it.
+            request.reply(200, "")
+            return self._offer_call_control(server, name, decided, arrived)
         if isinstance(decided, InboundCall):
             return self._offer(server, request, name, decided, arrived)
+        if isinstance(decided, _Document):
+            return request.reply(200, decided.document, content_type=_XML)
         if isinstance(decided, _Answered):  # a call we placed was answered
             server.deliver(decided.event)
             return request.reply(200, decided.document, content_type=_XML)
@@ -138,13 +171,13 @@ class ProviderRoutes:
 
     def _decide(  # noqa: PLR0917 (the request's parts, each read once by handle)
         self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, query: str
-    ) -> tuple[str, InboundCall | StatusEvent | _Answered | None] | Refusal:
+    ) -> tuple[str, InboundCall | StatusEvent | _Answered | _Document | None] | Refusal:
         keys = self.keys
         if route == TELNYX_VOICE:
             return decide.telnyx_voice(keys, headers, body)
         if route == TELNYX_EVENTS:
             return self._telnyx_event(headers, body)
-        if route in (PLIVO_ANSWER, PLIVO_HANGUP):
+        if route in (PLIVO_ANSWER, PLIVO_HANGUP, PLIVO_CONTROL, PLIVO_MACHINE):
             verified = decide.verify_plivo(keys, method, url, headers, body)
             if isinstance(verified, Refusal):
                 return verified
@@ -154,6 +187,15 @@ class ProviderRoutes:
             if route == PLIVO_HANGUP:
                 event = decide.plivo_status(fields)
                 return event if isinstance(event, Refusal) else (name, event)
+            if route == PLIVO_MACHINE:
+                event = decide.plivo_machine(fields)
+                return event if isinstance(event, Refusal) else (name, event)
+            if route == PLIVO_CONTROL:
+                with self._lock:
+                    document = self._documents.get(dict(parse_qsl(query)).get("doc", ""))
+                if document is None:
+                    return Refusal(404, "not_found", "no such document")
+                return name, _Document(document)
             return self._plivo_answer(name, fields, query)
         if route in (VONAGE_ANSWER, VONAGE_EVENT):
             signed = decide.verify_vonage(keys, headers, body, method, query)
@@ -171,13 +213,14 @@ class ProviderRoutes:
 
     def _telnyx_event(
         self, headers: dict[str, str], body: bytes
-    ) -> tuple[str, StatusEvent | None] | Refusal:
+    ) -> tuple[str, StatusEvent | InboundCall | None] | Refusal:
         # Whether the call was answered decides what a hang-up means: peek at the id first.
         probe = decide.telnyx_event(self.keys, headers, body)
-        if isinstance(probe, Refusal) or probe[1] is None:
+        if isinstance(probe, Refusal):
             return probe
         name, event = probe
-        assert event is not None
+        if not isinstance(event, StatusEvent):
+            return name, event
         with self._lock:
             answered = event.call_id in self._answered
             if event.status == "in-progress":
@@ -229,6 +272,28 @@ class ProviderRoutes:
         if routing is None:
             return request.reply(409, '{"refused":true}', content_type=_JSON)
         return request.reply(200, json.dumps(routing), content_type=_JSON)
+
+    def _offer_call_control(
+        self, server: WebhookServer, name: str, call: InboundCall, arrived: float
+    ) -> None:
+        """Offer a Call Control call from a thread of its own (it lives until a thread takes
+        the call, or the queue refuses it: ``queue_timeout_s`` at most); a call refused is
+        rejected with a command (``on_unanswered``), never left ringing in silence."""
+
+        def offer() -> None:
+            answer = server.queue.offer(call, "", provider=name, arrived_at=arrived)
+            if answer.outcome == "accepted":
+                logger.info("%s call %s taken: session %s", name, call.call_id, answer.session_id)
+            elif answer.session_id is None and answer.outcome != "duplicate":
+                logger.warning("%s call %s refused: %s", name, call.call_id, answer.outcome)
+                if self.on_unanswered is not None:
+                    try:
+                        self.on_unanswered(name, call)
+                    except Exception:  # the call rings out at Telnyx; this thread must end
+                        logger.exception("%s call %s: rejecting it failed", name, call.call_id)
+
+        thread = threading.Thread(target=offer, name="telnyx-offer", daemon=True)
+        thread.start()
 
     def _offer(
         self, server: WebhookServer, request: _Handler, name: str, call: InboundCall, arrived: float

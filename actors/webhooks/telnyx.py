@@ -31,6 +31,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "TOLERANCE_S",
+    "dial_texml",
     "load_public_key",
     "stream_texml",
     "verify_webhook",
@@ -110,4 +111,16 @@ def stream_texml(stream_url: str, parameters: Mapping[str, str], *, codec: str =
         ET.SubElement(
             stream, "Parameter", name=_checked("a name", name), value=_checked(name, value)
         )
+    return ET.tostring(response, encoding="unicode")
+
+
+def dial_texml(to: str, caller_id: str | None = None) -> str:
+    """``<Response><Dial [callerId]><Number>|<Sip>to</...></Dial></Response>``: the TeXML a
+    transfer gives a TeXML call (TeXML's ``<Dial>`` takes Twilio's nouns). ``to`` is an E.164
+    number or a ``sip:`` URI, as the facade checked it; built with ElementTree."""
+    attributes = {} if caller_id is None else {"callerId": _checked("caller_id", caller_id)}
+    response = ET.Element("Response")
+    dial = ET.SubElement(response, "Dial", attributes)
+    noun = "Sip" if to.startswith(("sip:", "sips:")) else "Number"
+    ET.SubElement(dial, noun).text = _checked("to", to)
     return ET.tostring(response, encoding="unicode")

@@ -112,3 +112,90 @@ def test_the_emulator_accepts_what_the_spec_accepts_and_answers_its_shape(prism:
             example = dial(theirs)
     assert {"call_control_id", "call_leg_id", "call_session_id", "record_type"} <= set(call)
     assert {"call_control_id", "call_leg_id", "call_session_id", "record_type"} <= set(example)
+
+
+CALL = "v3:MdI91X4lWFEs7IgbBEOT9M4AigoY08M0WWZFISt1Yw2axZ_IiE4pqg"  # the spec's example id
+
+
+def test_machine_detection_on_the_dial_follows_the_spec(prism: str) -> None:
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            client.create_call(
+                connection_id="1494404757140276705",
+                to="+18005550100",
+                from_="+18005550101",
+                stream_url="wss://media.example.com/telnyx",
+                answering_machine_detection="greeting_end",
+                answering_machine_detection_config={"total_analysis_time_millis": 7000},
+            )
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert violations(responses) == []
+
+
+def test_call_control_commands_follow_the_spec(prism: str) -> None:
+    """answer (inbound: call_control), send_dtmf, transfer, reject: each request as the spec
+    describes it (AnswerCall, SendDTMF, TransferCall, RejectCall), each answered 200."""
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            answered = client.answer(
+                CALL,
+                stream_url="wss://media.example.com/telnyx",
+                client_state=encode_client_state({"session": "s1", "token": "t1"}),
+                codec="PCMU",
+                webhook_url="https://voice.example.com/telnyx/events",
+            )
+            digits = client.send_dtmf(CALL, "12w#")
+            moved = client.transfer(CALL, "sip:desk@example.com", "+18005550101")
+            rejected = client.reject(CALL)
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert (answered, digits, moved, rejected) == (True, True, True, True)
+    paths = [r.request.path_url.rsplit("/", 1)[-1] for r in responses]
+    assert paths == ["answer", "send_dtmf", "transfer", "reject"]
+    assert violations(responses) == []
+
+
+def test_the_harness_refuses_a_transfer_without_to(prism: str) -> None:
+    """Negative control for the commands: TransferCall requires ``to``."""
+    response = requests.post(
+        f"{prism}/calls/{CALL}/actions/transfer",
+        json={"from": "+18005550101"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=20.0,
+    )
+    assert response.status_code == 422
+    assert "to" in response.headers.get("sl-violations", "")
+
+
+def test_the_emulator_takes_the_commands_the_spec_takes(prism: str) -> None:
+    with TelnyxApiServer(KEY) as server:
+        with TelnyxRestClient(api_key=KEY, api_base_url=server.url, retries=0) as ours:
+            call = dial(ours)["call_control_id"]
+            assert ours.send_dtmf(call, "12w#") is True
+            assert ours.transfer(call, "sip:desk@example.com", "+18005550101") is True
+            with pytest.raises(ProviderError) as error:
+                ours.reject(call)  # an answered call: reject is for an incoming one
+            assert error.value.status == 422
+            assert ours.hang_up(call) is True
+            assert ours.send_dtmf(call, "1") is False  # over: 422 / 90018
+
+
+def test_a_texml_update_follows_the_spec(prism: str) -> None:
+    """UpdateTexmlCall: a form whose ``Texml`` replaces a TeXML call's instructions."""
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            done = client.update_texml_call(
+                "61bf923e-5e4d-4595-a110-56190ea18a1b",
+                CALL,
+                "<Response><Dial><Number>+18005550111</Number></Dial></Response>",
+            )
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert done is True
+    (response,) = responses
+    assert response.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert violations(responses) == []

@@ -378,6 +378,9 @@ def test_transfer_dials_the_target_and_ends_the_session_transferred(
     (dial,) = call.transfers
     assert [(t.kind, t.target) for t in dial.targets] == [("sip", "sip:desk@example.com")]
     service.end_session(sid)
+    # The call is the <Dial>'s now: ending the session posted no hang-up (Status=completed).
+    updates = [r for r in emulator_of(service).api.requests if r.operation == "update"]
+    assert len(updates) == 1
 
 
 def test_redirect_runs_the_given_twiml_and_ends_the_session_redirected(

@@ -13,8 +13,20 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
-from actors import Audio, Clear, Close, Dtmf, Mark, ProviderError, Started, TransportService
+from actors import (
+    Audio,
+    Clear,
+    Close,
+    Dtmf,
+    MachineDetected,
+    Mark,
+    ProviderError,
+    SessionClosed,
+    Started,
+    TransportService,
+)
 from actors.emulator.media import CallMedia
 from actors.emulator.plivo import PlivoEmulator, read_answer
 from actors.lifecycle import SessionState
@@ -192,3 +204,114 @@ def test_the_emulator_fetches_a_signed_answer_url(service: TransportService) -> 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
     resume_after_a_dropped_hop("plivo", media_of)
+
+
+# -- call control (Plivo's Transfer and DTMF APIs) ---------------------------------------------
+
+
+def _requests(service: TransportService, operation: str) -> list[int]:
+    return [r.status for r in emulator_of(service).api.requests if r.operation == operation]
+
+
+def _live_call(service: TransportService) -> tuple[str, str]:
+    info = service.create_session(provider="plivo", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    return info.session_id, info.call_id
+
+
+def test_transfer_dials_from_xml_the_webhook_serves_and_the_call_is_not_hung_up(
+    service: TransportService,
+) -> None:
+    sid, request_uuid = _live_call(service)
+    service.transfer(sid, "+15550111", caller_id=FROM)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "transferred")
+    call = emulator_of(service).wait_ended(request_uuid, 5)
+    assert call.outcome == "transferred" and call.alive
+    assert call.transfers == [[("number", "+15550111")]]
+    (document,) = call.documents  # fetched, signed, from the runtime's /plivo/control
+    assert 'callerId="+15550199"' in document
+    with pytest.raises(SessionClosed):
+        service.send_dtmf(sid, "1")
+    service.end_session(sid)
+    assert _requests(service, "transfer") == [202]
+    assert _requests(service, "hangup") == []  # the call is the <Dial>'s now
+
+
+def test_redirect_runs_the_given_xml_in_place_of_the_stream(service: TransportService) -> None:
+    sid, request_uuid = _live_call(service)
+    xml = "<Response><Speak>goodbye</Speak><Hangup/></Response>"
+    service.redirect(sid, xml)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "redirected")
+    call = emulator_of(service).wait_ended(request_uuid, 5)
+    assert call.documents == [xml] and call.transfers == []
+    assert call.outcome == "completed"  # the XML ran out: the call is over
+    service.end_session(sid)
+    assert _requests(service, "hangup") == []
+
+
+def test_send_dtmf_plays_the_digits_and_the_stream_goes_on(service: TransportService) -> None:
+    sid, request_uuid = _live_call(service)
+    with pytest.raises(ValueError):
+        service.send_dtmf(sid, "9x")
+    service.send_dtmf(sid, "12w#")
+    assert emulator_of(service).call(request_uuid).dtmf_sent == ["12w#"]
+    service.write_websocket_message(sid, Binary(b"\x09" * 160))
+    service.write_websocket_message(sid, Mark("after-dtmf"))
+    assert read_until(service, sid, Mark)[-1] == Mark("after-dtmf")
+    assert service.status(sid).state is SessionState.OPEN
+    service.end_session(sid)
+    assert _requests(service, "dtmf") == [202]
+    assert _requests(service, "hangup") in ([204], [404])
+
+
+def test_a_control_document_is_served_only_to_plivo_signed_requests(
+    service: TransportService,
+) -> None:
+    sid, _ = _live_call(service)
+    service.transfer(sid, "sip:desk@example.com")
+    read_until(service, sid, Close)
+    webhook = service.infrastructure.webhook()
+    url = webhook.public_url + "/plivo/control?doc=anything"
+    response = requests.post(url, data={"CallUUID": "x"}, timeout=5)
+    assert response.status_code == 403  # no X-Plivo-Signature-V3
+    service.end_session(sid)
+
+
+# -- machine detection ---------------------------------------------------------------------------
+
+MACHINE, PERSON = "+15550105", "+15550106"
+
+
+@pytest.fixture
+def amd_service() -> Iterator[TransportService]:
+    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize(("to", "verdict"), [(MACHINE, "machine_start"), (PERSON, "human")])
+def test_machine_detection_verdict_comes_to_the_session(
+    amd_service: TransportService, to: str, verdict: str
+) -> None:
+    info = amd_service.create_session(
+        provider="plivo", to=to, from_=FROM, machine_detection="Enable"
+    )
+    assert info.call_id is not None
+    request = emulator_of(amd_service).call(info.call_id).request
+    assert request["machine_detection"] == "true"
+    assert request["machine_detection_url"].endswith("/plivo/machine")
+    told = read_until(amd_service, info.session_id, MachineDetected)[-1]
+    assert isinstance(told, MachineDetected)
+    assert told.answered_by == verdict and told.machine is (to == MACHINE)
+    assert told.fields["Machine"] == ("true" if to == MACHINE else "false")
+    amd_service.end_session(info.session_id)
+
+
+def test_machine_detection_plivo_cannot_do_is_refused_before_dialling(
+    amd_service: TransportService,
+) -> None:
+    with pytest.raises(ValueError, match="'Enable' only"):
+        amd_service.create_session(
+            provider="plivo", to=MACHINE, from_=FROM, machine_detection="DetectMessageEnd"
+        )
+    assert [r for r in emulator_of(amd_service).api.requests if r.operation == "create"] == []

@@ -26,6 +26,7 @@ from actors import (
     Close,
     Started,
     TransportService,
+    UnsupportedMessage,
     default_config,
 )
 from actors.config import EmulatorConfig, InboundConfig
@@ -265,3 +266,37 @@ def test_an_answered_call_reports_its_progress_with_its_media(
     service.end_session(info.session_id)
     ended = emulator(service, provider).wait_ended(info.call_id or "", 5)
     assert getattr(ended, "outcome", "completed") == "completed"
+
+
+# -- call control on inbound calls --------------------------------------------------------------
+
+
+def test_an_inbound_plivo_call_takes_dtmf_and_a_transfer(service: TransportService) -> None:
+    call_id = service.infrastructure.place_inbound("plivo", OURS, CALLER)
+    info = service.accept_session(timeout=5, provider="plivo")
+    sid = info.session_id
+    read_until(service, sid, Started)
+    plivo = emulator(service, "plivo")
+    service.send_dtmf(sid, "7#")
+    assert plivo.call(call_id).dtmf_sent == ["7#"]  # by its CallUUID: an inbound call's id
+    service.transfer(sid, "sip:desk@example.com")
+    assert read_until(service, sid, Close)[-1] == Close(1000, "transferred")
+    assert plivo.wait_ended(call_id, 5).transfers == [[("sip", "sip:desk@example.com")]]
+    service.end_session(sid)
+    assert [r for r in plivo.api.requests if r.operation == "hangup"] == []
+
+
+def test_call_control_a_provider_lacks_is_unsupported_at_once(service: TransportService) -> None:
+    service.infrastructure.place_inbound("vonage", OURS, CALLER)
+    info = service.accept_session(timeout=5, provider="vonage")
+    sid = info.session_id
+    read_until(service, sid, Started)
+    for control in (
+        lambda: service.transfer(sid, "+15550111"),
+        lambda: service.redirect(sid, "<Response/>"),
+        lambda: service.send_dtmf(sid, "1"),
+    ):
+        with pytest.raises(UnsupportedMessage, match="call control"):
+            control()
+    assert service.status(sid).state.name == "OPEN"  # nothing happened to the call
+    service.end_session(sid)

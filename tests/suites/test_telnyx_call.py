@@ -17,8 +17,10 @@ from actors import (
     Clear,
     Close,
     Dtmf,
+    MachineDetected,
     Mark,
     ProviderError,
+    SessionClosed,
     Started,
     Stopped,
     TransportService,
@@ -145,3 +147,167 @@ def test_provider_error_bodies_become_provider_errors(service: TransportService)
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
     resume_after_a_dropped_hop("telnyx", media_of)
+
+
+# -- call control (Call Control commands) -----------------------------------------------------
+
+
+def _commands(service: TransportService, operation: str) -> list[int]:
+    return [r.status for r in emulator_of(service).api.requests if r.operation == operation]
+
+
+def test_transfer_leaves_the_stream_and_ending_the_session_does_not_hang_up(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    with pytest.raises(ValueError, match=r"E\.164"):
+        service.transfer(info.session_id, "+1 555 not a number")
+    service.transfer(info.session_id, "sip:desk@example.com", caller_id=FROM)
+    assert read_until(service, info.session_id, Close)[-1] == Close(1000, "transferred")
+    call = emulator_of(service).wait_ended(info.call_id, 5)
+    (transfer,) = call.transfers
+    assert (transfer["to"], transfer["from"]) == ("sip:desk@example.com", FROM)
+    assert call.outcome == "transferred" and call.alive  # bridged on, not hung up
+    with pytest.raises(SessionClosed):
+        service.transfer(info.session_id, "+15550111")
+    service.end_session(info.session_id)
+    assert _commands(service, "transfer") == [200]
+    assert _commands(service, "hangup") == []  # the call is the transfer's now
+    assert emulator_of(service).call(info.call_id).alive
+
+
+def test_send_dtmf_plays_the_digits_and_the_stream_goes_on(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    assert info.call_id is not None
+    with pytest.raises(ValueError):
+        service.send_dtmf(sid, "12x")
+    service.send_dtmf(sid, "12w#")
+    service.send_dtmf(sid, "*")
+    assert emulator_of(service).call(info.call_id).dtmf_sent == ["12w#", "*"]
+    # Still streaming both ways: the echo brings a mark back after the digits.
+    service.write_websocket_message(sid, Binary(b"\x07" * 160))
+    service.write_websocket_message(sid, Mark("after-dtmf"))
+    assert read_until(service, sid, Mark)[-1] == Mark("after-dtmf")
+    assert service.status(sid).state is SessionState.OPEN
+    service.end_session(sid)
+    assert _commands(service, "hangup") in ([200], [422])
+    with pytest.raises(SessionClosed):
+        service.send_dtmf(sid, "1")
+
+
+def test_redirect_is_unsupported_on_a_call_control_call_and_the_call_goes_on(
+    service: TransportService,
+) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    sid = info.session_id
+    read_until(service, sid, Started)
+    with pytest.raises(UnsupportedMessage, match="takes commands, not a document"):
+        service.redirect(sid, "<Response><Hangup/></Response>")
+    service.write_websocket_message(sid, Mark("still-here"))
+    assert read_until(service, sid, Mark)[-1] == Mark("still-here")
+    service.end_session(sid)
+
+
+def _texml_call(service: TransportService) -> tuple[str, str]:
+    """An inbound call answered with TeXML (the default ``inbound: texml``), streaming."""
+    call_id = service.infrastructure.place_inbound("telnyx", TO, "+15550177")
+    info = service.accept_session(timeout=5, provider="telnyx")
+    read_until(service, info.session_id, Started)
+    return info.session_id, call_id
+
+
+def test_a_texml_call_is_transferred_with_new_texml_and_takes_no_dtmf(
+    service: TransportService,
+) -> None:
+    sid, call_id = _texml_call(service)
+    with pytest.raises(UnsupportedMessage, match="inbound: call_control"):
+        service.send_dtmf(sid, "1")
+    service.transfer(sid, "+15550111", caller_id=FROM)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "transferred")
+    call = emulator_of(service).wait_ended(call_id, 5)
+    assert call.transfers == [{"to": "+15550111", "noun": "Number", "callerId": FROM}]
+    assert call.outcome == "transferred" and call.alive
+    service.end_session(sid)
+    assert _commands(service, "update_texml") == [200]
+    assert _commands(service, "hangup") == []
+
+
+def test_a_texml_call_is_redirected_to_the_given_texml(service: TransportService) -> None:
+    sid, call_id = _texml_call(service)
+    texml = "<Response><Say>goodbye</Say><Hangup/></Response>"
+    service.redirect(sid, texml)
+    assert read_until(service, sid, Close)[-1] == Close(1000, "redirected")
+    call = emulator_of(service).wait_ended(call_id, 5)
+    assert call.documents == [texml] and call.outcome == "completed"
+    service.end_session(sid)
+    assert _commands(service, "hangup") == []
+
+
+def test_a_command_on_a_call_that_has_ended_is_session_closed(service: TransportService) -> None:
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    read_until(service, info.session_id, Started)
+    assert info.call_id is not None
+    # Telnyx ends the call between our check and the command: 422 / 90018 from the API.
+    emulator_of(service).api.ended(info.call_id)
+    with pytest.raises(SessionClosed, match="has ended"):
+        service.send_dtmf(info.session_id, "1")
+    assert _commands(service, "send_dtmf") == [422]
+    service.end_session(info.session_id)
+
+
+# -- machine detection ---------------------------------------------------------------------------
+
+MACHINE, PERSON = "+15550105", "+15550106"
+
+
+@pytest.fixture
+def amd_service() -> Iterator[TransportService]:
+    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize(
+    ("to", "asked", "mode", "verdicts"),
+    [
+        (MACHINE, "Enable", "detect", ["machine_start"]),
+        (PERSON, "Enable", "detect", ["human"]),
+        (MACHINE, "DetectMessageEnd", "greeting_end", ["machine_start", "machine_end_beep"]),
+    ],
+)
+def test_machine_detection_results_arrive_in_twilios_words(
+    amd_service: TransportService, to: str, asked: str, mode: str, verdicts: list[str]
+) -> None:
+    info = amd_service.create_session(provider="telnyx", to=to, from_=FROM, machine_detection=asked)
+    assert info.call_id is not None
+    dial = emulator_of(amd_service).call(info.call_id).request
+    assert dial["answering_machine_detection"] == mode
+    told = [read_until(amd_service, info.session_id, MachineDetected)[-1] for _ in verdicts]
+    assert [m.answered_by for m in told] == verdicts
+    assert all(isinstance(m, MachineDetected) for m in told)
+    assert told[0].machine is (to == MACHINE)
+    assert told[0].fields["event_type"].startswith("call.machine.")
+    amd_service.end_session(info.session_id)
+
+
+def test_machine_detection_takes_the_timeout_and_refuses_what_telnyx_lacks(
+    amd_service: TransportService,
+) -> None:
+    asked = {"MachineDetection": "Enable", "MachineDetectionTimeout": "7", "AsyncAmd": "true"}
+    info = amd_service.create_session(
+        provider="telnyx", to=PERSON, from_=FROM, machine_detection=asked
+    )
+    assert info.call_id is not None
+    dial = emulator_of(amd_service).call(info.call_id).request
+    assert dial["answering_machine_detection_config"] == {"total_analysis_time_millis": 7000}
+    amd_service.end_session(info.session_id)
+    with pytest.raises(ValueError, match="MachineDetectionSpeechThreshold"):
+        amd_service.create_session(
+            provider="telnyx",
+            to=PERSON,
+            from_=FROM,
+            machine_detection={"MachineDetectionSpeechThreshold": "2400"},
+        )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,8 +22,16 @@ from actors.routing import (
     encode_extra_headers,
 )
 from actors.safexml import parse_xml
-from actors.webhooks.plivo import signature_v3, signed_string, stream_xml, verify_signature_v3
+from actors.webhooks.calls import ProviderKeys, plivo_machine, telnyx_event
+from actors.webhooks.plivo import (
+    dial_xml,
+    signature_v3,
+    signed_string,
+    stream_xml,
+    verify_signature_v3,
+)
 from actors.webhooks.telnyx import load_public_key, stream_texml, verify_webhook
+from actors.webhooks.twilio import InboundCall, Refusal, StatusEvent
 
 BODY = b'{"data":{"event_type":"call.answered","payload":{"call_control_id":"v3:abc"}}}'
 NOW = 1_767_225_600
@@ -144,3 +154,99 @@ def test_routing_values_round_trip_and_garbage_decodes_to_nothing() -> None:
     assert decode_extra_headers({"session": "zz", "app": "1"}) == {"app": "1"}  # not hex: left out
     with pytest.raises(ValueError, match="512"):
         encode_extra_headers({"a": "b" * 600})
+
+
+# -- issue 15's remainders: machine detection, Call Control's incoming calls, dial XML ----------
+
+
+def _event(kind: str, **payload: str) -> bytes:
+    body = {"data": {"event_type": kind, "payload": {"call_control_id": "v3:c1", **payload}}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("kind", "result", "answered_by"),
+    [
+        ("call.machine.detection.ended", "human", "human"),
+        ("call.machine.detection.ended", "machine", "machine_start"),
+        ("call.machine.detection.ended", "not_sure", "unknown"),
+        ("call.machine.premium.detection.ended", "human_business", "human"),
+        ("call.machine.premium.detection.ended", "fax_detected", "fax"),
+        ("call.machine.premium.detection.ended", "silence", "unknown"),
+        ("call.machine.greeting.ended", "beep_detected", "machine_end_beep"),
+        ("call.machine.greeting.ended", "ended", "machine_end_other"),
+        ("call.machine.premium.greeting.ended", "no_beep_detected", "machine_end_other"),
+        ("call.machine.detection.ended", "something_new", "unknown"),
+    ],
+)
+def test_telnyx_machine_detection_results_become_twilios_answered_by(
+    keys: tuple[Ed25519PrivateKey, str], kind: str, result: str, answered_by: str
+) -> None:
+    private, public = keys
+    body = _event(kind, result=result, client_state="c2VjcmV0")
+    decided = telnyx_event(
+        ProviderKeys(telnyx={"t": public}), signed(private, int(time.time()), body), body
+    )
+    assert not isinstance(decided, Refusal)
+    name, event = decided
+    assert isinstance(event, StatusEvent)
+    assert (name, event.call_id, event.status) == ("t", "v3:c1", "amd")
+    assert event.fields["AnsweredBy"] == answered_by
+    assert "client_state" not in event.fields  # it holds the stream token
+
+
+def test_an_incoming_call_initiated_is_a_call_only_for_a_call_control_entry(
+    keys: tuple[Ed25519PrivateKey, str],
+) -> None:
+    private, public = keys
+    body = _event(
+        "call.initiated", direction="incoming", state="parked", **{"from": "+1555", "to": "+1666"}
+    )
+    headers = signed(private, int(time.time()), body)
+    texml = telnyx_event(ProviderKeys(telnyx={"t": public}), headers, body)
+    assert not isinstance(texml, Refusal) and isinstance(texml[1], StatusEvent)
+    assert texml[1].status == "initiated"  # a TeXML entry: progress, as before
+    keys_cc = ProviderKeys(telnyx={"t": public}, telnyx_call_control=frozenset({"t"}))
+    decided = telnyx_event(keys_cc, headers, body)
+    assert not isinstance(decided, Refusal)
+    call = decided[1]
+    assert isinstance(call, InboundCall)
+    assert (call.call_id, call.from_, call.to, call.provider) == (
+        "v3:c1",
+        "+1555",
+        "+1666",
+        "telnyx",
+    )
+    no_from = _event("call.initiated", direction="incoming", to="+1666")
+    refused = telnyx_event(keys_cc, signed(private, int(time.time()), no_from), no_from)
+    assert isinstance(refused, Refusal) and refused.status == 400
+    outgoing = _event("call.initiated", direction="outgoing", **{"from": "+1555", "to": "+1666"})
+    ours = telnyx_event(keys_cc, signed(private, int(time.time()), outgoing), outgoing)
+    assert not isinstance(ours, Refusal) and isinstance(ours[1], StatusEvent)  # a call we placed
+
+
+def test_plivo_machine_verdicts_and_bad_ones() -> None:
+    form = {"CallUUID": "cu", "RequestUUID": "ru", "Direction": "outbound", "Machine": "true"}
+    event = plivo_machine(form)
+    assert isinstance(event, StatusEvent)
+    assert (event.call_id, event.status, event.fields["AnsweredBy"]) == (
+        "ru",
+        "amd",
+        "machine_start",
+    )
+    human = plivo_machine({**form, "Machine": "false"})
+    assert isinstance(human, StatusEvent) and human.fields["AnsweredBy"] == "human"
+    for bad in ({**form, "Machine": "maybe"}, {"CallUUID": "cu"}):
+        refused = plivo_machine(bad)
+        assert isinstance(refused, Refusal) and refused.status == 400
+
+
+def test_plivo_dial_xml_cannot_be_broken_by_a_value() -> None:
+    number = parse_xml(dial_xml("+15550111", caller_id="+15550199"))
+    dial = number.find("Dial")
+    assert dial is not None and dial.get("callerId") == "+15550199"
+    assert [(n.tag, n.text) for n in dial] == [("Number", "+15550111")]
+    sip = parse_xml(dial_xml('sip:a@b.example;x="</User><Hangup/>"'))
+    user = sip.find("Dial/User")
+    assert user is not None and user.text == 'sip:a@b.example;x="</User><Hangup/>"'
+    assert sip.find("Hangup") is None
