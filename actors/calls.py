@@ -48,7 +48,7 @@ from .signing import twilio_signature
 if TYPE_CHECKING:
     from .clustering import NodeCluster
     from .embedded import EmbeddedInfrastructure
-    from .providers import Provider
+    from .providers import Provider, SessionPlan
     from .session import SessionRecord
     from .webhooks.inbound import Answer
     from .webhooks.twilio import InboundCall, StatusEvent
@@ -165,9 +165,12 @@ class CallPlane:
                 answering = provider_of(pending.provider)
                 redirect = f"{webhook.voice_url}?reattach={session_id}"
                 with contextlib.nullcontext() if placed is None else placed.gateway():
-                    plan, twiml = answering.answer(  # type: ignore[attr-defined]
-                        session_id, call.call_id, {"direction": "inbound"}, redirect
-                    )
+                    if placed is not None and placed.answered:
+                        plan, twiml = _carried(answering, session_id, call.call_id), ""
+                    else:
+                        plan, twiml = answering.answer(  # type: ignore[attr-defined]
+                            session_id, call.call_id, {"direction": "inbound"}, redirect
+                        )
             except BaseException:
                 pending.refuse()
                 raise
@@ -367,6 +370,16 @@ class CallPlane:
         with self._lock:
             statuses = dict(self.statuses)
         return inbound, statuses
+
+
+def _carried(provider: Provider, session_id: str, call_id: str) -> SessionPlan:
+    """The plan of a call another node answered (a cluster's claim or takeover): the
+    provider's ``resume``; ``TransportError`` for a provider that has none."""
+    resume = getattr(provider, "resume", None)
+    if resume is None:
+        raise TransportError(f"provider {provider.name!r} cannot carry a call in a cluster")
+    plan: SessionPlan = resume(session_id, call_id)
+    return plan
 
 
 def end_now(record: SessionRecord, reason: str) -> None:

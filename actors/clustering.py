@@ -21,10 +21,13 @@ orphans can be placed on it before the application first calls ``accept_session`
   ``accept_session`` here with ``resumed=True``, its meta and the state its application last
   saved. The connector resumes the hop at the count of provider frames the dead node had
   reported (``X-Resume-From``; progress is merged into the lease's meta every
-  ``lease_renew_s``): what the dead node received after its last report is delivered again
-  (at most one report period of audio, duplicated, never lost while the gateway still holds
-  it: ``gateway.buffer_frames``). Its first hop adopts the gateway's count of session frames
-  (``X-Gateway-Received``) as its own numbering.
+  ``lease_renew_s``, with the frame that started the provider's stream, which the new
+  node's codec decodes again to learn what it says: stream id, format, call id): what the
+  dead node received after its last report is delivered again (at most one report period
+  of audio, duplicated, never lost while the gateway still holds it:
+  ``gateway.buffer_frames``). Its first hop adopts the gateway's count of session frames
+  (``X-Gateway-Received``) as its own numbering. The call is carried with its provider's
+  ``resume`` (the plan, no answer document), whatever the provider.
 - **Lost** (``on_lost``, or a hop closed 4409 ``SESSION_FENCED``): another node holds the session;
   it ends here quietly: the call is not hung up.
 - **A gateway dies** (:meth:`NodeCluster.on_reattach`, on any node): the call's stream ends,
@@ -80,6 +83,8 @@ __all__ = ["NodeCluster", "Placed", "with_epoch"]
 logger = logging.getLogger(__name__)
 
 _FENCED = int(CloseCode.SESSION_FENCED)
+#: The largest opening frame kept with a lease (a start frame is a few hundred bytes).
+_OPENING_MAX = 8192
 _NOT_TAKEN = frozenset({"refused_timeout", "refused_failed", "refused_busy", "replayed"})
 
 
@@ -351,14 +356,28 @@ class NodeCluster:
         logger.warning(
             "session %s: not accepted here (%s): hung up", lease.session_id, answer.outcome
         )
-        self._hang_up(name, call_id)
+        self._hang_up(lease, name, call_id, endpoint)
         self.member.release(lease.session_id)
 
-    def _hang_up(self, provider: str, call_id: str) -> None:
+    def _hang_up(
+        self, lease: Lease, provider: str, call_id: str, endpoint: GatewayEndpoint
+    ) -> None:
+        """Hang up a call no ``accept_session`` took here, with its provider's own hang-up
+        (the plan it would have been carried with, its codec told what the stream said)."""
         try:
-            update = getattr(self._provider_of(provider), "update_call", None)
-            if update is not None:
-                update(call_id, twiml="<Response><Hangup/></Response>")
+            found = self._provider_of(provider)
+            resume = getattr(found, "resume", None)
+            if resume is None:
+                return
+            token = GATEWAY_CHOICE.set(lambda: endpoint)
+            try:
+                plan = resume(lease.session_id, call_id)
+            finally:
+                GATEWAY_CHOICE.reset(token)
+            opening = lease.meta.get("opening")
+            if opening:
+                plan.codec.decode(opening)  # Plivo's call uuid is in its start
+            found.hang_up(lease.session_id, plan)
         except TransportError as exc:
             logger.warning("call %s: hanging up failed: %s", call_id, exc)
 
@@ -395,9 +414,13 @@ class NodeCluster:
             self._follow_moves(tracked)
             for sid, record in tracked:
                 fields = {"in": str(record.traffic.frames_in)}
-                stream = getattr(record.codec, "stream_sid", None)
-                if isinstance(stream, str):
-                    fields["stream"] = stream
+                opening = record.opening
+                if (
+                    isinstance(opening, str)
+                    and len(opening) <= _OPENING_MAX
+                    and (self.member.meta(sid) or {}).get("opening") != opening
+                ):
+                    fields["opening"] = opening  # once: what the next node's codec starts from
                 self.member.update_meta(sid, fields)
 
     # -- draining, closing ---------------------------------------------------------------------

@@ -238,6 +238,7 @@ class Connector(pykka.ThreadingActor):
         for message in record.codec.decode(frame):
             put(message)
             if type(message) is Started:
+                record.opening = frame  # for a node that may take the session over
                 # Encoding happens on the actor's thread; let it send what the codec held.
                 self._tell_self(_StreamStarted())
 

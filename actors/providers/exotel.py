@@ -41,7 +41,7 @@ from ..config import ExotelProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..transport import websocket_connection
-from . import RequestObserver, SessionPlan
+from . import GatewayEndpoint, RequestObserver, SessionPlan
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, clip, reason_phrase
 from ._rest import RestClient
@@ -268,6 +268,15 @@ class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
         )
         sid = str(call["sid"])
         logger.info("session %s: Exotel call %s placed to %s", session_id, sid, to)
+        return self._plan(session_id, gateway, sid)
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover): no request to Exotel."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, sid: str) -> SessionPlan:
+        c = self.config
         codec = ExotelCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             min_chunk_ms=c.min_chunk_ms,

@@ -277,6 +277,12 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         )
         return self._plan(session_id, gateway, call_id), texml
 
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
+
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(

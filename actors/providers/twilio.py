@@ -443,6 +443,12 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         """New TwiML for a live call (:meth:`TwilioRestClient.update_call`)."""
         return self._rest().update_call(call_sid, twiml=twiml, url=url)
 
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
+
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str | None) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(
