@@ -206,6 +206,13 @@ class CallPlane:
         again to a healthy gateway."""
         return None if self.cluster is None else self.cluster.on_reattach(call)
 
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed lost its stream while it goes on (Telnyx Call Control's
+        ``streaming.failed``): a cluster streams it again over REST; else nothing."""
+        if self.cluster is None:
+            return False
+        return self.cluster.on_stream_lost(provider, call_id, session_id)
+
     def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
         """A new call at the webhook: the local queue's answer (``local()``), or a cluster's
         (it claims the call for one of its nodes); refused while the service drains."""

@@ -54,6 +54,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .calls import end_now
 from .cluster import ClusterMember, Lease, Member, least_loaded
 from .embedded import GATEWAY_CHOICE
 from .errors import ClusterUnavailable, ConfigError, TransportError
@@ -78,14 +79,27 @@ if TYPE_CHECKING:
     from .providers import Provider
     from .session import SessionRecord
 
-__all__ = ["NodeCluster", "Placed", "with_epoch"]
+__all__ = ["GATEWAY_LOST", "NodeCluster", "Placed", "with_epoch"]
 
 logger = logging.getLogger(__name__)
 
 _FENCED = int(CloseCode.SESSION_FENCED)
+#: The reason a session ends with (``Close(1000, ...)``) when its gateway died and its
+#: provider has no way to stream the call to another (Exotel).
+GATEWAY_LOST = "gateway lost"
 #: The largest opening frame kept with a lease (a start frame is a few hundred bytes).
 _OPENING_MAX = 8192
 _NOT_TAKEN = frozenset({"refused_timeout", "refused_failed", "refused_busy", "replayed"})
+
+
+def _same_call(lease: Lease, call: InboundCall) -> bool:
+    """Whether a request that comes back for a session is about the session's call. (The
+    session id is unguessable and the request is signed by its provider; this is a second
+    check.) Plivo's call we placed is leased under its ``RequestUUID``; Vonage posts its
+    websocket leg's events, whose ``uuid`` is the leg's own, not the call's."""
+    if lease.call_id is None or call.provider == "vonage":
+        return True
+    return lease.call_id in (call.call_id, call.fields.get("RequestUUID"))
 
 
 class NodeCluster:
@@ -179,15 +193,74 @@ class NodeCluster:
     # -- a gateway died: the call comes back to a webhook ---------------------------------------
 
     def on_reattach(self, call: InboundCall) -> str | None:
-        """The call's stream ended and the caller is still on (its gateway died): stream it
-        again, for the same session, to another healthy gateway; ``None`` (hang up) when the
-        session is over or the cluster cannot say where it is."""
+        """The call's stream ended and the caller is still on (its gateway died): the
+        document (its provider's: TwiML, TeXML, Plivo XML, an NCCO) that streams it again,
+        for the same session, to another healthy gateway; ``None`` (hang up) when the session
+        is over, the cluster cannot say where it is, or its provider cannot stream a call
+        again (Exotel)."""
         sid = call.reattach
         assert sid is not None
+        lease, endpoint = self._regateway(sid, lambda lease: _same_call(lease, call))
+        if lease is None or endpoint is None:
+            return None
+        name = lease.meta.get("provider", "twilio")
+        restream = getattr(self._provider_of(name), "restream", None)
+        if restream is None:
+            logger.warning("session %s: a %s call cannot be streamed again", sid, name)
+            return None
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = restream(sid)
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        self._count("reattached")
+        logger.info("session %s: call %s streamed again to %s", sid, call.call_id, endpoint.url)
+        if lease.node_id == self.node_id:
+            self._move(sid, endpoint)
+        return document
+
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed whose stream ended while it goes on, where no document runs after
+        the stream (Telnyx Call Control: its ``streaming.failed``/``streaming.stopped``
+        webhook): stream it again over REST (the provider's ``restart_stream``) to another
+        healthy gateway. Whether it was."""
+        lease, endpoint = self._regateway(
+            session_id, lambda lease: lease.call_id in (None, call_id)
+        )
+        if lease is None or endpoint is None:
+            return False
+        restart = getattr(
+            self._provider_of(lease.meta.get("provider", provider)), "restart_stream", None
+        )
+        if restart is None:
+            return False
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            restarted = bool(restart(session_id, call_id))
+        except TransportError as exc:
+            logger.warning("session %s: its stream could not be restarted: %s", session_id, exc)
+            return False
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        if restarted:
+            self._count("reattached")
+            logger.info(
+                "session %s: call %s streams again to %s", session_id, call_id, endpoint.url
+            )
+            if lease.node_id == self.node_id:
+                self._move(session_id, endpoint)
+        return restarted
+
+    def _regateway(
+        self, sid: str, same: Callable[[Lease], bool]
+    ) -> tuple[Lease | None, GatewayEndpoint | None]:
+        """The session's lease and another healthy gateway for its call, now named in the
+        lease's meta (the session's node follows it); ``(None, None)`` when there is no
+        such lease, it is not for this call (``same``), or Redis cannot say."""
         try:
             lease = self.member.lease(sid)
-            if lease is None or lease.call_id not in (None, call.call_id):
-                return None
+            if lease is None or not same(lease):
+                return None, None
             old = lease.meta.get("gw_url")
             gateways = self.member.members("gateway")
             # The dead one may still be listed (until its TTL): another, if there is one.
@@ -195,13 +268,9 @@ class NodeCluster:
             endpoint = self._gateway_for(member or least_loaded(gateways))
             self.member.merge_meta(sid, gateway_meta(endpoint))
         except ClusterUnavailable as exc:
-            logger.warning("session %s: cannot reattach its call: %s", sid, exc.reason)
-            return None
-        self._count("reattached")
-        logger.info("session %s: call %s streamed again to %s", sid, call.call_id, endpoint.url)
-        if lease.node_id == self.node_id:
-            self._move(sid, endpoint)
-        return stream_twiml(endpoint, sid, self._infra.webhook().voice_url)
+            logger.warning("session %s: cannot move its call: %s", sid, exc.reason)
+            return None, None
+        return lease, endpoint
 
     def _move(self, session_id: str, endpoint: GatewayEndpoint) -> None:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""
@@ -217,17 +286,32 @@ class NodeCluster:
         logger.info("session %s: its gateway is now %s", session_id, endpoint.url)
 
     def _follow_moves(self, tracked: list[tuple[str, SessionRecord]]) -> None:
-        """Sessions whose hop is down: has another node moved their call to a new gateway?"""
+        """Sessions whose hop is down: has another node moved their call to a new gateway?
+        A session whose provider cannot stream a call again (Exotel: its stream ended with
+        the gateway, and so did the call) ends once its gateway has left the registry."""
         for sid, record in tracked:
             if record.state is not SessionState.RECONNECTING:
                 continue
             try:
                 lease = self.member.lease(sid)
+                movable = hasattr(self._provider_of(record.provider), "restream")
+                gateways = () if movable else self.member.members("gateway")
             except ClusterUnavailable:
                 return
             endpoint = None if lease is None else self._endpoint_from(lease.meta)
             if endpoint is not None:
                 self._move(sid, endpoint)
+            if not movable and not any(
+                record.dial.url.startswith(g.urls.get("session", "?").rstrip("/") + "/")
+                for g in gateways
+            ):
+                logger.warning(
+                    "session %s: its gateway is gone, and a %s call cannot be streamed again: "
+                    "ended",
+                    sid,
+                    record.provider,
+                )
+                end_now(record, GATEWAY_LOST)
 
     def _endpoint_from(self, meta: Mapping[str, str]) -> GatewayEndpoint | None:
         secret = self.config.gateway.secret or self._infra.gateway().secret

@@ -74,6 +74,8 @@ class WebhookHooks(Protocol):
 
     def on_reattach(self, call: InboundCall) -> str | None: ...
 
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool: ...
+
     def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
 
 
@@ -324,12 +326,13 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
                 self._webhook = self._start_webhook(accounts, providers)
             return self._webhook
 
-    def reattach_url(self, session_id: str) -> str | None:
-        """The webhook's ``?reattach=`` URL for the session, when a cluster wants outbound
-        calls back after their stream ends (``reattach``); else ``None``."""
+    def reattach_url(self, session_id: str, route: str = "/twilio/voice") -> str | None:
+        """The webhook's ``route`` (Twilio's voice URL by default, or another provider's:
+        :mod:`actors.webhooks.routes`) with ``?reattach=`` for the session, when a cluster
+        wants calls back after their stream ends (``reattach``); else ``None``."""
         if not self.reattach:
             return None
-        return f"{self.webhook().voice_url}?reattach={session_id}"
+        return f"{self.webhook().public_url}{route}?reattach={session_id}"
 
     def webhook_started(self) -> WebhookServer | None:
         """The webhook server if it runs (for metrics: never starts it)."""
@@ -525,6 +528,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             on_status=hooks.on_status if hooks else None,
             on_amd=hooks.on_amd if hooks else None,
             on_reattach=hooks.on_reattach if hooks else None,
+            on_stream_lost=hooks.on_stream_lost if hooks else None,
             on_voice=hooks.on_voice if hooks else None,
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,

@@ -21,6 +21,19 @@ emulator's own key (:attr:`TelnyxEmulator.public_key` verifies them): ``call.ini
 ``not_found`` for the numbers ``emulator.behaviours`` makes busy, unanswered or failed).
 :meth:`TelnyxEmulator.place_inbound_call` makes it a caller: it posts a TeXML voice webhook,
 signed, and obeys the ``<Connect><Stream>`` (or ``<Reject>``) it answers.
+
+When a stream ends while its call is up (the server went away; not hung up over the API):
+
+- a TeXML call goes on with the verb after ``<Connect>`` ("TeXML Translator ... executes your
+  TeXML commands sequentially", Telnyx's TeXML setup guide; ``<Connect><Stream>`` holds the
+  flow while it streams, the TeXML streams page): a ``<Redirect>`` is posted (signed, the
+  voice webhook's fields) and its answer obeyed; with none, or an answer without a stream,
+  the call ends;
+- a Call Control call stays up (it has no document to go on with), and its ``webhook_url``
+  gets ``streaming.stopped`` (the spec's ``CallStreamingStopped``, with the dial's
+  ``client_state``); ``POST /calls/{id}/actions/streaming_start`` (``StartCallStreaming``)
+  dials a new stream for it, with that request's ``stream_url`` and ``client_state``. A call
+  with no ``webhook_url`` ends with its stream, as the emulator always did.
 """
 
 from __future__ import annotations
@@ -78,6 +91,9 @@ class TelnyxCall:
     request: dict[str, Any] = field(default_factory=dict)
     outcome: str = ""  # how it ended: completed, busy, no-answer, failed, canceled
     ended: threading.Event = field(default_factory=threading.Event)
+    after: str | None = None  # TeXML: the <Redirect> URL after its <Connect><Stream>
+    texml: bool = False  # a TeXML call (inbound), not a Call Control one
+    streaming: bool = False  # its stream is up
 
 
 class _TelnyxPhone:
@@ -129,13 +145,14 @@ class TelnyxApiServer(HTTPApiServer):
             name="telnyx-emulator-api",
             handler=_Handler,
             max_body=64 * 1024,
-            fault_operations=("dial", "hangup"),
+            fault_operations=("dial", "hangup", "streaming_start"),
             requests_kept=10_000,
         )
         self._api_key = api_key
         self.calls: dict[str, TelnyxCall] = {}
         self.on_dial: Any = None
         self.on_hang_up: Any = None
+        self.on_streaming_start: Any = None
 
     def fail(
         self,
@@ -166,17 +183,10 @@ class TelnyxApiServer(HTTPApiServer):
         parts = [unquote(p) for p in urlsplit(target).path.strip("/").split("/")]
         if method == "POST" and parts == ["calls"]:
             operation = "dial"
-        elif (
-            method == "POST"
-            and len(parts) == 4
-            and parts[0] == "calls"
-            and parts[2:]
-            == [
-                "actions",
-                "hangup",
-            ]
-        ):
-            operation = "hangup"
+        elif method == "POST" and len(parts) == 4 and parts[0] == "calls" and parts[2] == "actions":
+            if parts[3] not in ("hangup", "streaming_start"):
+                return _errors(404, "10005", "Resource not found", "No such route."), None
+            operation = parts[3]
         else:
             return _errors(404, "10005", "Resource not found", "No such route."), None
         try:
@@ -188,7 +198,12 @@ class TelnyxApiServer(HTTPApiServer):
         fault = self._take_fault(operation)
         if fault is not None and not fault.performed:
             return fault.reply(), operation
-        reply = self._dial(data) if operation == "dial" else self._hang_up(parts[1])
+        if operation == "dial":
+            reply = self._dial(data)
+        elif operation == "hangup":
+            reply = self._hang_up(parts[1])
+        else:
+            reply = self._streaming_start(parts[1], data)
         return (fault.reply() if fault is not None else reply), operation
 
     def _dial(self, data: dict[str, Any]) -> Reply:
@@ -228,6 +243,28 @@ class TelnyxApiServer(HTTPApiServer):
         reply = Reply(200, {"data": payload})
         if self.on_dial is not None:
             reply.after = lambda: self.on_dial(call)
+        return reply
+
+    def _streaming_start(self, call_control_id: str, data: dict[str, Any]) -> Reply:
+        with self._lock:
+            call = self.calls.get(call_control_id)
+        if call is None:
+            return _errors(404, "10005", "Resource not found", "No such call.")
+        if not call.alive:
+            detail = "This call is no longer active and can't receive commands."
+            return _errors(422, "90018", "Call has already ended", detail)
+        url = data.get("stream_url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
+            return _errors(422, "10015", "Invalid parameter", "'stream_url' must be ws(s)://.")
+        state = data.get("client_state")
+        if state is not None:
+            try:
+                base64.b64decode(state, validate=True)
+            except (TypeError, ValueError, binascii.Error):
+                return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
+        reply = Reply(200, {"data": {"result": "ok"}})
+        if self.on_streaming_start is not None:
+            reply.after = lambda: self.on_streaming_start(call, url, state)
         return reply
 
     def _hang_up(self, call_control_id: str) -> Reply:
@@ -276,7 +313,8 @@ class TelnyxEmulator(Startable):
         self.media = MediaDialer(config, {})
         self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
         self.api.on_dial = self._dialled
-        self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
+        self.api.on_hang_up = self._hung_up
+        self.api.on_streaming_start = self._restream
         self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
         self.hooks = HookSender("telnyx-emulator-hooks")
@@ -338,6 +376,7 @@ class TelnyxEmulator(Startable):
         def ask() -> None:
             self._obey(call, send(voice_url, body, headers))
 
+        call.request = {"texml_fields": fields}
         self.hooks.call(call.call_control_id, ask)
         logger.info("telnyx emulator: inbound call %s: %s -> %s", call.call_control_id, from_, to)
         return call
@@ -351,10 +390,13 @@ class TelnyxEmulator(Startable):
         url = stream.get("url") if stream is not None else None
         if root is None or stream is None or not url:
             refused = root is not None and root.find("Reject") is not None
-            self._finish(call, "busy" if refused else "failed")
+            hung_up = root is not None and root.find("Hangup") is not None
+            self._finish(call, "busy" if refused else "completed" if hung_up else "failed")
             return
         parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        call.stream_url = url
+        call.stream_url, call.texml = url, True
+        redirect = root.find("Redirect")
+        call.after = (redirect.text or "").strip() or None if redirect is not None else None
         self._stream(
             call,
             TelnyxStream(
@@ -429,21 +471,69 @@ class TelnyxEmulator(Startable):
         )
         self._stream(call, stream, ring_timeout, behaviour.ring_s)
 
+    def _hung_up(self, call: TelnyxCall) -> None:
+        if call.streaming:
+            self.media.hang_up(call.call_control_id)
+        else:  # between streams: nothing plays, the call just ends
+            self._finish(call, "completed")
+
+    def _stream_ended(self, call: TelnyxCall) -> None:
+        """A stream ended (see the module docstring for what the call does then)."""
+        call.streaming = False
+        if not call.alive or (call.media is not None and call.media.hung_up):
+            self._finish(call, "completed")  # hung up (over the API, or the far end did)
+        elif call.texml:
+            after, call.after = call.after, None
+            if after is None:
+                self._finish(call, "completed")
+            else:
+                self.hooks.call(call.call_control_id, lambda: self._redirect(call, after))
+        elif isinstance(call.request.get("webhook_url"), str):
+            self._event(call, "streaming.stopped", stream_id=str(uuid.uuid4()))
+        else:
+            self._finish(call, "completed")
+
+    def _redirect(self, call: TelnyxCall, url: str) -> None:
+        fields = dict(call.request.get("texml_fields") or {})
+        fields["CallStatus"] = "in-progress"
+        body = urlencode(fields).encode()
+        headers = {**self._signed(body), "Content-Type": "application/x-www-form-urlencoded"}
+        logger.info("telnyx emulator: call %s redirected to %s", call.call_control_id, url)
+        self._obey(call, send(url, body, headers))
+
+    def _restream(self, call: TelnyxCall, url: str, client_state: str | None) -> None:
+        """``streaming_start``: a new stream for a Call Control call."""
+        if call.streaming or not call.alive:
+            return
+        call.stream_url, call.client_state = url, client_state
+        stream = TelnyxStream(
+            str(uuid.uuid4()),
+            call.call_control_id,
+            client_state=client_state,
+            from_=call.from_,
+            to=call.to,
+        )
+        logger.info("telnyx emulator: call %s streams again to %s", call.call_control_id, url)
+        self._stream(call, stream, None, 0.0, answered=True)
+
     def _stream(
         self,
         call: TelnyxCall,
         stream: TelnyxStream,
         ring_timeout: float | None,
         ring_s: float | None,
+        *,
+        answered: bool = False,
     ) -> None:
+        call.streaming = True
         call.media = self.media.dial(
             call_sid=call.call_control_id,
             account_sid="",
             to=call.to,
             url=call.stream_url,
             parameters={},
-            on_end=lambda: self._finish(call, "completed"),
-            on_answer=lambda: self._event(call, "call.answered"),
+            on_end=lambda: self._stream_ended(call),
+            on_answer=None if answered else lambda: self._event(call, "call.answered"),
             answer_after_s=ring_s,
             ring_timeout_s=ring_timeout,
             phone=_TelnyxPhone(stream),

@@ -40,7 +40,7 @@ from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_extra_headers
-from ..signing import hop_token, stream_token
+from ..signing import hop_token, stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..webhooks.plivo import stream_xml
 from ..wire.constants import SESSIONS_PATH
@@ -186,6 +186,10 @@ class PlivoRestClient(RestClient):
         return parse_error_response(response.status_code, response.content, response.reason or "")
 
 
+#: Where a call comes back when its stream ends while the caller stays on (a cluster's).
+REATTACH_ROUTE = "/plivo/answer"
+
+
 class _RoutedPlivoCodec(PlivoCodec):
     """Plivo's codec, with the extra headers' routing values hex-decoded (session) or hidden
     (token) in ``Started.parameters``."""
@@ -255,6 +259,7 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             gateway.public_url.rstrip("/") + "/plivo",
             {**dict(request.parameters or {}), **routing},
             content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         infra = self._infrastructure
         ours = infra.webhook_route(self.config, "/plivo/answer")
@@ -299,7 +304,8 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
     ) -> tuple[SessionPlan, str]:
         """Inbound call ``call_uuid`` accepted as ``session_id``: the plan, and the answer
         (:func:`~actors.webhooks.plivo.stream_xml` to the gateway's ``/plivo`` with the session
-        and its stream token). ``redirect_url`` is Twilio's."""
+        and its stream token; in a cluster, then a ``<Redirect>`` back to our
+        ``/plivo/answer?reattach=``). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
         routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
@@ -307,10 +313,29 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             gateway.public_url.rstrip("/") + "/plivo",
             {**dict(parameters), **routing},
             content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         with self._lock:
             self._inbound.add(session_id)
         return self._plan(session_id, gateway, call_uuid), xml
+
+    def restream(self, session_id: str) -> str:
+        """The XML that streams a call back to ``session_id`` through this session's gateway
+        (a cluster's: the stream ended with its gateway, the ``<Redirect>`` after it brought
+        the call back), with a stream credential of its own (a fresh nonce)."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        routing = {
+            "session": session_id,
+            "token": stream_token(gateway.secret, session_id, nonce),
+            "nonce": nonce,
+        }
+        return stream_xml(
+            gateway.public_url.rstrip("/") + "/plivo",
+            routing,
+            content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
 
     def resume(self, session_id: str, call_id: str) -> SessionPlan:
         """The plan that carries on call ``call_id``, which already streams to the gateway

@@ -39,6 +39,7 @@ from ..config import VonageProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..pubkey import application_token
+from ..signing import stream_nonce, stream_token
 from ..transport import websocket_connection
 from . import GatewayEndpoint, RequestObserver, SessionPlan
 from ._gateway import GatewayProvider, call_ends
@@ -57,6 +58,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROVIDER = "vonage"
+#: Where a call's websocket events go in a cluster (synchronous): a ``disconnected`` one,
+#: when the caller stays on, is answered with a new NCCO (the gateway died).
+REATTACH_ROUTE = "/vonage/event"
 _DIGITS = re.compile(r"\d{7,15}")
 _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
 _WS_URI = re.compile(r"wss?://\S+", re.IGNORECASE)
@@ -296,6 +300,7 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=headers,
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         call = self._rest().create_call(
             to=to,
@@ -319,15 +324,37 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
     ) -> tuple[SessionPlan, str]:
         """Inbound call ``uuid`` accepted as ``session_id``: the plan, and the answer webhook's
         NCCO (JSON: :func:`websocket_ncco` to the gateway's ``/vonage`` with the session and its
-        stream token as headers). ``redirect_url`` is Twilio's."""
+        stream token as headers; in a cluster, its ``eventUrl`` is our
+        ``/vonage/event?reattach=``, synchronous). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
         ncco = websocket_ncco(
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=call_parameters(gateway, session_id, parameters),
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         return self._plan(session_id, gateway, uuid), json.dumps(ncco)
+
+    def restream(self, session_id: str) -> str:
+        """The NCCO (JSON) that connects a call back to ``session_id`` through this session's
+        gateway, with a stream credential of its own (a fresh nonce): the answer to the
+        ``disconnected`` event of its websocket, which a synchronous ``eventUrl`` may answer
+        with a new NCCO (a cluster's: the stream ended with its gateway)."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        headers = {
+            "session": session_id,
+            "token": stream_token(gateway.secret, session_id, nonce),
+            "nonce": nonce,
+        }
+        ncco = websocket_ncco(
+            gateway.public_url.rstrip("/") + "/vonage",
+            rate=self.config.sample_rate,
+            headers=headers,
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+        return json.dumps(ncco)
 
     def resume(self, session_id: str, call_id: str) -> SessionPlan:
         """The plan that carries on call ``call_id``, which already streams to the gateway

@@ -21,6 +21,7 @@ Plivo ``<Hangup reason="busy"/>``, a Vonage NCCO that says so and ends).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -48,6 +49,10 @@ PATHS = frozenset(
     {TELNYX_VOICE, TELNYX_EVENTS, PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT}
     | {EXOTEL_STATUS}
 )
+#: The routes where our own calls come back after their stream (``?reattach=``): TeXML's and
+#: Plivo's ``<Redirect>``, and the synchronous ``eventUrl`` of a Vonage websocket.
+_REATTACH_ROUTES = frozenset({TELNYX_VOICE, PLIVO_ANSWER, VONAGE_EVENT})
+REATTACH_PARAM = "reattach"
 _GET_OK = frozenset({PLIVO_ANSWER, PLIVO_HANGUP, VONAGE_ANSWER, VONAGE_EVENT})
 _XML, _JSON = "text/xml; charset=utf-8", "application/json"
 _KEPT = 10_000  # answers of calls we placed, and answered Telnyx calls, remembered at most
@@ -108,6 +113,9 @@ class ProviderRoutes:
         headers = dict(request.headers.items())
         query = urlsplit(request.path).query
         url = server.public_url + request.path
+        session = dict(parse_qsl(query)).get(REATTACH_PARAM)
+        if session is not None and route in _REATTACH_ROUTES:
+            return self._reattach(server, request, route, (method, url, headers, body), session)
         outcome = self._decide(route, method, url, headers, body, query)
         if isinstance(outcome, Refusal):
             return server._refuse(request, outcome)
@@ -121,8 +129,58 @@ class ProviderRoutes:
             server.deliver(decided)
         else:
             server.counters.add("status")
+            lost = decide.telnyx_stream_lost(body) if route == TELNYX_EVENTS else None
+            if lost is not None:  # verified: it was decided (no call state) above
+                server.stream_lost(name, *lost)
         reply = "[]" if route.startswith("/vonage") else ""
         request.reply(200, reply, content_type=_JSON if reply else None)
+
+    def _reattach(
+        self,
+        server: WebhookServer,
+        request: _Handler,
+        route: str,
+        asked: tuple[str, str, dict[str, str], bytes],
+        session: str,
+    ) -> None:
+        """A call of ours back after its stream (``?reattach=<session>``), authenticated
+        like any request of its provider: answered with the document that streams it again
+        (the cluster's), or with one that ends it."""
+        method, url, headers, body = asked
+        found = self._returning(route, method, url, headers, body, session)
+        if isinstance(found, Refusal):
+            return server._refuse(request, found)
+        if found is None:  # a Vonage websocket event other than disconnected: nothing to do
+            server.counters.add("status")
+            return request.reply(200, "", content_type=_JSON)
+        document = server.reattached(found)
+        if route == VONAGE_EVENT:  # an NCCO with nothing in it: the call's NCCO has ended
+            return request.reply(200, document or "[]", content_type=_JSON)
+        ending = decide.telnyx_hangup() if route == TELNYX_VOICE else decide.plivo_hangup()
+        return request.reply(200, document or ending, content_type=_XML)
+
+    def _returning(  # noqa: PLR0917 (the request's parts)
+        self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, session: str
+    ) -> InboundCall | Refusal | None:
+        keys = self.keys
+        if route == TELNYX_VOICE:
+            voiced = decide.telnyx_voice(keys, headers, body)
+            if isinstance(voiced, Refusal):
+                return voiced
+            return dataclasses.replace(voiced[1], reattach=session)
+        if route == PLIVO_ANSWER:
+            verified = decide.verify_plivo(keys, method, url, headers, body)
+            if isinstance(verified, Refusal):
+                return verified
+            call = decide.plivo_call(verified[1])
+            return (
+                call if isinstance(call, Refusal) else dataclasses.replace(call, reattach=session)
+            )
+        query = urlsplit(url).query
+        signed = decide.verify_vonage(keys, headers, body, method, query)
+        if isinstance(signed, Refusal):
+            return signed
+        return decide.vonage_disconnected(signed[1].payload, session)
 
     def _decide(  # noqa: PLR0917 (the request's parts, each read once by handle)
         self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, query: str

@@ -255,6 +255,7 @@ class WebhookServer(Startable):
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
         on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
+        on_stream_lost: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.config = config
         # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
@@ -267,6 +268,9 @@ class WebhookServer(Startable):
         self._on_status = on_status
         self._on_amd = on_amd
         self._on_reattach = on_reattach
+        # (provider, call id, session id): a call we placed lost its stream, no document runs
+        # after it (Telnyx Call Control); a cluster streams it again over REST.
+        self._on_stream_lost = on_stream_lost
         self.routes = ProviderRoutes(config.keys)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -369,16 +373,35 @@ class WebhookServer(Startable):
             logger.debug("machine detection callback for unknown call %s", event.call_id)
         request.reply(200, _EMPTY_TWIML, xml=True)
 
+    def reattached(self, call: InboundCall) -> str | None:
+        """A call that came back after its stream ended (``call.reattach``, any provider's):
+        the document that streams it again, or ``None`` (end it)."""
+        self.counters.add("reattach")
+        document = self._on_reattach(call) if self._on_reattach is not None else None
+        logger.info(
+            "%s call %s: stream of session %s ended; %s",
+            call.provider,
+            call.call_id,
+            call.reattach,
+            "streamed again" if document else "not streamed again",
+        )
+        return document
+
+    def stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed lost its stream and no document runs after it (Telnyx Call
+        Control): whether it was streamed again (a cluster's, over REST)."""
+        if self._on_stream_lost is None:
+            return False
+        self.counters.add("reattach")
+        try:
+            return self._on_stream_lost(provider, call_id, session_id)
+        except Exception:
+            logger.exception("call %s: restarting its stream failed", call_id)
+            return False
+
     def _voice(self, request: _Handler, call: InboundCall, arrived: float) -> None:
         if call.reattach is not None:
-            self.counters.add("reattach")
-            twiml = self._on_reattach(call) if self._on_reattach is not None else None
-            logger.info(
-                "call %s: stream of session %s ended; %s",
-                call.call_id,
-                call.reattach,
-                "streamed again" if twiml else "hung up",
-            )
+            twiml = self.reattached(call)
             return request.reply(200, twiml or hangup_twiml(), xml=True)
         provider = self._providers.get(call.account_sid, self.provider)
 

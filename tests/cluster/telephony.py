@@ -42,6 +42,10 @@ class Telephony(Protocol):
 
     def call(self, call_id: str) -> Any: ...
 
+    def streams_to(self, call_id: str) -> str:
+        """The URL the call's (last) stream was dialled to."""
+        ...
+
 
 def heard(found: Telephony, call_id: str) -> int:
     """Bytes of audio the call's phone has played (what the application sent it)."""
@@ -62,6 +66,9 @@ class _Telnyx(TelnyxEmulator):
             "public_key": self.public_key,
         }
 
+    def streams_to(self, call_id: str) -> str:
+        return str(self.call(call_id).stream_url)
+
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()
 
@@ -77,6 +84,9 @@ class _Plivo(PlivoEmulator):
             "auth_token": self.auth_token,
             "from_number": FROM,
         }
+
+    def streams_to(self, call_id: str) -> str:
+        return str(self.call(call_id).stream_url)
 
     def up(self, call_id: str) -> bool:
         call = self.call(call_id)
@@ -96,6 +106,9 @@ class _Vonage(VonageEmulator):
             "from_number": FROM,
         }
 
+    def streams_to(self, call_id: str) -> str:
+        return str(self.call(call_id).uri)
+
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()
 
@@ -112,6 +125,9 @@ class _Exotel(ExotelEmulator):
             "api_token": self.api_token,
             "caller_id": FROM,
         }
+
+    def streams_to(self, call_id: str) -> str:
+        return str(self.call(call_id).stream_url)
 
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()

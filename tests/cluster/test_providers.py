@@ -4,18 +4,21 @@ standalone gateway, a Redis of the test's own and the provider's emulator, share
 
 A node SIGKILLed mid-call: another takes the call over (``accept_session(resumed=True)``, its
 metadata and saved state), and the audio goes on both ways, with no frame the gateway held
-lost (the frames' numbers on both nodes say so).
+lost (the frames' numbers on both nodes say so). A gateway SIGKILLed mid-call: the call goes
+on through the other, each provider brought back its own way; Exotel's call cannot be, and
+its session ends at once, saying so.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from .nodes import NodeLog, NodeProcess, cluster
+from .nodes import GatewayProcess, NodeLog, NodeProcess, cluster
 from .redis_server import redis_server_binary
 from .telephony import PROVIDERS, heard
 
@@ -79,3 +82,66 @@ def test_a_killed_node_s_call_is_taken_over_and_goes_on_both_ways(
             other.wait_for(flowing(sid, len(other.frames(sid)) + 5), 5, "more audio")
         assert heard(phone, call) >= before + 4000, "no audio played since the takeover"
         assert phone.up(call)
+
+
+def _public_url(gateway: GatewayProcess) -> str:
+    line = next(line for line in gateway.output if "providers dial" in line)
+    return line.split("providers dial ", 1)[1].rsplit("/", 1)[0]
+
+
+def _frames_grow(node: NodeProcess, sid: str, by: int, timeout: float) -> None:
+    start = len(node.frames(sid))
+    node.wait_for(flowing(sid, start + by), timeout, f"{by} more frames on {sid}")
+
+
+@pytest.mark.parametrize("provider", ("telnyx", "plivo", "vonage"))
+def test_a_killed_gateway_s_call_goes_on_through_the_other(tmp_path: Path, provider: str) -> None:
+    """Telnyx: Call Control's ``streaming.stopped`` answered with ``streaming_start`` over
+    REST; Plivo: the ``<Redirect>`` after ``<Stream keepCallAlive>``; Vonage: the websocket's
+    ``disconnected`` event answered with a new NCCO (a synchronous ``eventUrl``)."""
+    with cluster(tmp_path, nodes=1, gateways=2, capacity=4, provider=provider) as c:
+        phone = c.telephony
+        assert phone is not None
+        node = c.nodes[0]
+        node.command(f"call +15550150 {provider}")
+        node.wait_for(_one_session, 15, f"the outbound {provider} call")
+        sid, info = next(iter(sessions_of(node).items()))
+        call = str(info["call"])
+        node.wait_for(flowing(sid, 25), 15, "audio")
+        victim = next(g for g in c.gateways if phone.streams_to(call).startswith(_public_url(g)))
+        killed_at = time.monotonic()
+        victim.kill()
+        _frames_grow(node, sid, 50, 20)  # a second of audio through the other gateway
+        assert not phone.streams_to(call).startswith(_public_url(victim))
+        after = [f for f in node.frames(sid) if f.t >= killed_at - 0.2]
+        gap = max(b.t - a.t for a, b in itertools.pairwise(after))
+        print(f"{provider} call {call}: gateway killed, longest gap in audio {gap * 1000:.0f} ms")
+        assert phone.up(call)
+        assert sid not in node.log.ends
+
+
+def test_an_exotel_call_whose_gateway_dies_ends_cleanly(tmp_path: Path) -> None:
+    """Exotel streams a call to one URL, and when that stream closes "the call flow [goes
+    on] to the next applet" (Exotel's AgentStream best practices); a call placed with
+    Calls/connect has none, so it ends. No Exotel API streams a live call again: the session
+    ends with ``gateway lost`` once its gateway has left the registry, instead of redialling
+    a gateway that is gone until the resume window runs out."""
+    with cluster(tmp_path, nodes=1, gateways=2, capacity=4, provider="exotel") as c:
+        phone = c.telephony
+        assert phone is not None
+        node = c.nodes[0]
+        node.command("call +15550160 exotel")
+        node.wait_for(_one_session, 15, "the outbound exotel call")
+        sid, info = next(iter(sessions_of(node).items()))
+        call = str(info["call"])
+        node.wait_for(flowing(sid, 25), 15, "audio")
+        victim = next(g for g in c.gateways if phone.streams_to(call).startswith(_public_url(g)))
+        killed_at = time.monotonic()
+        victim.kill()
+        node.wait_for(lambda log: sid in log.ends, 8, "the session's end")
+        took = time.monotonic() - killed_at
+        with node.changed:
+            end = node.log.ends[sid]
+        print(f"exotel call {call}: gateway killed, session ended in {took * 1000:.0f} ms")
+        assert end["reason"] == "gateway lost", end
+        assert not phone.up(call)  # the stream's end ended the call at Exotel
