@@ -213,17 +213,25 @@ class CallPlane:
             return False
         return self.cluster.on_stream_lost(provider, call_id, session_id)
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
-        """A new call at the webhook: the local queue's answer (``local()``), or a cluster's
-        (it claims the call for one of its nodes); refused while the service drains."""
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer:
+        """A new call at the webhook (``provider``: the entry's name; ``refusal``: its
+        provider's refusal): the local queue's answer (``local()``), or a cluster's (it
+        claims the call for one of its nodes); refused while the service drains."""
         if self.cluster is not None:
-            return self.cluster.on_voice(call, local)
+            return self.cluster.on_voice(call, local, provider=provider, refusal=refusal)
         if self.draining:
             from .webhooks.inbound import Answer  # noqa: PLC0415 (as the webhook: on first use)
 
             webhook = self._infra.webhook()
             webhook.counters.add("refused_busy")
-            return Answer(200, webhook.config.refusal_twiml, "refused_busy")
+            return Answer(200, refusal or webhook.config.refusal_twiml, "refused_busy")
         return local()
 
     # -- progress (webhook threads) ------------------------------------------------------------

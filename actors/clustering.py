@@ -319,15 +319,26 @@ class NodeCluster:
 
     # -- inbound: the webhook of any node ------------------------------------------------------
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
-        """A new call at our webhook: claim it for a node; answer (see the module docstring)."""
-        refusal = self.config.inbound.refusal_twiml
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer:
+        """A new call at our webhook (any provider's: ``provider`` names its entry,
+        ``refusal`` is its own refusal): claim it for a node; answer (see the module
+        docstring). A call claimed for another node is answered here with its provider's
+        document, streaming it to the claimed session's gateway."""
+        refusal = refusal or self.config.inbound.refusal_twiml
+        name = provider or self._provider_name(call)
         sid = secrets.token_urlsafe(16)
         try:
             endpoint = self._gateway_for(self.member.pick_gateway())
             meta = {
                 **gateway_meta(endpoint),
-                "provider": self._provider_name(call),
+                "provider": name,
                 "direction": "inbound",
                 "from": call.from_,
                 "to": call.to,
@@ -356,18 +367,12 @@ class NodeCluster:
             if claim.node_id == self.node_id:
                 return local()  # our queue knows the call: its answer again
             endpoint = self._endpoint_from(claim.meta) or endpoint
-            return Answer(
-                200,
-                stream_twiml(endpoint, claim.session_id, self._infra.webhook().voice_url),
-                "duplicate",
-                claim.session_id,
-            )
+            document = self._document(call, name, endpoint, claim.session_id)
+            return Answer(200, document, "duplicate", claim.session_id)
         if not mine:
             self._count("claimed_remote")
             logger.info("call %s claimed for node %s: session %s", call.call_id, claim.node_id, sid)
-            return Answer(
-                200, stream_twiml(endpoint, sid, self._infra.webhook().voice_url), "accepted", sid
-            )
+            return Answer(200, self._document(call, name, endpoint, sid), "accepted", sid)
         with self._lock:
             self._placed[call.call_id] = Placed(sid, endpoint, track=self.started)
         answer = local()
@@ -376,6 +381,23 @@ class NodeCluster:
                 self._placed.pop(call.call_id, None)
             self._ended_local(sid)
         return answer
+
+    def _document(
+        self, call: InboundCall, provider: str, endpoint: GatewayEndpoint, session_id: str
+    ) -> str:
+        """The answer that streams ``call`` to ``endpoint`` for ``session_id`` (claimed for
+        another node, which carries it): TwiML, or the provider's own document."""
+        if call.provider == "twilio":
+            return stream_twiml(endpoint, session_id, self._infra.webhook().voice_url)
+        make = getattr(self._provider_of(provider), "answer_document", None)
+        if make is None:
+            raise TransportError(f"provider {provider!r} cannot answer a call in a cluster")
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = make(session_id, {"direction": "inbound"})
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        return document
 
     def _provider_name(self, call: InboundCall) -> str:
         webhook = self._infra.webhook()

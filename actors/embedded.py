@@ -76,7 +76,14 @@ class WebhookHooks(Protocol):
 
     def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool: ...
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer: ...
 
 
 __all__ = ["EMULATOR_ACCOUNT_SID", "EmbeddedInfrastructure"]

@@ -308,16 +308,22 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
         ``/plivo/answer?reattach=``). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
+        xml = self.answer_document(session_id, parameters)
+        with self._lock:
+            self._inbound.add(session_id)
+        return self._plan(session_id, gateway, call_uuid), xml
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The XML of :meth:`answer` alone (a cluster's node answering a call claimed for
+        another node, which carries it)."""
+        gateway = self._infrastructure.gateway()
         routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
-        xml = stream_xml(
+        return stream_xml(
             gateway.public_url.rstrip("/") + "/plivo",
             {**dict(parameters), **routing},
             content_type=self.config.content_type,
             redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
-        with self._lock:
-            self._inbound.add(session_id)
-        return self._plan(session_id, gateway, call_uuid), xml
 
     def restream(self, session_id: str) -> str:
         """The XML that streams a call back to ``session_id`` through this session's gateway

@@ -306,14 +306,20 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         Twilio's, not used."""
         self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
+        texml = self.answer_document(session_id, parameters)
+        return self._plan(session_id, gateway, call_id), texml
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The TeXML of :meth:`answer` alone (a cluster's node answering a call claimed for
+        another node, which carries it)."""
+        gateway = self._infrastructure.gateway()
         token = stream_token(gateway.secret, session_id)
-        texml = stream_texml(
+        return stream_texml(
             gateway.public_url.rstrip("/") + "/telnyx",
             {**dict(parameters), "session": session_id, "token": token},
             codec=self.config.codec,
             redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
-        return self._plan(session_id, gateway, call_id), texml
 
     def restream(self, session_id: str) -> str:
         """The TeXML that streams a call back to ``session_id`` through this session's gateway

@@ -328,13 +328,19 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
         ``/vonage/event?reattach=``, synchronous). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
+        return self._plan(session_id, gateway, uuid), self.answer_document(session_id, parameters)
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The NCCO (JSON) of :meth:`answer` alone (a cluster's node answering a call
+        claimed for another node, which carries it)."""
+        gateway = self._infrastructure.gateway()
         ncco = websocket_ncco(
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=call_parameters(gateway, session_id, parameters),
             event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
-        return self._plan(session_id, gateway, uuid), json.dumps(ncco)
+        return json.dumps(ncco)
 
     def restream(self, session_id: str) -> str:
         """The NCCO (JSON) that connects a call back to ``session_id`` through this session's

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from . import calls as decide
+from .inbound import Answer
 from .twilio import InboundCall, Refusal, StatusEvent, precheck
 
 if TYPE_CHECKING:
@@ -259,7 +260,11 @@ class ProviderRoutes:
             "plivo": (decide.plivo_refusal(), _XML),
             "vonage": (decide.vonage_refusal(), _JSON),
         }[call.provider]
-        answer = server.queue.offer(call, refusal, provider=name, arrived_at=arrived)
+
+        def local() -> Answer:
+            return server.queue.offer(call, refusal, provider=name, arrived_at=arrived)
+
+        answer = server.claim(call, local, name, refusal)
         took = (time.monotonic() - arrived) * 1000
         if answer.outcome == "accepted":
             logger.info(

@@ -254,12 +254,13 @@ class WebhookServer(Startable):
         provider: str = "twilio",
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
-        on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
+        on_voice: Callable[..., Answer] | None = None,
         on_stream_lost: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.config = config
-        # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
-        # one of its nodes), calling local() for the queue's answer on this node.
+        # A new call's answer: on_voice(call, local, provider=, refusal=) decides (a cluster
+        # claims the call for one of its nodes), calling local() for the queue's answer on
+        # this node; provider is the entry's name, refusal the provider's own refusal.
         self._on_voice = on_voice
         self.queue = queue
         self.counters = queue.counters
@@ -373,6 +374,15 @@ class WebhookServer(Startable):
             logger.debug("machine detection callback for unknown call %s", event.call_id)
         request.reply(200, _EMPTY_TWIML, xml=True)
 
+    def claim(
+        self, call: InboundCall, local: Callable[[], Answer], provider: str, refusal: str
+    ) -> Answer:
+        """A new call's answer (any provider's): ``on_voice``'s (a cluster claims the call
+        for one of its nodes), else ``local()`` (this node's queue)."""
+        if self._on_voice is None:
+            return local()
+        return self._on_voice(call, local, provider=provider, refusal=refusal)
+
     def reattached(self, call: InboundCall) -> str | None:
         """A call that came back after its stream ended (``call.reattach``, any provider's):
         the document that streams it again, or ``None`` (end it)."""
@@ -410,7 +420,7 @@ class WebhookServer(Startable):
                 call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
             )
 
-        answer = local() if self._on_voice is None else self._on_voice(call, local)
+        answer = self.claim(call, local, provider, self.config.refusal_twiml)
         if answer.outcome == "accepted":
             logger.info(
                 "call %s from %s answered: session %s (%.0f ms)",

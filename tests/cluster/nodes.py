@@ -165,6 +165,7 @@ class Balancer:
 
     def __init__(self, nodes: list[NodeProcess]) -> None:
         self.nodes = nodes
+        self.only: NodeProcess | None = None  # set: every request goes to that node
         self._next = 0
         self._lock = threading.Lock()
         balancer = self
@@ -200,6 +201,8 @@ class Balancer:
         for _ in range(2 * max(1, len(self.nodes))):
             with self._lock:
                 alive = [n for n in self.nodes if n.running and n.listen_url]
+                if self.only is not None:
+                    alive = [n for n in alive if n is self.only]
                 if not alive:
                     break
                 node = alive[self._next % len(alive)]

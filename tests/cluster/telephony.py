@@ -46,6 +46,11 @@ class Telephony(Protocol):
         """The URL the call's (last) stream was dialled to."""
         ...
 
+    def dial_in(self, webhook: str, to: str, from_: str) -> str:
+        """An inbound call to the runtime's webhook at ``webhook`` (a balancer's URL, up to
+        the path), as the provider places one; its id."""
+        ...
+
 
 def heard(found: Telephony, call_id: str) -> int:
     """Bytes of audio the call's phone has played (what the application sent it)."""
@@ -69,6 +74,9 @@ class _Telnyx(TelnyxEmulator):
     def streams_to(self, call_id: str) -> str:
         return str(self.call(call_id).stream_url)
 
+    def dial_in(self, webhook: str, to: str, from_: str) -> str:
+        return self.place_inbound_call(webhook + "/telnyx/voice", to, from_).call_control_id
+
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()
 
@@ -87,6 +95,9 @@ class _Plivo(PlivoEmulator):
 
     def streams_to(self, call_id: str) -> str:
         return str(self.call(call_id).stream_url)
+
+    def dial_in(self, webhook: str, to: str, from_: str) -> str:
+        return self.place_inbound_call(webhook + "/plivo/answer", to, from_).request_uuid
 
     def up(self, call_id: str) -> bool:
         call = self.call(call_id)
@@ -109,6 +120,9 @@ class _Vonage(VonageEmulator):
     def streams_to(self, call_id: str) -> str:
         return str(self.call(call_id).uri)
 
+    def dial_in(self, webhook: str, to: str, from_: str) -> str:
+        return self.place_inbound_call(webhook + "/vonage/answer", to, from_).uuid
+
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()
 
@@ -128,6 +142,9 @@ class _Exotel(ExotelEmulator):
 
     def streams_to(self, call_id: str) -> str:
         return str(self.call(call_id).stream_url)
+
+    def dial_in(self, webhook: str, to: str, from_: str) -> str:
+        raise NotImplementedError("the runtime answers no Exotel call (README, Exotel)")
 
     def up(self, call_id: str) -> bool:
         return not self.call(call_id).ended.is_set()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import GatewayProcess, NodeLog, NodeProcess, cluster
+from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster
 from .redis_server import redis_server_binary
 from .telephony import PROVIDERS, heard
 
@@ -82,6 +82,54 @@ def test_a_killed_node_s_call_is_taken_over_and_goes_on_both_ways(
             other.wait_for(flowing(sid, len(other.frames(sid)) + 5), 5, "more audio")
         assert heard(phone, call) >= before + 4000, "no audio played since the takeover"
         assert phone.up(call)
+
+
+def _owner(c: Cluster, call: str, timeout: float = 15.0) -> tuple[NodeProcess, str]:
+    found: list[tuple[NodeProcess, str]] = []
+
+    def check(_: NodeLog) -> bool:
+        owner = c.owner_of(call)
+        if owner is not None:
+            found.append(owner)
+        return owner is not None
+
+    c.nodes[0].wait_for(check, timeout, f"a session for {call}")
+    return found[-1]
+
+
+@pytest.mark.parametrize("provider", ("telnyx", "plivo", "vonage"))
+def test_inbound_calls_are_claimed_across_nodes_and_a_killed_node_s_call_resumes(
+    tmp_path: Path, provider: str
+) -> None:
+    """Every call's webhook lands on one node; the cluster claims each for the least-loaded
+    node, whose ``accept_session`` gets it (answered by the node that took the webhook, with
+    the provider's own document); a killed node's call is taken over, inbound still, with
+    nothing lost."""
+    with cluster(tmp_path, nodes=2, gateways=1, capacity=4, provider=provider) as c:
+        phone = c.telephony
+        assert phone is not None
+        victim = c.nodes[0]
+        c.balancer.only = c.nodes[1]  # which answers every webhook, for both nodes
+        calls = [phone.dial_in(c.balancer.url, "+15550100", f"+1555017{i}") for i in range(4)]
+        owners = {call: _owner(c, call) for call in calls}
+        per_node = sorted(sum(1 for n, _ in owners.values() if n is node) for node in c.nodes)
+        assert per_node == [2, 2], per_node  # least loaded first, wherever the webhook went
+        for node, sid in owners.values():
+            node.wait_for(flowing(sid, 30), 15, f"audio on {sid}")
+            assert sessions_of(node)[sid]["dir"] == "inbound"
+        theirs = {call: sid for call, (n, sid) in owners.items() if n is victim}
+        victim.kill()
+        last = {sid: victim.frames(sid)[-1].seq for sid in theirs.values()}
+        for call, sid in theirs.items():
+            node, again = _owner(c, call)
+            assert again == sid and node is not victim
+            assert sessions_of(node)[sid]["resumed"] is True
+            assert sessions_of(node)[sid]["dir"] == "inbound"
+            node.wait_for(flowing(sid, 25), 10, f"audio on the resumed {sid}")
+            lost = node.frames(sid)[0].seq - last[sid] - 1
+            assert lost <= 0, f"{lost} frames lost on the takeover of an inbound {provider} call"
+        for call in calls:
+            assert phone.up(call)
 
 
 def _public_url(gateway: GatewayProcess) -> str:
