@@ -199,6 +199,7 @@ class _RoutedPlivoCodec(PlivoCodec):
         if len(messages) == 1 and isinstance(messages[0], Started):
             parameters = decode_extra_headers(messages[0].parameters)
             parameters.pop("token", None)
+            parameters.pop("nonce", None)  # a stream streamed again: its credential's
             return (dataclasses.replace(messages[0], parameters=parameters),)
         return messages
 

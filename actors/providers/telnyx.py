@@ -225,6 +225,7 @@ class _StateCodec(TelnyxCodec):
         parameters = dict(started.parameters)
         state = decode_client_state(parameters.pop("client_state", None)) or {}
         state.pop("token", None)
+        state.pop("nonce", None)  # a stream streamed again: its credential's
         return (dataclasses.replace(started, parameters={**state, **parameters}),)
 
 
@@ -371,7 +372,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             close_timeout_s=runtime.shutdown_timeout_s,
             resume_frames=gateway.resume_frames,
         )
-        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
+        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:

@@ -373,7 +373,7 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
         codec = VonageCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             session_id=session_id,
-            hidden_parameters=frozenset({"token"}),
+            hidden_parameters=frozenset({"token", "nonce"}),
         )
         dial = hop_dial(gateway, session_id, self.runtime)
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=uuid)

@@ -193,3 +193,25 @@ def test_an_exotel_call_whose_gateway_dies_ends_cleanly(tmp_path: Path) -> None:
         print(f"exotel call {call}: gateway killed, session ended in {took * 1000:.0f} ms")
         assert end["reason"] == "gateway lost", end
         assert not phone.up(call)  # the stream's end ended the call at Exotel
+
+
+@pytest.mark.parametrize("provider", ("telnyx", "plivo", "vonage"))
+def test_an_inbound_call_survives_its_gateway(tmp_path: Path, provider: str) -> None:
+    """The answer's way back, per provider: TeXML's ``<Redirect>`` after ``<Connect>``, Plivo's
+    ``<Redirect>`` after ``<Stream keepCallAlive>``, Vonage's synchronous ``eventUrl``; any
+    node answers it with the call streamed to the other gateway, for the same session."""
+    with cluster(tmp_path, nodes=1, gateways=2, capacity=4, provider=provider) as c:
+        phone = c.telephony
+        assert phone is not None
+        call = phone.dial_in(c.balancer.url, "+15550100", "+15550181")
+        node, sid = _owner(c, call)
+        node.wait_for(flowing(sid, 25), 15, "audio")
+        victim = next(g for g in c.gateways if phone.streams_to(call).startswith(_public_url(g)))
+        killed_at = time.monotonic()
+        victim.kill()
+        _frames_grow(node, sid, 50, 20)
+        assert not phone.streams_to(call).startswith(_public_url(victim))
+        after = [f for f in node.frames(sid) if f.t >= killed_at - 0.2]
+        gap = max(b.t - a.t for a, b in itertools.pairwise(after))
+        print(f"inbound {provider} call {call}: gateway killed, longest gap {gap * 1000:.0f} ms")
+        assert phone.up(call)
