@@ -133,6 +133,8 @@ class NodeCluster:
         self.takeovers = 0
         webhook = infrastructure.webhook() if config.inbound.enabled else None
         infrastructure.reattach = webhook is not None  # outbound calls come back too
+        if webhook is not None:
+            webhook.routes.mint = self._mint_answer
         urls = {"webhook": webhook.voice_url} if webhook is not None else {}
         self.member = ClusterMember(
             cluster,
@@ -271,6 +273,24 @@ class NodeCluster:
             logger.warning("session %s: cannot move its call: %s", sid, exc.reason)
             return None, None
         return lease, endpoint
+
+    def _mint_answer(self, provider: str, session_id: str, public_url: str) -> str | None:
+        """The answer of a call another node placed, asked of this node (Plivo asks the answer
+        URL of the call, which a balancer may send to any node): streamed to the gateway the
+        URL names, with a credential of its own. The application's own parameters are known
+        to the placing node only: only its answer carries them."""
+        restream = getattr(self._provider_of(provider), "restream", None)
+        if restream is None or not public_url.startswith(("ws://", "wss://")):
+            return None
+        secret = self.config.gateway.secret or self._infra.gateway().secret
+        endpoint = GatewayEndpoint(url=public_url, public_url=public_url, secret=secret)
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = restream(session_id)
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        logger.info("session %s: answered here for the node that placed its call", session_id)
+        return document
 
     def _move(self, session_id: str, endpoint: GatewayEndpoint) -> None:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""

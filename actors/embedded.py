@@ -13,6 +13,7 @@ with a standalone gateway (``gateway.embedded: false``) names its ``url`` and sh
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import threading
@@ -118,8 +119,18 @@ def _provider_keys(config: TransportConfig) -> ProviderKeys:
         elif isinstance(provider, VonageProviderConfig) and real and provider.signature_secret:
             keys.vonage[name] = provider.signature_secret  # type: ignore[index]
         elif isinstance(provider, ExotelProviderConfig):
-            keys.exotel[name] = secrets.token_urlsafe(32)  # type: ignore[index]
+            keys.exotel[name] = _exotel_key(config, name)  # type: ignore[index]
     return keys
+
+
+def _exotel_key(config: TransportConfig, name: str) -> str:
+    """The secret an Exotel provider's status URLs are minted under: random per process, but
+    in a cluster derived from the secret its nodes share (``gateway.secret``), since a
+    balancer may send a call's StatusCallback to any node."""
+    shared = config.gateway.secret if config.cluster is not None else None
+    if not shared:
+        return secrets.token_urlsafe(32)
+    return hmac.new(shared.encode(), f"exotel-status-key:{name}".encode(), "sha256").hexdigest()
 
 
 class _ProviderWebhooks(ABC):

@@ -270,7 +270,12 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             answer_url = _with_query(self.config.answer_url, routing)
         elif ours is not None:  # the runtime's webhook answers, and hears it was answered
             infra.expect_answer(session_id, xml)
-            answer_url = _with_query(ours, {"session": session_id})
+            query = {"session": session_id}
+            if infra.reattach_url(session_id) is not None:
+                # A cluster's: Plivo may ask any node, and only this one expects the answer;
+                # another mints it from the gateway named here (signed by Plivo with the URL).
+                query["gateway"] = gateway.public_url
+            answer_url = _with_query(ours, query)
         elif self._emulated:  # no webhook: the emulator takes the answer inline
             answer_url, answer_xml = "http://emulator.invalid/answer", xml
         else:

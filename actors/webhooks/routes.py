@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -76,6 +77,9 @@ class ProviderRoutes:
 
     def __init__(self, keys: decide.ProviderKeys) -> None:
         self.keys = keys
+        # (provider, session, gateway public URL) -> the answer of a call another node of a
+        # cluster placed (Plivo's answer URL may reach any node), or None; set by a cluster.
+        self.mint: Callable[[str, str, str], str | None] | None = None
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
@@ -240,10 +244,14 @@ class ProviderRoutes:
     def _plivo_answer(
         self, name: str, fields: dict[str, str], query: str
     ) -> tuple[str, InboundCall | _Answered] | Refusal:
-        session = dict(parse_qsl(query)).get("session")
+        asked = dict(parse_qsl(query))
+        session = asked.get("session")
         if session is not None:  # a call we placed: its answer, and it was answered
             with self._lock:
                 document = self._answers.get(session)
+            if document is None and self.mint is not None and asked.get("gateway"):
+                # Placed by another node of a cluster: the answer made here, for its gateway.
+                document = self.mint(name, session, asked["gateway"])
             if document is None:
                 return Refusal(404, "not_found", "no answer for that session")
             call_id = fields.get("RequestUUID") or fields.get("CallUUID", "")

@@ -215,3 +215,38 @@ def test_an_inbound_call_survives_its_gateway(tmp_path: Path, provider: str) -> 
         gap = max(b.t - a.t for a, b in itertools.pairwise(after))
         print(f"inbound {provider} call {call}: gateway killed, longest gap {gap * 1000:.0f} ms")
         assert phone.up(call)
+
+
+def test_a_plivo_call_placed_on_one_node_is_answered_by_another(tmp_path: Path) -> None:
+    """Plivo asks the answer URL of a call we placed once it is picked up: behind a
+    balancer that may be any node, not the one that placed it and expects the answer. That
+    node makes the answer from the gateway the (signed) URL names."""
+    with cluster(tmp_path, nodes=2, gateways=1, capacity=4, provider="plivo") as c:
+        placing, answering = c.nodes
+        c.balancer.only = answering
+        placing.command("call +15550170 plivo")
+        placing.wait_for(_one_session, 15, "the outbound plivo call")
+        sid = next(iter(sessions_of(placing)))
+        placing.wait_for(flowing(sid, 25), 15, "audio through the other node's answer")
+        assert not sessions_of(answering)
+
+
+def test_exotel_status_urls_of_one_node_are_good_on_every_node(tmp_path: Path) -> None:
+    """An Exotel call's StatusCallback carries a capability minted under a per-provider key;
+    in a cluster every node derives the same key from the secret they share, since any node
+    may get the callback (out of a cluster, the key is random per process)."""
+    from actors.config import load_config  # noqa: PLC0415
+    from actors.embedded import _provider_keys  # noqa: PLC0415
+
+    def keys(cluster: bool) -> str:
+        path = tmp_path / "node.yaml"
+        path.write_text(
+            'gateway: {embedded: false, url: "ws://127.0.0.1:9", secret: "s' + "x" * 31 + '"}\n'
+            "providers:\n"
+            '  exotel: {type: exotel, account_sid: "acc", api_key: "k", api_token: "t"}\n'
+            + ('cluster: {redis_url: "redis://127.0.0.1:9"}\n' if cluster else "")
+        )
+        return _provider_keys(load_config(path)).exotel["exotel"]
+
+    assert keys(cluster=True) == keys(cluster=True)
+    assert keys(cluster=False) != keys(cluster=False)
