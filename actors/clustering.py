@@ -31,10 +31,16 @@ orphans can be placed on it before the application first calls ``accept_session`
 - **Lost** (``on_lost``, or a hop closed 4409 ``SESSION_FENCED``): another node holds the session;
   it ends here quietly: the call is not hung up.
 - **A gateway dies** (:meth:`NodeCluster.on_reattach`, on any node): the call's stream ends,
-  Twilio follows the answer's ``<Redirect>`` (``?reattach=<session>``) and gets a new
-  ``<Connect><Stream>`` for the same session to another healthy gateway, with a credential of
-  its own; the lease's meta names that gateway, and the session's node (which polls the
-  meta of its sessions whose hop is down) points the connector's next redial at it.
+  and the call comes back to a webhook its answer named (``?reattach=<session>``): Twilio's and
+  Telnyx TeXML's ``<Redirect>`` after ``<Connect>``, Plivo's ``<Redirect>`` after ``<Stream
+  keepCallAlive>``, Vonage's synchronous ``eventUrl`` (its websocket's ``disconnected``); it
+  gets its provider's document (``restream``) that streams it, for the same session, to
+  another healthy gateway, with a credential of its own. A Telnyx Call Control call (no
+  document after its stream) is streamed again over REST on its ``streaming.stopped`` webhook
+  (:meth:`NodeCluster.on_stream_lost`). The lease's meta names the new gateway, and the
+  session's node (which polls the meta of its sessions whose hop is down) points the
+  connector's next redial at it. An Exotel call cannot be streamed again: its session ends
+  (:data:`GATEWAY_LOST`) once its gateway has left the registry.
 - Offers (claims and takeovers) go through the webhook's
   :class:`~actors.webhooks.inbound.InboundQueue` from a thread each, so that the queue's
   bounds hold for them: one that no ``accept_session`` takes within
