@@ -239,8 +239,11 @@ class WebhookServer(Startable):
     """Serves ``/twilio/voice`` and ``/twilio/status`` on ``config.host:config.port``.
 
     ``on_status(event) -> bool`` receives every verified status callback and says whether the
-    call is known; ``on_reattach(call) -> TwiML | None`` answers our own ``<Redirect>`` after
-    a stream ended (``None``: hang up). Both run on the request's thread: keep them quick.
+    call is known; ``on_reattach(call) -> document | None`` answers a call of ours that came
+    back after its stream ended (Twilio's and TeXML's ``<Redirect>``, Plivo's, Vonage's
+    synchronous ``eventUrl``: ``call.provider`` says whose; ``None``: end it);
+    ``on_stream_lost(provider, call_id, session_id)`` hears of a Telnyx Call Control call whose
+    stream ended. They run on the request's thread: keep them quick.
     ``stop()`` closes ``queue`` (calls still waiting are refused) and joins every thread.
     """
 
