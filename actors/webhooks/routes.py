@@ -11,6 +11,15 @@ own): :class:`ProviderRoutes`.
 ``/exotel/status``    StatusCallback of a call we placed (a capability URL per session)
 ====================  =====================================================================
 
+In a cluster a call of ours comes back after its stream ended while the caller stays on (its
+gateway died) with ``?reattach=<session>``: to ``/telnyx/voice`` (TeXML's ``<Redirect>``),
+``/plivo/answer`` (Plivo's ``<Redirect>``) or ``/vonage/event`` (a synchronous ``eventUrl``'s
+``disconnected``). It is authenticated as any request of its provider, then answered with the
+cluster's document that streams it again (``WebhookServer.reattached``), or one that ends it.
+A Call Control ``streaming.stopped`` at ``/telnyx/events`` goes to ``stream_lost`` (streamed
+again over REST); a Plivo answer asked of the node that did not place the call is minted here
+(``mint``) from the gateway its signed URL names.
+
 Each request is read as the server reads Twilio's (method, length, at most ``max_body``
 bytes), then authenticated (:mod:`actors.webhooks.calls`) before anything in it is used. An
 inbound call goes through the same :class:`~actors.webhooks.inbound.InboundQueue` as
