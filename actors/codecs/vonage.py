@@ -83,7 +83,8 @@ class VonageCodec:
     our marks yields :class:`Mark`; ``websocket:cleared`` yields nothing (counted in
     ``cleared``). Malformed frames are counted in ``malformed``, unknown events in
     ``unknown``; ``decode`` never raises. Vonage ends a stream by closing the socket: there is
-    no ``Stopped``.
+    no ``Stopped``. A ``websocket:connected`` again at the same rate (a cluster connected the
+    call to another gateway) yields nothing and is counted in ``reconnected``.
 
     Outbound: ``Binary`` is converted to the wire format and cut into frames of exactly
     :attr:`frame_bytes`; a remainder shorter than a frame is held for the next write.
@@ -131,6 +132,7 @@ class VonageCodec:
         self.unknown = 0
         self.irregular = 0  # binary frames of a size other than 20 ms (accepted)
         self.cleared = 0
+        self.reconnected = 0  # websocket:connected again (a cluster's gateway failover)
         # Frames received (text and binary): Vonage numbers none, so an Audio's ``sequence``
         # is the number of the frame that brought it, as the gateway counts provider frames.
         self.frames = 0
@@ -184,7 +186,8 @@ class VonageCodec:
                 self.cleared += 1
                 return ()
             if event == "websocket:connected":
-                return (self._connected(obj),)
+                started = self._connected(obj)
+                return () if started is None else (started,)
         except ValueError as problem:
             return self._reject(event, str(problem))
         if type(event) is not str:
@@ -199,9 +202,14 @@ class VonageCodec:
             )
         return ()
 
-    def _connected(self, obj: dict[str, Any]) -> Started:
+    def _connected(self, obj: dict[str, Any]) -> Started | None:
         if self.wire is not None:
-            raise ValueError("a second websocket:connected")
+            # The call's websocket again, at the same rate: its gateway died and a cluster
+            # connected the call to another (the same session goes on; counted, not shown).
+            if _rate(obj.get("content-type")) != self.wire.sample_rate:
+                raise ValueError("a second websocket:connected at another rate")
+            self.reconnected += 1
+            return None
         wire = AudioFormat("pcm16", _rate(obj.get("content-type")))
         app = self.audio.resolve(wire)
         headers = {

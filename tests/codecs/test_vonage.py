@@ -169,7 +169,7 @@ MALFORMED = [
     '{"event":"websocket:dtmf"}',
     '{"event":"websocket:notify","payload":"x"}',
     '{"event":"websocket:connected","content-type":"audio/l16;rate=44100"}',
-    CONNECTED,  # a second websocket:connected
+    CONNECTED.replace("rate=16000", "rate=8000"),  # connected again, at another rate
     b"",
     b"\x00\x01\x02",  # odd: not PCM16
 ]
@@ -188,6 +188,16 @@ def test_a_codec_taking_a_stream_over_numbers_on_from_where_the_other_was() -> N
     codec = started(8000)
     codec.resume_at(120)  # a cluster's takeover: 120 frames were received by another node
     assert [m.sequence for m in codec.decode(bytes(320))] == [121]  # type: ignore[attr-defined]
+
+
+def test_the_same_websocket_connected_again_goes_on_with_the_same_stream() -> None:
+    """A cluster's gateway failover connects the call again (a new NCCO): its second
+    websocket:connected is the same call, counted, and the audio goes on numbered as before."""
+    codec = started()
+    codec.decode(bytes(640))
+    assert tuple(codec.decode(CONNECTED)) == ()
+    assert (codec.reconnected, codec.malformed) == (1, 0)
+    assert [m.sequence for m in codec.decode(bytes(640))] == [4]  # type: ignore[attr-defined]
 
 
 def test_audio_before_connected_is_malformed() -> None:
