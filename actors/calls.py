@@ -190,9 +190,12 @@ class CallPlane:
                 answering = provider_of(pending.provider)
                 redirect = f"{webhook.voice_url}?reattach={session_id}"
                 with contextlib.nullcontext() if placed is None else placed.gateway():
-                    plan, twiml = answering.answer(  # type: ignore[attr-defined]
-                        session_id, call.call_id, {"direction": "inbound"}, redirect
-                    )
+                    if placed is not None and placed.answered:
+                        plan, twiml = _carried(answering, session_id, call.call_id), ""
+                    else:
+                        plan, twiml = answering.answer(  # type: ignore[attr-defined]
+                            session_id, call.call_id, {"direction": "inbound"}, redirect
+                        )
                 told = getattr(answering, "inbound_call", None)
                 if told is not None:  # what a provider keeps of the webhook's call (Telnyx)
                     told(session_id, call)
@@ -231,17 +234,32 @@ class CallPlane:
         again to a healthy gateway."""
         return None if self.cluster is None else self.cluster.on_reattach(call)
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
-        """A new call at the webhook: the local queue's answer (``local()``), or a cluster's
-        (it claims the call for one of its nodes); refused while the service drains."""
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed lost its stream while it goes on (Telnyx Call Control's
+        ``streaming.failed``): a cluster streams it again over REST; else nothing."""
+        if self.cluster is None:
+            return False
+        return self.cluster.on_stream_lost(provider, call_id, session_id)
+
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer:
+        """A new call at the webhook (``provider``: the entry's name; ``refusal``: its
+        provider's refusal): the local queue's answer (``local()``), or a cluster's (it
+        claims the call for one of its nodes); refused while the service drains."""
         if self.cluster is not None:
-            return self.cluster.on_voice(call, local)
+            return self.cluster.on_voice(call, local, provider=provider, refusal=refusal)
         if self.draining:
             from .webhooks.inbound import Answer  # noqa: PLC0415 (as the webhook: on first use)
 
             webhook = self._infra.webhook()
             webhook.counters.add("refused_busy")
-            return Answer(200, webhook.config.refusal_twiml, "refused_busy")
+            return Answer(200, refusal or webhook.config.refusal_twiml, "refused_busy")
         return local()
 
     def on_unanswered(self, provider: str, call: InboundCall) -> None:
@@ -526,6 +544,16 @@ def _answer(pending: PendingCall, provider: object, document: str, session_id: s
     except TransportError as exc:
         logger.warning("session %s: answering the call failed: %s", session_id, exc)
         return False
+
+
+def _carried(provider: Provider, session_id: str, call_id: str) -> SessionPlan:
+    """The plan of a call another node answered (a cluster's claim or takeover): the
+    provider's ``resume``; ``TransportError`` for a provider that has none."""
+    resume = getattr(provider, "resume", None)
+    if resume is None:
+        raise TransportError(f"provider {provider.name!r} cannot carry a call in a cluster")
+    plan: SessionPlan = resume(session_id, call_id)
+    return plan
 
 
 def end_now(record: SessionRecord, reason: str) -> None:

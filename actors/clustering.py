@@ -21,17 +21,26 @@ orphans can be placed on it before the application first calls ``accept_session`
   ``accept_session`` here with ``resumed=True``, its meta and the state its application last
   saved. The connector resumes the hop at the count of provider frames the dead node had
   reported (``X-Resume-From``; progress is merged into the lease's meta every
-  ``lease_renew_s``): what the dead node received after its last report is delivered again
-  (at most one report period of audio, duplicated, never lost while the gateway still holds
-  it: ``gateway.buffer_frames``). Its first hop adopts the gateway's count of session frames
-  (``X-Gateway-Received``) as its own numbering.
+  ``lease_renew_s``, with the frame that started the provider's stream, which the new
+  node's codec decodes again to learn what it says: stream id, format, call id): what the
+  dead node received after its last report is delivered again (at most one report period
+  of audio, duplicated, never lost while the gateway still holds it:
+  ``gateway.buffer_frames``). Its first hop adopts the gateway's count of session frames
+  (``X-Gateway-Received``) as its own numbering. The call is carried with its provider's
+  ``resume`` (the plan, no answer document), whatever the provider.
 - **Lost** (``on_lost``, or a hop closed 4409 ``SESSION_FENCED``): another node holds the session;
   it ends here quietly: the call is not hung up.
 - **A gateway dies** (:meth:`NodeCluster.on_reattach`, on any node): the call's stream ends,
-  Twilio follows the answer's ``<Redirect>`` (``?reattach=<session>``) and gets a new
-  ``<Connect><Stream>`` for the same session to another healthy gateway, with a credential of
-  its own; the lease's meta names that gateway, and the session's node (which polls the
-  meta of its sessions whose hop is down) points the connector's next redial at it.
+  and the call comes back to a webhook its answer named (``?reattach=<session>``): Twilio's and
+  Telnyx TeXML's ``<Redirect>`` after ``<Connect>``, Plivo's ``<Redirect>`` after ``<Stream
+  keepCallAlive>``, Vonage's synchronous ``eventUrl`` (its websocket's ``disconnected``); it
+  gets its provider's document (``restream``) that streams it, for the same session, to
+  another healthy gateway, with a credential of its own. A Telnyx Call Control call (no
+  document after its stream) is streamed again over REST on its ``streaming.stopped`` webhook
+  (:meth:`NodeCluster.on_stream_lost`). The lease's meta names the new gateway, and the
+  session's node (which polls the meta of its sessions whose hop is down) points the
+  connector's next redial at it. An Exotel call cannot be streamed again: its session ends
+  (:data:`GATEWAY_LOST`) once its gateway has left the registry.
 - Offers (claims and takeovers) go through the webhook's
   :class:`~actors.webhooks.inbound.InboundQueue` from a thread each, so that the queue's
   bounds hold for them: one that no ``accept_session`` takes within
@@ -51,6 +60,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .calls import end_now
 from .cluster import ClusterMember, Lease, Member, least_loaded
 from .embedded import GATEWAY_CHOICE
 from .errors import ClusterUnavailable, ConfigError, TransportError
@@ -75,12 +85,27 @@ if TYPE_CHECKING:
     from .providers import Provider
     from .session import SessionRecord
 
-__all__ = ["NodeCluster", "Placed", "with_epoch"]
+__all__ = ["GATEWAY_LOST", "NodeCluster", "Placed", "with_epoch"]
 
 logger = logging.getLogger(__name__)
 
 _FENCED = int(CloseCode.SESSION_FENCED)
+#: The reason a session ends with (``Close(1000, ...)``) when its gateway died and its
+#: provider has no way to stream the call to another (Exotel).
+GATEWAY_LOST = "gateway lost"
+#: The largest opening frame kept with a lease (a start frame is a few hundred bytes).
+_OPENING_MAX = 8192
 _NOT_TAKEN = frozenset({"refused_timeout", "refused_failed", "refused_busy", "replayed"})
+
+
+def _same_call(lease: Lease, call: InboundCall) -> bool:
+    """Whether a request that comes back for a session is about the session's call. (The
+    session id is unguessable and the request is signed by its provider; this is a second
+    check.) Plivo's call we placed is leased under its ``RequestUUID``; Vonage posts its
+    websocket leg's events, whose ``uuid`` is the leg's own, not the call's."""
+    if lease.call_id is None or call.provider == "vonage":
+        return True
+    return lease.call_id in (call.call_id, call.fields.get("RequestUUID"))
 
 
 class NodeCluster:
@@ -115,6 +140,8 @@ class NodeCluster:
         self.takeovers = 0
         webhook = infrastructure.webhook() if config.inbound.enabled else None
         infrastructure.reattach = webhook is not None  # outbound calls come back too
+        if webhook is not None:
+            webhook.routes.mint = self._mint_answer
         urls = {"webhook": webhook.voice_url} if webhook is not None else {}
         self.member = ClusterMember(
             cluster,
@@ -175,15 +202,74 @@ class NodeCluster:
     # -- a gateway died: the call comes back to a webhook ---------------------------------------
 
     def on_reattach(self, call: InboundCall) -> str | None:
-        """The call's stream ended and the caller is still on (its gateway died): stream it
-        again, for the same session, to another healthy gateway; ``None`` (hang up) when the
-        session is over or the cluster cannot say where it is."""
+        """The call's stream ended and the caller is still on (its gateway died): the
+        document (its provider's: TwiML, TeXML, Plivo XML, an NCCO) that streams it again,
+        for the same session, to another healthy gateway; ``None`` (hang up) when the session
+        is over, the cluster cannot say where it is, or its provider cannot stream a call
+        again (Exotel)."""
         sid = call.reattach
         assert sid is not None
+        lease, endpoint = self._regateway(sid, lambda lease: _same_call(lease, call))
+        if lease is None or endpoint is None:
+            return None
+        name = lease.meta.get("provider", "twilio")
+        restream = getattr(self._provider_of(name), "restream", None)
+        if restream is None:
+            logger.warning("session %s: a %s call cannot be streamed again", sid, name)
+            return None
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = restream(sid)
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        self._count("reattached")
+        logger.info("session %s: call %s streamed again to %s", sid, call.call_id, endpoint.url)
+        if lease.node_id == self.node_id:
+            self._move(sid, endpoint)
+        return document
+
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed whose stream ended while it goes on, where no document runs after
+        the stream (Telnyx Call Control: its ``streaming.failed``/``streaming.stopped``
+        webhook): stream it again over REST (the provider's ``restart_stream``) to another
+        healthy gateway. Whether it was."""
+        lease, endpoint = self._regateway(
+            session_id, lambda lease: lease.call_id in (None, call_id)
+        )
+        if lease is None or endpoint is None:
+            return False
+        restart = getattr(
+            self._provider_of(lease.meta.get("provider", provider)), "restart_stream", None
+        )
+        if restart is None:
+            return False
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            restarted = bool(restart(session_id, call_id))
+        except TransportError as exc:
+            logger.warning("session %s: its stream could not be restarted: %s", session_id, exc)
+            return False
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        if restarted:
+            self._count("reattached")
+            logger.info(
+                "session %s: call %s streams again to %s", session_id, call_id, endpoint.url
+            )
+            if lease.node_id == self.node_id:
+                self._move(session_id, endpoint)
+        return restarted
+
+    def _regateway(
+        self, sid: str, same: Callable[[Lease], bool]
+    ) -> tuple[Lease | None, GatewayEndpoint | None]:
+        """The session's lease and another healthy gateway for its call, now named in the
+        lease's meta (the session's node follows it); ``(None, None)`` when there is no
+        such lease, it is not for this call (``same``), or Redis cannot say."""
         try:
             lease = self.member.lease(sid)
-            if lease is None or lease.call_id not in (None, call.call_id):
-                return None
+            if lease is None or not same(lease):
+                return None, None
             old = lease.meta.get("gw_url")
             gateways = self.member.members("gateway")
             # The dead one may still be listed (until its TTL): another, if there is one.
@@ -191,13 +277,27 @@ class NodeCluster:
             endpoint = self._gateway_for(member or least_loaded(gateways))
             self.member.merge_meta(sid, gateway_meta(endpoint))
         except ClusterUnavailable as exc:
-            logger.warning("session %s: cannot reattach its call: %s", sid, exc.reason)
+            logger.warning("session %s: cannot move its call: %s", sid, exc.reason)
+            return None, None
+        return lease, endpoint
+
+    def _mint_answer(self, provider: str, session_id: str, public_url: str) -> str | None:
+        """The answer of a call another node placed, asked of this node (Plivo asks the answer
+        URL of the call, which a balancer may send to any node): streamed to the gateway the
+        URL names, with a credential of its own. The application's own parameters are known
+        to the placing node only: only its answer carries them."""
+        restream = getattr(self._provider_of(provider), "restream", None)
+        if restream is None or not public_url.startswith(("ws://", "wss://")):
             return None
-        self._count("reattached")
-        logger.info("session %s: call %s streamed again to %s", sid, call.call_id, endpoint.url)
-        if lease.node_id == self.node_id:
-            self._move(sid, endpoint)
-        return stream_twiml(endpoint, sid, self._infra.webhook().voice_url)
+        secret = self.config.gateway.secret or self._infra.gateway().secret
+        endpoint = GatewayEndpoint(url=public_url, public_url=public_url, secret=secret)
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = restream(session_id)
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        logger.info("session %s: answered here for the node that placed its call", session_id)
+        return document
 
     def _move(self, session_id: str, endpoint: GatewayEndpoint) -> None:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""
@@ -213,17 +313,32 @@ class NodeCluster:
         logger.info("session %s: its gateway is now %s", session_id, endpoint.url)
 
     def _follow_moves(self, tracked: list[tuple[str, SessionRecord]]) -> None:
-        """Sessions whose hop is down: has another node moved their call to a new gateway?"""
+        """Sessions whose hop is down: has another node moved their call to a new gateway?
+        A session whose provider cannot stream a call again (Exotel: its stream ended with
+        the gateway, and so did the call) ends once its gateway has left the registry."""
         for sid, record in tracked:
             if record.state is not SessionState.RECONNECTING:
                 continue
             try:
                 lease = self.member.lease(sid)
+                movable = hasattr(self._provider_of(record.provider), "restream")
+                gateways = () if movable else self.member.members("gateway")
             except ClusterUnavailable:
                 return
             endpoint = None if lease is None else self._endpoint_from(lease.meta)
             if endpoint is not None:
                 self._move(sid, endpoint)
+            if not movable and not any(
+                record.dial.url.startswith(g.urls.get("session", "?").rstrip("/") + "/")
+                for g in gateways
+            ):
+                logger.warning(
+                    "session %s: its gateway is gone, and a %s call cannot be streamed again: "
+                    "ended",
+                    sid,
+                    record.provider,
+                )
+                end_now(record, GATEWAY_LOST)
 
     def _endpoint_from(self, meta: Mapping[str, str]) -> GatewayEndpoint | None:
         secret = self.config.gateway.secret or self._infra.gateway().secret
@@ -231,15 +346,26 @@ class NodeCluster:
 
     # -- inbound: the webhook of any node ------------------------------------------------------
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer:
-        """A new call at our webhook: claim it for a node; answer (see the module docstring)."""
-        refusal = self.config.inbound.refusal_twiml
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer:
+        """A new call at our webhook (any provider's: ``provider`` names its entry,
+        ``refusal`` is its own refusal): claim it for a node; answer (see the module
+        docstring). A call claimed for another node is answered here with its provider's
+        document, streaming it to the claimed session's gateway."""
+        refusal = refusal or self.config.inbound.refusal_twiml
+        name = provider or self._provider_name(call)
         sid = secrets.token_urlsafe(16)
         try:
             endpoint = self._gateway_for(self.member.pick_gateway())
             meta = {
                 **gateway_meta(endpoint),
-                "provider": self._provider_name(call),
+                "provider": name,
                 "direction": "inbound",
                 "from": call.from_,
                 "to": call.to,
@@ -268,18 +394,12 @@ class NodeCluster:
             if claim.node_id == self.node_id:
                 return local()  # our queue knows the call: its answer again
             endpoint = self._endpoint_from(claim.meta) or endpoint
-            return Answer(
-                200,
-                stream_twiml(endpoint, claim.session_id, self._infra.webhook().voice_url),
-                "duplicate",
-                claim.session_id,
-            )
+            document = self._document(call, name, endpoint, claim.session_id)
+            return Answer(200, document, "duplicate", claim.session_id)
         if not mine:
             self._count("claimed_remote")
             logger.info("call %s claimed for node %s: session %s", call.call_id, claim.node_id, sid)
-            return Answer(
-                200, stream_twiml(endpoint, sid, self._infra.webhook().voice_url), "accepted", sid
-            )
+            return Answer(200, self._document(call, name, endpoint, sid), "accepted", sid)
         with self._lock:
             self._placed[call.call_id] = Placed(sid, endpoint, track=self.started)
         answer = local()
@@ -288,6 +408,23 @@ class NodeCluster:
                 self._placed.pop(call.call_id, None)
             self._ended_local(sid)
         return answer
+
+    def _document(
+        self, call: InboundCall, provider: str, endpoint: GatewayEndpoint, session_id: str
+    ) -> str:
+        """The answer that streams ``call`` to ``endpoint`` for ``session_id`` (claimed for
+        another node, which carries it): TwiML, or the provider's own document."""
+        if call.provider == "twilio":
+            return stream_twiml(endpoint, session_id, self._infra.webhook().voice_url)
+        make = getattr(self._provider_of(provider), "answer_document", None)
+        if make is None:
+            raise TransportError(f"provider {provider!r} cannot answer a call in a cluster")
+        token = GATEWAY_CHOICE.set(lambda: endpoint)
+        try:
+            document: str = make(session_id, {"direction": "inbound"})
+        finally:
+            GATEWAY_CHOICE.reset(token)
+        return document
 
     def _provider_name(self, call: InboundCall) -> str:
         webhook = self._infra.webhook()
@@ -352,14 +489,28 @@ class NodeCluster:
         logger.warning(
             "session %s: not accepted here (%s): hung up", lease.session_id, answer.outcome
         )
-        self._hang_up(name, call_id)
+        self._hang_up(lease, name, call_id, endpoint)
         self.member.release(lease.session_id)
 
-    def _hang_up(self, provider: str, call_id: str) -> None:
+    def _hang_up(
+        self, lease: Lease, provider: str, call_id: str, endpoint: GatewayEndpoint
+    ) -> None:
+        """Hang up a call no ``accept_session`` took here, with its provider's own hang-up
+        (the plan it would have been carried with, its codec told what the stream said)."""
         try:
-            update = getattr(self._provider_of(provider), "update_call", None)
-            if update is not None:
-                update(call_id, twiml="<Response><Hangup/></Response>")
+            found = self._provider_of(provider)
+            resume = getattr(found, "resume", None)
+            if resume is None:
+                return
+            token = GATEWAY_CHOICE.set(lambda: endpoint)
+            try:
+                plan = resume(lease.session_id, call_id)
+            finally:
+                GATEWAY_CHOICE.reset(token)
+            opening = lease.meta.get("opening")
+            if opening:
+                plan.codec.decode(opening)  # Plivo's call uuid is in its start
+            found.hang_up(lease.session_id, plan)
         except TransportError as exc:
             logger.warning("call %s: hanging up failed: %s", call_id, exc)
 
@@ -396,9 +547,13 @@ class NodeCluster:
             self._follow_moves(tracked)
             for sid, record in tracked:
                 fields = {"in": str(record.traffic.frames_in)}
-                stream = getattr(record.codec, "stream_sid", None)
-                if isinstance(stream, str):
-                    fields["stream"] = stream
+                opening = record.opening
+                if (
+                    isinstance(opening, str)
+                    and len(opening) <= _OPENING_MAX
+                    and (self.member.meta(sid) or {}).get("opening") != opening
+                ):
+                    fields["opening"] = opening  # once: what the next node's codec starts from
                 self.member.update_meta(sid, fields)
 
     # -- draining, closing ---------------------------------------------------------------------

@@ -241,6 +241,7 @@ class Connector(pykka.ThreadingActor):
             kind = type(message)
             if kind is Started:
                 record.saw_stream(message)
+                record.opening = frame  # for a node that may take the session over
                 # Encoding happens on the actor's thread; let it send what the codec held.
                 self._tell_self(_StreamStarted())
             elif kind is Stopped:

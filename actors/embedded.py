@@ -13,6 +13,7 @@ with a standalone gateway (``gateway.embedded: false``) names its ``url`` and sh
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import threading
@@ -77,7 +78,16 @@ class WebhookHooks(Protocol):
 
     def on_reattach(self, call: InboundCall) -> str | None: ...
 
-    def on_voice(self, call: InboundCall, local: Callable[[], Answer]) -> Answer: ...
+    def on_stream_lost(self, provider: str, call_id: str, session_id: str) -> bool: ...
+
+    def on_voice(
+        self,
+        call: InboundCall,
+        local: Callable[[], Answer],
+        *,
+        provider: str | None = None,
+        refusal: str | None = None,
+    ) -> Answer: ...
 
     def on_unanswered(self, provider: str, call: InboundCall) -> None: ...
 
@@ -119,8 +129,18 @@ def _provider_keys(config: TransportConfig) -> ProviderKeys:
         elif isinstance(provider, VonageProviderConfig) and real and provider.signature_secret:
             keys.vonage[name] = provider.signature_secret  # type: ignore[index]
         elif isinstance(provider, ExotelProviderConfig):
-            keys.exotel[name] = secrets.token_urlsafe(32)  # type: ignore[index]
+            keys.exotel[name] = _exotel_key(config, name)  # type: ignore[index]
     return keys
+
+
+def _exotel_key(config: TransportConfig, name: str) -> str:
+    """The secret an Exotel provider's status URLs are minted under: random per process, but
+    in a cluster derived from the secret its nodes share (``gateway.secret``), since a
+    balancer may send a call's StatusCallback to any node."""
+    shared = config.gateway.secret if config.cluster is not None else None
+    if not shared:
+        return secrets.token_urlsafe(32)
+    return hmac.new(shared.encode(), f"exotel-status-key:{name}".encode(), "sha256").hexdigest()
 
 
 class _ProviderWebhooks(ABC):
@@ -380,12 +400,13 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
                 self._webhook = self._start_webhook(accounts, providers)
             return self._webhook
 
-    def reattach_url(self, session_id: str) -> str | None:
-        """The webhook's ``?reattach=`` URL for the session, when a cluster wants outbound
-        calls back after their stream ends (``reattach``); else ``None``."""
+    def reattach_url(self, session_id: str, route: str = "/twilio/voice") -> str | None:
+        """The webhook's ``route`` (Twilio's voice URL by default, or another provider's:
+        :mod:`actors.webhooks.routes`) with ``?reattach=`` for the session, when a cluster
+        wants calls back after their stream ends (``reattach``); else ``None``."""
         if not self.reattach:
             return None
-        return f"{self.webhook().voice_url}?reattach={session_id}"
+        return f"{self.webhook().public_url}{route}?reattach={session_id}"
 
     def webhook_started(self) -> WebhookServer | None:
         """The webhook server if it runs (for metrics: never starts it)."""
@@ -608,6 +629,7 @@ class EmbeddedInfrastructure(_ProviderWebhooks):
             on_amd=hooks.on_amd if hooks else None,
             on_stream=hooks.on_stream if hooks else None,
             on_reattach=hooks.on_reattach if hooks else None,
+            on_stream_lost=hooks.on_stream_lost if hooks else None,
             on_voice=hooks.on_voice if hooks else None,
             provider=next(iter(providers.values()), "twilio"),
             providers=providers,

@@ -46,7 +46,10 @@ class Placed:
     epoch: int = 1
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     resume_in: int = 0  # provider frames the previous node had reported receiving
-    stream_sid: str | None = None
+    opening: str | None = None  # the frame that started the stream there (its Started)
+    # Offered from its lease: another node answered the provider (or the call streams
+    # already), so this node only carries it (the provider's ``resume``, no document).
+    answered: bool = False
     track: Callable[[SessionRecord], None] | None = None  # told of the session's record
 
     @contextlib.contextmanager
@@ -71,8 +74,17 @@ class Placed:
         record.traffic.frames_in = self.resume_in
         if record.sent_log is not None:
             record.sent_log.adopt = True  # number our frames from the gateway's count
-        if self.stream_sid and hasattr(record.codec, "stream_sid"):
-            record.codec.stream_sid = self.stream_sid  # the stream started on the other node
+        codec = record.codec
+        if self.opening:
+            # The stream started on the other node: decoding its first frame again gives this
+            # codec what every provider's learns there (Twilio's streamSid, Telnyx's stream_id,
+            # Plivo's callId, Vonage's rate, Exotel's stream_sid and rate). Its Started is not
+            # delivered: the application has the call from accept_session(resumed=True).
+            codec.decode(self.opening)
+            record.opening = self.opening
+        resume_at = getattr(codec, "resume_at", None)
+        if resume_at is not None:  # a codec that numbers or orders frames carries on
+            resume_at(self.resume_in)
 
 
 def with_epoch(plan: SessionPlan, epoch: int) -> SessionPlan:
@@ -151,7 +163,8 @@ def offer_of(
         lease.epoch,
         details,
         resume_in=int(meta.get("in", "0") or 0),
-        stream_sid=meta.get("stream") or None,
+        opening=meta.get("opening") or None,
+        answered=True,
         track=track,
     )
     call = InboundCall(

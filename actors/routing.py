@@ -33,8 +33,9 @@ __all__ = [
     "encode_extra_headers",
 ]
 
-#: The routing values Plivo's extra headers carry hex-encoded.
-HEX_VALUES = frozenset({"session", "token"})
+#: The routing values Plivo's extra headers carry hex-encoded (a stream credential's nonce,
+#: :func:`actors.signing.stream_nonce`, is URL-safe base64: ``-`` and ``_`` among it).
+HEX_VALUES = frozenset({"session", "token", "nonce"})
 _PLIVO_TEXT = re.compile(r"[A-Za-z0-9]+")
 _PLIVO_MAX = 512  # bytes of the whole extraHeaders attribute
 

@@ -98,6 +98,10 @@ class SessionRecord:
         # isinstance() wants a tuple; built once here rather than on every write.
         self.writable: Final[tuple[type[Message], ...]] = tuple(codec.outbound_types)
         self.call_id: Final = call_id
+        # The frame that started the provider's stream (the one that decoded to ``Started``):
+        # a cluster keeps it with the lease, so that a node taking the session over can give
+        # its own codec the same state (stream id, format, call id) by decoding it again.
+        self.opening: Frame | None = None
         self.connect: Final = connect  # how connectors connect: named by the provider's plan
         self.created_at: Final = time.time()
         self.lifecycle: Final = SessionLifecycle(session_id)

@@ -15,11 +15,13 @@ loses nothing already printed), for tests and the demo:
   (``listen``: where its webhook is; ``voice_url``: its public URL, a load balancer's);
 - ``{"e": "session", "sid", "call", "dir", "resumed", "state", "t"}`` per session accepted or
   created (``t``: ``time.monotonic()``, comparable across processes on one Linux host);
-- ``a <sid> <sequence> <t>`` per audio frame received (Twilio's ``sequenceNumber``);
+- ``a <sid> <sequence> <t>`` per audio frame received (its ``Audio.sequence``: the
+  provider's frame number, e.g. Twilio's ``sequenceNumber``);
 - ``{"e": "end", "sid", "code", "reason", "frames"}`` when a session ends;
 - ``{"e": "error", "op", "error"}``; ``{"e": "draining"}``; ``{"e": "status", ...}``.
 
-On stdin, one command per line: ``call <to>`` (an outbound call, provider ``twilio``),
+On stdin, one command per line: ``call <to> [provider]`` (an outbound call; the provider
+entry's name, ``twilio`` by default),
 ``end <sid>``, ``drain``, ``status``, ``quit``. SIGTERM drains (no new call) and exits once the
 calls in progress have ended (or at a second SIGTERM).
 """
@@ -77,9 +79,9 @@ class Node:
                 continue
             self.spawn(self.echo, info)
 
-    def call(self, to: str) -> None:
+    def call(self, to: str, provider: str = "twilio") -> None:
         try:
-            info = self.service.create_session(provider="twilio", to=to)
+            info = self.service.create_session(provider=provider, to=to)
         except TransportError as exc:
             event("error", op="call", error=f"{type(exc).__name__}: {exc}")
             return
@@ -94,6 +96,7 @@ class Node:
             dir=info.direction,
             resumed=info.resumed,
             state=(info.state or b"").decode(errors="replace"),
+            provider=info.provider,
             t=time.monotonic(),
         )
         frames, code, reason = 0, None, ""
@@ -127,8 +130,8 @@ class Node:
         words = line.split()
         if not words:
             return True
-        if words[0] == "call" and len(words) == 2:
-            self.spawn(self.call, words[1])
+        if words[0] == "call" and len(words) in (2, 3):
+            self.spawn(self.call, *words[1:])
         elif words[0] == "end" and len(words) == 2:
             try:
                 self.service.end_session(words[1])

@@ -1,6 +1,6 @@
 """Takeover figures of a cluster on one machine: node loss and gateway loss, caller's view.
 
-    .venv/bin/python scripts/cluster_takeover.py [--calls 20] [--lease 0.5]
+    .venv/bin/python scripts/cluster_takeover.py [--calls 20] [--lease 0.5] [--provider twilio]
 
 Runs a Redis of its own, two gateway processes, three runtime node processes
 (``scripts/cluster_node.py``) and the Twilio emulator (tone, 50 frames a second per call), on
@@ -12,6 +12,12 @@ frames each node printed, and which nodes took each round's calls (the survivors
 them by free capacity). Then the gateway carrying the most calls is SIGKILLed once: for each
 of its calls, the gap in the audio the node received (kill -> the first frame of the stream to
 the other gateway); audio is 20 ms a frame, so the gap is the audio lost.
+
+``--provider`` telnyx, plivo or vonage: the calls are that provider's inbound calls, through its
+emulator (each gets its way back after a gateway's death: TeXML's or Plivo's ``<Redirect>``,
+Vonage's synchronous ``eventUrl``); exotel: outbound calls placed by the nodes (the runtime
+answers no Exotel call), and for the gateway's death the time until each session ended (no
+Exotel call can be streamed again).
 
 Lease periods are the test suite's (``--lease`` = lease_s; renew every lease_s / 5, heartbeat
 every 0.1 s). Bounded: about a minute.
@@ -37,18 +43,41 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def place(c: harness.Cluster, provider: str, count: int) -> list[str]:
+    """``count`` calls of ``provider``: inbound through the balancer, or (Exotel, whose calls
+    the runtime only places) outbound, placed by the nodes in turn; their call ids."""
+    if provider == "twilio":
+        return [c.dial_in() for _ in range(count)]
+    if provider != "exotel":
+        assert c.telephony is not None
+        return [c.telephony.dial_in(c.balancer.url, "+15550100", "+15550177") for _ in range(count)]
+    for i in range(count):
+        c.nodes[i % len(c.nodes)].command(f"call +1555019{i % 10} exotel")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sessions = [s for n in c.nodes for s in list(n.log.sessions.values())]
+        if len(sessions) >= count:
+            return [str(s["call"]) for s in sessions]
+        time.sleep(0.05)
+    raise SystemExit("the exotel calls were not all placed within 20 s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--lease", type=float, default=0.5)
+    parser.add_argument(
+        "--provider", default="twilio", choices=("twilio", "telnyx", "plivo", "vonage", "exotel")
+    )
     args = parser.parse_args()
+    other = None if args.provider == "twilio" else args.provider
     harness.FAST.update(lease_s=args.lease, lease_renew_s=args.lease / 5)
     capacity = args.calls  # any node can take every call over
     with (
         tempfile.TemporaryDirectory() as tmp,
-        harness.Cluster(Path(tmp), nodes=3, gateways=2, capacity=capacity) as c,
+        harness.Cluster(Path(tmp), nodes=3, gateways=2, capacity=capacity, provider=other) as c,
     ):
-        calls = [c.dial_in() for _ in range(args.calls)]
+        calls = place(c, args.provider, args.calls)
         deadline = time.monotonic() + 20
         while any(c.owner_of(call) is None for call in calls) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -95,6 +124,10 @@ def main() -> int:
         owners = {call: c.owner_of(call) for call in calls}
 
         def calls_on(gateway: harness.GatewayProcess) -> list[str]:
+            if c.telephony is not None:
+                public = next(x for x in gateway.output if "providers dial" in x)
+                base = public.split("providers dial ", 1)[1].rsplit("/", 1)[0]
+                return [call for call in calls if c.telephony.streams_to(call).startswith(base)]
             base = gateway.output[2].split()[4].rsplit("/", 1)[0]
             return [call for call in calls if base in c.emulator.api.call(call).documents[-1]]
 
@@ -108,11 +141,21 @@ def main() -> int:
             owner = owners[call]
             if owner is None:
                 continue
+            if args.provider == "exotel":  # the session ends: when?
+                ended = [e for e in owner[0].log.events if e.get("e") == "end"]
+                if any(e["sid"] == owner[1] and e.get("reason") == "gateway lost" for e in ended):
+                    gaps.append(-1.0)
+                continue
             after = [f.t for f in owner[0].frames(owner[1]) if f.t > killed_at]
             before = [f.t for f in owner[0].frames(owner[1]) if f.t <= killed_at]
             if after and before:
                 gaps.append((after[0] - before[-1]) * 1000)
-        if gaps:
+        if args.provider == "exotel":
+            print(
+                f"gateway loss, {len(on_it)} exotel calls: {len(gaps)} sessions ended "
+                "'gateway lost' within 3 s (no Exotel call can be streamed again)"
+            )
+        elif gaps:
             print(
                 f"gateway loss, {len(gaps)} calls: audio gap p50 {quantile(gaps, 0.5):.0f} ms, "
                 f"max {max(gaps):.0f} ms (~{quantile(gaps, 0.5) / 20:.0f} frames of the "

@@ -154,6 +154,7 @@ class TelnyxCodec:
         self.dropped_held = 0
         self._waiting: dict[int, Audio] = {}  # early chunks, by chunk number
         self._next_chunk: int | None = None  # the chunk the caller's audio continues with
+        self._resuming = False  # taken over mid-stream: the first chunk is the next one
         self._held: deque[Message] = deque()
         self._short = bytearray()  # outbound audio shorter than 20 ms, waiting for more
         self._sizes: tuple[int, int, bytes] | None = None  # (min, max, silence) bytes; None: as is
@@ -217,7 +218,7 @@ class TelnyxCodec:
             return (audio,)
         expected = self._next_chunk
         if expected is None:  # the first audio: chunks count from 1, wait for 1 if 2 came first
-            expected = self._next_chunk = min(chunk, 1)
+            expected = self._next_chunk = chunk if self._resuming else min(chunk, 1)
         if chunk == expected and not self._waiting:  # in order: the common case, no waiting
             self._next_chunk = chunk + 1
             return (audio,)
@@ -235,6 +236,12 @@ class TelnyxCodec:
             return ()
         self._waiting[chunk] = audio
         return self._release(everything=False)
+
+    def resume_at(self, frames_in: int) -> None:
+        """This codec carries on a stream another node's codec started (a cluster's takeover,
+        after :attr:`~actors.session.SessionRecord.opening` was decoded again): its audio goes
+        on at whichever chunk comes first, rather than waiting for chunk 1."""
+        self._resuming = frames_in > 0
 
     def _release(self, *, everything: bool) -> list[Message]:
         """Audio that may go now, in chunk order: the consecutive run from the next chunk, and

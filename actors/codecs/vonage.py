@@ -79,11 +79,14 @@ class VonageCodec:
     Inbound: ``websocket:connected`` yields :class:`Started` (every flattened header but those
     in ``hidden_parameters`` becomes a parameter; ``call_id`` is the first header named in
     ``call_id_keys``, else ``""``; ``stream_id`` is ours, Vonage names no stream); binary frames
-    yield :class:`Audio` in the application's format, 20 ms each; ``websocket:dtmf`` yields
-    :class:`Dtmf`; ``websocket:notify`` whose payload names one of our marks yields
-    :class:`Mark`; ``websocket:cleared`` yields nothing (counted in ``cleared``). Malformed
-    frames are counted in ``malformed``, unknown events in ``unknown``; ``decode`` never raises.
-    Vonage ends a stream by closing the socket: there is no ``Stopped``.
+    yield :class:`Audio` in the application's format, 20 ms each, whose ``sequence`` is the
+    number of the frame that brought it (Vonage numbers none; every frame received counts);
+    ``websocket:dtmf`` yields :class:`Dtmf`; ``websocket:notify`` whose payload names one of
+    our marks yields :class:`Mark`; ``websocket:cleared`` yields nothing (counted in
+    ``cleared``). Malformed frames are counted in ``malformed``, unknown events in
+    ``unknown``; ``decode`` never raises. Vonage ends a stream by closing the socket: there is
+    no ``Stopped``. A ``websocket:connected`` again at the same rate (a cluster connected the
+    call to another gateway) yields nothing and is counted in ``reconnected``.
 
     Outbound: ``Binary`` is converted to the wire format and cut into frames of exactly
     :attr:`frame_bytes`; a remainder shorter than a frame is held for the next write.
@@ -145,6 +148,10 @@ class VonageCodec:
         self.unknown = 0
         self.irregular = 0  # binary frames of a size other than 20 ms (accepted)
         self.cleared = 0
+        self.reconnected = 0  # websocket:connected again (a cluster's gateway failover)
+        # Frames received (text and binary): Vonage numbers none, so an Audio's ``sequence``
+        # is the number of the frame that brought it, as the gateway counts provider frames.
+        self.frames = 0
         self._in: Converter | None = None
         self._in_frames: FrameBuffer | None = None
         self._out: Converter | None = None
@@ -166,6 +173,7 @@ class VonageCodec:
 
     def decode(self, frame: Frame) -> Sequence[Message]:
         """The messages one frame from Vonage carries (see the class docstring)."""
+        self.frames += 1
         if isinstance(frame, bytes):
             return self._audio(frame)
         try:
@@ -197,7 +205,8 @@ class VonageCodec:
                 self.cleared += 1
                 return ()
             if event == "websocket:connected":
-                return (self._connected(obj),)
+                started = self._connected(obj)
+                return () if started is None else (started,)
         except ValueError as problem:
             return self._reject(event, str(problem))
         if type(event) is not str:
@@ -212,9 +221,14 @@ class VonageCodec:
             )
         return ()
 
-    def _connected(self, obj: dict[str, Any]) -> Started:
+    def _connected(self, obj: dict[str, Any]) -> Started | None:
         if self.wire is not None:
-            raise ValueError("a second websocket:connected")
+            # The call's websocket again, at the same rate: its gateway died and a cluster
+            # connected the call to another (the same session goes on; counted, not shown).
+            if _rate(obj.get("content-type")) != self.wire.sample_rate:
+                raise ValueError("a second websocket:connected at another rate")
+            self.reconnected += 1
+            return None
         wire = AudioFormat("pcm16", _rate(obj.get("content-type")))
         app = self.audio.resolve(wire)
         headers = {
@@ -239,9 +253,14 @@ class VonageCodec:
         if len(data) != wire.frame_bytes:
             self.irregular += 1
         if converter.identity and not len(frames) and len(data) == frames.unit:
-            return (Audio(data),)  # the common case: nothing to convert, nothing held
+            return (Audio(data, None, self.frames),)  # the common case: as it came
         frames.add(converter.convert(data))
-        return [Audio(chunk) for chunk in frames.frames()]
+        return [Audio(chunk, None, self.frames) for chunk in frames.frames()]
+
+    def resume_at(self, frames_in: int) -> None:
+        """This codec carries on a stream of which ``frames_in`` frames were received by
+        another node's codec (a cluster's takeover): number on from there."""
+        self.frames = frames_in
 
     def _reject(self, event: object, why: str) -> Sequence[Message]:
         self.malformed += 1

@@ -16,6 +16,14 @@ The answer's ``<Stream>`` is obeyed: its URL is dialled speaking Plivo's frames
 ``dtmf`` when keys are pressed; ``sendDTMF`` is recorded. Only ``audio/x-mulaw;rate=8000`` is
 played.
 
+After the stream, the answer's next element runs only with ``keepCallAlive="true"`` ("If
+true, this stream element runs alone. Subsequent XML elements execute only after the stream
+disconnects", docs.plivo.com/docs/voice/xml/audiostream): when the stream ends while the call
+is up (its server went away: not hung up over the API), a ``<Redirect>`` there is followed: its
+URL is posted (signed V3, the call's fields) and its answer obeyed (a ``<Stream>`` is dialled
+again, anything else ends the call), as Plivo's ``<Redirect>`` "transfers control of a call to
+a different URL". A call hung up over the API runs nothing more.
+
 A call's ``hangup_url`` gets its end, signed V3 (``CallStatus`` ``completed``, or ``busy``,
 ``timeout``, ``failed`` for the numbers ``emulator.behaviours`` makes busy, unanswered or
 failed, with ``RequestUUID``). :meth:`PlivoEmulator.place_inbound_call` makes it a caller: it
@@ -55,7 +63,14 @@ from .media import CallMedia, MediaDialer
 from .numbers import Behaviour
 from .phones import DtmfIn, PhoneEvent
 
-__all__ = ["EMULATOR_AUTH_ID", "PlivoApiServer", "PlivoCall", "PlivoEmulator", "read_answer"]
+__all__ = [
+    "EMULATOR_AUTH_ID",
+    "PlivoApiServer",
+    "PlivoCall",
+    "PlivoEmulator",
+    "read_answer",
+    "read_next",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +101,8 @@ class PlivoCall:
     hangup_url: str | None = None
     direction: str = "outbound"
     outcome: str = ""  # how it ended: completed, busy, timeout, failed, cancel, transferred
+    after: tuple[str, str] | None = None  # the <Redirect> after its <Stream keepCallAlive>
+    stream_url: str = ""  # where its (last) stream was dialled
     ended: threading.Event = field(default_factory=threading.Event)
     request: dict[str, Any] = field(default_factory=dict)  # the create's body
     documents: list[str] = field(default_factory=list)  # each XML a transfer fetched
@@ -105,6 +122,27 @@ def read_answer(document: str) -> tuple[str, dict[str, str], str]:
     headers = _extra_headers(stream.get("extraHeaders") or None)
     content_type = stream.get("contentType", "audio/x-l16;rate=8000")  # the XML page's default
     return (stream.text or "").strip(), headers, content_type
+
+
+def read_next(document: str) -> tuple[str, str] | None:
+    """What runs after the answer's ``<Stream>`` once it disconnects: ``(url, method)`` of a
+    ``<Redirect>`` that follows it, when the stream has ``keepCallAlive="true"`` (without it,
+    Plivo runs the next elements at once, so nothing waits for the stream); else ``None``."""
+    root = parse_xml(document)
+    children = list(root)
+    for i, element in enumerate(children):
+        if element.tag != "Stream":
+            continue
+        if element.get("keepCallAlive") != "true":
+            return None
+        for after in children[i + 1 :]:
+            target = (after.text or "").strip()
+            if after.tag == "Redirect" and target:
+                return target, (after.get("method") or "POST").upper()
+            if after.tag == "Hangup":
+                return None
+        return None
+    return None
 
 
 class _PlivoPhone:
@@ -388,7 +426,9 @@ class PlivoEmulator(Startable):
 
         def ask() -> None:
             try:
-                url, headers, _ = read_answer(self.answer(call))
+                document = self.answer(call)
+                url, headers, _ = read_answer(document)
+                call.after = read_next(document)
             except (OSError, ValueError) as exc:
                 logger.info("plivo emulator: inbound call %s not streamed: %s", call_uuid, exc)
                 self._finish(call, "busy")
@@ -458,7 +498,9 @@ class PlivoEmulator(Startable):
         # The answer is read when the call is fired (on the API's request thread, never on
         # the media loop), before it rings: Plivo asks it once the callee answers.
         try:
-            url, headers, content_type = read_answer(self.answer(call))
+            document = self.answer(call)
+            url, headers, content_type = read_answer(document)
+            call.after = read_next(document)
             if content_type != _MULAW:
                 raise ValueError(f"the emulator plays {_MULAW} only, not {content_type[:40]!r}")
         except (OSError, ValueError) as exc:
@@ -475,6 +517,7 @@ class PlivoEmulator(Startable):
         behaviour: Behaviour | None = None,
     ) -> None:
         stream = PlivoStream(str(uuid.uuid4()), call.call_uuid, self.auth_id, extra_headers=headers)
+        call.stream_url = url
         # The media runs under the request uuid (what the runtime knows the call by first).
         call.media = self.media.dial(
             call_sid=call.request_uuid,
@@ -482,7 +525,7 @@ class PlivoEmulator(Startable):
             to=call.to,
             url=url,
             parameters={},
-            on_end=lambda: self._finish(call, "completed"),
+            on_end=lambda: self._stream_ended(call),
             on_answer=lambda: self._answered(call, behaviour),
             phone=_PlivoPhone(stream),
         )
@@ -541,6 +584,31 @@ class PlivoEmulator(Startable):
                 call.transfers.append(targets)
         self.media.hang_up(call.request_uuid)  # the XML moved on: its <Stream> is over
 
+    def _stream_ended(self, call: PlivoCall) -> None:
+        """The stream disconnected: the call ends, unless it is still up and a ``<Redirect>``
+        waits after its ``<Stream keepCallAlive>`` (see the module docstring)."""
+        after, call.after = call.after, None
+        hung_up = not call.alive or (call.media is not None and call.media.hung_up)
+        if after is None or hung_up:  # (over the API, or the far end hung up)
+            self._finish(call, "completed")
+            return
+        self.hooks.call(call.request_uuid, lambda: self._redirect(call, *after))
+
+    def _redirect(self, call: PlivoCall, url: str, method: str) -> None:
+        try:
+            document = self._fetch(call, url, method, "in-progress")
+            stream_url, headers, _ = read_answer(document)
+            call.after = read_next(document)
+        except (OSError, ValueError) as exc:  # a <Hangup/>, or nothing to stream: it ends
+            logger.info("plivo emulator: call %s ends after its redirect: %s", call.call_uuid, exc)
+            self._finish(call, "completed")
+            return
+        if not call.alive:
+            self._finish(call, "completed")
+            return
+        logger.info("plivo emulator: call %s streams again to %s", call.call_uuid, stream_url)
+        self._dial(call, stream_url, headers)
+
     def answer(self, call: PlivoCall) -> str:
         """The answer document of ``call``: inline, or fetched from its answer URL (signed)."""
         if call.answer_xml is not None:
@@ -558,6 +626,8 @@ class PlivoEmulator(Startable):
             ("Direction", call.direction),
             ("CallStatus", status),
         ]
+        if urlsplit(url).scheme not in ("http", "https"):  # a <Redirect>'s, from a document
+            raise ValueError("not an http(s) URL")
         data = None
         if method == "GET":
             url += ("&" if urlsplit(url).query else "?") + urlencode(form)
@@ -566,8 +636,7 @@ class PlivoEmulator(Startable):
             data = urlencode(form).encode()
         nonce = str(secrets.randbelow(10**20))
         signature = signature_v3(self.auth_token, method, url, nonce, form)
-        # Every URL was checked to be http(s):// when the API took it.
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (checked)
         request.add_header(SIGNATURE_HEADER, signature)
         request.add_header(NONCE_HEADER, nonce)
         with urllib.request.urlopen(request, timeout=5.0) as response:  # noqa: S310 (http(s))

@@ -32,6 +32,19 @@ call (``transfers``, ``dtmf_sent``); a transferred call stays up after its strea
 bridged on; leg B is not emulated). A dial's ``answering_machine_detection`` makes the answer
 followed by ``call.machine.detection.ended`` (or the premium one) with the number's verdict,
 and by ``call.machine.greeting.ended`` for a machine where the mode waits for its greeting.
+
+When a stream ends while its call is up (the server went away; not hung up over the API):
+
+- a TeXML call goes on with the verb after ``<Connect>`` ("TeXML Translator ... executes your
+  TeXML commands sequentially", Telnyx's TeXML setup guide; ``<Connect><Stream>`` holds the
+  flow while it streams, the TeXML streams page): a ``<Redirect>`` is posted (signed, the
+  voice webhook's fields) and its answer obeyed; with none, or an answer without a stream,
+  the call ends;
+- a Call Control call stays up (it has no document to go on with), and its ``webhook_url``
+  gets ``streaming.stopped`` (the spec's ``CallStreamingStopped``, with the dial's
+  ``client_state``); ``POST /calls/{id}/actions/streaming_start`` (``StartCallStreaming``)
+  dials a new stream for it, with that request's ``stream_url`` and ``client_state``. A call
+  with no ``webhook_url`` ends with its stream, as the emulator always did.
 """
 
 from __future__ import annotations
@@ -70,7 +83,7 @@ _CODECS = ("PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16")
 _RATES = (8000, 16000, 22050, 24000, 48000)
 _TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 #: The Call Control commands the emulator takes (``/calls/{id}/actions/{name}``).
-_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer", "reject")
+_ACTIONS = ("hangup", "transfer", "send_dtmf", "answer", "reject", "streaming_start")
 _CALLER_PATIENCE_S = 30.0  # an incoming Call Control call neither answered nor rejected
 TEXML_ACCOUNT_SID = "emulated-account"  # the AccountSid of the emulator's TeXML calls
 _DIGITS = frozenset("0123456789ABCD*#wW")
@@ -101,6 +114,9 @@ class TelnyxCall:
     answered: bool = True  # an incoming Call Control call: False until actions/answer
     account_sid: str = ""  # a TeXML call's AccountSid (UpdateTexmlCall names it)
     documents: list[str] = field(default_factory=list)  # TeXML given by UpdateTexmlCall
+    after: str | None = None  # TeXML: the <Redirect> URL after its <Connect><Stream>
+    texml: bool = False  # a TeXML call (inbound), not a Call Control one
+    streaming: bool = False  # its stream is up
 
 
 class _TelnyxPhone:
@@ -161,6 +177,7 @@ class TelnyxApiServer(HTTPApiServer):
         self.on_hang_up: Any = None
         self.on_action: Any = None  # (operation, call, body) after a command was taken
         self.on_texml: Any = None  # (call, texml) after a TeXML update was taken
+        self.on_streaming_start: Any = None
 
     def fail(
         self,
@@ -225,7 +242,11 @@ class TelnyxApiServer(HTTPApiServer):
         elif operation == "hangup":
             reply = self._hang_up(parts[1])
         else:
-            reply = self._action(operation, parts[1], data)
+            reply = (
+                self._streaming_start(parts[1], data)
+                if operation == "streaming_start"
+                else self._action(operation, parts[1], data)
+            )
         return (fault.reply() if fault is not None else reply), operation
 
     def _dial(self, data: dict[str, Any]) -> Reply:
@@ -266,6 +287,28 @@ class TelnyxApiServer(HTTPApiServer):
         reply = Reply(200, {"data": payload})
         if self.on_dial is not None:
             reply.after = lambda: self.on_dial(call)
+        return reply
+
+    def _streaming_start(self, call_control_id: str, data: dict[str, Any]) -> Reply:
+        with self._lock:
+            call = self.calls.get(call_control_id)
+        if call is None:
+            return _errors(404, "10005", "Resource not found", "No such call.")
+        if not call.alive:
+            detail = "This call is no longer active and can't receive commands."
+            return _errors(422, "90018", "Call has already ended", detail)
+        url = data.get("stream_url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
+            return _errors(422, "10015", "Invalid parameter", "'stream_url' must be ws(s)://.")
+        state = data.get("client_state")
+        if state is not None:
+            try:
+                base64.b64decode(state, validate=True)
+            except (TypeError, ValueError, binascii.Error):
+                return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
+        reply = Reply(200, {"data": {"result": "ok"}})
+        if self.on_streaming_start is not None:
+            reply.after = lambda: self.on_streaming_start(call, url, state)
         return reply
 
     def _hang_up(self, call_control_id: str) -> Reply:
@@ -414,9 +457,10 @@ class TelnyxEmulator(Startable):
         self.media = MediaDialer(config, {})
         self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
         self.api.on_dial = self._dialled
-        self.api.on_hang_up = lambda call: self.media.hang_up(call.call_control_id)
+        self.api.on_hang_up = self._hung_up
         self.api.on_action = self._acted
         self.api.on_texml = self._new_texml
+        self.api.on_streaming_start = self._restream
         self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
         self.hooks = HookSender("telnyx-emulator-hooks")
@@ -479,6 +523,7 @@ class TelnyxEmulator(Startable):
         def ask() -> None:
             self._obey(call, send(voice_url, body, headers))
 
+        call.request = {"texml_fields": fields}
         self.hooks.call(call.call_control_id, ask)
         logger.info("telnyx emulator: inbound call %s: %s -> %s", call.call_control_id, from_, to)
         return call
@@ -554,10 +599,13 @@ class TelnyxEmulator(Startable):
         url = stream.get("url") if stream is not None else None
         if root is None or stream is None or not url:
             refused = root is not None and root.find("Reject") is not None
-            self._finish(call, "busy" if refused else "failed")
+            hung_up = root is not None and root.find("Hangup") is not None
+            self._finish(call, "busy" if refused else "completed" if hung_up else "failed")
             return
         parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        call.stream_url = url
+        call.stream_url, call.texml = url, True
+        redirect = root.find("Redirect")
+        call.after = (redirect.text or "").strip() or None if redirect is not None else None
         self._stream(
             call,
             TelnyxStream(
@@ -665,6 +713,51 @@ class TelnyxEmulator(Startable):
         if result == "machine" and mode in ("greeting_end", "detect_words", "detect_beep"):
             self._event(call, "call.machine.greeting.ended", result="beep_detected")
 
+    def _hung_up(self, call: TelnyxCall) -> None:
+        if call.streaming:
+            self.media.hang_up(call.call_control_id)
+        else:  # between streams: nothing plays, the call just ends
+            self._finish(call, "completed")
+
+    def _stream_ended(self, call: TelnyxCall) -> None:
+        """A stream ended (see the module docstring for what the call does then)."""
+        call.streaming = False
+        if not call.alive or (call.media is not None and call.media.hung_up):
+            self._finish(call, "completed")  # hung up (over the API, or the far end did)
+        elif call.texml:
+            after, call.after = call.after, None
+            if after is None:
+                self._finish(call, "completed")
+            else:
+                self.hooks.call(call.call_control_id, lambda: self._redirect(call, after))
+        elif isinstance(call.request.get("webhook_url"), str):
+            self._event(call, "streaming.stopped", stream_id=str(uuid.uuid4()))
+        else:
+            self._finish(call, "completed")
+
+    def _redirect(self, call: TelnyxCall, url: str) -> None:
+        fields = dict(call.request.get("texml_fields") or {})
+        fields["CallStatus"] = "in-progress"
+        body = urlencode(fields).encode()
+        headers = {**self._signed(body), "Content-Type": "application/x-www-form-urlencoded"}
+        logger.info("telnyx emulator: call %s redirected to %s", call.call_control_id, url)
+        self._obey(call, send(url, body, headers))
+
+    def _restream(self, call: TelnyxCall, url: str, client_state: str | None) -> None:
+        """``streaming_start``: a new stream for a Call Control call."""
+        if call.streaming or not call.alive:
+            return
+        call.stream_url, call.client_state = url, client_state
+        stream = TelnyxStream(
+            str(uuid.uuid4()),
+            call.call_control_id,
+            client_state=client_state,
+            from_=call.from_,
+            to=call.to,
+        )
+        logger.info("telnyx emulator: call %s streams again to %s", call.call_control_id, url)
+        self._stream(call, stream, None, 0.0, answered=True)
+
     def _stream(
         self,
         call: TelnyxCall,
@@ -672,15 +765,18 @@ class TelnyxEmulator(Startable):
         ring_timeout: float | None,
         ring_s: float | None,
         behaviour: Behaviour | None = None,
+        *,
+        answered: bool = False,
     ) -> None:
+        call.streaming = True
         call.media = self.media.dial(
             call_sid=call.call_control_id,
             account_sid="",
             to=call.to,
             url=call.stream_url,
             parameters={},
-            on_end=lambda: self._finish(call, "completed"),
-            on_answer=lambda: self._answered(call, behaviour),
+            on_end=lambda: self._stream_ended(call),
+            on_answer=None if answered else lambda: self._answered(call, behaviour),
             answer_after_s=ring_s,
             ring_timeout_s=ring_timeout,
             phone=_TelnyxPhone(stream),

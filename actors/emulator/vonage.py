@@ -18,6 +18,16 @@ signature secret with the body's ``payload_hash``): ``started``, ``ringing``, ``
 ``completed``, or ``busy``, ``timeout``, ``failed`` for the numbers ``emulator.behaviours``
 makes busy, unanswered or failed. :meth:`VonageEmulator.place_inbound_call` makes it a caller:
 it posts the answer URL, signed, and obeys the NCCO it answers.
+
+A ``connect`` action with ``eventType: synchronous`` and an ``eventUrl``: Vonage's NCCO
+reference says this "enable[s] eventUrl to return an NCCO that overrides the current NCCO
+when a call moves to specific states" (the .NET SDK's ``ConnectAction.EventType`` repeats
+it); issue 16 names the websocket's ``disconnected`` as one such state, which the pages read
+here do not list state by state. So, as modelled: when the websocket ends while the call is up
+(its server went away: not hung up over the API), the emulator posts a signed ``disconnected``
+event to that ``eventUrl`` (its ``uuid`` is the websocket leg's own, as a connected leg's
+events carry theirs; ``conversation_uuid`` is the call's) and obeys the NCCO it answers (a
+websocket ``connect`` is dialled); an answer with none, or no ``eventUrl``, ends the call.
 """
 
 from __future__ import annotations
@@ -112,6 +122,7 @@ class VonageCall:
     ringing_timer: float | None = None
     direction: str = "outbound"
     ncco: Any = None  # an inbound call's answer, as it came
+    sync_url: str | None = None  # its connect's eventUrl, when eventType is synchronous
     ended: threading.Event = field(default_factory=threading.Event)
 
 
@@ -131,6 +142,20 @@ def _endpoint(body: Mapping[str, Any]) -> dict[str, Any] | str:
             if isinstance(endpoint, dict) and endpoint.get("type") == "websocket":
                 return endpoint
     return "the emulator only plays NCCOs that connect to a websocket endpoint"
+
+
+def _synchronous(ncco: object) -> str | None:
+    """The ``eventUrl`` of the NCCO's websocket ``connect``, if its ``eventType`` is
+    ``synchronous`` (the URL that may answer the websocket's end with a new NCCO)."""
+    if not isinstance(ncco, list):
+        return None
+    for action in ncco:
+        if not isinstance(action, dict) or action.get("action") != "connect":
+            continue
+        urls = action.get("eventUrl")
+        if action.get("eventType") == "synchronous" and isinstance(urls, list) and urls:
+            return urls[0] if isinstance(urls[0], str) else None
+    return None
 
 
 class VonageApiServer(HTTPApiServer):
@@ -227,6 +252,7 @@ class VonageApiServer(HTTPApiServer):
             return _problem(400, "validation", "Bad Request", "headers must be an object")
         assert isinstance(number, str) and isinstance(from_, str)
         call = VonageCall(str(uuidlib.uuid4()), number, from_, uri, int(matched.group(1)), headers)
+        call.sync_url = _synchronous(data.get("ncco"))
         events, timer = data.get("event_url"), data.get("ringing_timer")
         if isinstance(events, list) and events and isinstance(events[0], str):
             call.event_url = events[0]
@@ -361,6 +387,7 @@ class VonageEmulator(Startable):
             matched = _CONTENT_TYPE.fullmatch(kind)
             call.uri, call.headers = str(endpoint.get("uri", "")), endpoint.get("headers") or {}
             call.rate = int(matched.group(1)) if matched else 16000
+            call.sync_url = _synchronous(call.ncco)
             self._dial(call)
 
         self.hooks.call(call.uuid, ask)
@@ -432,8 +459,46 @@ class VonageEmulator(Startable):
     def _dial(self, call: VonageCall) -> None:
         wire = VonageWire(call.rate, call.headers)
         call.status = "answered"
-        end = lambda: self._finish(call, "completed")  # noqa: E731
+        end = lambda: self._stream_ended(call)  # noqa: E731
         call.media = self.media.dial(call.uuid, call.uri, wire, to="+" + call.to, on_end=end)
+
+    def _stream_ended(self, call: VonageCall) -> None:
+        """The websocket closed: the call ends, unless it is still up and its connect was
+        synchronous (see the module docstring)."""
+        url, call.sync_url = call.sync_url, None
+        hung_up = call.status == "completed" or (call.media is not None and call.media.hung_up)
+        if url is None or hung_up:  # (over the API, or the far end hung up)
+            self._finish(call, "completed")
+            return
+        self.hooks.call(call.uuid, lambda: self._disconnected(call, url))
+
+    def _disconnected(self, call: VonageCall, url: str) -> None:
+        payload = {
+            "uuid": str(uuidlib.uuid4()),  # the websocket leg's own
+            "conversation_uuid": call.conversation_uuid,
+            "status": "disconnected",
+            "direction": "outbound",
+            "from": call.from_,
+            "to": call.to,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
+        body = json.dumps(payload).encode()
+        result = send(url, body, self._signed(body))
+        try:
+            ncco = json.loads(result.body) if result.ok and result.body.strip() else None
+        except ValueError:
+            ncco = None
+        endpoint = _endpoint({"ncco": ncco})
+        if isinstance(endpoint, str) or call.status == "completed":
+            self._finish(call, "completed")
+            return
+        kind = str(endpoint.get("content-type", ""))
+        matched = _CONTENT_TYPE.fullmatch(kind)
+        call.uri, call.headers = str(endpoint.get("uri", "")), endpoint.get("headers") or {}
+        call.rate = int(matched.group(1)) if matched else call.rate
+        call.sync_url = _synchronous(ncco)
+        logger.info("vonage emulator: call %s connects again to %s", call.uuid, call.uri)
+        self._dial(call)
 
     def _hung_up(self, call: VonageCall) -> None:
         self.media.hang_up(call.uuid)

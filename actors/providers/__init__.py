@@ -169,9 +169,10 @@ class Infrastructure(Protocol):
 
     def twilio_emulator(self) -> RestEndpoint: ...
 
-    def reattach_url(self, session_id: str) -> str | None:
-        """Where a call's TwiML sends it back when its stream ends while the caller stays on
-        (a cluster's: its gateway died, another one takes the call); ``None``: nowhere."""
+    def reattach_url(self, session_id: str, route: str = "/twilio/voice") -> str | None:
+        """Where a call's document sends it back when its stream ends while the caller stays
+        on (a cluster's: its gateway died, another one takes the call): the webhook's
+        ``route`` (its provider's) with ``?reattach=``; ``None``: nowhere."""
         ...
 
     def daily_emulator(self) -> DailyEndpoint: ...

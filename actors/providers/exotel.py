@@ -313,6 +313,11 @@ class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
         routing = call_parameters(gateway, session_id, None)
         return self._plan(session_id, gateway, call_sid), json.dumps(routing)
 
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover): no request to Exotel."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
+
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str) -> SessionPlan:
         c = self.config
         codec = ExotelCodec(

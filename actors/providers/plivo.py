@@ -48,7 +48,7 @@ from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError, TransportError
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_extra_headers
-from ..signing import hop_token, stream_token
+from ..signing import hop_token, stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..webhooks.plivo import dial_xml, stream_xml
 from ..wire.constants import SESSIONS_PATH
@@ -241,6 +241,10 @@ class PlivoRestClient(RestClient):
         return parse_error_response(response.status_code, response.content, response.reason or "")
 
 
+#: Where a call comes back when its stream ends while the caller stays on (a cluster's).
+REATTACH_ROUTE = "/plivo/answer"
+
+
 class _RoutedPlivoCodec(PlivoCodec):
     """Plivo's codec, with the extra headers' routing values hex-decoded (session) or hidden
     (token) in ``Started.parameters``."""
@@ -250,6 +254,7 @@ class _RoutedPlivoCodec(PlivoCodec):
         if len(messages) == 1 and isinstance(messages[0], Started):
             parameters = decode_extra_headers(messages[0].parameters)
             parameters.pop("token", None)
+            parameters.pop("nonce", None)  # a stream streamed again: its credential's
             return (dataclasses.replace(messages[0], parameters=parameters),)
         return messages
 
@@ -321,6 +326,7 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             gateway.public_url.rstrip("/") + "/plivo",
             {**dict(request.parameters or {}), **routing},
             content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         infra = self._infrastructure
         ours = infra.webhook_route(self.config, "/plivo/answer")
@@ -330,7 +336,12 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
             answer_url = _with_query(self.config.answer_url, routing)
         elif ours is not None:  # the runtime's webhook answers, and hears it was answered
             infra.expect_answer(session_id, xml)
-            answer_url = _with_query(ours, {"session": session_id})
+            query = {"session": session_id}
+            if infra.reattach_url(session_id) is not None:
+                # A cluster's: Plivo may ask any node, and only this one expects the answer;
+                # another mints it from the gateway named here (signed by Plivo with the URL).
+                query["gateway"] = gateway.public_url
+            answer_url = _with_query(ours, query)
         elif self._emulated:  # no webhook: the emulator takes the answer inline
             answer_url, answer_xml = "http://emulator.invalid/answer", xml
         else:
@@ -367,18 +378,50 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
     ) -> tuple[SessionPlan, str]:
         """Inbound call ``call_uuid`` accepted as ``session_id``: the plan, and the answer
         (:func:`~actors.webhooks.plivo.stream_xml` to the gateway's ``/plivo`` with the session
-        and its stream token). ``redirect_url`` is Twilio's."""
+        and its stream token; in a cluster, then a ``<Redirect>`` back to our
+        ``/plivo/answer?reattach=``). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
-        routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
-        xml = stream_xml(
-            gateway.public_url.rstrip("/") + "/plivo",
-            {**dict(parameters), **routing},
-            content_type=self.config.content_type,
-        )
+        xml = self.answer_document(session_id, parameters)
         with self._lock:
             self._inbound.add(session_id)
         return self._plan(session_id, gateway, call_uuid), xml
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The XML of :meth:`answer` alone (a cluster's node answering a call claimed for
+        another node, which carries it)."""
+        gateway = self._infrastructure.gateway()
+        routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
+        return stream_xml(
+            gateway.public_url.rstrip("/") + "/plivo",
+            {**dict(parameters), **routing},
+            content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+
+    def restream(self, session_id: str) -> str:
+        """The XML that streams a call back to ``session_id`` through this session's gateway
+        (a cluster's: the stream ended with its gateway, the ``<Redirect>`` after it brought
+        the call back), with a stream credential of its own (a fresh nonce)."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        routing = {
+            "session": session_id,
+            "token": stream_token(gateway.secret, session_id, nonce),
+            "nonce": nonce,
+        }
+        return stream_xml(
+            gateway.public_url.rstrip("/") + "/plivo",
+            routing,
+            content_type=self.config.content_type,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime

@@ -50,7 +50,7 @@ from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError, UnsupportedMessage
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
-from ..signing import hop_token, stream_token
+from ..signing import hop_token, stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..webhooks.telnyx import dial_texml, stream_texml
 from ..webhooks.twilio import InboundCall
@@ -74,6 +74,8 @@ __all__ = ["ALREADY_ENDED_CODE", "TelnyxProvider", "TelnyxRestClient", "parse_er
 logger = logging.getLogger(__name__)
 
 PROVIDER = "telnyx"
+#: Where a TeXML call comes back when its stream ends while the caller stays on (a cluster's).
+REATTACH_ROUTE = "/telnyx/voice"
 #: "Call has already ended": "This call is no longer active and can't receive commands."
 ALREADY_ENDED_CODE = "90018"
 
@@ -119,6 +121,7 @@ class TelnyxRestClient(RestClient):
         "send_dtmf": IDEMPOTENT,
         "answer": IDEMPOTENT,
         "reject": IDEMPOTENT,
+        "streaming_start": IDEMPOTENT,
         # New TeXML twice would run it twice; a TeXML update has no command_id.
         "update_texml_call": AT_MOST_ONCE,
     }
@@ -197,6 +200,34 @@ class TelnyxRestClient(RestClient):
             )
         logger.info("telnyx call %s created", data["call_control_id"])
         return data
+
+    def start_streaming(
+        self, call_control_id: str, *, stream_url: str, client_state: str, codec: str = "PCMU"
+    ) -> bool:
+        """``POST /calls/{id}/actions/streaming_start`` (the spec's ``StartCallStreaming``):
+        stream the call both ways to ``stream_url`` again. True if Telnyx took it, False if
+        the call has ended (422 code 90018, or 404); :class:`ProviderError` otherwise."""
+        if not call_control_id or "/" in call_control_id:
+            raise ValueError("call_control_id must be a non-empty id")
+        body = {
+            "stream_url": stream_url,
+            "stream_track": "inbound_track",
+            "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": codec,
+            "stream_bidirectional_sampling_rate": 8000,
+            "client_state": client_state,
+            "command_id": str(uuid.uuid4()),  # the same for every retry of this command
+        }
+        path = f"/calls/{call_control_id}/actions/streaming_start"
+        response = self._request("streaming_start", "POST", path, what="streaming_start", json=body)
+        if response.ok:
+            return True
+        error = self.parse_error(response)
+        if response.status_code == 404 or (
+            response.status_code == 422 and error.code == ALREADY_ENDED_CODE
+        ):
+            return False
+        raise error
 
     def hang_up(self, call_control_id: str) -> bool:
         """Hang up: True if this ended the call, False if it had already ended (422 with code
@@ -305,6 +336,7 @@ class _StateCodec(TelnyxCodec):
         parameters = dict(started.parameters)
         state = decode_client_state(parameters.pop("client_state", None)) or {}
         state.pop("token", None)
+        state.pop("nonce", None)  # a stream streamed again: its credential's
         return (dataclasses.replace(started, parameters={**state, **parameters}),)
 
 
@@ -390,27 +422,74 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         """Inbound call ``call_id`` accepted as ``session_id``: the plan, and the answer. With
         ``inbound: texml`` (``call_id`` is TeXML's ``CallSid``), the TeXML answer:
         ``<Connect><Stream>`` to the gateway's ``/telnyx`` with the session and its stream
-        token as ``<Parameter>``s. With ``inbound: call_control`` (``call_id`` is the
+        token as ``<Parameter>``s (in a cluster, then a ``<Redirect>`` back to our
+        ``/telnyx/voice?reattach=``). With ``inbound: call_control`` (``call_id`` is the
         ``call_control_id``), no document: :meth:`confirm_answer` answers with
         ``actions/answer`` and the same stream, the routing values in ``client_state``.
-        ``redirect_url`` is Twilio's."""
+        ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
         if self.config.inbound == "call_control":
+            token = stream_token(gateway.secret, session_id)
             state = {**dict(parameters), "session": session_id, "token": token}
             stream_url = gateway.public_url.rstrip("/") + "/telnyx"
             with self._lock:
                 self._to_answer[session_id] = (call_id, stream_url, encode_client_state(state))
             return self._plan(session_id, gateway, call_id), ""
-        texml = stream_texml(
-            gateway.public_url.rstrip("/") + "/telnyx",
-            {**dict(parameters), "session": session_id, "token": token},
-            codec=self.config.codec,
-        )
+        texml = self.answer_document(session_id, parameters)
         with self._lock:
             self._texml[session_id] = ""  # its AccountSid comes with inbound_call
         return self._plan(session_id, gateway, call_id), texml
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The TeXML of :meth:`answer` alone (a cluster's node answering a call claimed for
+        another node, which carries it)."""
+        gateway = self._infrastructure.gateway()
+        token = stream_token(gateway.secret, session_id)
+        return stream_texml(
+            gateway.public_url.rstrip("/") + "/telnyx",
+            {**dict(parameters), "session": session_id, "token": token},
+            codec=self.config.codec,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+
+    def restream(self, session_id: str) -> str:
+        """The TeXML that streams a call back to ``session_id`` through this session's gateway
+        (a cluster's: the call's stream ended with its gateway, the TeXML's ``<Redirect>``
+        brought it back), with a stream credential of its own (a fresh nonce)."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        token = stream_token(gateway.secret, session_id, nonce)
+        return stream_texml(
+            gateway.public_url.rstrip("/") + "/telnyx",
+            {"session": session_id, "token": token, "nonce": nonce},
+            codec=self.config.codec,
+            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+
+    def restart_stream(self, session_id: str, call_control_id: str) -> bool:
+        """Stream a Call Control call (one we placed: no TeXML runs after its stream) to this
+        session's gateway again, with a credential of its own: ``streaming_start`` over REST.
+        ``False`` when the call has ended."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        state = {
+            "session": session_id,
+            "token": stream_token(gateway.secret, session_id, nonce),
+            "nonce": nonce,
+        }
+        return self._rest().start_streaming(
+            call_control_id,
+            stream_url=gateway.public_url.rstrip("/") + "/telnyx",
+            client_state=encode_client_state(state),
+            codec=self.config.codec,
+        )
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
     def inbound_call(self, session_id: str, call: InboundCall) -> None:
         """The webhook's call that ``session_id`` answers: a TeXML call's ``AccountSid`` is
@@ -456,7 +535,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
             close_timeout_s=runtime.shutdown_timeout_s,
             resume_frames=gateway.resume_frames,
         )
-        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token"}))
+        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
     def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:

@@ -475,6 +475,27 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         """New TwiML for a live call (:meth:`TwilioRestClient.update_call`)."""
         return self._rest().update_call(call_sid, twiml=twiml, url=url)
 
+    def restream(self, session_id: str) -> str:
+        """The TwiML that streams a call back to ``session_id`` through this session's
+        gateway (a cluster's: the stream ended with its gateway, the ``<Redirect>`` after it
+        brought the call back), with a stream credential of its own (a fresh nonce), then
+        the ``<Redirect>`` again."""
+        from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
+
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        token = stream_token(gateway.secret, session_id, nonce)
+        parameters = {"session": session_id, "token": token, "nonce": nonce}
+        stream_url = gateway.public_url.rstrip("/") + "/twilio"
+        redirect = self._infrastructure.reattach_url(session_id)
+        return connect_twiml(stream_url, parameters, redirect_url=redirect)
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
+
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str | None) -> SessionPlan:
         runtime = self.runtime
         dial = DialOptions(

@@ -40,6 +40,7 @@ from ..config import VonageProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..pubkey import application_token
+from ..signing import stream_nonce, stream_token
 from ..transport import websocket_connection
 from . import GatewayEndpoint, RequestObserver, SessionPlan
 from ._gateway import GatewayProvider, call_ends
@@ -58,6 +59,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROVIDER = "vonage"
+#: Where a call's websocket events go in a cluster (synchronous): a ``disconnected`` one,
+#: when the caller stays on, is answered with a new NCCO (the gateway died).
+REATTACH_ROUTE = "/vonage/event"
 _DIGITS = re.compile(r"\d{7,15}")
 _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
 _WS_URI = re.compile(r"wss?://\S+", re.IGNORECASE)
@@ -297,6 +301,7 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=headers,
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
         call = self._rest().create_call(
             to=to,
@@ -320,22 +325,56 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
     ) -> tuple[SessionPlan, str]:
         """Inbound call ``uuid`` accepted as ``session_id``: the plan, and the answer webhook's
         NCCO (JSON: :func:`websocket_ncco` to the gateway's ``/vonage`` with the session and its
-        stream token as headers). ``redirect_url`` is Twilio's."""
+        stream token as headers; in a cluster, its ``eventUrl`` is our
+        ``/vonage/event?reattach=``, synchronous). ``redirect_url`` is Twilio's, not used."""
         self._rest()  # the REST client exists: end_session hangs up with it
+        gateway = self._infrastructure.gateway()
+        return self._plan(session_id, gateway, uuid), self.answer_document(session_id, parameters)
+
+    def answer_document(self, session_id: str, parameters: Mapping[str, str]) -> str:
+        """The NCCO (JSON) of :meth:`answer` alone (a cluster's node answering a call
+        claimed for another node, which carries it)."""
         gateway = self._infrastructure.gateway()
         ncco = websocket_ncco(
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=call_parameters(gateway, session_id, parameters),
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
-        return self._plan(session_id, gateway, uuid), json.dumps(ncco)
+        return json.dumps(ncco)
+
+    def restream(self, session_id: str) -> str:
+        """The NCCO (JSON) that connects a call back to ``session_id`` through this session's
+        gateway, with a stream credential of its own (a fresh nonce): the answer to the
+        ``disconnected`` event of its websocket, which a synchronous ``eventUrl`` may answer
+        with a new NCCO (a cluster's: the stream ended with its gateway)."""
+        gateway = self._infrastructure.gateway()
+        nonce = stream_nonce()
+        headers = {
+            "session": session_id,
+            "token": stream_token(gateway.secret, session_id, nonce),
+            "nonce": nonce,
+        }
+        ncco = websocket_ncco(
+            gateway.public_url.rstrip("/") + "/vonage",
+            rate=self.config.sample_rate,
+            headers=headers,
+            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        )
+        return json.dumps(ncco)
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, uuid: str) -> SessionPlan:
         c = self.config
         codec = VonageCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             session_id=session_id,
-            hidden_parameters=frozenset({"token"}),
+            hidden_parameters=frozenset({"token", "nonce"}),
             # Vonage drops what is past its buffer: written faster than real time, audio waits.
             lead_frames=c.max_lead_ms // FRAME_MS or None,
         )

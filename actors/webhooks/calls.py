@@ -29,8 +29,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .plivo import verify_signature_v3
-from .telnyx import verify_webhook
+from ..routing import decode_client_state
+from .plivo import hangup_xml, verify_signature_v3
+from .telnyx import hangup_texml, verify_webhook
 from .twilio import InboundCall, Refusal, StatusEvent, reject_twiml
 from .vonage import VonageWebhook, verify_vonage_webhook
 
@@ -39,20 +40,25 @@ __all__ = [
     "PLIVO_STATUS",
     "TELNYX_AMD",
     "TELNYX_CAUSES",
+    "TELNYX_STREAM_ENDED",
     "VONAGE_STATUS",
     "ProviderKeys",
     "exotel_capability",
     "exotel_status",
     "plivo_call",
+    "plivo_hangup",
     "plivo_machine",
     "plivo_refusal",
     "plivo_status",
     "telnyx_event",
+    "telnyx_hangup",
     "telnyx_refusal",
+    "telnyx_stream_lost",
     "telnyx_voice",
     "verify_plivo",
     "verify_vonage",
     "vonage_call",
+    "vonage_disconnected",
     "vonage_event",
     "vonage_refusal",
 ]
@@ -283,6 +289,39 @@ def telnyx_event(
     return name, StatusEvent(call_id, "", status, None, MappingProxyType(flat))
 
 
+#: Call Control's webhooks that say a call's stream ended while the call goes on (the spec's
+#: ``CallStreamingFailed``, ``failure_reason`` e.g. ``connection_failed``; and
+#: ``CallStreamingStopped``).
+TELNYX_STREAM_ENDED = frozenset({"streaming.failed", "streaming.stopped"})
+
+
+def telnyx_stream_lost(body: bytes) -> tuple[str, str] | None:
+    """``(call_control_id, session id)`` of a verified Call Control webhook saying that the
+    stream of one of our calls ended (its ``client_state`` names the session); else
+    ``None``."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    event = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(event, dict) or event.get("event_type") not in TELNYX_STREAM_ENDED:
+        return None
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    call_id = payload.get("call_control_id")
+    state = decode_client_state(payload.get("client_state")) or {}
+    session = state.get("session")
+    if not isinstance(call_id, str) or not call_id or not session:
+        return None
+    return call_id, session
+
+
+def telnyx_hangup() -> str:
+    """The TeXML that ends a call that came back for a session that is over."""
+    return hangup_texml()
+
+
 def telnyx_refusal() -> str:
     """TeXML that refuses a call unanswered: ``<Reject reason="busy"/>`` (Telnyx's verb)."""
     return reject_twiml("busy")
@@ -349,6 +388,11 @@ def plivo_machine(fields: Mapping[str, str]) -> StatusEvent | Refusal:
     return StatusEvent(call_id, "", "amd", None, MappingProxyType(flat))
 
 
+def plivo_hangup() -> str:
+    """The Plivo XML that ends a call that came back for a session that is over."""
+    return hangup_xml()
+
+
 def plivo_refusal() -> str:
     """Plivo XML that refuses a call: ``<Response><Hangup reason="busy"/></Response>``."""
     response = ET.Element("Response")
@@ -410,6 +454,24 @@ def vonage_event(payload: Mapping[str, Any]) -> StatusEvent | Refusal | None:
         return None
     fields = {k: v for k, v in payload.items() if isinstance(v, str)}
     return StatusEvent(call_id, "", mapped, None, MappingProxyType(fields))
+
+
+def vonage_disconnected(payload: Mapping[str, Any], session: str) -> InboundCall | None:
+    """A websocket's ``disconnected`` event at a synchronous ``eventUrl`` of ours, as the call
+    that came back for ``session``; ``None`` for another event (nothing to answer)."""
+    if _text(payload, "status") != "disconnected":
+        return None
+    fields = {k: v for k, v in payload.items() if isinstance(v, str)}
+    return InboundCall(
+        direction=_text(payload, "direction") or "outbound",
+        from_=_text(payload, "from"),
+        to=_text(payload, "to"),
+        call_id=_text(payload, "uuid"),
+        account_sid="",
+        fields=MappingProxyType(fields),
+        reattach=session,
+        provider="vonage",
+    )
 
 
 def vonage_refusal() -> str:

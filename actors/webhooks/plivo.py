@@ -40,6 +40,7 @@ __all__ = [
     "NONCE_HEADER",
     "SIGNATURE_HEADER",
     "dial_xml",
+    "hangup_xml",
     "signature_v3",
     "stream_xml",
     "verify_signature_v3",
@@ -126,11 +127,18 @@ def stream_xml(
     parameters: Mapping[str, str],
     *,
     content_type: str = "audio/x-mulaw;rate=8000",
+    redirect_url: str | None = None,
 ) -> str:
     """``<Response><Stream bidirectional keepCallAlive contentType extraHeaders>url</Stream>``:
     the answer that streams a call to ``stream_url`` both ways, ``parameters`` in its extra
     headers (:func:`actors.routing.encode_extra_headers`: ``ValueError`` for what Plivo's
-    extra headers cannot carry)."""
+    extra headers cannot carry).
+
+    ``redirect_url`` (a cluster's: our ``/plivo/answer?reattach=<session>``) follows as a
+    ``<Redirect>``. With ``keepCallAlive="true"`` "subsequent XML elements execute only after
+    the stream disconnects" (docs.plivo.com/docs/voice/xml/audiostream, read 2026-12-01), so
+    a stream that ends while the caller stays on (its gateway died) brings the call back to
+    us, and the answer to that request streams it again."""
     if content_type not in CONTENT_TYPES:
         raise ValueError(f"content_type must be one of {sorted(CONTENT_TYPES)}")
     response = ET.Element("Response")
@@ -144,6 +152,17 @@ def stream_xml(
         attributes["extraHeaders"] = encode_extra_headers(parameters)
     stream = ET.SubElement(response, "Stream", attributes)
     stream.text = _checked("stream_url", stream_url)
+    if redirect_url is not None:
+        redirect = ET.SubElement(response, "Redirect", method="POST")
+        redirect.text = _checked("redirect_url", redirect_url)
+    return ET.tostring(response, encoding="unicode")
+
+
+def hangup_xml() -> str:
+    """``<Response><Hangup/></Response>``: a call that came back after its stream, for a
+    session that is over."""
+    response = ET.Element("Response")
+    ET.SubElement(response, "Hangup")
     return ET.tostring(response, encoding="unicode")
 
 

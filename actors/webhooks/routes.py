@@ -17,6 +17,15 @@ own): :class:`ProviderRoutes`.
                       the queue; signed with the gateway's secret (``X-Gateway-Signature``)
 ====================  =====================================================================
 
+In a cluster a call of ours comes back after its stream ended while the caller stays on (its
+gateway died) with ``?reattach=<session>``: to ``/telnyx/voice`` (TeXML's ``<Redirect>``),
+``/plivo/answer`` (Plivo's ``<Redirect>``) or ``/vonage/event`` (a synchronous ``eventUrl``'s
+``disconnected``). It is authenticated as any request of its provider, then answered with the
+cluster's document that streams it again (``WebhookServer.reattached``), or one that ends it.
+A Call Control ``streaming.stopped`` at ``/telnyx/events`` goes to ``stream_lost`` (streamed
+again over REST); a Plivo answer asked of the node that did not place the call is minted here
+(``mint``) from the gateway its signed URL names.
+
 Each request is read as the server reads Twilio's (method, length, at most ``max_body``
 bytes), then authenticated (:mod:`actors.webhooks.calls`) before anything in it is used. An
 inbound call goes through the same :class:`~actors.webhooks.inbound.InboundQueue` as
@@ -27,6 +36,7 @@ Plivo ``<Hangup reason="busy"/>``, a Vonage NCCO that says so and ends).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -40,6 +50,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..streamed_calls import SIGNATURE_HEADER, read_desk_request
 from . import calls as decide
+from .inbound import Answer
 from .twilio import InboundCall, Refusal, StatusEvent, precheck
 
 if TYPE_CHECKING:
@@ -62,6 +73,10 @@ PATHS = frozenset(
 _GET_OK = frozenset(
     {PLIVO_ANSWER, PLIVO_HANGUP, PLIVO_CONTROL, PLIVO_MACHINE, VONAGE_ANSWER, VONAGE_EVENT}
 )
+#: The routes where our own calls come back after their stream (``?reattach=``): TeXML's and
+#: Plivo's ``<Redirect>``, and the synchronous ``eventUrl`` of a Vonage websocket.
+_REATTACH_ROUTES = frozenset({TELNYX_VOICE, PLIVO_ANSWER, VONAGE_EVENT})
+REATTACH_PARAM = "reattach"
 _XML, _JSON = "text/xml; charset=utf-8", "application/json"
 _KEPT = 10_000  # answers of calls we placed, and answered Telnyx calls, remembered at most
 
@@ -95,6 +110,9 @@ class ProviderRoutes:
         # (unset: the route answers 404).
         self.stream_desk: StreamDesk | None = None
         self.gateway_secret: str | None = None
+        # (provider, session, gateway public URL) -> the answer of a call another node of a
+        # cluster placed (Plivo's answer URL may reach any node), or None; set by a cluster.
+        self.mint: Callable[[str, str, str], str | None] | None = None
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._answered: OrderedDict[str, None] = OrderedDict()  # Telnyx calls picked up
@@ -146,6 +164,9 @@ class ProviderRoutes:
             return self._stream_offer(server, request, headers, body)
         query = urlsplit(request.path).query
         url = server.public_url + request.path
+        session = dict(parse_qsl(query)).get(REATTACH_PARAM)
+        if session is not None and route in _REATTACH_ROUTES:
+            return self._reattach(server, request, route, (method, url, headers, body), session)
         outcome = self._decide(route, method, url, headers, body, query)
         if isinstance(outcome, Refusal):
             return server._refuse(request, outcome)
@@ -166,8 +187,58 @@ class ProviderRoutes:
             server.deliver(decided)
         else:
             server.counters.add("status")
+            lost = decide.telnyx_stream_lost(body) if route == TELNYX_EVENTS else None
+            if lost is not None:  # verified: it was decided (no call state) above
+                server.stream_lost(name, *lost)
         reply = "[]" if route.startswith("/vonage") else ""
         request.reply(200, reply, content_type=_JSON if reply else None)
+
+    def _reattach(
+        self,
+        server: WebhookServer,
+        request: _Handler,
+        route: str,
+        asked: tuple[str, str, dict[str, str], bytes],
+        session: str,
+    ) -> None:
+        """A call of ours back after its stream (``?reattach=<session>``), authenticated
+        like any request of its provider: answered with the document that streams it again
+        (the cluster's), or with one that ends it."""
+        method, url, headers, body = asked
+        found = self._returning(route, method, url, headers, body, session)
+        if isinstance(found, Refusal):
+            return server._refuse(request, found)
+        if found is None:  # a Vonage websocket event other than disconnected: nothing to do
+            server.counters.add("status")
+            return request.reply(200, "", content_type=_JSON)
+        document = server.reattached(found)
+        if route == VONAGE_EVENT:  # an NCCO with nothing in it: the call's NCCO has ended
+            return request.reply(200, document or "[]", content_type=_JSON)
+        ending = decide.telnyx_hangup() if route == TELNYX_VOICE else decide.plivo_hangup()
+        return request.reply(200, document or ending, content_type=_XML)
+
+    def _returning(  # noqa: PLR0917 (the request's parts)
+        self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, session: str
+    ) -> InboundCall | Refusal | None:
+        keys = self.keys
+        if route == TELNYX_VOICE:
+            voiced = decide.telnyx_voice(keys, headers, body)
+            if isinstance(voiced, Refusal):
+                return voiced
+            return dataclasses.replace(voiced[1], reattach=session)
+        if route == PLIVO_ANSWER:
+            verified = decide.verify_plivo(keys, method, url, headers, body)
+            if isinstance(verified, Refusal):
+                return verified
+            call = decide.plivo_call(verified[1])
+            return (
+                call if isinstance(call, Refusal) else dataclasses.replace(call, reattach=session)
+            )
+        query = urlsplit(url).query
+        signed = decide.verify_vonage(keys, headers, body, method, query)
+        if isinstance(signed, Refusal):
+            return signed
+        return decide.vonage_disconnected(signed[1].payload, session)
 
     def _decide(  # noqa: PLR0917 (the request's parts, each read once by handle)
         self, route: str, method: str, url: str, headers: dict[str, str], body: bytes, query: str
@@ -236,10 +307,14 @@ class ProviderRoutes:
     def _plivo_answer(
         self, name: str, fields: dict[str, str], query: str
     ) -> tuple[str, InboundCall | _Answered] | Refusal:
-        session = dict(parse_qsl(query)).get("session")
+        asked = dict(parse_qsl(query))
+        session = asked.get("session")
         if session is not None:  # a call we placed: its answer, and it was answered
             with self._lock:
                 document = self._answers.get(session)
+            if document is None and self.mint is not None and asked.get("gateway"):
+                # Placed by another node of a cluster: the answer made here, for its gateway.
+                document = self.mint(name, session, asked["gateway"])
             if document is None:
                 return Refusal(404, "not_found", "no answer for that session")
             call_id = fields.get("RequestUUID") or fields.get("CallUUID", "")
@@ -303,7 +378,11 @@ class ProviderRoutes:
             "plivo": (decide.plivo_refusal(), _XML),
             "vonage": (decide.vonage_refusal(), _JSON),
         }[call.provider]
-        answer = server.queue.offer(call, refusal, provider=name, arrived_at=arrived)
+
+        def local() -> Answer:
+            return server.queue.offer(call, refusal, provider=name, arrived_at=arrived)
+
+        answer = server.claim(call, local, name, refusal)
         took = (time.monotonic() - arrived) * 1000
         if answer.outcome == "accepted":
             logger.info(

@@ -247,8 +247,11 @@ class WebhookServer(Startable):
     """Serves ``/twilio/voice`` and ``/twilio/status`` on ``config.host:config.port``.
 
     ``on_status(event) -> bool`` receives every verified status callback and says whether the
-    call is known; ``on_reattach(call) -> TwiML | None`` answers our own ``<Redirect>`` after
-    a stream ended (``None``: hang up). Both run on the request's thread: keep them quick.
+    call is known; ``on_reattach(call) -> document | None`` answers a call of ours that came
+    back after its stream ended (Twilio's and TeXML's ``<Redirect>``, Plivo's, Vonage's
+    synchronous ``eventUrl``: ``call.provider`` says whose; ``None``: end it);
+    ``on_stream_lost(provider, call_id, session_id)`` hears of a Telnyx Call Control call whose
+    stream ended. They run on the request's thread: keep them quick.
     ``stop()`` closes ``queue`` (calls still waiting are refused) and joins every thread.
     """
 
@@ -262,12 +265,14 @@ class WebhookServer(Startable):
         provider: str = "twilio",
         providers: Mapping[str, str] | None = None,
         on_amd: Callable[[StatusEvent], bool] | None = None,
-        on_voice: Callable[[InboundCall, Callable[[], Answer]], Answer] | None = None,
+        on_voice: Callable[..., Answer] | None = None,
         on_stream: Callable[[StreamEvent], bool] | None = None,
+        on_stream_lost: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.config = config
-        # A new call's answer: on_voice(call, local) decides (a cluster claims the call for
-        # one of its nodes), calling local() for the queue's answer on this node.
+        # A new call's answer: on_voice(call, local, provider=, refusal=) decides (a cluster
+        # claims the call for one of its nodes), calling local() for the queue's answer on
+        # this node; provider is the entry's name, refusal the provider's own refusal.
         self._on_voice = on_voice
         self.queue = queue
         self.counters = queue.counters
@@ -277,6 +282,9 @@ class WebhookServer(Startable):
         self._on_amd = on_amd
         self._on_stream = on_stream
         self._on_reattach = on_reattach
+        # (provider, call id, session id): a call we placed lost its stream, no document runs
+        # after it (Telnyx Call Control); a cluster streams it again over REST.
+        self._on_stream_lost = on_stream_lost
         self.routes = ProviderRoutes(config.keys)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -397,16 +405,44 @@ class WebhookServer(Startable):
             logger.debug("stream callback %s for unknown call %s", event.event, event.call_id)
         request.reply(200, _EMPTY_TWIML, xml=True)
 
+    def claim(
+        self, call: InboundCall, local: Callable[[], Answer], provider: str, refusal: str
+    ) -> Answer:
+        """A new call's answer (any provider's): ``on_voice``'s (a cluster claims the call
+        for one of its nodes), else ``local()`` (this node's queue)."""
+        if self._on_voice is None:
+            return local()
+        return self._on_voice(call, local, provider=provider, refusal=refusal)
+
+    def reattached(self, call: InboundCall) -> str | None:
+        """A call that came back after its stream ended (``call.reattach``, any provider's):
+        the document that streams it again, or ``None`` (end it)."""
+        self.counters.add("reattach")
+        document = self._on_reattach(call) if self._on_reattach is not None else None
+        logger.info(
+            "%s call %s: stream of session %s ended; %s",
+            call.provider,
+            call.call_id,
+            call.reattach,
+            "streamed again" if document else "not streamed again",
+        )
+        return document
+
+    def stream_lost(self, provider: str, call_id: str, session_id: str) -> bool:
+        """A call we placed lost its stream and no document runs after it (Telnyx Call
+        Control): whether it was streamed again (a cluster's, over REST)."""
+        if self._on_stream_lost is None:
+            return False
+        self.counters.add("reattach")
+        try:
+            return self._on_stream_lost(provider, call_id, session_id)
+        except Exception:
+            logger.exception("call %s: restarting its stream failed", call_id)
+            return False
+
     def _voice(self, request: _Handler, call: InboundCall, arrived: float) -> None:
         if call.reattach is not None:
-            self.counters.add("reattach")
-            twiml = self._on_reattach(call) if self._on_reattach is not None else None
-            logger.info(
-                "call %s: stream of session %s ended; %s",
-                call.call_id,
-                call.reattach,
-                "streamed again" if twiml else "hung up",
-            )
+            twiml = self.reattached(call)
             return request.reply(200, twiml or hangup_twiml(), xml=True)
         provider = self._providers.get(call.account_sid, self.provider)
 
@@ -415,7 +451,7 @@ class WebhookServer(Startable):
                 call, self.config.refusal_twiml, provider=provider, arrived_at=arrived
             )
 
-        answer = local() if self._on_voice is None else self._on_voice(call, local)
+        answer = self.claim(call, local, provider, self.config.refusal_twiml)
         if answer.outcome == "accepted":
             logger.info(
                 "call %s from %s answered: session %s (%.0f ms)",

@@ -32,6 +32,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "TOLERANCE_S",
     "dial_texml",
+    "hangup_texml",
     "load_public_key",
     "stream_texml",
     "verify_webhook",
@@ -92,10 +93,25 @@ def _checked(what: str, text: str) -> str:
     return text
 
 
-def stream_texml(stream_url: str, parameters: Mapping[str, str], *, codec: str = "PCMU") -> str:
+def stream_texml(
+    stream_url: str,
+    parameters: Mapping[str, str],
+    *,
+    codec: str = "PCMU",
+    redirect_url: str | None = None,
+) -> str:
     """``<Response><Connect><Stream url bidirectionalMode="rtp" bidirectionalCodec>`` with one
     ``<Parameter>`` per item of ``parameters``: the TeXML that streams a call to
-    ``stream_url`` both ways. ``ValueError`` for a value XML cannot carry, or another codec."""
+    ``stream_url`` both ways. ``ValueError`` for a value XML cannot carry, or another codec.
+
+    ``redirect_url`` (a cluster's: our ``/telnyx/voice?reattach=<session>``) follows as a
+    ``<Redirect>``: TeXML runs a document's verbs in order ("TeXML Translator starts at the
+    top of your TeXML file and executes your TeXML commands sequentially", Telnyx's TeXML
+    setup guide), ``<Connect><Stream>`` holds the flow while the stream lasts (the TeXML
+    streams page: "the call flow waits for the streaming operation"), and ``<Redirect>``
+    "transfers control of a call to the TeXML document" at that URL (its verb page); so a
+    stream that ends while the caller stays on (its gateway died) brings the call back to us,
+    as Twilio's does. When the call is hung up, nothing runs after the stream."""
     if codec not in _CODECS:
         raise ValueError(f"codec must be PCMU or PCMA, not {codec[:16]!r}")
     response = ET.Element("Response")
@@ -111,6 +127,17 @@ def stream_texml(stream_url: str, parameters: Mapping[str, str], *, codec: str =
         ET.SubElement(
             stream, "Parameter", name=_checked("a name", name), value=_checked(name, value)
         )
+    if redirect_url is not None:
+        redirect = ET.SubElement(response, "Redirect", method="POST")
+        redirect.text = _checked("redirect_url", redirect_url)
+    return ET.tostring(response, encoding="unicode")
+
+
+def hangup_texml() -> str:
+    """``<Response><Hangup/></Response>``: a call that came back after its stream, for a
+    session that is over."""
+    response = ET.Element("Response")
+    ET.SubElement(response, "Hangup")
     return ET.tostring(response, encoding="unicode")
 
 

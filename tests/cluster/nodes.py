@@ -1,6 +1,7 @@
 """A whole cluster on loopback for the tests (and the figures): a Redis of its own, standalone
 gateways (``transport-actors gateway -c FILE``), runtime nodes (``scripts/cluster_node.py``) and
-the Twilio emulator, in this process, that places the calls.
+the Twilio emulator, in this process, that places the calls (and, with ``provider=``, that
+provider's emulator too: :mod:`tests.cluster.telephony`).
 
 :class:`NodeProcess` reads its node's stdout on a thread of its own into :class:`NodeLog`
 (sessions, audio frames by session, ends), and waits on it by condition, never by sleeping.
@@ -29,6 +30,7 @@ from actors.emulator.phone import TwilioEmulator
 
 from ..processes import ROOT, _Child
 from .redis_server import RedisServer
+from .telephony import Telephony, entry_yaml, telephony
 
 SECRET = "cluster-node-process-secret-0123"
 ACCOUNT = "AC" + "5" * 32
@@ -164,11 +166,13 @@ class NodeProcess(_Child):
 
 class Balancer:
     """A load balancer in front of the nodes' webhooks (every node's ``inbound.public_url``):
-    each request goes to the next node that answers, round robin, as Twilio's would reach
-    whichever node is up. Forwards the body and Twilio's headers; the answer back."""
+    each request goes to the next node that answers, round robin, as a provider's would reach
+    whichever node is up. Forwards the method, the body and the headers (the providers'
+    signatures among them); the answer back, with its content type."""
 
     def __init__(self, nodes: list[NodeProcess]) -> None:
         self.nodes = nodes
+        self.only: NodeProcess | None = None  # set: every request goes to that node
         self._next = 0
         self._lock = threading.Lock()
         self.voice_requests: list[tuple[str, dict[str, str], bytes]] = []  # for replay
@@ -177,12 +181,16 @@ class Balancer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, answer = balancer.forward(self.path, dict(self.headers.items()), body)
+                status, kind, answer = balancer.forward(
+                    self.command, self.path, dict(self.headers.items()), body
+                )
                 self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            do_GET = do_POST
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -194,29 +202,33 @@ class Balancer:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
         self._thread.start()
 
-    def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        keep = {
-            k: v for k, v in headers.items() if k.lower() in ("content-type", "x-twilio-signature")
-        }
+    def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        keep = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
         if path == "/twilio/voice":
             with self._lock:
                 self.voice_requests.append((path, keep, body))
         for _ in range(2 * max(1, len(self.nodes))):
             with self._lock:
                 alive = [n for n in self.nodes if n.running and n.listen_url]
+                if self.only is not None:
+                    alive = [n for n in alive if n is self.only]
                 if not alive:
                     break
                 node = alive[self._next % len(alive)]
                 self._next += 1
-            request = urllib.request.Request(node.listen_url + path, body, keep, method="POST")
+            data = body if method != "GET" else None
+            request = urllib.request.Request(node.listen_url + path, data, keep, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, answer.read()
+                    kind = answer.headers.get("Content-Type", "text/xml")
+                    return answer.status, kind, answer.read()
             except urllib.error.HTTPError as exc:
-                return exc.code, exc.read()
+                return exc.code, "text/plain", exc.read()
             except OSError:
                 continue  # that node is down: the next
-        return 503, b""
+        return 503, "text/plain", b""
 
     def replay_voice(self, call_sid: str, node: NodeProcess) -> tuple[int, bytes]:
         """Deliver the call's voice webhook again, as sent (signed), to ``node``: Twilio
@@ -233,6 +245,9 @@ class Balancer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+_HOP_BY_HOP = frozenset({"host", "content-length", "connection", "transfer-encoding"})
 
 
 class GatewayProcess(_Child):
@@ -274,11 +289,13 @@ class Cluster:
         gateways: int = 2,
         capacity: int = 4,
         on_redis_down: str = "fail",
+        provider: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.redis = RedisServer()
         self.prefix = f"ta:{{n{uuid.uuid4().hex[:8]}}}"
         self.emulator = TwilioEmulator(EmulatorConfig(media="tone"), {ACCOUNT: TOKEN})
+        self.telephony: Telephony | None = None if provider is None else telephony(provider)
         self.gateways: list[GatewayProcess] = []
         self.nodes: list[NodeProcess] = []
         self.balancer = Balancer(self.nodes)
@@ -289,6 +306,8 @@ class Cluster:
         try:
             self.redis.__enter__()
             self.emulator.start()
+            if self.telephony is not None:
+                self.telephony.start()
             for i in range(gateways):
                 self.gateways.append(self._gateway(f"gw{i}"))
             for i in range(nodes):
@@ -324,7 +343,12 @@ class Cluster:
             "providers:\n"
             f'  twilio: {{type: twilio, api_base_url: "{self.emulator.url}", '
             f'account_sid: "{ACCOUNT}", auth_token: "{TOKEN}", from_number: "+15550199"}}\n'
-            f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
+            + (
+                ""
+                if self.telephony is None
+                else f"  {self.telephony.name}: {entry_yaml(self.telephony)}\n"
+            )
+            + f'inbound: {{listen: "127.0.0.1:0", public_url: "{self.balancer.url}", '
             f"max_sessions: {max(32, capacity)}, queue_timeout_s: 3, "
             "answer_timeout_s: 3}\n"
             f"cluster: {{{cluster}}}\n"
@@ -355,6 +379,8 @@ class Cluster:
         for gateway in self.gateways:
             gateway.stop()
         self.emulator.stop()
+        if self.telephony is not None:
+            self.telephony.stop()
         self.balancer.stop()
         self.redis.__exit__(None, None, None)
 

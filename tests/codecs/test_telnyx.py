@@ -235,6 +235,18 @@ def test_the_first_chunk_may_arrive_second() -> None:
     assert [chunks(codec.decode(media(n))) for n in (2, 1, 3)] == [[], [1, 2], [3]]
 
 
+def test_a_codec_taking_a_stream_over_goes_on_at_the_first_chunk_it_gets() -> None:
+    codec = started()
+    codec.resume_at(400)  # a cluster's takeover: another node had the stream's first chunks
+    assert [chunks(codec.decode(media(n))) for n in (397, 398, 400, 399)] == [
+        [397],
+        [398],
+        [],
+        [399, 400],
+    ]
+    assert (codec.skipped, codec.late) == (0, 0)
+
+
 def test_a_gap_is_given_up_past_the_window_and_the_straggler_counted_late() -> None:
     codec = started(reorder_window=3)
     released = [chunks(codec.decode(media(n))) for n in (1, 3, 4, 5, 6, 2, 7)]

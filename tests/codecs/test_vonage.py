@@ -88,7 +88,8 @@ def test_binary_frames_are_audio_of_exactly_20_ms(rate: int, size: int) -> None:
     socket = VonageSocket(rate)
     pcm = tone(440, 0.02, rate)
     assert len(pcm) == size == socket.frame_bytes
-    assert tuple(codec.decode(socket.audio(pcm))) == (Audio(pcm),)
+    # Numbered as frames come (websocket:connected was the first): Vonage numbers none.
+    assert tuple(codec.decode(socket.audio(pcm))) == (Audio(pcm, None, 2),)
     # And back: exactly one frame of that size per 20 ms written.
     assert tuple(codec.encode(Binary(pcm))) == (pcm,)
     assert socket.parse(pcm) == MediaOut(pcm)
@@ -168,7 +169,7 @@ MALFORMED = [
     '{"event":"websocket:dtmf"}',
     '{"event":"websocket:notify","payload":"x"}',
     '{"event":"websocket:connected","content-type":"audio/l16;rate=44100"}',
-    CONNECTED,  # a second websocket:connected
+    CONNECTED.replace("rate=16000", "rate=8000"),  # connected again, at another rate
     b"",
     b"\x00\x01\x02",  # odd: not PCM16
 ]
@@ -183,6 +184,22 @@ def test_malformed_frames_are_counted_never_fatal() -> None:
     assert tuple(codec.decode(DTMF)) == (Dtmf("5"),)  # still working
 
 
+def test_a_codec_taking_a_stream_over_numbers_on_from_where_the_other_was() -> None:
+    codec = started(8000)
+    codec.resume_at(120)  # a cluster's takeover: 120 frames were received by another node
+    assert [m.sequence for m in codec.decode(bytes(320))] == [121]  # type: ignore[attr-defined]
+
+
+def test_the_same_websocket_connected_again_goes_on_with_the_same_stream() -> None:
+    """A cluster's gateway failover connects the call again (a new NCCO): its second
+    websocket:connected is the same call, counted, and the audio goes on numbered as before."""
+    codec = started()
+    codec.decode(bytes(640))
+    assert tuple(codec.decode(CONNECTED)) == ()
+    assert (codec.reconnected, codec.malformed) == (1, 0)
+    assert [m.sequence for m in codec.decode(bytes(640))] == [4]  # type: ignore[attr-defined]
+
+
 def test_audio_before_connected_is_malformed() -> None:
     codec = VonageCodec()
     assert tuple(codec.decode(bytes(640))) == ()
@@ -191,7 +208,7 @@ def test_audio_before_connected_is_malformed() -> None:
 
 def test_an_irregular_frame_size_is_accepted_and_counted() -> None:
     codec = started(8000)
-    assert tuple(codec.decode(bytes(640))) == (Audio(bytes(320)), Audio(bytes(320)))
+    assert tuple(codec.decode(bytes(640))) == (Audio(bytes(320), None, 2),) * 2
     assert codec.irregular == 1
 
 

@@ -92,6 +92,24 @@ def test_dial_and_hang_up_follow_the_spec(prism: str) -> None:
     assert violations(responses) == []
 
 
+def test_streaming_start_follows_the_spec(prism: str) -> None:
+    """A cluster streams a Call Control call again (its gateway died) with ``streaming_start``."""
+    responses: list[requests.Response] = []
+    with recording_client(prism, responses) as client:
+        try:
+            call = dial(client)
+            restarted = client.start_streaming(
+                call["call_control_id"],
+                stream_url="wss://media2.example.com/telnyx",
+                client_state=encode_client_state({"session": "s1", "token": "t2", "nonce": "n"}),
+                codec="PCMA",
+            )
+        except ProviderError as exc:
+            pytest.fail(f"{exc}\n" + "\n".join(violations(responses)))
+    assert restarted is True
+    assert violations(responses) == []
+
+
 def test_the_harness_can_fail(prism: str) -> None:
     """Negative control: a dial without ``to`` and with a bad track is refused by Prism."""
     response = requests.post(

@@ -300,3 +300,57 @@ def test_call_control_a_provider_lacks_is_unsupported_at_once(service: Transport
             control()
     assert service.status(sid).state.name == "OPEN"  # nothing happened to the call
     service.end_session(sid)
+
+
+def test_a_call_back_after_its_stream_is_authenticated_and_without_a_cluster_ended(
+    service: TransportService,
+) -> None:
+    """``?reattach=`` on Telnyx's voice URL, Plivo's answer URL and Vonage's event URL (where a
+    cluster's calls come back after their gateway died): a forged request is refused as any
+    other; a signed one, with no cluster to stream the call again, gets the document that
+    ends the call."""
+    base = service.voice_url.rsplit("/twilio/voice", 1)[0]
+    form = {"CallSid": "v3:c1", "CallUUID": "u-1", "From": CALLER, "To": OURS}
+    body = urlencode(form).encode()
+    telnyx = emulator(service, "telnyx")
+    plivo = emulator(service, "plivo")
+    vonage = emulator(service, "vonage")
+    other_key, _ = new_ed25519_key()
+    stamp = str(int(time.time()))
+
+    def telnyx_post(key: Any) -> requests.Response:
+        signature = base64.b64encode(sign_ed25519(key, stamp.encode() + b"|" + body)).decode()
+        headers = {
+            "telnyx-signature-ed25519": signature,
+            "telnyx-timestamp": stamp,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        url = base + "/telnyx/voice?reattach=s1"
+        return requests.post(url, data=body, headers=headers, timeout=5)
+
+    def plivo_post(token: str) -> requests.Response:
+        url = base + "/plivo/answer?reattach=s1"
+        signature = signature_v3(token, "POST", url, "77", list(form.items()))
+        headers = {SIGNATURE_HEADER: signature, NONCE_HEADER: "77"}
+        return requests.post(url, data=form, headers=headers, timeout=5)
+
+    payload = json.dumps({"uuid": "leg-1", "status": "disconnected", "to": OURS}).encode()
+
+    def vonage_post(secret: str) -> requests.Response:
+        token = webhook_token(secret, payload, {"application_id": vonage.application_id})
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return requests.post(
+            base + "/vonage/event?reattach=s1", data=payload, headers=headers, timeout=5
+        )
+
+    forged = [telnyx_post(other_key), plivo_post("not-it"), vonage_post("not-it-" + "0" * 32)]
+    assert [r.status_code for r in forged] == [403, 403, 403]
+    signed = [
+        telnyx_post(telnyx._signing_key),
+        plivo_post(plivo.auth_token),
+        vonage_post(vonage.signature_secret),
+    ]
+    assert [r.status_code for r in signed] == [200, 200, 200]
+    assert "<Hangup" in signed[0].text and "<Hangup" in signed[1].text
+    assert json.loads(signed[2].text) == []  # nothing left to run: the call ends
+    assert service.metrics()['transport_inbound_webhooks_total{outcome="reattach"}'] == 3

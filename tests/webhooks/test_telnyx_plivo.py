@@ -137,7 +137,8 @@ def test_the_answer_documents_cannot_be_broken_by_a_value() -> None:
 
 
 def test_routing_values_round_trip_and_garbage_decodes_to_nothing() -> None:
-    values = {"session": "s-1_x", "token": "t" * 43}
+    # A stream credential of a call streamed again carries a nonce, URL-safe base64.
+    values = {"session": "s-1_x", "token": "t" * 43, "nonce": "a-b_c" * 3}
     assert decode_client_state(encode_client_state(values)) == values
     for junk in (
         None,
