@@ -722,8 +722,10 @@ class TelnyxEmulator(Startable):
     def _stream_ended(self, call: TelnyxCall) -> None:
         """A stream ended (see the module docstring for what the call does then)."""
         call.streaming = False
-        if not call.alive or (call.media is not None and call.media.hung_up):
-            self._finish(call, "completed")  # hung up (over the API, or the far end did)
+        if not call.alive or (call.media is not None and call.media.hung_up) or call.transfers:
+            # Hung up (over the API, or the far end did), or transferred: then it goes on,
+            # bridged (see _finish).
+            self._finish(call, "completed")
         elif call.texml:
             after, call.after = call.after, None
             if after is None:
