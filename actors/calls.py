@@ -417,7 +417,13 @@ class CallPlane:
         update = self._updater(record, provider)
         assert record.call_id is not None and restream is not None
         codec_parameters = getattr(record.codec, "parameters", {})
-        twiml = dtmf_twiml(digits, after, restream(record.session_id, dict(codec_parameters)))
+        # A cluster's session may be on another gateway than this node's configured one.
+        pinned = (
+            contextlib.nullcontext() if self.cluster is None else self.cluster.gateway_of(record)
+        )
+        with pinned:
+            stream = restream(record.session_id, dict(codec_parameters))
+        twiml = dtmf_twiml(digits, after, stream)
         # Set before the update: the stream may end before Twilio's REST answer comes back.
         # An update between two streams (a DTMF during the last one's digits) ends none.
         between = getattr(record.codec, "stream_sid", "") is None

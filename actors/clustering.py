@@ -61,6 +61,7 @@ from .placement import (
     endpoint_of_meta,
     gateway_meta,
     offer_of,
+    on_gateway,
     stream_twiml,
     with_epoch,
 )
@@ -109,6 +110,8 @@ class NodeCluster:
         self._placed: dict[str, Placed] = {}  # by call id: claimed here, not yet accepted
         self._local: dict[str, bool] = {}  # session ids our webhook claims: ended yet?
         self._tracked: dict[str, SessionRecord] = {}  # live clustered sessions of this node
+        # The gateway each of them is on now (its hop dials it): what its TwiML names.
+        self._gateways: dict[str, GatewayEndpoint] = {}
         self._lost: set[str] = set()  # sessions another node took: end without hanging up
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -159,8 +162,7 @@ class NodeCluster:
         fields = {k: v for k, v in meta.items() if v is not None}
         fields.update(gateway_meta(endpoint), provider=provider, call=record.call_id or "")
         self.member.register_session(record.session_id, fields, call_id=record.call_id)
-        with self._lock:
-            self._tracked[record.session_id] = record
+        self.started(record, endpoint)
 
     def _gateway_for(self, member: Member | None) -> GatewayEndpoint:
         found = endpoint_of_member(self.config.gateway, member)
@@ -203,6 +205,8 @@ class NodeCluster:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""
         with self._lock:
             record = self._tracked.get(session_id)
+            if record is not None:
+                self._gateways[session_id] = endpoint
         if record is None or record.dial.url.startswith(endpoint.url.rstrip("/") + "/"):
             return
         path = record.dial.url.split(SESSIONS_PATH, 1)[-1]
@@ -299,9 +303,21 @@ class NodeCluster:
         with self._lock:
             return self._placed.pop(call_id, None)
 
-    def started(self, record: SessionRecord) -> None:
+    def started(self, record: SessionRecord, endpoint: GatewayEndpoint | None) -> None:
+        """A clustered session of this node is set up; its hop dials ``endpoint``."""
         with self._lock:
             self._tracked[record.session_id] = record
+            if endpoint is not None:
+                self._gateways[record.session_id] = endpoint
+
+    def gateway_of(self, record: SessionRecord) -> contextlib.AbstractContextManager[None]:
+        """While inside: a provider's ``gateway()`` is the gateway the session's hop is on
+        now (placed least loaded, taken over from another node, or moved when its gateway
+        died), for TwiML that streams its call again (``send_dtmf``'s re-stream); the
+        configured gateway only for a session the cluster does not know."""
+        with self._lock:
+            endpoint = self._gateways.get(record.session_id)
+        return on_gateway(endpoint)
 
     # -- the member's callbacks (its threads: hand over, return) -------------------------------
 
@@ -370,6 +386,7 @@ class NodeCluster:
         sid = record.session_id
         with self._lock:
             self._tracked.pop(sid, None)
+            self._gateways.pop(sid, None)
             self._lost.discard(sid)
         self._ended_local(sid)
 
