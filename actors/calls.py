@@ -20,7 +20,9 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   ``send_dtmf`` keeps the session: a call update always ends the stream (Twilio's), so its
   TwiML is ``<Play digits>`` then ``<Connect><Stream>`` again for the *same* session, with a
   stream credential of its own (a fresh nonce: the gateway pairs each credential once), then
-  the usual ``<Redirect>``. The session is marked to expect that re-stream for
+  the usual ``<Redirect>``; in a cluster the ``<Stream>`` names the gateway the session's hop
+  is on now (:meth:`~actors.clustering.NodeCluster.gateway_of`), not the node's configured
+  one. The session is marked to expect that re-stream for
   :func:`restream_window_s` seconds: when the gateway closes its hop with "call ended" the
   supervisor redials at once, saying so (``X-Restream-Within``), and the gateway re-opens the
   call and pairs the new stream. The reader sees ``Stopped``, then a new ``Started`` (a new

@@ -32,6 +32,9 @@ orphans can be placed on it before the application first calls ``accept_session`
   ``<Connect><Stream>`` for the same session to another healthy gateway, with a credential of
   its own; the lease's meta names that gateway, and the session's node (which polls the
   meta of its sessions whose hop is down) points the connector's next redial at it.
+- **Call control**: the node keeps the gateway each of its sessions is on now (placed, taken
+  over from the lease's meta, moved), and the re-stream after ``send_dtmf`` names it
+  (:meth:`NodeCluster.gateway_of`): the new stream goes where the session's hop redials.
 - Offers (claims and takeovers) go through the webhook's
   :class:`~actors.webhooks.inbound.InboundQueue` from a thread each, so that the queue's
   bounds hold for them: one that no ``accept_session`` takes within
