@@ -16,7 +16,8 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   worker thread (at most :data:`FORWARD_QUEUE` waiting, then dropped and counted), signed
   under the account's auth token exactly as Twilio signs, so the receiver's validation passes.
 - **Control.** ``transfer`` and ``redirect`` give the live call new TwiML over REST: the call
-  leaves its stream, and the session ends with ``Close(1000, "transferred" | "redirected")``.
+  leaves its stream, and the session ends with ``Close(1000, "transferred" | "redirected")``;
+  the call is that TwiML's from then on, so the session's end does not hang it up.
   ``send_dtmf`` keeps the session: a call update always ends the stream (Twilio's), so its
   TwiML is ``<Play digits>`` then ``<Connect><Stream>`` again for the *same* session, with a
   stream credential of its own (a fresh nonce: the gateway pairs each credential once), then
@@ -127,6 +128,8 @@ class CallPlane:
         self.forward_dropped = 0
         self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
         self.draining = False  # TransportService.drain(): new calls are refused
+        # Sessions whose call now runs other TwiML (transfer, redirect): never hung up by us.
+        self._handed_off: set[str] = set()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -147,9 +150,17 @@ class CallPlane:
             route = self._routes.get(record.call_id or "")
         return route.ended_why if route is not None and route.ended_why in UNANSWERED else None
 
+    def keeps_call(self, record: SessionRecord) -> bool:
+        """Whether ending this session must leave its call alone: ``transfer`` or
+        ``redirect`` gave it to other TwiML (a hang-up would cut the ``<Dial>``)."""
+        with self._lock:
+            return record.session_id in self._handed_off
+
     def ended(self, record: SessionRecord) -> None:
         """The session is over: forget its call, free its inbound capacity."""
         call_id = record.call_id
+        with self._lock:
+            self._handed_off.discard(record.session_id)
         if call_id is None:
             return
         with self._lock:
@@ -403,11 +414,24 @@ class CallPlane:
     # -- control -------------------------------------------------------------------------------
 
     def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
-        """Give the session's live call ``twiml``; the session ends with ``reason``."""
+        """Give the session's live call ``twiml``; the session ends with ``reason``, and its
+        end leaves the call to that TwiML (no hang-up)."""
         update = self._updater(record, provider)
         assert record.call_id is not None
-        if not update(record.call_id, twiml=twiml):
-            raise SessionClosed(record.session_id, "the call has ended")
+        sid = record.session_id
+        # Marked before the update: the session may end (its stream stops) before the answer.
+        with self._lock:
+            self._handed_off.add(sid)
+        try:
+            updated = update(record.call_id, twiml=twiml)
+        except BaseException:
+            with self._lock:
+                self._handed_off.discard(sid)
+            raise
+        if not updated:
+            with self._lock:
+                self._handed_off.discard(sid)
+            raise SessionClosed(sid, "the call has ended")
         end_now(record, reason)
 
     def dtmf(

@@ -252,7 +252,8 @@ class TransportService(Closable):
     def transfer(self, session_id: str, to: str, *, caller_id: str | None = None) -> None:
         """Move the session's call out of its stream into a ``<Dial>`` to ``to`` (an E.164
         number or a ``sip:`` URI; ``caller_id``: the number shown). The session ends with
-        ``Close(1000, "transferred")``. ``SessionClosed`` if the call has ended."""
+        ``Close(1000, "transferred")``, and ending it leaves the call up (it is the
+        ``<Dial>``'s). ``SessionClosed`` if the call has ended."""
         handle = self._control(session_id)
         self._calls.control(
             handle.record, handle.provider, dial_twiml(to, caller_id), "transferred"
@@ -261,7 +262,8 @@ class TransportService(Closable):
     def redirect(self, session_id: str, twiml: str) -> None:
         """Give the session's call the TwiML document ``twiml`` (checked: well-formed, root
         ``<Response>``); it leaves its stream, and the session ends with ``Close(1000,
-        "redirected")``. ``SessionClosed`` if the call has ended."""
+        "redirected")``; ending it leaves the call to that TwiML (no hang-up).
+        ``SessionClosed`` if the call has ended."""
         handle = self._control(session_id)
         self._calls.control(handle.record, handle.provider, validate_twiml(twiml), "redirected")
 
@@ -485,7 +487,8 @@ class TransportService(Closable):
             return [h.info() for h in self._sessions.values()]
 
     def end_session(self, session_id: str) -> None:
-        """End a session: hang up the provider side, close its connection, stop the connector.
+        """End a session: hang up the provider side (not a call ``transfer`` or ``redirect``
+        gave to other TwiML), close its connection, stop the connector.
 
         When it returns, no thread, socket or actor of the session remains. Ending a session
         that has ended is a no-op; ending one whose end another thread has begun waits for
@@ -684,7 +687,10 @@ class TransportService(Closable):
             if handle.created:
                 self._metrics.session_ended(record.provider)
             try:
-                if self._cluster is None or not self._cluster.keeps_call(record):
+                kept = self._calls.keeps_call(record) or (
+                    self._cluster is not None and self._cluster.keeps_call(record)
+                )
+                if not kept:
                     handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)
