@@ -1,8 +1,9 @@
 """``send_dtmf`` in a cluster (real node processes, two gateway processes, a real Redis, the
 Twilio emulator): the re-stream after the digits names the gateway the session's hop is on
-now, whichever gateway the node's config names. A call placed on the other gateway, a call
-taken over by another node, and a call whose gateway died and moved it each take the digits
-and stream on: the session stays open and audio flows both ways on the new stream."""
+now, whichever gateway the node's config names. An outbound and an inbound call placed on
+the other gateway, a call taken over by another node, and a call whose gateway died and
+moved it each take the digits and stream on: the session stays open and audio flows both
+ways on the new stream."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster
 from .redis_server import redis_server_binary
-from .test_nodes import flowing, sessions_of
+from .test_nodes import flowing, sessions_of, wait_owner
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
@@ -98,6 +99,22 @@ def test_a_call_on_another_gateway_than_the_configured_one_takes_dtmf_and_stream
         sid, call = _call_on(c, node, other)
         _dtmf_streams_on(c, node, sid, call, other, "12")
         _dtmf_streams_on(c, node, sid, call, other, "3")  # and again, a credential of its own
+
+
+def test_an_inbound_call_claimed_on_another_gateway_takes_dtmf_and_streams_on(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path, nodes=2, gateways=2, capacity=4, configured_gateway=0) as c:
+        other = c.gateways[1]
+        for _ in range(4):  # claimed on either node, through the webhook of either
+            call = c.dial_in()
+            node, sid = wait_owner(c, call)
+            node.wait_for(flowing(sid, 5), 10, f"audio on {sid}")
+            if _stream_gateway(c, call) == other.public_url:
+                break
+        else:
+            raise AssertionError(f"no inbound call on {other.member_id} in 4")
+        _dtmf_streams_on(c, node, sid, call, other, "#")
 
 
 def test_after_a_takeover_the_new_node_s_dtmf_streams_the_call_on_through_its_gateway(
