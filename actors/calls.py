@@ -21,7 +21,9 @@ call control. The facade delegates to :class:`CallPlane`; the webhook it drives 
   ``send_dtmf`` keeps the session: a call update always ends the stream (Twilio's), so its
   TwiML is ``<Play digits>`` then ``<Connect><Stream>`` again for the *same* session, with a
   stream credential of its own (a fresh nonce: the gateway pairs each credential once), then
-  the usual ``<Redirect>``. The session is marked to expect that re-stream for
+  the usual ``<Redirect>``; in a cluster the ``<Stream>`` names the gateway the session's hop
+  is on now (:meth:`~actors.clustering.NodeCluster.gateway_of`), not the node's configured
+  one. The session is marked to expect that re-stream for
   :func:`restream_window_s` seconds: when the gateway closes its hop with "call ended" the
   supervisor redials at once, saying so (``X-Restream-Within``), and the gateway re-opens the
   call and pairs the new stream. The reader sees ``Stopped``, then a new ``Started`` (a new
@@ -129,7 +131,8 @@ class CallPlane:
         self.forward_dropped = 0
         self.cluster: NodeCluster | None = None  # set by a clustered service (cluster:)
         self.draining = False  # TransportService.drain(): new calls are refused
-        self._released: dict[str, bool] = {}  # sessions whose call was handed on, by id
+        # Sessions whose call now runs other TwiML (transfer, redirect): never hung up by us.
+        self._handed_off: set[str] = set()
         self.provider_of: Callable[[str], Provider] | None = None  # set by the service
 
     # -- sessions ------------------------------------------------------------------------------
@@ -151,9 +154,17 @@ class CallPlane:
             route = self._routes.get(record.call_id or "")
         return route.ended_why if route is not None and route.ended_why in UNANSWERED else None
 
+    def keeps_call(self, record: SessionRecord) -> bool:
+        """Whether ending this session must leave its call alone: ``transfer`` or
+        ``redirect`` gave it to other TwiML (a hang-up would cut the ``<Dial>``)."""
+        with self._lock:
+            return record.session_id in self._handed_off
+
     def ended(self, record: SessionRecord) -> None:
         """The session is over: forget its call, free its inbound capacity."""
         call_id = record.call_id
+        with self._lock:
+            self._handed_off.discard(record.session_id)
         if call_id is None:
             return
         with self._lock:
@@ -442,13 +453,24 @@ class CallPlane:
     # -- control -------------------------------------------------------------------------------
 
     def control(self, record: SessionRecord, provider: Provider, twiml: str, reason: str) -> None:
-        """Give the session's live call ``twiml`` (Twilio's ``update_call``); the session ends
-        with ``reason``, and its end no longer hangs the call up (the TwiML owns it now)."""
+        """Give the session's live call ``twiml``; the session ends with ``reason``, and its
+        end leaves the call to that TwiML (no hang-up)."""
         update = self._updater(record, provider)
         call_id = self._live_call(record)
-        if not update(call_id, twiml=twiml):
-            raise SessionClosed(record.session_id, "the call has ended")
-        self._release(record)
+        sid = record.session_id
+        # Marked before the update: the session may end (its stream stops) before the answer.
+        with self._lock:
+            self._handed_off.add(sid)
+        try:
+            updated = update(call_id, twiml=twiml)
+        except BaseException:
+            with self._lock:
+                self._handed_off.discard(sid)
+            raise
+        if not updated:
+            with self._lock:
+                self._handed_off.discard(sid)
+            raise SessionClosed(sid, "the call has ended")
         end_now(record, reason)
 
     def dtmf(
@@ -462,7 +484,13 @@ class CallPlane:
             raise UnsupportedMessage(record.session_id, record.provider, "DTMF")
         call_id = self._live_call(record)
         codec_parameters = getattr(record.codec, "parameters", {})
-        twiml = dtmf_twiml(digits, after, restream(record.session_id, dict(codec_parameters)))
+        # A cluster's session may be on another gateway than this node's configured one.
+        pinned = (
+            contextlib.nullcontext() if self.cluster is None else self.cluster.gateway_of(record)
+        )
+        with pinned:
+            stream = restream(record.session_id, dict(codec_parameters))
+        twiml = dtmf_twiml(digits, after, stream)
         # Set before the update: the stream may end before Twilio's REST answer comes back.
         # An update between two streams (a DTMF during the last one's digits) ends none.
         between = getattr(record.codec, "stream_sid", "") is None
@@ -500,16 +528,6 @@ class CallPlane:
             raise SessionClosed(record.session_id, "the call has ended")
         if reason is not None:
             end_now(record, reason)
-
-    def released(self, record: SessionRecord) -> bool:
-        """Whether the session's call was handed on (transferred, redirected): ending the
-        session must not hang it up. Asked once, when the session ends."""
-        with self._lock:
-            return self._released.pop(record.session_id, False)
-
-    def _release(self, record: SessionRecord) -> None:
-        with self._lock:
-            self._released[record.session_id] = True
 
     @staticmethod
     def _live_call(record: SessionRecord) -> str:

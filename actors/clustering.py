@@ -41,6 +41,9 @@ orphans can be placed on it before the application first calls ``accept_session`
   session's node (which polls the meta of its sessions whose hop is down) points the
   connector's next redial at it. An Exotel call cannot be streamed again: its session ends
   (:data:`GATEWAY_LOST`) once its gateway has left the registry.
+- **Call control**: the node keeps the gateway each of its sessions is on now (placed, taken
+  over from the lease's meta, moved), and the re-stream after ``send_dtmf`` names it
+  (:meth:`NodeCluster.gateway_of`): the new stream goes where the session's hop redials.
 - Offers (claims and takeovers) go through the webhook's
   :class:`~actors.webhooks.inbound.InboundQueue` from a thread each, so that the queue's
   bounds hold for them: one that no ``accept_session`` takes within
@@ -71,6 +74,7 @@ from .placement import (
     endpoint_of_meta,
     gateway_meta,
     offer_of,
+    on_gateway,
     stream_twiml,
     with_epoch,
 )
@@ -134,6 +138,8 @@ class NodeCluster:
         self._placed: dict[str, Placed] = {}  # by call id: claimed here, not yet accepted
         self._local: dict[str, bool] = {}  # session ids our webhook claims: ended yet?
         self._tracked: dict[str, SessionRecord] = {}  # live clustered sessions of this node
+        # The gateway each of them is on now (its hop dials it): what its TwiML names.
+        self._gateways: dict[str, GatewayEndpoint] = {}
         self._lost: set[str] = set()  # sessions another node took: end without hanging up
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -186,8 +192,7 @@ class NodeCluster:
         fields = {k: v for k, v in meta.items() if v is not None}
         fields.update(gateway_meta(endpoint), provider=provider, call=record.call_id or "")
         self.member.register_session(record.session_id, fields, call_id=record.call_id)
-        with self._lock:
-            self._tracked[record.session_id] = record
+        self.started(record, endpoint)
 
     def _gateway_for(self, member: Member | None) -> GatewayEndpoint:
         found = endpoint_of_member(self.config.gateway, member)
@@ -303,6 +308,8 @@ class NodeCluster:
         """Point the session's next redial at ``endpoint`` (its gateway moved)."""
         with self._lock:
             record = self._tracked.get(session_id)
+            if record is not None:
+                self._gateways[session_id] = endpoint
         if record is None or record.dial.url.startswith(endpoint.url.rstrip("/") + "/"):
             return
         path = record.dial.url.split(SESSIONS_PATH, 1)[-1]
@@ -436,9 +443,21 @@ class NodeCluster:
         with self._lock:
             return self._placed.pop(call_id, None)
 
-    def started(self, record: SessionRecord) -> None:
+    def started(self, record: SessionRecord, endpoint: GatewayEndpoint | None) -> None:
+        """A clustered session of this node is set up; its hop dials ``endpoint``."""
         with self._lock:
             self._tracked[record.session_id] = record
+            if endpoint is not None:
+                self._gateways[record.session_id] = endpoint
+
+    def gateway_of(self, record: SessionRecord) -> contextlib.AbstractContextManager[None]:
+        """While inside: a provider's ``gateway()`` is the gateway the session's hop is on
+        now (placed least loaded, taken over from another node, or moved when its gateway
+        died), for TwiML that streams its call again (``send_dtmf``'s re-stream); the
+        configured gateway only for a session the cluster does not know."""
+        with self._lock:
+            endpoint = self._gateways.get(record.session_id)
+        return on_gateway(endpoint)
 
     # -- the member's callbacks (its threads: hand over, return) -------------------------------
 
@@ -521,6 +540,7 @@ class NodeCluster:
         sid = record.session_id
         with self._lock:
             self._tracked.pop(sid, None)
+            self._gateways.pop(sid, None)
             self._lost.discard(sid)
         self._ended_local(sid)
 

@@ -31,6 +31,7 @@ __all__ = [
     "endpoint_of_meta",
     "gateway_meta",
     "offer_of",
+    "on_gateway",
     "stream_twiml",
     "with_epoch",
 ]
@@ -50,17 +51,12 @@ class Placed:
     # Offered from its lease: another node answered the provider (or the call streams
     # already), so this node only carries it (the provider's ``resume``, no document).
     answered: bool = False
-    track: Callable[[SessionRecord], None] | None = None  # told of the session's record
+    #: told of the session's record and the gateway its hop dials
+    track: Callable[[SessionRecord, GatewayEndpoint | None], None] | None = None
 
-    @contextlib.contextmanager
-    def gateway(self) -> Iterator[None]:
+    def gateway(self) -> contextlib.AbstractContextManager[None]:
         """While set up: the provider's ``gateway()`` is this call's gateway."""
-        endpoint = self.endpoint
-        token = GATEWAY_CHOICE.set(lambda: endpoint)
-        try:
-            yield
-        finally:
-            GATEWAY_CHOICE.reset(token)
+        return on_gateway(self.endpoint)
 
     def plan(self, plan: SessionPlan) -> SessionPlan:
         return with_epoch(plan, self.epoch)
@@ -68,7 +64,7 @@ class Placed:
     def prepare(self, record: SessionRecord) -> None:
         """Before the first dial: resume where the previous node was (a takeover)."""
         if self.track is not None:
-            self.track(record)
+            self.track(record, self.endpoint)
         if not self.details.get("resumed"):
             return
         record.traffic.frames_in = self.resume_in
@@ -85,6 +81,17 @@ class Placed:
         resume_at = getattr(codec, "resume_at", None)
         if resume_at is not None:  # a codec that numbers or orders frames carries on
             resume_at(self.resume_in)
+
+
+@contextlib.contextmanager
+def on_gateway(endpoint: GatewayEndpoint | None) -> Iterator[None]:
+    """While inside: a provider's ``gateway()`` on this thread is ``endpoint`` (``None``:
+    the configured gateway), for the TwiML it makes for a call of the cluster."""
+    token = GATEWAY_CHOICE.set(lambda: endpoint)
+    try:
+        yield
+    finally:
+        GATEWAY_CHOICE.reset(token)
 
 
 def with_epoch(plan: SessionPlan, epoch: int) -> SessionPlan:
@@ -145,7 +152,7 @@ def offer_of(
     call_id: str,
     endpoint: GatewayEndpoint,
     resumed: bool,
-    track: Callable[[SessionRecord], None],
+    track: Callable[[SessionRecord, GatewayEndpoint | None], None],
 ) -> tuple[Placed, InboundCall]:
     """A call claimed for (or taken over by) this node, from its lease: its placement, and
     the call as the local queue offers it to ``accept_session``."""

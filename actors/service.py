@@ -263,8 +263,9 @@ class TransportService(Closable):
         """Move the session's call out of its stream to ``to`` (an E.164 number or a ``sip:``
         URI; ``caller_id``: the number shown): Twilio's ``<Dial>``, Telnyx's ``transfer``
         command, Plivo's transfer to a ``<Dial>``. The session ends with ``Close(1000,
-        "transferred")``, and ending it does not hang the call up. ``SessionClosed`` if the
-        call has ended; ``UnsupportedMessage`` where the provider (or the call) cannot."""
+        "transferred")``, and ending it leaves the call up (it is the transfer's).
+        ``SessionClosed`` if the call has ended; ``UnsupportedMessage`` where the provider (or
+        the call) cannot."""
         dial = dial_twiml(to, caller_id)  # checks to and caller_id
         handle = self._control(session_id)
         if isinstance(handle.provider, CallControl):
@@ -276,9 +277,9 @@ class TransportService(Closable):
     def redirect(self, session_id: str, twiml: str) -> None:
         """Give the session's call the document ``twiml`` (the provider's XML: TwiML, Plivo
         XML; checked: well-formed, root ``<Response>``); it leaves its stream, and the session
-        ends with ``Close(1000, "redirected")``, without hanging the call up. ``SessionClosed``
-        if the call has ended; ``UnsupportedMessage`` where the provider (or the call) takes
-        no document (a Telnyx Call Control call)."""
+        ends with ``Close(1000, "redirected")``; ending it leaves the call to that document (no
+        hang-up). ``SessionClosed`` if the call has ended; ``UnsupportedMessage`` where the
+        provider (or the call) takes no document (a Telnyx Call Control call)."""
         document = validate_twiml(twiml)
         handle = self._control(session_id)
         if isinstance(handle.provider, CallControl):
@@ -512,7 +513,8 @@ class TransportService(Closable):
             return [h.info() for h in self._sessions.values()]
 
     def end_session(self, session_id: str) -> None:
-        """End a session: hang up the provider side, close its connection, stop the connector.
+        """End a session: hang up the provider side (not a call ``transfer`` or ``redirect``
+        gave to other TwiML), close its connection, stop the connector.
 
         When it returns, no thread, socket or actor of the session remains. Ending a session
         that has ended is a no-op; ending one whose end another thread has begun waits for
@@ -711,10 +713,10 @@ class TransportService(Closable):
             if handle.created:
                 self._metrics.session_ended(record.provider)
             try:
-                handed_on = self._calls.released(record)
-                if not handed_on and (
-                    self._cluster is None or not self._cluster.keeps_call(record)
-                ):
+                kept = self._calls.keeps_call(record) or (
+                    self._cluster is not None and self._cluster.keeps_call(record)
+                )
+                if not kept:
                     handle.provider.hang_up(record.session_id, handle.plan)
             except TransportError as exc:
                 errors.append(exc)

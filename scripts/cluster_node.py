@@ -21,9 +21,10 @@ loses nothing already printed), for tests and the demo:
 - ``{"e": "error", "op", "error"}``; ``{"e": "draining"}``; ``{"e": "status", ...}``.
 
 On stdin, one command per line: ``call <to> [provider]`` (an outbound call; the provider
-entry's name, ``twilio`` by default),
-``end <sid>``, ``drain``, ``status``, ``quit``. SIGTERM drains (no new call) and exits once the
-calls in progress have ended (or at a second SIGTERM).
+entry's name, ``twilio`` by default), ``end <sid>``, ``dtmf <sid> <digits>`` (``send_dtmf``:
+says ``{"e": "dtmf", "sid"}`` once the call took the digits), ``drain``, ``status``, ``quit``.
+SIGTERM drains (no new call) and exits once the calls in progress have ended (or at a second
+SIGTERM).
 """
 
 from __future__ import annotations
@@ -126,6 +127,14 @@ class Node:
             except TransportError:
                 pass
 
+    def dtmf(self, sid: str, digits: str) -> None:
+        try:
+            self.service.send_dtmf(sid, digits)
+        except TransportError as exc:
+            event("error", op="dtmf", error=f"{type(exc).__name__}: {exc}")
+            return
+        event("dtmf", sid=sid, digits=digits, t=time.monotonic())
+
     def command(self, line: str) -> bool:
         words = line.split()
         if not words:
@@ -137,6 +146,8 @@ class Node:
                 self.service.end_session(words[1])
             except TransportError as exc:
                 event("error", op="end", error=str(exc))
+        elif words[0] == "dtmf" and len(words) == 3:
+            self.spawn(self.dtmf, words[1], words[2])
         elif words[0] == "drain":
             self.service.drain(0)
             event("draining")

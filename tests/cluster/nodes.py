@@ -290,6 +290,7 @@ class Cluster:
         capacity: int = 4,
         on_redis_down: str = "fail",
         provider: str | None = None,
+        configured_gateway: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.redis = RedisServer()
@@ -300,6 +301,7 @@ class Cluster:
         self.nodes: list[NodeProcess] = []
         self.balancer = Balancer(self.nodes)
         self._sizes = (nodes, gateways, capacity, on_redis_down)
+        self._configured = configured_gateway  # the nodes' gateway.url: that gateway's
 
     def __enter__(self) -> Cluster:
         nodes, gateways, capacity, on_redis_down = self._sizes
@@ -310,8 +312,11 @@ class Cluster:
                 self.telephony.start()
             for i in range(gateways):
                 self.gateways.append(self._gateway(f"gw{i}"))
+            configured = None if self._configured is None else self.gateways[self._configured]
             for i in range(nodes):
-                self.nodes.append(self.start_node(f"node{i}", capacity, on_redis_down))
+                self.nodes.append(
+                    self.start_node(f"node{i}", capacity, on_redis_down, configured=configured)
+                )
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -327,7 +332,15 @@ class Cluster:
         gateway.start()
         return gateway
 
-    def start_node(self, name: str, capacity: int, on_redis_down: str = "fail") -> NodeProcess:
+    def start_node(
+        self,
+        name: str,
+        capacity: int,
+        on_redis_down: str = "fail",
+        *,
+        configured: GatewayProcess | None = None,
+    ) -> NodeProcess:
+        """A node; ``configured``: the gateway its config names (``gateway.url``)."""
         path = self.workdir / f"{name}.yaml"
         cluster = _cluster_yaml(
             self.redis, self.prefix, name, capacity=capacity, on_redis_down=on_redis_down
@@ -335,8 +348,10 @@ class Cluster:
         # The configured gateway is used only without the registry (Redis down, `local`): a
         # dead port otherwise, so that a node that used it by mistake would show it.
         url = public = "ws://127.0.0.1:9"
-        if on_redis_down == "local" and self.gateways:
-            url, public = self.gateways[0].session_url, self.gateways[0].public_url
+        if configured is None and on_redis_down == "local" and self.gateways:
+            configured = self.gateways[0]
+        if configured is not None:
+            url, public = configured.session_url, configured.public_url
         path.write_text(
             f'gateway: {{embedded: false, url: "{url}", public_url: "{public}", '
             f'secret: "{SECRET}"}}\n'

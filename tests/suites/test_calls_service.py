@@ -364,6 +364,15 @@ def _live_call(service: TransportService) -> tuple[str, str]:
     return info.session_id, info.call_id or ""
 
 
+def _hang_ups(service: TransportService) -> float:
+    """REST hang-ups the service has sent (any status)."""
+    return sum(
+        value
+        for name, value in service.metrics().items()
+        if name.startswith("transport_rest_request_seconds_count{") and "hang_up" in name
+    )
+
+
 def test_transfer_dials_the_target_and_ends_the_session_transferred(
     service: TransportService,
 ) -> None:
@@ -378,6 +387,9 @@ def test_transfer_dials_the_target_and_ends_the_session_transferred(
     (dial,) = call.transfers
     assert [(t.kind, t.target) for t in dial.targets] == [("sip", "sip:desk@example.com")]
     service.end_session(sid)
+    # The call is the <Dial>'s now: ending the session must not hang it up (on Twilio a
+    # hang-up would cut the transfer; the emulator has ended the call already, so count).
+    assert _hang_ups(service) == 0
     # The call is the <Dial>'s now: ending the session posted no hang-up (Status=completed).
     updates = [r for r in emulator_of(service).api.requests if r.operation == "update"]
     assert len(updates) == 1
@@ -394,6 +406,7 @@ def test_redirect_runs_the_given_twiml_and_ends_the_session_redirected(
     assert events(read_until(service, sid, Close))[-1] == Close(1000, "redirected")
     assert emulator_of(service).wait_ended(call_sid, 5).documents[-1] == twiml
     service.end_session(sid)
+    assert _hang_ups(service) == 0  # the call runs the given TwiML, not our hang-up
 
 
 def _echoed(service: TransportService, sid: str, frames: list[bytes]) -> list[Any]:
