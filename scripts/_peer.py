@@ -201,15 +201,19 @@ class DialResult:
         return sum(rtt > LATE_MS for rtt in self.rtts_ms)
 
 
-class _Call:
-    def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
-        self.ws = ws
-        self.stream = stream
+class Echoes:
+    """One call's echoes of :func:`ulaw_frame` frames (ticks ``0 .. ticks - 1``): each timed
+    once, in :attr:`rtts` (ms); :attr:`probed` once the :data:`PROBE` frame came back."""
+
+    def __init__(self, ticks: int) -> None:
         self.seen = bytearray(ticks)
         self.rtts: list[float] = []
         self.buffer = bytearray()
-        self.ready = asyncio.Event()
-        self.errors = 0
+        self.probed = False
+
+    def on_probe(self) -> None:
+        """The probe came back (a subclass wakes whoever waits on it)."""
+        self.probed = True
 
     def take(self, payload: bytes) -> None:
         """Echoed audio, in whatever chunks the server sends it: cut back into frames."""
@@ -222,10 +226,23 @@ class _Call:
                 continue  # audio of the server's own (silence)
             tick, sent_ns = tag
             if tick == PROBE:
-                self.ready.set()
+                self.on_probe()
             elif tick < len(self.seen) and not self.seen[tick]:
                 self.seen[tick] = 1
                 self.rtts.append((time.perf_counter_ns() - sent_ns) / 1e6)
+
+
+class _Call(Echoes):
+    def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
+        super().__init__(ticks)
+        self.ws = ws
+        self.stream = stream
+        self.ready = asyncio.Event()
+        self.errors = 0
+
+    def on_probe(self) -> None:
+        super().on_probe()
+        self.ready.set()
 
 
 async def _read(call: _Call) -> None:
