@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import requests  # noqa: E402  (the naive baseline's REST calls)
 import websocket  # noqa: E402  (the naive baseline and the raw throughput reference)
+from _cluster import CLUSTER_BEGIN, CLUSTER_END, cluster_report, cluster_sweep  # noqa: E402
 
 # The frame clock, tags and helper processes, shared with the dial-in peer (scripts/_peer.py).
 from _peer import (  # noqa: E402
@@ -748,6 +749,13 @@ def main(argv: list[str] | None = None) -> int:
         "reflect mode; all five when none is named) at --sessions N (default 100): rewrites "
         "that section of the report, nothing else",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="only cluster mode on this machine: one runtime node against two behind one "
+        "gateway, Redis on a free port, at --sessions N (default 50 100 150 200 250): "
+        "rewrites that section of the report, nothing else",
+    )
     args = parser.parse_args(argv)
     pipecat = args.pipecat or args.pipecat_only
     pipecat_n = args.pipecat_sessions or ([5] if args.quick else PIPECAT_SWEEP)
@@ -781,6 +789,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row.impl} N={row.sessions}: {error}", file=sys.stderr)
         if written:
             _write_section(out, block, PROVIDERS_BEGIN, PROVIDERS_END)
+        return 0
+    if args.cluster:
+        cluster_n = args.sessions or ([3] if args.quick else [50, 100, 150, 200, 250])
+        cluster_results = cluster_sweep(cluster_n, seconds, SECRET)
+        command = "python scripts/bench.py" + " --quick" * args.quick + " --cluster"
+        if args.sessions:
+            command += " --sessions " + " ".join(map(str, args.sessions))
+        if args.seconds:
+            command += f" --seconds {args.seconds:g}"
+        date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        block = cluster_report(cluster_results, seconds, command, date)
+        print(block)
+        for pair in cluster_results:
+            for row in pair:
+                for error in row.errors[:5]:
+                    print(f"{row.impl} N={row.sessions}: {error}", file=sys.stderr)
+        if written:
+            _write_section(out, block, CLUSTER_BEGIN, CLUSTER_END)
         return 0
     gateway, peer = Helper(_serve_gateway), Helper(_serve_peer)
     rows: list[tuple[Step, Step]] = []
