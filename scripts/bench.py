@@ -17,6 +17,12 @@ and the ratios ours/baseline. Also: pipelined throughput of one session against 
 websocket-client (echo server), and 1,000 idle sessions held (RSS, threads).
 
 Prints a table and writes BENCHMARKS.md. ``--quick`` is a seconds-long smoke run.
+
+Sections run on their own, each rewriting only its block of BENCHMARKS.md's notes:
+``--pipecat-only`` (Pipecat beside our inbound calls), ``--providers`` (one row per telephony
+provider, outbound through its emulator in ``reflect`` mode: ``scripts/_providers.py``) and
+``--cluster`` (one runtime node against two behind one gateway, on a Redis of its own:
+``scripts/_cluster.py``).
 """
 
 from __future__ import annotations
