@@ -282,9 +282,10 @@ def cluster_sweep(sweep: list[int], seconds: float, secret: str) -> list[tuple[P
 
 
 def cluster_report(
-    rows: list[tuple[PeerRow, PeerRow]], seconds: float, command: str, date: str
+    rows: list[tuple[PeerRow, PeerRow]], seconds: float, command: str, date: str, load: str
 ) -> str:
-    """The cluster's section of BENCHMARKS.md, between its markers."""
+    """The cluster's section of BENCHMARKS.md, between its markers (``load``: how busy the
+    machine was, :func:`_rows.load_line`)."""
     one_held = max((one.sessions for one, _ in rows if row_holds(one)), default=0)
     two_held = max((two.sessions for _, two in rows if row_holds(two)), default=0)
     lines = list(PEER_HEADER)
@@ -303,7 +304,8 @@ def cluster_report(
             "## Cluster mode on one machine: one runtime process against two (issue 17)",
             "",
             f"Command: `{command}`  ",
-            f"Date: {date}",
+            f"Date: {date}  ",
+            load,
             "",
             f"Per N, {seconds:g} s of load, one 20 ms mu-law frame every 20 ms per call, each "
             "echoed by the application. Every process is its own: `redis-server` (a free "

@@ -87,6 +87,7 @@ class Helper:
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(target=target, args=(child,), daemon=True)
         self._process.start()
+        child.close()  # the child's end lives in the child: if it dies, recv raises EOFError
         self.url: str = self._conn.recv()
 
     @property

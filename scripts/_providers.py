@@ -317,8 +317,11 @@ PROVIDERS_BEGIN = "<!-- providers: begin (written by bench.py --providers) -->"
 PROVIDERS_END = "<!-- providers: end -->"
 
 
-def providers_report(rows: list[PeerRow], seconds: float, command: str, date: str) -> str:
-    """The providers' section of BENCHMARKS.md, between its markers."""
+def providers_report(
+    rows: list[PeerRow], seconds: float, command: str, date: str, load: str
+) -> str:
+    """The providers' section of BENCHMARKS.md, between its markers (``load``: how busy the
+    machine was, :func:`_rows.load_line`)."""
     twilio = {row.sessions: row for row in rows if row.impl == "twilio"}
     lines = [*PROVIDER_HEADER, *map(provider_row, rows)]
     compared = []
@@ -335,7 +338,8 @@ def providers_report(rows: list[PeerRow], seconds: float, command: str, date: st
             "## One row per provider (issues 15 and 16)",
             "",
             f"Command: `{command}`  ",
-            f"Date: {date}",
+            f"Date: {date}  ",
+            load,
             "",
             f"Per provider and N, {seconds:g} s of load: the runtime (the bench process) places N "
             "outbound calls over the provider's REST API, served by its emulator in a process "

@@ -7,6 +7,7 @@ provider) and ``scripts/_cluster.py`` (one runtime against two) build their rows
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from _peer import DialResult, pct
@@ -97,3 +98,13 @@ def with_block(notes: str, block: str, begin: str, end: str) -> str:
     if not notes.startswith(NOTES_MARKER):
         notes = NOTES_MARKER + "\n" + notes
     return notes.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def load_line(before: tuple[float, float, float]) -> str:
+    """How busy the machine was (``os.getloadavg()`` at the run's start, and now): the
+    benchmark shares it with whatever else runs."""
+    after = os.getloadavg()
+    return (
+        f"Machine load: 1-minute load average {before[0]:.1f} at the start, {after[0]:.1f} at "
+        f"the end ({after[2]:.1f} over 15 minutes), on {os.cpu_count()} cores  "
+    )

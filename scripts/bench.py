@@ -76,7 +76,7 @@ from _providers import (  # noqa: E402
     provider_rows,
     providers_report,
 )
-from _rows import NOTES_MARKER, PEER_HEADER, PeerRow, with_block  # noqa: E402
+from _rows import NOTES_MARKER, PEER_HEADER, PeerRow, load_line, with_block  # noqa: E402
 from _rows import peer_row as _peer_row  # noqa: E402
 from _rows import ratio as _ratio  # noqa: E402
 from _rows import row_from_dial as _row_from_dial  # noqa: E402
@@ -770,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     count = args.messages or (2_000 if args.quick else 20_000)
     idle_n = args.idle if args.idle is not None else (20 if args.quick else 1000)
     began = time.perf_counter()
+    load0 = os.getloadavg()
 
     out = Path(args.output)
     written = not args.quick or args.output != str(ROOT / "BENCHMARKS.md")
@@ -788,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seconds:
             command += f" --seconds {args.seconds:g}"
         date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-        block = providers_report(provider_results, seconds, command, date)
+        block = providers_report(provider_results, seconds, command, date, load_line(load0))
         print(block)
         for row in provider_results:
             for error in row.errors[:5]:
@@ -805,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seconds:
             command += f" --seconds {args.seconds:g}"
         date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-        block = cluster_report(cluster_results, seconds, command, date)
+        block = cluster_report(cluster_results, seconds, command, date, load_line(load0))
         print(block)
         for pair in cluster_results:
             for row in pair:
