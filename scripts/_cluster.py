@@ -270,12 +270,15 @@ def cluster_sweep(sweep: list[int], seconds: float, secret: str) -> list[tuple[P
     bench = ClusterBench(secret)
     rows: list[tuple[PeerRow, PeerRow]] = []
     try:
-        for n in sweep:
-            one = bench.step(1, n, seconds)
-            print(peer_row(one), file=sys.stderr, flush=True)
-            two = bench.step(2, n, seconds)
-            print(peer_row(two), file=sys.stderr, flush=True)
-            rows.append((one, two))
+        for index, n in enumerate(sweep):
+            # Which size goes first alternates, so that a load that drifts (the machine is
+            # shared) does not always favour the same one.
+            sizes = (1, 2) if index % 2 == 0 else (2, 1)
+            measured = {}
+            for size in sizes:
+                measured[size] = bench.step(size, n, seconds)
+                print(peer_row(measured[size]), file=sys.stderr, flush=True)
+            rows.append((measured[1], measured[2]))
     finally:
         bench.stop()
     return rows
@@ -316,7 +319,8 @@ def cluster_report(
             "webhook to the nodes in turn (as a round-robin balancer would), dials the stream "
             "each answers at the gateway and times every echo. The impl column gives the calls "
             "each node accepted. CPU % by process is of one core (the peer's own is *peer %*, "
-            "not in CPU %); nodes start afresh for each step.",
+            "not in CPU %); nodes start afresh for each step, and which size runs first "
+            "alternates from one N to the next.",
             "",
             *lines,
             "",
