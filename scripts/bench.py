@@ -759,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster",
         action="store_true",
         help="only cluster mode on this machine: one runtime node against two behind one "
-        "gateway, Redis on a free port, at --sessions N (default 50 100 150 200 250): "
+        "gateway, Redis on a free port, at --sessions N (default 25 50 75 100 150 200): "
         "rewrites that section of the report, nothing else",
     )
     args = parser.parse_args(argv)
@@ -798,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_section(out, block, PROVIDERS_BEGIN, PROVIDERS_END)
         return 0
     if args.cluster:
-        cluster_n = args.sessions or ([3] if args.quick else [50, 100, 150, 200, 250])
+        cluster_n = args.sessions or ([3] if args.quick else [25, 50, 75, 100, 150, 200])
         cluster_results = cluster_sweep(cluster_n, seconds, SECRET)
         command = "python scripts/bench.py" + " --quick" * args.quick + " --cluster"
         if args.sessions:
