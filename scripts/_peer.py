@@ -87,6 +87,7 @@ class Helper:
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(target=target, args=(child,), daemon=True)
         self._process.start()
+        child.close()  # the child's end lives in the child: if it dies, recv raises EOFError
         self.url: str = self._conn.recv()
 
     @property
@@ -205,16 +206,19 @@ class DialResult:
         return sum(rtt > LATE_MS for rtt in self.rtts_ms)
 
 
-class _Call:
-    def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
-        self.ws = ws
-        self.wire: _Wire | None = None  # set when the call's socket was taken off websockets
-        self.stream = stream
+class Echoes:
+    """One call's echoes of :func:`ulaw_frame` frames (ticks ``0 .. ticks - 1``): each timed
+    once, in :attr:`rtts` (ms); :attr:`probed` once the :data:`PROBE` frame came back."""
+
+    def __init__(self, ticks: int) -> None:
         self.seen = bytearray(ticks)
         self.rtts: list[float] = []
         self.buffer = bytearray()
-        self.ready = asyncio.Event()
-        self.errors = 0
+        self.probed = False
+
+    def on_probe(self) -> None:
+        """The probe came back (a subclass wakes whoever waits on it)."""
+        self.probed = True
 
     def take(self, payload: bytes) -> None:
         """Echoed audio, in whatever chunks the server sends it: cut back into frames."""
@@ -227,34 +231,10 @@ class _Call:
                 continue  # audio of the server's own (silence)
             tick, sent_ns = tag
             if tick == PROBE:
-                self.ready.set()
+                self.on_probe()
             elif tick < len(self.seen) and not self.seen[tick]:
                 self.seen[tick] = 1
                 self.rtts.append((time.perf_counter_ns() - sent_ns) / 1e6)
-
-    def on_message(self, message: str | bytes) -> None:
-        """One message from the server: its audio, if it is Twilio's ``media``."""
-        try:
-            event = self.stream.parse(message)
-        except ValueError:
-            self.errors += 1
-            return
-        if type(event) is _MEDIA_OUT[0]:
-            self.take(event.payload)
-
-    async def send(self, text: str) -> None:
-        wire = self.wire
-        if wire is not None:
-            wire.send_text(text)
-        else:
-            await self.ws.send(text)
-
-    async def close(self, timeout: float) -> None:
-        wire = self.wire
-        if wire is not None:
-            await wire.close(timeout)
-        else:
-            await asyncio.wait_for(self.ws.close(), timeout)
 
 
 _MEDIA_OUT: list[type] = []  # actors.codecs.twilio.MediaOut, imported in the helper process only
@@ -329,6 +309,44 @@ class _Wire(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
         except TimeoutError:
             self.transport.abort()
+
+
+class _Call(Echoes):
+    def __init__(self, ws: Any, stream: Any, ticks: int) -> None:
+        super().__init__(ticks)
+        self.ws = ws
+        self.wire: _Wire | None = None  # set when the call's socket was taken off websockets
+        self.stream = stream
+        self.ready = asyncio.Event()
+        self.errors = 0
+
+    def on_probe(self) -> None:
+        super().on_probe()
+        self.ready.set()
+
+    def on_message(self, message: str | bytes) -> None:
+        """One message from the server: its audio, if it is Twilio's ``media``."""
+        try:
+            event = self.stream.parse(message)
+        except ValueError:
+            self.errors += 1
+            return
+        if type(event) is _MEDIA_OUT[0]:
+            self.take(event.payload)
+
+    async def send(self, text: str) -> None:
+        wire = self.wire
+        if wire is not None:
+            wire.send_text(text)
+        else:
+            await self.ws.send(text)
+
+    async def close(self, timeout: float) -> None:
+        wire = self.wire
+        if wire is not None:
+            await wire.close(timeout)
+        else:
+            await asyncio.wait_for(self.ws.close(), timeout)
 
 
 async def _read(call: _Call) -> None:

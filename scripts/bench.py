@@ -17,6 +17,12 @@ and the ratios ours/baseline. Also: pipelined throughput of one session against 
 websocket-client (echo server), and 1,000 idle sessions held (RSS, threads).
 
 Prints a table and writes BENCHMARKS.md. ``--quick`` is a seconds-long smoke run.
+
+Sections run on their own, each rewriting only its block of BENCHMARKS.md's notes:
+``--pipecat-only`` (Pipecat beside our inbound calls), ``--providers`` (one row per telephony
+provider, outbound through its emulator in ``reflect`` mode: ``scripts/_providers.py``) and
+``--cluster`` (one runtime node against two behind one gateway, on a Redis of its own:
+``scripts/_cluster.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import requests  # noqa: E402  (the naive baseline's REST calls)
 import websocket  # noqa: E402  (the naive baseline and the raw throughput reference)
+from _cluster import CLUSTER_BEGIN, CLUSTER_END, cluster_report, cluster_sweep  # noqa: E402
 
 # The frame clock, tags and helper processes, shared with the dial-in peer (scripts/_peer.py).
 from _peer import (  # noqa: E402
@@ -62,6 +69,18 @@ from _peer import pct as _pct  # noqa: E402
 from _peer import report_cpu_until_stopped as _report_cpu_until_stopped  # noqa: E402
 from _peer import rss_mb as _rss_mb  # noqa: E402
 from _peer import rtt_ms as _rtt_ms  # noqa: E402
+from _providers import (  # noqa: E402
+    PROVIDERS,
+    PROVIDERS_BEGIN,
+    PROVIDERS_END,
+    provider_rows,
+    providers_report,
+)
+from _rows import NOTES_MARKER, PEER_HEADER, PeerRow, load_line, with_block  # noqa: E402
+from _rows import peer_row as _peer_row  # noqa: E402
+from _rows import ratio as _ratio  # noqa: E402
+from _rows import row_from_dial as _row_from_dial  # noqa: E402
+from _rows import row_holds as _row_holds  # noqa: E402
 
 from actors import Audio, Binary, Started, Text, TransportService  # noqa: E402
 from actors.config import (  # noqa: E402
@@ -78,7 +97,6 @@ from actors.gateway import ServerThread, echo  # noqa: E402
 from actors.gateway.server import MediaGateway  # noqa: E402
 from actors.signing import hop_token, stream_token  # noqa: E402
 
-NOTES_MARKER = "<!-- notes: kept across runs -->"
 ACCOUNT = "AC" + "be" * 16
 AUTH = "bench-auth-token"
 SECRET = "bench-gateway-secret"
@@ -481,55 +499,6 @@ class PipecatServer:
         self._log.close()
 
 
-@dataclass
-class PeerRow:
-    """One implementation at one N, as the table beside Pipecat shows it."""
-
-    impl: str
-    sessions: int
-    sent: int
-    rtts_ms: list[float]
-    late: int
-    errors: list[str]
-    cpu_pct: dict[str, float]  # by process, % of one core over the window
-    rss_mb: float  # of those processes, at the window's end
-    rss_per_call_mb: float  # their growth from idle, per call
-    peer_pct: float
-    setup_ms: list[float] = field(default_factory=list)
-    cpu_until_drained_s: dict[str, float] = field(default_factory=dict)  # see DialResult
-
-    @property
-    def lost(self) -> int:
-        return self.sent - len(self.rtts_ms)
-
-    @property
-    def cpu_total(self) -> float:
-        return sum(self.cpu_pct.values())
-
-    @property
-    def cpu_per_call(self) -> float:
-        """CPU time per second of call, in ms (10x the % of a core, over N)."""
-        return 10 * self.cpu_total / self.sessions
-
-
-def _row_from_dial(impl: str, n: int, result: DialResult, idle_rss: dict[str, float]) -> PeerRow:
-    """A dial-in peer's load step as a row; ``idle_rss`` is each process's RSS when idle."""
-    return PeerRow(
-        impl,
-        n,
-        result.sent,
-        result.rtts_ms,
-        result.late,
-        result.errors + [f"{n - result.ready} calls never ready"] * (result.ready < n),
-        result.cpu_pct,
-        sum(result.rss_mb.values()),
-        sum(result.rss_mb[name] - idle_rss[name] for name in result.rss_mb) / n,
-        result.peer_pct,
-        result.setup_ms,
-        result.cpu_until_drained_s,
-    )
-
-
 def _cpu_per_frame(n: int, row: PeerRow) -> str:
     """CPU microseconds per echoed frame by process, from the window's start until the last
     echo (less noisy than latency on a shared machine, and true of a late step too)."""
@@ -642,28 +611,6 @@ def pipecat_sweep(
     return rows
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
-
-
-PEER_HEADER = [
-    "| N | impl | p50 ms | p99 ms | p99.9 ms | sent | lost | late | errors "
-    "| CPU % by process | CPU % | CPU ms/s per call | RSS MB | RSS MB/call | peer % |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-]
-
-
-def _peer_row(r: PeerRow) -> str:
-    by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in r.cpu_pct.items())
-    return (
-        f"| {r.sessions} | {r.impl} | {_pct(r.rtts_ms, 0.5):.2f} | "
-        f"{_pct(r.rtts_ms, 0.99):.2f} | {_pct(r.rtts_ms, 0.999):.2f} | {r.sent} | "
-        f"{r.lost} | {r.late} | {len(r.errors)} | {by_process} | {r.cpu_total:.0f} | "
-        f"{r.cpu_per_call:.2f} | {r.rss_mb:.0f} | {r.rss_per_call_mb:.3f} | "
-        f"{r.peer_pct:.0f} |"
-    )
-
-
 def _pipecat_table(rows: list[tuple[PeerRow, PeerRow]]) -> list[str]:
     lines = list(PEER_HEADER)
     for ours, pipecat in rows:
@@ -678,10 +625,6 @@ def _pipecat_table(rows: list[tuple[PeerRow, PeerRow]]) -> list[str]:
             f"{_ratio(ours.rss_per_call_mb, pipecat.rss_per_call_mb)} | |"
         )
     return lines
-
-
-def _row_holds(row: PeerRow) -> bool:
-    return row.lost == 0 and not row.errors and _pct(row.rtts_ms, 0.99) <= 20.0
 
 
 def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command: str) -> str:
@@ -741,16 +684,6 @@ def pipecat_report(rows: list[tuple[PeerRow, PeerRow]], seconds: float, command:
     )
 
 
-def _with_pipecat_block(notes: str, block: str) -> str:
-    """The notes with the Pipecat block replaced in place (or added at their end)."""
-    if PIPECAT_BEGIN in notes and PIPECAT_END in notes:
-        head, rest = notes.split(PIPECAT_BEGIN, 1)
-        return head + block + rest.split(PIPECAT_END, 1)[1]
-    if not notes.startswith(NOTES_MARKER):
-        notes = NOTES_MARKER + "\n" + notes
-    return notes.rstrip("\n") + "\n\n" + block + "\n"
-
-
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -791,6 +724,15 @@ def _holds(step: Step) -> bool:
     return step.lost == 0 and not step.errors and _pct(step.rtts_ms, 0.99) <= 20.0
 
 
+def _write_section(out: Path, block: str, begin: str, end: str) -> None:
+    """Rewrite one section of the report's notes in place (the rest of the file is kept)."""
+    old = out.read_text() if out.exists() else ""
+    head, notes = old, ""
+    if NOTES_MARKER in old:
+        head, notes = old[: old.index(NOTES_MARKER)], old[old.index(NOTES_MARKER) :]
+    out.write_text(head + with_block(notes, block, begin, end))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
@@ -816,6 +758,21 @@ def main(argv: list[str] | None = None) -> int:
         "Pipecat): prints the rows; writes --output only if it is given",
     )
     parser.add_argument("--pipecat-sessions", type=int, nargs="*", help="N for the Pipecat sweep")
+    parser.add_argument(
+        "--providers",
+        nargs="*",
+        choices=PROVIDERS,
+        help="only the per-provider rows (outbound calls through each provider's emulator in "
+        "reflect mode; all five when none is named) at --sessions N (default 100): rewrites "
+        "that section of the report, nothing else",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="only cluster mode on this machine: one runtime node against two behind one "
+        "gateway, Redis on a free port, at --sessions N (default 25 50 75 100 150 200): "
+        "rewrites that section of the report, nothing else",
+    )
     args = parser.parse_args(argv)
     pipecat = args.pipecat or args.pipecat_only
     pipecat_n = args.pipecat_sessions or ([5] if args.quick else PIPECAT_SWEEP)
@@ -824,7 +781,51 @@ def main(argv: list[str] | None = None) -> int:
     count = args.messages or (2_000 if args.quick else 20_000)
     idle_n = args.idle if args.idle is not None else (20 if args.quick else 1000)
     began = time.perf_counter()
+    load0 = os.getloadavg()
 
+    out = Path(args.output)
+    written = not args.quick or args.output != str(ROOT / "BENCHMARKS.md")
+    if args.providers is not None:
+        providers = args.providers or list(PROVIDERS)
+        provider_n = args.sessions or ([3] if args.quick else [100])
+        gateway = Helper(_serve_gateway)
+        try:
+            provider_results = provider_rows(providers, provider_n, seconds, gateway, SECRET)
+        finally:
+            gateway.stop()
+        command = "python scripts/bench.py" + " --quick" * args.quick + " --providers"
+        command += "".join(f" {name}" for name in args.providers)
+        if args.sessions:
+            command += " --sessions " + " ".join(map(str, args.sessions))
+        if args.seconds:
+            command += f" --seconds {args.seconds:g}"
+        date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        block = providers_report(provider_results, seconds, command, date, load_line(load0))
+        print(block)
+        for row in provider_results:
+            for error in row.errors[:5]:
+                print(f"{row.impl} N={row.sessions}: {error}", file=sys.stderr)
+        if written:
+            _write_section(out, block, PROVIDERS_BEGIN, PROVIDERS_END)
+        return 0
+    if args.cluster:
+        cluster_n = args.sessions or ([3] if args.quick else [25, 50, 75, 100, 150, 200])
+        cluster_results = cluster_sweep(cluster_n, seconds, SECRET)
+        command = "python scripts/bench.py" + " --quick" * args.quick + " --cluster"
+        if args.sessions:
+            command += " --sessions " + " ".join(map(str, args.sessions))
+        if args.seconds:
+            command += f" --seconds {args.seconds:g}"
+        date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        block = cluster_report(cluster_results, seconds, command, date, load_line(load0))
+        print(block)
+        for pair in cluster_results:
+            for row in pair:
+                for error in row.errors[:5]:
+                    print(f"{row.impl} N={row.sessions}: {error}", file=sys.stderr)
+        if written:
+            _write_section(out, block, CLUSTER_BEGIN, CLUSTER_END)
+        return 0
     gateway, peer = Helper(_serve_gateway), Helper(_serve_peer)
     rows: list[tuple[Step, Step]] = []
     pipecat_rows: list[tuple[PeerRow, PeerRow]] = []
@@ -862,16 +863,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.pipecat_sessions:
             pipecat_command += " --pipecat-sessions " + " ".join(map(str, args.pipecat_sessions))
         block = pipecat_report(pipecat_rows, seconds, pipecat_command)
-    out = Path(args.output)
-    written = not args.quick or args.output != str(ROOT / "BENCHMARKS.md")
     if args.pipecat_only:
         print(block)
         if written:
-            old = out.read_text() if out.exists() else ""
-            head, notes = old, ""
-            if NOTES_MARKER in old:
-                head, notes = old[: old.index(NOTES_MARKER)], old[old.index(NOTES_MARKER) :]
-            out.write_text(head + _with_pipecat_block(notes, block))
+            _write_section(out, block, PIPECAT_BEGIN, PIPECAT_END)
         return 0
     ours_tp, raw_tp = throughput(count)
     ws_create = create_latency(50 if not args.quick else 5)
@@ -928,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         old = out.read_text() if out.exists() else ""
         notes = old[old.index(NOTES_MARKER) :] if NOTES_MARKER in old else ""
         if pipecat:
-            notes = _with_pipecat_block(notes, block)
+            notes = with_block(notes, block, PIPECAT_BEGIN, PIPECAT_END)
         out.write_text(report + ("\n" + notes if notes else ""))
     return 0
 

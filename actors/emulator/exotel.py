@@ -259,7 +259,7 @@ class _Handler(ApiRequestHandler):
 class ExotelEmulator(Startable):
     """A local Exotel: :attr:`url` is its API base URL, with a made-up account
     (:attr:`account_sid`, :attr:`api_key`, :attr:`api_token`, for this process only); calls
-    play per ``config.media`` (``echo``, ``tone``, ``silence``)."""
+    play per ``config.media`` (``echo``, ``tone``, ``silence``, ``reflect``)."""
 
     def __init__(self, config: EmulatorConfig, *, host: str = "127.0.0.1") -> None:
         self.config = config

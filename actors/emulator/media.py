@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -45,7 +45,7 @@ from ..startable import Startable
 from ..wire.constants import CloseCode
 from .phones import DtmfIn, PhoneStream, TwilioPhone
 
-__all__ = ["CallMedia", "MediaDialer"]
+__all__ = ["CallMedia", "MediaDialer", "reflect_until_hung_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -402,23 +402,13 @@ class MediaDialer(Startable):
         self, call: _Call, ws: ClientConnection, receiver: asyncio.Task[None]
     ) -> None:
         """``reflect``: nothing of its own, no playout clock; ``_receive`` sends back."""
-        hung_up = asyncio.create_task(call.hang_up.wait())
-        try:
-            await asyncio.wait(
-                (receiver, hung_up),
-                timeout=self.config.max_call_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not receiver.done():
-                call.media.hung_up = True
-                with contextlib.suppress(ConnectionClosed):
-                    if (last := call.stream.stop()) is not None:
-                        await ws.send(last)
-                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
-        finally:
-            for task in (receiver, hung_up):
-                task.cancel()
-            await asyncio.gather(receiver, hung_up, return_exceptions=True)
+
+        def closing() -> list[str]:
+            last = call.stream.stop()
+            return [] if last is None else [last]
+
+        limit = self.config.max_call_s
+        call.media.hung_up = await reflect_until_hung_up(call.hang_up, ws, receiver, limit, closing)
 
     async def _receive(self, call: _Call, ws: ClientConnection) -> None:
         media, stream, queue = call.media, call.stream, call.queue
@@ -457,3 +447,32 @@ class MediaDialer(Startable):
                     await ws.send(answer)
                 if stream.clear_returns_marks:
                     media.marks_echoed.extend(pending)
+
+
+async def reflect_until_hung_up(
+    hang_up: asyncio.Event,
+    ws: ClientConnection,
+    receiver: asyncio.Task[None],
+    max_call_s: float,
+    closing: Callable[[], Sequence[str | bytes]],
+) -> bool:
+    """A ``reflect`` call's life once its stream is open (any provider's phone): the
+    ``receiver`` task sends every frame back, and this waits until the peer closes, the call is
+    hung up, or ``max_call_s`` passes; then sends ``closing()`` and closes. True if the phone
+    ended it (the receiver was still running)."""
+    hung_up = asyncio.create_task(hang_up.wait())
+    try:
+        await asyncio.wait(
+            (receiver, hung_up), timeout=max_call_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if receiver.done():
+            return False
+        with contextlib.suppress(ConnectionClosed):
+            for frame in closing():
+                await ws.send(frame)
+            await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
+        return True
+    finally:
+        for task in (receiver, hung_up):
+            task.cancel()
+        await asyncio.gather(receiver, hung_up, return_exceptions=True)

@@ -17,6 +17,11 @@ buffers 1024 frames, about 20 s); past that the newest audio is dropped and coun
 :attr:`PcmCallMedia.overflowed`. Hanging up (:meth:`PcmDialer.hang_up`, ``max_call_s``) sends
 the wire's closing frames (Exotel's ``stop``) and closes.
 
+``reflect`` (for benchmarks) is none of that: the audio of every ``media`` frame goes straight
+back in the wire's own framing (Vonage's 20 ms frames; Exotel's 100 ms chunks, so up to 80 ms
+of it waits for the rest of its chunk), every mark is answered at once; no clock, nothing of
+its own.
+
 All calls run as tasks on one asyncio loop on one thread.
 """
 
@@ -40,6 +45,7 @@ from ..gateway._ws import WIRE_LOGGER, ClientConnection, ConnectionClosed, Inval
 from ..gateway._ws import connect as ws_connect
 from ..startable import Startable
 from ..wire.constants import CloseCode
+from .media import reflect_until_hung_up
 
 __all__ = ["PcmCallMedia", "PcmDialer", "PhoneWire"]
 
@@ -124,6 +130,8 @@ class _Call:
         self.queued = 0  # bytes of audio in the queue
         self.hang_up = asyncio.Event()
         self.dtmf: deque[str] = deque()
+        self.reflecting = bytearray()  # reflect: received audio short of a 20 ms frame
+        self.reflected_ms = 0  # reflect: the timestamp of the next frame sent back
 
     def next_own(self) -> bytes:
         if not self.own:
@@ -275,6 +283,12 @@ class PcmDialer(Startable):
 
     async def _stream(self, call: _Call, ws: ClientConnection) -> None:
         receiver = asyncio.create_task(self._receive(call, ws))
+        if call.media.mode == "reflect":
+            limit, last = self.config.max_call_s, call.wire.closing
+            call.media.hung_up = await reflect_until_hung_up(
+                call.hang_up, ws, receiver, limit, last
+            )
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.config.max_call_s
@@ -344,6 +358,7 @@ class PcmDialer(Startable):
     async def _receive(self, call: _Call, ws: ClientConnection) -> None:
         media, wire, queue = call.media, call.wire, call.queue
         limit = self.max_queued_ms * call.frame // FRAME_MS
+        reflect = media.mode == "reflect"
         async for frame in ws:
             try:
                 event = wire.parse(frame)
@@ -351,7 +366,9 @@ class PcmDialer(Startable):
                 media.errors.append(str(exc))
                 logger.warning("%s emulator: call %s: %s", self.name, media.call_id, exc)
                 continue
-            if isinstance(event, MediaOut):
+            if reflect and not isinstance(event, ClearOut):
+                await self._reflect(call, ws, event)
+            elif isinstance(event, MediaOut):
                 media.last_audio_at = time.monotonic()
                 if media.first_audio_at is None:
                     media.first_audio_at = media.last_audio_at
@@ -378,3 +395,23 @@ class PcmDialer(Startable):
                     media.marks_echoed.append(wire.mark_name(mark))
             else:
                 queue.append(event)
+
+    async def _reflect(self, call: _Call, ws: ClientConnection, event: object) -> None:
+        """``reflect``: a media frame's audio straight back, 20 ms at a time through the wire
+        (which frames it as the provider does); a mark answered at once."""
+        media, wire = call.media, call.wire
+        if not isinstance(event, MediaOut):
+            await ws.send(wire.played(event))
+            media.marks_echoed.append(wire.mark_name(event))
+            return
+        media.frames_received += 1
+        media.received_sizes[len(event.payload)] += 1
+        held = call.reflecting
+        held += event.payload
+        whole = len(held) - len(held) % call.frame
+        for start in range(0, whole, call.frame):
+            for frame in wire.audio(bytes(held[start : start + call.frame]), call.reflected_ms):
+                await ws.send(frame)
+                media.frames_sent += 1
+            call.reflected_ms += FRAME_MS
+        del held[:whole]

@@ -312,7 +312,7 @@ class _Handler(ApiRequestHandler):
 class VonageEmulator(Startable):
     """A local Vonage: :attr:`url` is its API base URL, :attr:`application_id` and
     :attr:`private_key` its made-up application (for this process only); calls play per
-    ``config.media`` (``echo``, ``tone``, ``silence``)."""
+    ``config.media`` (``echo``, ``tone``, ``silence``, ``reflect``)."""
 
     def __init__(self, config: EmulatorConfig, *, host: str = "127.0.0.1") -> None:
         self.config = config

@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,59 @@ def test_dial_in_peer_times_every_echo() -> None:
     # CPU until the last echo, by process and the peer's own: what CPU per frame is made of.
     assert set(result.cpu_until_drained_s) == {"app", "peer"}
     assert all(seconds >= 0 for seconds in result.cpu_until_drained_s.values())
+
+
+def _rows(text: str, marker: str) -> list[list[str]]:
+    """The cells of the table rows of ``text`` that contain ``marker``."""
+    return [
+        [cell.strip() for cell in line.split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and marker in line
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_bench_provider_rows_echo_every_frame_of_every_provider(tmp_path: Path) -> None:
+    """``--providers``: per provider, outbound calls through its emulator (its own process, in
+    reflect mode) and the gateway process; every tagged frame comes back, and the section is
+    written into the report's notes, the rest of the file kept."""
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\nthe main table\n")
+    command = [sys.executable, "scripts/bench.py", "--providers", "--sessions", "2"]
+    command += ["--seconds", "0.5", "--output", str(report)]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=140, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nthe main table\n") and "<!-- providers: end -->" in text
+    for provider in ("twilio", "telnyx", "plivo", "vonage", "exotel"):
+        (cells,) = _rows(text, f"| 2 | {provider} |")
+        sent, lost, errors = cells[7], cells[8], cells[10]
+        assert (sent, lost, errors) == ("50", "0", "0"), cells
+        assert all(name in cells[11] for name in ("runtime", "gateway", "emulator")), cells
+    assert "ms of CPU per second of call" in text  # the conversion's own cost
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_bench_cluster_rows_one_runtime_and_two(tmp_path: Path) -> None:
+    """``--cluster``: Redis of its own, one gateway, one runtime node then two; every inbound
+    call of the dial-in peer is accepted by a node and echoed, each node's CPU reported."""
+    report = tmp_path / "BENCHMARKS.md"
+    command = [sys.executable, "scripts/bench.py", "--cluster", "--sessions", "2"]
+    command += ["--seconds", "0.5", "--output", str(report)]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=140, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    text = report.read_text()
+    (one,) = _rows(text, "| 1 runtime (")
+    (two,) = _rows(text, "| 2 runtimes (")
+    for cells in (one, two):
+        sent, lost, errors = cells[6], cells[7], cells[9]
+        assert (sent, lost, errors) == ("50", "0", "0"), cells
+        assert "gateway" in cells[10] and "redis" in cells[10], cells
+    assert one[2] == "1 runtime (2)"
+    accepted = two[2].removeprefix("2 runtimes (").removesuffix(")").split("/")
+    assert sum(map(int, accepted)) == 2 and "node1" in two[10], two
