@@ -191,10 +191,10 @@ class MeteredConnection(ServerConnection):
                     pos = end
                     continue
                 try:
-                    text = payload.decode()
+                    text: str | None = payload.decode()
                 except UnicodeDecodeError:
-                    pass  # websockets fails the connection (1007)
-                else:
+                    text = None  # websockets fails the connection (1007), below
+                if text is not None:
                     handler(text)
                     pos = end
                     continue
