@@ -44,14 +44,12 @@ import requests
 from ..codecs import Frame
 from ..codecs.plivo import PlivoCodec
 from ..config import PlivoProviderConfig, RuntimeConfig
-from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError, TransportError
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_extra_headers
-from ..signing import hop_token, stream_nonce, stream_token
+from ..signing import stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..webhooks.plivo import dial_xml, stream_xml
-from ..wire.constants import SESSIONS_PATH
 from . import (
     ControlCommand,
     GatewayEndpoint,
@@ -64,6 +62,7 @@ from . import (
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
+from ._streamed import hop_dial
 
 __all__ = ["PlivoProvider", "PlivoRestClient", "parse_error_response"]
 
@@ -425,16 +424,7 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
-        dial = DialOptions(
-            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
-            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
-            connect_timeout_s=runtime.connect_timeout_s,
-            max_message_bytes=runtime.max_message_bytes,
-            ping_interval_s=runtime.ping_interval_s,
-            ping_timeout_s=runtime.ping_timeout_s,
-            close_timeout_s=runtime.shutdown_timeout_s,
-            resume_frames=gateway.resume_frames,
-        )
+        dial = hop_dial(gateway, session_id, runtime)
         codec = _RoutedPlivoCodec(session_id=session_id)
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 

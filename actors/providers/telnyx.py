@@ -46,15 +46,13 @@ import requests
 from ..codecs import Frame
 from ..codecs.telnyx import TelnyxCodec
 from ..config import RuntimeConfig, TelnyxProviderConfig
-from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError, UnsupportedMessage
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
-from ..signing import hop_token, stream_nonce, stream_token
+from ..signing import stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..webhooks.telnyx import dial_texml, stream_texml
 from ..webhooks.twilio import InboundCall
-from ..wire.constants import SESSIONS_PATH
 from . import (
     ControlCommand,
     GatewayEndpoint,
@@ -68,6 +66,7 @@ from . import (
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import BearerAuth, RestClient
+from ._streamed import hop_dial
 
 __all__ = ["ALREADY_ENDED_CODE", "TelnyxProvider", "TelnyxRestClient", "parse_error_response"]
 
@@ -525,16 +524,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
         runtime = self.runtime
-        dial = DialOptions(
-            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
-            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
-            connect_timeout_s=runtime.connect_timeout_s,
-            max_message_bytes=runtime.max_message_bytes,
-            ping_interval_s=runtime.ping_interval_s,
-            ping_timeout_s=runtime.ping_timeout_s,
-            close_timeout_s=runtime.shutdown_timeout_s,
-            resume_frames=gateway.resume_frames,
-        )
+        dial = hop_dial(gateway, session_id, runtime)
         codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 

@@ -25,18 +25,17 @@ import requests
 
 from ..codecs.twilio import TwilioCodec
 from ..config import TwilioProviderConfig
-from ..connection import DialOptions
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..signing import hop_token, stream_nonce, stream_token
+from ..signing import stream_nonce, stream_token
 from ..transport import websocket_connection
 from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
-from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint, ProgressUrls, RequestObserver, SessionPlan
 from ._gateway import GatewayProvider, call_ends
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
 from ._rest import RestClient
+from ._streamed import hop_dial
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -498,16 +497,7 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str | None) -> SessionPlan:
         runtime = self.runtime
-        dial = DialOptions(
-            url=f"{gateway.url.rstrip('/')}{SESSIONS_PATH}/{session_id}",
-            headers={"Authorization": f"Bearer {hop_token(gateway.secret, session_id)}"},
-            connect_timeout_s=runtime.connect_timeout_s,
-            max_message_bytes=runtime.max_message_bytes,
-            ping_interval_s=runtime.ping_interval_s,
-            ping_timeout_s=runtime.ping_timeout_s,
-            close_timeout_s=runtime.shutdown_timeout_s,
-            resume_frames=gateway.resume_frames,
-        )
+        dial = hop_dial(gateway, session_id, runtime)
         codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
         return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
