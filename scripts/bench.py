@@ -16,7 +16,12 @@ of this process and of the gateway and peer, RSS per session, threads, call set-
 and the ratios ours/baseline. Also: pipelined throughput of one session against raw
 websocket-client (echo server), and 1,000 idle sessions held (RSS, threads).
 
-Prints a table and writes BENCHMARKS.md. ``--quick`` is a seconds-long smoke run.
+The plain run (``python scripts/bench.py``) measures every section in one go: the outbound
+sweep above, inbound calls from a dial-in peer beside Pipecat (installed into a venv of its
+own on first use: ``--no-pipecat`` measures ours alone), cluster mode (``--no-cluster`` skips
+it), throughput, set-up and idle sessions; then it judges issue 17's targets from that run's
+figures (``scripts/_targets.py``). It prints the report and writes BENCHMARKS.md.
+``--quick`` is a seconds-long smoke run without Pipecat or the cluster.
 
 Sections run on their own, each rewriting only its block of BENCHMARKS.md's notes:
 ``--pipecat-only`` (Pipecat beside our inbound calls), ``--providers`` (one row per telephony
@@ -33,6 +38,7 @@ import json
 import os
 import platform
 import select
+import shutil
 import subprocess
 import sys
 import threading
@@ -81,6 +87,7 @@ from _rows import peer_row as _peer_row  # noqa: E402
 from _rows import ratio as _ratio  # noqa: E402
 from _rows import row_from_dial as _row_from_dial  # noqa: E402
 from _rows import row_holds as _row_holds  # noqa: E402
+from _targets import Outbound, RunFigures, targets_report  # noqa: E402
 
 from actors import Audio, Binary, Started, Text, TransportService  # noqa: E402
 from actors.config import (  # noqa: E402
@@ -757,6 +764,14 @@ def main(argv: list[str] | None = None) -> int:
         help="only ours on inbound calls from the dial-in peer (the Pipecat sweep's N, no "
         "Pipecat): prints the rows; writes --output only if it is given",
     )
+    parser.add_argument(
+        "--no-pipecat",
+        action="store_true",
+        help="skip Pipecat (and its install); ours on inbound calls is still measured",
+    )
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip cluster mode (no redis-server needed)"
+    )
     parser.add_argument("--pipecat-sessions", type=int, nargs="*", help="N for the Pipecat sweep")
     parser.add_argument(
         "--providers",
@@ -774,7 +789,14 @@ def main(argv: list[str] | None = None) -> int:
         "rewrites that section of the report, nothing else",
     )
     args = parser.parse_args(argv)
-    pipecat = args.pipecat or args.pipecat_only
+    # The plain run measures every section, so that each target's figure comes from one run;
+    # --quick (the suite's smoke run) leaves out Pipecat's heavy install and the cluster.
+    pipecat = args.pipecat or args.pipecat_only or not (args.quick or args.no_pipecat)
+    pipecat_why = "--quick" if args.quick else "--no-pipecat"
+    with_cluster = not (args.quick or args.no_cluster)
+    cluster_why = "--quick" if args.quick else "--no-cluster"
+    if with_cluster and shutil.which("redis-server") is None:
+        with_cluster, cluster_why = False, "redis-server is not installed"
     pipecat_n = args.pipecat_sessions or ([5] if args.quick else PIPECAT_SWEEP)
     sweep = args.sessions or ([5] if args.quick else [50, 100, 150, 200, 250, 300])
     seconds = args.seconds or (1.0 if args.quick else 5.0)
@@ -829,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway, peer = Helper(_serve_gateway), Helper(_serve_peer)
     rows: list[tuple[Step, Step]] = []
     pipecat_rows: list[tuple[PeerRow, PeerRow]] = []
+    inbound_rows: list[PeerRow] = []
     if args.inbound_only:
         try:
             inbound = inbound_sweep(pipecat_n, seconds, gateway, peer)
@@ -851,15 +874,19 @@ def main(argv: list[str] | None = None) -> int:
             print(*_table([(ours, naive)])[2:], sep="\n", file=sys.stderr, flush=True)
         if pipecat:
             pipecat_rows = pipecat_sweep(pipecat_n, seconds, gateway, peer)
+            inbound_rows = [ours for ours, _ in pipecat_rows]
+        else:
+            inbound_rows = inbound_sweep(pipecat_n, seconds, gateway, peer)
     finally:
         gateway.stop()
         peer.stop()
-    flags = " --quick" * args.quick
+    flags = " --quick" * args.quick + " --no-pipecat" * args.no_pipecat
+    flags += " --no-cluster" * args.no_cluster
     if pipecat:
         pipecat_command = "python scripts/bench.py" + flags
         if args.seconds:
             pipecat_command += f" --seconds {args.seconds:g}"
-        pipecat_command += " --pipecat-only" if args.pipecat_only else " --pipecat"
+        pipecat_command += " --pipecat-only" * args.pipecat_only + " --pipecat" * args.pipecat
         if args.pipecat_sessions:
             pipecat_command += " --pipecat-sessions " + " ".join(map(str, args.pipecat_sessions))
         block = pipecat_report(pipecat_rows, seconds, pipecat_command)
@@ -871,6 +898,34 @@ def main(argv: list[str] | None = None) -> int:
     ours_tp, raw_tp = throughput(count)
     ws_create = create_latency(50 if not args.quick else 5)
     idle_rss, idle_threads, idle_s = idle(idle_n) if idle_n else (float("nan"), 0, 0.0)
+    cluster_rows: list[tuple[PeerRow, PeerRow]] | None = None
+    if with_cluster:
+        # Last, on a machine the other sections' processes have left: it starts its own.
+        cluster_n = args.sessions or [25, 50, 75, 100, 150, 200]
+        cluster_date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        cluster_load = os.getloadavg()
+        cluster_rows = cluster_sweep(cluster_n, seconds, SECRET)
+        cluster_block = cluster_report(
+            cluster_rows,
+            seconds,
+            "python scripts/bench.py" + flags,
+            cluster_date,
+            load_line(cluster_load),
+        )
+    figures = RunFigures(
+        outbound=[
+            Outbound(o.sessions, _pct(o.rtts_ms, 0.99), o.lost, len(o.errors), o.rss_per_session_mb)
+            for o, _ in rows
+        ],
+        inbound=inbound_rows,
+        pipecat=pipecat_rows if pipecat else None,
+        cluster=cluster_rows,
+        cluster_skipped_why=cluster_why,
+        pipecat_skipped_why=pipecat_why,
+        throughput=(ours_tp, raw_tp),
+        create_ms=ws_create,
+        idle=(idle_n, idle_rss, idle_threads),
+    )
 
     held = [ours.sessions for ours, _ in rows if _holds(ours)]
     twilio_creates = [ms for ours, _ in rows for ms in ours.create_ms]
@@ -891,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- the whole run took {time.perf_counter() - began:.0f} s",
     ]
     command = "python scripts/bench.py" + flags + " --pipecat" * args.pipecat
+    if args.sessions:
+        command += " --sessions " + " ".join(map(str, args.sessions))
+    if args.seconds:
+        command += f" --seconds {args.seconds:g}"
     report = "\n".join(
         [
             "# Benchmarks",
@@ -912,11 +971,15 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *summary,
             "",
+            *targets_report(figures),
+            "",
         ]
     )
     print(report)
     if pipecat:
         print(block)
+    if cluster_rows is not None:
+        print(cluster_block)
     if written:
         # Written notes (history, profiles) below the marker survive a new run; so does the
         # Pipecat section, unless this run measured it anew.
@@ -924,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
         notes = old[old.index(NOTES_MARKER) :] if NOTES_MARKER in old else ""
         if pipecat:
             notes = with_block(notes, block, PIPECAT_BEGIN, PIPECAT_END)
+        if cluster_rows is not None:
+            notes = with_block(notes, cluster_block, CLUSTER_BEGIN, CLUSTER_END)
         out.write_text(report + ("\n" + notes if notes else ""))
     return 0
 

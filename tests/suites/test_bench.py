@@ -42,6 +42,15 @@ def test_bench_quick_runs_and_reports(tmp_path: Path) -> None:
         cells = [cell.strip() for cell in row.split("|")]
         lost, errors = cells[6], cells[8]
         assert (lost, errors) == ("0", "0"), row
+    # Issue 17's targets, judged from this run's own figures (a quick run skips two sections).
+    table = _rows(text.split("## Targets (issue 17)")[1], "")[1:]  # less the header
+    targets = {cells[1]: cells[2:4] for cells in table}
+    assert len(targets) == 7, targets
+    skipped = [t for t, (_, verdict) in targets.items() if verdict == "not measured"]
+    assert len(skipped) == 2 and all("(--quick)" in targets[t][0] for t in skipped), targets
+    (throughput,) = [v for t, v in targets.items() if t.startswith("single-session")]
+    ratio = float(throughput[0].rsplit("**", 2)[1].rstrip("x"))
+    assert throughput[1] == ("**met**" if ratio >= 1.0 else "**not met**"), throughput
 
 
 @pytest.mark.timeout(90)
@@ -206,3 +215,83 @@ def test_bench_cluster_rows_one_runtime_and_two(tmp_path: Path) -> None:
     assert one[2] == "1 runtime (2)"
     accepted = two[2].removeprefix("2 runtimes (").removesuffix(")").split("/")
     assert sum(map(int, accepted)) == 2 and "node1" in two[10], two
+
+
+@functools.cache
+def _targets_module() -> ModuleType:
+    """scripts/_targets.py, which imports its siblings by name (the scripts are not a package)."""
+    _peer_module()
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.append(scripts)  # for _rows, which the module imports
+    spec = importlib.util.spec_from_file_location("_targets", ROOT / "scripts" / "_targets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_targets"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _peer_row(impl: str, n: int, rtt_ms: float, lost: int, cpu: float) -> object:
+    """A row of ``n`` calls, each frame's round trip ``rtt_ms``, ``cpu`` % of a core."""
+    rows = sys.modules["_rows"]
+    sent = 50 * n
+    return rows.PeerRow(impl, n, sent, [rtt_ms] * (sent - lost), 0, [], {impl: cpu}, 1.0, 0.1, 5.0)
+
+
+def _figures(**changes: object) -> object:
+    targets = _targets_module()
+    base = {
+        "outbound": [targets.Outbound(250, 30.0, 0, 0, 0.05)],
+        "inbound": [],
+        "pipecat": None,
+        "cluster": None,
+        "cluster_skipped_why": "--no-cluster",
+        "pipecat_skipped_why": "--no-pipecat",
+        "throughput": (2.0, 1.0),
+        "create_ms": [3.0],
+        "idle": (1000, 0.02, 1004),
+    }
+    return targets.RunFigures(**{**base, **changes})
+
+
+def _verdicts(figures: object) -> dict[str, tuple[str, str]]:
+    text = "\n".join(_targets_module().targets_report(figures))
+    return {cells[1][:12]: (cells[2], cells[3]) for cells in _rows(text, "") if len(cells) > 4}
+
+
+def test_targets_are_judged_from_the_rows_they_name() -> None:
+    """The verdicts follow the figures: 250 held or not, the CPU ratio at the largest N both
+    hold, cluster two against one, and a skipped section is not measured, never met."""
+    row = _peer_row
+    verdicts = _verdicts(_figures())
+    assert verdicts["250 calls th"][1] == "**not met**"  # outbound 250 at p99 30 ms
+    assert "at 250: p99 30.0 ms" in verdicts["250 calls th"][0]
+    assert verdicts["CPU per call"] == ("not measured in this run (--no-pipecat)", "not measured")
+    assert verdicts["cluster mode"][1] == "not measured"
+    assert [verdicts[k][1] for k in ("single-sessi", "<= 0.5 MB RS", "1,000 idle s")] == [
+        "**met**"
+    ] * 3
+    held = _figures(inbound=[row("ours", 250, 12.0, 0, 50.0)])
+    assert _verdicts(held)["250 calls th"][1] == "**met**"
+    lossy = _figures(inbound=[row("ours", 250, 12.0, 1, 50.0)])
+    assert _verdicts(lossy)["250 calls th"][1] == "**not met**"
+    # Both hold 100: ours 50 % against Pipecat's 200 % is 0.25x; against 100 %, 0.5x.
+    for pipecat_cpu, verdict in ((200.0, "**met**"), (100.0, "**not met**")):
+        pairs = [
+            (row("ours", 50, 5.0, 0, 25.0), row("pipecat", 50, 5.0, 0, 50.0)),
+            (row("ours", 100, 5.0, 0, 50.0), row("pipecat", 100, 5.0, 0, pipecat_cpu)),
+            (row("ours", 150, 5.0, 0, 75.0), row("pipecat", 150, 90.0, 0, 99.0)),
+        ]
+        cpu = _verdicts(_figures(pipecat=pairs))["CPU per call"]
+        assert cpu[1] == verdict and "largest N both hold: 100" in cpu[0], cpu
+    none_held = [(row("ours", 50, 5.0, 0, 25.0), row("pipecat", 50, 300.0, 9, 99.0))]
+    cpu = _verdicts(_figures(pipecat=none_held))["CPU per call"]
+    assert cpu[1] == "**not met**" and "no N is held by both" in cpu[0], cpu
+    for two_rtt, verdict in ((10.0, "**met**"), (40.0, "**not met**")):
+        cluster = [
+            (row("one", 25, 10.0, 0, 50.0), row("two", 25, 10.0, 0, 60.0)),
+            (row("one", 50, 40.0, 0, 90.0), row("two", 50, two_rtt, 0, 95.0)),
+        ]
+        judged = _verdicts(_figures(cluster=cluster))["cluster mode"]
+        assert judged[1] == verdict, judged
