@@ -274,6 +274,12 @@ def test_targets_are_judged_from_the_rows_they_name() -> None:
     ] * 3
     held = _figures(inbound=[row("ours", 250, 12.0, 0, 50.0)])
     assert _verdicts(held)["250 calls th"][1] == "**met**"
+    # The floor: 0.5 + 0.25 CPU seconds over 5,000 echoes is 150 us a frame; 12,500 round
+    # trips a second of that is 188 % of a core.
+    costly = row("ours", 100, 30.0, 0, 90.0)
+    costly.cpu_until_drained_s = {"runtime": 0.5, "gateway": 0.25}
+    floor = "\n".join(_targets_module().targets_report(_figures(inbound=[costly])))
+    assert "runtime 100 us, gateway 50 us" in floor and "need 188 % of one core" in floor
     lossy = _figures(inbound=[row("ours", 250, 12.0, 1, 50.0)])
     assert _verdicts(lossy)["250 calls th"][1] == "**not met**"
     # Both hold 100: ours 50 % against Pipecat's 200 % is 0.25x; against 100 %, 0.5x.
