@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .messages import Binary, Close, Message
 
-__all__ = ["Empty", "Inbox", "Keep", "Outbox"]
+__all__ = ["Empty", "Inbox", "Keep", "Outbox", "WakeChain"]
 
 T = TypeVar("T")
 
@@ -78,6 +78,67 @@ def _is_droppable_frame(item: object) -> bool:
     return type(item) is not Keep
 
 
+_delivering = threading.local()  # .chain: the WakeChain of the batch this thread delivers
+
+
+class WakeChain:
+    """Readers woken one after another, not all at once, when a batch is delivered.
+
+    The I/O loop delivers every frame that arrived on every socket in one go. Notifying each
+    inbox as it is filled woke a hundred application threads together; all of them queued for
+    the GIL, and every system call one of them made (its ``send``) handed the GIL to another
+    and waited to get it back. Inside :meth:`delivering`, a put into an inbox whose reader
+    waits only joins the chain; after the batch the loop calls :meth:`kick`, which wakes the
+    first reader, and each reader, as it wakes, kicks the next. So about two threads want the
+    GIL at a time, and a reader that then computes for long delays nobody: the next one is
+    woken before its reader returns to the application.
+
+    Whoever is woken always kicks once (a reader in :meth:`Inbox.get`, the loop after each
+    batch), and a kick skips inboxes whose reader has left (timed out, or served by another
+    reader), so the chain never stalls with a reader waiting.
+    """
+
+    __slots__ = ("_inboxes", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inboxes: deque[Inbox] = deque()
+
+    def delivering(self) -> _Delivering:
+        """A context in which this thread's puts into waited-on inboxes join the chain."""
+        return _Delivering(self)
+
+    def defer(self, inbox: Inbox) -> None:
+        with self._lock:
+            self._inboxes.append(inbox)
+
+    def __len__(self) -> int:
+        return len(self._inboxes)
+
+    def kick(self) -> None:
+        """Wake the reader of the next inbox in the chain that still has one waiting."""
+        while True:
+            with self._lock:
+                if not self._inboxes:
+                    return
+                inbox = self._inboxes.popleft()
+            if inbox.wake_waiting():
+                return
+
+
+class _Delivering:
+    __slots__ = ("_chain",)
+
+    def __init__(self, chain: WakeChain) -> None:
+        self._chain = chain
+
+    def __enter__(self) -> None:
+        _delivering.chain = self._chain
+
+    def __exit__(self, *exc: object) -> None:
+        _delivering.chain = None
+
+
 class Inbox(_BoundedQueue[Message]):
     """Inbound messages of one session, read by any number of application threads.
 
@@ -85,13 +146,15 @@ class Inbox(_BoundedQueue[Message]):
     A ``Close`` message is never dropped on overflow (the reader must learn why it ended).
     """
 
-    __slots__ = ("_closed", "_cond", "_drop_newest")
+    __slots__ = ("_chain", "_closed", "_cond", "_drop_newest", "_waiting")
 
     def __init__(self, maxsize: int, overflow: str = "drop_oldest") -> None:
         super().__init__(maxsize)
         self._cond = threading.Condition(self._lock)  # readers wait on it
         self._closed = False
         self._drop_newest = overflow == "drop_newest"
+        self._waiting = 0  # readers inside wait(), under the lock
+        self._chain: WakeChain | None = None  # the last chain a put joined: readers kick it
 
     @property
     def closed(self) -> bool:
@@ -108,7 +171,21 @@ class Inbox(_BoundedQueue[Message]):
                 if self._drop_newest or not _drop_first(items, _is_audio):
                     return  # the newcomer is the one dropped
             items.append(message)
-            self._cond.notify()
+            if self._waiting:
+                chain: WakeChain | None = getattr(_delivering, "chain", None)
+                if chain is not None:
+                    self._chain = chain
+                    chain.defer(self)  # its reader is woken in turn (WakeChain)
+                    return
+                self._cond.notify()
+
+    def wake_waiting(self) -> bool:
+        """Wake one reader if one waits and there is something to read; whether it did."""
+        with self._cond:
+            if self._waiting and self._items:
+                self._cond.notify()
+                return True
+            return False
 
     def close(self, final: Close | None = None) -> None:
         """End the stream, optionally with a last ``Close`` the readers must see."""
@@ -122,17 +199,29 @@ class Inbox(_BoundedQueue[Message]):
 
     def get(self, timeout: float | None = None) -> Message | None:
         """The next message; ``None`` once closed and drained. Raise ``Empty`` on timeout."""
-        with self._cond:
-            if not self._items and not self._closed:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while not self._items and not self._closed:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise Empty
-                    self._cond.wait(remaining)
-            if self._items:
-                return self._items.popleft()
-            return None
+        chain: WakeChain | None = None
+        try:
+            with self._cond:
+                if not self._items and not self._closed:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    while not self._items and not self._closed:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise Empty
+                        self._waiting += 1
+                        try:
+                            self._cond.wait(remaining)
+                        finally:
+                            self._waiting -= 1
+                        chain = self._chain
+                if self._items:
+                    return self._items.popleft()
+                return None
+        finally:
+            # Woken (or timed out): wake the chain's next reader, outside our lock (a kick
+            # takes other inboxes' locks, whose readers may be kicking towards ours).
+            if chain is not None:
+                chain.kick()
 
     def discard(self) -> int:
         """Drop everything queued (the application ended the session); return how many."""

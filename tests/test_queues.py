@@ -8,7 +8,7 @@ import time
 import pytest
 
 from actors.messages import Binary, Close, Mark, Text
-from actors.queues import Empty, Inbox, Keep, Outbox
+from actors.queues import Empty, Inbox, Keep, Outbox, WakeChain
 
 JOIN_S = 10.0
 
@@ -311,6 +311,64 @@ def test_inbox_concurrent_readers_get_distinct_items_and_all_of_them() -> None:
     # Each reader sees items in the order they were queued.
     for part in results:
         assert part == sorted(part)
+
+
+# --------------------------------------------------------------------------- WakeChain
+
+
+def _readers(inboxes: list[Inbox], got: list[object]) -> list[threading.Thread]:
+    """One reader per inbox, blocked in ``get`` (a long timeout: a stalled chain fails the
+    join, not the read)."""
+    threads = [
+        _start(lambda inbox=inbox: got.append(inbox.get(timeout=30)), f"reader-{i}")
+        for i, inbox in enumerate(inboxes)
+    ]
+    for inbox in inboxes:
+        _wait_until_waiting(inbox)
+    return threads
+
+
+def test_a_delivered_batch_wakes_its_readers_in_turn_from_one_kick() -> None:
+    """Puts made while delivering join the chain instead of waking their reader; one kick
+    wakes the first reader, and each reader woken wakes the next: all get their message."""
+    chain = WakeChain()
+    inboxes = [Inbox(10) for _ in range(5)]
+    got: list[object] = []
+    threads = _readers(inboxes, got)
+    with chain.delivering():
+        for i, inbox in enumerate(inboxes):
+            inbox.put(Text(str(i)))
+    assert len(chain) == 5 and got == []  # nobody notified yet: they wait in the chain
+    chain.kick()
+    _join(*threads)
+    assert sorted(m.data for m in got) == ["0", "1", "2", "3", "4"]  # type: ignore[attr-defined]
+    assert len(chain) == 0
+
+
+def test_a_kick_passes_over_an_inbox_nobody_waits_on() -> None:
+    """An inbox whose reader left (timed out, or was served) is skipped: the next one's reader
+    is woken, and the skipped inbox keeps its message for whoever reads it next."""
+    chain = WakeChain()
+    left, waited = Inbox(10), Inbox(10)
+    left.put(Text("kept"))
+    chain.defer(left)  # as if its reader had timed out after the put joined the chain
+    got: list[object] = []
+    (thread,) = _readers([waited], got)
+    with chain.delivering():
+        waited.put(Text("woken"))
+    chain.kick()
+    _join(thread)
+    assert got == [Text("woken")] and left.get(0) == Text("kept")
+
+
+def test_puts_outside_a_delivery_wake_their_reader_at_once() -> None:
+    chain = WakeChain()
+    inbox = Inbox(10)
+    got: list[object] = []
+    (thread,) = _readers([inbox], got)
+    inbox.put(Text("now"))
+    _join(thread)
+    assert got == [Text("now")] and len(chain) == 0
 
 
 # --------------------------------------------------------------------------- Outbox

@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ..queues import WakeChain
+
 __all__ = ["IoLoop", "LoopClient"]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class IoLoop:
         self._woken = False
         self._stopping = False
         self._clients: set[LoopClient] = set()  # the loop thread's alone
+        self._wakes = WakeChain()
         self._thread = threading.Thread(target=self._run, name="ws-io", daemon=True)
         self._thread.start()
 
@@ -142,6 +145,7 @@ class IoLoop:
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_s
+        wakes = self._wakes
         try:
             while True:
                 timeout = max(0.0, next_tick - time.monotonic())
@@ -165,11 +169,13 @@ class IoLoop:
                             client.on_writable()
                     except Exception as exc:  # a bug: that connection only
                         client.on_crash(exc)
-                for client, data in received:
-                    try:
-                        client.on_data(data)
-                    except Exception as exc:  # a bug (or a codec's): that connection only
-                        client.on_crash(exc)
+                with wakes.delivering():  # the readers are woken in turn (WakeChain)
+                    for client, data in received:
+                        try:
+                            client.on_data(data)
+                        except Exception as exc:  # a bug (or a codec's): that connection only
+                            client.on_crash(exc)
+                wakes.kick()
                 with self._lock:
                     calls, self._calls = self._calls, deque()
                     self._woken = False
