@@ -39,13 +39,13 @@ from typing import Any, Final
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started, Stopped
 from . import Frame
 from ._frames import Malformed as _Malformed
+from ._frames import ProviderCodec
 from ._frames import int_field as _int
 from ._frames import label as _label
 from ._frames import obj_field as _object
 from ._frames import opt_int as _opt_int
-from ._frames import should_log as _should_log
 from ._frames import str_field as _string
-from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
+from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MarkOut, MediaOut
 
 __all__ = ["CHUNK_UNIT", "MAX_CHUNK", "MIN_CHUNK", "ExotelCodec", "ExotelStream"]
@@ -91,7 +91,7 @@ def _wire_format(start: Mapping[str, Any]) -> AudioFormat:
     return AudioFormat("pcm16", rate)
 
 
-class ExotelCodec:
+class ExotelCodec(ProviderCodec):
     """The session side of an Exotel Voicebot stream (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``connected`` yields nothing; ``start`` yields :class:`Started` (custom parameters,
@@ -119,6 +119,8 @@ class ExotelCodec:
     """
 
     provider = "exotel"
+    _name = "Exotel"
+    _logger = logger
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
     frame_ms: Final = FRAME_MS
     #: The connector calls :meth:`flush` this often (seconds): an idle stream's tail waits
@@ -140,8 +142,9 @@ class ExotelCodec:
             )
         self.audio = audio
         self.min_chunk_ms = min_chunk_ms
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.stream_sid: str | None = None  # set by start; publishes the stream
         self.call_sid: str | None = None
         self.account_sid: str | None = None
@@ -151,13 +154,10 @@ class ExotelCodec:
         self.wire: AudioFormat | None = None
         self.app: AudioFormat | None = None
         self.min_chunk = 0  # bytes, known once started
-        self.malformed = 0
-        self.unknown = 0
         self._in: Converter | None = None
         self._in_frames: FrameBuffer | None = None
         self._out: Converter | None = None
         self._out_buffer: FrameBuffer | None = None
-        self._held = HeldMessages(max_held, self.provider, session_id)
         self._wrote = False
         self._pending = False
         self._prefix = ""
@@ -193,17 +193,7 @@ class ExotelCodec:
                 return ()
         except _Malformed as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if _should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Exotel frame with unknown event %s (%d so far)",
-                self.session_id,
-                _label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _start(self, obj: dict[str, Any]) -> Started:
         if self.stream_sid is not None:
@@ -255,19 +245,6 @@ class ExotelCodec:
             out.append(Audio(piece, at, sequence, None, chunk))
         return out
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if _should_log(self.malformed):
-            what = "frame" if event is None else f"{_label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Exotel %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -278,7 +255,7 @@ class ExotelCodec:
             raise TypeError(f"{type(message).__name__} is not carried by the exotel provider")
         sid = self.stream_sid  # read once: the reader thread may publish it at any moment
         if sid is None:
-            self._held.add(message)
+            self._hold(message)
             return ()
         frames: list[Frame] = self._drain(sid) if self._held else []
         frames.extend(self._frames(message, sid))
@@ -294,16 +271,6 @@ class ExotelCodec:
             frames.extend(self._boundary(sid))
         self._wrote = False
         return frames
-
-    @property
-    def dropped_held(self) -> int:
-        """Held audio dropped because more than ``max_held`` messages waited."""
-        return self._held.dropped
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``start``."""
-        return len(self._held)
 
     @property
     def gathered(self) -> int:
@@ -355,7 +322,7 @@ class ExotelCodec:
 
     def _drain(self, sid: str) -> list[Frame]:
         frames: list[Frame] = []
-        for message in self._held.pop_all():
+        for message in self._take_held():
             frames.extend(self._frames(message, sid))
         return frames
 

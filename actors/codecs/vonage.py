@@ -36,10 +36,10 @@ from typing import Any, Final
 
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
+from ._frames import ProviderCodec
 from ._frames import label as _label
-from ._frames import should_log as _should_log
 from .pacing import Pacer
-from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
+from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MediaOut
 
 __all__ = ["ClearOut", "MediaOut", "NotifyOut", "VonageCodec", "VonageSocket", "content_type"]
@@ -73,7 +73,7 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-class VonageCodec:
+class VonageCodec(ProviderCodec):
     """The session side of a Vonage WebSocket (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``websocket:connected`` yields :class:`Started` (every flattened header but those
@@ -113,6 +113,8 @@ class VonageCodec:
     """
 
     provider = "vonage"
+    _name = "Vonage"
+    _logger = logger
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
     frame_ms: Final = FRAME_MS
     #: The connector calls :meth:`flush` this often (seconds): an idle stream's tail waits
@@ -139,13 +141,12 @@ class VonageCodec:
         self.audio = audio
         self.stream_id = stream_id or "VS" + secrets.token_hex(16)
         self.call_id_keys = tuple(call_id_keys)
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.wire: AudioFormat | None = None  # set by websocket:connected; publishes the stream
         self.app: AudioFormat | None = None
         self.call_id: str | None = None
-        self.malformed = 0
-        self.unknown = 0
         self.irregular = 0  # binary frames of a size other than 20 ms (accepted)
         self.cleared = 0
         self.reconnected = 0  # websocket:connected again (a cluster's gateway failover)
@@ -156,7 +157,6 @@ class VonageCodec:
         self._in_frames: FrameBuffer | None = None
         self._out: Converter | None = None
         self._out_frames: FrameBuffer | None = None
-        self._held = HeldMessages(max_held, self.provider, session_id)
         self._wrote = False  # a Binary was encoded since the last flush()
         self._pending = False  # audio was encoded since the last boundary
         #: Paces outbound frames (``lead_frames``); ``None``: frames are returned as encoded.
@@ -209,17 +209,7 @@ class VonageCodec:
                 return () if started is None else (started,)
         except ValueError as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if _should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Vonage frame with unknown event %s (%d so far)",
-                self.session_id,
-                _label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _connected(self, obj: dict[str, Any]) -> Started | None:
         if self.wire is not None:
@@ -262,19 +252,6 @@ class VonageCodec:
         another node's codec (a cluster's takeover): number on from there."""
         self.frames = frames_in
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if _should_log(self.malformed):
-            what = "frame" if event is None else f"{_label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Vonage %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -285,7 +262,7 @@ class VonageCodec:
             raise TypeError(f"{type(message).__name__} is not carried by the vonage provider")
         wire = self.wire  # read once: the reader thread may publish it at any moment
         if wire is None:
-            self._held.add(message)
+            self._hold(message)
             return ()
         frames: list[Frame] = self._drain(wire) if self._held else []
         frames.extend(self._frames(message, wire))
@@ -316,16 +293,6 @@ class VonageCodec:
         kept, dropped = pacer.clear()
         self.cleared_frames += dropped
         return [frames[-1], *kept]
-
-    @property
-    def dropped_held(self) -> int:
-        """Held audio dropped because more than ``max_held`` messages waited."""
-        return self._held.dropped
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``websocket:connected``."""
-        return len(self._held)
 
     def _frames(self, message: Message, wire: AudioFormat) -> list[Frame]:
         out, buffer = self._converter(wire)
@@ -361,7 +328,7 @@ class VonageCodec:
 
     def _drain(self, wire: AudioFormat) -> list[Frame]:
         frames: list[Frame] = []
-        for message in self._held.pop_all():
+        for message in self._take_held():
             frames.extend(self._frames(message, wire))
         return frames
 
