@@ -116,6 +116,22 @@ def str_map(value: object, path: str) -> dict[str, str]:
     return value
 
 
+def dtmf_digit(obj: Mapping[str, Any]) -> str:
+    """The key of a ``dtmf`` event that nests it as ``dtmf.digit`` (all but Vonage)."""
+    return str_field(obj_field(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")
+
+
+def mark_name(obj: Mapping[str, Any]) -> str:
+    """The name of a ``mark`` event that nests it as ``mark.name`` (Twilio, Telnyx, Exotel)."""
+    return str_field(obj_field(obj, "mark", "mark"), "name", "mark.name")
+
+
+def param_text(value: object) -> str:
+    """A parameter as ``Started.parameters`` carries it: a string as it is, a number or an
+    object as its JSON."""
+    return value if isinstance(value, str) else dumps(value)
+
+
 def str_list(container: Mapping[str, Any], key: str, path: str) -> list[str]:
     """A list of strings; a missing one reads as empty."""
     value = container.get(key, [])
@@ -223,3 +239,38 @@ class ProviderCodec:
         messages = list(self._held)
         self._held.clear()
         return messages
+
+
+# -- the provider's side (emulators and benchmarks) --------------------------------------------
+
+
+def app_object(text: str) -> dict[str, Any]:
+    """The JSON object a text frame from the application carries; ``ValueError`` naming what
+    the frame is instead."""
+    try:
+        obj = loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"frame is not JSON: {error}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def app_event(frame: str | bytes, streams: str) -> tuple[dict[str, Any], str]:
+    """A frame from the application to a stream that takes Twilio's ``media``, ``mark`` and
+    ``clear`` events (Twilio's, Exotel's), and its event; ``ValueError`` naming the problem.
+    ``streams`` names them in the error for a binary frame."""
+    if not isinstance(frame, str):
+        raise ValueError(f"binary frame: {streams} take JSON text frames only")
+    obj = app_object(frame)
+    event = obj.get("event")
+    if event not in ("media", "mark", "clear"):
+        raise ValueError(f"unknown event {label(event)} (expected media, mark or clear)")
+    return obj, event
+
+
+def media_payload(obj: Mapping[str, Any]) -> bytes:
+    """The audio of a ``media`` event: ``media.payload``, base64-decoded."""
+    return unb64(
+        str_field(obj_field(obj, "media", "media"), "payload", "media.payload"), "media.payload"
+    )

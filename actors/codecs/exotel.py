@@ -40,10 +40,17 @@ from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
 from ._frames import Malformed as _Malformed
 from ._frames import ProviderCodec
+from ._frames import app_event as _app_event
+from ._frames import dtmf_digit as _dtmf_digit
+from ._frames import dumps as _dumps
 from ._frames import int_field as _int
 from ._frames import label as _label
+from ._frames import mark_name as _mark_name
+from ._frames import media_payload as _media_payload
 from ._frames import obj_field as _object
 from ._frames import opt_int as _opt_int
+from ._frames import opt_str as _opt_str
+from ._frames import param_text as _text
 from ._frames import str_field as _string
 from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MarkOut, MediaOut
@@ -60,17 +67,6 @@ MIN_CHUNK: Final = 3200
 MAX_CHUNK: Final = 100_000 - 100_000 % CHUNK_UNIT  # 99 840
 _RATES: Final = (8000, 16000, 24000)
 _b2a = binascii.b2a_base64
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def _opt_string(container: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = container.get(key)
-    if value is not None and type(value) is not str:
-        raise _Malformed(f"{path} is not a string")
-    return value
 
 
 def _wire_format(start: Mapping[str, Any]) -> AudioFormat:
@@ -181,9 +177,9 @@ class ExotelCodec(ProviderCodec):
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(_string(_object(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(_dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(_mark_name(obj)),)
             if event == "stop":
                 stop = obj.get("stop")
                 reason = stop.get("reason") if type(stop) is dict else None
@@ -207,9 +203,9 @@ class ExotelCodec(ProviderCodec):
         if type(params) is not dict:
             raise _Malformed("start.custom_parameters is not an object")
         wire = _wire_format(start)
-        self.account_sid = _opt_string(start, "account_sid", "start.account_sid")
-        self.from_ = _opt_string(start, "from", "start.from")
-        self.to = _opt_string(start, "to", "start.to")
+        self.account_sid = _opt_str(start, "account_sid", "start.account_sid")
+        self.from_ = _opt_str(start, "from", "start.from")
+        self.to = _opt_str(start, "to", "start.to")
         app = self.audio.resolve(wire)
         parameters = {k: _text(v) for k, v in params.items() if k not in self.hidden_parameters}
         self._in = Converter(wire, app, self.audio.quality)
@@ -286,12 +282,12 @@ class ExotelCodec(ProviderCodec):
         if isinstance(message, Mark):
             frames = self._boundary(sid)
             mark = {"event": "mark", "stream_sid": sid, "mark": {"name": message.name}}
-            frames.append(json.dumps(mark, separators=(",", ":")))
+            frames.append(_dumps(mark))
             return frames
         buffer.clear()
         out.reset()
         self._pending = False
-        return [json.dumps({"event": "clear", "stream_sid": sid}, separators=(",", ":"))]
+        return [_dumps({"event": "clear", "stream_sid": sid})]
 
     def _chunks(self, buffer: FrameBuffer, at_least: int) -> list[Frame]:
         frames: list[Frame] = []
@@ -330,10 +326,6 @@ class ExotelCodec(ProviderCodec):
 # -- Exotel's side -----------------------------------------------------------------------------
 
 ExotelEvent = MediaOut | MarkOut | ClearOut
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 class ExotelStream:
@@ -420,27 +412,13 @@ class ExotelStream:
         event, another stream's sid, a missing field, bad base64, or (``strict``) a media chunk
         under 3200 bytes, over :data:`MAX_CHUNK` or not a multiple of 320.
         """
-        if not isinstance(frame, str):
-            raise ValueError("binary frame: Exotel streams take JSON text frames only")
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
-        event = obj.get("event")
-        if event not in ("media", "mark", "clear"):
-            raise ValueError(f"unknown event {_label(event)} (expected media, mark or clear)")
+        obj, event = _app_event(frame, "Exotel streams")
         sid = obj.get("stream_sid", obj.get("streamSid"))  # see the module docstring
         if sid != self.stream_sid:
             raise ValueError(f"{event} frame has stream_sid {sid!r}, expected {self.stream_sid!r}")
         try:
             if event == "media":
-                encoded = _string(_object(obj, "media", "media"), "payload", "media.payload")
-                try:
-                    data = binascii.a2b_base64(encoded, strict_mode=True)
-                except ValueError:
-                    raise _Malformed("media.payload is not base64") from None
+                data = _media_payload(obj)
                 size = len(data)
                 if self.strict and not (MIN_CHUNK <= size <= MAX_CHUNK and size % CHUNK_UNIT == 0):
                     raise _Malformed(
@@ -449,7 +427,7 @@ class ExotelStream:
                     )
                 return MediaOut(data)
             if event == "mark":
-                return MarkOut(_string(_object(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(_mark_name(obj))
         except _Malformed as problem:
             raise ValueError(f"{event} frame: {problem}") from None
         return ClearOut()

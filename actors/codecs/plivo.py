@@ -57,6 +57,7 @@ from ._frames import (
     Malformed,
     ProviderCodec,
     b64,
+    dtmf_digit,
     dumps,
     int_field,
     label,
@@ -166,7 +167,7 @@ class PlivoCodec(ProviderCodec):
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(str_field(obj_field(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(dtmf_digit(obj)),)
             if event in _MARK_EVENTS:
                 return (Mark(str_field(obj, "name", "name")),)
             if event == "clearedAudio":

@@ -50,9 +50,11 @@ from ._frames import (
     Malformed,
     ProviderCodec,
     b64,
+    dtmf_digit,
     dumps,
     int_field,
     label,
+    mark_name,
     nonempty_str,
     obj_field,
     opt_int,
@@ -169,9 +171,9 @@ class TelnyxCodec(ProviderCodec):
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(str_field(obj_field(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(str_field(obj_field(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(mark_name(obj)),)
             if event == "stop":
                 released = self._release(everything=True)
                 released.append(Stopped())
@@ -480,7 +482,7 @@ class TelnyxStream:
                 media = obj_field(obj, "media", "media")
                 return MediaOut(unb64(str_field(media, "payload", "media.payload"), "payload"))
             if event == "mark":
-                return MarkOut(str_field(obj_field(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(mark_name(obj))
         except Malformed as problem:
             raise ValueError(f"Telnyx stream: {problem}") from None
         return ClearOut()

@@ -39,9 +39,12 @@ from ..messages import (
 from . import Frame
 from ._frames import Malformed as _Malformed
 from ._frames import ProviderCodec
+from ._frames import app_event as _app_event
+from ._frames import dtmf_digit as _dtmf_digit
 from ._frames import dumps as _dumps
 from ._frames import int_field as _int
-from ._frames import label as _label
+from ._frames import mark_name as _mark_name
+from ._frames import media_payload as _media_payload
 from ._frames import nonempty_str as _nonempty_str
 from ._frames import obj_field as _object
 from ._frames import opt_int as _opt_int
@@ -219,9 +222,9 @@ class TwilioCodec(ProviderCodec):
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(_string(_object(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(_dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(_mark_name(obj)),)
             if event == "stop":
                 # Writes wait for the next start from now on: a call update may stream the
                 # call again (a new streamSid), and media for this one would go nowhere.
@@ -449,29 +452,15 @@ class TwilioStream:
         Raises ``ValueError`` naming the problem: a binary frame, not JSON, not an object, an
         unknown event, a missing or ill-typed field, bad base64, or another stream's streamSid.
         """
-        if not isinstance(frame, str):
-            raise ValueError("binary frame: Twilio Media Streams take JSON text frames only")
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
-        event = obj.get("event")
-        if event not in ("media", "mark", "clear"):
-            raise ValueError(f"unknown event {_label(event)} (expected media, mark or clear)")
+        obj, event = _app_event(frame, "Twilio Media Streams")
         sid = obj.get("streamSid")
         if sid != self.stream_sid:
             raise ValueError(f"{event} frame has streamSid {sid!r}, expected {self.stream_sid!r}")
         try:
             if event == "media":
-                encoded = _string(_object(obj, "media", "media"), "payload", "media.payload")
-                try:
-                    return MediaOut(_a2b(encoded, strict_mode=True))
-                except ValueError:
-                    raise _Malformed("media.payload is not base64") from None
+                return MediaOut(_media_payload(obj))
             if event == "mark":
-                return MarkOut(_string(_object(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(_mark_name(obj))
         except _Malformed as problem:
             raise ValueError(f"{event} frame: {problem}") from None
         return ClearOut()

@@ -36,8 +36,9 @@ from typing import Any, Final
 
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
-from ._frames import ProviderCodec
+from ._frames import Malformed, ProviderCodec, app_object, dumps, parse_object
 from ._frames import label as _label
+from ._frames import param_text as _text
 from .pacing import Pacer
 from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MediaOut
@@ -66,11 +67,6 @@ def _rate(value: object) -> int:
     if rate not in _RATES:
         raise ValueError(f"content-type {_label(value)} is not audio/l16 at 8000, 16000 or 24000")
     return rate
-
-
-def _text(value: object) -> str:
-    # Started.parameters are strings; a header that is a number or an object is kept as JSON.
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 class VonageCodec(ProviderCodec):
@@ -177,11 +173,9 @@ class VonageCodec(ProviderCodec):
         if isinstance(frame, bytes):
             return self._audio(frame)
         try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError):
-            return self._reject(None, "not JSON")
-        if type(obj) is not dict:
-            return self._reject(None, "not a JSON object")
+            obj = parse_object(frame)
+        except Malformed as problem:
+            return self._reject(None, str(problem))
         event = obj.get("event")
         try:
             if event == "websocket:dtmf":
@@ -306,7 +300,7 @@ class VonageCodec(ProviderCodec):
         if isinstance(message, Mark):
             frames = self._boundary(wire)
             payload = {"action": "notify", "payload": {MARK_KEY: message.name}}
-            frames.append(json.dumps(payload, separators=(",", ":")))
+            frames.append(dumps(payload))
             return frames
         buffer.clear()
         out.reset()
@@ -400,12 +394,7 @@ class VonageSocket:
         """
         if isinstance(frame, bytes):
             return MediaOut(self.audio(frame))
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
+        obj = app_object(frame)
         action = obj.get("action")
         if action == "clear":
             return ClearOut()
