@@ -251,8 +251,7 @@ class PlivoCodec(ProviderCodec):
         if sid is None:
             self._hold(message)
             return ()
-        frames = [self._frame(held, sid) for held in self._held]
-        self._held.clear()
+        frames = self._drain(sid) if self._held else []
         frames.append(self._frame(message, sid))
         return frames
 
@@ -261,9 +260,7 @@ class PlivoCodec(ProviderCodec):
         sid = self.stream_id
         if sid is None or not self._held:
             return ()
-        frames = [self._frame(held, sid) for held in self._held]
-        self._held.clear()
-        return frames
+        return self._drain(sid)
 
     def _frame(self, message: Message, sid: str) -> str:
         if isinstance(message, Binary):
@@ -273,6 +270,10 @@ class PlivoCodec(ProviderCodec):
         if isinstance(message, Dtmf):
             return dumps({"event": "sendDTMF", "dtmf": message.digit.upper()})
         return dumps({"event": "clearAudio", "streamId": sid})
+
+    def _drain(self, sid: str) -> list[Frame]:
+        frames: list[Frame] = [self._frame(message, sid) for message in self._take_held()]
+        return frames
 
 
 # -- Plivo's side ------------------------------------------------------------------------------
