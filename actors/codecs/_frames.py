@@ -141,8 +141,8 @@ def str_list(container: Mapping[str, Any], key: str, path: str) -> list[str]:
 
 
 def nonempty_str(value: object, path: str) -> str:
-    """The id a ``start`` names its stream by: a string, and not empty, since outbound frames
-    are addressed with it."""
+    """A string that must not be empty: the id a ``start`` names its stream by, which outbound
+    frames are addressed with."""
     if type(value) is not str or not value:
         raise Malformed(f"{path} is missing or not a string")
     return value
