@@ -39,13 +39,20 @@ from typing import Any, Final
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started, Stopped
 from . import Frame
 from ._frames import Malformed as _Malformed
+from ._frames import ProviderCodec
+from ._frames import app_event as _app_event
+from ._frames import dtmf_digit as _dtmf_digit
+from ._frames import dumps as _dumps
 from ._frames import int_field as _int
 from ._frames import label as _label
+from ._frames import mark_name as _mark_name
+from ._frames import media_payload as _media_payload
 from ._frames import obj_field as _object
 from ._frames import opt_int as _opt_int
-from ._frames import should_log as _should_log
+from ._frames import opt_str as _opt_str
+from ._frames import param_text as _text
 from ._frames import str_field as _string
-from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
+from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MarkOut, MediaOut
 
 __all__ = ["CHUNK_UNIT", "MAX_CHUNK", "MIN_CHUNK", "ExotelCodec", "ExotelStream"]
@@ -60,17 +67,6 @@ MIN_CHUNK: Final = 3200
 MAX_CHUNK: Final = 100_000 - 100_000 % CHUNK_UNIT  # 99 840
 _RATES: Final = (8000, 16000, 24000)
 _b2a = binascii.b2a_base64
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def _opt_string(container: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = container.get(key)
-    if value is not None and type(value) is not str:
-        raise _Malformed(f"{path} is not a string")
-    return value
 
 
 def _wire_format(start: Mapping[str, Any]) -> AudioFormat:
@@ -91,7 +87,7 @@ def _wire_format(start: Mapping[str, Any]) -> AudioFormat:
     return AudioFormat("pcm16", rate)
 
 
-class ExotelCodec:
+class ExotelCodec(ProviderCodec):
     """The session side of an Exotel Voicebot stream (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``connected`` yields nothing; ``start`` yields :class:`Started` (custom parameters,
@@ -119,6 +115,8 @@ class ExotelCodec:
     """
 
     provider = "exotel"
+    _name = "Exotel"
+    _logger = logger
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
     frame_ms: Final = FRAME_MS
     #: The connector calls :meth:`flush` this often (seconds): an idle stream's tail waits
@@ -140,8 +138,9 @@ class ExotelCodec:
             )
         self.audio = audio
         self.min_chunk_ms = min_chunk_ms
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.stream_sid: str | None = None  # set by start; publishes the stream
         self.call_sid: str | None = None
         self.account_sid: str | None = None
@@ -151,13 +150,10 @@ class ExotelCodec:
         self.wire: AudioFormat | None = None
         self.app: AudioFormat | None = None
         self.min_chunk = 0  # bytes, known once started
-        self.malformed = 0
-        self.unknown = 0
         self._in: Converter | None = None
         self._in_frames: FrameBuffer | None = None
         self._out: Converter | None = None
         self._out_buffer: FrameBuffer | None = None
-        self._held = HeldMessages(max_held, self.provider, session_id)
         self._wrote = False
         self._pending = False
         self._prefix = ""
@@ -181,9 +177,9 @@ class ExotelCodec:
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(_string(_object(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(_dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(_mark_name(obj)),)
             if event == "stop":
                 stop = obj.get("stop")
                 reason = stop.get("reason") if type(stop) is dict else None
@@ -193,17 +189,7 @@ class ExotelCodec:
                 return ()
         except _Malformed as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if _should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Exotel frame with unknown event %s (%d so far)",
-                self.session_id,
-                _label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _start(self, obj: dict[str, Any]) -> Started:
         if self.stream_sid is not None:
@@ -217,9 +203,9 @@ class ExotelCodec:
         if type(params) is not dict:
             raise _Malformed("start.custom_parameters is not an object")
         wire = _wire_format(start)
-        self.account_sid = _opt_string(start, "account_sid", "start.account_sid")
-        self.from_ = _opt_string(start, "from", "start.from")
-        self.to = _opt_string(start, "to", "start.to")
+        self.account_sid = _opt_str(start, "account_sid", "start.account_sid")
+        self.from_ = _opt_str(start, "from", "start.from")
+        self.to = _opt_str(start, "to", "start.to")
         app = self.audio.resolve(wire)
         parameters = {k: _text(v) for k, v in params.items() if k not in self.hidden_parameters}
         self._in = Converter(wire, app, self.audio.quality)
@@ -255,19 +241,6 @@ class ExotelCodec:
             out.append(Audio(piece, at, sequence, None, chunk))
         return out
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if _should_log(self.malformed):
-            what = "frame" if event is None else f"{_label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Exotel %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -278,7 +251,7 @@ class ExotelCodec:
             raise TypeError(f"{type(message).__name__} is not carried by the exotel provider")
         sid = self.stream_sid  # read once: the reader thread may publish it at any moment
         if sid is None:
-            self._held.add(message)
+            self._hold(message)
             return ()
         frames: list[Frame] = self._drain(sid) if self._held else []
         frames.extend(self._frames(message, sid))
@@ -296,16 +269,6 @@ class ExotelCodec:
         return frames
 
     @property
-    def dropped_held(self) -> int:
-        """Held audio dropped because more than ``max_held`` messages waited."""
-        return self._held.dropped
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``start``."""
-        return len(self._held)
-
-    @property
     def gathered(self) -> int:
         """Bytes of wire audio gathered but not yet sent."""
         return len(self._out_buffer) if self._out_buffer is not None else 0
@@ -319,12 +282,12 @@ class ExotelCodec:
         if isinstance(message, Mark):
             frames = self._boundary(sid)
             mark = {"event": "mark", "stream_sid": sid, "mark": {"name": message.name}}
-            frames.append(json.dumps(mark, separators=(",", ":")))
+            frames.append(_dumps(mark))
             return frames
         buffer.clear()
         out.reset()
         self._pending = False
-        return [json.dumps({"event": "clear", "stream_sid": sid}, separators=(",", ":"))]
+        return [_dumps({"event": "clear", "stream_sid": sid})]
 
     def _chunks(self, buffer: FrameBuffer, at_least: int) -> list[Frame]:
         frames: list[Frame] = []
@@ -355,7 +318,7 @@ class ExotelCodec:
 
     def _drain(self, sid: str) -> list[Frame]:
         frames: list[Frame] = []
-        for message in self._held.pop_all():
+        for message in self._take_held():
             frames.extend(self._frames(message, sid))
         return frames
 
@@ -363,10 +326,6 @@ class ExotelCodec:
 # -- Exotel's side -----------------------------------------------------------------------------
 
 ExotelEvent = MediaOut | MarkOut | ClearOut
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 class ExotelStream:
@@ -453,27 +412,13 @@ class ExotelStream:
         event, another stream's sid, a missing field, bad base64, or (``strict``) a media chunk
         under 3200 bytes, over :data:`MAX_CHUNK` or not a multiple of 320.
         """
-        if not isinstance(frame, str):
-            raise ValueError("binary frame: Exotel streams take JSON text frames only")
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
-        event = obj.get("event")
-        if event not in ("media", "mark", "clear"):
-            raise ValueError(f"unknown event {_label(event)} (expected media, mark or clear)")
+        obj, event = _app_event(frame, "Exotel streams")
         sid = obj.get("stream_sid", obj.get("streamSid"))  # see the module docstring
         if sid != self.stream_sid:
             raise ValueError(f"{event} frame has stream_sid {sid!r}, expected {self.stream_sid!r}")
         try:
             if event == "media":
-                encoded = _string(_object(obj, "media", "media"), "payload", "media.payload")
-                try:
-                    data = binascii.a2b_base64(encoded, strict_mode=True)
-                except ValueError:
-                    raise _Malformed("media.payload is not base64") from None
+                data = _media_payload(obj)
                 size = len(data)
                 if self.strict and not (MIN_CHUNK <= size <= MAX_CHUNK and size % CHUNK_UNIT == 0):
                     raise _Malformed(
@@ -482,7 +427,7 @@ class ExotelStream:
                     )
                 return MediaOut(data)
             if event == "mark":
-                return MarkOut(_string(_object(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(_mark_name(obj))
         except _Malformed as problem:
             raise ValueError(f"{event} frame: {problem}") from None
         return ClearOut()

@@ -9,13 +9,11 @@ per direction, since the resampler's filter state belongs to one continuous sign
 
 from __future__ import annotations
 
-import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
 from ..audio import StreamResampler, frame_bytes, pcm16_to_ulaw, ulaw_to_pcm16
-from ..messages import Binary, MediaFormat, Message
+from ..messages import MediaFormat
 
 __all__ = [
     "FRAME_MS",
@@ -23,10 +21,7 @@ __all__ = [
     "AudioPolicy",
     "Converter",
     "FrameBuffer",
-    "HeldMessages",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Every codec here frames audio in 20 ms: Vonage's frame, and the application's unit.
 FRAME_MS: Final = 20
@@ -177,46 +172,3 @@ class FrameBuffer:
 
     def clear(self) -> None:
         self._data.clear()
-
-
-class HeldMessages:
-    """Writes that wait for the stream to start, at most ``limit``: past that the oldest
-    ``Binary`` is dropped (counted in ``dropped``); marks and clears are never dropped, since
-    the application waits for its marks to come back."""
-
-    def __init__(self, limit: int, provider: str, session_id: str) -> None:
-        if limit < 0:
-            raise ValueError(f"max_held must be >= 0, not {limit}")
-        self.limit = limit
-        self.provider = provider
-        self.session_id = session_id
-        self.dropped = 0
-        self._held: deque[Message] = deque()
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def add(self, message: Message) -> None:
-        held = self._held
-        held.append(message)
-        if len(held) <= self.limit:
-            return
-        for index, waiting in enumerate(held):
-            if isinstance(waiting, Binary):
-                del held[index]
-                self.dropped += 1
-                if self.dropped <= 3 or self.dropped % 100 == 0:  # rate-limited, as decode's
-                    logger.warning(
-                        "session %s: %s stream not started, dropped the oldest held audio "
-                        "(%d held, %d dropped so far)",
-                        self.session_id,
-                        self.provider,
-                        len(held),
-                        self.dropped,
-                    )
-                return
-
-    def pop_all(self) -> list[Message]:
-        messages = list(self._held)
-        self._held.clear()
-        return messages

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -56,7 +55,9 @@ from ..messages import (
 from . import Frame
 from ._frames import (
     Malformed,
+    ProviderCodec,
     b64,
+    dtmf_digit,
     dumps,
     int_field,
     label,
@@ -64,8 +65,8 @@ from ._frames import (
     opt_int,
     opt_str,
     parse_object,
-    should_log,
     str_field,
+    str_list,
     str_map,
     unb64,
 )
@@ -102,7 +103,7 @@ def _extra_headers(value: object) -> dict[str, str]:
     return headers
 
 
-class PlivoCodec:
+class PlivoCodec(ProviderCodec):
     """The session side of a Plivo audio stream (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``start`` yields :class:`Started` (``streamId``, ``callId``, the media format, the
@@ -123,6 +124,8 @@ class PlivoCodec:
     """
 
     provider = "plivo"
+    _name = "Plivo"
+    _logger = logger
     # Close is the connector's business (it closes the WebSocket), so it is accepted here too.
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Dtmf, Close})
 
@@ -136,25 +139,19 @@ class PlivoCodec:
         session_id: str = "-",
         hidden_parameters: frozenset[str] = frozenset(),
     ) -> None:
-        if max_held < 0:
-            raise ValueError(f"max_held must be >= 0, not {max_held}")
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.content_type = content_type
         self.sample_rate = sample_rate
         self.caller_tracks = caller_tracks
-        self.max_held = max_held
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
         self.stream_id: str | None = None
         self.call_id: str | None = None
         self.account_id: str | None = None
         self.media_format: MediaFormat | None = None
-        self.malformed = 0
-        self.unknown = 0
         self.other_track = 0
         self.cleared = 0
-        self.dropped_held = 0
         self._first_timestamp: int | None = None
-        self._held: deque[Message] = deque()
         self._media_prefix = ""
 
     # -- inbound -------------------------------------------------------------------------------
@@ -170,7 +167,7 @@ class PlivoCodec:
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(str_field(obj_field(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(dtmf_digit(obj)),)
             if event in _MARK_EVENTS:
                 return (Mark(str_field(obj, "name", "name")),)
             if event == "clearedAudio":
@@ -180,17 +177,7 @@ class PlivoCodec:
                 return (Stopped(),)
         except Malformed as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Plivo frame with unknown event %s (%d so far)",
-                self.session_id,
-                label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _media(self, obj: dict[str, Any]) -> Sequence[Message]:
         media = obj_field(obj, "media", "media")
@@ -218,9 +205,7 @@ class PlivoCodec:
             raise Malformed("start.streamId is empty")
         call_id = str_field(start, "callId", "start.callId")
         account_id = opt_str(start, "accountId", "start.accountId")
-        tracks = start.get("tracks", [])
-        if type(tracks) is not list or not all(type(t) is str for t in tracks):
-            raise Malformed("start.tracks is not a list of strings")
+        tracks = str_list(start, "tracks", "start.tracks")
         # Documented at the top level of the frame; read from ``start`` too, to be lenient.
         headers = _extra_headers(obj.get("extra_headers", start.get("extra_headers")))
         media_format = _PLIVO_FORMAT
@@ -250,19 +235,6 @@ class PlivoCodec:
         self.stream_id = stream_id  # last: this publishes the stream to the encoding threads
         return Started(stream_id, call_id, media_format, parameters, tuple(tracks))
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if should_log(self.malformed):
-            what = "frame" if event is None else f"{label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Plivo %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -279,8 +251,7 @@ class PlivoCodec:
         if sid is None:
             self._hold(message)
             return ()
-        frames = [self._frame(held, sid) for held in self._held]
-        self._held.clear()
+        frames = self._drain(sid) if self._held else []
         frames.append(self._frame(message, sid))
         return frames
 
@@ -289,14 +260,7 @@ class PlivoCodec:
         sid = self.stream_id
         if sid is None or not self._held:
             return ()
-        frames = [self._frame(held, sid) for held in self._held]
-        self._held.clear()
-        return frames
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``start``."""
-        return len(self._held)
+        return self._drain(sid)
 
     def _frame(self, message: Message, sid: str) -> str:
         if isinstance(message, Binary):
@@ -307,24 +271,9 @@ class PlivoCodec:
             return dumps({"event": "sendDTMF", "dtmf": message.digit.upper()})
         return dumps({"event": "clearAudio", "streamId": sid})
 
-    def _hold(self, message: Message) -> None:
-        held = self._held
-        held.append(message)
-        if len(held) <= self.max_held:
-            return
-        for index, waiting in enumerate(held):
-            if isinstance(waiting, Binary):
-                del held[index]
-                self.dropped_held += 1
-                if should_log(self.dropped_held):
-                    logger.warning(
-                        "session %s: Plivo stream not started, dropped the oldest held audio "
-                        "(%d held, %d dropped so far)",
-                        self.session_id,
-                        len(held),
-                        self.dropped_held,
-                    )
-                return
+    def _drain(self, sid: str) -> list[Frame]:
+        frames: list[Frame] = [self._frame(message, sid) for message in self._take_held()]
+        return frames
 
 
 # -- Plivo's side ------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ Where the sources disagree, both are accepted (see ``_ENCODINGS`` and ``_error``
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -49,10 +48,14 @@ from ..messages import (
 from . import Frame
 from ._frames import (
     Malformed,
+    ProviderCodec,
     b64,
+    dtmf_digit,
     dumps,
     int_field,
     label,
+    mark_name,
+    nonempty_str,
     obj_field,
     opt_int,
     opt_str,
@@ -84,7 +87,7 @@ _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 _TELNYX_FORMAT: Final = MediaFormat("audio/x-mulaw", 8000, 1)
 
 
-class TelnyxCodec:
+class TelnyxCodec(ProviderCodec):
     """The session side of a Telnyx media stream (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``connected`` yields nothing (its ``version`` is kept); ``start`` yields
@@ -116,6 +119,8 @@ class TelnyxCodec:
     """
 
     provider = "telnyx"
+    _name = "Telnyx"
+    _logger = logger
     # Close is the connector's business (it closes the WebSocket), so it is accepted here too.
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
 
@@ -131,31 +136,25 @@ class TelnyxCodec:
     ) -> None:
         if reorder_window < 0:
             raise ValueError(f"reorder_window must be >= 0, not {reorder_window}")
-        if max_held < 0:
-            raise ValueError(f"max_held must be >= 0, not {max_held}")
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.reorder_window = reorder_window
         self.caller_tracks = caller_tracks
         self.outbound_format = outbound_format
-        self.max_held = max_held
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
         self.stream_id: str | None = None
         self.call_control_id: str | None = None
         self.client_state: str | None = None
         self.version: str | None = None
         self.media_format: MediaFormat | None = None
-        self.malformed = 0
-        self.unknown = 0
         self.late = 0
         self.skipped = 0
         self.other_track = 0
         self.errors = 0
         self.last_error: tuple[str, str] | None = None  # (code, title) of the last error frame
-        self.dropped_held = 0
         self._waiting: dict[int, Audio] = {}  # early chunks, by chunk number
         self._next_chunk: int | None = None  # the chunk the caller's audio continues with
         self._resuming = False  # taken over mid-stream: the first chunk is the next one
-        self._held: deque[Message] = deque()
         self._short = bytearray()  # outbound audio shorter than 20 ms, waiting for more
         self._sizes: tuple[int, int, bytes] | None = None  # (min, max, silence) bytes; None: as is
 
@@ -172,9 +171,9 @@ class TelnyxCodec:
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(str_field(obj_field(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(str_field(obj_field(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(mark_name(obj)),)
             if event == "stop":
                 released = self._release(everything=True)
                 released.append(Stopped())
@@ -187,17 +186,7 @@ class TelnyxCodec:
                 return ()
         except Malformed as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Telnyx frame with unknown event %s (%d so far)",
-                self.session_id,
-                label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _media(self, obj: dict[str, Any]) -> Sequence[Message]:
         media = obj_field(obj, "media", "media")
@@ -265,9 +254,7 @@ class TelnyxCodec:
     def _start(self, obj: dict[str, Any]) -> Started:
         start = obj_field(obj, "start", "start")
         # Documented at the top level; some integrations look in ``start``, so that is a fallback.
-        stream_id = obj.get("stream_id", start.get("stream_id"))
-        if type(stream_id) is not str or not stream_id:
-            raise Malformed("stream_id is missing or not a string")
+        stream_id = nonempty_str(obj.get("stream_id", start.get("stream_id")), "stream_id")
         call_control_id = str_field(start, "call_control_id", "start.call_control_id")
         params = str_map(start.get("custom_parameters", {}), "start.custom_parameters")
         client_state = opt_str(start, "client_state", "start.client_state")
@@ -316,19 +303,6 @@ class TelnyxCodec:
                 self.errors,
             )
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if should_log(self.malformed):
-            what = "frame" if event is None else f"{label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Telnyx %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -348,11 +322,6 @@ class TelnyxCodec:
         if self.stream_id is None or not self._held:
             return ()
         return self._drain()
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``start``."""
-        return len(self._held)
 
     @property
     def short(self) -> int:
@@ -394,25 +363,6 @@ class TelnyxCodec:
         else:
             short.clear()  # not played yet, and clear drops what is not played
             out.append('{"event":"clear"}')
-
-    def _hold(self, message: Message) -> None:
-        held = self._held
-        held.append(message)
-        if len(held) <= self.max_held:
-            return
-        for index, waiting in enumerate(held):
-            if isinstance(waiting, Binary):
-                del held[index]
-                self.dropped_held += 1
-                if should_log(self.dropped_held):
-                    logger.warning(
-                        "session %s: Telnyx stream not started, dropped the oldest held audio "
-                        "(%d held, %d dropped so far)",
-                        self.session_id,
-                        len(held),
-                        self.dropped_held,
-                    )
-                return
 
 
 def _media_frame(data: bytes) -> str:
@@ -532,7 +482,7 @@ class TelnyxStream:
                 media = obj_field(obj, "media", "media")
                 return MediaOut(unb64(str_field(media, "payload", "media.payload"), "payload"))
             if event == "mark":
-                return MarkOut(str_field(obj_field(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(mark_name(obj))
         except Malformed as problem:
             raise ValueError(f"Telnyx stream: {problem}") from None
         return ClearOut()

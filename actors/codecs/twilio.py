@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import secrets
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import Random
@@ -39,13 +38,19 @@ from ..messages import (
 )
 from . import Frame
 from ._frames import Malformed as _Malformed
+from ._frames import ProviderCodec
+from ._frames import app_event as _app_event
+from ._frames import dtmf_digit as _dtmf_digit
 from ._frames import dumps as _dumps
 from ._frames import int_field as _int
-from ._frames import label as _label
+from ._frames import mark_name as _mark_name
+from ._frames import media_payload as _media_payload
+from ._frames import nonempty_str as _nonempty_str
 from ._frames import obj_field as _object
 from ._frames import opt_int as _opt_int
-from ._frames import should_log as _should_log
 from ._frames import str_field as _string
+from ._frames import str_list as _str_list
+from ._frames import str_map as _str_map
 
 __all__ = [
     "AppEvent",
@@ -120,7 +125,7 @@ def parse_start(frame: Frame) -> StartInfo | None:
     return StartInfo({k: v for k, v in params.items() if type(v) is str})
 
 
-class TwilioCodec:
+class TwilioCodec(ProviderCodec):
     """The session side of a Twilio Media Stream (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``connected`` yields nothing (its ``version`` is kept); ``start`` yields
@@ -146,6 +151,8 @@ class TwilioCodec:
     """
 
     provider = "twilio"
+    _name = "Twilio"
+    _logger = logger
     # Close is the connector's business (it closes the WebSocket), so it is accepted here too.
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
 
@@ -159,19 +166,13 @@ class TwilioCodec:
         """``session_id`` only labels log lines; ``max_held`` bounds what waits for ``start``;
         ``hidden_parameters`` are custom parameters kept out of ``Started`` (the gateway's
         token: an application has no use for it, and might log it)."""
-        self.hidden_parameters = hidden_parameters
-        if max_held < 0:
-            raise ValueError(f"max_held must be >= 0, not {max_held}")
-        self.max_held = max_held
-        self.session_id = session_id
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.parameters: Mapping[str, str] = _EMPTY  # the last start's (hidden ones left out)
         self.version: str | None = None
-        self.malformed = 0
-        self.unknown = 0
-        self.dropped_held = 0
-        self._held: deque[Message] = deque()
         # Frame prefixes for the current streamSid, built on the encoding thread when it changes.
         self._prefix_sid: str | None = None
         self._media_prefix = ""
@@ -221,9 +222,9 @@ class TwilioCodec:
             if event == "start":
                 return (self._start(obj),)
             if event == "dtmf":
-                return (Dtmf(_string(_object(obj, "dtmf", "dtmf"), "digit", "dtmf.digit")),)
+                return (Dtmf(_dtmf_digit(obj)),)
             if event == "mark":
-                return (Mark(_string(_object(obj, "mark", "mark"), "name", "mark.name")),)
+                return (Mark(_mark_name(obj)),)
             if event == "stop":
                 # Writes wait for the next start from now on: a call update may stream the
                 # call again (a new streamSid), and media for this one would go nowhere.
@@ -235,30 +236,14 @@ class TwilioCodec:
                 return ()
         except _Malformed as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if _should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Twilio frame with unknown event %s (%d so far)",
-                self.session_id,
-                _label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _start(self, obj: dict[str, Any]) -> Started:
         start = _object(obj, "start", "start")
-        stream_sid = start.get("streamSid", obj.get("streamSid"))
-        if type(stream_sid) is not str or not stream_sid:
-            raise _Malformed("start.streamSid is missing or not a string")
+        stream_sid = _nonempty_str(start.get("streamSid", obj.get("streamSid")), "start.streamSid")
         call_sid = _string(start, "callSid", "start.callSid")
-        tracks = start.get("tracks", [])
-        if type(tracks) is not list or not all(type(t) is str for t in tracks):
-            raise _Malformed("start.tracks is not a list of strings")
-        params = start.get("customParameters", {})
-        if type(params) is not dict or not all(type(v) is str for v in params.values()):
-            raise _Malformed("start.customParameters is not an object of strings")
+        tracks = _str_list(start, "tracks", "start.tracks")
+        params = _str_map(start.get("customParameters", {}), "start.customParameters")
         media_format = _DEFAULT_FORMAT
         if "mediaFormat" in start:
             fmt = _object(start, "mediaFormat", "start.mediaFormat")
@@ -273,19 +258,6 @@ class TwilioCodec:
         self.parameters = MappingProxyType(dict(params))
         self.stream_sid = stream_sid  # last: this publishes the stream to the encoding thread
         return Started(stream_sid, call_sid, media_format, params, tuple(tracks))
-
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if _should_log(self.malformed):
-            what = "frame" if event is None else f"{_label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Twilio %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
 
     # -- outbound ------------------------------------------------------------------------------
 
@@ -313,11 +285,6 @@ class TwilioCodec:
             return ()
         return self._drain(sid)
 
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``start``."""
-        return len(self._held)
-
     def _frame(self, message: Message, sid: str) -> str:
         if sid is not self._prefix_sid:
             quoted = json.dumps(sid)
@@ -333,25 +300,6 @@ class TwilioCodec:
                 separators=(",", ":"),
             )
         return self._clear_frame
-
-    def _hold(self, message: Message) -> None:
-        held = self._held
-        held.append(message)
-        if len(held) <= self.max_held:
-            return
-        for index, waiting in enumerate(held):
-            if isinstance(waiting, Binary):
-                del held[index]
-                self.dropped_held += 1
-                if _should_log(self.dropped_held):
-                    logger.warning(
-                        "session %s: Twilio stream not started, dropped the oldest held audio "
-                        "(%d held, %d dropped so far)",
-                        self.session_id,
-                        len(held),
-                        self.dropped_held,
-                    )
-                return
 
     def _drain(self, sid: str) -> list[Frame]:
         held = self._held
@@ -504,29 +452,15 @@ class TwilioStream:
         Raises ``ValueError`` naming the problem: a binary frame, not JSON, not an object, an
         unknown event, a missing or ill-typed field, bad base64, or another stream's streamSid.
         """
-        if not isinstance(frame, str):
-            raise ValueError("binary frame: Twilio Media Streams take JSON text frames only")
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
-        event = obj.get("event")
-        if event not in ("media", "mark", "clear"):
-            raise ValueError(f"unknown event {_label(event)} (expected media, mark or clear)")
+        obj, event = _app_event(frame, "Twilio Media Streams")
         sid = obj.get("streamSid")
         if sid != self.stream_sid:
             raise ValueError(f"{event} frame has streamSid {sid!r}, expected {self.stream_sid!r}")
         try:
             if event == "media":
-                encoded = _string(_object(obj, "media", "media"), "payload", "media.payload")
-                try:
-                    return MediaOut(_a2b(encoded, strict_mode=True))
-                except ValueError:
-                    raise _Malformed("media.payload is not base64") from None
+                return MediaOut(_media_payload(obj))
             if event == "mark":
-                return MarkOut(_string(_object(obj, "mark", "mark"), "name", "mark.name"))
+                return MarkOut(_mark_name(obj))
         except _Malformed as problem:
             raise ValueError(f"{event} frame: {problem}") from None
         return ClearOut()

@@ -36,10 +36,11 @@ from typing import Any, Final
 
 from ..messages import Audio, Binary, Clear, Close, Dtmf, Mark, Message, Started
 from . import Frame
+from ._frames import Malformed, ProviderCodec, app_object, dumps, parse_object
 from ._frames import label as _label
-from ._frames import should_log as _should_log
+from ._frames import param_text as _text
 from .pacing import Pacer
-from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer, HeldMessages
+from .pcm import FRAME_MS, AudioFormat, AudioPolicy, Converter, FrameBuffer
 from .twilio import ClearOut, MediaOut
 
 __all__ = ["ClearOut", "MediaOut", "NotifyOut", "VonageCodec", "VonageSocket", "content_type"]
@@ -68,12 +69,7 @@ def _rate(value: object) -> int:
     return rate
 
 
-def _text(value: object) -> str:
-    # Started.parameters are strings; a header that is a number or an object is kept as JSON.
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-class VonageCodec:
+class VonageCodec(ProviderCodec):
     """The session side of a Vonage WebSocket (a :class:`~actors.codecs.Codec`).
 
     Inbound: ``websocket:connected`` yields :class:`Started` (every flattened header but those
@@ -113,6 +109,8 @@ class VonageCodec:
     """
 
     provider = "vonage"
+    _name = "Vonage"
+    _logger = logger
     outbound_types: frozenset[type[Message]] = frozenset({Binary, Mark, Clear, Close})
     frame_ms: Final = FRAME_MS
     #: The connector calls :meth:`flush` this often (seconds): an idle stream's tail waits
@@ -139,13 +137,12 @@ class VonageCodec:
         self.audio = audio
         self.stream_id = stream_id or "VS" + secrets.token_hex(16)
         self.call_id_keys = tuple(call_id_keys)
-        self.session_id = session_id
-        self.hidden_parameters = hidden_parameters
+        super().__init__(
+            max_held=max_held, session_id=session_id, hidden_parameters=hidden_parameters
+        )
         self.wire: AudioFormat | None = None  # set by websocket:connected; publishes the stream
         self.app: AudioFormat | None = None
         self.call_id: str | None = None
-        self.malformed = 0
-        self.unknown = 0
         self.irregular = 0  # binary frames of a size other than 20 ms (accepted)
         self.cleared = 0
         self.reconnected = 0  # websocket:connected again (a cluster's gateway failover)
@@ -156,7 +153,6 @@ class VonageCodec:
         self._in_frames: FrameBuffer | None = None
         self._out: Converter | None = None
         self._out_frames: FrameBuffer | None = None
-        self._held = HeldMessages(max_held, self.provider, session_id)
         self._wrote = False  # a Binary was encoded since the last flush()
         self._pending = False  # audio was encoded since the last boundary
         #: Paces outbound frames (``lead_frames``); ``None``: frames are returned as encoded.
@@ -177,11 +173,9 @@ class VonageCodec:
         if isinstance(frame, bytes):
             return self._audio(frame)
         try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError):
-            return self._reject(None, "not JSON")
-        if type(obj) is not dict:
-            return self._reject(None, "not a JSON object")
+            obj = parse_object(frame)
+        except Malformed as problem:
+            return self._reject(None, str(problem))
         event = obj.get("event")
         try:
             if event == "websocket:dtmf":
@@ -209,17 +203,7 @@ class VonageCodec:
                 return () if started is None else (started,)
         except ValueError as problem:
             return self._reject(event, str(problem))
-        if type(event) is not str:
-            return self._reject(event, "event is missing or not a string")
-        self.unknown += 1
-        if _should_log(self.unknown):
-            logger.warning(
-                "session %s: ignored Vonage frame with unknown event %s (%d so far)",
-                self.session_id,
-                _label(event),
-                self.unknown,
-            )
-        return ()
+        return self._ignore(event)
 
     def _connected(self, obj: dict[str, Any]) -> Started | None:
         if self.wire is not None:
@@ -262,19 +246,6 @@ class VonageCodec:
         another node's codec (a cluster's takeover): number on from there."""
         self.frames = frames_in
 
-    def _reject(self, event: object, why: str) -> Sequence[Message]:
-        self.malformed += 1
-        if _should_log(self.malformed):
-            what = "frame" if event is None else f"{_label(event)} frame"
-            logger.warning(
-                "session %s: dropped malformed Vonage %s: %s (%d so far)",
-                self.session_id,
-                what,
-                why,
-                self.malformed,
-            )
-        return ()
-
     # -- outbound ------------------------------------------------------------------------------
 
     def encode(self, message: Message) -> Sequence[Frame]:
@@ -285,7 +256,7 @@ class VonageCodec:
             raise TypeError(f"{type(message).__name__} is not carried by the vonage provider")
         wire = self.wire  # read once: the reader thread may publish it at any moment
         if wire is None:
-            self._held.add(message)
+            self._hold(message)
             return ()
         frames: list[Frame] = self._drain(wire) if self._held else []
         frames.extend(self._frames(message, wire))
@@ -317,16 +288,6 @@ class VonageCodec:
         self.cleared_frames += dropped
         return [frames[-1], *kept]
 
-    @property
-    def dropped_held(self) -> int:
-        """Held audio dropped because more than ``max_held`` messages waited."""
-        return self._held.dropped
-
-    @property
-    def held(self) -> int:
-        """How many messages wait for ``websocket:connected``."""
-        return len(self._held)
-
     def _frames(self, message: Message, wire: AudioFormat) -> list[Frame]:
         out, buffer = self._converter(wire)
         if isinstance(message, Binary):
@@ -339,7 +300,7 @@ class VonageCodec:
         if isinstance(message, Mark):
             frames = self._boundary(wire)
             payload = {"action": "notify", "payload": {MARK_KEY: message.name}}
-            frames.append(json.dumps(payload, separators=(",", ":")))
+            frames.append(dumps(payload))
             return frames
         buffer.clear()
         out.reset()
@@ -361,7 +322,7 @@ class VonageCodec:
 
     def _drain(self, wire: AudioFormat) -> list[Frame]:
         frames: list[Frame] = []
-        for message in self._held.pop_all():
+        for message in self._take_held():
             frames.extend(self._frames(message, wire))
         return frames
 
@@ -433,12 +394,7 @@ class VonageSocket:
         """
         if isinstance(frame, bytes):
             return MediaOut(self.audio(frame))
-        try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError) as error:
-            raise ValueError(f"frame is not JSON: {error}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"frame is a JSON {type(obj).__name__}, not an object")
+        obj = app_object(frame)
         action = obj.get("action")
         if action == "clear":
             return ClearOut()
