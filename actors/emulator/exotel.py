@@ -296,10 +296,6 @@ class ExotelEmulator(ProviderEmulator[ExotelCall]):
         logger.info("emulated call %s ended (%s)", call.sid, status)
         call.ended.set()
 
-    def call(self, sid: str) -> ExotelCall:
-        with self._lock:
-            return self.api.calls[sid]
-
     def call_media(self, sid: str) -> PcmCallMedia | None:
         return self.media.media(sid)
 

@@ -447,9 +447,6 @@ class PlivoEmulator(ProviderEmulator[PlivoCall]):
         }
         return urlencode(form).encode(), headers
 
-    def call(self, request_uuid: str) -> PlivoCall:
-        return self.api.calls[request_uuid]
-
     def press(self, request_uuid: str, digits: str) -> None:
         """The callee presses keys: each becomes a ``dtmf`` frame."""
         self.media.send_dtmf(request_uuid, digits)

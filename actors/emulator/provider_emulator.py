@@ -1,22 +1,20 @@
 """What the Telnyx, Plivo, Vonage and Exotel emulators share: an API server, a phone dialler,
 a webhook sender and a timer, started and stopped together, and a wait for a call's end.
 
-Each emulator adds its provider's own: how it names and finds a call (:meth:`call`), the
-API's callbacks, its webhooks and what its phone speaks.
+Each emulator adds its provider's own: its API's routes and callbacks, its webhooks and what
+its phone speaks.
 """
 
 from __future__ import annotations
 
 import threading
-from abc import abstractmethod
 from typing import Generic, Protocol, Self, TypeVar
 
 from ..config import EmulatorConfig
 from ..startable import Startable
-from ._http import HTTPApiServer
 from .hooks import HookSender, Later
 
-__all__ = ["Dialer", "EndingCall", "ProviderEmulator"]
+__all__ = ["Dialer", "EndingCall", "ProviderApi", "ProviderEmulator"]
 
 
 class Dialer(Protocol):
@@ -38,6 +36,20 @@ class EndingCall(Protocol):
 CallT = TypeVar("CallT", bound=EndingCall)
 
 
+class ProviderApi(Protocol[CallT]):
+    """A provider's emulated API (an :class:`~actors.emulator._http.HTTPApiServer`), with the
+    calls it knows by id."""
+
+    calls: dict[str, CallT]
+
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> object: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
 class ProviderEmulator(Startable, Generic[CallT]):
     """A provider's emulator: :attr:`url` is its API base URL. ``start`` starts the phone
     dialler, the webhook sender and the API (in that order, undoing the first two if the API
@@ -47,7 +59,7 @@ class ProviderEmulator(Startable, Generic[CallT]):
     ``{name}-emulator-timer``)."""
 
     def __init__(
-        self, config: EmulatorConfig, name: str, media: Dialer, api: HTTPApiServer
+        self, config: EmulatorConfig, name: str, media: Dialer, api: ProviderApi[CallT]
     ) -> None:
         self.config = config
         self.media = media
@@ -77,9 +89,10 @@ class ProviderEmulator(Startable, Generic[CallT]):
         self.media.stop(timeout)
         self.hooks.stop(timeout)
 
-    @abstractmethod
-    def call(self, call_id: str, /) -> CallT:
+    def call(self, call_id: str) -> CallT:
         """The call the API knows as ``call_id`` (``KeyError`` for none)."""
+        with self._lock:
+            return self.api.calls[call_id]
 
     def wait_ended(self, call_id: str, timeout: float | None = None) -> CallT:
         """Block until the call is over; the call (its ``outcome``, or for Vonage and Exotel

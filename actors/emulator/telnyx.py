@@ -465,9 +465,6 @@ class TelnyxEmulator(ProviderEmulator[TelnyxCall]):
         self.api.on_streaming_start = self._restream
         self._signing_key, self.public_key = new_ed25519_key()
 
-    def call(self, call_control_id: str) -> TelnyxCall:
-        return self.api.calls[call_control_id]
-
     def press(self, call_control_id: str, digits: str) -> None:
         """The callee presses keys: each becomes a ``dtmf`` frame."""
         self.media.send_dtmf(call_control_id, digits)

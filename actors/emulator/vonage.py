@@ -396,10 +396,6 @@ class VonageEmulator(ProviderEmulator[VonageCall]):
         logger.info("emulated call %s ended (%s)", call.uuid, status)
         call.ended.set()
 
-    def call(self, uuid: str) -> VonageCall:
-        with self._lock:
-            return self.api.calls[uuid]
-
     def call_media(self, uuid: str) -> PcmCallMedia | None:
         return self.media.media(uuid)
 
