@@ -13,17 +13,10 @@ from typing import Generic, Protocol, Self, TypeVar
 from ..config import EmulatorConfig
 from ..startable import Startable
 from .hooks import HookSender, Later
+from .media import MediaDialer
+from .pcm_phone import PcmDialer
 
-__all__ = ["Dialer", "EndingCall", "ProviderApi", "ProviderEmulator"]
-
-
-class Dialer(Protocol):
-    """The phone side of an emulator (a :class:`~actors.emulator.media.MediaDialer` or a
-    :class:`~actors.emulator.pcm_phone.PcmDialer`), as far as starting and stopping it."""
-
-    def start(self, timeout: float = 5.0) -> object: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
+__all__ = ["EndingCall", "ProviderApi", "ProviderEmulator"]
 
 
 class EndingCall(Protocol):
@@ -59,7 +52,11 @@ class ProviderEmulator(Startable, Generic[CallT]):
     ``{name}-emulator-timer``)."""
 
     def __init__(
-        self, config: EmulatorConfig, name: str, media: Dialer, api: ProviderApi[CallT]
+        self,
+        config: EmulatorConfig,
+        name: str,
+        media: MediaDialer | PcmDialer,
+        api: ProviderApi[CallT],
     ) -> None:
         self.config = config
         self.media = media
