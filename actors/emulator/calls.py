@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -41,9 +42,9 @@ from typing import Any
 from urllib.parse import urljoin
 
 from ..config import EmulatorConfig
-from ..gateway._ws import run
 from .callbacks import CallbackSender
 from .inbound import request_fields
+from .loop_thread import LoopThread
 from .media import MediaDialer
 from .numbers import Behaviour, behaviour_for
 from .progress import Progress
@@ -93,7 +94,7 @@ class _Flow:
 _Body = Callable[[_Flow], Coroutine[Any, Any, None]]
 
 
-class CallFlows:
+class CallFlows(LoopThread):
     """Runs the emulated calls of ``api``, playing their media with ``media``."""
 
     def __init__(
@@ -105,35 +106,17 @@ class CallFlows:
         *,
         amd_s: float = AMD_S,
     ) -> None:
+        super().__init__("emulator-calls", "emulator call loop")
         self.config = config
         self.api = api
         self.media = media
         self.sender = sender
         self.amd_s = amd_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="emulator-calls", daemon=True)
         self._flows: dict[str, _Flow] = {}  # loop thread only
         self._side: set[asyncio.Task[None]] = set()  # background machine detection
         self.progress = Progress(sender)
         self._done: OrderedDict[str, threading.Event] = OrderedDict()
         self._done_lock = threading.Lock()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self, timeout: float = 5.0) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("emulator call loop did not start")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
 
     def done(self, sid: str) -> threading.Event:
         """Set once call ``sid``'s flow is over (it has ended, and its TwiML stopped)."""
@@ -175,12 +158,12 @@ class CallFlows:
             return
         twiml, url, method = snapshot.twiml, snapshot.url, snapshot.method
         pending = ("twiml", twiml, "") if twiml else ("url", url or "", method)
-        self._call_soon(self._interrupt, call.sid, pending)
+        self._soon(functools.partial(self._interrupt, call.sid, pending))
 
     def hung_up(self, call: EmulatedCall) -> None:
         """The call was ended over the API: stop its flow and its media."""
         self.media.hang_up(call.sid)
-        self._call_soon(self._cancel, call.sid)
+        self._soon(functools.partial(self._cancel, call.sid))
 
     def status_changed(self, call: EmulatedCall) -> None:
         """The API changed ``call``'s status (its lock held): queue the status callback."""
@@ -188,28 +171,15 @@ class CallFlows:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._ready.set()
-        await self._stopping.wait()
+    async def _wind_down(self) -> None:
         tasks = [flow.task for flow in self._flows.values() if flow.task is not None]
         tasks += list(self._side)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
-                loop.call_soon_threadsafe(callback, *args)
-
     def _spawn(self, sid: str, body: _Body) -> None:
-        self._call_soon(self._start_flow, sid, body)
+        self._soon(functools.partial(self._start_flow, sid, body))
 
     def _start_flow(self, sid: str, body: _Body) -> None:
         flow = _Flow(sid)

@@ -44,10 +44,10 @@ from ..codecs import Frame
 from ..codecs.exotel import ExotelStream
 from ..codecs.twilio import MarkOut, new_sid
 from ..config import EmulatorConfig
-from ..startable import Startable
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
-from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
+from .hooks import behaviour_for, unanswered_outcome
 from .pcm_phone import PcmCallMedia, PcmDialer
+from .provider_emulator import ProviderEmulator
 
 __all__ = ["ExotelApiServer", "ExotelCall", "ExotelEmulator", "ExotelWire", "stream_target"]
 
@@ -256,51 +256,27 @@ class _Handler(ApiRequestHandler):
         return _exception(500, "internal error", "INTERNAL_ERROR")
 
 
-class ExotelEmulator(Startable):
+class ExotelEmulator(ProviderEmulator[ExotelCall]):
     """A local Exotel: :attr:`url` is its API base URL, with a made-up account
     (:attr:`account_sid`, :attr:`api_key`, :attr:`api_token`, for this process only); calls
     play per ``config.media`` (``echo``, ``tone``, ``silence``, ``reflect``)."""
 
+    api: ExotelApiServer
+    media: PcmDialer
+
     def __init__(self, config: EmulatorConfig, *, host: str = "127.0.0.1") -> None:
-        self.config = config
         self.account_sid = "emulated" + secrets.token_hex(4)
         self.api_key = secrets.token_hex(8)
         self.api_token = secrets.token_urlsafe(24)
-        self.media = PcmDialer(config, name="exotel", max_queued_ms=60_000)
-        self.api = ExotelApiServer(self.account_sid, self.api_key, self.api_token, host=host)
+        media = PcmDialer(config, name="exotel", max_queued_ms=60_000)
+        api = ExotelApiServer(self.account_sid, self.api_key, self.api_token, host=host)
+        super().__init__(config, "exotel", media, api)
         self.api.on_create = self._created
-        self._lock = threading.Lock()
-        self.hooks = HookSender("exotel-emulator-hooks")
-        self.later = Later("exotel-emulator-timer")
-
-    @property
-    def url(self) -> str:
-        return self.api.url
 
     def start(self, timeout: float = 5.0) -> Self:
-        self.media.start(timeout)
-        self.hooks.start()
-        try:
-            self.api.start()
-        except BaseException:
-            self.hooks.stop()
-            self.media.stop(timeout)
-            raise
+        super().start(timeout)
         logger.info("Exotel emulator listening on %s", self.url)
         return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.later.stop(timeout)
-        self.api.stop(timeout)
-        self.media.stop(timeout)
-        self.hooks.stop(timeout)
-
-    def wait_ended(self, sid: str, timeout: float | None = None) -> ExotelCall:
-        """Block until the call is over; the call (``status`` says how)."""
-        call = self.call(sid)
-        if not call.ended.wait(timeout):
-            raise TimeoutError(f"call {sid} has not ended within {timeout} s")
-        return call
 
     def _finish(self, call: ExotelCall, status: str) -> None:
         if call.ended.is_set():
@@ -319,10 +295,6 @@ class ExotelEmulator(Startable):
             self.hooks.post(call.sid, call.status_callback, urlencode(form).encode(), headers)
         logger.info("emulated call %s ended (%s)", call.sid, status)
         call.ended.set()
-
-    def call(self, sid: str) -> ExotelCall:
-        with self._lock:
-            return self.api.calls[sid]
 
     def call_media(self, sid: str) -> PcmCallMedia | None:
         return self.media.media(sid)

@@ -22,38 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Self
 
 from ..audio import pcm16_to_ulaw, read_wav, resample, tone
 from ..codecs.twilio import ClearOut, MarkOut, MediaOut, TwilioStream, new_sid
 from ..config import EmulatorConfig
-from ..gateway._ws import (
-    WIRE_LOGGER,
-    ClientConnection,
-    ConnectionClosed,
-    InvalidHandshake,
-    connect,
-    run,
-)
+from ..gateway._ws import ClientConnection, ConnectionClosed, InvalidHandshake
 from ..signing import twilio_signature
-from ..startable import Startable
 from ..wire.constants import CloseCode
+from .phone_loop import PhoneLoop, dial_stream, play_clock, play_out
 from .phones import DtmfIn, PhoneStream, TwilioPhone
 
 __all__ = ["CallMedia", "MediaDialer", "reflect_until_hung_up"]
 
 logger = logging.getLogger(__name__)
 
-FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 _SILENCE = b"\xff" * FRAME_BYTES
-_KEPT = 1_000  # calls whose media (and recording) is remembered
-_LATE_S = 0.2  # behind the clock by more than this: skip ahead instead of bursting
 
 
 @dataclass(slots=True)
@@ -114,40 +104,19 @@ class _Source:
         return frame.ljust(FRAME_BYTES, b"\xff")
 
 
-class MediaDialer(Startable):
+class MediaDialer(PhoneLoop[_Call, CallMedia]):
     """Runs the media of emulated calls on one event loop thread (``start()`` starts it,
     ``stop()`` hangs every call up and joins it)."""
 
     def __init__(self, config: EmulatorConfig, accounts: Mapping[str, str]) -> None:
+        super().__init__("emulator")
         self.config = config
         self._accounts = dict(accounts)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="emulator-media", daemon=True)
-        self._calls: dict[str, _Call] = {}
-        self._media: OrderedDict[str, CallMedia] = OrderedDict()
-        self._lock = threading.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._early: set[str] = set()  # hung up before their task started (loop thread only)
-        self._stopping: asyncio.Event | None = None
         self._tone = pcm16_to_ulaw(tone(config.tone_hz, 1.0, 8000, 0.5))  # whole cycles: loops
         self._wav: bytes | None = None
 
-    # -- lifecycle, from any thread -------------------------------------------------------------
-
-    def start(self, timeout: float = 5.0) -> Self:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("emulator media loop did not start")
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
+    # -- from any thread ------------------------------------------------------------------------
 
     def dial(
         self,
@@ -175,10 +144,7 @@ class MediaDialer(Startable):
         media.on_answer = on_answer
         media.answer_after_s = answer_after_s
         media.on_start = on_start
-        with self._lock:
-            self._media[call_sid] = media
-            while len(self._media) > _KEPT:  # a long-running emulator forgets old calls
-                self._media.popitem(last=False)
+        self._keep(call_sid, media)
         loop = self._loop
         if loop is None:
             raise RuntimeError("the media dialer is not running")
@@ -187,15 +153,13 @@ class MediaDialer(Startable):
                 TwilioStream(new_sid("MZ"), call_sid, account_sid, custom_parameters=parameters)
             )
             headers = {"X-Twilio-Signature": twilio_signature(self._accounts[account_sid], url)}
-        loop.call_soon_threadsafe(self._spawn, media, phone, url, dict(headers or {}))
+        call = functools.partial(self._call, media, phone, url, dict(headers or {}))
+        loop.call_soon_threadsafe(self._spawn, call)
         return media
 
     def hang_up(self, call_sid: str) -> None:
         """End a call's media: ``stop``, then close. A call already over is left alone."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._hang_up, call_sid)
+        self._soon(lambda: self._hang_up(call_sid))
 
     def send_dtmf(self, call_sid: str, digits: str) -> None:
         """Press keys on the phone: each digit becomes a ``dtmf`` event."""
@@ -203,35 +167,7 @@ class MediaDialer(Startable):
         if loop is not None:
             loop.call_soon_threadsafe(self._queue_dtmf, call_sid, digits)
 
-    def media(self, call_sid: str) -> CallMedia | None:
-        with self._lock:
-            return self._media.get(call_sid)
-
     # -- the loop -------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._ready.set()
-        await self._stopping.wait()
-        for call in list(self._calls.values()):
-            call.hang_up.set()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=2.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    def _spawn(
-        self, media: CallMedia, phone: PhoneStream, url: str, headers: dict[str, str]
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._call(media, phone, url, headers))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _hang_up(self, call_sid: str) -> None:
         call = self._calls.get(call_sid)
@@ -273,14 +209,7 @@ class MediaDialer(Startable):
         try:
             if not await self._ring(call):
                 return
-            async with connect(
-                url,
-                additional_headers=headers,
-                open_timeout=5.0,
-                close_timeout=1.0,
-                logger=WIRE_LOGGER,
-                compression=None,  # as Twilio: Media Streams are not compressed
-            ) as ws:
+            async with dial_stream(url, headers) as ws:
                 for frame in stream.opening():
                     await ws.send(frame)
                 media.started.set()
@@ -337,31 +266,17 @@ class MediaDialer(Startable):
         if call.media.mode == "reflect":
             await self._reflect_until_hung_up(call, ws, receiver)
             return
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + self.config.max_call_s
-        tick = 0
+
+        def ending() -> list[str]:
+            call.media.hung_up = True
+            return _stop_frames(call)
+
+        async def step(_: int, elapsed_ms: int) -> None:
+            await self._tick(call, ws, elapsed_ms)
+
         try:
-            while not receiver.done():
-                now = loop.time()
-                if call.hang_up.is_set() or now >= deadline:
-                    call.media.hung_up = True
-                    if (last := call.stream.stop()) is not None:
-                        await ws.send(last)
-                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
-                    break
-                timestamp = int((now - started) * 1000)
-                await self._tick(call, ws, timestamp)
-                tick += 1
-                next_tick = started + tick * FRAME_MS / 1000
-                if loop.time() - next_tick > _LATE_S:  # starved of CPU: do not burst to catch up
-                    started = loop.time() - tick * FRAME_MS / 1000
-                    next_tick = loop.time()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_tick - loop.time())):
-                        await call.hang_up.wait()
-        except ConnectionClosed:
-            pass
+            limit = self.config.max_call_s
+            await play_clock(call.hang_up, ws, receiver, limit, step=step, ending=ending)
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -369,23 +284,8 @@ class MediaDialer(Startable):
 
     async def _tick(self, call: _Call, ws: ClientConnection, timestamp: int) -> None:
         """One 20 ms step: play up to a frame of queued audio, then send one frame."""
-        media, queue = call.media, call.queue
-        budget = FRAME_BYTES
-        played = bytearray()
-        marks: list[str] = []
-        while queue and (budget > 0 or isinstance(queue[0], str)):
-            item = queue[0]
-            if isinstance(item, str):
-                marks.append(item)  # everything written before it has now played
-                queue.popleft()
-                continue
-            take = item[:budget]
-            played += take
-            budget -= len(take)
-            if len(take) == len(item):
-                queue.popleft()
-            else:
-                queue[0] = item[len(take) :]
+        media = call.media
+        played, marks = play_out(call.queue, FRAME_BYTES)
         media.recording += played
         outgoing = bytes(played) if media.mode == "echo" else call.source.next_frame()
         if outgoing:
@@ -402,13 +302,10 @@ class MediaDialer(Startable):
         self, call: _Call, ws: ClientConnection, receiver: asyncio.Task[None]
     ) -> None:
         """``reflect``: nothing of its own, no playout clock; ``_receive`` sends back."""
-
-        def closing() -> list[str]:
-            last = call.stream.stop()
-            return [] if last is None else [last]
-
         limit = self.config.max_call_s
-        call.media.hung_up = await reflect_until_hung_up(call.hang_up, ws, receiver, limit, closing)
+        call.media.hung_up = await reflect_until_hung_up(
+            call.hang_up, ws, receiver, limit, lambda: _stop_frames(call)
+        )
 
     async def _receive(self, call: _Call, ws: ClientConnection) -> None:
         media, stream, queue = call.media, call.stream, call.queue
@@ -447,6 +344,12 @@ class MediaDialer(Startable):
                     await ws.send(answer)
                 if stream.clear_returns_marks:
                     media.marks_echoed.extend(pending)
+
+
+def _stop_frames(call: _Call) -> list[str]:
+    """What the phone sends before it closes the stream: the phone's ``stop``, if it has one."""
+    last = call.stream.stop()
+    return [] if last is None else [last]
 
 
 async def reflect_until_hung_up(

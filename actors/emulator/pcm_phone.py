@@ -29,31 +29,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Protocol
 
 from ..audio import tone
 from ..codecs import Frame
 from ..codecs.twilio import ClearOut, MediaOut
 from ..config import EmulatorConfig
-from ..gateway._ws import WIRE_LOGGER, ClientConnection, ConnectionClosed, InvalidHandshake, run
-from ..gateway._ws import connect as ws_connect
-from ..startable import Startable
-from ..wire.constants import CloseCode
+from ..gateway._ws import ClientConnection, ConnectionClosed, InvalidHandshake
 from .media import reflect_until_hung_up
+from .phone_loop import FRAME_MS, PhoneLoop, dial_stream, play_clock, play_out
 
 __all__ = ["PcmCallMedia", "PcmDialer", "PhoneWire"]
 
 logger = logging.getLogger(__name__)
-
-FRAME_MS = 20
-_KEPT = 1_000
-_LATE_S = 0.2
 
 
 class PhoneWire(Protocol):
@@ -143,35 +138,13 @@ class _Call:
         return chunk.ljust(self.frame, b"\0")
 
 
-class PcmDialer(Startable):
+class PcmDialer(PhoneLoop[_Call, PcmCallMedia]):
     """Runs the media of one provider's emulated calls on one event loop thread."""
 
     def __init__(self, config: EmulatorConfig, *, name: str, max_queued_ms: int) -> None:
+        super().__init__(name)
         self.config = config
-        self.name = name
         self.max_queued_ms = max_queued_ms
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{name}-media", daemon=True)
-        self._calls: dict[str, _Call] = {}
-        self._media: OrderedDict[str, PcmCallMedia] = OrderedDict()
-        self._lock = threading.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping: asyncio.Event | None = None
-
-    def start(self, timeout: float = 5.0) -> Self:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError(f"{self.name} media loop did not start")
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
 
     def dial(
         self,
@@ -185,14 +158,12 @@ class PcmDialer(Startable):
     ) -> PcmCallMedia:
         """Dial ``url`` for call ``call_id`` and stream until hung up; then ``on_end()``."""
         media = PcmCallMedia(call_id=call_id, mode=self.config.media_for(to), on_end=on_end)
-        with self._lock:
-            self._media[call_id] = media
-            while len(self._media) > _KEPT:
-                self._media.popitem(last=False)
+        self._keep(call_id, media)
         loop = self._loop
         if loop is None:
             raise RuntimeError(f"the {self.name} media dialer is not running")
-        loop.call_soon_threadsafe(self._spawn, media, url, wire, dict(headers or {}))
+        call = functools.partial(self._call, media, url, wire, dict(headers or {}))
+        loop.call_soon_threadsafe(self._spawn, call)
         return media
 
     def hang_up(self, call_id: str) -> None:
@@ -205,40 +176,6 @@ class PcmDialer(Startable):
             lambda: self._calls[call_id].dtmf.extend(digits) if call_id in self._calls else None
         )
 
-    def media(self, call_id: str) -> PcmCallMedia | None:
-        with self._lock:
-            return self._media.get(call_id)
-
-    def _soon(self, action: Callable[[], object]) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(action)
-
-    def _run(self) -> None:
-        run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._ready.set()
-        await self._stopping.wait()
-        for call in list(self._calls.values()):
-            call.hang_up.set()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=2.0)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    def _spawn(
-        self, media: PcmCallMedia, url: str, wire: PhoneWire, headers: dict[str, str]
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._call(media, url, wire, headers))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _call(
         self, media: PcmCallMedia, url: str, wire: PhoneWire, headers: dict[str, str]
     ) -> None:
@@ -247,14 +184,7 @@ class PcmDialer(Startable):
         call = _Call(media, wire, own, frame)
         self._calls[media.call_id] = call
         try:
-            async with ws_connect(
-                url,
-                additional_headers=headers,
-                open_timeout=5.0,
-                close_timeout=1.0,
-                logger=WIRE_LOGGER,
-                compression=None,
-            ) as ws:
+            async with dial_stream(url, headers) as ws:
                 try:
                     for opening in wire.opening():
                         await ws.send(opening)
@@ -289,29 +219,17 @@ class PcmDialer(Startable):
                 call.hang_up, ws, receiver, limit, last
             )
             return
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + self.config.max_call_s
-        tick = 0
+
+        def ending() -> list[Frame]:
+            call.media.hung_up = True
+            return call.wire.closing()
+
+        async def step(tick: int, _: int) -> None:
+            await self._tick(call, ws, tick * FRAME_MS)
+
         try:
-            while not receiver.done():
-                if call.hang_up.is_set() or loop.time() >= deadline:
-                    call.media.hung_up = True
-                    for closing in call.wire.closing():
-                        await ws.send(closing)
-                    await ws.close(CloseCode.NORMAL_CLOSURE, "call ended")
-                    break
-                await self._tick(call, ws, tick * FRAME_MS)
-                tick += 1
-                next_tick = started + tick * FRAME_MS / 1000
-                if loop.time() - next_tick > _LATE_S:  # starved of CPU: do not burst
-                    started = loop.time() - tick * FRAME_MS / 1000
-                    next_tick = loop.time()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_tick - loop.time())):
-                        await call.hang_up.wait()
-        except ConnectionClosed:
-            pass
+            limit = self.config.max_call_s
+            await play_clock(call.hang_up, ws, receiver, limit, step=step, ending=ending)
         finally:
             receiver.cancel()
             # A stream closed with an error code (a gateway's refusal) ends the call: said
@@ -321,24 +239,9 @@ class PcmDialer(Startable):
 
     async def _tick(self, call: _Call, ws: ClientConnection, timestamp: int) -> None:
         """One 20 ms step: play up to 20 ms of the queue, then send 20 ms of our own."""
-        media, queue = call.media, call.queue
-        budget = call.frame
-        played = bytearray()
-        marks: list[object] = []
-        while queue and (budget > 0 or not isinstance(queue[0], bytes)):
-            item = queue[0]
-            if not isinstance(item, bytes):
-                marks.append(item)  # everything before it has played now
-                queue.popleft()
-                continue
-            take = item[:budget]
-            played += take
-            budget -= len(take)
-            call.queued -= len(take)
-            if len(take) == len(item):
-                queue.popleft()
-            else:
-                queue[0] = item[len(take) :]
+        media = call.media
+        played, marks = play_out(call.queue, call.frame)
+        call.queued -= len(played)
         media.recording += played
         if media.mode == "echo":
             outgoing = bytes(played).ljust(call.frame, b"\0") if played else b""

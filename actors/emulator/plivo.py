@@ -49,19 +49,19 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 from ..codecs.plivo import DtmfOut, PlivoStream, _extra_headers
 from ..config import EmulatorConfig
 from ..safexml import parse_xml
-from ..startable import Startable
 from ..webhooks.plivo import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
-from .hooks import HookSender, Later, behaviour_for, unanswered_outcome
+from .hooks import behaviour_for, unanswered_outcome
 from .media import CallMedia, MediaDialer
 from .numbers import Behaviour
 from .phones import DtmfIn, PhoneEvent
+from .provider_emulator import ProviderEmulator
 
 __all__ = [
     "EMULATOR_AUTH_ID",
@@ -369,51 +369,22 @@ class _Handler(ApiRequestHandler):
         return _error(500, "internal server error")
 
 
-class PlivoEmulator(Startable):
+class PlivoEmulator(ProviderEmulator[PlivoCall]):
     """A local Plivo for one made-up account: ``url`` is its API base URL; calls play per
     ``config.media``."""
 
+    api: PlivoApiServer
+    media: MediaDialer
+
     def __init__(self, config: EmulatorConfig, auth_token: str | None = None) -> None:
-        self.config = config
         self.auth_id = EMULATOR_AUTH_ID
         self.auth_token = auth_token or secrets.token_urlsafe(24)
         host = config.listen.rpartition(":")[0].strip("[]")
-        self.media = MediaDialer(config, {})
-        self.api = PlivoApiServer(self.auth_id, self.auth_token, host=host)
+        api = PlivoApiServer(self.auth_id, self.auth_token, host=host)
+        super().__init__(config, "plivo", MediaDialer(config, {}), api)
         self.api.on_create = self._fired
         self.api.on_hang_up = lambda call: self.media.hang_up(call.request_uuid)
         self.api.on_transfer = self._transferred
-        self._lock = threading.Lock()
-        self.hooks = HookSender("plivo-emulator-hooks")
-        self.later = Later("plivo-emulator-timer")
-
-    @property
-    def url(self) -> str:
-        return self.api.url
-
-    def start(self) -> Self:
-        self.media.start()
-        self.hooks.start()
-        try:
-            self.api.start()
-        except BaseException:
-            self.hooks.stop()
-            self.media.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.later.stop(timeout)
-        self.api.stop(timeout)
-        self.media.stop(timeout)
-        self.hooks.stop(timeout)
-
-    def wait_ended(self, uuid_: str, timeout: float | None = None) -> PlivoCall:
-        """Block until the call is over; the call (``outcome`` says how)."""
-        call = self.call(uuid_)
-        if not call.ended.wait(timeout):
-            raise TimeoutError(f"call {uuid_} has not ended within {timeout} s")
-        return call
 
     def place_inbound_call(self, answer_url: str, to: str, from_: str) -> PlivoCall:
         """Call ``to`` from ``from_``: post the answer URL (signed V3) and obey its answer.
@@ -475,9 +446,6 @@ class PlivoEmulator(Startable):
             "Content-Type": "application/x-www-form-urlencoded",
         }
         return urlencode(form).encode(), headers
-
-    def call(self, request_uuid: str) -> PlivoCall:
-        return self.api.calls[request_uuid]
 
     def press(self, request_uuid: str, digits: str) -> None:
         """The callee presses keys: each becomes a ``dtmf`` frame."""

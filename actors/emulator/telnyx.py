@@ -59,21 +59,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..codecs.telnyx import TelnyxStream
 from ..config import EmulatorConfig
 from ..pubkey import new_ed25519_key, sign_ed25519
 from ..safexml import parse_xml
-from ..startable import Startable
 from ..webhooks.telnyx import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, Reply
 from .callbacks import HttpResult
-from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
+from .hooks import behaviour_for, send, unanswered_outcome
 from .media import CallMedia, MediaDialer
 from .numbers import Behaviour
 from .phones import PhoneEvent
+from .provider_emulator import ProviderEmulator
 
 __all__ = ["TelnyxApiServer", "TelnyxCall", "TelnyxEmulator"]
 
@@ -445,61 +445,29 @@ class _Handler(ApiRequestHandler):
         return _errors(500, "10001", "Internal error", "")
 
 
-class TelnyxEmulator(Startable):
+class TelnyxEmulator(ProviderEmulator[TelnyxCall]):
     """A local Telnyx for one API key (made up when not given): ``url`` is its API base URL,
     ``connection_id`` the Call Control App it accepts; calls play per ``config.media``."""
 
+    api: TelnyxApiServer
+    media: MediaDialer
+
     def __init__(self, config: EmulatorConfig, api_key: str | None = None) -> None:
-        self.config = config
         self.api_key = api_key or secrets.token_urlsafe(24)
         self.connection_id = "emulated-call-control-app"
         host = config.listen.rpartition(":")[0].strip("[]")
-        self.media = MediaDialer(config, {})
-        self.api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
+        api = TelnyxApiServer(self.api_key, host=host)  # a port of its own
+        super().__init__(config, "telnyx", MediaDialer(config, {}), api)
         self.api.on_dial = self._dialled
         self.api.on_hang_up = self._hung_up
         self.api.on_action = self._acted
         self.api.on_texml = self._new_texml
         self.api.on_streaming_start = self._restream
-        self._lock = threading.Lock()
         self._signing_key, self.public_key = new_ed25519_key()
-        self.hooks = HookSender("telnyx-emulator-hooks")
-        self.later = Later("telnyx-emulator-timer")
-
-    @property
-    def url(self) -> str:
-        return self.api.url
-
-    def start(self) -> Self:
-        self.media.start()
-        self.hooks.start()
-        try:
-            self.api.start()
-        except BaseException:
-            self.hooks.stop()
-            self.media.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.later.stop(timeout)
-        self.api.stop(timeout)
-        self.media.stop(timeout)
-        self.hooks.stop(timeout)
-
-    def call(self, call_control_id: str) -> TelnyxCall:
-        return self.api.calls[call_control_id]
 
     def press(self, call_control_id: str, digits: str) -> None:
         """The callee presses keys: each becomes a ``dtmf`` frame."""
         self.media.send_dtmf(call_control_id, digits)
-
-    def wait_ended(self, call_control_id: str, timeout: float | None = None) -> TelnyxCall:
-        """Block until the call is over; the call (``outcome`` says how)."""
-        call = self.call(call_control_id)
-        if not call.ended.wait(timeout):
-            raise TimeoutError(f"call {call_control_id} has not ended within {timeout} s")
-        return call
 
     def place_inbound_call(self, voice_url: str, to: str, from_: str) -> TelnyxCall:
         """Call ``to`` from ``from_``: post TeXML's voice webhook to ``voice_url`` (signed) and

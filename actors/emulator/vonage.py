@@ -52,10 +52,10 @@ from ..pubkey import (
     verify_application_token,
     webhook_token,
 )
-from ..startable import Startable
 from ._http import ApiRequestHandler, Fault, HTTPApiServer, RecordedRequest, Reply
-from .hooks import HookSender, Later, behaviour_for, send, unanswered_outcome
+from .hooks import behaviour_for, send, unanswered_outcome
 from .pcm_phone import PcmCallMedia, PcmDialer
+from .provider_emulator import ProviderEmulator
 
 __all__ = ["VonageApiServer", "VonageCall", "VonageEmulator", "VonageWire"]
 
@@ -309,52 +309,28 @@ class _Handler(ApiRequestHandler):
         self.wfile.flush()
 
 
-class VonageEmulator(Startable):
+class VonageEmulator(ProviderEmulator[VonageCall]):
     """A local Vonage: :attr:`url` is its API base URL, :attr:`application_id` and
     :attr:`private_key` its made-up application (for this process only); calls play per
     ``config.media`` (``echo``, ``tone``, ``silence``, ``reflect``)."""
 
+    api: VonageApiServer
+    media: PcmDialer
+
     def __init__(self, config: EmulatorConfig, *, host: str = "127.0.0.1") -> None:
-        self.config = config
         self.application_id = str(uuidlib.uuid4())
         self.private_key = new_private_key()
         self.signature_secret = uuidlib.uuid4().hex
-        self.media = PcmDialer(config, name="vonage", max_queued_ms=MAX_BUFFERED_FRAMES * 20)
-        self.api = VonageApiServer(self.application_id, public_key_of(self.private_key), host=host)
+        media = PcmDialer(config, name="vonage", max_queued_ms=MAX_BUFFERED_FRAMES * 20)
+        api = VonageApiServer(self.application_id, public_key_of(self.private_key), host=host)
+        super().__init__(config, "vonage", media, api)
         self.api.on_create = self._created
         self.api.on_hang_up = self._hung_up
-        self._lock = threading.Lock()
-        self.hooks = HookSender("vonage-emulator-hooks")
-        self.later = Later("vonage-emulator-timer")
-
-    @property
-    def url(self) -> str:
-        return self.api.url
 
     def start(self, timeout: float = 5.0) -> Self:
-        self.media.start(timeout)
-        self.hooks.start()
-        try:
-            self.api.start()
-        except BaseException:
-            self.hooks.stop()
-            self.media.stop(timeout)
-            raise
+        super().start(timeout)
         logger.info("Vonage emulator listening on %s", self.url)
         return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.later.stop(timeout)
-        self.api.stop(timeout)
-        self.media.stop(timeout)
-        self.hooks.stop(timeout)
-
-    def wait_ended(self, uuid: str, timeout: float | None = None) -> VonageCall:
-        """Block until the call is over; the call (``status`` says how)."""
-        call = self.call(uuid)
-        if not call.ended.wait(timeout):
-            raise TimeoutError(f"call {uuid} has not ended within {timeout} s")
-        return call
 
     def place_inbound_call(
         self, answer_url: str, to: str, from_: str, *, event_url: str | None = None
@@ -419,10 +395,6 @@ class VonageEmulator(Startable):
         self._event(call, status)
         logger.info("emulated call %s ended (%s)", call.uuid, status)
         call.ended.set()
-
-    def call(self, uuid: str) -> VonageCall:
-        with self._lock:
-            return self.api.calls[uuid]
 
     def call_media(self, uuid: str) -> PcmCallMedia | None:
         return self.media.media(uuid)
