@@ -1,5 +1,6 @@
 """What the providers whose media comes through the gateway share: how a provider holds its
-REST client (:class:`GatewayProvider`) and what it checks of a request (:func:`call_ends`)."""
+REST client and plans a session's hop (:class:`GatewayProvider`), and what it checks of a
+request (:func:`call_ends`)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,26 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any, Generic, TypeVar
 
+from ..codecs import Codec
 from ..config import RuntimeConfig
+from ..errors import ConfigError
 from ..messages import SessionRequest
-from . import Infrastructure, RequestObserver
-from ._rest import RestClient
+from ..transport import websocket_connection
+from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
+from ._rest import RestClient, RestOptions, RestSettings, rest_options
+from ._streamed import hop_dial
 
 __all__ = ["GatewayProvider", "call_ends"]
 
-ConfigT = TypeVar("ConfigT")
+ConfigT = TypeVar("ConfigT", bound=RestSettings)
 ClientT = TypeVar("ClientT", bound=RestClient)
 
 
 class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
     """A provider entry's control plane: its REST client is made on first use (the config may
     name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
-    thread."""
+    thread. A session's plan dials the gateway's ``/sessions/{id}`` with the session's hop
+    token, over a WebSocket, with the provider's codec (:meth:`_codec`)."""
 
     def __init__(
         self,
@@ -42,13 +48,36 @@ class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
 
     @abstractmethod
     def _make_client(self) -> ClientT:
-        """The REST client this entry's config says (called once, under the lock)."""
+        """The REST client this entry's config says (called once, under the lock); a
+        ``ValueError`` of the client's checks becomes a ``ConfigError`` at the entry."""
+
+    @abstractmethod
+    def _codec(self, session_id: str) -> Codec:
+        """The codec of ``session_id``'s stream."""
 
     def _rest(self) -> ClientT:
         with self._lock:
             if self._client is None:
-                self._client = self._make_client()
+                try:
+                    self._client = self._make_client()
+                except ValueError as exc:  # the client's checks name fields, never values
+                    raise ConfigError(str(exc), key_path=f"providers.{self.name}") from None
             return self._client
+
+    def _rest_options(self) -> RestOptions:
+        """The transport settings of this entry's REST client (heard by ``on_request``)."""
+        return rest_options(self.config, self._on_request)
+
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str | None) -> SessionPlan:
+        dial = hop_dial(gateway, session_id, self.runtime)
+        codec = self._codec(session_id)
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
+
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
     def close(self) -> None:
         """Release the REST client's connections (a new one is made if used again)."""

@@ -17,10 +17,12 @@ A subclass says only what is the provider's own:
 - the auth passed to ``__init__``: a ``(user, password)`` pair for HTTP basic auth (Twilio,
   Plivo, Exotel), or :class:`BearerAuth` with a key (Daily, Telnyx) or with a function that
   mints a token for each request (Vonage's JWTs); ``headers`` adds any other fixed header;
+  the transport's settings (:class:`RestOptions`) are passed on as they came;
 - :meth:`~RestClient.parse_error`: its error body -> ``ProviderError``;
 - its routes: methods that call :meth:`~RestClient._request` with ``json=`` (Daily, Telnyx,
   Plivo, Vonage) or ``form=`` (Twilio, Exotel) and read the answer with
-  :meth:`~RestClient._json_object`.
+  :meth:`~RestClient._json_object` (or :meth:`~RestClient._done` where a 404 means "already
+  gone").
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypedDict
 from urllib.parse import quote
 
 import requests
@@ -41,7 +43,7 @@ from ..startable import Closable
 from . import RequestObserver
 from ._http import AT_MOST_ONCE, PolicyAdapter, RetryPolicy, close_session, describe_failure
 
-__all__ = ["BearerAuth", "RestClient"]
+__all__ = ["BearerAuth", "RestClient", "RestOptions", "RestSettings", "rest_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,38 @@ class BearerAuth(AuthBase):
 
     def __repr__(self) -> str:
         return "BearerAuth(***)"
+
+
+class RestOptions(TypedDict, total=False):
+    """The transport's settings every provider's client takes as keywords and hands to
+    :class:`RestClient` unchanged (its defaults apply to those not given)."""
+
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    backoff_max_s: float
+    on_request: RequestObserver | None
+
+
+class RestSettings(Protocol):
+    """What a provider entry's config says of its REST transport."""
+
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff_s(self) -> float: ...
+
+
+def rest_options(config: RestSettings, on_request: RequestObserver | None) -> RestOptions:
+    """The :class:`RestOptions` of a provider entry's ``config``, heard by ``on_request``."""
+    return RestOptions(
+        timeout_s=config.timeout_s,
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+        on_request=on_request,
+    )
 
 
 class RestClient(Closable):
@@ -178,6 +212,15 @@ class RestClient(Closable):
                 status=response.status_code,
             )
         return data
+
+    def _done(self, response: requests.Response) -> bool:
+        """True if ``response`` is a success, False if a 404 (what the request acts on is gone
+        already: a call over, a room deleted); any other answer raises its ``ProviderError``."""
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
 
     def close(self) -> None:
         """Close the session and its pooled connections."""

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 
@@ -35,7 +35,7 @@ from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from . import Infrastructure, RequestObserver, SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import BearerAuth, RestClient
+from ._rest import BearerAuth, RestClient, RestOptions, rest_options
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -112,22 +112,14 @@ class DailyRestClient(RestClient):
         *,
         api_key: str,
         api_base_url: str = DEFAULT_API_BASE_URL,
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
         super().__init__(
             api_base_url=api_base_url,
             auth=BearerAuth(api_key),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
+            **options,
         )
 
     def __repr__(self) -> str:
@@ -173,14 +165,9 @@ class DailyRestClient(RestClient):
         """Delete the room ``name``: True if this deleted it, False if it was already gone
         (404: deleted, expired, or never made)."""
         _check_room_name(name)
-        response = self._request("delete_room", "DELETE", f"/rooms/{name}")
-        if response.ok:
-            logger.info("daily room %s deleted", name)
-            return True
-        if response.status_code == 404:
-            logger.info("daily room %s was already gone", name)
-            return False
-        raise self.parse_error(response)
+        deleted = self._done(self._request("delete_room", "DELETE", f"/rooms/{name}"))
+        logger.info("daily room %s %s", name, "deleted" if deleted else "was already gone")
+        return deleted
 
     # -- meeting tokens ------------------------------------------------------------------------
 
@@ -232,11 +219,7 @@ class DailyRestClient(RestClient):
         _check_room_name(room_name)
         path = f"/rooms/{room_name}/dialOut/stop"
         response = self._request("stop_dial_out", "POST", path, json={"sessionId": session_id})
-        if response.ok:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self.parse_error(response)
+        return self._done(response)
 
     def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(
@@ -288,28 +271,17 @@ class DailyProvider:
         where = f"providers.{self.name}"
         if c.api_base_url == "emulator":
             emulator = self._infrastructure.daily_emulator()
-            client = DailyRestClient(
-                api_key=emulator.api_key,
-                api_base_url=emulator.base_url,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-            return client, emulator.sdk
-        if not c.api_key:
-            raise ConfigError("required for Daily's API", key_path=f"{where}.api_key")
-        try:
-            sdk = load_sdk()  # before any room is made that could not be joined
-        except SdkMissing as exc:
-            raise ConfigError(str(exc), key_path=where) from None
+            key, base, sdk = emulator.api_key, emulator.base_url, emulator.sdk
+        else:
+            if not c.api_key:
+                raise ConfigError("required for Daily's API", key_path=f"{where}.api_key")
+            try:
+                sdk = load_sdk()  # before any room is made that could not be joined
+            except SdkMissing as exc:
+                raise ConfigError(str(exc), key_path=where) from None
+            key, base = c.api_key, c.api_base_url
         client = DailyRestClient(
-            api_key=c.api_key,
-            api_base_url=c.api_base_url,
-            timeout_s=c.timeout_s,
-            retries=c.retries,
-            backoff_s=c.backoff_s,
-            on_request=self._on_request,
+            api_key=key, api_base_url=base, **rest_options(c, self._on_request)
         )
         return client, sdk
 
