@@ -17,7 +17,6 @@ exception messages or reprs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -34,7 +33,7 @@ from ..dailycall import DailyCall, SdkMissing, load_sdk
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase
 from ._rest import BearerAuth, RestClient, RestOptions, rest_options
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
@@ -56,11 +55,7 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
     ``not-found``), ``message`` the words. Any other body gives the HTTP status and reason
     phrase only: an unknown body is not echoed.
     """
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     error = data.get("error")
@@ -116,11 +111,7 @@ class DailyRestClient(RestClient):
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=BearerAuth(api_key),
-            **options,
-        )
+        super().__init__(api_base_url=api_base_url, auth=BearerAuth(api_key), **options)
 
     def __repr__(self) -> str:
         return f"DailyRestClient(api_base_url={self._origin!r}, auth='api_key')"

@@ -43,7 +43,7 @@ from ..messages import SessionRequest
 from ..signing import inbound_token
 from . import SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, clip, reason_phrase
+from ._http import AT_MOST_ONCE, clip, json_body, reason_phrase
 from ._rest import RestClient, RestOptions
 from ._streamed import audio_policy, call_parameters
 
@@ -123,11 +123,7 @@ def applet_url(
 def parse_error_response(status: int, body: bytes | str, *, reason: str = "") -> ProviderError:
     """The :class:`ProviderError` for Exotel's ``RestException`` body (``Message``, ``Code``);
     an unknown body is not echoed."""
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     exception = data.get("RestException") if isinstance(data, dict) else None
     if not isinstance(exception, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
@@ -172,11 +168,7 @@ class ExotelRestClient(RestClient):
             raise ValueError("account_sid is required (letters, digits, '_', '.', '-')")
         if not api_key or not api_token:
             raise ValueError("api_key and api_token are required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(api_key, api_token),
-            **options,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(api_key, api_token), **options)
         self.account_sid = account_sid
 
     def __repr__(self) -> str:

@@ -32,7 +32,6 @@ Creating is retried only on 429 (a 5xx may mean the call exists); hanging up als
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -58,7 +57,7 @@ from . import (
     Transfer,
 )
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase
 from ._rest import RestClient, RestOptions
 from ._streamed import call_parameters, nonced_parameters
 
@@ -74,10 +73,7 @@ _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
 def parse_error_response(status: int, body: bytes, reason: str = "") -> ProviderError:
     """The :class:`ProviderError` for a Plivo error response: its ``error`` (a text, or an
     object of field messages, joined); any other body gives the status and reason only."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, TypeError):
-        data = None
+    data = json_body(body)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         parts = []
@@ -119,11 +115,7 @@ class PlivoRestClient(RestClient):
             raise ValueError("auth_id must be MA or SA followed by 18 capitals or digits")
         if not auth_token:
             raise ValueError("auth_token is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(auth_id, auth_token),
-            **options,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(auth_id, auth_token), **options)
         self.auth_id = auth_id
         self._account = f"/v1/Account/{auth_id}"
 

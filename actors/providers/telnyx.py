@@ -35,7 +35,6 @@ Creating is retried only on 429 (a 5xx may mean the call exists); hanging up als
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -61,7 +60,7 @@ from . import (
     Transfer,
 )
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, title_detail
 from ._rest import BearerAuth, RestClient, RestOptions
 from ._streamed import call_parameters, nonced_parameters
 
@@ -80,10 +79,7 @@ def parse_error_response(status: int, body: bytes, reason: str = "") -> Provider
     """The :class:`ProviderError` for a Telnyx error response: the first of ``errors``
     (``code`` as text, ``title: detail`` as the message); any other body gives the HTTP
     status and reason phrase only (an unknown body is not echoed)."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, TypeError):
-        data = None
+    data = json_body(body)
     errors = data.get("errors") if isinstance(data, dict) else None
     first = errors[0] if isinstance(errors, list) and errors else None
     if not isinstance(first, dict):
@@ -91,10 +87,9 @@ def parse_error_response(status: int, body: bytes, reason: str = "") -> Provider
     code = first.get("code")
     title = first["title"] if isinstance(first.get("title"), str) else ""
     detail = first["detail"] if isinstance(first.get("detail"), str) else ""
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
     return ProviderError(
         PROVIDER,
-        clip(message) or reason_phrase(status, reason),
+        clip(title_detail(title, detail)) or reason_phrase(status, reason),
         status=status,
         code=clip(str(code), 16) if isinstance(code, str | int) else None,
     )
@@ -143,11 +138,7 @@ class TelnyxRestClient(RestClient):
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=BearerAuth(api_key),
-            **options,
-        )
+        super().__init__(api_base_url=api_base_url, auth=BearerAuth(api_key), **options)
 
     def __repr__(self) -> str:
         return f"TelnyxRestClient(api_base_url={self._origin!r})"

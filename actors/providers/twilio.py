@@ -14,7 +14,6 @@ else: not into log lines, exception messages or reprs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -31,7 +30,7 @@ from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
 from . import ProgressUrls, SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, text_of, title_detail
 from ._rest import RestClient, RestOptions
 from ._streamed import call_parameters, nonced_parameters
 
@@ -100,11 +99,7 @@ def parse_error_response(
     perhaps ``code``; without one the code is the trailing digits of ``type``). Anything else
     gives a message with the HTTP status and reason phrase only: an unknown body is not echoed.
     """
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):  # not JSON (or not UTF-8): handled below
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     is_problem = "problem+json" in content_type.lower() or (
@@ -113,8 +108,8 @@ def parse_error_response(
     if is_problem:
         return _from_problem(status, reason, data)
     code = _as_code(data.get("code"))
-    message = _text(data.get("message"))
-    detail = _text(data.get("detail"))
+    message = text_of(data.get("message"))
+    detail = text_of(data.get("detail"))
     if detail and detail != message:
         message = f"{message}: {detail}" if message else detail
     return ProviderError(
@@ -122,21 +117,20 @@ def parse_error_response(
         clip(message) or reason_phrase(status, reason),
         status=status,
         code=code,
-        more_info=_text(data.get("more_info")) or None,
+        more_info=text_of(data.get("more_info")) or None,
     )
 
 
 def _from_problem(status: int, reason: str, data: Mapping[str, Any]) -> ProviderError:
-    problem_type = _text(data.get("type"))
-    title = _text(data.get("title"))
-    detail = _text(data.get("detail"))
+    problem_type = text_of(data.get("type"))
+    title = text_of(data.get("title"))
+    detail = text_of(data.get("detail"))
     code = _as_code(data.get("code"))
     if code is None and problem_type:
         digits = _TRAILING_DIGITS.search(problem_type)
         code = int(digits.group(1)) if digits else None
-    # "title: detail" reads best; either alone when the other is missing or the same.
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
-    more_info = _text(data.get("more_info")) or None
+    message = title_detail(title, detail)
+    more_info = text_of(data.get("more_info")) or None
     if more_info is None and problem_type.startswith(("http://", "https://")):
         more_info = problem_type  # RFC 9457: the type URI should document the problem
     return ProviderError(
@@ -157,10 +151,6 @@ def _as_code(value: object) -> int | str | None:
         text = value.strip()
         return int(text) if text.isdigit() else clip(text, 64)
     return None
-
-
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
 
 
 class TwilioRestClient(RestClient):
@@ -213,11 +203,7 @@ class TwilioRestClient(RestClient):
             raise ValueError("api_key is required with api_secret")
         else:
             raise ValueError("auth_token (or api_key and api_secret) is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(username, password),
-            **options,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(username, password), **options)
         self.account_sid = account_sid
         self._account_path = f"/{API_VERSION}/Accounts/{account_sid}"
 

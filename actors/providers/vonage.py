@@ -42,7 +42,7 @@ from ..messages import SessionRequest
 from ..pubkey import application_token
 from . import GatewayEndpoint, SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, text_of, title_detail
 from ._rest import BearerAuth, RestClient, RestOptions
 from ._streamed import audio_policy, call_parameters, nonced_parameters
 
@@ -113,21 +113,17 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
     """The :class:`ProviderError` for an error answer: ``code`` is the problem type's
     fragment (``.../api-errors#unauthorized`` -> ``unauthorized``), the message ``title:
     detail`` (and the names of invalid parameters); an unknown body is not echoed."""
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
-    problem_type = _text(data.get("type"))
-    title = _text(data.get("title")) or _text(data.get("error_title"))
-    detail = _text(data.get("detail"))
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
+    problem_type = text_of(data.get("type"))
+    title = text_of(data.get("title")) or text_of(data.get("error_title"))
+    message = title_detail(title, text_of(data.get("detail")))
     invalid = data.get("invalid_parameters")
     if isinstance(invalid, list | dict) and invalid:
         names = [
-            _text(item.get("name")) if isinstance(item, dict) else _text(item) for item in invalid
+            text_of(item.get("name")) if isinstance(item, dict) else text_of(item)
+            for item in invalid
         ]
         message = f"{message} ({', '.join(n for n in names if n)})" if message else ""
     code: str | None = None
@@ -141,10 +137,6 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
         code=code,
         more_info=more_info,
     )
-
-
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
 
 
 class VonageRestClient(RestClient):
