@@ -4,17 +4,14 @@ request (:func:`call_ends`)."""
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
-from typing import Any, Generic, TypeVar
+from abc import abstractmethod
+from typing import TypeVar
 
 from ..codecs import Codec
-from ..config import RuntimeConfig
-from ..errors import ConfigError
 from ..messages import SessionRequest
 from ..transport import websocket_connection
-from . import GatewayEndpoint, Infrastructure, RequestObserver, SessionPlan
-from ._rest import RestClient, RestOptions, RestSettings, rest_options
+from . import GatewayEndpoint, SessionPlan
+from ._rest import RestClient, RestProvider, RestSettings
 from ._streamed import hop_dial
 
 __all__ = ["GatewayProvider", "call_ends"]
@@ -23,50 +20,15 @@ ConfigT = TypeVar("ConfigT", bound=RestSettings)
 ClientT = TypeVar("ClientT", bound=RestClient)
 
 
-class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
-    """A provider entry's control plane: its REST client is made on first use (the config may
-    name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
-    thread. A session's plan dials the gateway's ``/sessions/{id}`` with the session's hop
-    token, over a WebSocket, with the provider's codec (:meth:`_codec`)."""
-
-    def __init__(
-        self,
-        config: ConfigT,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        entry: Any = config  # every provider config has its entry's name
-        self.name: str = entry.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: ClientT | None = None
-        self._lock = threading.Lock()
-
-    @abstractmethod
-    def _make_client(self) -> ClientT:
-        """The REST client this entry's config says (called once, under the lock); a
-        ``ValueError`` of the client's checks becomes a ``ConfigError`` at the entry."""
+class GatewayProvider(RestProvider[ConfigT, ClientT]):
+    """A provider entry whose calls stream through the media gateway: its REST client as a
+    :class:`~actors.providers._rest.RestProvider`'s, and a session's plan that dials the
+    gateway's ``/sessions/{id}`` with the session's hop token, over a WebSocket, with the
+    provider's codec (:meth:`_codec`)."""
 
     @abstractmethod
     def _codec(self, session_id: str) -> Codec:
         """The codec of ``session_id``'s stream."""
-
-    def _rest(self) -> ClientT:
-        with self._lock:
-            if self._client is None:
-                try:
-                    self._client = self._make_client()
-                except ValueError as exc:  # the client's checks name fields, never values
-                    raise ConfigError(str(exc), key_path=f"providers.{self.name}") from None
-            return self._client
-
-    def _rest_options(self) -> RestOptions:
-        """The transport settings of this entry's REST client (heard by ``on_request``)."""
-        return rest_options(self.config, self._on_request)
 
     def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str | None) -> SessionPlan:
         dial = hop_dial(gateway, session_id, self.runtime)
@@ -78,13 +40,6 @@ class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
         for ``session_id`` (a cluster's takeover, or a call another node answered): no
         answer document, no request to the provider."""
         return self._plan(session_id, self._infrastructure.gateway(), call_id)
-
-    def close(self) -> None:
-        """Release the REST client's connections (a new one is made if used again)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 def call_ends(

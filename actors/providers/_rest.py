@@ -1,4 +1,5 @@
-"""The REST client every provider's control plane is: one base, a subclass per provider.
+"""The REST client every provider's control plane is: one base, a subclass per provider, and
+the provider entry that holds one (:class:`RestProvider`).
 
 :class:`RestClient` holds what every provider's API client does the same way: one
 ``requests.Session`` (:attr:`~RestClient.http`) with the provider's auth and ``Accept:
@@ -23,27 +24,39 @@ A subclass says only what is the provider's own:
   Plivo, Vonage) or ``form=`` (Twilio, Exotel) and read the answer with
   :meth:`~RestClient._json_object` (or :meth:`~RestClient._done` where a 404 means "already
   gone").
+
+A provider entry (a :class:`RestProvider`) makes its client on first use, from its config or
+the embedded emulator, with :func:`rest_options`, and closes it with the entry.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, TypedDict
+from typing import Any, ClassVar, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import quote
 
 import requests
 from requests.auth import AuthBase
 
-from ..errors import ProviderError
+from ..config import RuntimeConfig
+from ..errors import ConfigError, ProviderError
 from ..redaction import redact_url
 from ..startable import Closable
-from . import RequestObserver
+from . import Infrastructure, RequestObserver
 from ._http import AT_MOST_ONCE, PolicyAdapter, RetryPolicy, close_session, describe_failure
 
-__all__ = ["BearerAuth", "RestClient", "RestOptions", "RestSettings", "rest_options"]
+__all__ = [
+    "BearerAuth",
+    "RestClient",
+    "RestOptions",
+    "RestProvider",
+    "RestSettings",
+    "rest_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +238,55 @@ class RestClient(Closable):
     def close(self) -> None:
         """Close the session and its pooled connections."""
         close_session(self.http)
+
+
+ConfigT = TypeVar("ConfigT", bound=RestSettings)
+ClientT = TypeVar("ClientT", bound=RestClient)
+
+
+class RestProvider(ABC, Generic[ConfigT, ClientT]):
+    """A provider entry's control plane: its REST client is made on first use (the config may
+    name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
+    thread."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        entry: Any = config  # every provider config has its entry's name
+        self.name: str = entry.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._on_request = on_request
+        self._client: ClientT | None = None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _make_client(self) -> ClientT:
+        """The REST client this entry's config says (called once, under the lock); a
+        ``ValueError`` of the client's checks becomes a ``ConfigError`` at the entry."""
+
+    def _rest(self) -> ClientT:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = self._make_client()
+                except ValueError as exc:  # the client's checks name fields, never values
+                    raise ConfigError(str(exc), key_path=f"providers.{self.name}") from None
+            return self._client
+
+    def _rest_options(self) -> RestOptions:
+        """The transport settings of this entry's REST client (heard by ``on_request``)."""
+        return rest_options(self.config, self._on_request)
+
+    def close(self) -> None:
+        """Release the REST client's connections (a new one is made if used again)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

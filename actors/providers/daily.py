@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Unpack
@@ -27,14 +26,14 @@ from typing import Any, Unpack
 import requests
 
 from ..codecs.daily import DailyCodec
-from ..config import DailyProviderConfig, RuntimeConfig
+from ..config import DailyProviderConfig
 from ..connection import DialOptions
 from ..dailycall import DailyCall, SdkMissing, load_sdk
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from . import Infrastructure, RequestObserver, SessionPlan
+from . import SessionPlan
 from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase
-from ._rest import BearerAuth, RestClient, RestOptions, rest_options
+from ._rest import BearerAuth, RestClient, RestOptions, RestProvider
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -223,7 +222,7 @@ def _check_room_name(name: str) -> None:
         raise ValueError("a Daily room name is 1 to 128 ASCII letters, digits, '-' or '_'")
 
 
-class DailyProvider:
+class DailyProvider(RestProvider[DailyProviderConfig, DailyRestClient]):
     """The ``daily`` provider: a Daily room per session, joined with Daily's SDK.
 
     ``open`` creates a private room named after the session (it expires ``room_ttl_s`` later),
@@ -234,30 +233,9 @@ class DailyProvider:
     only when a Daily session is created.
     """
 
-    def __init__(
-        self,
-        config: DailyProviderConfig,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: DailyRestClient | None = None
-        self._sdk: Any = None
-        self._lock = threading.Lock()
+    _sdk: Any = None  # what joins the rooms: set with the client (load_sdk, or the emulator's)
 
-    def _rest(self) -> tuple[DailyRestClient, Any]:
-        with self._lock:
-            if self._client is None:
-                self._client, self._sdk = self._make_client()
-            return self._client, self._sdk
-
-    def _make_client(self) -> tuple[DailyRestClient, Any]:
+    def _make_client(self) -> DailyRestClient:
         c = self.config
         where = f"providers.{self.name}"
         if c.api_base_url == "emulator":
@@ -271,10 +249,8 @@ class DailyProvider:
             except SdkMissing as exc:
                 raise ConfigError(str(exc), key_path=where) from None
             key, base = c.api_key, c.api_base_url
-        client = DailyRestClient(
-            api_key=key, api_base_url=base, **rest_options(c, self._on_request)
-        )
-        return client, sdk
+        self._sdk = sdk
+        return DailyRestClient(api_key=key, api_base_url=base, **self._rest_options())
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         for field_name in ("url", "headers", "subprotocols"):
@@ -282,7 +258,8 @@ class DailyProvider:
                 raise TypeError(
                     f"the daily provider takes no {field_name!r}: it makes its own room"
                 )
-        rest, sdk = self._rest()
+        rest = self._rest()
+        sdk = self._sdk
         c = self.config
         room_name = session_id  # unguessable, and Daily's alphabet: the room is surely ours
         exp = int(time.time() + c.room_ttl_s)
@@ -329,7 +306,7 @@ class DailyProvider:
         return SessionPlan(codec=codec, dial=dial, call_id=dial_out, connect=call)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
-        rest, _ = self._rest()
+        rest = self._rest()
         room_name = session_id
         if plan.call_id is not None:
             try:
@@ -341,9 +318,3 @@ class DailyProvider:
             logger.info("session %s: Daily room deleted", session_id)
         else:
             logger.info("session %s: Daily room was already gone", session_id)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
