@@ -213,7 +213,10 @@ class RestClient(Closable):
         return response
 
     def _json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
-        """The JSON object ``response`` carries; ``ProviderError`` about ``what`` if none."""
+        """The JSON object a successful ``response`` carries: an error status raises its
+        :meth:`parse_error`; ``ProviderError`` about ``what`` if there is no object."""
+        if not response.ok:
+            raise self.parse_error(response)
         try:
             data = response.json()
         except ValueError:

@@ -147,8 +147,6 @@ class DailyRestClient(RestClient):
         """Daily's room object of ``name`` (``ProviderError`` with status 404 if none)."""
         _check_room_name(name)
         response = self._request("get_room", "GET", f"/rooms/{name}")
-        if not response.ok:
-            raise self.parse_error(response)
         return self._json_object(response, "GET /rooms/{name}")
 
     def delete_room(self, name: str) -> bool:
@@ -173,8 +171,6 @@ class DailyRestClient(RestClient):
         response = self._request(
             "create_meeting_token", "POST", "/meeting-tokens", json={"properties": properties}
         )
-        if not response.ok:
-            raise self.parse_error(response)
         token = self._json_object(response, "POST /meeting-tokens").get("token")
         if not isinstance(token, str) or not token:
             raise ProviderError(
@@ -196,8 +192,6 @@ class DailyRestClient(RestClient):
             body["callerId"] = caller_id
         path = f"/rooms/{room_name}/dialOut/start"
         response = self._request("start_dial_out", "POST", path, json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         session_id = self._json_object(response, "POST /rooms/{name}/dialOut/start").get(
             "sessionId"
         )

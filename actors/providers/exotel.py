@@ -199,8 +199,6 @@ class ExotelRestClient(RestClient):
             form.append(("TimeLimit", str(time_limit_s)))
         path = f"/v1/Accounts/{self.account_sid}/Calls/connect.json"
         response = self._request("create_call", "POST", path, what="Calls/connect", form=form)
-        if not response.ok:
-            raise self.parse_error(response)
         call = _call_of(self._json_object(response, "POST Calls/connect"))
         if call is None or not isinstance(call.get("sid"), str):
             raise ProviderError(

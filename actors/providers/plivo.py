@@ -156,8 +156,6 @@ class PlivoRestClient(RestClient):
         response = self._request(
             "create_call", "POST", f"{self._account}/Call/", what="Call/", json=body
         )
-        if not response.ok:
-            raise self.parse_error(response)
         data = self._json_object(response, "POST Call/")
         request_uuid = data.get("request_uuid")
         if isinstance(request_uuid, list) and request_uuid:  # one per destination

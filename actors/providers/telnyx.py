@@ -178,8 +178,6 @@ class TelnyxRestClient(RestClient):
         if answering_machine_detection_config:
             body["answering_machine_detection_config"] = dict(answering_machine_detection_config)
         response = self._request("create_call", "POST", "/calls", json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         data = self._json_object(response, "POST /calls").get("data")
         if not isinstance(data, dict) or not isinstance(data.get("call_control_id"), str):
             raise ProviderError(

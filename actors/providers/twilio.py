@@ -246,8 +246,6 @@ class TwilioRestClient(RestClient):
             form.append(("Timeout", str(timeout_s)))
         form.extend((extra or {}).items())
         response = self._account_request("create_call", "Calls.json", form)
-        if not response.ok:
-            raise self.parse_error(response)
         call = self._json_object(response, "POST Calls.json")
         if not isinstance(call.get("sid"), str):
             raise ProviderError(

@@ -198,8 +198,6 @@ class VonageRestClient(RestClient):
         if ringing_timer is not None:
             body["ringing_timer"] = ringing_timer
         response = self._request("create_call", "POST", "/v1/calls", json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         call = self._json_object(response, "POST /v1/calls")
         if not isinstance(call.get("uuid"), str):
             raise ProviderError(
