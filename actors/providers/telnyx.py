@@ -192,26 +192,19 @@ class TelnyxRestClient(RestClient):
         """``POST /calls/{id}/actions/streaming_start`` (the spec's ``StartCallStreaming``):
         stream the call both ways to ``stream_url`` again. True if Telnyx took it, False if
         the call has ended (422 code 90018, or 404); :class:`ProviderError` otherwise."""
-        body = {
-            **_stream(stream_url, codec),
-            "client_state": client_state,
-            "command_id": str(uuid.uuid4()),  # the same for every retry of this command
-        }
+        body = {**_stream(stream_url, codec), "client_state": client_state}
         return self._command("streaming_start", call_control_id, "streaming_start", body)
 
     def hang_up(self, call_control_id: str) -> bool:
         """Hang up: True if this ended the call, False if it had already ended (422 with code
         90018, or 404). Anything else raises :class:`ProviderError`."""
-        # The command_id is the same for every retry of this hang-up: one command.
-        return self._command(
-            "hang_up", call_control_id, "hangup", {"command_id": str(uuid.uuid4())}
-        )
+        return self._command("hang_up", call_control_id, "hangup", {})
 
     def transfer(self, call_control_id: str, to: str, from_: str | None = None) -> bool:
         """``actions/transfer`` (``TransferCall``): the call leaves for ``to`` (a number or SIP
         URI; ``from_``: the caller id shown there). True once Telnyx took the command, False
         if the call had already ended."""
-        body: dict[str, Any] = {"to": to, "command_id": str(uuid.uuid4())}
+        body: dict[str, Any] = {"to": to}
         if from_ is not None:
             body["from"] = from_
         return self._command("transfer", call_control_id, "transfer", body)
@@ -221,7 +214,6 @@ class TelnyxRestClient(RestClient):
         ``w``/``W`` pause) into the call; the stream goes on ("there are no webhooks
         associated with this command"). False if the call had already ended."""
         body = {"digits": digits, "duration_millis": duration_millis}
-        body["command_id"] = str(uuid.uuid4())
         return self._command("send_dtmf", call_control_id, "send_dtmf", body)
 
     def answer(
@@ -236,7 +228,7 @@ class TelnyxRestClient(RestClient):
         """``actions/answer`` (``AnswerCall``) an incoming Call Control call, streaming it
         both ways to ``stream_url`` (the same stream parameters as a dial). False if the call
         had already ended (the caller gave up)."""
-        body: dict[str, Any] = {**_stream(stream_url, codec), "command_id": str(uuid.uuid4())}
+        body: dict[str, Any] = _stream(stream_url, codec)
         if client_state is not None:
             body["client_state"] = client_state
         if webhook_url is not None:
@@ -259,15 +251,18 @@ class TelnyxRestClient(RestClient):
     def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> bool:
         """``actions/reject`` (``RejectCall``) an incoming call not answered: ``cause``
         ``USER_BUSY`` or ``CALL_REJECTED``. False if the call had already ended."""
-        body = {"cause": cause, "command_id": str(uuid.uuid4())}
-        return self._command("reject", call_control_id, "reject", body)
+        return self._command("reject", call_control_id, "reject", {"cause": cause})
 
     def _command(
         self, operation: str, call_control_id: str, action: str, body: dict[str, Any]
     ) -> bool:
+        """``POST /calls/{call_control_id}/actions/{action}`` with ``body`` and a
+        ``command_id`` of its own (the same for every retry: one command). True once taken,
+        False if the call had already ended (422 with code 90018, or 404)."""
         if not call_control_id or "/" in call_control_id:
             raise ValueError("call_control_id must be a non-empty id")
         path = f"/calls/{call_control_id}/actions/{action}"
+        body = {**body, "command_id": str(uuid.uuid4())}
         response = self._request(operation, "POST", path, what=action, json=body)
         if response.ok:
             return True
