@@ -1,6 +1,7 @@
-"""What the providers whose media comes through the gateway share: how a provider holds its
-REST client and plans a session's hop (:class:`GatewayProvider`), and what it checks of a
-request (:func:`call_ends`)."""
+"""What the providers whose media comes through the gateway share: how a provider plans and
+resumes a session's hop (:class:`GatewayProvider`, which holds its REST client as every
+:class:`~actors.providers._rest.RestProvider` does), and what it checks of a request
+(:func:`call_ends`)."""
 
 from __future__ import annotations
 
