@@ -1,61 +1,46 @@
-"""What the providers whose media comes through the gateway share: how a provider holds its
-REST client (:class:`GatewayProvider`) and what it checks of a request (:func:`call_ends`)."""
+"""What the providers whose media comes through the gateway share: how a provider plans and
+resumes a session's hop (:class:`GatewayProvider`, which holds its REST client as every
+:class:`~actors.providers._rest.RestProvider` does), and what it checks of a request
+(:func:`call_ends`)."""
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
-from typing import Any, Generic, TypeVar
+from abc import abstractmethod
+from typing import TypeVar
 
-from ..config import RuntimeConfig
+from ..codecs import Codec
 from ..messages import SessionRequest
-from . import Infrastructure, RequestObserver
-from ._rest import RestClient
+from ..transport import websocket_connection
+from . import GatewayEndpoint, SessionPlan
+from ._rest import RestClient, RestProvider, RestSettings
+from ._streamed import hop_dial
 
 __all__ = ["GatewayProvider", "call_ends"]
 
-ConfigT = TypeVar("ConfigT")
+ConfigT = TypeVar("ConfigT", bound=RestSettings)
 ClientT = TypeVar("ClientT", bound=RestClient)
 
 
-class GatewayProvider(ABC, Generic[ConfigT, ClientT]):
-    """A provider entry's control plane: its REST client is made on first use (the config may
-    name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
-    thread."""
-
-    def __init__(
-        self,
-        config: ConfigT,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        entry: Any = config  # every provider config has its entry's name
-        self.name: str = entry.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: ClientT | None = None
-        self._lock = threading.Lock()
+class GatewayProvider(RestProvider[ConfigT, ClientT]):
+    """A provider entry whose calls stream through the media gateway: its REST client as a
+    :class:`~actors.providers._rest.RestProvider`'s, and a session's plan that dials the
+    gateway's ``/sessions/{id}`` with the session's hop token, over a WebSocket, with the
+    provider's codec (:meth:`_codec`)."""
 
     @abstractmethod
-    def _make_client(self) -> ClientT:
-        """The REST client this entry's config says (called once, under the lock)."""
+    def _codec(self, session_id: str) -> Codec:
+        """The codec of ``session_id``'s stream."""
 
-    def _rest(self) -> ClientT:
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str | None) -> SessionPlan:
+        dial = hop_dial(gateway, session_id, self.runtime)
+        codec = self._codec(session_id)
+        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
 
-    def close(self) -> None:
-        """Release the REST client's connections (a new one is made if used again)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+    def resume(self, session_id: str, call_id: str) -> SessionPlan:
+        """The plan that carries on call ``call_id``, which already streams to the gateway
+        for ``session_id`` (a cluster's takeover, or a call another node answered): no
+        answer document, no request to the provider."""
+        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
 
 def call_ends(

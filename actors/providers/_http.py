@@ -1,6 +1,7 @@
 """The transport under every provider's REST client: retry policies that never repeat what is
 unsafe, the adapter that applies them per request, secret-free descriptions of transport
-failures, and a close that really closes.
+failures, a close that really closes, and what every provider's error parser reads an error
+answer with (its JSON, a field's text, the message; an unknown body is never echoed).
 
 :class:`~actors.providers._rest.RestClient` says *what* may be repeated (a
 :class:`RetryPolicy` per operation); this module says *how* (urllib3's ``Retry``, one
@@ -10,6 +11,7 @@ are used only here and by the provider modules beside it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,7 +41,10 @@ __all__ = [
     "clip",
     "close_session",
     "describe_failure",
+    "json_body",
     "reason_phrase",
+    "text_of",
+    "title_detail",
 ]
 
 
@@ -215,6 +220,25 @@ def reason_phrase(status: int, reason: str) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "error response"
+
+
+def json_body(body: bytes | str) -> Any:
+    """The JSON an error answer's ``body`` holds; ``None`` if it is not JSON (or not UTF-8)."""
+    try:
+        return json.loads(body)
+    except (ValueError, TypeError):
+        return None
+
+
+def text_of(value: object) -> str:
+    """``value`` stripped if it is a string, else ``""`` (a field of an error body)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def title_detail(title: str, detail: str) -> str:
+    """``title: detail``, which reads best; either alone when the other is missing or the
+    same."""
+    return f"{title}: {detail}" if title and detail and detail != title else title or detail
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

@@ -1,4 +1,5 @@
-"""The REST client every provider's control plane is: one base, a subclass per provider.
+"""The REST client every provider's control plane is: one base, a subclass per provider, and
+the provider entry that holds one (:class:`RestProvider`).
 
 :class:`RestClient` holds what every provider's API client does the same way: one
 ``requests.Session`` (:attr:`~RestClient.http`) with the provider's auth and ``Accept:
@@ -17,31 +18,45 @@ A subclass says only what is the provider's own:
 - the auth passed to ``__init__``: a ``(user, password)`` pair for HTTP basic auth (Twilio,
   Plivo, Exotel), or :class:`BearerAuth` with a key (Daily, Telnyx) or with a function that
   mints a token for each request (Vonage's JWTs); ``headers`` adds any other fixed header;
+  the transport's settings (:class:`RestOptions`) are passed on as they came;
 - :meth:`~RestClient.parse_error`: its error body -> ``ProviderError``;
 - its routes: methods that call :meth:`~RestClient._request` with ``json=`` (Daily, Telnyx,
   Plivo, Vonage) or ``form=`` (Twilio, Exotel) and read the answer with
-  :meth:`~RestClient._json_object`.
+  :meth:`~RestClient._json_object` (or :meth:`~RestClient._done` where a 404 means "already
+  gone").
+
+A provider entry (a :class:`RestProvider`) makes its client on first use, from its config or
+the embedded emulator, with :func:`rest_options`, and closes it with the entry.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import quote
 
 import requests
 from requests.auth import AuthBase
 
-from ..errors import ProviderError
+from ..config import RuntimeConfig
+from ..errors import ConfigError, ProviderError
 from ..redaction import redact_url
 from ..startable import Closable
-from . import RequestObserver
+from . import Infrastructure, RequestObserver
 from ._http import AT_MOST_ONCE, PolicyAdapter, RetryPolicy, close_session, describe_failure
 
-__all__ = ["BearerAuth", "RestClient"]
+__all__ = [
+    "BearerAuth",
+    "RestClient",
+    "RestOptions",
+    "RestProvider",
+    "RestSettings",
+    "rest_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +79,38 @@ class BearerAuth(AuthBase):
 
     def __repr__(self) -> str:
         return "BearerAuth(***)"
+
+
+class RestOptions(TypedDict, total=False):
+    """The transport's settings every provider's client takes as keywords and hands to
+    :class:`RestClient` unchanged (its defaults apply to those not given)."""
+
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    backoff_max_s: float
+    on_request: RequestObserver | None
+
+
+class RestSettings(Protocol):
+    """What a provider entry's config says of its REST transport."""
+
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def backoff_s(self) -> float: ...
+
+
+def rest_options(config: RestSettings, on_request: RequestObserver | None) -> RestOptions:
+    """The :class:`RestOptions` of a provider entry's ``config``, heard by ``on_request``."""
+    return RestOptions(
+        timeout_s=config.timeout_s,
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+        on_request=on_request,
+    )
 
 
 class RestClient(Closable):
@@ -166,7 +213,10 @@ class RestClient(Closable):
         return response
 
     def _json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
-        """The JSON object ``response`` carries; ``ProviderError`` about ``what`` if none."""
+        """The JSON object a successful ``response`` carries: an error status raises its
+        :meth:`parse_error`; ``ProviderError`` about ``what`` if there is no object."""
+        if not response.ok:
+            raise self.parse_error(response)
         try:
             data = response.json()
         except ValueError:
@@ -179,6 +229,67 @@ class RestClient(Closable):
             )
         return data
 
+    def _done(self, response: requests.Response) -> bool:
+        """True if ``response`` is a success, False if a 404 (what the request acts on is gone
+        already: a call over, a room deleted); any other answer raises its ``ProviderError``."""
+        if response.ok:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self.parse_error(response)
+
     def close(self) -> None:
         """Close the session and its pooled connections."""
         close_session(self.http)
+
+
+ConfigT = TypeVar("ConfigT", bound=RestSettings)
+ClientT = TypeVar("ClientT", bound=RestClient)
+
+
+class RestProvider(ABC, Generic[ConfigT, ClientT]):
+    """A provider entry's control plane: its REST client is made on first use (the config may
+    name the embedded emulator, which then starts) and closed with :meth:`close`; all from any
+    thread."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        runtime: RuntimeConfig,
+        infrastructure: Infrastructure,
+        *,
+        on_request: RequestObserver | None = None,
+    ) -> None:
+        entry: Any = config  # every provider config has its entry's name
+        self.name: str = entry.name
+        self.config = config
+        self.runtime = runtime
+        self._infrastructure = infrastructure
+        self._on_request = on_request
+        self._client: ClientT | None = None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _make_client(self) -> ClientT:
+        """The REST client this entry's config says (called once, under the lock); a
+        ``ValueError`` of the client's checks becomes a ``ConfigError`` at the entry."""
+
+    def _rest(self) -> ClientT:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = self._make_client()
+                except ValueError as exc:  # the client's checks name fields, never values
+                    raise ConfigError(str(exc), key_path=f"providers.{self.name}") from None
+            return self._client
+
+    def _rest_options(self) -> RestOptions:
+        """The transport settings of this entry's REST client (heard by ``on_request``)."""
+        return rest_options(self.config, self._on_request)
+
+    def close(self) -> None:
+        """Release the REST client's connections (a new one is made if used again)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,6 +1,7 @@
-"""What the providers whose audio comes through the media gateway share (Vonage, Exotel; Twilio
-spells the same in its own module): the parameters a call is placed with, the dial options
-of the session's hop, and the application's audio format from its config."""
+"""What the providers whose audio comes through the media gateway share: the parameters that
+route a call's stream to its session (with the session's stream token, or a credential of
+their own), the dial options of the session's hop, and the application's audio format from
+its config."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from collections.abc import Mapping
 from ..codecs.pcm import AudioFormat, AudioPolicy
 from ..config import RuntimeConfig
 from ..connection import DialOptions
-from ..signing import hop_token, stream_token
+from ..signing import hop_token, stream_nonce, stream_token
 from ..wire.constants import SESSIONS_PATH
 from . import GatewayEndpoint
 
-__all__ = ["audio_policy", "call_parameters", "hop_dial"]
+__all__ = ["audio_policy", "call_parameters", "hop_dial", "nonced_parameters"]
 
 
 def call_parameters(
@@ -24,6 +25,17 @@ def call_parameters(
     token** (it pairs one provider stream, once; it never opens the session's hop)."""
     token = stream_token(gateway.secret, session_id)
     return {**dict(own or {}), "session": session_id, "token": token}
+
+
+def nonced_parameters(
+    gateway: GatewayEndpoint, session_id: str, own: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """As :func:`call_parameters`, with a stream credential of its own: a fresh ``nonce``
+    and the stream token that covers it (:mod:`actors.signing`; a call streamed again
+    carries one, since the gateway pairs each credential once)."""
+    nonce = stream_nonce()
+    token = stream_token(gateway.secret, session_id, nonce)
+    return {**dict(own or {}), "session": session_id, "token": token, "nonce": nonce}
 
 
 def hop_dial(gateway: GatewayEndpoint, session_id: str, runtime: RuntimeConfig) -> DialOptions:

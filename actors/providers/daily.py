@@ -17,25 +17,23 @@ exception messages or reprs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 
 from ..codecs.daily import DailyCodec
-from ..config import DailyProviderConfig, RuntimeConfig
+from ..config import DailyProviderConfig
 from ..connection import DialOptions
 from ..dailycall import DailyCall, SdkMissing, load_sdk
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from . import Infrastructure, RequestObserver, SessionPlan
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import BearerAuth, RestClient
+from . import SessionPlan
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase
+from ._rest import BearerAuth, RestClient, RestOptions, RestProvider
 
 __all__ = ["DEFAULT_API_BASE_URL", "DailyProvider", "DailyRestClient", "parse_error_response"]
 
@@ -56,11 +54,7 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
     ``not-found``), ``message`` the words. Any other body gives the HTTP status and reason
     phrase only: an unknown body is not echoed.
     """
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     error = data.get("error")
@@ -112,23 +106,11 @@ class DailyRestClient(RestClient):
         *,
         api_key: str,
         api_base_url: str = DEFAULT_API_BASE_URL,
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=BearerAuth(api_key),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
-        )
+        super().__init__(api_base_url=api_base_url, auth=BearerAuth(api_key), **options)
 
     def __repr__(self) -> str:
         return f"DailyRestClient(api_base_url={self._origin!r}, auth='api_key')"
@@ -165,22 +147,15 @@ class DailyRestClient(RestClient):
         """Daily's room object of ``name`` (``ProviderError`` with status 404 if none)."""
         _check_room_name(name)
         response = self._request("get_room", "GET", f"/rooms/{name}")
-        if not response.ok:
-            raise self.parse_error(response)
         return self._json_object(response, "GET /rooms/{name}")
 
     def delete_room(self, name: str) -> bool:
         """Delete the room ``name``: True if this deleted it, False if it was already gone
         (404: deleted, expired, or never made)."""
         _check_room_name(name)
-        response = self._request("delete_room", "DELETE", f"/rooms/{name}")
-        if response.ok:
-            logger.info("daily room %s deleted", name)
-            return True
-        if response.status_code == 404:
-            logger.info("daily room %s was already gone", name)
-            return False
-        raise self.parse_error(response)
+        deleted = self._done(self._request("delete_room", "DELETE", f"/rooms/{name}"))
+        logger.info("daily room %s %s", name, "deleted" if deleted else "was already gone")
+        return deleted
 
     # -- meeting tokens ------------------------------------------------------------------------
 
@@ -196,8 +171,6 @@ class DailyRestClient(RestClient):
         response = self._request(
             "create_meeting_token", "POST", "/meeting-tokens", json={"properties": properties}
         )
-        if not response.ok:
-            raise self.parse_error(response)
         token = self._json_object(response, "POST /meeting-tokens").get("token")
         if not isinstance(token, str) or not token:
             raise ProviderError(
@@ -219,8 +192,6 @@ class DailyRestClient(RestClient):
             body["callerId"] = caller_id
         path = f"/rooms/{room_name}/dialOut/start"
         response = self._request("start_dial_out", "POST", path, json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         session_id = self._json_object(response, "POST /rooms/{name}/dialOut/start").get(
             "sessionId"
         )
@@ -232,11 +203,7 @@ class DailyRestClient(RestClient):
         _check_room_name(room_name)
         path = f"/rooms/{room_name}/dialOut/stop"
         response = self._request("stop_dial_out", "POST", path, json={"sessionId": session_id})
-        if response.ok:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self.parse_error(response)
+        return self._done(response)
 
     def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(
@@ -249,7 +216,7 @@ def _check_room_name(name: str) -> None:
         raise ValueError("a Daily room name is 1 to 128 ASCII letters, digits, '-' or '_'")
 
 
-class DailyProvider:
+class DailyProvider(RestProvider[DailyProviderConfig, DailyRestClient]):
     """The ``daily`` provider: a Daily room per session, joined with Daily's SDK.
 
     ``open`` creates a private room named after the session (it expires ``room_ttl_s`` later),
@@ -260,58 +227,24 @@ class DailyProvider:
     only when a Daily session is created.
     """
 
-    def __init__(
-        self,
-        config: DailyProviderConfig,
-        runtime: RuntimeConfig,
-        infrastructure: Infrastructure,
-        *,
-        on_request: RequestObserver | None = None,
-    ) -> None:
-        self.name = config.name
-        self.config = config
-        self.runtime = runtime
-        self._infrastructure = infrastructure
-        self._on_request = on_request
-        self._client: DailyRestClient | None = None
-        self._sdk: Any = None
-        self._lock = threading.Lock()
+    _sdk: Any = None  # what joins the rooms: set with the client (load_sdk, or the emulator's)
 
-    def _rest(self) -> tuple[DailyRestClient, Any]:
-        with self._lock:
-            if self._client is None:
-                self._client, self._sdk = self._make_client()
-            return self._client, self._sdk
-
-    def _make_client(self) -> tuple[DailyRestClient, Any]:
+    def _make_client(self) -> DailyRestClient:
         c = self.config
         where = f"providers.{self.name}"
         if c.api_base_url == "emulator":
             emulator = self._infrastructure.daily_emulator()
-            client = DailyRestClient(
-                api_key=emulator.api_key,
-                api_base_url=emulator.base_url,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-            return client, emulator.sdk
-        if not c.api_key:
-            raise ConfigError("required for Daily's API", key_path=f"{where}.api_key")
-        try:
-            sdk = load_sdk()  # before any room is made that could not be joined
-        except SdkMissing as exc:
-            raise ConfigError(str(exc), key_path=where) from None
-        client = DailyRestClient(
-            api_key=c.api_key,
-            api_base_url=c.api_base_url,
-            timeout_s=c.timeout_s,
-            retries=c.retries,
-            backoff_s=c.backoff_s,
-            on_request=self._on_request,
-        )
-        return client, sdk
+            key, base, sdk = emulator.api_key, emulator.base_url, emulator.sdk
+        else:
+            if not c.api_key:
+                raise ConfigError("required for Daily's API", key_path=f"{where}.api_key")
+            try:
+                sdk = load_sdk()  # before any room is made that could not be joined
+            except SdkMissing as exc:
+                raise ConfigError(str(exc), key_path=where) from None
+            key, base = c.api_key, c.api_base_url
+        self._sdk = sdk
+        return DailyRestClient(api_key=key, api_base_url=base, **self._rest_options())
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         for field_name in ("url", "headers", "subprotocols"):
@@ -319,7 +252,8 @@ class DailyProvider:
                 raise TypeError(
                     f"the daily provider takes no {field_name!r}: it makes its own room"
                 )
-        rest, sdk = self._rest()
+        rest = self._rest()
+        sdk = self._sdk
         c = self.config
         room_name = session_id  # unguessable, and Daily's alphabet: the room is surely ours
         exp = int(time.time() + c.room_ttl_s)
@@ -366,7 +300,7 @@ class DailyProvider:
         return SessionPlan(codec=codec, dial=dial, call_id=dial_out, connect=call)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
-        rest, _ = self._rest()
+        rest = self._rest()
         room_name = session_id
         if plan.call_id is not None:
             try:
@@ -378,9 +312,3 @@ class DailyProvider:
             logger.info("session %s: Daily room deleted", session_id)
         else:
             logger.info("session %s: Daily room was already gone", session_id)
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

@@ -31,7 +31,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Unpack
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -41,12 +41,11 @@ from ..config import ExotelProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..signing import inbound_token
-from ..transport import websocket_connection
-from . import GatewayEndpoint, RequestObserver, SessionPlan
+from . import SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, clip, reason_phrase
-from ._rest import RestClient
-from ._streamed import audio_policy, call_parameters, hop_dial
+from ._http import AT_MOST_ONCE, clip, json_body, reason_phrase
+from ._rest import RestClient, RestOptions
+from ._streamed import audio_policy, call_parameters
 
 __all__ = [
     "ExotelProvider",
@@ -124,11 +123,7 @@ def applet_url(
 def parse_error_response(status: int, body: bytes | str, *, reason: str = "") -> ProviderError:
     """The :class:`ProviderError` for Exotel's ``RestException`` body (``Message``, ``Code``);
     an unknown body is not echoed."""
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     exception = data.get("RestException") if isinstance(data, dict) else None
     if not isinstance(exception, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
@@ -167,25 +162,13 @@ class ExotelRestClient(RestClient):
         api_key: str,
         api_token: str,
         api_base_url: str = "https://api.exotel.com",
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not account_sid or not _SID.fullmatch(account_sid):
             raise ValueError("account_sid is required (letters, digits, '_', '.', '-')")
         if not api_key or not api_token:
             raise ValueError("api_key and api_token are required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(api_key, api_token),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(api_key, api_token), **options)
         self.account_sid = account_sid
 
     def __repr__(self) -> str:
@@ -216,8 +199,6 @@ class ExotelRestClient(RestClient):
             form.append(("TimeLimit", str(time_limit_s)))
         path = f"/v1/Accounts/{self.account_sid}/Calls/connect.json"
         response = self._request("create_call", "POST", path, what="Calls/connect", form=form)
-        if not response.ok:
-            raise self.parse_error(response)
         call = _call_of(self._json_object(response, "POST Calls/connect"))
         if call is None or not isinstance(call.get("sid"), str):
             raise ProviderError(
@@ -252,19 +233,13 @@ class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
                     raise ConfigError("required for Exotel's API", key_path=f"{where}.{name}")
             sid, key, token = c.account_sid or "", c.api_key or "", c.api_token or ""
             base = c.api_base_url
-        try:
-            return ExotelRestClient(
-                account_sid=sid,
-                api_key=key,
-                api_token=token,
-                api_base_url=base,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc), key_path=where) from None
+        return ExotelRestClient(
+            account_sid=sid,
+            api_key=key,
+            api_token=token,
+            api_base_url=base,
+            **self._rest_options(),
+        )
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, caller_id = call_ends(
@@ -313,21 +288,14 @@ class ExotelProvider(GatewayProvider[ExotelProviderConfig, ExotelRestClient]):
         routing = call_parameters(gateway, session_id, None)
         return self._plan(session_id, gateway, call_sid), json.dumps(routing)
 
-    def resume(self, session_id: str, call_id: str) -> SessionPlan:
-        """The plan that carries on call ``call_id``, which already streams to the gateway
-        for ``session_id`` (a cluster's takeover): no request to Exotel."""
-        return self._plan(session_id, self._infrastructure.gateway(), call_id)
-
-    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str) -> SessionPlan:
+    def _codec(self, session_id: str) -> ExotelCodec:
         c = self.config
-        codec = ExotelCodec(
+        return ExotelCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             min_chunk_ms=c.min_chunk_ms,
             session_id=session_id,
             hidden_parameters=_HIDDEN,
         )
-        dial = hop_dial(gateway, session_id, self.runtime)
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         # Nothing over REST: the session's end closes its stream, and that ends the call.

@@ -32,11 +32,10 @@ Creating is retried only on 429 (a 5xx may mean the call exists); hanging up als
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
@@ -47,8 +46,6 @@ from ..config import PlivoProviderConfig, RuntimeConfig
 from ..errors import ConfigError, ProviderError, TransportError
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_extra_headers
-from ..signing import stream_nonce, stream_token
-from ..transport import websocket_connection
 from ..webhooks.plivo import dial_xml, stream_xml
 from . import (
     ControlCommand,
@@ -60,9 +57,9 @@ from . import (
     Transfer,
 )
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import RestClient
-from ._streamed import hop_dial
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase
+from ._rest import RestClient, RestOptions
+from ._streamed import call_parameters, nonced_parameters
 
 __all__ = ["PlivoProvider", "PlivoRestClient", "parse_error_response"]
 
@@ -76,10 +73,7 @@ _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
 def parse_error_response(status: int, body: bytes, reason: str = "") -> ProviderError:
     """The :class:`ProviderError` for a Plivo error response: its ``error`` (a text, or an
     object of field messages, joined); any other body gives the status and reason only."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, TypeError):
-        data = None
+    data = json_body(body)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         parts = []
@@ -115,25 +109,13 @@ class PlivoRestClient(RestClient):
         auth_id: str,
         auth_token: str,
         api_base_url: str = "https://api.plivo.com",
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not _AUTH_ID.fullmatch(auth_id or ""):
             raise ValueError("auth_id must be MA or SA followed by 18 capitals or digits")
         if not auth_token:
             raise ValueError("auth_token is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(auth_id, auth_token),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(auth_id, auth_token), **options)
         self.auth_id = auth_id
         self._account = f"/v1/Account/{auth_id}"
 
@@ -174,8 +156,6 @@ class PlivoRestClient(RestClient):
         response = self._request(
             "create_call", "POST", f"{self._account}/Call/", what="Call/", json=body
         )
-        if not response.ok:
-            raise self.parse_error(response)
         data = self._json_object(response, "POST Call/")
         request_uuid = data.get("request_uuid")
         if isinstance(request_uuid, list) and request_uuid:  # one per destination
@@ -212,11 +192,7 @@ class PlivoRestClient(RestClient):
 
     def _post(self, operation: str, name: str, body: dict[str, str]) -> bool:
         response = self._request(operation, "POST", f"{self._account}/{name}", what=name, json=body)
-        if response.ok:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self.parse_error(response)
+        return self._done(response)
 
     def cancel_request(self, request_uuid: str) -> bool:
         """Cancel a call not yet answered: True if this cancelled it, False if it was no
@@ -229,12 +205,7 @@ class PlivoRestClient(RestClient):
         return value
 
     def _delete(self, name: str) -> bool:
-        response = self._request("hang_up", "DELETE", f"{self._account}/{name}", what=name)
-        if response.ok:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self.parse_error(response)
+        return self._done(self._request("hang_up", "DELETE", f"{self._account}/{name}", what=name))
 
     def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(response.status_code, response.content, response.reason or "")
@@ -290,18 +261,9 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
                 missing = "auth_id" if not c.auth_id else "auth_token"
                 raise ConfigError("required for Plivo's API", key_path=f"{where}.{missing}")
             auth_id, token, base = c.auth_id, c.auth_token, c.api_base_url
-        try:
-            return PlivoRestClient(
-                auth_id=auth_id,
-                auth_token=token,
-                api_base_url=base,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-        except ValueError as exc:  # names the field, never the value
-            raise ConfigError(str(exc), key_path=where) from None
+        return PlivoRestClient(
+            auth_id=auth_id, auth_token=token, api_base_url=base, **self._rest_options()
+        )
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, from_ = call_ends("plivo", self.name, request, configured_from=self.config.from_number)
@@ -317,16 +279,10 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
                     key_path="inbound.public_url",
                 )
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
-        routing = {"session": session_id, "token": token}
+        routing = call_parameters(gateway, session_id, None)
         # Built (and checked: Plivo's extra headers take letters and digits only) before the
         # call is placed, whichever server will answer it.
-        xml = stream_xml(
-            gateway.public_url.rstrip("/") + "/plivo",
-            {**dict(request.parameters or {}), **routing},
-            content_type=self.config.content_type,
-            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
-        )
+        xml = self._stream_xml(gateway, session_id, {**dict(request.parameters or {}), **routing})
         infra = self._infrastructure
         ours = infra.webhook_route(self.config, "/plivo/answer")
         hangup_url = self.config.hangup_url or infra.webhook_route(self.config, "/plivo/hangup")
@@ -390,12 +346,8 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
         """The XML of :meth:`answer` alone (a cluster's node answering a call claimed for
         another node, which carries it)."""
         gateway = self._infrastructure.gateway()
-        routing = {"session": session_id, "token": stream_token(gateway.secret, session_id)}
-        return stream_xml(
-            gateway.public_url.rstrip("/") + "/plivo",
-            {**dict(parameters), **routing},
-            content_type=self.config.content_type,
-            redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
+        return self._stream_xml(
+            gateway, session_id, call_parameters(gateway, session_id, parameters)
         )
 
     def restream(self, session_id: str) -> str:
@@ -403,30 +355,22 @@ class PlivoProvider(GatewayProvider[PlivoProviderConfig, PlivoRestClient]):
         (a cluster's: the stream ended with its gateway, the ``<Redirect>`` after it brought
         the call back), with a stream credential of its own (a fresh nonce)."""
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        routing = {
-            "session": session_id,
-            "token": stream_token(gateway.secret, session_id, nonce),
-            "nonce": nonce,
-        }
+        return self._stream_xml(gateway, session_id, nonced_parameters(gateway, session_id))
+
+    def _stream_xml(
+        self, gateway: GatewayEndpoint, session_id: str, parameters: dict[str, str]
+    ) -> str:
+        """The ``<Stream>`` XML to the gateway's ``/plivo`` with ``parameters`` as extra
+        headers (in a cluster, then a ``<Redirect>`` back to our ``/plivo/answer``)."""
         return stream_xml(
             gateway.public_url.rstrip("/") + "/plivo",
-            routing,
+            parameters,
             content_type=self.config.content_type,
             redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
 
-    def resume(self, session_id: str, call_id: str) -> SessionPlan:
-        """The plan that carries on call ``call_id``, which already streams to the gateway
-        for ``session_id`` (a cluster's takeover, or a call another node answered): no
-        answer document, no request to the provider."""
-        return self._plan(session_id, self._infrastructure.gateway(), call_id)
-
-    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
-        runtime = self.runtime
-        dial = hop_dial(gateway, session_id, runtime)
-        codec = _RoutedPlivoCodec(session_id=session_id)
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
+    def _codec(self, session_id: str) -> _RoutedPlivoCodec:
+        return _RoutedPlivoCodec(session_id=session_id)
 
     def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
         """Send digits (``POST Call/{uuid}/DTMF/``: the stream goes on), or transfer the call

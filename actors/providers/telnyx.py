@@ -35,11 +35,10 @@ Creating is retried only on 429 (a 5xx may mean the call exists); hanging up als
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 
@@ -49,13 +48,10 @@ from ..config import RuntimeConfig, TelnyxProviderConfig
 from ..errors import ConfigError, ProviderError, UnsupportedMessage
 from ..messages import Message, SessionRequest, Started
 from ..routing import decode_client_state, encode_client_state
-from ..signing import stream_nonce, stream_token
-from ..transport import websocket_connection
 from ..webhooks.telnyx import dial_texml, stream_texml
 from ..webhooks.twilio import InboundCall
 from . import (
     ControlCommand,
-    GatewayEndpoint,
     Infrastructure,
     Redirect,
     RequestObserver,
@@ -64,9 +60,9 @@ from . import (
     Transfer,
 )
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import BearerAuth, RestClient
-from ._streamed import hop_dial
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, title_detail
+from ._rest import BearerAuth, RestClient, RestOptions
+from ._streamed import call_parameters, nonced_parameters
 
 __all__ = ["ALREADY_ENDED_CODE", "TelnyxProvider", "TelnyxRestClient", "parse_error_response"]
 
@@ -83,10 +79,7 @@ def parse_error_response(status: int, body: bytes, reason: str = "") -> Provider
     """The :class:`ProviderError` for a Telnyx error response: the first of ``errors``
     (``code`` as text, ``title: detail`` as the message); any other body gives the HTTP
     status and reason phrase only (an unknown body is not echoed)."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, TypeError):
-        data = None
+    data = json_body(body)
     errors = data.get("errors") if isinstance(data, dict) else None
     first = errors[0] if isinstance(errors, list) and errors else None
     if not isinstance(first, dict):
@@ -94,13 +87,24 @@ def parse_error_response(status: int, body: bytes, reason: str = "") -> Provider
     code = first.get("code")
     title = first["title"] if isinstance(first.get("title"), str) else ""
     detail = first["detail"] if isinstance(first.get("detail"), str) else ""
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
     return ProviderError(
         PROVIDER,
-        clip(message) or reason_phrase(status, reason),
+        clip(title_detail(title, detail)) or reason_phrase(status, reason),
         status=status,
         code=clip(str(code), 16) if isinstance(code, str | int) else None,
     )
+
+
+def _stream(stream_url: str, codec: str) -> dict[str, Any]:
+    """The parameters of a bidirectional stream of the caller's audio to ``stream_url`` (a
+    dial's, an answer's, a ``streaming_start``'s: the spec names them alike)."""
+    return {
+        "stream_url": stream_url,
+        "stream_track": "inbound_track",
+        "stream_bidirectional_mode": "rtp",
+        "stream_bidirectional_codec": codec,
+        "stream_bidirectional_sampling_rate": 8000,
+    }
 
 
 class TelnyxRestClient(RestClient):
@@ -130,23 +134,11 @@ class TelnyxRestClient(RestClient):
         *,
         api_key: str,
         api_base_url: str = "https://api.telnyx.com/v2",
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=BearerAuth(api_key),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
-        )
+        super().__init__(api_base_url=api_base_url, auth=BearerAuth(api_key), **options)
 
     def __repr__(self) -> str:
         return f"TelnyxRestClient(api_base_url={self._origin!r})"
@@ -173,11 +165,7 @@ class TelnyxRestClient(RestClient):
             "connection_id": connection_id,
             "to": to,
             "from": from_,
-            "stream_url": stream_url,
-            "stream_track": "inbound_track",
-            "stream_bidirectional_mode": "rtp",
-            "stream_bidirectional_codec": codec,
-            "stream_bidirectional_sampling_rate": 8000,
+            **_stream(stream_url, codec),
         }
         if client_state is not None:
             body["client_state"] = client_state
@@ -190,8 +178,6 @@ class TelnyxRestClient(RestClient):
         if answering_machine_detection_config:
             body["answering_machine_detection_config"] = dict(answering_machine_detection_config)
         response = self._request("create_call", "POST", "/calls", json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         data = self._json_object(response, "POST /calls").get("data")
         if not isinstance(data, dict) or not isinstance(data.get("call_control_id"), str):
             raise ProviderError(
@@ -206,41 +192,19 @@ class TelnyxRestClient(RestClient):
         """``POST /calls/{id}/actions/streaming_start`` (the spec's ``StartCallStreaming``):
         stream the call both ways to ``stream_url`` again. True if Telnyx took it, False if
         the call has ended (422 code 90018, or 404); :class:`ProviderError` otherwise."""
-        if not call_control_id or "/" in call_control_id:
-            raise ValueError("call_control_id must be a non-empty id")
-        body = {
-            "stream_url": stream_url,
-            "stream_track": "inbound_track",
-            "stream_bidirectional_mode": "rtp",
-            "stream_bidirectional_codec": codec,
-            "stream_bidirectional_sampling_rate": 8000,
-            "client_state": client_state,
-            "command_id": str(uuid.uuid4()),  # the same for every retry of this command
-        }
-        path = f"/calls/{call_control_id}/actions/streaming_start"
-        response = self._request("streaming_start", "POST", path, what="streaming_start", json=body)
-        if response.ok:
-            return True
-        error = self.parse_error(response)
-        if response.status_code == 404 or (
-            response.status_code == 422 and error.code == ALREADY_ENDED_CODE
-        ):
-            return False
-        raise error
+        body = {**_stream(stream_url, codec), "client_state": client_state}
+        return self._command("streaming_start", call_control_id, "streaming_start", body)
 
     def hang_up(self, call_control_id: str) -> bool:
         """Hang up: True if this ended the call, False if it had already ended (422 with code
         90018, or 404). Anything else raises :class:`ProviderError`."""
-        # The command_id is the same for every retry of this hang-up: one command.
-        return self._command(
-            "hang_up", call_control_id, "hangup", {"command_id": str(uuid.uuid4())}
-        )
+        return self._command("hang_up", call_control_id, "hangup", {})
 
     def transfer(self, call_control_id: str, to: str, from_: str | None = None) -> bool:
         """``actions/transfer`` (``TransferCall``): the call leaves for ``to`` (a number or SIP
         URI; ``from_``: the caller id shown there). True once Telnyx took the command, False
         if the call had already ended."""
-        body: dict[str, Any] = {"to": to, "command_id": str(uuid.uuid4())}
+        body: dict[str, Any] = {"to": to}
         if from_ is not None:
             body["from"] = from_
         return self._command("transfer", call_control_id, "transfer", body)
@@ -250,7 +214,6 @@ class TelnyxRestClient(RestClient):
         ``w``/``W`` pause) into the call; the stream goes on ("there are no webhooks
         associated with this command"). False if the call had already ended."""
         body = {"digits": digits, "duration_millis": duration_millis}
-        body["command_id"] = str(uuid.uuid4())
         return self._command("send_dtmf", call_control_id, "send_dtmf", body)
 
     def answer(
@@ -265,14 +228,7 @@ class TelnyxRestClient(RestClient):
         """``actions/answer`` (``AnswerCall``) an incoming Call Control call, streaming it
         both ways to ``stream_url`` (the same stream parameters as a dial). False if the call
         had already ended (the caller gave up)."""
-        body: dict[str, Any] = {
-            "stream_url": stream_url,
-            "stream_track": "inbound_track",
-            "stream_bidirectional_mode": "rtp",
-            "stream_bidirectional_codec": codec,
-            "stream_bidirectional_sampling_rate": 8000,
-            "command_id": str(uuid.uuid4()),
-        }
+        body: dict[str, Any] = _stream(stream_url, codec)
         if client_state is not None:
             body["client_state"] = client_state
         if webhook_url is not None:
@@ -290,24 +246,23 @@ class TelnyxRestClient(RestClient):
         response = self._request(
             "update_texml_call", "POST", path, what="texml update", form=[("Texml", texml)]
         )
-        if response.ok:
-            return True
-        if response.status_code == 404:
-            return False
-        raise self.parse_error(response)
+        return self._done(response)
 
     def reject(self, call_control_id: str, cause: str = "USER_BUSY") -> bool:
         """``actions/reject`` (``RejectCall``) an incoming call not answered: ``cause``
         ``USER_BUSY`` or ``CALL_REJECTED``. False if the call had already ended."""
-        body = {"cause": cause, "command_id": str(uuid.uuid4())}
-        return self._command("reject", call_control_id, "reject", body)
+        return self._command("reject", call_control_id, "reject", {"cause": cause})
 
     def _command(
         self, operation: str, call_control_id: str, action: str, body: dict[str, Any]
     ) -> bool:
+        """``POST /calls/{call_control_id}/actions/{action}`` with ``body`` and a
+        ``command_id`` of its own (the same for every retry: one command). True once taken,
+        False if the call had already ended (422 with code 90018, or 404)."""
         if not call_control_id or "/" in call_control_id:
             raise ValueError("call_control_id must be a non-empty id")
         path = f"/calls/{call_control_id}/actions/{action}"
+        body = {**body, "command_id": str(uuid.uuid4())}
         response = self._request(operation, "POST", path, what=action, json=body)
         if response.ok:
             return True
@@ -379,18 +334,14 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         return TelnyxRestClient(
             api_key=key,
             api_base_url=base,
-            timeout_s=c.timeout_s,
-            retries=c.retries,
-            backoff_s=c.backoff_s,
-            on_request=self._on_request,
+            **self._rest_options(),
         )
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, from_ = call_ends("telnyx", self.name, request, configured_from=self.config.from_number)
         client = self._rest()
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
-        state = {**dict(request.parameters or {}), "session": session_id, "token": token}
+        state = call_parameters(gateway, session_id, request.parameters)
         assert self._connection_id is not None  # checked when the client was made
         amd, amd_config = _amd(request.machine_detection)
         call = client.create_call(
@@ -429,8 +380,7 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         self._rest()  # the REST client (the emulator) exists: end_session hangs up with it
         gateway = self._infrastructure.gateway()
         if self.config.inbound == "call_control":
-            token = stream_token(gateway.secret, session_id)
-            state = {**dict(parameters), "session": session_id, "token": token}
+            state = call_parameters(gateway, session_id, parameters)
             stream_url = gateway.public_url.rstrip("/") + "/telnyx"
             with self._lock:
                 self._to_answer[session_id] = (call_id, stream_url, encode_client_state(state))
@@ -444,10 +394,9 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         """The TeXML of :meth:`answer` alone (a cluster's node answering a call claimed for
         another node, which carries it)."""
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
         return stream_texml(
             gateway.public_url.rstrip("/") + "/telnyx",
-            {**dict(parameters), "session": session_id, "token": token},
+            call_parameters(gateway, session_id, parameters),
             codec=self.config.codec,
             redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
@@ -457,11 +406,9 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         (a cluster's: the call's stream ended with its gateway, the TeXML's ``<Redirect>``
         brought it back), with a stream credential of its own (a fresh nonce)."""
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        token = stream_token(gateway.secret, session_id, nonce)
         return stream_texml(
             gateway.public_url.rstrip("/") + "/telnyx",
-            {"session": session_id, "token": token, "nonce": nonce},
+            nonced_parameters(gateway, session_id),
             codec=self.config.codec,
             redirect_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
@@ -471,24 +418,12 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         session's gateway again, with a credential of its own: ``streaming_start`` over REST.
         ``False`` when the call has ended."""
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        state = {
-            "session": session_id,
-            "token": stream_token(gateway.secret, session_id, nonce),
-            "nonce": nonce,
-        }
         return self._rest().start_streaming(
             call_control_id,
             stream_url=gateway.public_url.rstrip("/") + "/telnyx",
-            client_state=encode_client_state(state),
+            client_state=encode_client_state(nonced_parameters(gateway, session_id)),
             codec=self.config.codec,
         )
-
-    def resume(self, session_id: str, call_id: str) -> SessionPlan:
-        """The plan that carries on call ``call_id``, which already streams to the gateway
-        for ``session_id`` (a cluster's takeover, or a call another node answered): no
-        answer document, no request to the provider."""
-        return self._plan(session_id, self._infrastructure.gateway(), call_id)
 
     def inbound_call(self, session_id: str, call: InboundCall) -> None:
         """The webhook's call that ``session_id`` answers: a TeXML call's ``AccountSid`` is
@@ -522,11 +457,8 @@ class TelnyxProvider(GatewayProvider[TelnyxProviderConfig, TelnyxRestClient]):
         if not self._rest().reject(call_id):
             logger.info("Telnyx call %s was over before it was rejected", call_id)
 
-    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_id: str) -> SessionPlan:
-        runtime = self.runtime
-        dial = hop_dial(gateway, session_id, runtime)
-        codec = _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_id)
+    def _codec(self, session_id: str) -> _StateCodec:
+        return _StateCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
 
     def control_call(self, session_id: str, plan: SessionPlan, command: ControlCommand) -> bool:
         """A Call Control call takes commands: ``actions/transfer``, ``actions/send_dtmf``

@@ -14,12 +14,11 @@ else: not into log lines, exception messages or reprs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 
@@ -27,15 +26,13 @@ from ..codecs.twilio import TwilioCodec
 from ..config import TwilioProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
-from ..signing import stream_nonce, stream_token
-from ..transport import websocket_connection
 from ..wire.constants import ACCOUNT_SID as _ACCOUNT_SID
 from ..wire.constants import CALL_SID as _CALL_SID
-from . import GatewayEndpoint, ProgressUrls, RequestObserver, SessionPlan
+from . import ProgressUrls, SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import RestClient
-from ._streamed import hop_dial
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, text_of, title_detail
+from ._rest import RestClient, RestOptions
+from ._streamed import call_parameters, nonced_parameters
 
 __all__ = [
     "ALREADY_ENDED_CODES",
@@ -102,11 +99,7 @@ def parse_error_response(
     perhaps ``code``; without one the code is the trailing digits of ``type``). Anything else
     gives a message with the HTTP status and reason phrase only: an unknown body is not echoed.
     """
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):  # not JSON (or not UTF-8): handled below
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
     is_problem = "problem+json" in content_type.lower() or (
@@ -115,8 +108,8 @@ def parse_error_response(
     if is_problem:
         return _from_problem(status, reason, data)
     code = _as_code(data.get("code"))
-    message = _text(data.get("message"))
-    detail = _text(data.get("detail"))
+    message = text_of(data.get("message"))
+    detail = text_of(data.get("detail"))
     if detail and detail != message:
         message = f"{message}: {detail}" if message else detail
     return ProviderError(
@@ -124,21 +117,20 @@ def parse_error_response(
         clip(message) or reason_phrase(status, reason),
         status=status,
         code=code,
-        more_info=_text(data.get("more_info")) or None,
+        more_info=text_of(data.get("more_info")) or None,
     )
 
 
 def _from_problem(status: int, reason: str, data: Mapping[str, Any]) -> ProviderError:
-    problem_type = _text(data.get("type"))
-    title = _text(data.get("title"))
-    detail = _text(data.get("detail"))
+    problem_type = text_of(data.get("type"))
+    title = text_of(data.get("title"))
+    detail = text_of(data.get("detail"))
     code = _as_code(data.get("code"))
     if code is None and problem_type:
         digits = _TRAILING_DIGITS.search(problem_type)
         code = int(digits.group(1)) if digits else None
-    # "title: detail" reads best; either alone when the other is missing or the same.
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
-    more_info = _text(data.get("more_info")) or None
+    message = title_detail(title, detail)
+    more_info = text_of(data.get("more_info")) or None
     if more_info is None and problem_type.startswith(("http://", "https://")):
         more_info = problem_type  # RFC 9457: the type URI should document the problem
     return ProviderError(
@@ -159,10 +151,6 @@ def _as_code(value: object) -> int | str | None:
         text = value.strip()
         return int(text) if text.isdigit() else clip(text, 64)
     return None
-
-
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
 
 
 class TwilioRestClient(RestClient):
@@ -197,11 +185,7 @@ class TwilioRestClient(RestClient):
         api_key: str | None = None,
         api_secret: str | None = None,
         api_base_url: str = "https://api.twilio.com",
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not account_sid:
             raise ValueError("account_sid is required")
@@ -219,15 +203,7 @@ class TwilioRestClient(RestClient):
             raise ValueError("api_key is required with api_secret")
         else:
             raise ValueError("auth_token (or api_key and api_secret) is required")
-        super().__init__(
-            api_base_url=api_base_url,
-            auth=(username, password),
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
-        )
+        super().__init__(api_base_url=api_base_url, auth=(username, password), **options)
         self.account_sid = account_sid
         self._account_path = f"/{API_VERSION}/Accounts/{account_sid}"
 
@@ -270,8 +246,6 @@ class TwilioRestClient(RestClient):
             form.append(("Timeout", str(timeout_s)))
         form.extend((extra or {}).items())
         response = self._account_request("create_call", "Calls.json", form)
-        if not response.ok:
-            raise self.parse_error(response)
         call = self._json_object(response, "POST Calls.json")
         if not isinstance(call.get("sid"), str):
             raise ProviderError(
@@ -361,10 +335,7 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
                 account_sid=emulator.account_sid,
                 auth_token=emulator.auth_token,
                 api_base_url=emulator.base_url,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
+                **self._rest_options(),
             )
         if c.account_sid is None:
             raise ConfigError("required for the Twilio API", key_path=f"{where}.account_sid")
@@ -372,29 +343,21 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
             raise ConfigError(
                 "set auth_token, or api_key and api_secret", key_path=f"{where}.auth_token"
             )
-        try:
-            return TwilioRestClient(
-                account_sid=c.account_sid,
-                auth_token=c.auth_token,
-                api_key=c.api_key,
-                api_secret=c.api_secret,
-                api_base_url=c.api_base_url,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-        except ValueError as exc:  # the client's checks name fields, never values
-            raise ConfigError(str(exc), key_path=where) from None
+        return TwilioRestClient(
+            account_sid=c.account_sid,
+            auth_token=c.auth_token,
+            api_key=c.api_key,
+            api_secret=c.api_secret,
+            api_base_url=c.api_base_url,
+            **self._rest_options(),
+        )
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, from_ = call_ends("twilio", self.name, request, configured_from=self.config.from_number)
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()  # a credential of this TwiML's own (actors.signing)
-        token = stream_token(gateway.secret, session_id, nonce)
-        # The application's own parameters come back in Started.parameters; ours win.
-        ours = {"session": session_id, "token": token, "nonce": nonce}
-        parameters = {**dict(request.parameters or {}), **ours}
+        # A credential of this TwiML's own (actors.signing). The application's own parameters
+        # come back in Started.parameters; ours win.
+        parameters = nonced_parameters(gateway, session_id, request.parameters)
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
         redirect = self._infrastructure.reattach_url(session_id)
         progress = self._infrastructure.progress_urls(self.config)
@@ -441,8 +404,7 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
 
         gateway = self._infrastructure.gateway()
-        token = stream_token(gateway.secret, session_id)
-        params = {**dict(parameters), "session": session_id, "token": token}
+        params = call_parameters(gateway, session_id, parameters)
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
         twiml = connect_twiml(
             stream_url, params, redirect_url=redirect_url, status_callback=self._stream_status()
@@ -455,12 +417,11 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         own (a fresh nonce: the gateway pairs each once) and the application's
         ``parameters`` again."""
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        token = stream_token(gateway.secret, session_id, nonce)
-        ours = {"session": session_id, "token": token, "nonce": nonce}
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
         return build_stream_twiml(
-            stream_url, {**dict(parameters), **ours}, status_callback=self._stream_status()
+            stream_url,
+            nonced_parameters(gateway, session_id, parameters),
+            status_callback=self._stream_status(),
         )
 
     def _stream_status(self) -> str | None:
@@ -482,24 +443,13 @@ class TwilioProvider(GatewayProvider[TwilioProviderConfig, TwilioRestClient]):
         from ..webhooks.twilio import connect_twiml  # noqa: PLC0415 (it imports this module)
 
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        token = stream_token(gateway.secret, session_id, nonce)
-        parameters = {"session": session_id, "token": token, "nonce": nonce}
+        parameters = nonced_parameters(gateway, session_id)
         stream_url = gateway.public_url.rstrip("/") + "/twilio"
         redirect = self._infrastructure.reattach_url(session_id)
         return connect_twiml(stream_url, parameters, redirect_url=redirect)
 
-    def resume(self, session_id: str, call_id: str) -> SessionPlan:
-        """The plan that carries on call ``call_id``, which already streams to the gateway
-        for ``session_id`` (a cluster's takeover, or a call another node answered): no
-        answer document, no request to the provider."""
-        return self._plan(session_id, self._infrastructure.gateway(), call_id)
-
-    def _plan(self, session_id: str, gateway: GatewayEndpoint, call_sid: str | None) -> SessionPlan:
-        runtime = self.runtime
-        dial = hop_dial(gateway, session_id, runtime)
-        codec = TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=call_sid)
+    def _codec(self, session_id: str) -> TwilioCodec:
+        return TwilioCodec(session_id=session_id, hidden_parameters=frozenset({"token", "nonce"}))
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         if plan.call_id is None:

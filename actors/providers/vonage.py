@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import requests
 
@@ -40,13 +40,11 @@ from ..config import VonageProviderConfig
 from ..errors import ConfigError, ProviderError
 from ..messages import SessionRequest
 from ..pubkey import application_token
-from ..signing import stream_nonce, stream_token
-from ..transport import websocket_connection
-from . import GatewayEndpoint, RequestObserver, SessionPlan
+from . import GatewayEndpoint, SessionPlan
 from ._gateway import GatewayProvider, call_ends
-from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, reason_phrase
-from ._rest import BearerAuth, RestClient
-from ._streamed import audio_policy, call_parameters, hop_dial
+from ._http import AT_MOST_ONCE, IDEMPOTENT, clip, json_body, reason_phrase, text_of, title_detail
+from ._rest import BearerAuth, RestClient, RestOptions
+from ._streamed import audio_policy, call_parameters, nonced_parameters
 
 __all__ = [
     "VonageProvider",
@@ -115,21 +113,17 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
     """The :class:`ProviderError` for an error answer: ``code`` is the problem type's
     fragment (``.../api-errors#unauthorized`` -> ``unauthorized``), the message ``title:
     detail`` (and the names of invalid parameters); an unknown body is not echoed."""
-    data: Any = None
-    try:
-        data = json.loads(body)
-    except (ValueError, TypeError):
-        pass
+    data = json_body(body)
     if not isinstance(data, dict):
         return ProviderError(PROVIDER, reason_phrase(status, reason), status=status)
-    problem_type = _text(data.get("type"))
-    title = _text(data.get("title")) or _text(data.get("error_title"))
-    detail = _text(data.get("detail"))
-    message = f"{title}: {detail}" if title and detail and detail != title else title or detail
+    problem_type = text_of(data.get("type"))
+    title = text_of(data.get("title")) or text_of(data.get("error_title"))
+    message = title_detail(title, text_of(data.get("detail")))
     invalid = data.get("invalid_parameters")
     if isinstance(invalid, list | dict) and invalid:
         names = [
-            _text(item.get("name")) if isinstance(item, dict) else _text(item) for item in invalid
+            text_of(item.get("name")) if isinstance(item, dict) else text_of(item)
+            for item in invalid
         ]
         message = f"{message} ({', '.join(n for n in names if n)})" if message else ""
     code: str | None = None
@@ -143,10 +137,6 @@ def parse_error_response(status: int, body: bytes | str, *, reason: str = "") ->
         code=code,
         more_info=more_info,
     )
-
-
-def _text(value: object) -> str:
-    return value.strip() if isinstance(value, str) else ""
 
 
 class VonageRestClient(RestClient):
@@ -166,11 +156,7 @@ class VonageRestClient(RestClient):
         application_id: str,
         private_key: str,
         api_base_url: str = "https://api.nexmo.com",
-        timeout_s: float = 10.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
-        on_request: RequestObserver | None = None,
+        **options: Unpack[RestOptions],
     ) -> None:
         if not application_id:
             raise ValueError("application_id is required")
@@ -185,11 +171,7 @@ class VonageRestClient(RestClient):
             api_base_url=api_base_url,
             auth=BearerAuth(token),
             headers={"Content-Type": "application/json"},
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-            on_request=on_request,
+            **options,
         )
 
     def __repr__(self) -> str:
@@ -216,8 +198,6 @@ class VonageRestClient(RestClient):
         if ringing_timer is not None:
             body["ringing_timer"] = ringing_timer
         response = self._request("create_call", "POST", "/v1/calls", json=body)
-        if not response.ok:
-            raise self.parse_error(response)
         call = self._json_object(response, "POST /v1/calls")
         if not isinstance(call.get("uuid"), str):
             raise ProviderError(
@@ -235,13 +215,9 @@ class VonageRestClient(RestClient):
         response = self._request(
             "hang_up", "PUT", path, what="/v1/calls/{uuid}", json={"action": "hangup"}
         )
-        if response.ok:
-            logger.info("vonage call %s hung up", uuid)
-            return True
-        if response.status_code == 404:
-            logger.info("vonage call %s had already ended", uuid)
-            return False
-        raise self.parse_error(response)
+        ended = self._done(response)
+        logger.info("vonage call %s %s", uuid, "hung up" if ended else "had already ended")
+        return ended
 
     def parse_error(self, response: requests.Response) -> ProviderError:
         return parse_error_response(
@@ -273,18 +249,12 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
                 raise ConfigError("required for Vonage's API", key_path=f"{where}.application_id")
             key = c.private_key or _read_key(c.private_key_file, where)
             application_id, base = c.application_id, c.api_base_url
-        try:
-            return VonageRestClient(
-                application_id=application_id,
-                private_key=key,
-                api_base_url=base,
-                timeout_s=c.timeout_s,
-                retries=c.retries,
-                backoff_s=c.backoff_s,
-                on_request=self._on_request,
-            )
-        except ValueError as exc:  # names the field, never the key
-            raise ConfigError(str(exc), key_path=where) from None
+        return VonageRestClient(
+            application_id=application_id,
+            private_key=key,
+            api_base_url=base,
+            **self._rest_options(),
+        )
 
     def open(self, session_id: str, request: SessionRequest) -> SessionPlan:
         to, from_ = call_ends(
@@ -297,12 +267,7 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
         )
         gateway = self._infrastructure.gateway()
         headers = call_parameters(gateway, session_id, request.parameters)
-        ncco = websocket_ncco(
-            gateway.public_url.rstrip("/") + "/vonage",
-            rate=self.config.sample_rate,
-            headers=headers,
-            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
-        )
+        ncco = self._ncco(gateway, session_id, headers)
         call = self._rest().create_call(
             to=to,
             from_=from_,
@@ -335,13 +300,8 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
         """The NCCO (JSON) of :meth:`answer` alone (a cluster's node answering a call
         claimed for another node, which carries it)."""
         gateway = self._infrastructure.gateway()
-        ncco = websocket_ncco(
-            gateway.public_url.rstrip("/") + "/vonage",
-            rate=self.config.sample_rate,
-            headers=call_parameters(gateway, session_id, parameters),
-            event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
-        )
-        return json.dumps(ncco)
+        headers = call_parameters(gateway, session_id, parameters)
+        return json.dumps(self._ncco(gateway, session_id, headers))
 
     def restream(self, session_id: str) -> str:
         """The NCCO (JSON) that connects a call back to ``session_id`` through this session's
@@ -349,37 +309,29 @@ class VonageProvider(GatewayProvider[VonageProviderConfig, VonageRestClient]):
         ``disconnected`` event of its websocket, which a synchronous ``eventUrl`` may answer
         with a new NCCO (a cluster's: the stream ended with its gateway)."""
         gateway = self._infrastructure.gateway()
-        nonce = stream_nonce()
-        headers = {
-            "session": session_id,
-            "token": stream_token(gateway.secret, session_id, nonce),
-            "nonce": nonce,
-        }
-        ncco = websocket_ncco(
+        return json.dumps(self._ncco(gateway, session_id, nonced_parameters(gateway, session_id)))
+
+    def _ncco(
+        self, gateway: GatewayEndpoint, session_id: str, headers: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """:func:`websocket_ncco` to the gateway's ``/vonage`` with ``headers`` (in a cluster,
+        its ``eventUrl`` is our ``/vonage/event?reattach=``)."""
+        return websocket_ncco(
             gateway.public_url.rstrip("/") + "/vonage",
             rate=self.config.sample_rate,
             headers=headers,
             event_url=self._infrastructure.reattach_url(session_id, REATTACH_ROUTE),
         )
-        return json.dumps(ncco)
 
-    def resume(self, session_id: str, call_id: str) -> SessionPlan:
-        """The plan that carries on call ``call_id``, which already streams to the gateway
-        for ``session_id`` (a cluster's takeover, or a call another node answered): no
-        answer document, no request to the provider."""
-        return self._plan(session_id, self._infrastructure.gateway(), call_id)
-
-    def _plan(self, session_id: str, gateway: GatewayEndpoint, uuid: str) -> SessionPlan:
+    def _codec(self, session_id: str) -> VonageCodec:
         c = self.config
-        codec = VonageCodec(
+        return VonageCodec(
             audio=audio_policy(c.audio_encoding, c.audio_sample_rate),
             session_id=session_id,
             hidden_parameters=frozenset({"token", "nonce"}),
             # Vonage drops what is past its buffer: written faster than real time, audio waits.
             lead_frames=c.max_lead_ms // FRAME_MS or None,
         )
-        dial = hop_dial(gateway, session_id, self.runtime)
-        return SessionPlan(codec=codec, dial=dial, connect=websocket_connection, call_id=uuid)
 
     def hang_up(self, session_id: str, plan: SessionPlan) -> None:
         if plan.call_id is None:
