@@ -21,6 +21,55 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 Behaviour = Callable[[socket.socket, threading.Event], None]
 
 
+def answer_upgrade(client: socket.socket) -> bytes:
+    """Read a WebSocket upgrade request from ``client`` and answer it (101, with RFC 6455's
+    accept key); return what the client sent after the request. ``ConnectionError`` (an
+    ``OSError``) if the client closes first."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = client.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        request += chunk
+    head, _, rest = request.partition(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    client.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    return rest
+
+
+def close_server(
+    listener: socket.socket,
+    acceptor: threading.Thread,
+    lock: threading.Lock,
+    sockets: list[socket.socket],
+    threads: list[threading.Thread],
+) -> None:
+    """End a test server: stop accepting on ``listener`` and join its ``acceptor``, then shut
+    down every socket it accepted (``sockets``, under ``lock``) so the ``threads`` serving them
+    return, join those, and close the sockets."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    acceptor.join(5)
+    with lock:
+        accepted, serving = list(sockets), list(threads)
+    for sock in accepted:
+        with contextlib.suppress(OSError):  # OSError too: a socket TLS took over
+            sock.shutdown(socket.SHUT_RDWR)
+    for thread in serving:
+        thread.join(5)
+    for sock in accepted:
+        sock.close()
+
+
 def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     """An unmasked server-to-client frame."""
     head = bytes([(0x80 if fin else 0) | opcode])
@@ -64,19 +113,7 @@ class RawPeer:
 
     def stop(self) -> None:
         self._stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            clients, threads = list(self._clients), list(self._threads)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-        self._acceptor.join(5)
-        for thread in threads:
-            thread.join(5)
-        for client in clients:
-            client.close()
+        close_server(self._listener, self._acceptor, self._lock, self._clients, self._threads)
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -92,22 +129,7 @@ class RawPeer:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                request += chunk
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-            client.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
+            answer_upgrade(client)
             with self._lock:
                 self.accepted += 1
             self.handshake_done.set()

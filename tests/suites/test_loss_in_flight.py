@@ -14,10 +14,8 @@ and says why. Everything it creates is deleted in ``finally`` blocks.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +40,7 @@ from tests.netns import dotted as _dotted
 from tests.netns import ip as _ip
 from tests.netns import join
 from tests.netns import namespaces_unavailable as _namespaces_unavailable
-from tests.peers import server_frame
+from tests.peers import answer_upgrade, close_server, server_frame
 from tests.suites.test_faults import (
     FROM,
     SECRET,
@@ -56,7 +54,6 @@ from tests.suites.test_faults import (
 
 pytestmark = pytest.mark.timeout(60)
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PING_INTERVAL_S = 0.25
 PING_TIMEOUT_S = 1.0
 
@@ -207,19 +204,7 @@ class CountingPeer:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            clients, threads = list(self._clients), list(self._threads)
-        for client in clients:
-            with contextlib.suppress(OSError):  # OSError too: a socket TLS took over
-                client.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for client in clients:
-            client.close()
+        close_server(self._listener, self._acceptor, self._lock, self._clients, self._threads)
 
     def count(self) -> int:
         with self._lock:
@@ -249,7 +234,7 @@ class CountingPeer:
                 client = self._tls.wrap_socket(client, server_side=True)  # detaches the other
                 with self._lock:
                     self._clients.append(client)
-            buf = _handshake(client)
+            buf = bytearray(answer_upgrade(client))
             while True:
                 while (found := _client_frame(buf)) is not None:
                     opcode, payload, size = found
@@ -271,27 +256,6 @@ class CountingPeer:
                 # test cuts the path after the peer has read a frame, our kernel knows it.
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 buf += chunk
-
-
-def _handshake(client: socket.socket) -> bytearray:
-    request = b""
-    while b"\r\n\r\n" not in request:
-        chunk = client.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        request += chunk
-    head, _, rest = request.partition(b"\r\n\r\n")
-    key = next(
-        line.split(b":", 1)[1].strip()
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"sec-websocket-key:")
-    )
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    client.sendall(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-    )
-    return bytearray(rest)
 
 
 def _client_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
@@ -339,19 +303,7 @@ class Forwarder:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            sockets, threads = list(self._sockets), list(self._threads)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for sock in sockets:
-            sock.close()
+        close_server(self._listener, self._acceptor, self._lock, self._sockets, self._threads)
 
     def _accept(self) -> None:
         while True:

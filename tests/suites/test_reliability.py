@@ -19,10 +19,8 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import socket
 import threading
@@ -55,14 +53,13 @@ from actors.messages import Message, SessionStatus
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from tests.conftest import eventually, fast_config
-from tests.peers import RawPeer, silent
+from tests.peers import RawPeer, answer_upgrade, close_server, silent
 from tests.processes import EchoProcess
 from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
 ENDED = frozenset({SessionState.CLOSED, SessionState.FAILED})
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def config_with(supervisor: SupervisorConfig | None = None, **runtime: object) -> TransportConfig:
@@ -357,19 +354,7 @@ class DripPeer:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            clients, threads = list(self._clients), list(self._threads)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for client in clients:
-            client.close()
+        close_server(self._listener, self._acceptor, self._lock, self._clients, self._threads)
 
     def hang_up(self) -> None:
         assert self._first is not None
@@ -395,22 +380,7 @@ class DripPeer:
 
     def _upgrade(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError, StopIteration):
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                request += chunk
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-            client.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
+            answer_upgrade(client)
             while client.recv(4096):  # read (and ignore) until hung up on
                 pass
 
