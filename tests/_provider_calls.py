@@ -1,16 +1,16 @@
-"""What the provider call tests share: a service on the fast config, the running emulator,
-reading until a message of a kind, a standalone gateway behind a TCP proxy, and the session-hop
-drop resumed through them."""
+"""What the provider call tests share: a service on the fast config or one for inbound calls,
+the running emulator, reading until a message of a kind, a standalone gateway behind a TCP
+proxy, and the session-hop drop resumed through them."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
-from actors import Audio, Binary, Mark, Started, TransportService
-from actors.config import EmulatorConfig, GatewayConfig, TransportConfig
+from actors import Audio, Binary, Mark, Started, TransportService, default_config
+from actors.config import EmulatorConfig, GatewayConfig, InboundConfig, TransportConfig
 from actors.emulator.media import CallMedia
 from actors.gateway.server import MediaGateway
 from actors.messages import Message
@@ -27,6 +27,17 @@ T = TypeVar("T")
 
 def config(**emulator: object) -> TransportConfig:
     return dataclasses.replace(fast_config(), emulator=EmulatorConfig(**emulator))  # type: ignore[arg-type]
+
+
+def inbound_service(behaviours: Mapping[str, str], **inbound: Any) -> TransportService:
+    """A service on the default config, its ``inbound`` section as given, whose emulated
+    phones answer as ``behaviours`` says (number -> behaviour)."""
+    cfg = dataclasses.replace(
+        default_config(),
+        emulator=EmulatorConfig(behaviours=behaviours),
+        inbound=InboundConfig(**inbound),
+    )
+    return TransportService(cfg)
 
 
 def running(service: TransportService, name: str, kind: type[T]) -> T:
