@@ -16,9 +16,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
+
+import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_FILE = ROOT / "tests" / "contracts" / "twilio" / "PRISM_VERSION"
@@ -194,3 +198,40 @@ class PrismServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def served(spec: Path) -> Iterator[str]:
+    """Prism serving ``spec`` while the generator runs (a fixture's ``yield from``): its base
+    URL. When Prism cannot be had the test fails, with what to do; it is not skipped: a
+    contract nobody checks is no contract."""
+    try:
+        server = PrismServer(find_or_install_prism(), spec).start()
+    except PrismUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def record_responses(http: requests.Session, responses: list[requests.Response]) -> None:
+    """Append every response ``http`` gets to ``responses``."""
+
+    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        responses.append(response)
+
+    http.hooks["response"].append(record)
+
+
+def violations(responses: list[requests.Response], excuse: str | None = None) -> list[str]:
+    """What is wrong with each recorded response: a non-2xx status or Prism's violations (but
+    for a report that names ``excuse``, a flaw of the spec's own)."""
+    found = []
+    for response in responses:
+        where = f"{response.request.method} {response.request.path_url}"
+        if not 200 <= response.status_code < 300:
+            found.append(f"{where}: HTTP {response.status_code}: {response.text[:2000]}")
+        report = response.headers.get("sl-violations")
+        if report and (excuse is None or excuse not in report):
+            found.append(f"{where}: sl-violations: {report[:2000]}")
+    return found
