@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,8 @@ from typing import IO, Any
 
 import pytest
 import requests
+
+from .processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_FILE = ROOT / "tests" / "contracts" / "twilio" / "PRISM_VERSION"
@@ -98,13 +99,6 @@ def find_or_install_prism() -> Path:
     return local
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PrismServer:
     """``prism mock SPEC`` on 127.0.0.1 and a free port, as a subprocess of its own group.
 
@@ -123,7 +117,7 @@ class PrismServer:
     def start(self) -> PrismServer:
         failures = []
         for _ in range(self.attempts):
-            port = _free_port()
+            port = free_port()
             # The port was free a moment ago; another process may take it first: retry then.
             # Closed in stop(); a file, not a pipe, so prism never blocks on a full pipe.
             self._log = tempfile.TemporaryFile()  # noqa: SIM115
