@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster
+from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster, flowing, sessions_of
 from .redis_server import redis_server_binary
 from .telephony import PROVIDERS, heard
 
@@ -26,15 +26,6 @@ if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def flowing(sid: str, at_least: int) -> object:
-    return lambda log: len(log.frames.get(sid, ())) >= at_least
-
-
-def sessions_of(node: NodeProcess) -> dict[str, dict[str, object]]:
-    with node.changed:
-        return dict(node.log.sessions)
 
 
 def _one_session(log: NodeLog) -> bool:
