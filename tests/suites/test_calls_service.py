@@ -38,7 +38,7 @@ from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.providers.twilio import TwilioRestClient
 from actors.signing import stream_nonce, stream_token, twilio_signature
-from tests._provider_calls import inbound_service
+from tests._provider_calls import inbound_service, running
 from tests.conftest import eventually
 from tests.gateway.sides import closed_with
 from tests.gateway.test_security import provider
@@ -66,9 +66,7 @@ def service() -> Iterator[TransportService]:
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
     service.infrastructure.twilio_emulator()
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+    return running(service, "emulator", TwilioEmulator)
 
 
 def read_until(

@@ -25,7 +25,7 @@ from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.redaction import redact_url
 from actors.streamed_calls import SIGNATURE_HEADER, InboundStream, desk_request
-from tests._provider_calls import read_until, write_across_a_cut
+from tests._provider_calls import read_until, running, write_across_a_cut
 from tests.conftest import eventually
 from tests.pcm_calls import config, pcm_frames, peak_hz
 from tests.processes import free_port
@@ -51,9 +51,7 @@ def service() -> Iterator[TransportService]:
 
 
 def emulator_of(service: TransportService) -> ExotelEmulator:
-    emulator = service.infrastructure.running["exotel"]
-    assert isinstance(emulator, ExotelEmulator)
-    return emulator
+    return running(service, "exotel", ExotelEmulator)
 
 
 def counters(service: TransportService) -> dict[str, int]:

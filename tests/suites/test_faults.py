@@ -59,7 +59,7 @@ from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from actors.supervisor import EndSession, Register, Supervisor
 from actors.transport import websocket_connection
-from tests._provider_calls import gateway_behind_a_proxy
+from tests._provider_calls import gateway_behind_a_proxy, running
 from tests.conftest import fast_config
 from tests.processes import ChildFailed, EchoProcess, GatewayProcess, free_port
 from tests.proxy import TcpProxy
@@ -223,9 +223,7 @@ def reopened(record: SessionRecord, restarts: int, timeout: float = 10.0) -> boo
 
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+    return running(service, "emulator", TwilioEmulator)
 
 
 def session_threads(session_id: str) -> list[str]:
