@@ -17,11 +17,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import pytest
 import requests
+
+from actors.startable import Startable
 
 from .processes import free_port
 
@@ -99,7 +100,7 @@ def find_or_install_prism() -> Path:
     return local
 
 
-class PrismServer:
+class PrismServer(Startable):
     """``prism mock SPEC`` on 127.0.0.1 and a free port, as a subprocess of its own group.
 
     ``start()`` returns once Prism answers HTTP (raising :class:`PrismUnavailable` with its
@@ -163,7 +164,7 @@ class PrismServer:
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")[-4000:]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             try:
@@ -171,27 +172,16 @@ class PrismServer:
             except ProcessLookupError:
                 pass
             try:
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> PrismServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def served(spec: Path) -> Iterator[str]:
