@@ -40,7 +40,7 @@ from tests.netns import dotted as _dotted
 from tests.netns import ip as _ip
 from tests.netns import join
 from tests.netns import namespaces_unavailable as _namespaces_unavailable
-from tests.peers import answer_upgrade, close_server, server_frame
+from tests.peers import ThreadedServer, answer_upgrade, server_frame
 from tests.suites.test_faults import (
     FROM,
     SECRET,
@@ -180,31 +180,19 @@ def namespace() -> Iterator[Namespace]:
         yield ns
 
 
-class CountingPeer:
+class CountingPeer(ThreadedServer):
     """A WebSocket server that records the sequence number (first 4 bytes) of every binary
     frame it receives, per connection; answers pings and close frames; and sets ``ended``
     when a text frame ``end`` arrives."""
 
     def __init__(self, listener: socket.socket, tls: ssl.SSLContext | None = None) -> None:
-        self._listener = listener
+        super().__init__(listener, "counting-peer")
         self._tls = tls
         host, port = listener.getsockname()[:2]
         self.url = f"{'wss' if tls else 'ws'}://{host}:{port}/"
         self.received: list[list[int]] = []  # per connection, in the order accepted
         self.ended = threading.Event()
-        self._lock = threading.Lock()
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, name="counting-peer")
         self._acceptor.start()
-
-    def __enter__(self) -> CountingPeer:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        close_server(self._listener, self._acceptor, self._lock, self._clients, self._threads)
 
     def count(self) -> int:
         with self._lock:
@@ -214,19 +202,11 @@ class CountingPeer:
         with self._lock:
             return [n for frames in self.received for n in frames]
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            frames: list[int] = []
-            thread = threading.Thread(target=self._serve, args=(client, frames), name="peer-conn")
-            with self._lock:
-                self._clients.append(client)
-                self._threads.append(thread)
-                self.received.append(frames)
-            thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        frames: list[int] = []
+        with self._lock:
+            self.received.append(frames)
+        self._spawn(self._serve, client, frames, sockets=[client], name="peer-conn")
 
     def _serve(self, client: socket.socket, frames: list[int]) -> None:
         with contextlib.suppress(OSError):
@@ -282,47 +262,26 @@ def _client_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
     return opcode, payload, end
 
 
-class Forwarder:
+class Forwarder(ThreadedServer):
     """Relays each connection accepted on ``listener`` (in the namespace) to ``port`` on our
     loopback, both ways, until either side closes."""
 
     def __init__(self, listener: socket.socket, port: int) -> None:
-        self._listener = listener
+        super().__init__(listener, "forwarder")
         self._port = port
         host, own = listener.getsockname()[:2]
         self.url = f"ws://{host}:{own}"
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, name="forwarder")
         self._acceptor.start()
 
-    def __enter__(self) -> Forwarder:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        close_server(self._listener, self._acceptor, self._lock, self._sockets, self._threads)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-                for a, b in ((client, upstream), (upstream, client)):
-                    thread = threading.Thread(target=_relay, args=(a, b), name="forwarder-pump")
-                    self._threads.append(thread)
-                    thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self._spawn(_relay, client, upstream, sockets=[client, upstream], name="forwarder-pump")
+        self._spawn(_relay, upstream, client, name="forwarder-pump")
 
 
 def _relay(source: socket.socket, sink: socket.socket) -> None:

@@ -27,7 +27,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 import pytest
 
@@ -53,7 +52,7 @@ from actors.messages import Message, SessionStatus
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from tests.conftest import eventually, fast_config
-from tests.peers import RawPeer, answer_upgrade, close_server, silent
+from tests.peers import RawPeer, ThreadedServer, answer_upgrade, silent
 from tests.processes import EchoProcess
 from tests.proxy import TcpProxy
 
@@ -328,55 +327,30 @@ def test_a_connection_up_for_reset_after_s_forgives_the_earlier_outages(
         service.end_session(sid)
 
 
-class DripPeer:
+class DripPeer(ThreadedServer):
     """A raw TCP server: its first client gets a real WebSocket handshake (and is hung up on
     when :meth:`hang_up` is called); every later client is answered one byte per
     ``drip_s``, forever, never completing the upgrade: a handshake that drips."""
 
     def __init__(self, drip_s: float = 0.2) -> None:
+        super().__init__(socket.create_server(("127.0.0.1", 0)), "drip-peer", daemon=True)
         self._drip_s = drip_s
-        self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}/"
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
         self._first: socket.socket | None = None
         self.dripping = 0
-        self._acceptor = threading.Thread(target=self._accept, name="drip-peer", daemon=True)
         self._acceptor.start()
-
-    def __enter__(self) -> DripPeer:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        close_server(self._listener, self._acceptor, self._lock, self._clients, self._threads)
 
     def hang_up(self) -> None:
         assert self._first is not None
         with contextlib.suppress(OSError):
             self._first.shutdown(socket.SHUT_RDWR)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            first = self._first is None
-            if first:
-                self._first = client
-            thread = threading.Thread(
-                target=self._upgrade if first else self._drip, args=(client,), daemon=True
-            )
-            with self._lock:
-                self._clients.append(client)
-                self._threads.append(thread)
-            thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        first = self._first is None
+        if first:
+            self._first = client
+        self._spawn(self._upgrade if first else self._drip, client, sockets=[client])
 
     def _upgrade(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError, StopIteration):
