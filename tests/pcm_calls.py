@@ -1,4 +1,5 @@
-"""What the Vonage and Exotel call tests share: configs, reading helpers, tones and FFTs."""
+"""What the Vonage and Exotel call tests share: configs, tones and FFTs (reading is
+``tests._provider_calls.read_until``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import dataclasses
 
 import numpy as np
 
-from actors import TransportService
 from actors.audio import tone
 from actors.config import EmulatorConfig, GatewayConfig, TransportConfig
 from actors.config.providers import ProviderConfig
-from actors.messages import Message
 
 from .conftest import fast_config
 
@@ -24,17 +23,6 @@ def config(
         providers={provider.name: provider},
     )
     return base if gateway is None else dataclasses.replace(base, gateway=gateway)
-
-
-def read_until(service: TransportService, sid: str, kind: type[Message]) -> list[Message]:
-    """Every message up to and including the first ``kind``."""
-    seen: list[Message] = []
-    while True:
-        message = service.read_websocket_message(sid, timeout=5)
-        assert message is not None, f"session ended before a {kind.__name__}: {seen[-3:]}"
-        seen.append(message)
-        if isinstance(message, kind):
-            return seen
 
 
 def pcm_frames(hz: float, seconds: float, rate: int) -> list[bytes]:

@@ -12,13 +12,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import IO, Any
+
+import pytest
+import requests
+
+from actors.startable import Startable
+
+from .processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_FILE = ROOT / "tests" / "contracts" / "twilio" / "PRISM_VERSION"
@@ -94,14 +100,7 @@ def find_or_install_prism() -> Path:
     return local
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class PrismServer:
+class PrismServer(Startable):
     """``prism mock SPEC`` on 127.0.0.1 and a free port, as a subprocess of its own group.
 
     ``start()`` returns once Prism answers HTTP (raising :class:`PrismUnavailable` with its
@@ -119,7 +118,7 @@ class PrismServer:
     def start(self) -> PrismServer:
         failures = []
         for _ in range(self.attempts):
-            port = _free_port()
+            port = free_port()
             # The port was free a moment ago; another process may take it first: retry then.
             # Closed in stop(); a file, not a pipe, so prism never blocks on a full pipe.
             self._log = tempfile.TemporaryFile()  # noqa: SIM115
@@ -165,7 +164,7 @@ class PrismServer:
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")[-4000:]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             try:
@@ -173,24 +172,50 @@ class PrismServer:
             except ProcessLookupError:
                 pass
             try:
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                process.wait(timeout=STOP_TIMEOUT_S)
+                process.wait(timeout=timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> PrismServer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+def served(spec: Path) -> Iterator[str]:
+    """Prism serving ``spec`` while the generator runs (a fixture's ``yield from``): its base
+    URL. When Prism cannot be had the test fails, with what to do; it is not skipped: a
+    contract nobody checks is no contract."""
+    try:
+        server = PrismServer(find_or_install_prism(), spec).start()
+    except PrismUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def record_responses(http: requests.Session, responses: list[requests.Response]) -> None:
+    """Append every response ``http`` gets to ``responses``."""
+
+    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        responses.append(response)
+
+    http.hooks["response"].append(record)
+
+
+def violations(responses: list[requests.Response], excuse: str | None = None) -> list[str]:
+    """What is wrong with each recorded response: a non-2xx status or Prism's violations (but
+    for a report that names ``excuse``, a flaw of the spec's own)."""
+    found = []
+    for response in responses:
+        where = f"{response.request.method} {response.request.path_url}"
+        if not 200 <= response.status_code < 300:
+            found.append(f"{where}: HTTP {response.status_code}: {response.text[:2000]}")
+        report = response.headers.get("sl-violations")
+        if report and (excuse is None or excuse not in report):
+            found.append(f"{where}: sl-violations: {report[:2000]}")
+    return found

@@ -20,7 +20,8 @@ import contextlib
 import socket
 import struct
 import threading
-from types import TracebackType
+
+from actors.startable import Startable
 
 
 class _Link:
@@ -48,7 +49,7 @@ class _Link:
         self.upstream.close()
 
 
-class TcpProxy:
+class TcpProxy(Startable):
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self._target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -86,29 +87,18 @@ class TcpProxy:
         for link in self._select(index):
             link.flowing.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._closed = True
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.cut()
-        self._acceptor.join(5)
+        self._acceptor.join(timeout)
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
-            thread.join(5)
-
-    def __enter__(self) -> TcpProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+            thread.join(timeout)
 
     def _select(self, index: int | None) -> list[_Link]:
         with self._lock:

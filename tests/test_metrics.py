@@ -36,10 +36,10 @@ from actors.emulator.phone import TwilioEmulator
 from actors.gateway import ServerThread
 from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
-from actors.messages import Message
 from actors.metrics import sample_key
 from actors.session import SessionRecord
 
+from ._provider_calls import read_until
 from .conftest import eventually, fast_config
 from .processes import free_port
 from .proxy import TcpProxy
@@ -86,16 +86,6 @@ def key(name: str, **labels: str) -> str:
 
 def record_of(service: TransportService, session_id: str) -> SessionRecord:
     return service._sessions[session_id].record
-
-
-def read_until(service: TransportService, sid: str, kind: type[Message]) -> list[Message]:
-    seen: list[Message] = []
-    while True:
-        message = service.read_websocket_message(sid, timeout=5)
-        assert message is not None, f"the session ended before a {kind.__name__}"
-        seen.append(message)
-        if isinstance(message, kind):
-            return seen
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from actors.gateway import ServerConnection, ServerThread
 from actors.session import SessionRecord
 from tests.conftest import eventually, fast_config
 from tests.peers import RawPeer, send_then_wait, server_frame, silent
+from tests.processes import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -86,13 +86,6 @@ def read_all(service: TransportService, sid: str) -> list[object]:
     while (message := service.read_websocket_message(sid, timeout=5)) is not None:
         messages.append(message)
     return messages
-
-
-def free_port() -> int:
-    """A port on which nothing listens (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- lifecycle ---------------------------------------------------------------------------------

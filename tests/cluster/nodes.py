@@ -404,3 +404,29 @@ class Cluster:
 def cluster(workdir: Path, **sizes: Any) -> Iterator[Cluster]:
     with Cluster(workdir, **sizes) as found:
         yield found
+
+
+def flowing(sid: str, at_least: int) -> object:
+    """A ``wait_for`` condition: at least ``at_least`` frames have come on session ``sid``."""
+    return lambda log: len(log.frames.get(sid, ())) >= at_least
+
+
+def sessions_of(node: NodeProcess) -> dict[str, dict[str, object]]:
+    """The sessions ``node`` has reported so far, by id."""
+    with node.changed:
+        return dict(node.log.sessions)
+
+
+def wait_owner(c: Cluster, call: str, timeout: float = 10.0) -> tuple[NodeProcess, str]:
+    """The node that took ``call`` and its session id there, once one has."""
+    node0 = c.nodes[0]
+    found: list[tuple[NodeProcess, str]] = []
+
+    def check(_: NodeLog) -> bool:
+        owner = c.owner_of(call)
+        if owner is not None:
+            found.append(owner)
+        return owner is not None
+
+    node0.wait_for(check, timeout, f"a session for {call}")
+    return found[-1]

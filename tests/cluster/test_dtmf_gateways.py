@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster
+from .nodes import (
+    Cluster,
+    GatewayProcess,
+    NodeLog,
+    NodeProcess,
+    cluster,
+    flowing,
+    sessions_of,
+    wait_owner,
+)
 from .redis_server import redis_server_binary
-from .test_nodes import flowing, sessions_of, wait_owner
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)

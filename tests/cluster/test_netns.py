@@ -23,9 +23,18 @@ from actors.config import EmulatorConfig
 from actors.emulator.phone import TwilioEmulator
 
 from ..netns import Network, inside, namespaces_unavailable
-from .nodes import ACCOUNT, FAST, SECRET, TOKEN, Balancer, GatewayProcess, NodeProcess
+from .nodes import (
+    ACCOUNT,
+    FAST,
+    SECRET,
+    TOKEN,
+    Balancer,
+    GatewayProcess,
+    NodeProcess,
+    flowing,
+    sessions_of,
+)
 from .redis_server import RedisServer, redis_server_binary
-from .test_nodes import flowing, sessions_of
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)

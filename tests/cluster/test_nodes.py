@@ -12,36 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import Cluster, NodeLog, NodeProcess, cluster
+from .nodes import NodeProcess, cluster, flowing, sessions_of, wait_owner
 from .redis_server import redis_server_binary
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def flowing(sid: str, at_least: int) -> object:
-    return lambda log: len(log.frames.get(sid, ())) >= at_least
-
-
-def sessions_of(node: NodeProcess) -> dict[str, dict[str, object]]:
-    with node.changed:
-        return dict(node.log.sessions)
-
-
-def wait_owner(c: Cluster, call: str, timeout: float = 10.0) -> tuple[NodeProcess, str]:
-    node0 = c.nodes[0]
-    found: list[tuple[NodeProcess, str]] = []
-
-    def check(_: NodeLog) -> bool:
-        owner = c.owner_of(call)
-        if owner is not None:
-            found.append(owner)
-        return owner is not None
-
-    node0.wait_for(check, timeout, f"a session for {call}")
-    return found[-1]
 
 
 def test_inbound_calls_spread_and_a_killed_node_s_calls_resume_elsewhere(tmp_path: Path) -> None:

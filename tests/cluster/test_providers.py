@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import Cluster, GatewayProcess, NodeLog, NodeProcess, cluster
+from .nodes import (
+    GatewayProcess,
+    NodeLog,
+    NodeProcess,
+    cluster,
+    flowing,
+    sessions_of,
+    wait_owner,
+)
 from .redis_server import redis_server_binary
 from .telephony import PROVIDERS, heard
 
@@ -26,15 +34,6 @@ if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def flowing(sid: str, at_least: int) -> object:
-    return lambda log: len(log.frames.get(sid, ())) >= at_least
-
-
-def sessions_of(node: NodeProcess) -> dict[str, dict[str, object]]:
-    with node.changed:
-        return dict(node.log.sessions)
 
 
 def _one_session(log: NodeLog) -> bool:
@@ -84,19 +83,6 @@ def test_a_killed_node_s_call_is_taken_over_and_goes_on_both_ways(
         assert phone.up(call)
 
 
-def _owner(c: Cluster, call: str, timeout: float = 15.0) -> tuple[NodeProcess, str]:
-    found: list[tuple[NodeProcess, str]] = []
-
-    def check(_: NodeLog) -> bool:
-        owner = c.owner_of(call)
-        if owner is not None:
-            found.append(owner)
-        return owner is not None
-
-    c.nodes[0].wait_for(check, timeout, f"a session for {call}")
-    return found[-1]
-
-
 @pytest.mark.parametrize("provider", ("telnyx", "plivo", "vonage"))
 def test_inbound_calls_are_claimed_across_nodes_and_a_killed_node_s_call_resumes(
     tmp_path: Path, provider: str
@@ -111,7 +97,7 @@ def test_inbound_calls_are_claimed_across_nodes_and_a_killed_node_s_call_resumes
         victim = c.nodes[0]
         c.balancer.only = c.nodes[1]  # which answers every webhook, for both nodes
         calls = [phone.dial_in(c.balancer.url, "+15550100", f"+1555017{i}") for i in range(4)]
-        owners = {call: _owner(c, call) for call in calls}
+        owners = {call: wait_owner(c, call, timeout=15.0) for call in calls}
         per_node = sorted(sum(1 for n, _ in owners.values() if n is node) for node in c.nodes)
         assert per_node == [2, 2], per_node  # least loaded first, wherever the webhook went
         for node, sid in owners.values():
@@ -121,7 +107,7 @@ def test_inbound_calls_are_claimed_across_nodes_and_a_killed_node_s_call_resumes
         victim.kill()
         last = {sid: victim.frames(sid)[-1].seq for sid in theirs.values()}
         for call, sid in theirs.items():
-            node, again = _owner(c, call)
+            node, again = wait_owner(c, call, timeout=15.0)
             assert again == sid and node is not victim
             assert sessions_of(node)[sid]["resumed"] is True
             assert sessions_of(node)[sid]["dir"] == "inbound"
@@ -204,7 +190,7 @@ def test_an_inbound_call_survives_its_gateway(tmp_path: Path, provider: str) -> 
         phone = c.telephony
         assert phone is not None
         call = phone.dial_in(c.balancer.url, "+15550100", "+15550181")
-        node, sid = _owner(c, call)
+        node, sid = wait_owner(c, call, timeout=15.0)
         node.wait_for(flowing(sid, 25), 15, "audio")
         victim = next(g for g in c.gateways if phone.streams_to(call).startswith(_public_url(g)))
         killed_at = time.monotonic()

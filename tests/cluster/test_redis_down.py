@@ -19,9 +19,8 @@ import pytest
 from actors.cluster.redis import RedisDirectory
 from actors.config import ClusterConfig
 
-from .nodes import FAST, Cluster, NodeProcess, cluster
+from .nodes import FAST, Cluster, NodeProcess, cluster, flowing, sessions_of, wait_owner
 from .redis_server import redis_server_binary
-from .test_nodes import flowing, sessions_of, wait_owner
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .nodes import cluster
+from .nodes import cluster, flowing, sessions_of, wait_owner
 from .redis_server import redis_server_binary
-from .test_nodes import flowing, sessions_of, wait_owner
 
 if redis_server_binary() is None:
     pytest.skip("redis-server is not installed", allow_module_level=True)

@@ -42,6 +42,7 @@ from actors.gateway import ServerThread
 from actors.webhooks.inbound import InboundQueue
 from actors.webhooks.server import WebhookConfig, WebhookServer
 from actors.webhooks.twilio import StatusEvent
+from tests._provider_calls import running
 from tests.conftest import fast_config
 from tests.hooks import Recorder
 
@@ -302,9 +303,7 @@ def update(service: TransportService, call_sid: str, **form: str) -> requests.Re
 
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+    return running(service, "emulator", TwilioEmulator)
 
 
 def streaming_call(service: TransportService) -> tuple[str, str]:

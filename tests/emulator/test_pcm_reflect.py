@@ -11,7 +11,8 @@ from actors.config import ExotelProviderConfig, VonageProviderConfig
 from actors.config.providers import ProviderConfig
 from actors.emulator.exotel import ExotelEmulator
 from actors.emulator.vonage import VonageEmulator
-from tests.pcm_calls import config, read_until
+from tests._provider_calls import read_until
+from tests.pcm_calls import config
 
 MULAW_8K = {"audio_encoding": "audio/x-mulaw", "audio_sample_rate": 8000, "sample_rate": 8000}
 PROVIDERS: dict[str, ProviderConfig] = {

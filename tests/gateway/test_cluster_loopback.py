@@ -8,20 +8,16 @@ raw ``websocket-client`` connections, so that every handshake header is set by h
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 
 import pytest
 import websocket as wsc
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from actors.codecs.twilio import TwilioStream, new_sid
-from actors.config import GatewayConfig
 from actors.gateway.server import SESSION_FENCED, MediaGateway
 from actors.signing import hop_token, stream_nonce, stream_token
-from actors.wire.constants import EPOCH_HEADER, RECEIVED_HEADER, RESUME_FROM_HEADER, SENT_HEADER
+from actors.wire.constants import EPOCH_HEADER, RECEIVED_HEADER, SENT_HEADER
+from tests.gateway.sides import TwilioSide, dial_hop, gateway_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,12 +27,11 @@ ACCOUNT = "AC" + "2" * 32
 
 @pytest.fixture
 def gateway() -> Iterator[MediaGateway]:
-    config = GatewayConfig(secret=SECRET, pair_timeout_s=5.0, resume_window_s=5.0)
-    with MediaGateway(config, gateway_id="gw-b") as gw:
+    with MediaGateway(gateway_config(SECRET), gateway_id="gw-b") as gw:
         yield gw
 
 
-class Provider:
+class Provider(TwilioSide):
     """Twilio's side of one stream: its ``nonce`` (minted if omitted) and the one its token
     covers (``signed``: the same unless given)."""
 
@@ -45,53 +40,14 @@ class Provider:
     ) -> None:
         nonce = stream_nonce(gateway.gateway_id) if nonce is None else nonce
         token = stream_token(SECRET, sid, nonce if signed is None else signed)
-        params = {"session": sid, "token": token, "nonce": nonce}
-        self.stream = TwilioStream(new_sid("MZ"), new_sid("CA"), ACCOUNT, custom_parameters=params)
-        self._stack = contextlib.ExitStack()
-        self.ws: ClientConnection = self._stack.enter_context(
-            connect(gateway.public_url + "/twilio", open_timeout=5)
-        )
-
-    def begin(self) -> list[str]:
-        frames = [self.stream.connected(), self.stream.start()]
-        for frame in frames:
-            self.ws.send(frame)
-        return frames
-
-    def media(self, first: int, n: int) -> list[str]:
-        frames = [
-            self.stream.media(bytes([i % 256]) * 160, i * 20) for i in range(first, first + n)
-        ]
-        for frame in frames:
-            self.ws.send(frame)
-        return frames
-
-    def recv(self) -> str:
-        frame = self.ws.recv(timeout=5)
-        assert isinstance(frame, str)
-        return frame
-
-    def closed(self) -> tuple[int | None, str]:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                self.ws.recv(timeout=5)
-        return self.ws.close_code, self.ws.close_reason or ""
-
-    def close(self) -> None:
-        self._stack.close()
+        super().__init__(gateway, ACCOUNT, {"session": sid, "token": token, "nonce": nonce})
 
 
 def hop(gateway: MediaGateway, sid: str, resume_from: int = 0, **headers: int) -> wsc.WebSocket:
     """A session hop; ``epoch=``/``sent=`` add X-Session-Epoch / X-Session-Sent."""
     names = {"epoch": EPOCH_HEADER, "sent": SENT_HEADER}
-    lines = [
-        f"Authorization: Bearer {hop_token(SECRET, sid)}",
-        f"{RESUME_FROM_HEADER}: {resume_from}",
-    ]
-    lines += [f"{names[k]}: {v}" for k, v in headers.items()]
-    ws = wsc.WebSocket()
-    ws.connect(f"{gateway.url}/sessions/{sid}", header=lines, timeout=5)
-    return ws
+    lines = [f"{names[k]}: {v}" for k, v in headers.items()]
+    return dial_hop(gateway.url, sid, hop_token(SECRET, sid), resume_from, lines)
 
 
 def received(ws: wsc.WebSocket) -> int:
@@ -113,7 +69,7 @@ def test_a_call_redirected_here_is_adopted_by_its_resuming_hop(gateway: MediaGat
     sid = "failover-1"
     provider = Provider(gateway, sid)  # the redirected stream, arriving first
     try:
-        early = provider.begin() + provider.media(0, 5)
+        early = provider.begin() + provider.media(5)
         # The session had received 120 frames and sent 300 through the dead gateway.
         session = hop(gateway, sid, 120, epoch=1, sent=300)
         assert received(session) == 300  # not 4404; nothing asked again
@@ -121,7 +77,7 @@ def test_a_call_redirected_here_is_adopted_by_its_resuming_hop(gateway: MediaGat
         session.send("to-caller-1")
         assert provider.recv() == "to-caller-1"
         session.shutdown()  # the hop drops (no close frame); it comes back
-        later = provider.media(5, 3)
+        later = provider.media(3, first=5)
         again = hop(gateway, sid, 127, epoch=1, sent=301)
         assert received(again) == 301
         assert [again.recv() for _ in range(3)] == later  # exactly what it missed: no doubling
@@ -154,7 +110,7 @@ def test_old_credentials_are_refused_and_a_stream_pairs_once(gateway: MediaGatew
     ):
         try:
             stale.begin()
-            assert stale.closed()[0] == 1008
+            assert stale.wait_closed()[0] == 1008
             assert gateway.stats().rejected.get(reason, 0) == 1
         finally:
             stale.close()
@@ -167,18 +123,18 @@ def test_old_credentials_are_refused_and_a_stream_pairs_once(gateway: MediaGatew
         replay = Provider(gateway, sid, nonce)  # the same credential again
         try:
             replay.begin()
-            assert replay.closed()[0] == 1008
+            assert replay.wait_closed()[0] == 1008
             assert gateway.stats().rejected.get("duplicate_stream", 0) == 1
         finally:
             replay.close()
         session.close()  # the session ends the call...
-        assert first.closed()[0] == 1000
+        assert first.wait_closed()[0] == 1000
     finally:
         first.close()
     after = Provider(gateway, sid, nonce)  # ...and the credential is refused after its call
     try:
         after.begin()
-        assert after.closed()[0] == 1008
+        assert after.wait_closed()[0] == 1008
         assert gateway.stats().rejected.get("ended", 0) == 1
     finally:
         after.close()
@@ -195,7 +151,7 @@ def test_the_gateway_keeps_only_the_newest_connector(gateway: MediaGateway) -> N
         assert close_code(old) == SESSION_FENCED
         stale = hop(gateway, sid, 2, epoch=1)  # the old node, still alive, redials
         assert close_code(stale) == SESSION_FENCED
-        sent = provider.media(0, 3)
+        sent = provider.media(3)
         assert [new.recv() for _ in range(3)] == sent
         new.send("from-the-new-node")
         assert provider.recv() == "from-the-new-node"
@@ -216,14 +172,14 @@ def test_a_draining_gateway_takes_no_new_call_and_keeps_its_calls(gateway: Media
         late = Provider(gateway, "drain-new")
         try:
             late.begin()
-            code, reason = late.closed()
+            code, reason = late.wait_closed()
             assert code == 1008 and "draining" in reason
         finally:
             late.close()
-        sent = live.media(0, 3)
+        sent = live.media(3)
         assert json.loads(session.recv())["event"] == "start"
         assert [session.recv() for _ in range(3)] == sent
         session.close()
-        assert live.closed()[0] == 1000
+        assert live.wait_closed()[0] == 1000
     finally:
         live.close()

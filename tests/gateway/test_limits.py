@@ -33,6 +33,7 @@ from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.signing import hop_token, stream_token
 from tests.conftest import eventually, fast_config
+from tests.gateway.sides import dial_hop
 from tests.processes import GatewayProcess, free_port
 
 SECRET = "limits-test-gateway-secret"
@@ -71,13 +72,7 @@ def gateway_process(tmp_path: Path, **gateway: object) -> Iterator[tuple[Gateway
 
 
 def hop(url: str, session_id: str) -> wsc.WebSocket:
-    ws = wsc.WebSocket()
-    ws.connect(
-        f"{url}/sessions/{session_id}",
-        header=[f"Authorization: Bearer {hop_token(SECRET, session_id)}", "X-Resume-From: 0"],
-        timeout=5,
-    )
-    return ws
+    return dial_hop(url, session_id, hop_token(SECRET, session_id))
 
 
 def stream_for(session_id: str) -> TwilioStream:

@@ -17,37 +17,22 @@ from websockets.sync.client import ClientConnection, connect
 
 from actors.codecs.exotel import ExotelStream
 from actors.codecs.vonage import VonageSocket
-from actors.config import GatewayConfig
 from actors.gateway.server import MediaGateway
 from actors.gateway.streams import STREAM_KINDS
 from actors.signing import hop_token, stream_token
+from tests.gateway.sides import dial_hop, gateway_config
 
 SECRET = "test-gateway-secret"
 
 
-def gateway_config(**overrides: object) -> GatewayConfig:
-    base: dict[str, object] = {"secret": SECRET, "pair_timeout_s": 5.0, "resume_window_s": 5.0}
-    base.update(overrides)
-    return GatewayConfig(**base)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def gateway() -> Iterator[MediaGateway]:
-    with MediaGateway(gateway_config()) as gw:
+    with MediaGateway(gateway_config(SECRET)) as gw:
         yield gw
 
 
 def hop(gateway: MediaGateway, sid: str, resume_from: int = 0) -> wsc.WebSocket:
-    ws = wsc.WebSocket()
-    ws.connect(
-        f"{gateway.url}/sessions/{sid}",
-        header=[
-            f"Authorization: Bearer {hop_token(SECRET, sid)}",
-            f"X-Resume-From: {resume_from}",
-        ],
-        timeout=5,
-    )
-    return ws
+    return dial_hop(gateway.url, sid, hop_token(SECRET, sid), resume_from)
 
 
 def recv(ws: wsc.WebSocket) -> str | bytes:
@@ -113,7 +98,7 @@ def test_an_exotel_stream_pairs_by_its_url_query(gateway: MediaGateway) -> None:
 
 
 def test_an_exotel_stream_without_its_basic_credentials_is_refused() -> None:
-    cfg = gateway_config(exotel_username="exo", exotel_password="pa:ss")
+    cfg = gateway_config(SECRET, exotel_username="exo", exotel_password="pa:ss")
     with MediaGateway(cfg) as gw:
         sid = "exotel-auth"
         parameters = {"session": sid, "token": stream_token(SECRET, sid)}

@@ -31,7 +31,6 @@ from actors import Audio, Binary, CallStatus, Started, TransportService
 from actors.codecs.twilio import TwilioStream, new_sid
 from actors.config import (
     EmulatorConfig,
-    GatewayConfig,
     TransportConfig,
     parse_config,
 )
@@ -39,6 +38,7 @@ from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.signing import hop_token, stream_token, twilio_signature
 from tests.conftest import eventually, fast_config
+from tests.gateway.sides import closed_with, dial_hop, gateway_config
 
 SECRET = "security-test-gateway-secret"
 ACCOUNT = "AC" + "2" * 32
@@ -46,26 +46,10 @@ TO, FROM = "+15550100", "+15550199"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gateway_config(**overrides: object) -> GatewayConfig:
-    base: dict[str, object] = {"secret": SECRET, "pair_timeout_s": 5.0, "resume_window_s": 5.0}
-    base.update(overrides)
-    return GatewayConfig(**base)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def gateway() -> Iterator[MediaGateway]:
-    with MediaGateway(gateway_config()) as gw:
+    with MediaGateway(gateway_config(SECRET)) as gw:
         yield gw
-
-
-def hop(url: str, session_id: str, token: str, resume_from: int = 0) -> wsc.WebSocket:
-    ws = wsc.WebSocket()
-    ws.connect(
-        f"{url}/sessions/{session_id}",
-        header=[f"Authorization: Bearer {token}", f"X-Resume-From: {resume_from}"],
-        timeout=5,
-    )
-    return ws
 
 
 @contextlib.contextmanager
@@ -82,13 +66,6 @@ def provider(
         ws.send(stream.connected())
         ws.send(stream.start())
         yield ws, stream
-
-
-def closed_with(ws: ClientConnection) -> tuple[int | None, str]:
-    with contextlib.suppress(ConnectionClosed):
-        while True:
-            ws.recv(timeout=5)
-    return ws.close_code, ws.close_reason or ""
 
 
 def twiml_values(twiml: str) -> list[str]:
@@ -129,7 +106,7 @@ def test_no_value_in_a_calls_twiml_opens_its_session_hop() -> None:
         assert hop_token(gateway.secret, sid) not in twiml
         for value in values:
             with pytest.raises(wsc.WebSocketBadStatusException) as refused:
-                hop(gateway.url, sid, value).close()
+                dial_hop(gateway.url, sid, value).close()
             assert refused.value.status_code == 403, value
         # The TwiML's stream, replayed: that stream token has paired its one stream.
         with provider(gateway.url, sid, token, nonce) as (replay, _):
@@ -155,11 +132,11 @@ def test_the_two_credentials_are_bound_to_their_purpose(gateway: MediaGateway) -
     """A hop token does not pair a provider stream; a stream token does not open a hop."""
     sid = "purpose"
     with pytest.raises(wsc.WebSocketBadStatusException) as refused:
-        hop(gateway.url, sid, stream_token(SECRET, sid))
+        dial_hop(gateway.url, sid, stream_token(SECRET, sid))
     assert refused.value.status_code == 403
     with provider(gateway.url, sid, hop_token(SECRET, sid)) as (ws, _):
         assert closed_with(ws) == (1008, f"session {sid}: invalid token")
-    session = hop(gateway.url, sid, hop_token(SECRET, sid))
+    session = dial_hop(gateway.url, sid, hop_token(SECRET, sid))
     with provider(gateway.url, sid, stream_token(SECRET, sid)):
         assert json.loads(session.recv())["event"] == "connected"
         session.close()
@@ -201,7 +178,7 @@ def test_refused_handshakes_with_a_valid_token_leave_nothing_and_disturb_no_one(
     assert eventually(lambda: gateway.stats().connections == 0, 5)
     assert gateway.stats().calls_active == 0
     sid = "live"
-    session = hop(gateway.url, sid, hop_token(SECRET, sid))
+    session = dial_hop(gateway.url, sid, hop_token(SECRET, sid))
     with provider(gateway.url, sid, stream_token(SECRET, sid)) as (ws, stream):
         assert json.loads(session.recv())["event"] == "connected"
         for _ in range(200):
@@ -272,14 +249,14 @@ def test_the_gateway_checks_signatures_with_the_twilio_providers_auth_token() ->
 def test_an_exposed_gateway_without_a_token_warns_at_start_and_in_check(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    exposed = gateway_config(public_url="wss://voice.example.com")
+    exposed = gateway_config(SECRET, public_url="wss://voice.example.com")
     caplog.set_level(logging.WARNING, logger="actors.gateway.server")
     with MediaGateway(exposed):
         pass
     warned = [r for r in caplog.records if "X-Twilio-Signature is not validated" in r.message]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING
     # Loopback only, nothing public: the dev default says nothing.
-    assert gateway_config().security_warnings() == []
+    assert gateway_config(SECRET).security_warnings() == []
     assert TransportConfig().gateway.security_warnings() == []
     path = tmp_path / "exposed.yaml"
     path.write_text(

@@ -7,7 +7,6 @@ that the resume headers are driven by hand.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -15,26 +14,19 @@ from collections.abc import Iterator
 import pytest
 import websocket as wsc
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from actors.codecs.twilio import TwilioStream, new_sid
 from actors.config import GatewayConfig
 from actors.gateway.server import MediaGateway
 from actors.signing import hop_token, stream_token, twilio_signature
+from tests.gateway.sides import TwilioSide, dial_hop, gateway_config
 
 SECRET = "test-gateway-secret"
 ACCOUNT = "AC" + "1" * 32
 
 
 def config(**overrides: object) -> GatewayConfig:
-    base: dict[str, object] = {
-        "secret": SECRET,
-        "pair_timeout_s": 5.0,
-        "resume_window_s": 5.0,
-        "buffer_frames": 1000,
-    }
-    base.update(overrides)
-    return GatewayConfig(**base)  # type: ignore[arg-type]
+    return gateway_config(SECRET, **{"buffer_frames": 1000, **overrides})
 
 
 @pytest.fixture
@@ -43,47 +35,13 @@ def gateway() -> Iterator[MediaGateway]:
         yield gw
 
 
-class Provider:
-    """Twilio's side of one stream, over a real WebSocket to the gateway."""
+class Provider(TwilioSide):
+    """Twilio's side of one stream, its start carrying the session and ``token`` (by default
+    the session's own)."""
 
     def __init__(self, gateway: MediaGateway, session_id: str, token: str | None = None) -> None:
-        self.stream = TwilioStream(
-            new_sid("MZ"),
-            new_sid("CA"),
-            ACCOUNT,
-            custom_parameters={
-                "session": session_id,
-                "token": token if token is not None else stream_token(SECRET, session_id),
-            },
-        )
-        self._stack = contextlib.ExitStack()
-        self.ws: ClientConnection = self._stack.enter_context(
-            connect(gateway.public_url + "/twilio", open_timeout=5)
-        )
-
-    def begin(self) -> None:
-        self.ws.send(self.stream.connected())
-        self.ws.send(self.stream.start())
-
-    def media(self, n: int) -> list[str]:
-        frames = [self.stream.media(bytes([i % 256]) * 160, i * 20) for i in range(n)]
-        for frame in frames:
-            self.ws.send(frame)
-        return frames
-
-    def recv(self) -> str:
-        frame = self.ws.recv(timeout=5)
-        assert isinstance(frame, str)
-        return frame
-
-    def wait_closed(self) -> tuple[int | None, str]:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                self.ws.recv(timeout=5)
-        return self.ws.close_code, self.ws.close_reason or ""
-
-    def close(self) -> None:
-        self._stack.close()
+        token = token if token is not None else stream_token(SECRET, session_id)
+        super().__init__(gateway, ACCOUNT, {"session": session_id, "token": token})
 
 
 def hop(
@@ -91,13 +49,7 @@ def hop(
 ) -> wsc.WebSocket:
     """A session hop, as a connector makes it."""
     token = token if token is not None else hop_token(SECRET, session_id)
-    ws = wsc.WebSocket()
-    ws.connect(
-        f"{gateway.url}/sessions/{session_id}",
-        header=[f"Authorization: Bearer {token}", f"X-Resume-From: {resume_from}"],
-        timeout=5,
-    )
-    return ws
+    return dial_hop(gateway.url, session_id, token, resume_from)
 
 
 def received_header(ws: wsc.WebSocket) -> int:

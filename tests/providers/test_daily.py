@@ -6,7 +6,6 @@ room is created once, a phone is dialled once), and the API key kept out of sigh
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from actors.config import DailyProviderConfig, load_config
 from actors.emulator.daily import DailyApiServer
 from actors.errors import ProviderError
 from actors.providers.daily import DailyRestClient, parse_error_response
+from tests.processes import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,20 +49,6 @@ def server() -> Iterator[DailyApiServer]:
 def client(server: DailyApiServer) -> Iterator[DailyRestClient]:
     with make_client(server.api_url) as rest:
         yield rest
-
-
-@pytest.fixture
-def raw() -> Iterator[requests.Session]:
-    """A plain session for requests the client would never make."""
-    with requests.Session() as session:
-        yield session
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def in_an_hour() -> int:

@@ -20,7 +20,7 @@ from actors.emulator.telnyx import TelnyxApiServer
 from actors.errors import ProviderError
 from actors.providers.telnyx import TelnyxRestClient
 from actors.routing import encode_client_state
-from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+from tests.prism import record_responses, served, violations
 from tests.specs import spec
 
 pytestmark = pytest.mark.timeout(420)
@@ -35,35 +35,13 @@ def telnyx_spec() -> Path:
 
 @pytest.fixture(scope="module")
 def prism(telnyx_spec: Path) -> Iterator[str]:
-    try:
-        server = PrismServer(find_or_install_prism(), telnyx_spec).start()
-    except PrismUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from served(telnyx_spec)
 
 
 def recording_client(base_url: str, responses: list[requests.Response]) -> TelnyxRestClient:
     client = TelnyxRestClient(api_key=KEY, api_base_url=base_url, retries=0, timeout_s=20.0)
-
-    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        responses.append(response)
-
-    client.http.hooks["response"].append(record)
+    record_responses(client.http, responses)
     return client
-
-
-def violations(responses: list[requests.Response]) -> list[str]:
-    found = []
-    for response in responses:
-        where = f"{response.request.method} {response.request.path_url}"
-        if not 200 <= response.status_code < 300:
-            found.append(f"{where}: HTTP {response.status_code}")
-        if report := response.headers.get("sl-violations"):
-            found.append(f"{where}: sl-violations: {report[:2000]}")
-    return found
 
 
 def dial(client: TelnyxRestClient) -> dict[str, Any]:

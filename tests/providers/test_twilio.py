@@ -18,6 +18,7 @@ import requests
 from actors.emulator import EmulatedCall, TwilioApiServer, parse_stream_target
 from actors.errors import ProviderError
 from actors.providers.twilio import TwilioRestClient, build_stream_twiml, parse_error_response
+from tests.processes import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -65,20 +66,6 @@ def server() -> Iterator[TwilioApiServer]:
 def client(server: TwilioApiServer) -> Iterator[TwilioRestClient]:
     with make_client(server.url) as rest:
         yield rest
-
-
-@pytest.fixture
-def raw() -> Iterator[requests.Session]:
-    """A plain session for requests the client would never make."""
-    with requests.Session() as session:
-        yield session
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def accept_all(listener: socket.socket) -> int:

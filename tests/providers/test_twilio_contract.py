@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -22,7 +21,7 @@ import requests
 from actors.emulator import TwilioApiServer
 from actors.errors import ProviderError
 from actors.providers.twilio import TwilioRestClient, build_stream_twiml
-from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+from tests.prism import record_responses, served, violations
 from tests.specs import spec
 
 # Installing Prism (first run only) and starting it take longer than the default 60 s timeout.
@@ -41,39 +40,14 @@ def twilio_spec() -> Path:
 @pytest.fixture(scope="session")
 def prism(twilio_spec: Path) -> Iterator[str]:
     """The base URL of Prism mocking Twilio's 2010-04-01 API on 127.0.0.1."""
-    try:
-        binary = find_or_install_prism()
-        server = PrismServer(binary, twilio_spec).start()
-    except PrismUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def violations(responses: list[requests.Response]) -> list[str]:
-    """What is wrong with each recorded response: a non-2xx status or Prism's violations."""
-    found = []
-    for response in responses:
-        where = f"{response.request.method} {response.request.path_url}"
-        if not 200 <= response.status_code < 300:
-            found.append(f"{where}: HTTP {response.status_code}: {response.text[:2000]}")
-        report = response.headers.get("sl-violations")
-        if report:
-            found.append(f"{where}: sl-violations: {report[:2000]}")
-    return found
+    yield from served(twilio_spec)
 
 
 def recording_client(base_url: str, responses: list[requests.Response]) -> TwilioRestClient:
     client = TwilioRestClient(
         account_sid=ACCOUNT, auth_token=TOKEN, api_base_url=base_url, retries=0, timeout_s=10.0
     )
-
-    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        responses.append(response)
-
-    client.http.hooks["response"].append(record)
+    record_responses(client.http, responses)
     return client
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -19,7 +18,8 @@ import requests
 from actors.errors import ProviderError
 from actors.providers.vonage import VonageRestClient, websocket_ncco
 from actors.pubkey import new_private_key
-from tests.prism import PrismServer, PrismUnavailable, find_or_install_prism
+from tests.prism import record_responses, served
+from tests.prism import violations as prism_violations
 from tests.specs import spec
 
 pytestmark = pytest.mark.timeout(420)
@@ -34,38 +34,19 @@ def voice_spec() -> Path:
 
 @pytest.fixture(scope="session")
 def prism(voice_spec: Path) -> Iterator[str]:
-    try:
-        server = PrismServer(find_or_install_prism(), voice_spec).start()
-    except PrismUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from served(voice_spec)
 
 
 def violations(responses: list[requests.Response]) -> list[str]:
-    found = []
-    for response in responses:
-        where = f"{response.request.method} {response.request.path_url}"
-        if not 200 <= response.status_code < 300:
-            found.append(f"{where}: HTTP {response.status_code}: {response.text[:2000]}")
-        report = response.headers.get("sl-violations")
-        # The spec's own example conversation_uuid ("CON-...") is not a uuid: its flaw, not ours.
-        if report and "conversation_uuid" not in report:
-            found.append(f"{where}: sl-violations: {report[:2000]}")
-    return found
+    # The spec's own example conversation_uuid ("CON-...") is not a uuid: its flaw, not ours.
+    return prism_violations(responses, excuse="conversation_uuid")
 
 
 def recording_client(base_url: str, responses: list[requests.Response]) -> VonageRestClient:
     client = VonageRestClient(
         application_id=APPLICATION, private_key=new_private_key(), api_base_url=base_url, retries=0
     )
-
-    def record(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        responses.append(response)
-
-    client.http.hooks["response"].append(record)
+    record_responses(client.http, responses)
     return client
 
 

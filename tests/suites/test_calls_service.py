@@ -33,13 +33,15 @@ from actors import (
     default_config,
 )
 from actors.calls import restream_window_s
-from actors.config import EmulatorConfig, GatewayConfig, InboundConfig, TwilioProviderConfig
+from actors.config import GatewayConfig, InboundConfig, TwilioProviderConfig
 from actors.emulator.phone import TwilioEmulator
 from actors.gateway.server import MediaGateway
 from actors.providers.twilio import TwilioRestClient
 from actors.signing import stream_nonce, stream_token, twilio_signature
+from tests._provider_calls import inbound_service, running
 from tests.conftest import eventually
-from tests.gateway.test_security import closed_with, provider
+from tests.gateway.sides import closed_with
+from tests.gateway.test_security import provider
 from tests.hooks import Recorder
 from tests.proxy import TcpProxy
 
@@ -56,26 +58,15 @@ BEHAVIOURS = {
 }
 
 
-def make_service(**inbound: Any) -> TransportService:
-    config = dataclasses.replace(
-        default_config(),
-        emulator=EmulatorConfig(behaviours=BEHAVIOURS),
-        inbound=InboundConfig(**inbound),
-    )
-    return TransportService(config)
-
-
 @pytest.fixture
 def service() -> Iterator[TransportService]:
-    with make_service() as svc:
+    with inbound_service(BEHAVIOURS) as svc:
         yield svc
 
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
     service.infrastructure.twilio_emulator()
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+    return running(service, "emulator", TwilioEmulator)
 
 
 def read_until(
@@ -129,7 +120,7 @@ def test_an_inbound_call_is_accepted_streamed_both_ways_and_ended(
 
 
 def test_accept_times_out_and_a_plain_service_starts_no_webhook() -> None:
-    with make_service() as svc:
+    with inbound_service(BEHAVIOURS) as svc:
         assert "webhook" not in svc.infrastructure.running
         with pytest.raises(AcceptTimeout):
             svc.accept_session(timeout=0.05)
@@ -190,7 +181,7 @@ def test_a_duplicate_webhook_gets_the_same_answer_and_no_second_session(
 
 
 def test_past_capacity_a_caller_gets_busy() -> None:
-    with make_service(max_sessions=1, queue_timeout_s=0.5) as svc:
+    with inbound_service(BEHAVIOURS, max_sessions=1, queue_timeout_s=0.5) as svc:
         emulator = emulator_of(svc)
         first = svc.infrastructure.dial_in(OURS, CALLER)
         info = svc.accept_session(timeout=5)

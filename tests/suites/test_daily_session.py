@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,25 +31,15 @@ from actors.config import DailyProviderConfig, TransportConfig
 from actors.emulator.daily_sdk import DailyEmulator
 from actors.lifecycle import SessionState
 from actors.messages import Binary, Message
+from tests._provider_calls import running
 from tests.conftest import eventually, fast_config
 
 TO = "+15550100"
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def service() -> Iterator[TransportService]:
-    svc = TransportService(fast_config())
-    try:
-        yield svc
-    finally:
-        svc.close()
-
-
 def daily_of(service: TransportService) -> DailyEmulator:
-    emulator = service.infrastructure.running["daily"]
-    assert isinstance(emulator, DailyEmulator)
-    return emulator
+    return running(service, "daily", DailyEmulator)
 
 
 def read_until(

@@ -30,9 +30,8 @@ from actors import (
 from actors.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
 from actors.config import ExotelProviderConfig, GatewayConfig
 from actors.emulator.exotel import ExotelEmulator
-from actors.gateway.server import MediaGateway
-from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
-from tests.proxy import TcpProxy
+from tests._provider_calls import gateway_behind_a_proxy, read_until, running, write_across_a_cut
+from tests.pcm_calls import config, pcm_frames, peak_hz
 
 TO, FROM = "+919876543210", "08047491899"
 
@@ -53,9 +52,7 @@ def service() -> Iterator[TransportService]:
 
 
 def emulator_of(service: TransportService) -> ExotelEmulator:
-    emulator = service.infrastructure.running["exotel"]
-    assert isinstance(emulator, ExotelEmulator)
-    return emulator
+    return running(service, "exotel", ExotelEmulator)
 
 
 def test_a_tone_goes_there_and_back_in_chunks_exotel_accepts(service: TransportService) -> None:
@@ -148,26 +145,16 @@ def test_the_gateway_refuses_an_exotel_stream_without_its_basic_credentials() ->
 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
-    secret = "shared-secret-of-the-test"
-    with (
-        MediaGateway(GatewayConfig(embedded=False, secret=secret)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
-    ):
-        hop = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=secret)
+    with gateway_behind_a_proxy() as (gateway, proxy, hop):
         with TransportService(config(exotel(), hop)) as service:
             info = service.create_session(provider="exotel", to=TO)
             sid = info.session_id
             read_until(service, sid, Started)
-            sent = [bytes([i, 0]) * 160 for i in range(100)]
-            for frame in sent[:50]:
-                service.write_websocket_message(sid, Binary(frame))
-            proxy.cut()
-            for frame in sent[50:]:
-                service.write_websocket_message(sid, Binary(frame))
-            service.write_websocket_message(sid, Mark("all"))
+            sent = [bytes([i, 0]) * 160 for i in range(100)]  # each frame its own
+            write_across_a_cut(service, sid, proxy, sent)
             back = read_until(service, sid, Mark)
             echoed = [m.data for m in back if isinstance(m, Audio)]
-            assert echoed == sent
+            assert echoed == sent  # both ways: played once each, echoed back once each
             assert service.status(sid).restarts == 1 and proxy.connections == 2
             assert info.call_id is not None
             media = emulator_of(service).call_media(info.call_id)

@@ -25,8 +25,9 @@ from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.redaction import redact_url
 from actors.streamed_calls import SIGNATURE_HEADER, InboundStream, desk_request
+from tests._provider_calls import read_until, running, write_across_a_cut
 from tests.conftest import eventually
-from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
+from tests.pcm_calls import config, pcm_frames, peak_hz
 from tests.processes import free_port
 from tests.proxy import TcpProxy
 
@@ -50,9 +51,7 @@ def service() -> Iterator[TransportService]:
 
 
 def emulator_of(service: TransportService) -> ExotelEmulator:
-    emulator = service.infrastructure.running["exotel"]
-    assert isinstance(emulator, ExotelEmulator)
-    return emulator
+    return running(service, "exotel", ExotelEmulator)
 
 
 def counters(service: TransportService) -> dict[str, int]:
@@ -254,12 +253,7 @@ def test_an_inbound_calls_dropped_session_hop_resumes_with_nothing_lost_or_doubl
             sid = info.session_id
             read_until(service, sid, Started)
             sent = [bytes([i, 0]) * 160 for i in range(100)]  # each 20 ms frame its own
-            for frame in sent[:50]:
-                service.write_websocket_message(sid, Binary(frame))
-            proxy.cut()  # a reset mid-call: no close frame, frames in flight are gone
-            for frame in sent[50:]:
-                service.write_websocket_message(sid, Binary(frame))
-            service.write_websocket_message(sid, Mark("all"))
+            write_across_a_cut(service, sid, proxy, sent)
             back = read_until(service, sid, Mark)
             assert [m.data for m in back if isinstance(m, Audio)] == sent  # both ways, once
             assert service.status(sid).restarts == 1 and proxy.connections == 2

@@ -52,13 +52,14 @@ from actors.connector import Connector, Write
 from actors.emulator.phone import TwilioEmulator
 from actors.exits import ExitKind
 from actors.gateway import ServerThread
-from actors.gateway.server import CALL_UNKNOWN, MediaGateway
+from actors.gateway.server import CALL_UNKNOWN
 from actors.lifecycle import SessionState
 from actors.messages import Message
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from actors.supervisor import EndSession, Register, Supervisor
 from actors.transport import websocket_connection
+from tests._provider_calls import gateway_behind_a_proxy, running
 from tests.conftest import fast_config
 from tests.processes import ChildFailed, EchoProcess, GatewayProcess, free_port
 from tests.proxy import TcpProxy
@@ -222,9 +223,7 @@ def reopened(record: SessionRecord, restarts: int, timeout: float = 10.0) -> boo
 
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+    return running(service, "emulator", TwilioEmulator)
 
 
 def session_threads(session_id: str) -> list[str]:
@@ -479,11 +478,7 @@ def test_a_reset_gateway_hop_resumes_without_loss_while_the_other_call_goes_on()
     """Two Twilio calls through one gateway, their session hops through one proxy; only the
     first call's hop is reset. It resumes: inbound audio numbered without gap or repeat, and
     the phone played every frame written, in order. The other call never noticed."""
-    with (
-        MediaGateway(GatewayConfig(embedded=False, secret=SECRET)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
-    ):
-        hops = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=SECRET)
+    with gateway_behind_a_proxy(SECRET) as (gateway, proxy, hops):
         with TransportService(fault_config(media="tone", gateway=hops)) as service:
             info = service.create_session(provider="twilio", to=TO, from_=FROM)  # proxy link 0
             sid = info.session_id
@@ -554,11 +549,7 @@ def test_a_silent_gateway_hop_is_cut_off_and_resumed_without_loss() -> None:
     gateway and proxy. Frames the gateway sent into the frozen path never arrived, and frames
     the session sent into it never reached the gateway: the resume handshake (each side says
     how many it received) makes up for both, so nothing is lost or doubled."""
-    with (
-        MediaGateway(GatewayConfig(embedded=False, secret=SECRET)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
-    ):
-        hops = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=SECRET)
+    with gateway_behind_a_proxy(SECRET) as (gateway, proxy, hops):
         with TransportService(fault_config(media="tone", gateway=hops)) as service:
             info = service.create_session(provider="twilio", to=TO, from_=FROM)  # proxy link 0
             sid = info.session_id

@@ -14,10 +14,8 @@ and says why. Everything it creates is deleted in ``finally`` blocks.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +40,7 @@ from tests.netns import dotted as _dotted
 from tests.netns import ip as _ip
 from tests.netns import join
 from tests.netns import namespaces_unavailable as _namespaces_unavailable
-from tests.peers import server_frame
+from tests.peers import ThreadedServer, answer_upgrade, server_frame
 from tests.suites.test_faults import (
     FROM,
     SECRET,
@@ -56,7 +54,6 @@ from tests.suites.test_faults import (
 
 pytestmark = pytest.mark.timeout(60)
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PING_INTERVAL_S = 0.25
 PING_TIMEOUT_S = 1.0
 
@@ -183,43 +180,19 @@ def namespace() -> Iterator[Namespace]:
         yield ns
 
 
-class CountingPeer:
+class CountingPeer(ThreadedServer):
     """A WebSocket server that records the sequence number (first 4 bytes) of every binary
     frame it receives, per connection; answers pings and close frames; and sets ``ended``
     when a text frame ``end`` arrives."""
 
     def __init__(self, listener: socket.socket, tls: ssl.SSLContext | None = None) -> None:
-        self._listener = listener
+        super().__init__(listener, "counting-peer")
         self._tls = tls
         host, port = listener.getsockname()[:2]
         self.url = f"{'wss' if tls else 'ws'}://{host}:{port}/"
         self.received: list[list[int]] = []  # per connection, in the order accepted
         self.ended = threading.Event()
-        self._lock = threading.Lock()
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, name="counting-peer")
         self._acceptor.start()
-
-    def __enter__(self) -> CountingPeer:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            clients, threads = list(self._clients), list(self._threads)
-        for client in clients:
-            with contextlib.suppress(OSError):  # OSError too: a socket TLS took over
-                client.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for client in clients:
-            client.close()
 
     def count(self) -> int:
         with self._lock:
@@ -229,19 +202,11 @@ class CountingPeer:
         with self._lock:
             return [n for frames in self.received for n in frames]
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            frames: list[int] = []
-            thread = threading.Thread(target=self._serve, args=(client, frames), name="peer-conn")
-            with self._lock:
-                self._clients.append(client)
-                self._threads.append(thread)
-                self.received.append(frames)
-            thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        frames: list[int] = []
+        with self._lock:
+            self.received.append(frames)
+        self._spawn(self._serve, client, frames, sockets=[client], name="peer-conn")
 
     def _serve(self, client: socket.socket, frames: list[int]) -> None:
         with contextlib.suppress(OSError):
@@ -249,7 +214,7 @@ class CountingPeer:
                 client = self._tls.wrap_socket(client, server_side=True)  # detaches the other
                 with self._lock:
                     self._clients.append(client)
-            buf = _handshake(client)
+            buf = bytearray(answer_upgrade(client))
             while True:
                 while (found := _client_frame(buf)) is not None:
                     opcode, payload, size = found
@@ -271,27 +236,6 @@ class CountingPeer:
                 # test cuts the path after the peer has read a frame, our kernel knows it.
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 buf += chunk
-
-
-def _handshake(client: socket.socket) -> bytearray:
-    request = b""
-    while b"\r\n\r\n" not in request:
-        chunk = client.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        request += chunk
-    head, _, rest = request.partition(b"\r\n\r\n")
-    key = next(
-        line.split(b":", 1)[1].strip()
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"sec-websocket-key:")
-    )
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    client.sendall(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-    )
-    return bytearray(rest)
 
 
 def _client_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
@@ -318,59 +262,26 @@ def _client_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
     return opcode, payload, end
 
 
-class Forwarder:
+class Forwarder(ThreadedServer):
     """Relays each connection accepted on ``listener`` (in the namespace) to ``port`` on our
     loopback, both ways, until either side closes."""
 
     def __init__(self, listener: socket.socket, port: int) -> None:
-        self._listener = listener
+        super().__init__(listener, "forwarder")
         self._port = port
         host, own = listener.getsockname()[:2]
         self.url = f"ws://{host}:{own}"
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, name="forwarder")
         self._acceptor.start()
 
-    def __enter__(self) -> Forwarder:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            sockets, threads = list(self._sockets), list(self._threads)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for sock in sockets:
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-                for a, b in ((client, upstream), (upstream, client)):
-                    thread = threading.Thread(target=_relay, args=(a, b), name="forwarder-pump")
-                    self._threads.append(thread)
-                    thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self._spawn(_relay, client, upstream, sockets=[client, upstream], name="forwarder-pump")
+        self._spawn(_relay, upstream, client, name="forwarder-pump")
 
 
 def _relay(source: socket.socket, sink: socket.socket) -> None:

@@ -9,7 +9,6 @@ values in the extra headers -> the gateway pairs it with the session -> frames b
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -33,22 +32,19 @@ from actors.lifecycle import SessionState
 from actors.messages import Binary
 from actors.providers.plivo import PlivoRestClient
 from actors.webhooks.plivo import stream_xml, verify_signature_v3
-from tests._provider_calls import FROM, TO, config, read_until, resume_after_a_dropped_hop
-
-
-@pytest.fixture
-def service() -> Iterator[TransportService]:
-    svc = TransportService(config())
-    try:
-        yield svc
-    finally:
-        svc.close()
+from tests._provider_calls import (
+    FROM,
+    MACHINE,
+    PERSON,
+    TO,
+    read_until,
+    resume_after_a_dropped_hop,
+    running,
+)
 
 
 def emulator_of(service: TransportService) -> PlivoEmulator:
-    emulator = service.infrastructure.running["plivo"]
-    assert isinstance(emulator, PlivoEmulator)
-    return emulator
+    return running(service, "plivo", PlivoEmulator)
 
 
 def media_of(service: TransportService, call_id: str) -> CallMedia | None:
@@ -279,14 +275,6 @@ def test_a_control_document_is_served_only_to_plivo_signed_requests(
 
 
 # -- machine detection ---------------------------------------------------------------------------
-
-MACHINE, PERSON = "+15550105", "+15550106"
-
-
-@pytest.fixture
-def amd_service() -> Iterator[TransportService]:
-    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
-        yield svc
 
 
 @pytest.mark.parametrize(("to", "verdict"), [(MACHINE, "machine_start"), (PERSON, "human")])

@@ -7,7 +7,6 @@ embedded emulator (the caller, or the callee of outbound calls)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import threading
@@ -27,11 +26,10 @@ from actors import (
     Started,
     TransportService,
     UnsupportedMessage,
-    default_config,
 )
-from actors.config import EmulatorConfig, InboundConfig
 from actors.pubkey import new_ed25519_key, sign_ed25519, webhook_token
 from actors.webhooks.plivo import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
+from tests._provider_calls import inbound_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,18 +39,9 @@ BEHAVIOURS = {"+15550101": "busy:0.2", "+15550102": "no-answer:0.3", "+15550103"
 FRAME = {"telnyx": 160, "plivo": 160, "vonage": 640, "exotel": 320}  # Exotel: PCM16 at 8 kHz
 
 
-def make_service(**inbound: Any) -> TransportService:
-    config = dataclasses.replace(
-        default_config(),
-        emulator=EmulatorConfig(behaviours=BEHAVIOURS),
-        inbound=InboundConfig(**inbound),
-    )
-    return TransportService(config)
-
-
 @pytest.fixture
 def service() -> Iterator[TransportService]:
-    with make_service() as svc:
+    with inbound_service(BEHAVIOURS) as svc:
         yield svc
 
 
@@ -109,7 +98,7 @@ def test_an_inbound_call_is_accepted_streamed_both_ways_and_ended(
 
 @pytest.mark.parametrize("provider", ["telnyx", "plivo", "vonage", "exotel"])
 def test_an_inbound_call_nobody_accepts_is_refused_the_providers_way(provider: str) -> None:
-    with make_service(queue_timeout_s=0.2) as svc:
+    with inbound_service(BEHAVIOURS, queue_timeout_s=0.2) as svc:
         call_id = svc.infrastructure.place_inbound(provider, OURS, CALLER)
         call = emulator(svc, provider).wait_ended(call_id, 5)
         if provider == "vonage":  # no reject action: a talk, then the NCCO ends the call

@@ -19,17 +19,14 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 import pytest
 
@@ -55,14 +52,13 @@ from actors.messages import Message, SessionStatus
 from actors.policy import IntensityPolicy
 from actors.session import SessionRecord
 from tests.conftest import eventually, fast_config
-from tests.peers import RawPeer, silent
+from tests.peers import RawPeer, ThreadedServer, answer_upgrade, silent
 from tests.processes import EchoProcess
 from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
 ENDED = frozenset({SessionState.CLOSED, SessionState.FAILED})
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def config_with(supervisor: SupervisorConfig | None = None, **runtime: object) -> TransportConfig:
@@ -331,86 +327,34 @@ def test_a_connection_up_for_reset_after_s_forgives_the_earlier_outages(
         service.end_session(sid)
 
 
-class DripPeer:
+class DripPeer(ThreadedServer):
     """A raw TCP server: its first client gets a real WebSocket handshake (and is hung up on
     when :meth:`hang_up` is called); every later client is answered one byte per
     ``drip_s``, forever, never completing the upgrade: a handshake that drips."""
 
     def __init__(self, drip_s: float = 0.2) -> None:
+        super().__init__(socket.create_server(("127.0.0.1", 0)), "drip-peer", daemon=True)
         self._drip_s = drip_s
-        self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.url = f"ws://127.0.0.1:{self.port}/"
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._clients: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
         self._first: socket.socket | None = None
         self.dripping = 0
-        self._acceptor = threading.Thread(target=self._accept, name="drip-peer", daemon=True)
         self._acceptor.start()
-
-    def __enter__(self) -> DripPeer:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._acceptor.join(5)
-        with self._lock:
-            clients, threads = list(self._clients), list(self._threads)
-        for client in clients:
-            with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(5)
-        for client in clients:
-            client.close()
 
     def hang_up(self) -> None:
         assert self._first is not None
         with contextlib.suppress(OSError):
             self._first.shutdown(socket.SHUT_RDWR)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            first = self._first is None
-            if first:
-                self._first = client
-            thread = threading.Thread(
-                target=self._upgrade if first else self._drip, args=(client,), daemon=True
-            )
-            with self._lock:
-                self._clients.append(client)
-                self._threads.append(thread)
-            thread.start()
+    def _accepted(self, client: socket.socket) -> None:
+        first = self._first is None
+        if first:
+            self._first = client
+        self._spawn(self._upgrade if first else self._drip, client, sockets=[client])
 
     def _upgrade(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError, StopIteration):
-            request = b""
-            while b"\r\n\r\n" not in request:
-                chunk = client.recv(4096)
-                if not chunk:
-                    return
-                request += chunk
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in request.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-            client.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
+            answer_upgrade(client)
             while client.recv(4096):  # read (and ignore) until hung up on
                 pass
 

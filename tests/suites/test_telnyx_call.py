@@ -8,8 +8,6 @@ pairs it with the session -> frames both ways, unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from actors import (
@@ -31,22 +29,19 @@ from actors.emulator.telnyx import TelnyxEmulator
 from actors.lifecycle import SessionState
 from actors.messages import Binary
 from actors.providers.telnyx import TelnyxRestClient
-from tests._provider_calls import FROM, TO, config, read_until, resume_after_a_dropped_hop
-
-
-@pytest.fixture
-def service() -> Iterator[TransportService]:
-    svc = TransportService(config())
-    try:
-        yield svc
-    finally:
-        svc.close()
+from tests._provider_calls import (
+    FROM,
+    MACHINE,
+    PERSON,
+    TO,
+    read_until,
+    resume_after_a_dropped_hop,
+    running,
+)
 
 
 def emulator_of(service: TransportService) -> TelnyxEmulator:
-    emulator = service.infrastructure.running["telnyx"]
-    assert isinstance(emulator, TelnyxEmulator)
-    return emulator
+    return running(service, "telnyx", TelnyxEmulator)
 
 
 def media_of(service: TransportService, call_id: str) -> CallMedia | None:
@@ -260,14 +255,6 @@ def test_a_command_on_a_call_that_has_ended_is_session_closed(service: Transport
 
 
 # -- machine detection ---------------------------------------------------------------------------
-
-MACHINE, PERSON = "+15550105", "+15550106"
-
-
-@pytest.fixture
-def amd_service() -> Iterator[TransportService]:
-    with TransportService(config(behaviours={MACHINE: "machine", PERSON: "human"})) as svc:
-        yield svc
 
 
 @pytest.mark.parametrize(

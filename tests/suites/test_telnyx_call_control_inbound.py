@@ -30,6 +30,7 @@ from actors import (
 from actors.config import InboundConfig, TelnyxProviderConfig
 from actors.emulator.telnyx import TelnyxEmulator
 from actors.pubkey import new_ed25519_key, sign_ed25519
+from tests._provider_calls import read_until, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,19 +54,7 @@ def service() -> Iterator[TransportService]:
 
 def emulator_of(service: TransportService) -> TelnyxEmulator:
     service.infrastructure.telnyx_emulator()
-    emulator = service.infrastructure.running["telnyx"]
-    assert isinstance(emulator, TelnyxEmulator)
-    return emulator
-
-
-def read_until(service: TransportService, sid: str, kind: type) -> list[Any]:
-    seen: list[Any] = []
-    while True:
-        message = service.read_websocket_message(sid, timeout=5)
-        assert message is not None, f"ended before a {kind.__name__}: {seen[-3:]}"
-        seen.append(message)
-        if isinstance(message, kind):
-            return seen
+    return running(service, "telnyx", TelnyxEmulator)
 
 
 def _commands(service: TransportService, operation: str) -> list[int]:
@@ -80,7 +69,7 @@ def test_an_incoming_call_is_answered_with_a_command_and_streams(service: Transp
     sid = info.session_id
     seen = read_until(service, sid, Started)
     started = seen[-1]
-    assert started.call_id == call_id
+    assert isinstance(started, Started) and started.call_id == call_id
     assert dict(started.parameters) == {"direction": "inbound", "session": sid}  # no token
     assert _commands(service, "answer") == [200]
     call = emulator_of(service).call(call_id)

@@ -7,9 +7,6 @@ pairs the stream with the session's connector -> frames both ways.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-
 import pytest
 
 from actors import (
@@ -24,45 +21,14 @@ from actors import (
     UnsupportedMessage,
 )
 from actors.audio import dominant_frequency, pcm16_to_ulaw, tone, ulaw_to_pcm16
-from actors.config import EmulatorConfig, GatewayConfig, TransportConfig
 from actors.emulator.phone import TwilioEmulator
-from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
-from actors.messages import Binary, Message
-from tests.conftest import fast_config
-from tests.proxy import TcpProxy
-
-TO, FROM = "+15550100", "+15550199"
-
-
-def config(**emulator: object) -> TransportConfig:
-    return dataclasses.replace(fast_config(), emulator=EmulatorConfig(**emulator))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def service() -> Iterator[TransportService]:
-    svc = TransportService(config())
-    try:
-        yield svc
-    finally:
-        svc.close()
+from actors.messages import Binary
+from tests._provider_calls import FROM, TO, config, read_until, resume_after_a_dropped_hop, running
 
 
 def emulator_of(service: TransportService) -> TwilioEmulator:
-    emulator = service.infrastructure.running["emulator"]
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
-
-
-def read_until(service: TransportService, sid: str, kind: type[Message]) -> list[Message]:
-    """Every message up to and including the first ``kind``."""
-    seen: list[Message] = []
-    while True:
-        message = service.read_websocket_message(sid, timeout=5)
-        assert message is not None, f"session ended before a {kind.__name__}: {seen[-3:]}"
-        seen.append(message)
-        if isinstance(message, kind):
-            return seen
+    return running(service, "emulator", TwilioEmulator)
 
 
 def tone_frames(hz: float, seconds: float) -> list[bytes]:
@@ -144,47 +110,7 @@ def test_many_calls_at_once_stay_apart(service: TransportService) -> None:
 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
-    secret = "shared-secret-of-the-test"  # >= 16 bytes: GatewayConfig checks it
-    with (
-        MediaGateway(GatewayConfig(embedded=False, secret=secret)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
-    ):
-        cfg = dataclasses.replace(
-            config(media="tone"),
-            gateway=GatewayConfig(
-                embedded=False, url=proxy.url, public_url=gateway.url, secret=secret
-            ),
-        )
-        with TransportService(cfg) as service:
-            info = service.create_session(provider="twilio", to=TO, from_=FROM)
-            sid = info.session_id
-            read_until(service, sid, Started)
-            inbound = [read_until(service, sid, Audio)[-1] for _ in range(10)]
-            sent = [bytes([i]) * 160 for i in range(100)]
-            for frame in sent[:50]:
-                service.write_websocket_message(sid, Binary(frame))
-            proxy.cut()  # a reset mid-call: no close frame, frames in flight are gone
-            for frame in sent[50:]:
-                service.write_websocket_message(sid, Binary(frame))
-            service.write_websocket_message(sid, Mark("all"))
-            while True:
-                message = service.read_websocket_message(sid, timeout=10)
-                if isinstance(message, Audio):
-                    inbound.append(message)
-                if isinstance(message, Mark) and message.name == "all":
-                    break
-            status = service.status(sid)
-            assert status.restarts == 1
-            assert proxy.connections == 2
-            numbers = [m.sequence for m in inbound]
-            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # once each
-            assert info.call_id is not None
-            media = emulator_of(service).call_media(info.call_id)
-            assert media is not None
-            assert bytes(media.recording) == b"".join(sent)  # what it played: all, in order
-            assert gateway.stats().resumes == 1
-            service.end_session(sid)
-            assert media.ended.wait(5)
+    resume_after_a_dropped_hop("twilio", lambda svc, call: emulator_of(svc).call_media(call))
 
 
 def test_the_emulator_and_gateway_start_only_for_a_twilio_session(

@@ -26,15 +26,14 @@ from actors import (
     TransportService,
 )
 from actors.audio import pcm16_to_ulaw, tone, ulaw_to_pcm16
-from actors.config import GatewayConfig, VonageProviderConfig
+from actors.config import VonageProviderConfig
 from actors.emulator.vonage import VonageEmulator
-from actors.gateway.server import MediaGateway
 from actors.lifecycle import SessionState
 from actors.providers.vonage import VonageRestClient
 from actors.pubkey import new_private_key
+from tests._provider_calls import gateway_behind_a_proxy, read_until, running, write_across_a_cut
 from tests.conftest import eventually
-from tests.pcm_calls import config, pcm_frames, peak_hz, read_until
-from tests.proxy import TcpProxy
+from tests.pcm_calls import config, pcm_frames, peak_hz
 
 TO, FROM = "+447700900001", "+447700900002"
 
@@ -55,9 +54,7 @@ def service() -> Iterator[TransportService]:
 
 
 def emulator_of(service: TransportService) -> VonageEmulator:
-    emulator = service.infrastructure.running["vonage"]
-    assert isinstance(emulator, VonageEmulator)
-    return emulator
+    return running(service, "vonage", VonageEmulator)
 
 
 def test_a_tone_goes_there_and_back_in_640_byte_frames(service: TransportService) -> None:
@@ -248,23 +245,13 @@ def test_an_idle_tail_is_padded_and_sent_on_the_connectors_timer(
 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
-    secret = "shared-secret-of-the-test"
-    with (
-        MediaGateway(GatewayConfig(embedded=False, secret=secret)) as gateway,
-        TcpProxy(gateway._server.port) as proxy,
-    ):
-        hop = GatewayConfig(embedded=False, url=proxy.url, public_url=gateway.url, secret=secret)
+    with gateway_behind_a_proxy() as (gateway, proxy, hop):
         with TransportService(config(vonage(), hop)) as service:
             info = service.create_session(provider="vonage", to=TO)
             sid = info.session_id
             read_until(service, sid, Started)
             sent = [bytes([i, 0]) * 320 for i in range(100)]  # each frame its own
-            for frame in sent[:50]:
-                service.write_websocket_message(sid, Binary(frame))
-            proxy.cut()  # a reset mid-call: no close frame, frames in flight are gone
-            for frame in sent[50:]:
-                service.write_websocket_message(sid, Binary(frame))
-            service.write_websocket_message(sid, Mark("all"))
+            write_across_a_cut(service, sid, proxy, sent)
             back = read_until(service, sid, Mark)
             echoed = [m.data for m in back if isinstance(m, Audio)]
             assert echoed == sent  # both ways: played once each, echoed back once each
