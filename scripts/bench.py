@@ -441,7 +441,8 @@ PIPECAT_REQUIREMENTS = (
     "fastapi==0.165.0",
     "uvicorn[standard]==0.54.0",
 )
-PIPECAT_SWEEP = [50, 100, 150, 200, 250]
+PIPECAT_SWEEP = [25, 50, 75, 100, 150, 200, 250]
+CLUSTER_SWEEP = [25, 50, 75, 100, 125, 150, 200]
 PIPECAT_BEGIN = "<!-- pipecat: begin (written by bench.py --pipecat) -->"
 PIPECAT_END = "<!-- pipecat: end -->"
 INBOUND = "ours: inbound"
@@ -785,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster",
         action="store_true",
         help="only cluster mode on this machine: one runtime node against two behind one "
-        "gateway, Redis on a free port, at --sessions N (default 25 50 75 100 150 200): "
+        "gateway, Redis on a free port, at --sessions N (default 25 to 200): "
         "rewrites that section of the report, nothing else",
     )
     args = parser.parse_args(argv)
@@ -831,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_section(out, block, PROVIDERS_BEGIN, PROVIDERS_END)
         return 0
     if args.cluster:
-        cluster_n = args.sessions or ([3] if args.quick else [25, 50, 75, 100, 150, 200])
+        cluster_n = args.sessions or ([3] if args.quick else CLUSTER_SWEEP)
         cluster_results = cluster_sweep(cluster_n, seconds, SECRET)
         command = "python scripts/bench.py" + " --quick" * args.quick + " --cluster"
         if args.sessions:
@@ -901,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster_rows: list[tuple[PeerRow, PeerRow]] | None = None
     if with_cluster:
         # Last, on a machine the other sections' processes have left: it starts its own.
-        cluster_n = args.sessions or [25, 50, 75, 100, 150, 200]
+        cluster_n = args.sessions or CLUSTER_SWEEP
         cluster_date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         cluster_load = os.getloadavg()
         cluster_rows = cluster_sweep(cluster_n, seconds, SECRET)
