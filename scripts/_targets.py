@@ -170,15 +170,36 @@ def _profile(figures: RunFigures) -> list[str]:
     per_frame = {name: 1e6 * s / echoed for name, s in costs.cpu_until_drained_s.items()}
     if per_frame:
         need = TARGET_CALLS * 50 * sum(per_frame.values()) / 1e4  # % of one core
-        lines.append(
+        text = (
             f"- **The floor**: CPU per echoed frame at {costs.sessions} calls (every frame "
             "back), from the load's start to the last echo: "
             + ", ".join(f"{name} {us:.0f} us" for name, us in per_frame.items())
             + f". At those costs, {TARGET_CALLS} calls ({TARGET_CALLS * 50:,} round trips a "
-            f"second) need {need:.0f} % of one core; the machine has 200 %, so the target "
-            f"asks for {need / 200:.1f}x less CPU per frame across the processes on it, "
-            "before any headroom for latency."
+            f"second) need {need:.0f} % of one core of the machine's 200 %"
         )
+        if "runtime" in per_frame:
+            runtime = TARGET_CALLS * 50 * per_frame["runtime"] / 1e4
+            text += (
+                f", {runtime:.0f} % of it in the runtime, whose Python runs under one GIL "
+                "(one process cannot pass 100 %)"
+            )
+        if need >= 200:
+            text += f": {need / 200:.1f}x what the machine has, before any headroom."
+        else:
+            text += (
+                ": close to saturation, where queues, and so latency, grow fast."
+                if need >= 150
+                else "."
+            )
+        held = [r for r in rows if row_holds(r)]
+        if held:
+            top = max(held, key=lambda r: r.sessions)
+            text += (
+                f" Real time held up to {top.sessions} inbound calls in this run, where the "
+                f"path took {top.cpu_total + top.peer_pct:.0f} % (runtime "
+                f"{top.cpu_pct.get('runtime', 0.0):.0f} %)."
+            )
+        lines.append(text)
     return lines
 
 

@@ -280,6 +280,7 @@ def test_targets_are_judged_from_the_rows_they_name() -> None:
     costly.cpu_until_drained_s = {"runtime": 0.5, "gateway": 0.25}
     floor = "\n".join(_targets_module().targets_report(_figures(inbound=[costly])))
     assert "runtime 100 us, gateway 50 us" in floor and "need 188 % of one core" in floor
+    assert "125 % of it in the runtime" in floor and "close to saturation" in floor
     lossy = _figures(inbound=[row("ours", 250, 12.0, 1, 50.0)])
     assert _verdicts(lossy)["250 calls th"][1] == "**not met**"
     # Both hold 100: ours 50 % against Pipecat's 200 % is 0.25x; against 100 %, 0.5x.
