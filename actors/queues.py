@@ -109,10 +109,12 @@ class WakeChain:
         return _Delivering(self)
 
     def defer(self, inbox: Inbox) -> None:
+        """Queue ``inbox``, whose reader waits, to be woken in its turn."""
         with self._lock:
             self._inboxes.append(inbox)
 
     def __len__(self) -> int:
+        """Inboxes waiting for their turn (some may have no reader any more)."""
         return len(self._inboxes)
 
     def kick(self) -> None:

@@ -8,7 +8,8 @@ gone silent, a close never answered).
 Why one loop and not a reader and a writer thread per socket: with hundreds of calls each
 sending fifty frames a second, a thread wake per frame is what costs (each wake is a GIL
 hand-over); the loop serves every frame that has arrived on every socket per wake, and a write
-costs no wake at all.
+costs no wake at all. The application threads that a batch's frames are for are woken one after
+another, not all at once (:class:`~actors.queues.WakeChain`).
 
 The loop and a connection meet at a small interface and nowhere else: the loop drives a
 :class:`LoopClient` (its ``on_*`` methods, on the loop's thread); a connection uses the loop's
