@@ -732,6 +732,19 @@ def _holds(step: Step) -> bool:
     return step.lost == 0 and not step.errors and _pct(step.rtts_ms, 0.99) <= 20.0
 
 
+def _command(args: argparse.Namespace, *flags: str) -> str:
+    """The command line that reproduces this run: ``--quick``, ``flags`` (what the run
+    measured), then the sweep's ``--sessions``, ``--pipecat-sessions`` and ``--seconds``."""
+    parts = ["python scripts/bench.py", *["--quick"] * args.quick, *flags]
+    sweeps = (("--sessions", args.sessions), ("--pipecat-sessions", args.pipecat_sessions))
+    for option, values in sweeps:
+        if values:
+            parts += [option, *map(str, values)]
+    if args.seconds:
+        parts.append(f"--seconds {args.seconds:g}")
+    return " ".join(parts)
+
+
 def _write_section(out: Path, block: str, begin: str, end: str) -> None:
     """Rewrite one section of the report's notes in place (the rest of the file is kept)."""
     old = out.read_text() if out.exists() else ""
@@ -816,12 +829,7 @@ def main(argv: list[str] | None = None) -> int:
             provider_results = provider_rows(providers, provider_n, seconds, gateway, SECRET)
         finally:
             gateway.stop()
-        command = "python scripts/bench.py" + " --quick" * args.quick + " --providers"
-        command += "".join(f" {name}" for name in args.providers)
-        if args.sessions:
-            command += " --sessions " + " ".join(map(str, args.sessions))
-        if args.seconds:
-            command += f" --seconds {args.seconds:g}"
+        command = _command(args, "--providers", *args.providers)
         date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         block = providers_report(provider_results, seconds, command, date, load_line(load0))
         print(block)
@@ -834,11 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster:
         cluster_n = args.sessions or ([3] if args.quick else CLUSTER_SWEEP)
         cluster_results = cluster_sweep(cluster_n, seconds, SECRET)
-        command = "python scripts/bench.py" + " --quick" * args.quick + " --cluster"
-        if args.sessions:
-            command += " --sessions " + " ".join(map(str, args.sessions))
-        if args.seconds:
-            command += f" --seconds {args.seconds:g}"
+        command = _command(args, "--cluster")
         date = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         block = cluster_report(cluster_results, seconds, command, date, load_line(load0))
         print(block)
@@ -881,16 +885,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gateway.stop()
         peer.stop()
-    flags = " --quick" * args.quick + " --no-pipecat" * args.no_pipecat
-    flags += " --no-cluster" * args.no_cluster
+    flags = [
+        *["--no-pipecat"] * args.no_pipecat,
+        *["--no-cluster"] * args.no_cluster,
+        *["--pipecat"] * args.pipecat,
+        *["--pipecat-only"] * args.pipecat_only,
+    ]
+    command = _command(args, *flags)
     if pipecat:
-        pipecat_command = "python scripts/bench.py" + flags
-        if args.seconds:
-            pipecat_command += f" --seconds {args.seconds:g}"
-        pipecat_command += " --pipecat-only" * args.pipecat_only + " --pipecat" * args.pipecat
-        if args.pipecat_sessions:
-            pipecat_command += " --pipecat-sessions " + " ".join(map(str, args.pipecat_sessions))
-        block = pipecat_report(pipecat_rows, seconds, pipecat_command)
+        block = pipecat_report(pipecat_rows, seconds, command)
     if args.pipecat_only:
         print(block)
         if written:
@@ -909,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster_block = cluster_report(
             cluster_rows,
             seconds,
-            "python scripts/bench.py" + flags,
+            command,
             cluster_date,
             load_line(cluster_load),
         )
@@ -946,11 +949,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{idle_threads} threads, opened in {idle_s:.1f} s",
         f"- the whole run took {time.perf_counter() - began:.0f} s",
     ]
-    command = "python scripts/bench.py" + flags + " --pipecat" * args.pipecat
-    if args.sessions:
-        command += " --sessions " + " ".join(map(str, args.sessions))
-    if args.seconds:
-        command += f" --seconds {args.seconds:g}"
     report = "\n".join(
         [
             "# Benchmarks",
