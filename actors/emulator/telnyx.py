@@ -94,6 +94,17 @@ def _errors(status: int, code: str, title: str, detail: str = "") -> Reply:
     return Reply(status, {"errors": [{"code": code, "title": title, "detail": detail}]})
 
 
+def _bad_client_state(data: dict[str, Any]) -> Reply | None:
+    """Telnyx's refusal of a ``client_state`` that is not base64, or ``None`` if it is fine."""
+    state = data.get("client_state")
+    if state is not None:
+        try:
+            base64.b64decode(state, validate=True)
+        except (TypeError, ValueError, binascii.Error):
+            return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
+    return None
+
+
 @dataclass
 class TelnyxCall:
     """One emulated call, as its dial asked for it."""
@@ -266,12 +277,9 @@ class TelnyxApiServer(HTTPApiServer):
         for name, allowed in checks:
             if name in data and data[name] not in allowed:
                 return _errors(422, "10015", "Invalid parameter", f"'{name}' is not allowed.")
+        if (refused := _bad_client_state(data)) is not None:
+            return refused
         state = data.get("client_state")
-        if state is not None:
-            try:
-                base64.b64decode(state, validate=True)
-            except (TypeError, ValueError, binascii.Error):
-                return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
         call = TelnyxCall(
             "v3:" + secrets.token_urlsafe(24), data["to"], data["from"], url, state, request=data
         )
@@ -300,12 +308,9 @@ class TelnyxApiServer(HTTPApiServer):
         url = data.get("stream_url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss"):
             return _errors(422, "10015", "Invalid parameter", "'stream_url' must be ws(s)://.")
+        if (refused := _bad_client_state(data)) is not None:
+            return refused
         state = data.get("client_state")
-        if state is not None:
-            try:
-                base64.b64decode(state, validate=True)
-            except (TypeError, ValueError, binascii.Error):
-                return _errors(422, "10015", "Invalid parameter", "'client_state' not base64.")
         reply = Reply(200, {"data": {"result": "ok"}})
         if self.on_streaming_start is not None:
             reply.after = lambda: self.on_streaming_start(call, url, state)
