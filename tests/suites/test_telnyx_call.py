@@ -9,6 +9,7 @@ pairs it with the session -> frames both ways, unchanged.
 from __future__ import annotations
 
 import pytest
+import requests
 
 from actors import (
     Audio,
@@ -138,6 +139,34 @@ def test_provider_error_bodies_become_provider_errors(service: TransportService)
     assert unauthorised.value.status == 401
     assert unauthorised.value.code == "10009"
     assert "k3y-n0t-v4lid" not in str(unauthorised.value)
+
+
+def test_a_client_state_that_is_not_base64_is_refused_by_dial_and_streaming_start(
+    service: TransportService,
+) -> None:
+    """As Telnyx does: ``client_state`` must be base64, on the dial and on ``streaming_start``
+    alike (422, code 10015, naming the field); the call it was refused for goes on."""
+    endpoint = service.infrastructure.telnyx_emulator()
+    client = TelnyxRestClient(
+        api_key=endpoint.auth_token, api_base_url=endpoint.base_url, retries=0
+    )
+    with client, pytest.raises(ProviderError) as dial:
+        client.create_call(
+            connection_id="app", to=TO, from_=FROM, stream_url="wss://x/telnyx", client_state="!"
+        )
+    assert (dial.value.status, dial.value.code) == (422, "10015")
+    assert "client_state" in str(dial.value)
+    del dial  # its traceback keeps the refused request alive (a socket with it) until a GC
+    info = service.create_session(provider="telnyx", to=TO, from_=FROM)
+    url = f"{endpoint.base_url}/calls/{info.call_id}/actions/streaming_start"
+    body = {"stream_url": "wss://x/telnyx", "client_state": "not base64!"}
+    with requests.Session() as http:
+        reply = http.post(
+            url, json=body, headers={"Authorization": f"Bearer {endpoint.auth_token}"}, timeout=5
+        )
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["errors"][0]["detail"] == "'client_state' not base64."
+    assert service.is_websocket_connected(info.session_id)
 
 
 def test_a_dropped_session_hop_resumes_with_nothing_lost_or_doubled() -> None:
